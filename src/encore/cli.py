@@ -1,0 +1,72 @@
+"""The ``encore`` command.
+
+Each area keeps its sub-commands in ``encore/commands/<area>.py`` with a
+``register(subparsers)`` function; this module only assembles them, sets up logging and
+maps :class:`encore.errors.EncoreError` to a one-line message and exit status 2.
+Heavy imports (torch, diffusers) happen inside the command handlers, so ``encore --help``
+is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from encore.errors import EncoreError
+
+# Order here is the order in ``encore --help``.
+COMMAND_MODULES = (
+    "serve",
+    "corpus",
+    "generate",
+    "train",
+    "eval",
+    "similarity",
+    "finetune",
+    "report",
+    "simulate",
+    "bench",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="encore", description="Music generation that learns from its listeners."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"encore.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"encore.commands.{name}":
+                continue  # that area has not landed yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.handler(args) or 0)
+    except EncoreError as exc:
+        print(f"encore {args.command}: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)  # noqa: T201
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

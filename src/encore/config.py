@@ -1,0 +1,74 @@
+"""Deployment settings, read once from the environment (prefix ``ENCORE_``) or a ``.env`` file.
+
+The defaults run on one machine with no servers: SQLite, a Huey queue on SQLite and blobs
+on the local filesystem, all under ``data_dir``. Model and mel hyper-parameters are not
+settings: they travel with a model folder.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_MODELS_DIR = PACKAGE_DIR / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENCORE_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("var")
+
+    # Scale-out is chosen by URL; empty means "embedded default under data_dir".
+    database_url: str = ""
+    queue_url: str = ""  # "" -> Huey on SQLite; "redis://host:6379/0" -> Redis
+    storage_url: str = ""  # "" -> local folder; "s3://bucket/prefix" -> S3-compatible
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    torch_threads: int = 0  # 0 -> torch's default
+
+    # Audio limits (upload validation).
+    max_song_seconds: float = 15 * 60
+    min_song_seconds: float = 3.0
+    max_upload_bytes: int = 100 * 1024 * 1024
+
+    # Models.
+    base_model_dir: Path = SHIPPED_MODELS_DIR / "base-v0"
+    similarity_model_dir: Path = SHIPPED_MODELS_DIR / "similarity"
+
+    # Generation defaults.
+    clip_seconds: float = 5.9
+    inference_steps: int = 50
+    default_strength: float = 0.7
+
+    # The loop (DESIGN.md §2).
+    baseline_probability: float = Field(0.25, ge=0.0, le=1.0)
+    min_listen_seconds: float = 5.0
+    min_listen_fraction: float = 0.5
+
+    secret_key: str = "dev-insecure-secret"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'encore.db').resolve()}"
+
+    @property
+    def resolved_queue_url(self) -> str:
+        return self.queue_url or f"sqlite:///{(self.data_dir / 'queue.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()
