@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    # Web (encore.web). Rate limits are "count/seconds", counted per web process.
+    trusted_origins: list[str] = []  # extra origins allowed to POST (e.g. behind a proxy)
+    limit_signin_account: str = "10/300"
+    limit_signin_ip: str = "30/300"
+    limit_upload_account: str = "30/600"
+    limit_upload_ip: str = "60/600"
+    limit_rating_account: str = "60/60"
+    limit_rating_ip: str = "300/60"
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'encore.db').resolve()}"
