@@ -1,0 +1,371 @@
+"""The denoiser: a diffusers ``UNet2DModel`` wrapped for mel-spectrogram images.
+
+Every layout maps a noisy spectrogram ``(B, 1, H, W)`` in [-1, 1] and integer timesteps to the
+predicted noise ε of the same shape (epsilon prediction, as audio-diffusion).
+
+Layouts
+-------
+``"plain"``
+    The UNet runs on the 1×H×W image itself: the audio-diffusion layout (e.g.
+    ``teticio/audio-diffusion-256``). Any diffusers ``UNet2DModel`` folder with one input and
+    one output channel loads into it.
+``"unshuffle"``
+    The image is folded by pixel-unshuffle ×2 (1×128×W → 4×64×W/2), the UNet runs at half the
+    resolution (4× cheaper on a CPU, ``cpu_base_model.md`` §2), and its 4 output channels are
+    unfolded by pixel-shuffle. Unshuffling alone leaves a 2×2 checkerboard (each of the four
+    pixel phases is predicted by its own output channel, so their errors differ; §4), so a
+    small full-resolution *head* follows the shuffle: two 3×3 convolutions over
+    ``[ε_shuffled, x_t]`` whose output is added to ε (a residual branch whose last convolution
+    starts at zero, so a fresh head is the identity). Its 3×3 kernels straddle the 2×2 blocks
+    and can even out the phases. An optional 3×3 *stem* (``stem_channels > 0``) adds feature
+    channels before the unshuffle; it is off by default because the UNet's first 3×3
+    convolution at half resolution already sees a 6×6 full-resolution window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from encore.errors import InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
+
+Layout = Literal["plain", "unshuffle"]
+LAYOUTS: tuple[str, ...] = ("plain", "unshuffle")
+
+UNET_DIR = "unet"
+HEAD_FILE = "head.safetensors"
+META_FILE = "encore.json"
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    """Everything needed to rebuild a :class:`SpectrogramDenoiser` (weights aside).
+
+    Attributes
+    ----------
+    layout : {"plain", "unshuffle"}
+    unet : dict
+        Keyword arguments of ``diffusers.UNet2DModel``.
+    stem_channels : int
+        ``unshuffle`` only: channels of the 3×3 stem before the unshuffle (0 = no stem).
+    head_channels : int
+        ``unshuffle`` only: hidden channels of the full-resolution head (0 = no head).
+    """
+
+    layout: str
+    unet: Mapping[str, Any] = field(default_factory=dict)
+    stem_channels: int = 0
+    head_channels: int = 16
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise InvalidInput(
+                f"unknown denoiser layout {self.layout!r}; expected one of {LAYOUTS}"
+            )
+        if self.stem_channels < 0 or self.head_channels < 0:
+            raise InvalidInput(
+                f"stem_channels={self.stem_channels} and head_channels={self.head_channels} "
+                "must be >= 0"
+            )
+        object.__setattr__(self, "unet", dict(self.unet))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["unet"] = _jsonable(dict(self.unet))
+        if self.layout == "plain":
+            data.pop("stem_channels")
+            data.pop("head_channels")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DenoiserConfig:
+        known = {"layout", "unet", "stem_channels", "head_channels"}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def default_base_config() -> DenoiserConfig:
+    """The shipped base model's architecture (``cpu_base_model.md`` model B, unshuffled).
+
+    128 mel bins folded into 4×64×(W/2); block_out_channels (32, 64, 128, 128), one resnet
+    per level, self-attention at the 3rd down / 2nd up level (and in the mid block), about
+    4.3 M parameters plus a ~3 k-parameter head. Widths must be multiples of 16 (pixel
+    unshuffle ×2, then three ×2 downsamplings).
+    """
+    return DenoiserConfig(
+        layout="unshuffle",
+        unet={
+            "sample_size": (64, 64),
+            "in_channels": 4,
+            "out_channels": 4,
+            "block_out_channels": (32, 64, 128, 128),
+            "layers_per_block": 1,
+            "down_block_types": ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+            "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+            "attention_head_dim": 8,
+            "norm_num_groups": 32,
+        },
+        stem_channels=0,
+        head_channels=16,
+    )
+
+
+def tiny_config(layout: str = "unshuffle", *, height: int = 16) -> DenoiserConfig:
+    """A ~12 k-parameter denoiser for tests (same code paths as the real one)."""
+    channels = 4 if layout == "unshuffle" else 1
+    side = height // 2 if layout == "unshuffle" else height
+    return DenoiserConfig(
+        layout=layout,
+        unet={
+            "sample_size": (side, side),
+            "in_channels": channels,
+            "out_channels": channels,
+            "block_out_channels": (4, 8),
+            "layers_per_block": 1,
+            "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+            "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+            "attention_head_dim": 4,
+            "norm_num_groups": 4,
+        },
+        stem_channels=0,
+        head_channels=4,
+    )
+
+
+class SpectrogramDenoiser(nn.Module):
+    """ε-prediction network over mel-spectrogram images.
+
+    Parameters
+    ----------
+    config : DenoiserConfig
+    unet : diffusers.UNet2DModel, optional
+        A ready UNet (e.g. loaded from a folder); built from ``config.unet`` when omitted.
+    """
+
+    def __init__(self, config: DenoiserConfig, unet: nn.Module | None = None) -> None:
+        super().__init__()
+        from diffusers import UNet2DModel
+
+        self.config = config
+        self.unet = unet if unet is not None else UNet2DModel(**config.unet)
+        ucfg = self.unet.config
+        self.stem: nn.Module | None = None
+        self.head: nn.Module | None = None
+        if config.layout == "plain":
+            if ucfg.in_channels != 1 or ucfg.out_channels != 1:
+                raise InvalidInput(
+                    f"plain layout needs a UNet with 1 input and 1 output channel, got "
+                    f"in_channels={ucfg.in_channels}, out_channels={ucfg.out_channels}"
+                )
+        else:
+            expected_in = 4 * max(config.stem_channels, 1)
+            if ucfg.in_channels != expected_in or ucfg.out_channels != 4:
+                raise InvalidInput(
+                    f"unshuffle layout with stem_channels={config.stem_channels} needs a UNet "
+                    f"with in_channels={expected_in} and out_channels=4, got "
+                    f"in_channels={ucfg.in_channels}, out_channels={ucfg.out_channels}"
+                )
+            if config.stem_channels > 0:
+                self.stem = nn.Sequential(
+                    nn.Conv2d(1, config.stem_channels, 3, padding=1), nn.SiLU()
+                )
+            if config.head_channels > 0:
+                last = nn.Conv2d(config.head_channels, 1, 3, padding=1)
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+                self.head = nn.Sequential(
+                    nn.Conv2d(2, config.head_channels, 3, padding=1), nn.SiLU(), last
+                )
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls,
+        layout: str | DenoiserConfig,
+        unet_kwargs: Mapping[str, Any] | None = None,
+        **options: int,
+    ) -> SpectrogramDenoiser:
+        """Build a randomly initialised denoiser.
+
+        ``from_config("unshuffle", {...unet kwargs...}, head_channels=16)`` or
+        ``from_config(default_base_config())``.
+        """
+        if isinstance(layout, DenoiserConfig):
+            return cls(layout)
+        return cls(DenoiserConfig(layout=layout, unet=dict(unet_kwargs or {}), **options))
+
+    # -- geometry --------------------------------------------------------------------------
+
+    @property
+    def width_multiple(self) -> int:
+        """Image heights and widths must be multiples of this (2**downsamplings, ×2 unshuffle)."""
+        levels = len(self.unet.config.block_out_channels) - 1
+        return (2**levels) * (2 if self.config.layout == "unshuffle" else 1)
+
+    @property
+    def sample_height(self) -> int:
+        """The image height (mel bins) the UNet was configured for."""
+        size = self.unet.config.sample_size
+        h = size if isinstance(size, int) else size[0]
+        return int(h) * (2 if self.config.layout == "unshuffle" else 1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def forward(self, sample: torch.Tensor, timesteps: torch.Tensor | int) -> torch.Tensor:
+        """Predict the noise.
+
+        Parameters
+        ----------
+        sample : torch.Tensor
+            ``(B, 1, H, W)`` noisy spectrograms (model scale, [-1, 1] for clean images).
+            H and W must be multiples of :attr:`width_multiple`.
+        timesteps : torch.Tensor or int
+            Training-schedule timesteps, a scalar or ``(B,)``.
+
+        Returns
+        -------
+        torch.Tensor
+            ε, ``(B, 1, H, W)``.
+        """
+        if sample.ndim != 4 or sample.shape[1] != 1:
+            raise InvalidInput(f"expected a (B, 1, H, W) sample, got shape {tuple(sample.shape)}")
+        m = self.width_multiple
+        if sample.shape[2] % m or sample.shape[3] % m:
+            raise InvalidInput(
+                f"sample height and width {tuple(sample.shape[2:])} must be multiples of {m}"
+            )
+        if self.config.layout == "plain":
+            return self.unet(sample, timesteps).sample
+        x = self.stem(sample) if self.stem is not None else sample
+        eps = F.pixel_shuffle(self.unet(F.pixel_unshuffle(x, 2), timesteps).sample, 2)
+        if self.head is not None:
+            eps = eps + self.head(torch.cat([eps, sample.to(eps.dtype)], dim=1))
+        return eps
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def extra_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights outside the UNet (stem, head), keyed ``stem.*`` / ``head.*``."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("unet.")}
+
+    def save(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> None:
+        """Write ``unet/`` (safetensors), ``head.safetensors`` and the layout into ``directory``.
+
+        The layout is merged into ``encore.json`` (created if missing), so a folder saved by
+        this method alone loads back with :meth:`load`.
+
+        Parameters
+        ----------
+        directory : path
+        dtype : torch.dtype, optional
+            Store weights in this dtype (e.g. ``torch.float16`` for a shipped model); the
+            in-memory model is not changed.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        unet = self.unet
+        if dtype is not None and dtype != self.dtype:
+            import copy
+
+            unet = copy.deepcopy(self.unet).to(dtype)
+        unet.save_pretrained(directory / UNET_DIR, safe_serialization=True)
+        extra = self.extra_state_dict()
+        if extra:
+            tensors = {
+                k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous()
+                for k, v in extra.items()
+            }
+            save_file(tensors, str(directory / HEAD_FILE), metadata={"format": "pt"})
+        meta_path = directory / META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta["layout"] = self.config.layout
+        meta["denoiser"] = {
+            k: v for k, v in self.config.to_dict().items() if k not in ("layout", "unet")
+        }
+        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(
+        cls, directory: str | Path, *, device: torch.device | str | None = None
+    ) -> SpectrogramDenoiser:
+        """Load a denoiser saved by :meth:`save`, or a plain diffusers ``UNet2DModel`` folder.
+
+        Weights are always loaded as float32 (fp16 shipped weights are upcast).
+
+        Raises
+        ------
+        NotFound
+            If ``directory`` holds no ``unet/`` (or is itself not a UNet folder).
+        """
+        from diffusers import UNet2DModel
+
+        directory = Path(directory)
+        unet_dir = directory / UNET_DIR
+        if not (unet_dir / "config.json").is_file():
+            if (directory / "config.json").is_file():
+                unet_dir = directory  # a bare UNet2DModel folder
+            else:
+                raise NotFound(f"no UNet in {directory} (expected {unet_dir / 'config.json'})")
+        meta_path = directory / META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        layout = meta.get("layout", "plain")
+        options = dict(meta.get("denoiser", {}))
+        unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=torch.float32)
+        unet_cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+        config = DenoiserConfig(layout=layout, unet=unet_cfg, **options)
+        model = cls(config, unet=unet)
+        head_path = directory / HEAD_FILE
+        if model.extra_state_dict():
+            if not head_path.is_file():
+                raise NotFound(f"layout {layout!r} needs {head_path}, which is missing")
+            from safetensors.torch import load_file
+
+            tensors = {k: v.float() for k, v in load_file(str(head_path)).items()}
+            missing, unexpected = model.load_state_dict(tensors, strict=False)
+            missing = [k for k in missing if not k.startswith("unet.")]
+            if missing or unexpected:
+                raise InvalidInput(
+                    f"{head_path} does not match layout {layout!r}: missing {missing}, "
+                    f"unexpected {unexpected}"
+                )
+        model.eval()
+        if device is not None:
+            model.to(device)
+        logger.info(
+            "loaded %s denoiser from %s (%.2f M parameters)",
+            layout,
+            directory,
+            model.num_parameters() / 1e6,
+        )
+        return model
