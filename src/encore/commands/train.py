@@ -1,0 +1,132 @@
+"""``encore train <what>``: the training commands.
+
+``encore train base`` trains a diffusion model from scratch on a corpus. The ``train`` group
+is extensible: another area adds ``encore train similarity`` by providing
+``encore/commands/train_similarity.py`` with ``register(group)``, where ``group`` is the
+``train`` group's sub-parsers object; it is picked up when that module exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from pathlib import Path
+
+from encore.errors import InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
+
+# Modules that add sub-commands to ``encore train`` (each exposes ``register(group)``).
+EXTENSION_MODULES = ("encore.commands.train_similarity",)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train models (base diffusion model, …)")
+    group = parser.add_subparsers(dest="train_command", metavar="WHAT")
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 1)[1])
+    register_base(group)
+    for name in EXTENSION_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(group)
+
+
+def register_base(group: argparse._SubParsersAction) -> None:
+    p = group.add_parser(
+        "base",
+        help="train a spectrogram diffusion model from scratch on a corpus",
+        description=(
+            "Train the base diffusion model on random 128-frame crops of a corpus built by "
+            "`encore corpus build`. Writes checkpoint.pt, loss_log.jsonl, loss_curve.png and the "
+            "EMA weights as a model folder (OUT/model). The learning rate warms up then decays "
+            "along a cosine over the planned run (--minutes of wall time or --steps). With "
+            "--resume the run continues exactly from OUT/checkpoint.pt; --minutes/--steps are "
+            "the run's total (a larger total extends it)."
+        ),
+    )
+    p.add_argument("--corpus", required=True, type=Path, help="corpus folder (mel_config.json, manifest.jsonl)")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, help="wall-time budget of the whole run (default 60)")
+    length.add_argument("--steps", type=int, help="number of optimiser steps of the whole run")
+    p.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
+    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
+    p.add_argument("--warmup", type=int, default=200, help="warm-up steps (default 200)")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--tiny", action="store_true", help="a tiny model (smoke tests)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=run_base)
+
+
+def heldout_split(corpus: Path) -> str | None:
+    """The name of the corpus's held-out split ("val", "valid", "test", "heldout"), if any."""
+    import json
+
+    manifest = corpus / "manifest.jsonl"
+    if not manifest.is_file():
+        return None
+    splits = set()
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            splits.add(json.loads(line).get("split"))
+    for name in ("val", "valid", "validation", "heldout", "test"):
+        if name in splits:
+            return name
+    return None
+
+
+def run_base(args: argparse.Namespace) -> int:
+    import torch
+
+    from encore.audio.mel import MelConfig
+    from encore.corpus.dataset import SpectrogramDataset
+    from encore.diffusion.train import TrainConfig, train
+
+    corpus: Path = args.corpus
+    if not corpus.is_dir():
+        raise NotFound(f"corpus folder {corpus} does not exist")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    minutes = args.minutes
+    if minutes is None and args.steps is None:
+        minutes = 60.0
+    cfg = TrainConfig(
+        tiny=args.tiny,
+        batch_size=args.batch,
+        lr=args.lr,
+        warmup_steps=args.warmup,
+        ema_decay=args.ema,
+        seed=args.seed,
+        threads=args.threads,
+        precision=args.precision,
+        max_minutes=minutes,
+        max_steps=args.steps,
+        checkpoint_minutes=args.checkpoint_minutes,
+    )
+    mel_config = MelConfig.load(corpus)
+    dataset = SpectrogramDataset(corpus, split="train", width=cfg.width, seed=cfg.seed)
+    if len(dataset) == 0:
+        raise InvalidInput(f"corpus {corpus} has no training pieces")
+    split = heldout_split(corpus)
+    heldout = SpectrogramDataset(corpus, split=split, width=cfg.width, seed=cfg.seed + 1) if split else None
+    if heldout is None:
+        logger.warning("corpus %s has no held-out split; no held-out loss", corpus)
+    result = train(cfg, dataset=dataset, heldout=heldout, out_dir=args.out, mel_config=mel_config,
+                   resume=args.resume, progress=not args.no_progress)
+    print(  # noqa: T201
+        f"trained {result.steps} steps ({result.samples_seen} samples) in "
+        f"{result.wall_seconds / 60:.1f} min; loss {result.final_loss:.4f}; held-out "
+        f"{result.heldout_loss if result.heldout_loss is None else round(result.heldout_loss, 4)}; "
+        f"model folder {result.model_dir}"
+    )
+    return 0
