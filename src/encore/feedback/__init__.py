@@ -1,0 +1,99 @@
+"""The loop's pure logic (DESIGN §2–§3): dispatch, listening, rating function, rater model and
+quality control, dataset curation and purge, report statistics.
+
+Pure functions over numpy arrays and frozen dataclasses; no database, web, queue or torch
+(a test keeps it so). The services fill :class:`FeedbackConfig` from the settings and store
+what these functions decide.
+"""
+
+from __future__ import annotations
+
+from encore.feedback.config import DEFAULT_CONFIG, FeedbackConfig
+from encore.feedback.curation import Candidate, CurationDecision, DatasetClip, curate
+from encore.feedback.dispatch import (
+    DispatchDecision,
+    choose_version,
+    dispatch,
+    nearest_unrated,
+    validate_ab_weights,
+)
+from encore.feedback.listening import (
+    ListenSummary,
+    minimum_listen_seconds,
+    rating_allowed,
+    summarize_listen,
+    union_seconds,
+)
+from encore.feedback.purge import PurgeRemoval, PurgeResult, purge
+from encore.feedback.raters import (
+    QualityControlResult,
+    RaterAssessment,
+    RaterModelFit,
+    RatingSet,
+    assess_raters,
+    fit_rater_model,
+)
+from encore.feedback.rating import (
+    ClipRating,
+    ClipScore,
+    confidence,
+    normalized_rating,
+    rating_score,
+    score_clip,
+    validate_rating,
+    validate_ratings,
+)
+from encore.feedback.stats import (
+    Cell,
+    IterationChange,
+    RatingRecords,
+    RatingTable,
+    Report,
+    bootstrap_mean_difference,
+    build_report,
+    rating_table,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "Candidate",
+    "Cell",
+    "ClipRating",
+    "ClipScore",
+    "CurationDecision",
+    "DatasetClip",
+    "DispatchDecision",
+    "FeedbackConfig",
+    "IterationChange",
+    "ListenSummary",
+    "PurgeRemoval",
+    "PurgeResult",
+    "QualityControlResult",
+    "RaterAssessment",
+    "RaterModelFit",
+    "RatingRecords",
+    "RatingSet",
+    "RatingTable",
+    "Report",
+    "assess_raters",
+    "bootstrap_mean_difference",
+    "build_report",
+    "choose_version",
+    "confidence",
+    "curate",
+    "dispatch",
+    "fit_rater_model",
+    "minimum_listen_seconds",
+    "nearest_unrated",
+    "normalized_rating",
+    "purge",
+    "rating_allowed",
+    "rating_score",
+    "rating_table",
+    "score_clip",
+    "summarize_listen",
+    "union_seconds",
+    "validate_ab_weights",
+    "validate_rating",
+    "validate_ratings",
+]

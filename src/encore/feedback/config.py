@@ -1,0 +1,253 @@
+"""Settings of the loop's logic, with their defaults and the reason for each.
+
+:class:`FeedbackConfig` is a frozen dataclass; the services fill it from
+``encore.config.Settings`` (this package never reads the environment). Every function in
+``encore.feedback`` also takes the individual values as keyword arguments, so a caller
+that needs one knob does not have to build a whole config.
+
+Defaults and why
+----------------
+
+Dispatch (DESIGN §2.2)
+
+``baseline_probability = 0.25``
+    The paper's §3.1: "a 25 % chance they receive a previously generated song from the
+    dataset (d*)". High enough that every dataset clip collects baseline ratings, low
+    enough that three requests in four produce new material.
+
+Listening (DESIGN §2.4)
+
+``min_listen_seconds = 5.0`` and ``min_listen_fraction = 0.5``
+    A rating counts after ``min(5 s, half the clip)`` of listening. 5 s is Music Arena's
+    ``MINIMUM_LISTEN_TIME``; the fraction keeps short clips ratable (the default clip is
+    5.9 s, so 5 s would demand 85 % of it, while half a clip is enough to judge it).
+``wall_clock_slack_seconds = 1.0``
+    Reported listening may exceed the wall time the server saw pass since delivery by this
+    much (network latency, clock granularity between the delivery timestamp and the first
+    audio frame). Small against the 5 s minimum, so it cannot buy a rating.
+
+Rating function (DESIGN §2.5)
+
+``weight_rating = weight_listen = weight_similarity = 1/3``
+    The paper's Eq. (1) is the *unweighted* mean of r̂, l̂ and S.
+``confidence_weight_rating = confidence_weight_listen = 0.5``
+    The paper defines c as "the weighted mean of the song's rating and listen time" and
+    gives no weights; equal weights are the neutral choice.
+
+Rater model (P.913 / SUREAL, DESIGN §3)
+
+``rater_max_iterations = 500``, ``rater_tolerance = 1e-6``
+    The alternating updates converge in tens of iterations on realistic data; 500 is a
+    guard, and 1e-6 stars is far below the 0.5-star resolution of the scale.
+``bias_prior_sd = 1.0`` (stars)
+    A weak N(0, 1²) prior on each rater's bias (MAP instead of pure ML). It only matters
+    for raters with a handful of ratings, whose ML bias would be noise; with n ratings and
+    inconsistency σ the bias is shrunk by ``n / (n + σ²)``, i.e. by under 2 % at n = 20.
+``sigma_prior_ratings = 2.0``
+    Each rater's noise variance is estimated as if they had two extra ratings at the
+    pooled variance. Without it a rater with one or two ratings gets σ → 0 and an infinite
+    weight in the clip estimates.
+``sigma_floor = 0.1`` (stars)
+    Lower bound for σ; ratings are quantised to 0.5 stars (rounding noise alone has an SD
+    of 0.14), so no rater is more precise than that.
+
+Quality control (DESIGN §3)
+
+``qc_min_ratings = 8``
+    A rater is judged only after 8 ratings: below that the association test has almost no
+    power and a median listen is noise. Unjudged raters keep full weight.
+``qc_alpha = 0.01``
+    Significance level of the "ratings unrelated to quality and listening" test. A random
+    rater passes one of the two tests by chance with probability ≤ 2α, so is caught with
+    ≥ 98 %; an honest rater with a few dozen ratings is associated far beyond this level.
+``saturation_share = 0.8``
+    "Maximal or always-identical ratings": at least 80 % of a rater's ratings are at an end
+    of the scale (1 or 5) or at a single value.
+``low_listen_fraction = 0.6``
+    "Minimal listening": the rater's median listened fraction is at most 0.6, i.e. within
+    10 points of the point where the rating button unlocks on a default clip. Both
+    conditions are needed: a rater who loves everything and listens to it is not flagged.
+``flagged_weight = 0.0``
+    A flagged rater's ratings are ignored in clip estimates and aggregates (they are kept
+    in the database, and unflagging them later restores their weight).
+``reliability_tolerance = 1.5``
+    An unflagged rater is down-weighted only when their taste-adjusted residual noise is
+    more than 1.5× the median rater's: weight = min(1, (1.5·σ_median/σ)²), the inverse-
+    variance weight relative to a tolerant reference. Consistency, not agreement, sets it.
+
+Curation (DESIGN §2.6)
+
+``min_ratings = 3``
+    Output agreement needs several listeners; with three, one outlier cannot carry a clip
+    in, and the bias-corrected mean of three ratings of σ ≈ 0.5 stars has an SE of about
+    0.3 stars (0.07 on the [0, 1] scale of r̂).
+``cold_start_top_n = 100``
+    The paper's pilot: "the top 100 songs based on users' normalized ratings".
+``admit_margin = 0.0``
+    The paper's strict rule ``R(g) > R(d*)``. A positive margin demands a clear win
+    (the research note recommends a margin; it is one setting away).
+
+Purge (DESIGN §2.7)
+
+``near_duplicate_similarity = 0.95``
+    Two dataset clips with S above 0.95 are treated as the same target; only near-identical
+    clips are merged, so the dataset keeps its variety. Calibrate against the similarity
+    model (clips of the same input song with different seeds should fall below it).
+``max_age_days = 180.0``
+    Long enough to span several fine-tune iterations at the pilot's pace (weeks each),
+    short enough that targets chosen by a rater pool of half a year ago stop steering the
+    model. ``None`` disables the rule.
+``max_dataset_size = 1000``
+    Ten times the fine-tuning top-N: enough pool for the top 100 to be selective, small
+    enough that nearest-neighbour search and the pairwise purge stay cheap.
+    ``None`` disables the cap.
+
+Report statistics (issue 6)
+
+``bootstrap_resamples = 2000``, ``confidence_level = 0.95``
+    2000 resamples put the Monte-Carlo error of a 95 % percentile bound well below the
+    rating resolution.
+``bootstrap_cluster = "rater"``
+    Resample raters (with all their ratings), not single ratings: ratings of one rater share
+    that rater's bias, so they are not independent; treating them as independent understates
+    the uncertainty whenever a few raters give many of the ratings (the pilot had 5 users).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from encore.errors import InvalidInput
+
+BootstrapCluster = Literal["rater", "rating"]
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """All settings of ``encore.feedback`` (see the module docstring for why each default)."""
+
+    # dispatch
+    baseline_probability: float = 0.25
+    # listening
+    min_listen_seconds: float = 5.0
+    min_listen_fraction: float = 0.5
+    wall_clock_slack_seconds: float = 1.0
+    # rating function
+    weight_rating: float = 1.0 / 3.0
+    weight_listen: float = 1.0 / 3.0
+    weight_similarity: float = 1.0 / 3.0
+    confidence_weight_rating: float = 0.5
+    confidence_weight_listen: float = 0.5
+    # rater model
+    rater_max_iterations: int = 500
+    rater_tolerance: float = 1e-6
+    bias_prior_sd: float = 1.0
+    sigma_prior_ratings: float = 2.0
+    sigma_floor: float = 0.1
+    # quality control
+    qc_min_ratings: int = 8
+    qc_alpha: float = 0.01
+    saturation_share: float = 0.8
+    low_listen_fraction: float = 0.6
+    flagged_weight: float = 0.0
+    reliability_tolerance: float = 1.5
+    # curation
+    min_ratings: int = 3
+    cold_start_top_n: int = 100
+    admit_margin: float = 0.0
+    # purge
+    near_duplicate_similarity: float = 0.95
+    max_age_days: float | None = 180.0
+    max_dataset_size: int | None = 1000
+    # report statistics
+    bootstrap_resamples: int = 2000
+    confidence_level: float = 0.95
+    bootstrap_cluster: BootstrapCluster = "rater"
+
+    def __post_init__(self) -> None:
+        for name in ("baseline_probability", "min_listen_fraction", "qc_alpha",
+                     "saturation_share", "low_listen_fraction", "flagged_weight"):
+            _check_unit(name, getattr(self, name))
+        for name in ("min_listen_seconds", "wall_clock_slack_seconds", "admit_margin",
+                     "sigma_prior_ratings"):
+            _check_nonnegative(name, getattr(self, name))
+        for name in ("rater_tolerance", "bias_prior_sd", "sigma_floor", "reliability_tolerance"):
+            value = getattr(self, name)
+            if not _finite(value) or value <= 0:
+                raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be a positive number")
+        for name in ("rater_max_iterations", "qc_min_ratings", "min_ratings", "cold_start_top_n",
+                     "bootstrap_resamples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be an integer >= 1")
+        check_weights("rating-function weights",
+                      (self.weight_rating, self.weight_listen, self.weight_similarity))
+        check_weights("confidence weights",
+                      (self.confidence_weight_rating, self.confidence_weight_listen))
+        _check_unit("near_duplicate_similarity", self.near_duplicate_similarity)
+        if self.max_age_days is not None and (not _finite(self.max_age_days)
+                                              or self.max_age_days <= 0):
+            raise InvalidInput(f"FeedbackConfig.max_age_days={self.max_age_days!r} must be > 0 "
+                               "or None")
+        if self.max_dataset_size is not None and (not isinstance(self.max_dataset_size, int)
+                                                  or self.max_dataset_size < 1):
+            raise InvalidInput(f"FeedbackConfig.max_dataset_size={self.max_dataset_size!r} must "
+                               "be an integer >= 1 or None")
+        if not (_finite(self.confidence_level) and 0 < self.confidence_level < 1):
+            raise InvalidInput(f"FeedbackConfig.confidence_level={self.confidence_level!r} must "
+                               "be in (0, 1)")
+        if self.bootstrap_cluster not in ("rater", "rating"):
+            raise InvalidInput(f"FeedbackConfig.bootstrap_cluster={self.bootstrap_cluster!r} "
+                               "must be 'rater' or 'rating'")
+
+    @property
+    def rating_weights(self) -> tuple[float, float, float]:
+        """``(w_r, w_l, w_s)`` of the rating function."""
+        return (self.weight_rating, self.weight_listen, self.weight_similarity)
+
+    @property
+    def confidence_weights(self) -> tuple[float, float]:
+        """``(a_r, a_l)`` of the confidence."""
+        return (self.confidence_weight_rating, self.confidence_weight_listen)
+
+    def replace(self, **changes: object) -> FeedbackConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_unit(name: str, value: object) -> None:
+    if not _finite(value) or not 0.0 <= value <= 1.0:  # type: ignore[operator]
+        raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be in [0, 1]")
+
+
+def _check_nonnegative(name: str, value: object) -> None:
+    if not _finite(value) or value < 0:  # type: ignore[operator]
+        raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be a finite number >= 0")
+
+
+def check_weights(what: str, weights: tuple[float, ...]) -> tuple[float, ...]:
+    """Validate non-negative finite weights with a positive sum; return them normalised.
+
+    Raises
+    ------
+    InvalidInput
+        If a weight is negative or not finite, or all are zero.
+    """
+    for w in weights:
+        if not _finite(w) or w < 0:
+            raise InvalidInput(f"{what} {weights!r}: weight {w!r} must be a finite number >= 0")
+    total = float(sum(weights))
+    if total <= 0:
+        raise InvalidInput(f"{what} {weights!r} must not all be zero")
+    return tuple(float(w) / total for w in weights)
+
+
+DEFAULT_CONFIG = FeedbackConfig()

@@ -1,0 +1,240 @@
+"""Updating the targets: which new clips join the dataset *D* (DESIGN §2.6, paper §3.1).
+
+Rule: a new clip *g* with at least ``m`` counted ratings joins *D* when
+``R(g) > R(d*) + margin``, where d* is the dataset clip most similar to *g* (by S, ties to
+the smallest id). While *D* is empty (cold start) the top ``N`` clips by R among those with at
+least ``m`` ratings join (ties: higher confidence, then more ratings, then smaller id).
+
+Candidates are judged independently against the same snapshot of *D* (a clip admitted in this
+pass is not the d* of another candidate in the same pass), so the outcome does not depend on
+the order of the candidates; near-duplicates admitted together are resolved by the purge cycle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+
+from encore.errors import InvalidInput
+
+__all__ = ["Candidate", "CurationDecision", "DatasetClip", "curate"]
+
+Action = Literal["admit", "reject", "pending"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A generated clip that may join the dataset.
+
+    Attributes
+    ----------
+    clip_id : hashable
+    score : float in [0, 1]
+        R(g), from :func:`~encore.feedback.rating.score_clip`.
+    confidence : float in [0, 1]
+        c(g); it travels with the clip into the dataset (the fine-tuning weight).
+    n_ratings : int >= 0
+        Counted ratings with positive weight.
+    """
+
+    clip_id: Hashable
+    score: float
+    confidence: float
+    n_ratings: int
+
+    def __post_init__(self) -> None:
+        _check_unit(f"score of clip {self.clip_id!r}", self.score)
+        _check_unit(f"confidence of clip {self.clip_id!r}", self.confidence)
+        if isinstance(self.n_ratings, bool) or not isinstance(self.n_ratings, (int, np.integer)) \
+                or self.n_ratings < 0:
+            raise InvalidInput(f"n_ratings={self.n_ratings!r} of clip {self.clip_id!r} must be "
+                               "an integer >= 0")
+
+
+@dataclass(frozen=True)
+class DatasetClip:
+    """A clip currently in the dataset *D*.
+
+    Attributes
+    ----------
+    clip_id : hashable
+    score : float in [0, 1]
+        Its current R (updated by the baseline ratings it collects).
+    confidence : float in [0, 1]
+    added_at : datetime or None
+        When it joined *D* (the purge's age rule needs it).
+    version_id : hashable or None
+        The model version that generated it (the purge's retired-version rule).
+    """
+
+    clip_id: Hashable
+    score: float
+    confidence: float = 1.0
+    added_at: datetime | None = None
+    version_id: Hashable | None = None
+
+    def __post_init__(self) -> None:
+        _check_unit(f"score of dataset clip {self.clip_id!r}", self.score)
+        _check_unit(f"confidence of dataset clip {self.clip_id!r}", self.confidence)
+
+
+@dataclass(frozen=True)
+class CurationDecision:
+    """What happens to one candidate.
+
+    Attributes
+    ----------
+    clip_id : hashable
+    action : "admit", "reject" or "pending"
+        ``pending``: not enough ratings yet; judge again later.
+    reason : str
+        Human-readable, names the numbers compared.
+    baseline_id : hashable or None
+        d*, the nearest dataset clip compared against (None at cold start).
+    baseline_score : float or None
+        R(d*).
+    similarity : float or None
+        S(g, d*).
+    confidence : float
+        c(g), stored with the dataset entry when admitted.
+    """
+
+    clip_id: Hashable
+    action: Action
+    reason: str
+    baseline_id: Hashable | None = None
+    baseline_score: float | None = None
+    similarity: float | None = None
+    confidence: float = 0.0
+
+
+def curate(
+    candidates: Sequence[Candidate],
+    dataset: Sequence[DatasetClip],
+    similarity: np.ndarray | None = None,
+    *,
+    min_ratings: int = 3,
+    cold_start_top_n: int = 100,
+    margin: float = 0.0,
+) -> tuple[CurationDecision, ...]:
+    """Decide which candidates join the dataset.
+
+    Parameters
+    ----------
+    candidates : sequence of Candidate
+        New clips to judge (clips already in ``dataset`` are rejected as such).
+    dataset : sequence of DatasetClip
+        The current dataset *D* (may be empty: cold start).
+    similarity : np.ndarray [shape=(len(candidates), len(dataset))] or None
+        S(g, d) in [0, 1]; may be None only when ``dataset`` is empty.
+    min_ratings : int >= 1
+        m, the ratings a candidate needs before it is judged.
+    cold_start_top_n : int >= 1
+        N, how many clips the cold start admits.
+    margin : float >= 0
+        Required lead of R(g) over R(d*) (0: the paper's strict ``>``).
+
+    Returns
+    -------
+    tuple of CurationDecision
+        One per candidate, in the order of ``candidates``.
+
+    Examples
+    --------
+    >>> d = curate([Candidate("g", 0.7, 0.8, 3)], [DatasetClip("d", 0.6)], np.array([[0.9]]))
+    >>> d[0].action, d[0].baseline_id
+    ('admit', 'd')
+    """
+    if isinstance(min_ratings, bool) or not isinstance(min_ratings, int) or min_ratings < 1:
+        raise InvalidInput(f"min_ratings={min_ratings!r} must be an integer >= 1")
+    if isinstance(cold_start_top_n, bool) or not isinstance(cold_start_top_n, int) \
+            or cold_start_top_n < 1:
+        raise InvalidInput(f"cold_start_top_n={cold_start_top_n!r} must be an integer >= 1")
+    if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+        raise InvalidInput(f"margin={margin!r} must be a finite number >= 0")
+    ids = [c.clip_id for c in candidates]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidInput(f"candidate clip {dup!r} appears more than once")
+    in_dataset = {d.clip_id for d in dataset}
+    if len(in_dataset) != len(dataset):
+        raise InvalidInput("a clip appears more than once in the dataset")
+
+    decisions: dict[int, CurationDecision] = {}
+    judged: list[int] = []
+    for k, cand in enumerate(candidates):
+        if cand.clip_id in in_dataset:
+            decisions[k] = CurationDecision(cand.clip_id, "reject", "already in the dataset",
+                                            confidence=cand.confidence)
+        elif cand.n_ratings < min_ratings:
+            decisions[k] = CurationDecision(
+                cand.clip_id, "pending",
+                f"needs {min_ratings} ratings, has {cand.n_ratings}", confidence=cand.confidence)
+        else:
+            judged.append(k)
+
+    if not dataset:
+        ranked = sorted(judged, key=lambda k: (-candidates[k].score, -candidates[k].confidence,
+                                               -candidates[k].n_ratings, candidates[k].clip_id))
+        for rank, k in enumerate(ranked, start=1):
+            cand = candidates[k]
+            if rank <= cold_start_top_n:
+                reason = (f"cold start: rank {rank} of {len(ranked)} by R={cand.score:.4f} "
+                          f"(top {cold_start_top_n} join)")
+                decisions[k] = CurationDecision(cand.clip_id, "admit", reason,
+                                                confidence=cand.confidence)
+            else:
+                reason = (f"cold start: rank {rank} of {len(ranked)} by R={cand.score:.4f} is "
+                          f"outside the top {cold_start_top_n}")
+                decisions[k] = CurationDecision(cand.clip_id, "reject", reason,
+                                                confidence=cand.confidence)
+        return tuple(decisions[k] for k in range(len(candidates)))
+
+    sim = _check_similarity(similarity, len(candidates), len(dataset))
+    order = sorted(range(len(dataset)), key=lambda j: dataset[j].clip_id)  # type: ignore[arg-type,return-value]
+    for k in judged:
+        cand = candidates[k]
+        best = order[0]
+        for j in order[1:]:
+            if sim[k, j] > sim[k, best]:  # strict: ties keep the smaller id
+                best = j
+        base = dataset[best]
+        s = float(sim[k, best])
+        if cand.score > base.score + margin:
+            action: Action = "admit"
+            reason = (f"R={cand.score:.4f} beats its nearest dataset clip {base.clip_id!r} "
+                      f"(S={s:.3f}, R={base.score:.4f})")
+        else:
+            action = "reject"
+            reason = (f"R={cand.score:.4f} does not beat its nearest dataset clip "
+                      f"{base.clip_id!r} (S={s:.3f}, R={base.score:.4f}"
+                      + (f", margin {margin:g})" if margin else ")"))
+        decisions[k] = CurationDecision(cand.clip_id, action, reason, baseline_id=base.clip_id,
+                                        baseline_score=base.score, similarity=s,
+                                        confidence=cand.confidence)
+    return tuple(decisions[k] for k in range(len(candidates)))
+
+
+def _check_similarity(similarity: np.ndarray | None, n_rows: int, n_cols: int) -> np.ndarray:
+    if similarity is None:
+        raise InvalidInput(f"similarity of shape ({n_rows}, {n_cols}) is required when the "
+                           "dataset is not empty")
+    sim = np.asarray(similarity, dtype=float)
+    if sim.shape != (n_rows, n_cols):
+        raise InvalidInput(f"similarity has shape {sim.shape}, expected ({n_rows}, {n_cols})")
+    bad = ~np.isfinite(sim) | (sim < 0) | (sim > 1)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise InvalidInput(f"similarity[{i}, {j}]={sim[i, j]!r} must be in [0, 1]")
+    return sim
+
+
+def _check_unit(name: str, value: object) -> None:
+    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+            or not 0.0 <= float(value) <= 1.0):
+        raise InvalidInput(f"{name}={value!r} must be a number in [0, 1]")

@@ -1,0 +1,248 @@
+"""Dispatch: what a listener gets when they ask for music from input songs *I* (DESIGN §2.2).
+
+With probability ``p`` (default 0.25) and a non-empty dataset *D* the listener is served the
+**baseline** d*: the dataset clip nearest to *I* by S that they have not rated yet. If every
+dataset clip is already rated by them, or the draw says so, a new clip is **generated** by a
+model version drawn among the active versions with probabilities proportional to their A/B
+weights.
+
+The :class:`DispatchDecision` is for the services only: the listener must never learn which
+branch or version produced what they hear (confirmation bias, paper §6).
+
+Randomness: exactly one uniform draw decides the branch on every call (also when the dataset
+is empty), and one more picks the version when generating, so a seeded generator gives the
+same sequence of decisions whatever the dataset looks like. Versions are considered in sorted
+id order, so the mapping's iteration order does not matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from encore.errors import Conflict, InvalidInput
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DispatchDecision",
+    "choose_version",
+    "dispatch",
+    "nearest_unrated",
+    "validate_ab_weights",
+]
+
+Branch = Literal["baseline", "generate"]
+SimilarityInput = np.ndarray | Sequence[float] | Callable[[Sequence[Hashable]], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class DispatchDecision:
+    """The outcome of :func:`dispatch` (never shown to the listener).
+
+    Attributes
+    ----------
+    branch : "baseline" or "generate"
+    clip_id : hashable or None
+        The dataset clip to serve (baseline branch only).
+    version_id : hashable or None
+        The model version to generate with (generate branch only).
+    similarity : float or None
+        S(d*, I) of the served baseline clip.
+    reason : str
+        Why this branch, for logs (e.g. the fallback when every dataset clip is rated).
+    """
+
+    branch: Branch
+    clip_id: Hashable | None
+    version_id: Hashable | None
+    similarity: float | None = None
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.branch == "baseline":
+            if self.clip_id is None or self.version_id is not None:
+                raise InvalidInput("a baseline decision needs clip_id and no version_id, got "
+                                   f"clip_id={self.clip_id!r}, version_id={self.version_id!r}")
+        elif self.branch == "generate":
+            if self.version_id is None or self.clip_id is not None:
+                raise InvalidInput("a generate decision needs version_id and no clip_id, got "
+                                   f"clip_id={self.clip_id!r}, version_id={self.version_id!r}")
+        else:
+            raise InvalidInput(f"branch={self.branch!r} must be 'baseline' or 'generate'")
+
+
+def validate_ab_weights(versions: Mapping[Hashable, float]) -> tuple[list[Hashable], np.ndarray]:
+    """Check A/B weights of the active versions; return sorted ids and probabilities.
+
+    Parameters
+    ----------
+    versions : mapping version_id -> weight
+        Weights are finite and >= 0, with a positive sum (a zero weight keeps a version
+        active but unserved).
+
+    Returns
+    -------
+    ids : list
+        Version ids in sorted order.
+    p : np.ndarray [shape=(n,)]
+        Selection probabilities, summing to 1.
+
+    Raises
+    ------
+    Conflict
+        If there is no active version.
+    InvalidInput
+        If a weight is negative, not finite, or all weights are zero.
+    """
+    if not versions:
+        raise Conflict("no active model version to generate with")
+    ids = sorted(versions)  # type: ignore[type-var]
+    w = []
+    for vid in ids:
+        weight = versions[vid]
+        if (isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer,
+                                                                np.floating))
+                or not math.isfinite(weight) or weight < 0):
+            raise InvalidInput(f"A/B weight {weight!r} of version {vid!r} must be a finite "
+                               "number >= 0")
+        w.append(float(weight))
+    arr = np.asarray(w)
+    if arr.sum() <= 0:
+        raise InvalidInput(f"A/B weights {dict(zip(ids, w, strict=True))!r} are all zero")
+    return ids, arr / arr.sum()
+
+
+def choose_version(versions: Mapping[Hashable, float], rng: np.random.Generator) -> Hashable:
+    """Draw a model version with probability proportional to its A/B weight.
+
+    Examples
+    --------
+    >>> choose_version({"v0": 0.0, "v1": 1.0}, np.random.default_rng(0))
+    'v1'
+    """
+    ids, p = validate_ab_weights(versions)
+    return ids[int(rng.choice(len(ids), p=p))]
+
+
+def nearest_unrated(
+    dataset_ids: Sequence[Hashable],
+    similarity: SimilarityInput,
+    rated_clip_ids: Collection[Hashable],
+) -> tuple[Hashable, float] | None:
+    """The dataset clip most similar to the inputs among those the listener has not rated.
+
+    Parameters
+    ----------
+    dataset_ids : sequence of clip ids
+        The clips of the dataset *D*.
+    similarity : array [shape=(len(dataset_ids),)] or callable
+        S(d, I) for each dataset clip in ``dataset_ids`` order, or a callable that takes a
+        list of clip ids and returns their similarities (called once, for the eligible
+        clips only).
+    rated_clip_ids : collection of clip ids
+        Clips this listener has already rated.
+
+    Returns
+    -------
+    (clip_id, similarity) or None
+        ``None`` if no dataset clip is eligible. Ties go to the smallest clip id.
+    """
+    rated = set(rated_clip_ids)
+    positions = [k for k, cid in enumerate(dataset_ids) if cid not in rated]
+    if not positions:
+        return None
+    eligible = [dataset_ids[k] for k in positions]
+    if callable(similarity):
+        sims = np.asarray(similarity(eligible), dtype=float).reshape(-1)
+        if sims.shape != (len(eligible),):
+            raise InvalidInput(f"similarity callable returned {sims.shape[0]} values for "
+                               f"{len(eligible)} clips")
+    else:
+        full = np.asarray(similarity, dtype=float).reshape(-1)
+        if full.shape != (len(dataset_ids),):
+            raise InvalidInput(f"similarity has {full.shape[0]} values for {len(dataset_ids)} "
+                               "dataset clips")
+        sims = full[positions]
+    bad = ~np.isfinite(sims) | (sims < 0.0) | (sims > 1.0)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise InvalidInput(f"similarity={sims[k]!r} of clip {eligible[k]!r} must be in [0, 1]")
+    order = sorted(range(len(eligible)), key=lambda k: eligible[k])  # type: ignore[arg-type,return-value]
+    best = order[0]
+    for k in order[1:]:
+        if sims[k] > sims[best]:  # strict: on a tie the smaller id (seen first) stays
+            best = k
+    return eligible[best], float(sims[best])
+
+
+def dispatch(
+    *,
+    dataset_ids: Sequence[Hashable],
+    similarity: SimilarityInput,
+    rated_clip_ids: Collection[Hashable],
+    versions: Mapping[Hashable, float],
+    rng: np.random.Generator,
+    baseline_probability: float = 0.25,
+) -> DispatchDecision:
+    """Decide between serving the baseline d* and generating a new clip (DESIGN §2.2).
+
+    Parameters
+    ----------
+    dataset_ids : sequence of clip ids
+        Clips of the dataset *D* (may be empty).
+    similarity : array [shape=(len(dataset_ids),)] or callable
+        S(d, I) of each dataset clip to the request's inputs (see :func:`nearest_unrated`);
+        the callable is only called on the baseline branch.
+    rated_clip_ids : collection of clip ids
+        Clips this listener has rated (never served again as a baseline).
+    versions : mapping version_id -> A/B weight
+        The active model versions.
+    rng : np.random.Generator
+        Seeded generator; one draw decides the branch, one more the version.
+    baseline_probability : float in [0, 1]
+        p, the chance of the baseline branch when the dataset is not empty.
+
+    Returns
+    -------
+    DispatchDecision
+
+    Raises
+    ------
+    Conflict
+        If a new clip must be generated and there is no active version.
+    InvalidInput
+        For a probability outside [0, 1], bad A/B weights or bad similarities.
+
+    Examples
+    --------
+    >>> d = dispatch(dataset_ids=[], similarity=[], rated_clip_ids=(), versions={"v0": 1.0},
+    ...              rng=np.random.default_rng(0))
+    >>> d.branch, d.version_id
+    ('generate', 'v0')
+    """
+    if (isinstance(baseline_probability, bool) or not isinstance(baseline_probability,
+                                                                  (int, float))
+            or not 0.0 <= baseline_probability <= 1.0):
+        raise InvalidInput(f"baseline_probability={baseline_probability!r} must be in [0, 1]")
+    draw = float(rng.random())
+    if draw < baseline_probability:
+        if len(dataset_ids) == 0:
+            reason = "baseline drawn but the dataset is empty"
+        else:
+            found = nearest_unrated(dataset_ids, similarity, rated_clip_ids)
+            if found is not None:
+                clip_id, sim = found
+                return DispatchDecision("baseline", clip_id, None, similarity=sim,
+                                        reason="baseline drawn: nearest unrated dataset clip")
+            reason = "baseline drawn but the listener has rated every dataset clip"
+    else:
+        reason = "generate drawn"
+    version_id = choose_version(versions, rng)
+    logger.debug("dispatch: %s -> generate with version %r", reason, version_id)
+    return DispatchDecision("generate", None, version_id, reason=reason)

@@ -1,0 +1,590 @@
+"""The rater model and quality control (DESIGN §3; ITU-T P.913 / Netflix SUREAL).
+
+Rater model
+-----------
+Rating ``u`` of clip ``j`` by rater ``i``::
+
+    u_ij = ψ_j + Δ_i + σ_i · ε,   ε ~ N(0, 1)
+
+Notation (code -> model): ``quality`` -> ψ_j (true clip quality, stars), ``bias`` -> Δ_i
+(rater bias, stars), ``sigma`` -> σ_i (rater inconsistency, stars), ``omega`` -> ω_i (rater
+weight from quality control; 1 in the first pass).
+
+It is fitted by alternating maximisation of the (weighted) likelihood, the "alternating
+projection" solver of SUREAL's subject model, with two weak priors that turn it into MAP
+where data are thin (see :mod:`encore.feedback.config`)::
+
+    1. ψ_j = Σ_i ω_i/σ_i² (u_ij − Δ_i) / Σ_i ω_i/σ_i²            (weighted mean per clip)
+    2. Δ_i = Σ_j (u_ij − ψ_j) / (n_i + σ_i²/τ²)                   (Δ_i ~ N(0, τ²) prior)
+    3. σ_i² = (Σ_j (u_ij − ψ_j − Δ_i)² + ν₀ s₀²) / (n_i + ν₀)     (ν₀ pseudo-ratings at the
+                                                                   pooled variance s₀²),
+       σ_i ≥ sigma_floor
+    4. centre: Δ ← Δ − mean(Δ over raters with ω > 0), ψ ← ψ + that mean (only relative
+       biases are identifiable; P.913 also sets the mean bias to zero)
+
+until no parameter moves by more than ``rater_tolerance``. Standard errors: ψ_j has
+``sqrt(Σ ω²/σ²) / Σ ω/σ²`` (the SE of the weighted mean), Δ_i has ``σ_i / sqrt(n_i + σ_i²/τ²)``.
+Like any MLE of a variance, σ_i is biased low when clips have few raters.
+
+Quality control
+---------------
+A rater is judged once they have ``qc_min_ratings`` ratings. Two rules flag them, each with a
+recorded reason; a flagged rater gets ``flagged_weight`` (default 0: ignored):
+
+A. **Extreme or identical ratings with minimal listening** (the paper's §2.1 example): at
+   least ``saturation_share`` of their ratings are at an end of the scale (1 or 5) or at a
+   single value, *and* their median listened fraction is at most ``low_listen_fraction``.
+   Either condition alone is not misconduct (someone may love everything and listen to it).
+
+B. **Ratings unrelated to quality and listening**: their ratings are not associated, beyond
+   chance, with any witness of taste: the other raters' quality estimate of each clip
+   (leave-one-out ψ, so the rater's own ratings do not vouch for them), the rater's own
+   listened fraction, and (when clip groups are given: input song, genre, …) a per-group
+   offset. Two F-tests of a linear model against the constant model —
+   ``u ~ 1 + ψ₋ᵢ + listen`` and ``u ~ 1 + ψ₋ᵢ + listen + group`` — and the rater is flagged
+   when both p-values are ≥ ``qc_alpha``. The slope on ψ₋ᵢ is free (any sign, any size) and
+   groups get their own offsets, so **minority taste is not flagged**: a constant bias, a
+   different opinion of a whole group of clips, or even a reversed ranking are all
+   *consistent* and are explained by the model; only ratings that nothing explains are.
+   Raters whose ratings are saturated (rule A's share) are not tested here: constant ratings
+   carry no information either way.
+
+Weights of unflagged raters measure **consistency, not agreement**: σ_c is the residual SD of
+the richest fitted taste model above (for saturated raters, the SUREAL σ), and
+``weight = min(1, (reliability_tolerance · median σ_c / σ_c)²)`` — an inverse-variance weight
+relative to a tolerant reference, so only clearly erratic raters lose weight. The final fit is
+the rater model refitted with ω = these weights.
+
+Known limits: an adversary who fakes long listens and rates the reverse of the consensus is
+indistinguishable from a reversed taste and is not flagged; a coordinated group that rates
+alike passes rule B (they witness each other through ψ₋ᵢ). Trap clips with known quality and
+rate limits per account (services) are the defences there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats
+
+from encore.errors import InvalidInput
+from encore.feedback.config import DEFAULT_CONFIG, FeedbackConfig
+from encore.feedback.rating import RATING_MAX, RATING_MIN, validate_ratings
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "QualityControlResult",
+    "RaterAssessment",
+    "RaterModelFit",
+    "RatingSet",
+    "assess_raters",
+    "fit_rater_model",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class RatingSet:
+    """Counted ratings as parallel arrays (one entry per rating).
+
+    Attributes
+    ----------
+    rater_ids : np.ndarray [shape=(n,)]
+        Rater of each rating (sortable ids, e.g. ints or strings).
+    clip_ids : np.ndarray [shape=(n,)]
+        Clip of each rating.
+    ratings : np.ndarray [shape=(n,), dtype=float]
+        Stars, 1..5 in steps of 0.5 (validated).
+    listened_fraction : np.ndarray [shape=(n,), dtype=float]
+        l̂ of the listen behind each rating, in [0, 1] (validated).
+    """
+
+    rater_ids: np.ndarray
+    clip_ids: np.ndarray
+    ratings: np.ndarray
+    listened_fraction: np.ndarray
+
+    def __post_init__(self) -> None:
+        raters = np.asarray(self.rater_ids).reshape(-1)
+        clips = np.asarray(self.clip_ids).reshape(-1)
+        ratings = validate_ratings(self.ratings)
+        listened = np.asarray(self.listened_fraction, dtype=float).reshape(-1)
+        n = ratings.shape[0]
+        if not (raters.shape[0] == clips.shape[0] == listened.shape[0] == n):
+            raise InvalidInput(f"RatingSet arrays differ in length: {raters.shape[0]} raters, "
+                               f"{clips.shape[0]} clips, {n} ratings, {listened.shape[0]} "
+                               "listened fractions")
+        bad = ~np.isfinite(listened) | (listened < 0) | (listened > 1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InvalidInput(f"listened_fraction={listened[i]!r} (index {i}) must be in [0, 1]")
+        object.__setattr__(self, "rater_ids", raters)
+        object.__setattr__(self, "clip_ids", clips)
+        object.__setattr__(self, "ratings", ratings)
+        object.__setattr__(self, "listened_fraction", listened)
+
+    @classmethod
+    def from_records(cls, records: Iterable[tuple[Hashable, Hashable, float, float]]
+                     ) -> RatingSet:
+        """Build from ``(rater_id, clip_id, rating, listened_fraction)`` tuples."""
+        rows = list(records)
+        if not rows:
+            return cls(np.array([]), np.array([]), np.array([]), np.array([]))
+        raters, clips, ratings, listened = zip(*rows, strict=True)
+        return cls(np.asarray(raters), np.asarray(clips), np.asarray(ratings, dtype=float),
+                   np.asarray(listened, dtype=float))
+
+    def __len__(self) -> int:
+        return int(self.ratings.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class RaterModelFit:
+    """Estimates of the rater model ``u_ij = ψ_j + Δ_i + σ_i ε``.
+
+    Attributes
+    ----------
+    clip_ids : tuple
+        Sorted clip ids; the order of ``quality`` and ``quality_se``.
+    quality : np.ndarray [shape=(n_clips,)]
+        ψ_j in stars; NaN for a clip with no rating of positive weight.
+    quality_se : np.ndarray [shape=(n_clips,)]
+        Standard error of ψ_j (stars); NaN where ψ_j is.
+    rater_ids : tuple
+        Sorted rater ids; the order of the per-rater arrays.
+    bias, bias_se, sigma : np.ndarray [shape=(n_raters,)]
+        Δ_i, its SE, and σ_i, in stars. Mean Δ over raters with positive weight is 0.
+    n_ratings : np.ndarray [shape=(n_raters,), dtype=int]
+    iterations : int
+    converged : bool
+    """
+
+    clip_ids: tuple
+    quality: np.ndarray
+    quality_se: np.ndarray
+    rater_ids: tuple
+    bias: np.ndarray
+    bias_se: np.ndarray
+    sigma: np.ndarray
+    n_ratings: np.ndarray
+    iterations: int
+    converged: bool
+
+    def quality_ci(self, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Normal-approximation confidence interval of each ψ_j, in stars."""
+        z = float(stats.norm.ppf(0.5 + level / 2))
+        return self.quality - z * self.quality_se, self.quality + z * self.quality_se
+
+    def biases(self) -> dict[Hashable, float]:
+        """``{rater_id: Δ}``."""
+        return {r: float(b) for r, b in zip(self.rater_ids, self.bias, strict=True)}
+
+    def qualities(self) -> dict[Hashable, float]:
+        """``{clip_id: ψ}``."""
+        return {c: float(q) for c, q in zip(self.clip_ids, self.quality, strict=True)}
+
+
+@dataclass(frozen=True)
+class RaterAssessment:
+    """Quality-control verdict on one rater.
+
+    Attributes
+    ----------
+    rater_id : hashable
+    bias : float
+        Δ in stars (subtract from the rater's ratings before normalising).
+    sigma : float
+        σ, the rater's inconsistency in stars (SUREAL model).
+    weight : float in [0, 1]
+        Reliability weight for aggregates (``flagged_weight`` when flagged).
+    flagged : bool
+    reasons : tuple of str
+        Why flagged (empty otherwise).
+    n_ratings : int
+    median_listen : float
+        Median listened fraction of the rater's rated listens.
+    p_value : float or None
+        Smallest p-value of the association tests of rule B (None when not run).
+    consistency_sigma : float or None
+        σ_c, the residual SD behind the weight (None when the rater was not judged).
+    """
+
+    rater_id: Hashable
+    bias: float
+    sigma: float
+    weight: float
+    flagged: bool
+    reasons: tuple[str, ...] = ()
+    n_ratings: int = 0
+    median_listen: float = float("nan")
+    p_value: float | None = None
+    consistency_sigma: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class QualityControlResult:
+    """Output of :func:`assess_raters`: the final model fit and one assessment per rater."""
+
+    fit: RaterModelFit
+    assessments: tuple[RaterAssessment, ...]
+    _by_id: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {a.rater_id: a for a in self.assessments})
+
+    def __getitem__(self, rater_id: Hashable) -> RaterAssessment:
+        return self._by_id[rater_id]
+
+    @property
+    def weights(self) -> dict[Hashable, float]:
+        """``{rater_id: weight}`` for :func:`~encore.feedback.rating.score_clip`."""
+        return {a.rater_id: a.weight for a in self.assessments}
+
+    @property
+    def biases(self) -> dict[Hashable, float]:
+        """``{rater_id: Δ}`` for :func:`~encore.feedback.rating.score_clip`."""
+        return {a.rater_id: a.bias for a in self.assessments}
+
+    @property
+    def flagged(self) -> tuple[Hashable, ...]:
+        """Ids of flagged raters."""
+        return tuple(a.rater_id for a in self.assessments if a.flagged)
+
+
+# --------------------------------------------------------------------------------------
+# the rater model
+
+
+@dataclass(frozen=True)
+class _Indexed:
+    rater_keys: np.ndarray
+    clip_keys: np.ndarray
+    ri: np.ndarray
+    cj: np.ndarray
+
+
+def _index(data: RatingSet) -> _Indexed:
+    try:
+        rater_keys, ri = np.unique(data.rater_ids, return_inverse=True)
+        clip_keys, cj = np.unique(data.clip_ids, return_inverse=True)
+    except TypeError as exc:
+        raise InvalidInput(f"rater and clip ids must be mutually comparable ({exc})") from exc
+    return _Indexed(rater_keys, clip_keys, ri.reshape(-1), cj.reshape(-1))
+
+
+def fit_rater_model(
+    data: RatingSet,
+    *,
+    rater_weights: Mapping[Hashable, float] | None = None,
+    config: FeedbackConfig = DEFAULT_CONFIG,
+) -> RaterModelFit:
+    """Fit ``rating = quality + bias + rater-specific noise`` (P.913 / SUREAL subject model).
+
+    Parameters
+    ----------
+    data : RatingSet
+        Counted ratings (at least one).
+    rater_weights : mapping rater_id -> weight in [0, 1], optional
+        ω_i, how much each rater's ratings count in the clip estimates (missing: 1). A rater
+        with ω = 0 still gets a bias and σ estimated against the others' ψ.
+    config : FeedbackConfig
+        ``rater_max_iterations``, ``rater_tolerance``, ``bias_prior_sd``,
+        ``sigma_prior_ratings``, ``sigma_floor``.
+
+    Returns
+    -------
+    RaterModelFit
+
+    Raises
+    ------
+    InvalidInput
+        If ``data`` is empty or a weight is outside [0, 1], or every weight is zero.
+    """
+    if len(data) == 0:
+        raise InvalidInput("cannot fit the rater model on zero ratings")
+    idx = _index(data)
+    omega = np.ones(len(idx.rater_keys))
+    if rater_weights:
+        for k, rid in enumerate(idx.rater_keys.tolist()):
+            w = float(rater_weights.get(rid, 1.0))
+            if not np.isfinite(w) or not 0.0 <= w <= 1.0:
+                raise InvalidInput(f"rater weight {w!r} of rater {rid!r} must be in [0, 1]")
+            omega[k] = w
+    if not np.any(omega > 0):
+        raise InvalidInput("every rater weight is zero: no clip can be estimated")
+    fit = _alternating_fit(data.ratings, idx.ri, idx.cj, len(idx.rater_keys),
+                           len(idx.clip_keys), omega, config)
+    psi, psi_se, delta, delta_se, sigma2, n_i, iterations, converged = fit
+    if not converged:
+        logger.warning("rater model did not converge in %d iterations", iterations)
+    return RaterModelFit(
+        clip_ids=tuple(idx.clip_keys.tolist()),
+        quality=psi,
+        quality_se=psi_se,
+        rater_ids=tuple(idx.rater_keys.tolist()),
+        bias=delta,
+        bias_se=delta_se,
+        sigma=np.sqrt(sigma2),
+        n_ratings=n_i,
+        iterations=iterations,
+        converged=converged,
+    )
+
+
+def _alternating_fit(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, n_raters: int,
+                     n_clips: int, omega: np.ndarray, config: FeedbackConfig):
+    tau2 = config.bias_prior_sd ** 2
+    nu0 = config.sigma_prior_ratings
+    floor2 = config.sigma_floor ** 2
+    n_i = np.bincount(ri, minlength=n_raters)
+
+    # initial values: clip means, zero biases, pooled variance
+    psi = np.bincount(cj, u, n_clips) / np.maximum(np.bincount(cj, minlength=n_clips), 1)
+    delta = np.zeros(n_raters)
+    s0 = max(float(np.mean((u - psi[cj]) ** 2)), floor2)
+    sigma2 = np.full(n_raters, s0)
+    active = omega > 0
+
+    converged = False
+    iterations = 0
+    for iteration in range(1, config.rater_max_iterations + 1):
+        iterations = iteration
+        # 1. clip quality: precision-weighted mean of bias-corrected ratings
+        w_obs = omega[ri] / sigma2[ri]
+        den = np.bincount(cj, w_obs, n_clips)
+        num = np.bincount(cj, w_obs * (u - delta[ri]), n_clips)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            psi_new = np.where(den > 0, num / den, np.nan)
+        ok = np.isfinite(psi_new[cj])
+        e = np.where(ok, u - psi_new[cj], 0.0)
+        n_ok = np.bincount(ri, ok.astype(float), n_raters)
+        # 2. rater bias, MAP under the N(0, tau^2) prior
+        delta_new = np.bincount(ri, e, n_raters) / (n_ok + sigma2 / tau2)
+        # 3. rater inconsistency, with nu0 pseudo-ratings at the pooled variance
+        r2 = np.where(ok, (e - delta_new[ri]) ** 2, 0.0)
+        pooled_mask = ok & active[ri]
+        s0 = max(float(r2[pooled_mask].sum() / max(pooled_mask.sum(), 1)), floor2)
+        sigma2_new = np.maximum((np.bincount(ri, r2, n_raters) + nu0 * s0) / (n_ok + nu0), floor2)
+        # 4. centre the biases of the raters that count
+        centre_mask = active & (n_ok > 0)
+        shift = float(delta_new[centre_mask].mean()) if centre_mask.any() else 0.0
+        delta_new -= shift
+        psi_new += shift
+
+        change = max(
+            float(np.nanmax(np.abs(psi_new - psi))) if np.isfinite(psi_new).any() else 0.0,
+            float(np.max(np.abs(delta_new - delta))),
+            float(np.max(np.abs(np.sqrt(sigma2_new) - np.sqrt(sigma2)))),
+        )
+        psi, delta, sigma2 = psi_new, delta_new, sigma2_new
+        if change < config.rater_tolerance:
+            converged = True
+            break
+
+    w_obs = omega[ri] / sigma2[ri]
+    den = np.bincount(cj, w_obs, n_clips)
+    num_sq = np.bincount(cj, omega[ri] ** 2 / sigma2[ri], n_clips)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        psi_se = np.where(den > 0, np.sqrt(num_sq) / den, np.nan)
+    n_ok = np.bincount(ri, np.isfinite(psi[cj]).astype(float), n_raters)
+    delta_se = np.sqrt(sigma2 / (n_ok + sigma2 / tau2))
+    return psi, psi_se, delta, delta_se, sigma2, n_i, iterations, converged
+
+
+# --------------------------------------------------------------------------------------
+# quality control
+
+
+def assess_raters(
+    data: RatingSet,
+    *,
+    clip_groups: Mapping[Hashable, Hashable] | None = None,
+    config: FeedbackConfig = DEFAULT_CONFIG,
+) -> QualityControlResult:
+    """Fit the rater model, judge every rater, and refit with the resulting weights.
+
+    Parameters
+    ----------
+    data : RatingSet
+        All counted ratings (with the listened fraction of each).
+    clip_groups : mapping clip_id -> group, optional
+        A grouping of clips along which taste may differ (input song, genre, similarity
+        cluster). Lets rule B recognise a consistent opinion on a subgroup as taste.
+        Clips missing from the mapping form no group.
+    config : FeedbackConfig
+        Rater-model and quality-control settings.
+
+    Returns
+    -------
+    QualityControlResult
+        ``fit`` (the final, weighted fit) and one :class:`RaterAssessment` per rater, in
+        sorted rater order.
+    """
+    first = fit_rater_model(data, config=config)
+    idx = _index(data)
+    u = data.ratings
+    listened = data.listened_fraction
+    loo = _leave_one_out_quality(u, idx.ri, idx.cj, first, len(idx.clip_keys))
+    groups = None
+    if clip_groups is not None:
+        labels = [clip_groups.get(c) for c in idx.clip_keys.tolist()]
+        codes: dict[Hashable, int] = {}
+        groups = np.array([-1 if g is None else codes.setdefault(g, len(codes)) for g in labels])
+
+    order = np.argsort(idx.ri, kind="stable")
+    bounds = np.searchsorted(idx.ri[order], np.arange(len(idx.rater_keys) + 1))
+    verdicts = []
+    for k, rater_id in enumerate(idx.rater_keys.tolist()):
+        rows = order[bounds[k]:bounds[k + 1]]
+        verdicts.append(_judge(rater_id, u[rows], listened[rows], loo[rows],
+                               None if groups is None else groups[idx.cj[rows]],
+                               float(first.sigma[k]), config))
+
+    sigmas_c = [v["sigma_c"] for v in verdicts if not v["reasons"] and v["sigma_c"] is not None]
+    reference = float(np.median(sigmas_c)) if sigmas_c else None
+    weights: dict[Hashable, float] = {}
+    for rater_id, v in zip(idx.rater_keys.tolist(), verdicts, strict=True):
+        if v["reasons"]:
+            weights[rater_id] = config.flagged_weight
+        elif v["sigma_c"] is None or reference is None:
+            weights[rater_id] = 1.0
+        else:
+            ratio = config.reliability_tolerance * reference / max(v["sigma_c"], 1e-12)
+            weights[rater_id] = float(min(1.0, ratio ** 2))
+
+    if any(w > 0 for w in weights.values()):
+        final = fit_rater_model(data, rater_weights=weights, config=config)
+    else:  # every rater flagged: keep the unweighted fit rather than nothing
+        logger.warning("quality control flagged every rater; clip estimates are unweighted")
+        final = first
+    assessments = []
+    for k, (rater_id, v) in enumerate(zip(idx.rater_keys.tolist(), verdicts, strict=True)):
+        assessments.append(RaterAssessment(
+            rater_id=rater_id,
+            bias=float(final.bias[k]),
+            sigma=float(final.sigma[k]),
+            weight=weights[rater_id],
+            flagged=bool(v["reasons"]),
+            reasons=tuple(v["reasons"]),
+            n_ratings=int(final.n_ratings[k]),
+            median_listen=v["median_listen"],
+            p_value=v["p_value"],
+            consistency_sigma=v["sigma_c"],
+        ))
+        if v["reasons"]:
+            logger.info("rater %r flagged: %s", rater_id, "; ".join(v["reasons"]))
+    return QualityControlResult(fit=final, assessments=tuple(assessments))
+
+
+def _leave_one_out_quality(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, fit: RaterModelFit,
+                           n_clips: int) -> np.ndarray:
+    """ψ of each rating's clip estimated without any rating of that rating's rater."""
+    w = 1.0 / fit.sigma[ri] ** 2
+    v = w * (u - fit.bias[ri])
+    den = np.bincount(cj, w, n_clips)
+    num = np.bincount(cj, v, n_clips)
+    pair = ri.astype(np.int64) * n_clips + cj
+    _, inv = np.unique(pair, return_inverse=True)
+    inv = inv.reshape(-1)
+    pair_w = np.bincount(inv, w)[inv]
+    pair_v = np.bincount(inv, v)[inv]
+    rest = den[cj] - pair_w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(rest > 1e-12 * den[cj], (num[cj] - pair_v) / rest, np.nan)
+
+
+def _judge(rater_id: Hashable, u: np.ndarray, listened: np.ndarray, loo: np.ndarray,
+           groups: np.ndarray | None, sigma: float, config: FeedbackConfig) -> dict:
+    n = int(u.shape[0])
+    median_listen = float(np.median(listened)) if n else float("nan")
+    verdict: dict = {"reasons": [], "p_value": None, "sigma_c": None,
+                     "median_listen": median_listen}
+    if n < config.qc_min_ratings:
+        return verdict
+
+    values, counts = np.unique(u, return_counts=True)
+    modal_share = float(counts.max() / n)
+    modal_value = float(values[np.argmax(counts)])
+    extreme_share = float(np.mean((u == RATING_MIN) | (u == RATING_MAX)))
+    saturated = max(modal_share, extreme_share) >= config.saturation_share
+
+    # rule A: extreme or identical ratings with minimal listening
+    if saturated and median_listen <= config.low_listen_fraction:
+        if extreme_share >= modal_share:
+            what = f"{extreme_share:.0%} of {n} ratings at an end of the scale (1 or 5)"
+        else:
+            what = f"{modal_share:.0%} of {n} ratings identical ({modal_value:g})"
+        verdict["reasons"].append(
+            f"{what} with minimal listening (median {median_listen:.0%} of the clip, "
+            f"limit {config.low_listen_fraction:.0%})")
+
+    if saturated:
+        verdict["sigma_c"] = sigma  # no spread to explain: fall back on the SUREAL sigma
+        return verdict
+
+    # rule B: are the ratings explained by anything (consensus, own listening, clip group)?
+    have_loo = np.isfinite(loo)
+    if have_loo.sum() >= config.qc_min_ratings:
+        rows = have_loo
+        base = [np.ones(int(rows.sum())), loo[rows], listened[rows]]
+    else:
+        rows = np.ones(n, dtype=bool)
+        base = [np.ones(n), listened]
+    y = u[rows]
+    p_simple, s_simple = _f_test(y, np.column_stack(base))
+    p_values = [p_simple]
+    sigma_c = s_simple
+    if groups is not None:
+        dummies = _group_dummies(groups[rows])
+        if dummies.shape[1]:
+            p_group, s_group = _f_test(y, np.column_stack([*base, dummies]))
+            if p_group is not None:
+                p_values.append(p_group)
+                sigma_c = s_group
+    tested = [p for p in p_values if p is not None]
+    verdict["sigma_c"] = sigma_c
+    if tested:
+        p_min = float(min(tested))
+        verdict["p_value"] = p_min
+        if p_min >= config.qc_alpha:
+            verdict["reasons"].append(
+                "ratings unrelated to the other raters' quality estimates, the clip groups and "
+                f"the rater's own listening (p={p_min:.2g} >= {config.qc_alpha:g}, "
+                f"n={int(rows.sum())})")
+    return verdict
+
+
+def _group_dummies(groups: np.ndarray) -> np.ndarray:
+    """Indicator columns for groups with at least two rows (the rest is the reference)."""
+    labels, counts = np.unique(groups[groups >= 0], return_counts=True)
+    keep = labels[counts >= 2]
+    if keep.size and np.isin(groups, keep).all():
+        keep = keep[1:]  # all rows are in kept groups: one becomes the reference level
+    return np.column_stack([(groups == g).astype(float) for g in keep]) if keep.size else \
+        np.zeros((groups.shape[0], 0))
+
+
+def _f_test(y: np.ndarray, x: np.ndarray) -> tuple[float | None, float | None]:
+    """F-test of ``y ~ x`` (x includes the intercept) against ``y ~ 1``.
+
+    Returns (p-value, residual SD) or (None, None) when there are too few degrees of freedom.
+    """
+    n = y.shape[0]
+    coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
+    rank = int(rank)
+    df_model, df_resid = rank - 1, n - rank
+    if df_model < 1 or df_resid < 2:
+        return None, None
+    rss = float(np.sum((y - x @ coef) ** 2))
+    tss = float(np.sum((y - y.mean()) ** 2))
+    sigma_c = float(np.sqrt(rss / df_resid))
+    if tss <= 0:
+        return None, None
+    if rss <= 1e-12 * tss:
+        return 0.0, sigma_c
+    f_stat = ((tss - rss) / df_model) / (rss / df_resid)
+    return float(stats.f.sf(f_stat, df_model, df_resid)), sigma_c
+
