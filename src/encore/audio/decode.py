@@ -1,0 +1,348 @@
+"""Decode uploaded audio (wav, flac, ogg, mp3) to float32 mono at the model's rate.
+
+Everything goes through libsndfile (the ``soundfile`` wheel ships libsndfile 1.2, which
+reads mp3 through mpg123). Every failure is one of the :class:`encore.errors.AudioError`
+subclasses, with a message that names the file and the offending value:
+
+========================  ==========================================================
+``NotAudio``              empty file, random bytes, text, images, archives
+``UnsupportedAudio``      a recognised format encore does not take (m4a, wma, aiff,
+                          mp3-in-WAV, Speex/FLAC-in-Ogg, …)
+``CorruptAudio``          truncated or damaged data, non-finite samples
+``SilentAudio``           no samples, or a peak below ``silence_db``
+``AudioTooShort``         shorter than ``min_seconds``
+``AudioTooLong``          longer than ``max_seconds`` (checked on the header first)
+========================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from encore.audio import containers
+from encore.errors import (
+    AudioTooLong,
+    AudioTooShort,
+    CorruptAudio,
+    NotAudio,
+    NotFound,
+    SilentAudio,
+    UnsupportedAudio,
+)
+
+logger = logging.getLogger(__name__)
+
+AudioSource = str | Path | bytes | bytearray | memoryview
+
+#: libsndfile major formats we accept, by the name we report.
+ACCEPTED_FORMATS = {
+    "WAV": "wav",
+    "WAVEX": "wav",
+    "RF64": "wav",
+    "W64": "wav",
+    "FLAC": "flac",
+    "OGG": "ogg",
+    "MP3": "mp3",
+}
+
+#: Default silence threshold: a peak below -60 dBFS counts as silence.
+DEFAULT_SILENCE_DB = -60.0
+
+_BLOCK_FRAMES = 1 << 18
+_SNDFILE_UNRECOGNISED = 1
+_SNDFILE_UNSUPPORTED_ENCODING = 4
+#: An mp3 without a Xing/Info header (whose length libsndfile estimates from the bitrate)
+#: that decodes to fewer samples than announced, by more than this fraction plus two mp3
+#: frames, was cut short.
+_MP3_SHORTFALL = 0.01
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header of an audio file says, before decoding.
+
+    Attributes
+    ----------
+    format : str
+        ``"wav"``, ``"flac"``, ``"ogg"`` or ``"mp3"``.
+    subtype : str
+        libsndfile's subtype (``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``, ``"OPUS"``,
+        ``"MPEG_LAYER_III"`` …).
+    sample_rate : int
+        Samples per second per channel (Hz).
+    channels : int
+        Number of channels.
+    frames : int
+        Samples per channel announced by the header (an estimate for mp3 without a
+        Xing/Info header).
+    seconds : float
+        ``frames / sample_rate``.
+    """
+
+    format: str
+    subtype: str
+    sample_rate: int
+    channels: int
+    frames: int
+    seconds: float
+
+
+def _describe(source: AudioSource) -> str:
+    if isinstance(source, str | Path):
+        return f"{Path(source).name!r}"
+    return f"the upload ({len(source)} bytes)"
+
+
+@contextmanager
+def _open_binary(source: AudioSource) -> Iterator[BinaryIO]:
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.is_file():
+            raise NotFound(f"audio file {str(path)!r} does not exist or is not a file")
+        with path.open("rb") as f:
+            yield f
+    elif isinstance(source, bytes | bytearray | memoryview):
+        yield io.BytesIO(bytes(source))
+    else:
+        raise TypeError(f"audio source must be a path or bytes, not {type(source).__name__}")
+
+
+def _sndfile_error(exc: Exception, name: str, kind: str | None, head: bytes) -> Exception:
+    """Translate a libsndfile error into the right AudioError."""
+    import soundfile as sf
+
+    code = exc.code if isinstance(exc, sf.LibsndfileError) else None
+    text = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)
+    if code == _SNDFILE_UNRECOGNISED and kind is None:
+        return NotAudio(
+            f"{name} is not in an audio format encore reads (wav, flac, ogg, mp3): "
+            f"it starts with {containers.describe_head(head)}"
+        )
+    if code == _SNDFILE_UNSUPPORTED_ENCODING:
+        return UnsupportedAudio(f"{name}: unsupported encoding ({text.strip()})")
+    what = kind or "audio"
+    return CorruptAudio(f"{name}: damaged {what} data ({text.strip()})")
+
+
+def _structural_checks(f: BinaryIO, kind: str | None, name: str) -> None:
+    if kind == "wav":
+        containers.check_wav(f, name)
+    elif kind == "ogg":
+        containers.check_ogg(f, name)
+    elif kind == "aiff":
+        raise UnsupportedAudio(f"{name}: AIFF files are not supported; use wav, flac, ogg or mp3")
+    f.seek(0)
+
+
+def _open_sndfile(f: BinaryIO, name: str, kind: str | None, head: bytes):
+    import soundfile as sf
+
+    try:
+        return sf.SoundFile(f)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise _sndfile_error(exc, name, kind, head) from exc
+
+
+def _info_from(snd, name: str) -> AudioInfo:
+    fmt = ACCEPTED_FORMATS.get(snd.format)
+    if fmt is None:
+        raise UnsupportedAudio(
+            f"{name}: {snd.format_info} files are not supported; use wav, flac, ogg or mp3"
+        )
+    if snd.samplerate <= 0 or snd.channels <= 0:
+        raise CorruptAudio(
+            f"{name}: header declares sample rate {snd.samplerate} Hz and "
+            f"{snd.channels} channels"
+        )
+    frames = max(int(snd.frames), 0)
+    return AudioInfo(
+        format=fmt,
+        subtype=snd.subtype,
+        sample_rate=int(snd.samplerate),
+        channels=int(snd.channels),
+        frames=frames,
+        seconds=frames / snd.samplerate,
+    )
+
+
+def probe_audio(source: AudioSource) -> AudioInfo:
+    """Read an audio file's header and check its structure, without decoding it.
+
+    Parameters
+    ----------
+    source : str, Path or bytes
+        A file path or the file's bytes.
+
+    Returns
+    -------
+    AudioInfo
+        Format, sample rate, channels, frames and duration from the header.
+
+    Raises
+    ------
+    NotAudio, UnsupportedAudio, CorruptAudio
+        See the module docstring. A missing path raises :class:`encore.errors.NotFound`.
+    """
+    name = _describe(source)
+    with _open_binary(source) as f:
+        head = f.read(64)
+        kind = containers.sniff(head, name)
+        _structural_checks(f, kind, name)
+        with _open_sndfile(f, name, kind, head) as snd:
+            return _info_from(snd, name)
+
+
+def load_audio(
+    source: AudioSource,
+    *,
+    sr: int,
+    min_seconds: float = 0.0,
+    max_seconds: float | None = 900.0,
+    silence_db: float = DEFAULT_SILENCE_DB,
+) -> np.ndarray:
+    """Decode, down-mix and resample an audio file.
+
+    Parameters
+    ----------
+    source : str, Path or bytes
+        A wav, flac, ogg (Vorbis/Opus) or mp3 file, as a path or as its bytes.
+    sr : int
+        Output sample rate in Hz (resampled with soxr "HQ", as ``librosa.load``).
+    min_seconds : float
+        Reject audio shorter than this (seconds of decoded audio).
+    max_seconds : float or None
+        Reject audio longer than this. Checked on the header before decoding, and again
+        while decoding (headers can lie); ``None`` disables the limit.
+    silence_db : float
+        Reject audio whose peak is below this level in dBFS.
+
+    Returns
+    -------
+    np.ndarray
+        float32, shape ``(n_samples,)``, mono (mean of the channels) at ``sr``.
+
+    Raises
+    ------
+    NotAudio, UnsupportedAudio, CorruptAudio, SilentAudio, AudioTooShort, AudioTooLong
+        See the module docstring; a missing path raises :class:`encore.errors.NotFound`.
+    """
+    import soundfile as sf
+
+    if sr <= 0:
+        raise ValueError(f"sr={sr} must be positive")
+    name = _describe(source)
+    with _open_binary(source) as f:
+        head = f.read(64)
+        kind = containers.sniff(head, name)
+        _structural_checks(f, kind, name)
+        exact_mp3 = kind == "mp3" and containers.mp3_has_length_header(f)
+        f.seek(0)
+        with _open_sndfile(f, name, kind, head) as snd:
+            info = _info_from(snd, name)
+            if max_seconds is not None and info.seconds > max_seconds:
+                raise AudioTooLong(
+                    f"{name} lasts {info.seconds:.1f} s, longer than the limit of "
+                    f"{max_seconds:.1f} s"
+                )
+            max_frames = (
+                None if max_seconds is None else int(np.ceil(max_seconds * info.sample_rate))
+            )
+            blocks: list[np.ndarray] = []
+            decoded = 0
+            try:
+                while True:
+                    block = snd.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                    if block.shape[0] == 0:
+                        break
+                    blocks.append(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
+                    decoded += block.shape[0]
+                    if max_frames is not None and decoded > max_frames:
+                        raise AudioTooLong(
+                            f"{name} decodes to more than {max_seconds:.1f} s "
+                            f"(its header said {info.seconds:.1f} s)"
+                        )
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise _sndfile_error(exc, name, info.format, head) from exc
+
+    _check_complete(info, decoded, name, exact_mp3=exact_mp3)
+    y = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+    if y.size == 0:
+        raise SilentAudio(f"{name} contains no samples")
+    if not np.all(np.isfinite(y)):
+        bad = int(np.count_nonzero(~np.isfinite(y)))
+        raise CorruptAudio(f"{name} contains {bad} non-finite (NaN/inf) samples")
+    seconds = y.size / info.sample_rate
+    if seconds < min_seconds:
+        raise AudioTooShort(
+            f"{name} lasts {seconds:.2f} s, shorter than the minimum of {min_seconds:.2f} s"
+        )
+    peak = float(np.max(np.abs(y)))
+    peak_db = 20.0 * np.log10(peak) if peak > 0 else -np.inf
+    if peak_db < silence_db:
+        raise SilentAudio(
+            f"{name} is silent: its peak level is {peak_db:.1f} dBFS, below the "
+            f"silence threshold of {silence_db:.1f} dBFS"
+        )
+    if info.sample_rate != sr:
+        y = resample(y, info.sample_rate, sr)
+    logger.debug(
+        "decoded %s: %s %s, %d Hz, %d ch, %.2f s -> %d samples at %d Hz",
+        name, info.format, info.subtype, info.sample_rate, info.channels, seconds, y.size, sr,
+    )  # fmt: skip
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _check_complete(info: AudioInfo, decoded: int, name: str, *, exact_mp3: bool) -> None:
+    """Compare the decoded length with what the header announced.
+
+    ``exact_mp3``: the mp3 has a Xing/Info/VBRI header, so its count is exact.
+    """
+    if info.frames <= 0 or decoded >= info.frames:
+        return
+    if info.format == "mp3" and not exact_mp3:
+        slack = 2 * 1152 + _MP3_SHORTFALL * info.frames
+        if info.frames - decoded <= slack:
+            return
+    elif info.format == "wav":
+        return  # check_wav has already compared the data chunk with the file size
+    raise CorruptAudio(
+        f"{name} is truncated or damaged: its header announces {info.frames} samples, "
+        f"only {decoded} could be decoded"
+    )
+
+
+def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample mono audio with soxr (``"HQ"``, librosa's default ``soxr_hq``).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        float32 samples, shape ``(n,)``.
+    orig_sr, target_sr : int
+        Rates in Hz.
+
+    Returns
+    -------
+    np.ndarray
+        float32, shape ``(ceil(n * target_sr / orig_sr),)``.
+    """
+    import soxr
+
+    if orig_sr == target_sr:
+        return y
+    out = soxr.resample(y, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+    n = int(np.ceil(y.shape[0] * target_sr / orig_sr))
+    if out.shape[0] > n:
+        return out[:n]
+    if out.shape[0] < n:
+        return np.pad(out, (0, n - out.shape[0]))
+    return out
+
