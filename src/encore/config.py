@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     database_url: str = ""
     queue_url: str = ""  # "" -> Huey on SQLite; "redis://host:6379/0" -> Redis
     storage_url: str = ""  # "" -> local folder; "s3://bucket/prefix" -> S3-compatible
+    # fsspec options for storage_url, e.g. {"endpoint_url": "http://minio:9000"} (JSON in env).
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    # Jobs (encore.jobs): immediate mode runs jobs synchronously in-process (tests, debugging).
+    queue_immediate: bool = False
+    job_heartbeat_seconds: float = Field(10.0, gt=0)
+    # A running job whose heartbeat is older than this is presumed dead and re-queued.
+    job_stale_seconds: float = Field(120.0, gt=0)
 
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     torch_threads: int = 0  # 0 -> torch's default

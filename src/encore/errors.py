@@ -61,3 +61,11 @@ class AudioTooShort(AudioError):
 
 class AudioTooLong(AudioError):
     """Longer than the configured maximum duration."""
+
+
+# --- jobs ------------------------------------------------------------------------------
+
+
+class JobSuperseded(Conflict):
+    """This attempt no longer owns its job (it was re-queued after its heartbeat went stale,
+    or released at shutdown); the attempt must stop without writing results."""

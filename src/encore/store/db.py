@@ -1,0 +1,264 @@
+"""Engines, sessions and migrations.
+
+One code path, chosen by URL (DESIGN.md §7): ``sqlite:///…`` by default, PostgreSQL via
+psycopg 3 (``postgresql+psycopg://…``; ``postgresql://`` and ``postgres://`` are read the
+same way) at scale.
+
+SQLite is set up for several processes and threads writing at once: WAL journal,
+``synchronous=NORMAL``, foreign keys on, a busy timeout, and every write transaction
+opened with ``BEGIN IMMEDIATE`` so that a transaction that reads and then writes never has
+to upgrade its lock (the upgrade cannot wait and fails at once with "database is locked").
+This is SQLAlchemy's documented recipe for pysqlite: disable the driver's own ``BEGIN``
+(``isolation_level = None`` on the DBAPI connection) and emit ours in the ``begin`` event.
+Read-only sessions (``session_scope(..., write=False)``) use a plain deferred ``BEGIN``.
+
+Example::
+
+    engine = make_engine("sqlite:///var/encore.db")
+    with session_scope(engine) as session:
+        session.add(User(email="a@example.org", display_name="A", password_hash="…"))
+    # committed here; rolled back if the block raised
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from encore.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+#: Execution option that marks a connection as read-only (plain ``BEGIN`` on SQLite).
+READ_ONLY_OPTION = "encore_read_only"
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def normalise_url(url: str) -> str:
+    """Return ``url`` with the driver encore uses for its backend.
+
+    ``postgres://`` and ``postgresql://`` become ``postgresql+psycopg://`` (psycopg 3);
+    SQLite URLs are returned unchanged. Other backends are refused.
+
+    Raises
+    ------
+    ConfigurationError
+        If the URL is empty, malformed or names an unsupported backend.
+    """
+    if not url:
+        raise ConfigurationError("database URL is empty")
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url.removeprefix(prefix)
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"malformed database URL {url!r}: {exc}") from exc
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigurationError(
+            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+            "use sqlite:///path or postgresql+psycopg://user@host/db"
+        )
+    return url
+
+
+def make_engine(url: str, *, echo: bool = False, foreign_keys: bool = True) -> Engine:
+    """Create an engine for ``url``, configured for concurrent use.
+
+    Parameters
+    ----------
+    url : str
+        A SQLite or PostgreSQL URL (see :func:`normalise_url`). The parent folder of a
+        SQLite file is created if missing.
+    echo : bool
+        Log every statement (debugging).
+    foreign_keys : bool
+        SQLite only: enforce foreign keys (``PRAGMA foreign_keys=ON``). Migrations turn
+        this off while tables are copied in batch mode.
+
+    Returns
+    -------
+    sqlalchemy.engine.Engine
+    """
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(url, echo=echo, pool_pre_ping=True)
+
+    database = parsed.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url,
+        echo=echo,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        pool_size=10,
+        max_overflow=40,
+        pool_timeout=60,
+    )
+    _configure_sqlite(engine, foreign_keys=foreign_keys)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
+    in_memory = engine.url.database in (None, "", ":memory:")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module: it would otherwise emit a
+        # deferred BEGIN on its own (and none before SELECT).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session factory bound to ``engine``; objects stay usable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(bind: Engine | sessionmaker[Session], *, write: bool = True) -> Iterator[Session]:
+    """One transaction: commit when the block ends, roll back if it raises.
+
+    Parameters
+    ----------
+    bind : Engine or sessionmaker
+        Where sessions come from. A session factory keeps its event hooks (e.g. the job
+        dispatch hook of :func:`encore.jobs.dispatch.install_dispatch_hook`).
+    write : bool
+        ``False`` opens a read-only transaction (a deferred ``BEGIN`` on SQLite, so it does
+        not wait for writers); it is rolled back at the end instead of committed.
+    """
+    if isinstance(bind, Engine):
+        factory: sessionmaker[Session] = make_session_factory(bind)
+        engine = bind
+    else:
+        factory = bind
+        engine = factory.kw["bind"]
+    if write:
+        session = factory()
+    else:
+        session = factory(bind=engine.execution_options(**{READ_ONLY_OPTION: True}))
+    try:
+        yield session
+        if write:
+            session.commit()
+        else:
+            session.rollback()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# --- migrations ------------------------------------------------------------------------
+
+
+def alembic_config(url: str | None = None) -> Any:
+    """An Alembic ``Config`` pointing at encore's migrations (no ``alembic.ini`` needed)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` to ``revision`` (creating it if it is new).
+
+    On SQLite, foreign keys are off while migrating (batch mode copies tables, and with
+    them on, dropping the old copy would cascade deletes); a foreign-key check runs after.
+
+    Raises
+    ------
+    ConfigurationError
+        If, on SQLite, the migrated data violates a foreign key.
+    """
+    from alembic import command
+
+    engine = make_engine(url, foreign_keys=False)
+    try:
+        with engine.connect() as connection:
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            if engine.dialect.name == "sqlite":
+                violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                connection.commit()
+                if violations:
+                    raise ConfigurationError(
+                        f"migration left {len(violations)} foreign-key violations, "
+                        f"first: {tuple(violations[0])}"
+                    )
+    finally:
+        engine.dispose()
+    logger.info("database %s at revision %s", _display(url), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at (``None`` for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision shipped with this version of encore."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def schema_diff(engine: Engine) -> list[Any]:
+    """Differences between the live schema and the models (empty when they match).
+
+    Uses Alembic's ``compare_metadata`` with the same options as autogenerate.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    import encore.store.models  # noqa: F401  (registers the tables)
+    from encore.store.base import Base
+    from encore.store.migrations.options import MIGRATION_OPTIONS
+
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts=dict(MIGRATION_OPTIONS))
+        diff: list[Any] = compare_metadata(context, Base.metadata)
+        connection.rollback()
+    return diff
+
+
+def _display(url: str) -> str:
+    return make_url(normalise_url(url)).render_as_string(hide_password=True)

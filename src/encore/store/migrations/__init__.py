@@ -1,0 +1,1 @@
+"""Alembic migrations of encore's database, run programmatically by ``encore.store.db``."""
