@@ -1,0 +1,169 @@
+"""Route dependencies: the service context, the signed-in user, roles, rate limits, pages.
+
+Routes declare what they need with the ``Annotated`` aliases here (``CtxDep``,
+``CurrentUser``, ``OperatorUser`` …) and stay one service call long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from encore.config import Settings
+from encore.errors import EncoreError, PermissionDenied
+from encore.services import accounts
+from encore.services.context import ServiceContext
+from encore.store.models import User
+from encore.web.errors import AuthenticationRequired
+from encore.web.ratelimit import RateLimits
+from encore.web.security import SESSION_COOKIE
+
+
+class CsrfTokens:
+    """The CSRF token of each session, cached for a few minutes.
+
+    A session's token never changes, and a cached token of a session that has since ended
+    is harmless (the session itself is refused), so a short cache saves a database read on
+    every state-changing request.
+
+    Parameters
+    ----------
+    ctx
+        The service context (for ``accounts.csrf_token_for_session``).
+    ttl
+        Seconds a looked-up token is reused.
+    max_entries
+        Bound on the cache size (oldest entries are dropped first).
+    """
+
+    def __init__(self, ctx: ServiceContext, *, ttl: float = 300.0, max_entries: int = 10_000):
+        self.ctx = ctx
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, session_token: str) -> str | None:
+        """The session's CSRF token, or ``None`` when the session is unknown or expired."""
+        key = hashlib.sha256(session_token.encode()).hexdigest()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[1] > now:
+                return hit[0]
+        try:
+            token = accounts.csrf_token_for_session(self.ctx, session_token)
+        except EncoreError:
+            token = None
+        if not token:
+            return None
+        with self._lock:
+            if len(self._cache) >= self.max_entries:
+                for old in list(self._cache)[: self.max_entries // 10 or 1]:
+                    del self._cache[old]
+            self._cache[key] = (token, now + self.ttl)
+        return token
+
+    async def lookup_async(self, session_token: str) -> str | None:
+        """:meth:`lookup` in the thread pool (for the ASGI middleware)."""
+        return await run_in_threadpool(self.lookup, session_token)
+
+    def forget(self, session_token: str) -> None:
+        """Drop a session's token (on sign-out)."""
+        key = hashlib.sha256(session_token.encode()).hexdigest()
+        with self._lock:
+            self._cache.pop(key, None)
+
+
+def get_ctx(request: Request) -> ServiceContext:
+    """The app's service context."""
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings."""
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_limits(request: Request) -> RateLimits:
+    """The app's rate limits."""
+    return request.app.state.limits  # type: ignore[no-any-return]
+
+
+def get_templates(request: Request) -> Jinja2Templates:
+    """The app's page templates."""
+    return request.app.state.templates  # type: ignore[no-any-return]
+
+
+CtxDep = Annotated[ServiceContext, Depends(get_ctx)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+LimitsDep = Annotated[RateLimits, Depends(get_limits)]
+
+
+def session_token(request: Request) -> str | None:
+    """The raw session token from the cookie, if any."""
+    return request.cookies.get(SESSION_COOKIE) or None
+
+
+def optional_user(request: Request, ctx: CtxDep) -> User | None:
+    """The signed-in user, or ``None``."""
+    token = session_token(request)
+    if token is None:
+        return None
+    user = accounts.user_for_session(ctx, token)
+    request.state.user = user
+    return user
+
+
+MaybeUser = Annotated[User | None, Depends(optional_user)]
+
+
+def current_user(user: MaybeUser) -> User:
+    """The signed-in user; 401 (or a redirect to sign in, for pages) otherwise."""
+    if user is None:
+        raise AuthenticationRequired("please sign in first")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def operator_user(user: CurrentUser) -> User:
+    """The signed-in operator; 403 for anyone else."""
+    if not user.is_operator:
+        raise PermissionDenied("this page is for the platform's operators only")
+    return user
+
+
+OperatorUser = Annotated[User, Depends(operator_user)]
+
+
+def client_ip(request: Request) -> str:
+    """The client's address as the server sees it (no proxy headers are trusted here)."""
+    return request.client.host if request.client else "unknown"
+
+
+def render(
+    request: Request,
+    name: str,
+    *,
+    user: User | None,
+    status_code: int = 200,
+    **context: Any,
+) -> Response:
+    """Render page ``name`` with the user, the session's CSRF token and ``context``."""
+    token = session_token(request)
+    csrf = request.app.state.csrf_tokens.lookup(token) if (token and user) else None
+    return request.app.state.templates.TemplateResponse(  # type: ignore[no-any-return]
+        request,
+        name,
+        {"user": user, "csrf_token": csrf, **context},
+        status_code=status_code,
+    )

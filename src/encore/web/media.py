@@ -1,0 +1,97 @@
+"""Serving stored audio and images with HTTP Range support.
+
+Browsers need ``Range`` requests to seek in audio and even to read the duration of some
+formats (an OGG served without it shows a wrong length). Starlette's ``FileResponse``
+answers ``Range`` with 206 and ``Content-Range`` (single and multiple ranges, ``If-Range``,
+416 for unsatisfiable ranges) in the installed version, so blobs with a local path use it.
+Blobs held in memory get :func:`bytes_response`, a small single-range implementation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from os import PathLike
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+CACHE_CONTROL = "private, max-age=3600"
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_single_range(header: str, size: int) -> tuple[int, int] | None:
+    """Parse one ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` range of a ``size``-byte body.
+
+    Returns
+    -------
+    (start, end) or None
+        Inclusive byte positions, or ``None`` when the header is not a single byte range
+        (then the whole body is served with 200, as RFC 9110 allows).
+
+    Raises
+    ------
+    ValueError
+        When the range is well-formed but unsatisfiable (start beyond the end).
+    """
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last n bytes
+        n = int(last)
+        if n == 0:
+            raise ValueError("empty suffix range")
+        return max(size - n, 0), size - 1
+    start = int(first)
+    end = size - 1 if not last else min(int(last), size - 1)
+    if start >= size or start > end:
+        raise ValueError(f"range {header!r} outside a body of {size} bytes")
+    return start, end
+
+
+def bytes_response(request: Request, data: bytes, content_type: str) -> Response:
+    """Serve ``data`` with ``Accept-Ranges`` and single-range (206/416) support."""
+    etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+    headers = {"accept-ranges": "bytes", "etag": etag, "cache-control": CACHE_CONTROL}
+    header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if header is None or (if_range is not None and if_range != etag):
+        return Response(data, media_type=content_type, headers=headers)
+    try:
+        span = parse_single_range(header, len(data))
+    except ValueError:
+        return Response(
+            status_code=416, headers={**headers, "content-range": f"bytes */{len(data)}"}
+        )
+    if span is None:
+        return Response(data, media_type=content_type, headers=headers)
+    start, end = span
+    headers["content-range"] = f"bytes {start}-{end}/{len(data)}"
+    return Response(data[start : end + 1], status_code=206, media_type=content_type, headers=headers)
+
+
+def file_response(path: str | PathLike[str], content_type: str) -> Response:
+    """Serve a local file (Range handled by Starlette's ``FileResponse``), inline."""
+    return FileResponse(
+        Path(path), media_type=content_type, headers={"cache-control": CACHE_CONTROL}
+    )
+
+
+def serve_blob(request: Request, ref: object) -> Response:
+    """Serve a blob reference from the services (a local file when it has a path).
+
+    ``ref`` has ``content_type`` and either ``path`` (a local file: served by
+    ``FileResponse`` with Range) or ``data`` (bytes: served by :func:`bytes_response`).
+    """
+    content_type = getattr(ref, "content_type", None) or "application/octet-stream"
+    path = getattr(ref, "path", None)
+    if path is not None:
+        return file_response(path, content_type)
+    data = getattr(ref, "data", None)
+    if data is None:
+        raise TypeError(f"blob reference {ref!r} has neither a path nor data")
+    return bytes_response(request, bytes(data), content_type)

@@ -1,0 +1,125 @@
+"""Making music, its progress, the player's media, listening, rating, history.
+
+Nothing here tells the listener which model version or dispatch branch produced a clip:
+the JSON views list only what the player needs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from encore.services import music
+from encore.web import views
+from encore.web.deps import CtxDep, CurrentUser, LimitsDep, client_ip, render
+from encore.web.media import serve_blob
+
+router = APIRouter()
+
+MAX_INPUT_SONGS = 8
+MAX_RANGES = 2000
+
+
+class MusicRequest(BaseModel):
+    song_ids: list[int] = Field(min_length=1, max_length=MAX_INPUT_SONGS)
+    closeness: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+Seconds = Annotated[float, Field(ge=0.0, le=24 * 3600)]
+
+
+class ListenBody(BaseModel):
+    ranges: list[tuple[Seconds, Seconds]] = Field(max_length=MAX_RANGES)
+
+
+class RatingBody(BaseModel):
+    stars: float
+
+
+@router.get("/music/{delivery_id}", include_in_schema=False)
+def delivery_page(request: Request, delivery_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
+    """Progress while the music is made, then the player and the rating."""
+    view = music.delivery_status(ctx, listener=user, delivery_id=delivery_id)
+    return render(
+        request,
+        "delivery.html",
+        user=user,
+        delivery_id=delivery_id,
+        inputs=views.input_titles(view),
+    )
+
+
+@router.get("/history", include_in_schema=False)
+def history_page(request: Request, user: CurrentUser, ctx: CtxDep) -> Response:
+    """Everything the listener got, listened to and rated."""
+    return render(request, "history.html", user=user, items=music.history(ctx, listener=user))
+
+
+@router.post("/api/music", status_code=201)
+def api_request_music(body: MusicRequest, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
+    """Ask for music from one song (a variation, ``closeness`` in [0, 1]) or several (a blend)."""
+    delivery = music.request_music(
+        ctx, listener=user, song_ids=body.song_ids, closeness=body.closeness
+    )
+    return {"delivery_id": delivery.id, "url": f"/music/{delivery.id}"}
+
+
+@router.get("/api/deliveries/{delivery_id}")
+def api_delivery_status(delivery_id: int, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
+    """Status (queued, running, ready, failed), progress 0..1, message, and once ready the
+    clip's length, the minimum listen, what was listened and the rating."""
+    view = music.delivery_status(ctx, listener=user, delivery_id=delivery_id)
+    return views.delivery_json(view)
+
+
+@router.get("/api/deliveries/{delivery_id}/audio")
+def api_clip_audio(request: Request, delivery_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
+    """The clip's audio (HTTP Range supported)."""
+    ref = music.clip_media(ctx, listener=user, delivery_id=delivery_id, kind="audio")
+    return serve_blob(request, ref)
+
+
+@router.get("/api/deliveries/{delivery_id}/spectrogram")
+def api_clip_spectrogram(
+    request: Request, delivery_id: int, user: CurrentUser, ctx: CtxDep
+) -> Response:
+    """The clip's spectrogram image (PNG)."""
+    ref = music.clip_media(ctx, listener=user, delivery_id=delivery_id, kind="spectrogram")
+    return serve_blob(request, ref)
+
+
+@router.post("/api/deliveries/{delivery_id}/listens")
+def api_record_listen(
+    delivery_id: int, body: ListenBody, user: CurrentUser, ctx: CtxDep
+) -> dict[str, Any]:
+    """A listening heartbeat: the played ranges ``[[start, end], …]`` in seconds of the clip.
+    Idempotent (the server keeps the union); returns the listened seconds, the fraction and
+    whether rating is allowed."""
+    state = music.record_listen(
+        ctx, listener=user, delivery_id=delivery_id, ranges=[(a, b) for a, b in body.ranges]
+    )
+    return views.listen_json(state)
+
+
+@router.post("/api/deliveries/{delivery_id}/rating", status_code=201)
+def api_rate(
+    request: Request,
+    delivery_id: int,
+    body: RatingBody,
+    user: CurrentUser,
+    ctx: CtxDep,
+    limits: LimitsDep,
+) -> dict[str, Any]:
+    """Rate the clip 1–5 in steps of 0.5, once, after the minimum listen (422 before)."""
+    limits.check("rating", account=str(user.id), ip=client_ip(request))
+    rating = music.rate(ctx, listener=user, delivery_id=delivery_id, stars=body.stars)
+    return views.rating_json(rating)
+
+
+@router.get("/api/history")
+def api_history(user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
+    """The listener's deliveries, newest first, with listening and rating."""
+    return {"items": [views.history_json(item) for item in music.history(ctx, listener=user)]}

@@ -1,0 +1,85 @@
+"""Songs: upload, library, one song, its audio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from encore.services import songs
+from encore.web import views
+from encore.web.deps import CtxDep, CurrentUser, LimitsDep, SettingsDep, client_ip, render
+from encore.web.media import serve_blob
+from encore.web.uploads import read_upload
+
+router = APIRouter()
+
+
+@router.get("/upload", include_in_schema=False)
+def upload_page(request: Request, user: CurrentUser, settings: SettingsDep) -> Response:
+    """Drag-and-drop upload of several songs, each with its progress and errors."""
+    return render(
+        request,
+        "upload.html",
+        user=user,
+        max_bytes=settings.max_upload_bytes,
+        max_seconds=settings.max_song_seconds,
+        min_seconds=settings.min_song_seconds,
+    )
+
+
+@router.get("/songs", include_in_schema=False)
+def songs_page(request: Request, user: CurrentUser, ctx: CtxDep, settings: SettingsDep) -> Response:
+    """The library, where music is made from one song or a blend of several."""
+    return render(
+        request,
+        "songs.html",
+        user=user,
+        songs=songs.list_songs(ctx, owner=user),
+        default_closeness=round(1.0 - settings.default_strength, 2),
+    )
+
+
+@router.get("/songs/{song_id}", include_in_schema=False)
+def song_page(request: Request, song_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
+    """One of the user's songs (others' songs are refused by the service)."""
+    return render(request, "song.html", user=user, song=songs.get_song(ctx, user=user, song_id=song_id))
+
+
+@router.get("/api/songs")
+def api_list_songs(user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
+    """The user's songs, newest first."""
+    return {"songs": [views.song_json(s) for s in songs.list_songs(ctx, owner=user)]}
+
+
+@router.post("/api/songs", status_code=201)
+async def api_upload_song(
+    request: Request, user: CurrentUser, ctx: CtxDep, limits: LimitsDep
+) -> dict[str, Any]:
+    """Upload one song (multipart ``file``, optional ``title``); 413 past the size limit,
+    422 with the reason when it is not usable audio."""
+    limits.check("upload", account=str(user.id), ip=client_ip(request))
+    upload = await read_upload(request)  # after auth and the rate limit: no body read before
+    song = await run_in_threadpool(
+        songs.upload_song,
+        ctx,
+        owner=user,
+        filename=upload.filename,
+        data=upload.data,
+        title=upload.title,
+    )
+    return {"song": views.song_json(song)}
+
+
+@router.get("/api/songs/{song_id}")
+def api_get_song(song_id: int, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
+    """One of the user's songs."""
+    return {"song": views.song_json(songs.get_song(ctx, user=user, song_id=song_id))}
+
+
+@router.get("/api/songs/{song_id}/audio")
+def api_song_audio(request: Request, song_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
+    """The song's audio as uploaded (HTTP Range supported)."""
+    return serve_blob(request, songs.song_audio(ctx, user=user, song_id=song_id))

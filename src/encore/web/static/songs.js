@@ -1,0 +1,51 @@
+// Song library: pick one song (a variation, with "how close to my song") or several
+// (a blend), then ask for music and go to its page.
+
+import { api } from './api.js';
+
+const root = document.querySelector('[data-make-music]');
+const boxes = [...root.querySelectorAll('input[name="song"]')];
+const closeness = root.querySelector('.closeness');
+const slider = closeness.querySelector('input[type="range"]');
+const sliderValue = closeness.querySelector('output');
+const button = root.querySelector('button.make');
+const errorEl = root.querySelector('.form-error');
+
+function selected() {
+  return boxes.filter((b) => b.checked).map((b) => Number(b.value));
+}
+
+function update() {
+  const n = selected().length;
+  button.disabled = n === 0;
+  closeness.hidden = n !== 1;
+  button.textContent = n === 0 ? 'Pick a song' : n === 1 ? 'Make a variation' : `Blend ${n} songs`;
+  for (const b of boxes) b.closest('li').classList.toggle('selected', b.checked);
+}
+
+function showSlider() {
+  sliderValue.textContent = `${Math.round(Number(slider.value) * 100)} %`;
+}
+
+boxes.forEach((b) => b.addEventListener('change', update));
+slider.addEventListener('input', showSlider);
+
+button.addEventListener('click', async () => {
+  const ids = selected();
+  if (!ids.length) return;
+  button.disabled = true;
+  errorEl.hidden = true;
+  const body = { song_ids: ids };
+  if (ids.length === 1) body.closeness = Number(slider.value);
+  try {
+    const data = await api(root.dataset.api, { method: 'POST', body });
+    window.location.assign(data.url);
+  } catch (err) {
+    errorEl.textContent = err.message;
+    errorEl.hidden = false;
+    button.disabled = false;
+  }
+});
+
+update();
+showSlider();
