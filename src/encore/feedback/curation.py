@@ -230,7 +230,7 @@ def _check_similarity(similarity: np.ndarray | None, n_rows: int, n_cols: int) -
     bad = ~np.isfinite(sim) | (sim < 0) | (sim > 1)
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
-        raise InvalidInput(f"similarity[{i}, {j}]={sim[i, j]!r} must be in [0, 1]")
+        raise InvalidInput(f"similarity[{i}, {j}]={float(sim[i, j])!r} must be in [0, 1]")
     return sim
 
 

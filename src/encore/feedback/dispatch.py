@@ -172,7 +172,7 @@ def nearest_unrated(
     bad = ~np.isfinite(sims) | (sims < 0.0) | (sims > 1.0)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise InvalidInput(f"similarity={sims[k]!r} of clip {eligible[k]!r} must be in [0, 1]")
+        raise InvalidInput(f"similarity={float(sims[k])!r} of clip {eligible[k]!r} must be in [0, 1]")
     order = sorted(range(len(eligible)), key=lambda k: eligible[k])  # type: ignore[arg-type,return-value]
     best = order[0]
     for k in order[1:]:

@@ -190,10 +190,10 @@ def _check_square(similarity: np.ndarray, n: int) -> np.ndarray:
     bad = off & (~np.isfinite(sim) | (sim < 0) | (sim > 1))
     if bad.any():
         i, j = (int(v) for v in np.argwhere(bad)[0])
-        raise InvalidInput(f"similarity[{i}, {j}]={sim[i, j]!r} must be in [0, 1]")
+        raise InvalidInput(f"similarity[{i}, {j}]={float(sim[i, j])!r} must be in [0, 1]")
     asym = np.abs(sim - sim.T) > 1e-6
     if (asym & off).any():
         i, j = (int(v) for v in np.argwhere(asym & off)[0])
-        raise InvalidInput(f"similarity is not symmetric: [{i}, {j}]={sim[i, j]!r} vs "
-                           f"[{j}, {i}]={sim[j, i]!r}")
+        raise InvalidInput(f"similarity is not symmetric: [{i}, {j}]={float(sim[i, j])!r} vs "
+                           f"[{j}, {i}]={float(sim[j, i])!r}")
     return sim

@@ -120,7 +120,7 @@ class RatingSet:
         bad = ~np.isfinite(listened) | (listened < 0) | (listened > 1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InvalidInput(f"listened_fraction={listened[i]!r} (index {i}) must be in [0, 1]")
+            raise InvalidInput(f"listened_fraction={float(listened[i])!r} (index {i}) must be in [0, 1]")
         object.__setattr__(self, "rater_ids", raters)
         object.__setattr__(self, "clip_ids", clips)
         object.__setattr__(self, "ratings", ratings)

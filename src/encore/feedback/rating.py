@@ -89,7 +89,7 @@ def validate_ratings(ratings: Sequence[float] | np.ndarray) -> np.ndarray:
                | (np.abs(steps - np.round(steps)) > _STEP_TOL))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InvalidInput(f"rating={arr[i]!r} (index {i}) must be 1..5 in steps of 0.5")
+        raise InvalidInput(f"rating={float(arr[i])!r} (index {i}) must be 1..5 in steps of 0.5")
     return RATING_MIN + RATING_STEP * np.round(steps)
 
 

@@ -99,7 +99,7 @@ class RatingRecords:
                                "ratings")
         if np.any(~np.isfinite(weights) | (weights < 0)):
             i = int(np.flatnonzero(~np.isfinite(weights) | (weights < 0))[0])
-            raise InvalidInput(f"weight={weights[i]!r} (index {i}) must be finite and >= 0")
+            raise InvalidInput(f"weight={float(weights[i])!r} (index {i}) must be finite and >= 0")
         object.__setattr__(self, "ratings", ratings)
         for name, arr in arrays.items():
             object.__setattr__(self, name, arr)

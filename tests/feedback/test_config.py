@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from encore.errors import InvalidInput
+from encore.feedback import DEFAULT_CONFIG, FeedbackConfig
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    c = DEFAULT_CONFIG
+    assert c.baseline_probability == 0.25
+    assert (c.min_listen_seconds, c.min_listen_fraction) == (5.0, 0.5)
+    assert c.rating_weights == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert c.confidence_weights == (0.5, 0.5)
+    assert (c.min_ratings, c.cold_start_top_n) == (3, 100)
+    assert c.bootstrap_cluster == "rater"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("baseline_probability", 1.5, "baseline_probability=1.5"),
+        ("min_listen_seconds", -1.0, "min_listen_seconds=-1.0"),
+        ("weight_rating", -0.1, "weight -0.1"),
+        ("min_ratings", 0, "min_ratings=0"),
+        ("max_dataset_size", 0, "max_dataset_size=0"),
+        ("bootstrap_cluster", "song", "bootstrap_cluster='song'"),
+        ("confidence_level", 1.0, "confidence_level=1.0"),
+    ],
+)
+def test_invalid_settings_name_the_value(field: str, value: object, match: str) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        FeedbackConfig(**{field: value})
+
+
+def test_all_zero_rating_weights_are_rejected() -> None:
+    with pytest.raises(InvalidInput, match="must not all be zero"):
+        FeedbackConfig(weight_rating=0.0, weight_listen=0.0, weight_similarity=0.0)
+
+
+def test_replace_validates_again() -> None:
+    assert DEFAULT_CONFIG.replace(min_ratings=5).min_ratings == 5
+    with pytest.raises(InvalidInput, match="qc_alpha=2"):
+        DEFAULT_CONFIG.replace(qc_alpha=2)
