@@ -1,0 +1,27 @@
+"""``encore bench <what>``: benchmarks that print their figures.
+
+A tiny dispatcher: each area adds one line to :data:`BENCHMARKS` mapping a name to
+``"module:function"``; the function takes the parsed ``args`` and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS: dict[str, str] = {
+    "similarity": "encore.similarity.bench:run_bench",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="run a benchmark and print its figures")
+    parser.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    module_name, func_name = BENCHMARKS[args.what].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(args) or 0)

@@ -1,0 +1,152 @@
+"""Reading a spectrogram corpus for the similarity model.
+
+The corpus folder (built by ``encore corpus build``) holds ``manifest.jsonl`` (one piece
+per line: ``piece_id``, ``collection``, ``genre``, ``split``, ``mel``, ``slices``),
+``mel_config.json`` and the mel arrays: float16 ``(n_mels, frames)`` in dB relative to the
+piece's maximum. A slice image is a ``width``-frame crop normalised to its own maximum
+(the audio-diffusion convention, :func:`encore.audio.mel.normalize_db_crop`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from encore.audio.mel import MelConfig, normalize_db_crop
+from encore.errors import InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class CorpusPiece:
+    """One piece of the corpus (a manifest line)."""
+
+    piece_id: str
+    genre: str
+    split: str
+    mel_path: Path
+    slices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A spectrogram corpus: its pieces, genre names (sorted) and mel settings."""
+
+    root: Path
+    pieces: tuple[CorpusPiece, ...]
+    genres: tuple[str, ...]
+    mel_config: MelConfig
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def split(self, name: str) -> list[CorpusPiece]:
+        return [p for p in self.pieces if p.split == name]
+
+    def genre_index(self, genre: str) -> int:
+        return self.genres.index(genre)
+
+    def mel(self, piece: CorpusPiece) -> np.ndarray:
+        """The piece's dB mel ``(n_mels, frames)`` (float16, memory-mapped, cached)."""
+        key = piece.piece_id
+        if key not in self._cache:
+            try:
+                self._cache[key] = np.load(piece.mel_path, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise InvalidInput(f"cannot read mel {piece.mel_path}: {exc}") from exc
+        return self._cache[key]
+
+
+def load_corpus(corpus_dir: str | Path) -> Corpus:
+    """Read a corpus folder's manifest and mel settings.
+
+    Raises
+    ------
+    NotFound
+        If the folder has no ``manifest.jsonl``.
+    """
+    root = Path(corpus_dir)
+    manifest = root / MANIFEST_FILE
+    if not manifest.is_file():
+        raise NotFound(f"no {MANIFEST_FILE} in corpus folder {root}")
+    pieces = []
+    for line_no, line in enumerate(manifest.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pieces.append(
+                CorpusPiece(
+                    piece_id=str(row["piece_id"]),
+                    genre=str(row.get("genre") or row["collection"]),
+                    split=str(row["split"]),
+                    mel_path=root / row["mel"],
+                    slices=tuple(int(s) for s in row.get("slices", ())),
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"{manifest}:{line_no}: bad manifest line: {exc}") from exc
+    if not pieces:
+        raise InvalidInput(f"{manifest} lists no pieces")
+    genres = tuple(sorted({p.genre for p in pieces}))
+    mel_config = MelConfig.load(root) if (root / "mel_config.json").is_file() else MelConfig()
+    return Corpus(root=root, pieces=tuple(pieces), genres=genres, mel_config=mel_config)
+
+
+def piece_images(corpus: Corpus, piece: CorpusPiece, width: int,
+                 max_slices: int | None = None) -> np.ndarray:
+    """The piece's slice images ``(n, n_mels, width)`` float32 in [-1, 1].
+
+    Slices start at the manifest's ``slices`` frames (or every ``width`` frames if the
+    manifest has none); with ``max_slices`` an evenly spaced subset is taken.
+    """
+    mel = corpus.mel(piece)
+    frames = mel.shape[1]
+    starts = [s for s in piece.slices if s + width <= frames] or list(range(0, frames - width + 1, width))
+    if not starts:
+        raise InvalidInput(f"piece {piece.piece_id} has {frames} frames, fewer than one slice ({width})")
+    if max_slices is not None and len(starts) > max_slices:
+        pick = np.linspace(0, len(starts) - 1, max_slices).round().astype(int)
+        starts = [starts[i] for i in pick]
+    crops = np.stack([np.asarray(mel[:, s : s + width], dtype=np.float32) for s in starts])
+    return normalize_db_crop(crops, corpus.mel_config)
+
+
+class CropSampler:
+    """Random ``width``-frame crops from a set of pieces, uniform over frames.
+
+    Parameters
+    ----------
+    corpus : Corpus
+    pieces : sequence of CorpusPiece
+    width : int
+        Crop width in frames.
+    seed : int
+    """
+
+    def __init__(self, corpus: Corpus, pieces: Sequence[CorpusPiece], width: int, seed: int = 0) -> None:
+        self.corpus = corpus
+        self.width = width
+        self.pieces = [p for p in pieces if corpus.mel(p).shape[1] >= width]
+        if not self.pieces:
+            raise InvalidInput(f"no piece has at least {width} frames")
+        spans = np.array([corpus.mel(p).shape[1] - width + 1 for p in self.pieces], dtype=np.float64)
+        self._p = spans / spans.sum()
+        self._spans = spans.astype(np.int64)
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, batch_size: int) -> np.ndarray:
+        """``(batch_size, n_mels, width)`` float32 images in [-1, 1]."""
+        which = self.rng.choice(len(self.pieces), size=batch_size, p=self._p)
+        out = []
+        for i in which:
+            start = int(self.rng.integers(0, self._spans[i]))
+            mel = self.corpus.mel(self.pieces[i])
+            out.append(np.asarray(mel[:, start : start + self.width], dtype=np.float32))
+        return normalize_db_crop(np.stack(out), self.corpus.mel_config)
