@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     min_listen_seconds: float = 5.0
     min_listen_fraction: float = 0.5
 
+    # Curation and purge (encore.feedback; defaults and reasons in docs/feedback.md).
+    curation_min_ratings: int = Field(3, ge=1)
+    cold_start_top_n: int = Field(100, ge=1)
+    purge_similarity: float = Field(0.95, ge=0.0, le=1.0)
+    dataset_max_age_days: float = Field(180.0, ge=0.0)  # 0 disables the age rule
+    dataset_max_size: int = Field(1000, ge=1)
+
+    # Sign-up without an invitation code (operators invite by default).
+    open_signup: bool = False
+
     secret_key: str = "dev-insecure-secret"
     host: str = "127.0.0.1"
     port: int = 8000

@@ -1,0 +1,127 @@
+"""What every service needs: settings, the database, blob storage, the queues and the models.
+
+One :class:`ServiceContext` per process (the web app, a worker, a CLI command). Models are
+loaded lazily and cached per model version, so a request that does not generate never pays
+for torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from encore.config import Settings
+from encore.feedback import FeedbackConfig
+from encore.store.blobs import BlobStore, make_blob_store
+from encore.store.db import make_engine, make_session_factory, session_scope
+
+if TYPE_CHECKING:
+    from encore.jobs.queue import Queues
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceContext:
+    """The process's handles on the platform's parts.
+
+    Attributes
+    ----------
+    settings : Settings
+    engine : Engine
+        The database engine (SQLite by default, PostgreSQL by URL).
+    sessions : sessionmaker
+        Session factory; when ``queues`` is set, its sessions send the jobs they created to
+        the queues right after commit.
+    blobs : BlobStore
+    queues : Queues or None
+        ``None`` where no jobs are sent (they stay queued in the database until a sweep).
+    """
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    blobs: BlobStore
+    queues: Queues | None = None
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _models: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, queues: Queues | None | bool = True, seed: int | None = None
+    ) -> ServiceContext:
+        """Build the context for ``settings``.
+
+        ``queues=True`` makes the queues from the settings (immediate mode if
+        ``settings.queue_immediate``); ``False``/``None`` sends no jobs; a ``Queues``
+        instance is used as is. ``seed`` seeds the dispatch random generator (simulations).
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url)
+        sessions = make_session_factory(engine)
+        blobs = make_blob_store(settings.resolved_storage_url, **settings.storage_options)
+        ctx = cls(settings=settings, engine=engine, sessions=sessions, blobs=blobs)
+        if seed is not None:
+            ctx._rng = np.random.default_rng(seed)
+        if queues is True:
+            from encore.jobs.queue import make_queues
+
+            queues = make_queues(settings, bind=sessions)
+        if queues:
+            from encore.jobs.dispatch import install_dispatch_hook
+
+            ctx.queues = queues  # type: ignore[assignment]
+            install_dispatch_hook(sessions, queues)  # type: ignore[arg-type]
+        return ctx
+
+    # -- transactions -----------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One write transaction (committed at the end of the block)."""
+        with session_scope(self.sessions) as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """One read-only transaction (does not wait for SQLite writers)."""
+        with session_scope(self.sessions, write=False) as session:
+            yield session
+
+    # -- randomness and loop settings ---------------------------------------------------
+
+    def random(self) -> np.random.Generator:
+        """A generator for one decision, split off the context's seeded stream (thread-safe)."""
+        with self._lock:
+            return np.random.default_rng(self._rng.integers(0, 2**63))
+
+    def feedback_config(self) -> FeedbackConfig:
+        """The loop's settings (``encore.feedback``) filled from :class:`Settings`."""
+        s = self.settings
+        return FeedbackConfig(
+            baseline_probability=s.baseline_probability,
+            min_listen_seconds=s.min_listen_seconds,
+            min_listen_fraction=s.min_listen_fraction,
+        )
+
+    # -- models, cached per process -------------------------------------------------------
+
+    def cached(self, key: Any, load: Any) -> Any:
+        """``load()`` once per ``key`` in this process (models, keyed by version id)."""
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = load()
+            return self._models[key]
+
+    def forget(self, key: Any) -> None:
+        with self._lock:
+            self._models.pop(key, None)
