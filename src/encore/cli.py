@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "report",
     "simulate",
     "bench",
+    "worker",
+    "db",
 )
 
 

@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 READ_ONLY_OPTION = "encore_read_only"
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+_HOLDS_WRITE_LOCK = "encore_holds_write_lock"
 
 
 def normalise_url(url: str) -> str:
@@ -129,12 +131,38 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         finally:
             cursor.close()
 
+    # Writers of this process queue on a lock before BEGIN IMMEDIATE: a lock hands over
+    # at once, whereas SQLite's busy handler polls with sleeps of up to 100 ms. Writers in
+    # other processes still meet at SQLite's lock (busy_timeout).
+    write_lock = threading.Lock()
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         if connection.get_execution_options().get(READ_ONLY_OPTION):
             connection.exec_driver_sql("BEGIN")
-        else:
+            return
+        if not write_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS):
+            raise sa.exc.OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                Exception(
+                    f"database is locked: waited {SQLITE_BUSY_TIMEOUT_SECONDS:.0f} s for "
+                    "another write transaction of this process"
+                ),
+            )
+        connection.info[_HOLDS_WRITE_LOCK] = True
+        try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(connection)
+            raise
+
+    def _release(connection: sa.Connection, *_: Any) -> None:
+        if connection.info.pop(_HOLDS_WRITE_LOCK, False):
+            write_lock.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -156,15 +184,17 @@ def session_scope(bind: Engine | sessionmaker[Session], *, write: bool = True) -
         not wait for writers); it is rolled back at the end instead of committed.
     """
     if isinstance(bind, Engine):
-        factory: sessionmaker[Session] = make_session_factory(bind)
         engine = bind
+        session = Session(
+            bind=engine if write else engine.execution_options(**{READ_ONLY_OPTION: True}),
+            expire_on_commit=False,
+        )
     else:
-        factory = bind
-        engine = factory.kw["bind"]
-    if write:
-        session = factory()
-    else:
-        session = factory(bind=engine.execution_options(**{READ_ONLY_OPTION: True}))
+        engine = bind.kw["bind"]
+        if write:
+            session = bind()
+        else:
+            session = bind(bind=engine.execution_options(**{READ_ONLY_OPTION: True}))
     try:
         yield session
         if write:

@@ -1,0 +1,148 @@
+"""Storage fixtures: a migrated database on SQLite (a file per test) and on PostgreSQL
+(one fresh database per test session, emptied before each test, dropped at the end)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from encore.store import models as m
+from encore.store.base import Base
+from encore.store.db import make_engine, upgrade
+from encore.store.enums import DispatchBranch
+
+PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once; tests get copies."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
+    name = f"encore_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _empty_all(url: str) -> None:
+    # DELETE is much faster than TRUNCATE on a handful of rows.
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """The URL of an empty, migrated database, on each backend in turn."""
+    if request.param == "sqlite":
+        path = tmp_path / "encore.db"
+        shutil.copyfile(sqlite_template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_url")
+    _empty_all(url)
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """An empty, migrated SQLite database (for SQLite-only tests)."""
+    path = tmp_path / "encore.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+class Make:
+    """Factories for rows with the minimum required fields (they add and flush)."""
+
+    def __init__(self, session: sa.orm.Session) -> None:
+        self.session = session
+        self._n = 0
+
+    def _next(self) -> int:
+        self._n += 1
+        return self._n
+
+    def _add(self, obj: object) -> object:
+        self.session.add(obj)
+        self.session.flush()
+        return obj
+
+    def user(self, **kw: object) -> m.User:
+        n = self._next()
+        kw.setdefault("email", f"user{n}-{uuid.uuid4().hex[:6]}@example.org")
+        kw.setdefault("display_name", f"User {n}")
+        kw.setdefault("password_hash", "$argon2id$dummy")
+        return self._add(m.User(**kw))  # type: ignore[return-value]
+
+    def song(self, owner: m.User, **kw: object) -> m.Song:
+        n = self._next()
+        kw.setdefault("title", f"Song {n}")
+        kw.setdefault("blob_key", f"songs/{uuid.uuid4().hex}.ogg")
+        kw.setdefault("duration_seconds", 30.0)
+        kw.setdefault("sample_rate", 22050)
+        kw.setdefault("checksum_sha256", uuid.uuid4().hex * 2)
+        return self._add(m.Song(owner=owner, **kw))  # type: ignore[return-value]
+
+    def version(self, **kw: object) -> m.ModelVersion:
+        n = self._next()
+        kw.setdefault("name", f"v{n}")
+        kw.setdefault("folder", f"/models/v{n}")
+        return self._add(m.ModelVersion(**kw))  # type: ignore[return-value]
+
+    def clip(self, songs: list[m.Song] = (), **kw: object) -> m.Clip:  # type: ignore[assignment]
+        clip = m.Clip(**kw)
+        clip.inputs = [m.ClipInput(song=s, position=i) for i, s in enumerate(songs)]
+        return self._add(clip)  # type: ignore[return-value]
+
+    def delivery(self, clip: m.Clip, listener: m.User, **kw: object) -> m.Delivery:
+        kw.setdefault("branch", DispatchBranch.GENERATE)
+        return self._add(m.Delivery(clip=clip, listener=listener, **kw))  # type: ignore[return-value]
+
+    def rating(self, delivery: m.Delivery, half_stars: int = 8, **kw: object) -> m.Rating:
+        kw.setdefault("listened_fraction", 0.9)
+        return self._add(m.Rating(delivery=delivery, half_stars=half_stars, **kw))  # type: ignore[return-value]
+
+
+@pytest.fixture
+def make() -> type[Make]:
+    return Make

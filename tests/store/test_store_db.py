@@ -1,0 +1,130 @@
+"""Engines, sessions and migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from encore import cli
+from encore.errors import ConfigurationError
+from encore.store import models as m
+from encore.store.db import (
+    current_revision,
+    head_revision,
+    make_engine,
+    normalise_url,
+    schema_diff,
+    session_scope,
+    upgrade,
+)
+
+
+def test_normalise_url_picks_psycopg_and_refuses_other_backends() -> None:
+    assert normalise_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalise_url("postgresql://u@h:5433/db") == "postgresql+psycopg://u@h:5433/db"
+    assert normalise_url("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+    with pytest.raises(ConfigurationError, match="mysql"):
+        normalise_url("mysql://u@h/db")
+    with pytest.raises(ConfigurationError, match="empty"):
+        normalise_url("")
+
+
+def test_sqlite_connections_are_configured(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    with engine.connect() as conn:
+        pragma = lambda name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+        assert pragma("journal_mode") == "wal"
+        assert pragma("foreign_keys") == 1
+        assert pragma("busy_timeout") == 30_000
+        assert pragma("synchronous") == 1  # NORMAL
+    engine.dispose()
+
+
+def test_sqlite_write_transactions_take_the_write_lock_at_begin(sqlite_url: str) -> None:
+    """A write session that has only read so far already holds the write lock (BEGIN
+    IMMEDIATE), so no other writer can sneak in and force a failed lock upgrade; a
+    read-only session is not blocked."""
+    engine = make_engine(sqlite_url)
+    path = sqlite_url.removeprefix("sqlite:///")
+    with session_scope(engine) as s:
+        s.execute(sa.select(sa.func.count()).select_from(m.User)).scalar()
+        other = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        other.close()
+        with session_scope(engine, write=False) as reader:
+            assert reader.scalar(sa.select(sa.func.count()).select_from(m.User)) == 0
+    engine.dispose()
+
+
+def test_session_scope_commits_or_rolls_back(engine: Engine) -> None:
+    with pytest.raises(RuntimeError), session_scope(engine) as s:
+        s.add(m.Job(kind="a"))
+        s.flush()
+        raise RuntimeError("boom")
+    with session_scope(engine) as s:
+        s.add(m.Job(kind="b"))
+    with session_scope(engine, write=False) as s:
+        assert s.scalars(sa.select(m.Job.kind)).all() == ["b"]
+        s.add(m.Job(kind="c"))  # read-only scopes never commit
+    with session_scope(engine, write=False) as s:
+        assert s.scalars(sa.select(m.Job.kind)).all() == ["b"]
+
+
+def test_migrated_schema_matches_the_models(engine: Engine) -> None:
+    assert current_revision(engine) == head_revision()
+    assert schema_diff(engine) == []
+
+
+def test_schema_check_notices_a_difference(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_ratings_created_at")
+        conn.exec_driver_sql("CREATE TABLE ratings_extra (id INTEGER PRIMARY KEY)")
+    diff = schema_diff(engine)
+    # The missing index is reported; a foreign table is left alone.
+    assert [d[0] for d in diff] == ["add_index"]
+    assert diff[0][1].name == "ix_ratings_created_at"
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE ratings_extra")
+
+
+def test_upgrade_is_idempotent(db_url: str) -> None:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
+    upgrade(url)
+    from alembic import command
+
+    from encore.store.db import alembic_config
+
+    engine = make_engine(url, foreign_keys=False)
+    with engine.connect() as conn:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+        conn.commit()
+        assert sa.inspect(conn).get_table_names() == ["alembic_version"]
+    engine.dispose()
+    upgrade(url)
+    engine = make_engine(url)
+    assert schema_diff(engine) == []
+    engine.dispose()
+
+
+def test_cli_db_upgrade_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert cli.main(["db", "upgrade", "--url", url]) == 0
+    assert cli.main(["db", "check", "--url", url]) == 0
+    assert cli.main(["db", "current", "--url", url]) == 0
+    out = capsys.readouterr().out
+    assert "schema matches the models" in out
+    assert f"current: {head_revision()}" in out
