@@ -78,6 +78,9 @@ class ServiceContext:
             queues = make_queues(settings, bind=sessions)
         if queues:
             from encore.jobs.dispatch import install_dispatch_hook
+            from encore.jobs.registry import import_handler_modules
+
+            import_handler_modules()  # the handlers run in-process in immediate mode
 
             ctx.queues = queues  # type: ignore[assignment]
             install_dispatch_hook(sessions, queues)  # type: ignore[arg-type]
@@ -93,9 +96,14 @@ class ServiceContext:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """One read-only transaction (does not wait for SQLite writers)."""
+        """One read-only transaction (does not wait for SQLite writers).
+
+        Objects loaded here stay usable afterwards (they are detached with their loaded
+        state; relationships not loaded inside the block cannot be loaded later).
+        """
         with session_scope(self.sessions, write=False) as session:
             yield session
+            session.expunge_all()  # before the rollback, which would expire them
 
     # -- randomness and loop settings ---------------------------------------------------
 
