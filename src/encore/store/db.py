@@ -181,7 +181,8 @@ def session_scope(bind: Engine | sessionmaker[Session], *, write: bool = True) -
         dispatch hook of :func:`encore.jobs.dispatch.install_dispatch_hook`).
     write : bool
         ``False`` opens a read-only transaction (a deferred ``BEGIN`` on SQLite, so it does
-        not wait for writers); it is rolled back at the end instead of committed.
+        not wait for writers); it is rolled back at the end instead of committed, and the
+        objects it loaded stay readable (detached) afterwards.
     """
     if isinstance(bind, Engine):
         engine = bind
@@ -200,6 +201,7 @@ def session_scope(bind: Engine | sessionmaker[Session], *, write: bool = True) -
         if write:
             session.commit()
         else:
+            session.expunge_all()  # loaded objects stay readable; nothing is written
             session.rollback()
     except BaseException:
         session.rollback()
