@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "simulate",
     "bench",
     "worker",
+    "users",
+    "dataset",
     "db",
 )
 
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        for noisy in ("alembic", "httpx", "huey"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 1
