@@ -1,0 +1,38 @@
+"""``encore report [--out DIR]``: the paper's Table 1, per-iteration changes with 95 %
+intervals, the split by dispatch branch, plots (PNG) and the CSV of every rating."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from encore.commands._context import service_context
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("report", help="ratings per song and version, with intervals")
+    parser.add_argument("--out", type=Path, help="folder for the plots and ratings.csv")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from encore.errors import InvalidInput
+    from encore.services import report
+
+    if args.resamples < 100:
+        raise InvalidInput(f"--resamples {args.resamples} is too few for a 95 % interval (≥ 100)")
+    ctx = service_context(queues=False)
+    result = report.build_report(ctx, seed=args.seed, n_resamples=args.resamples)
+    if result is None:
+        print("no counted ratings yet")  # noqa: T201
+        return 0
+    print(report.format_table(result))  # noqa: T201
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "ratings.csv").write_text(report.ratings_csv(ctx))
+        paths = report.report_plots(ctx, args.out, report=result)
+        print(f"\nwrote {args.out / 'ratings.csv'} and {', '.join(p.name for p in paths)}")  # noqa: T201
+    return 0
