@@ -174,3 +174,45 @@ def test_without_clip_groups_a_pure_genre_taste_cannot_be_told_from_noise() -> N
     data, groups = _genre_fan_population(7)
     assert assess_raters(data)["fan"].flagged
     assert not assess_raters(data, clip_groups=groups)["fan"].flagged
+
+
+def test_clips_only_one_rater_rated_say_nothing_about_that_rater() -> None:
+    shared = [("a", c, 3.0 + 0.5 * (c % 3), 1.0) for c in range(6)]
+    shared += [("b", c, 3.5 + 0.5 * (c % 3), 1.0) for c in range(6)]
+    solo = [("a", 100 + c, 5.0, 1.0) for c in range(10)]  # nobody else rated these
+    with_solo = fit_rater_model(RatingSet.from_records(shared + solo))
+    without = fit_rater_model(RatingSet.from_records(shared))
+    assert with_solo.converged
+    assert with_solo.biases() == pytest.approx(without.biases(), abs=1e-6)
+    assert with_solo.sigma == pytest.approx(without.sigma, abs=1e-6)
+
+
+def test_raters_who_barely_overlap_with_others_are_not_judged_by_rule_b() -> None:
+    # 12 ratings per rater spread over 300 clips: ~2 raters per clip, no power
+    pop = simulate_population(3, n_clips=300, n_groups=10, density=12 / 300, n_honest=36)
+    qc = assess_raters(pop.data, clip_groups=pop.clip_groups)
+    for rid in _kinds(pop, ("honest", *MINORITY, "random")):
+        assert not qc[rid].flagged, qc[rid].reasons
+    notes = [qc[r].note for r in _kinds(pop, ("random",))]
+    assert any("too little overlap" in n for n in notes)
+    # erratic raters still lose weight through their inconsistency
+    honest_w = np.median([qc[r].weight for r in _kinds(pop, ("honest",))])
+    random_w = np.median([qc[r].weight for r in _kinds(pop, ("random",))])
+    assert random_w < 0.8 < honest_w
+
+
+def test_detection_with_moderate_overlap() -> None:
+    """25 ratings per rater over 300 clips (~4 raters per clip): measured rates."""
+    counts = {k: [0, 0] for k in ("honest", *MINORITY, *ADVERSARIAL)}
+    for seed in range(4):
+        pop = simulate_population(100 + seed, n_clips=300, n_groups=10, density=25 / 300,
+                                  n_honest=36)
+        qc = assess_raters(pop.data, clip_groups=pop.clip_groups)
+        for a in qc.assessments:
+            counts[pop.kind[a.rater_id]][0] += a.flagged
+            counts[pop.kind[a.rater_id]][1] += 1
+    print("flag rates, sparse:", {k: f"{f}/{n}" for k, (f, n) in counts.items()})
+    rates = {k: f / n for k, (f, n) in counts.items()}
+    assert rates["max_low_listen"] >= 0.9 and rates["random"] >= 0.85
+    assert rates["honest"] <= 0.03 and rates["minority_bias"] == 0.0
+    assert counts["minority_group"][0] <= 1

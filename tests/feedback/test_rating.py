@@ -106,3 +106,16 @@ def test_clip_rating_validates() -> None:
         ClipRating("a", 5.3, 1.0)
     with pytest.raises(InvalidInput, match="listened_fraction=1.2"):
         ClipRating("a", 5.0, 1.2)
+
+
+def test_score_clips_scores_every_clip_of_a_rating_set() -> None:
+    from encore.feedback import RatingSet, score_clips
+
+    data = RatingSet.from_records([("a", "g1", 4.0, 1.0), ("b", "g1", 2.0, 0.6),
+                                   ("a", "g2", 5.0, 0.5)])
+    scores = score_clips(data, similarity={"g1": 0.4, "g2": 0.9}, biases={"a": 0.5},
+                         weights={"b": 0.0})
+    assert scores["g1"].r_hat == pytest.approx(0.625) and scores["g1"].n_ratings == 1
+    assert scores["g2"].R == pytest.approx((0.875 + 0.5 + 0.9) / 3)
+    with pytest.raises(InvalidInput, match="no similarity given for clip 'g2'"):
+        score_clips(data, similarity={"g1": 0.4})

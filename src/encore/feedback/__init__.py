@@ -40,6 +40,7 @@ from encore.feedback.rating import (
     normalized_rating,
     rating_score,
     score_clip,
+    score_clips,
     validate_rating,
     validate_ratings,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "rating_score",
     "rating_table",
     "score_clip",
+    "score_clips",
     "summarize_listen",
     "union_seconds",
     "validate_ab_weights",

@@ -14,17 +14,24 @@ It is fitted by alternating maximisation of the (weighted) likelihood, the "alte
 projection" solver of SUREAL's subject model, with two weak priors that turn it into MAP
 where data are thin (see :mod:`encore.feedback.config`)::
 
-    1. ψ_j = Σ_i ω_i/σ_i² (u_ij − Δ_i) / Σ_i ω_i/σ_i²            (weighted mean per clip)
-    2. Δ_i = Σ_j (u_ij − ψ_j) / (n_i + σ_i²/τ²)                   (Δ_i ~ N(0, τ²) prior)
-    3. σ_i² = (Σ_j (u_ij − ψ_j − Δ_i)² + ν₀ s₀²) / (n_i + ν₀)     (ν₀ pseudo-ratings at the
-                                                                   pooled variance s₀²),
+    1. ψ_j = Σ_i ω_i/σ_i² (u_ij − Δ_i) / Σ_i ω_i/σ_i²          (weighted mean per clip)
+    2. Δ_i = Σ_j d_ij (u_ij − ψ_j) / (m_i + σ_i²/τ²)            (Δ_i ~ N(0, τ²) prior)
+    3. σ_i² = (Σ_j (u_ij − ψ_j − Δ_i)² + ν₀ s₀²) / (m_i + ν₀)   (ν₀ pseudo-ratings at the
+                                                                 pooled variance s₀²),
        σ_i ≥ sigma_floor
     4. centre: Δ ← Δ − mean(Δ over raters with ω > 0), ψ ← ψ + that mean (only relative
        biases are identifiable; P.913 also sets the mean bias to zero)
 
-until no parameter moves by more than ``rater_tolerance``. Standard errors: ψ_j has
-``sqrt(Σ ω²/σ²) / Σ ω/σ²`` (the SE of the weighted mean), Δ_i has ``σ_i / sqrt(n_i + σ_i²/τ²)``.
-Like any MLE of a variance, σ_i is biased low when clips have few raters.
+until no parameter moves by more than ``rater_tolerance``. ``d_ij = 1 − h_ij`` is what a
+rating tells about its rater: one minus its leverage ``h_ij = (ω_i/σ_i²) / Σ_k ω_k/σ_k²`` on
+its own clip's ψ_j, and ``m_i = Σ_j d_ij``. With many raters per clip d ≈ 1 and this is the
+textbook update; a clip's only rater has d = 0 (ψ_j simply absorbs the rating, which says
+nothing about the rater's bias or noise); and ``Σ r² / Σ d`` is the unbiased residual
+variance of a weighted mean, so σ_i is not driven to zero on clips with two or three raters
+(the degeneracy of the plain MLE, which also made it converge slowly). Standard errors: ψ_j
+has ``sqrt(Σ ω²/σ²) / Σ ω/σ²`` (the SE of the weighted mean), Δ_i has
+``σ_i / sqrt(m_i + σ_i²/τ²)``. Raters linked to the rest by no shared clip have
+unidentifiable biases: the prior holds them near 0.
 
 Quality control
 ---------------
@@ -38,16 +45,26 @@ A. **Extreme or identical ratings with minimal listening** (the paper's §2.1 ex
 
 B. **Ratings unrelated to quality and listening**: their ratings are not associated, beyond
    chance, with any witness of taste: the other raters' quality estimate of each clip
-   (leave-one-out ψ, so the rater's own ratings do not vouch for them), the rater's own
+   (leave-one-out ψ₋ᵢ, so the rater's own ratings do not vouch for them), the rater's own
    listened fraction, and (when clip groups are given: input song, genre, …) a per-group
    offset. Two F-tests of a linear model against the constant model —
-   ``u ~ 1 + ψ₋ᵢ + listen`` and ``u ~ 1 + ψ₋ᵢ + listen + group`` — and the rater is flagged
-   when both p-values are ≥ ``qc_alpha``. The slope on ψ₋ᵢ is free (any sign, any size) and
-   groups get their own offsets, so **minority taste is not flagged**: a constant bias, a
-   different opinion of a whole group of clips, or even a reversed ranking are all
-   *consistent* and are explained by the model; only ratings that nothing explains are.
-   Raters whose ratings are saturated (rule A's share) are not tested here: constant ratings
-   carry no information either way.
+   ``u ~ 1 + ψ₋ᵢ + listen`` and ``u ~ 1 + ψ₋ᵢ + listen + group`` (groups with ≥ 2 of the
+   rater's ratings) — must both give p ≥ ``qc_alpha``. The slope on ψ₋ᵢ is free (any sign,
+   any size) and groups get their own offsets, so **minority taste is not flagged**: a
+   constant bias, a different opinion of a whole group of clips, or even a reversed ranking
+   are all *consistent* and explained by the model; only ratings that nothing explains are.
+   **Absence of evidence is not evidence**: a rater is flagged only if the test had power
+   ≥ ``qc_min_power`` to find the association of a rater of typical consistency on exactly
+   these clips — expected ``R² = V² / ((V + σ²_typ)(V + e²))`` with V the spread of true
+   quality (variance of ψ̂ minus its mean squared SE), σ²_typ the median rater noise, and e²
+   the mean error variance of ψ₋ᵢ on the rater's clips (noncentral F, λ = n·R²/(1 − R²)).
+   Raters whose clips are barely rated by anyone else are therefore "not judged" (with a
+   note) instead of being flagged for the others' sparsity. Saturated raters (rule A's
+   share) are not tested here: constant ratings carry no information either way.
+
+Judging runs in rounds (``qc_rounds``): the consensus ψ₋ᵢ of the next round leaves out the
+raters flagged so far, so adversaries do not vouch for one another; it stops when the flagged
+set is stable.
 
 Weights of unflagged raters measure **consistency, not agreement**: σ_c is the residual SD of
 the richest fitted taste model above (for saturated raters, the SUREAL σ), and
@@ -58,7 +75,8 @@ the rater model refitted with ω = these weights.
 Known limits: an adversary who fakes long listens and rates the reverse of the consensus is
 indistinguishable from a reversed taste and is not flagged; a coordinated group that rates
 alike passes rule B (they witness each other through ψ₋ᵢ). Trap clips with known quality and
-rate limits per account (services) are the defences there.
+rate limits per account (services) are the defences there. Verdicts are not permanent: the
+services re-run :func:`assess_raters` on all ratings, so more evidence can clear a rater.
 """
 
 from __future__ import annotations
@@ -210,6 +228,8 @@ class RaterAssessment:
         Smallest p-value of the association tests of rule B (None when not run).
     consistency_sigma : float or None
         σ_c, the residual SD behind the weight (None when the rater was not judged).
+    note : str
+        Why a rater was not judged (too few ratings, too little overlap), else empty.
     """
 
     rater_id: Hashable
@@ -222,6 +242,7 @@ class RaterAssessment:
     median_listen: float = float("nan")
     p_value: float | None = None
     consistency_sigma: float | None = None
+    note: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -360,16 +381,20 @@ def _alternating_fit(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, n_raters: in
             psi_new = np.where(den > 0, num / den, np.nan)
         ok = np.isfinite(psi_new[cj])
         e = np.where(ok, u - psi_new[cj], 0.0)
-        n_ok = np.bincount(ri, ok.astype(float), n_raters)
+        # information each rating carries about its rater: 1 - its leverage on its clip's ψ
+        # (a clip's only rater learns nothing about their own bias or noise from it)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = np.where(ok, 1.0 - w_obs / den[cj], 0.0)
+        m_i = np.bincount(ri, d, n_raters)
         # 2. rater bias, MAP under the N(0, tau^2) prior
-        delta_new = np.bincount(ri, e, n_raters) / (n_ok + sigma2 / tau2)
+        delta_new = np.bincount(ri, d * e, n_raters) / (m_i + sigma2 / tau2)
         # 3. rater inconsistency, with nu0 pseudo-ratings at the pooled variance
         r2 = np.where(ok, (e - delta_new[ri]) ** 2, 0.0)
         pooled_mask = ok & active[ri]
-        s0 = max(float(r2[pooled_mask].sum() / max(pooled_mask.sum(), 1)), floor2)
-        sigma2_new = np.maximum((np.bincount(ri, r2, n_raters) + nu0 * s0) / (n_ok + nu0), floor2)
+        s0 = max(float(r2[pooled_mask].sum() / max(d[pooled_mask].sum(), 1e-12)), floor2)
+        sigma2_new = np.maximum((np.bincount(ri, r2, n_raters) + nu0 * s0) / (m_i + nu0), floor2)
         # 4. centre the biases of the raters that count
-        centre_mask = active & (n_ok > 0)
+        centre_mask = active & (m_i > 0)
         shift = float(delta_new[centre_mask].mean()) if centre_mask.any() else 0.0
         delta_new -= shift
         psi_new += shift
@@ -389,8 +414,9 @@ def _alternating_fit(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, n_raters: in
     num_sq = np.bincount(cj, omega[ri] ** 2 / sigma2[ri], n_clips)
     with np.errstate(invalid="ignore", divide="ignore"):
         psi_se = np.where(den > 0, np.sqrt(num_sq) / den, np.nan)
-    n_ok = np.bincount(ri, np.isfinite(psi[cj]).astype(float), n_raters)
-    delta_se = np.sqrt(sigma2 / (n_ok + sigma2 / tau2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.where(np.isfinite(psi[cj]), 1.0 - w_obs / den[cj], 0.0)
+    delta_se = np.sqrt(sigma2 / (np.bincount(ri, d, n_raters) + sigma2 / tau2))
     return psi, psi_se, delta, delta_se, sigma2, n_i, iterations, converged
 
 
@@ -405,6 +431,10 @@ def assess_raters(
     config: FeedbackConfig = DEFAULT_CONFIG,
 ) -> QualityControlResult:
     """Fit the rater model, judge every rater, and refit with the resulting weights.
+
+    Judging runs in rounds (``qc_rounds``): after each round the consensus is re-estimated
+    without the raters flagged so far, so that adversaries do not vouch for each other
+    through ψ₋ᵢ, and every rater is judged again; it stops when the flagged set is stable.
 
     Parameters
     ----------
@@ -423,67 +453,95 @@ def assess_raters(
         ``fit`` (the final, weighted fit) and one :class:`RaterAssessment` per rater, in
         sorted rater order.
     """
-    first = fit_rater_model(data, config=config)
     idx = _index(data)
-    u = data.ratings
-    listened = data.listened_fraction
-    loo = _leave_one_out_quality(u, idx.ri, idx.cj, first, len(idx.clip_keys))
+    u, listened = data.ratings, data.listened_fraction
+    n_raters, n_clips = len(idx.rater_keys), len(idx.clip_keys)
+    rater_list = idx.rater_keys.tolist()
     groups = None
     if clip_groups is not None:
-        labels = [clip_groups.get(c) for c in idx.clip_keys.tolist()]
         codes: dict[Hashable, int] = {}
-        groups = np.array([-1 if g is None else codes.setdefault(g, len(codes)) for g in labels])
-
+        groups = np.array([-1 if (g := clip_groups.get(c)) is None
+                           else codes.setdefault(g, len(codes))
+                           for c in idx.clip_keys.tolist()])
     order = np.argsort(idx.ri, kind="stable")
-    bounds = np.searchsorted(idx.ri[order], np.arange(len(idx.rater_keys) + 1))
-    verdicts = []
-    for k, rater_id in enumerate(idx.rater_keys.tolist()):
-        rows = order[bounds[k]:bounds[k + 1]]
-        verdicts.append(_judge(rater_id, u[rows], listened[rows], loo[rows],
-                               None if groups is None else groups[idx.cj[rows]],
-                               float(first.sigma[k]), config))
+    bounds = np.searchsorted(idx.ri[order], np.arange(n_raters + 1))
+    rows_of = [order[bounds[k]:bounds[k + 1]] for k in range(n_raters)]
 
-    sigmas_c = [v["sigma_c"] for v in verdicts if not v["reasons"] and v["sigma_c"] is not None]
+    flagged: set[int] = set()
+    verdicts: list[_Verdict] = []
+    for round_no in range(1, config.qc_rounds + 1):
+        omega = np.array([0.0 if k in flagged else 1.0 for k in range(n_raters)])
+        fit = _alternating_fit(u, idx.ri, idx.cj, n_raters, n_clips, omega, config)
+        psi, psi_se, delta, sigma = fit[0], fit[1], fit[2], np.sqrt(fit[4])
+        loo, loo_var = _leave_one_out_quality(u, idx.ri, idx.cj, delta, sigma, omega, n_clips)
+        signal = _signal_variance(psi, psi_se)
+        typical = float(np.median(sigma[omega > 0] ** 2))
+        verdicts = []
+        for k, rows in enumerate(rows_of):
+            ev = _evidence(u[rows], listened[rows], loo[rows],
+                           None if groups is None else groups[idx.cj[rows]],
+                           float(sigma[k]), config)
+            # R² a rater of typical consistency would reach on these clips, given how
+            # precisely the others pin them down
+            tested = np.isfinite(loo[rows])
+            noise = float(np.mean(loo_var[rows][tested])) if tested.any() else np.inf
+            expected_r2 = signal ** 2 / ((signal + typical) * (signal + noise)) \
+                if np.isfinite(noise) else 0.0
+            verdicts.append(_decide(ev, expected_r2, config))
+        now_flagged = {k for k, v in enumerate(verdicts) if v.reasons}
+        logger.debug("quality control round %d: %d raters flagged", round_no, len(now_flagged))
+        if now_flagged == flagged or len(now_flagged) == n_raters:
+            flagged = now_flagged
+            break
+        flagged = now_flagged
+
+    sigmas_c = [v.sigma_c for v in verdicts if not v.reasons and v.sigma_c is not None]
     reference = float(np.median(sigmas_c)) if sigmas_c else None
     weights: dict[Hashable, float] = {}
-    for rater_id, v in zip(idx.rater_keys.tolist(), verdicts, strict=True):
-        if v["reasons"]:
+    for rater_id, v in zip(rater_list, verdicts, strict=True):
+        if v.reasons:
             weights[rater_id] = config.flagged_weight
-        elif v["sigma_c"] is None or reference is None:
+        elif v.sigma_c is None or reference is None:
             weights[rater_id] = 1.0
         else:
-            ratio = config.reliability_tolerance * reference / max(v["sigma_c"], 1e-12)
+            ratio = config.reliability_tolerance * reference / max(v.sigma_c, 1e-12)
             weights[rater_id] = float(min(1.0, ratio ** 2))
 
     if any(w > 0 for w in weights.values()):
         final = fit_rater_model(data, rater_weights=weights, config=config)
-    else:  # every rater flagged: keep the unweighted fit rather than nothing
+    else:  # every rater flagged: keep an unweighted fit rather than nothing
         logger.warning("quality control flagged every rater; clip estimates are unweighted")
-        final = first
+        final = fit_rater_model(data, config=config)
     assessments = []
-    for k, (rater_id, v) in enumerate(zip(idx.rater_keys.tolist(), verdicts, strict=True)):
+    for k, (rater_id, v) in enumerate(zip(rater_list, verdicts, strict=True)):
         assessments.append(RaterAssessment(
             rater_id=rater_id,
             bias=float(final.bias[k]),
             sigma=float(final.sigma[k]),
             weight=weights[rater_id],
-            flagged=bool(v["reasons"]),
-            reasons=tuple(v["reasons"]),
+            flagged=bool(v.reasons),
+            reasons=v.reasons,
             n_ratings=int(final.n_ratings[k]),
-            median_listen=v["median_listen"],
-            p_value=v["p_value"],
-            consistency_sigma=v["sigma_c"],
+            median_listen=v.median_listen,
+            p_value=v.p_value,
+            consistency_sigma=v.sigma_c,
+            note=v.note,
         ))
-        if v["reasons"]:
-            logger.info("rater %r flagged: %s", rater_id, "; ".join(v["reasons"]))
+        if v.reasons:
+            logger.info("rater %r flagged: %s", rater_id, "; ".join(v.reasons))
     return QualityControlResult(fit=final, assessments=tuple(assessments))
 
 
-def _leave_one_out_quality(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, fit: RaterModelFit,
-                           n_clips: int) -> np.ndarray:
-    """ψ of each rating's clip estimated without any rating of that rating's rater."""
-    w = 1.0 / fit.sigma[ri] ** 2
-    v = w * (u - fit.bias[ri])
+def _leave_one_out_quality(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, delta: np.ndarray,
+                           sigma: np.ndarray, omega: np.ndarray, n_clips: int
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """ψ of each rating's clip estimated without any rating of that rating's rater.
+
+    Returns the estimates and their error variances (stars²); both NaN/inf where no other
+    rater with positive weight rated the clip.
+    """
+    w = omega[ri] / sigma[ri] ** 2
+    v = w * (u - delta[ri])
     den = np.bincount(cj, w, n_clips)
     num = np.bincount(cj, v, n_clips)
     pair = ri.astype(np.int64) * n_clips + cj
@@ -492,69 +550,131 @@ def _leave_one_out_quality(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, fit: R
     pair_w = np.bincount(inv, w)[inv]
     pair_v = np.bincount(inv, v)[inv]
     rest = den[cj] - pair_w
+    ok = rest > 1e-9 * np.maximum(den[cj], 1e-300)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(rest > 1e-12 * den[cj], (num[cj] - pair_v) / rest, np.nan)
+        return (np.where(ok, (num[cj] - pair_v) / rest, np.nan),
+                np.where(ok, 1.0 / rest, np.inf))
 
 
-def _judge(rater_id: Hashable, u: np.ndarray, listened: np.ndarray, loo: np.ndarray,
-           groups: np.ndarray | None, sigma: float, config: FeedbackConfig) -> dict:
+def _signal_variance(psi: np.ndarray, psi_se: np.ndarray) -> float:
+    """Spread of true clip quality: variance of the estimates minus their mean error variance."""
+    ok = np.isfinite(psi) & np.isfinite(psi_se)
+    if ok.sum() < 2:
+        return 0.0
+    return max(float(np.var(psi[ok], ddof=1) - np.mean(psi_se[ok] ** 2)), 0.0)
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    n: int
+    median_listen: float
+    modal_share: float
+    modal_value: float
+    extreme_share: float
+    saturated: bool
+    sigma: float  # SUREAL sigma
+    p_simple: float | None = None
+    p_group: float | None = None
+    df_simple: tuple[int, int] | None = None
+    n_tested: int = 0
+    sigma_c: float | None = None
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    reasons: tuple[str, ...]
+    median_listen: float
+    p_value: float | None
+    sigma_c: float | None
+    note: str = ""
+
+
+def _evidence(u: np.ndarray, listened: np.ndarray, loo: np.ndarray, groups: np.ndarray | None,
+              sigma: float, config: FeedbackConfig) -> _Evidence:
     n = int(u.shape[0])
     median_listen = float(np.median(listened)) if n else float("nan")
-    verdict: dict = {"reasons": [], "p_value": None, "sigma_c": None,
-                     "median_listen": median_listen}
-    if n < config.qc_min_ratings:
-        return verdict
-
+    if n == 0:
+        return _Evidence(0, median_listen, 0.0, float("nan"), 0.0, False, sigma)
     values, counts = np.unique(u, return_counts=True)
     modal_share = float(counts.max() / n)
     modal_value = float(values[np.argmax(counts)])
     extreme_share = float(np.mean((u == RATING_MIN) | (u == RATING_MAX)))
     saturated = max(modal_share, extreme_share) >= config.saturation_share
+    base = _Evidence(n, median_listen, modal_share, modal_value, extreme_share, saturated, sigma)
+    if n < config.qc_min_ratings or saturated:
+        return base
 
-    # rule A: extreme or identical ratings with minimal listening
-    if saturated and median_listen <= config.low_listen_fraction:
-        if extreme_share >= modal_share:
-            what = f"{extreme_share:.0%} of {n} ratings at an end of the scale (1 or 5)"
-        else:
-            what = f"{modal_share:.0%} of {n} ratings identical ({modal_value:g})"
-        verdict["reasons"].append(
-            f"{what} with minimal listening (median {median_listen:.0%} of the clip, "
-            f"limit {config.low_listen_fraction:.0%})")
-
-    if saturated:
-        verdict["sigma_c"] = sigma  # no spread to explain: fall back on the SUREAL sigma
-        return verdict
-
-    # rule B: are the ratings explained by anything (consensus, own listening, clip group)?
+    # rule B's witnesses: consensus (leave-one-out), own listening, clip group
     have_loo = np.isfinite(loo)
     if have_loo.sum() >= config.qc_min_ratings:
         rows = have_loo
-        base = [np.ones(int(rows.sum())), loo[rows], listened[rows]]
+        cols = [np.ones(int(rows.sum())), loo[rows], listened[rows]]
     else:
         rows = np.ones(n, dtype=bool)
-        base = [np.ones(n), listened]
+        cols = [np.ones(n), listened]
     y = u[rows]
-    p_simple, s_simple = _f_test(y, np.column_stack(base))
-    p_values = [p_simple]
-    sigma_c = s_simple
+    simple = _f_test(y, np.column_stack(cols))
+    group = None
     if groups is not None:
         dummies = _group_dummies(groups[rows])
         if dummies.shape[1]:
-            p_group, s_group = _f_test(y, np.column_stack([*base, dummies]))
-            if p_group is not None:
-                p_values.append(p_group)
-                sigma_c = s_group
-    tested = [p for p in p_values if p is not None]
-    verdict["sigma_c"] = sigma_c
-    if tested:
-        p_min = float(min(tested))
-        verdict["p_value"] = p_min
-        if p_min >= config.qc_alpha:
-            verdict["reasons"].append(
-                "ratings unrelated to the other raters' quality estimates, the clip groups and "
-                f"the rater's own listening (p={p_min:.2g} >= {config.qc_alpha:g}, "
-                f"n={int(rows.sum())})")
-    return verdict
+            group = _f_test(y, np.column_stack([*cols, dummies]))
+    richest = group if group is not None else simple
+    return _Evidence(
+        n, median_listen, modal_share, modal_value, extreme_share, saturated, sigma,
+        p_simple=None if simple is None else simple.p_value,
+        p_group=None if group is None else group.p_value,
+        df_simple=None if simple is None else (simple.df_model, simple.df_resid),
+        n_tested=int(rows.sum()),
+        sigma_c=None if richest is None else richest.sigma,
+    )
+
+
+def _decide(ev: _Evidence, expected_r2: float, config: FeedbackConfig) -> _Verdict:
+    reasons: list[str] = []
+    if ev.n < config.qc_min_ratings:
+        return _Verdict((), ev.median_listen, None, None,
+                        note=f"not judged: {ev.n} ratings, {config.qc_min_ratings} needed")
+
+    # rule A: extreme or identical ratings with minimal listening
+    if ev.saturated:
+        if ev.median_listen <= config.low_listen_fraction:
+            if ev.extreme_share >= ev.modal_share:
+                what = f"{ev.extreme_share:.0%} of {ev.n} ratings at an end of the scale (1 or 5)"
+            else:
+                what = f"{ev.modal_share:.0%} of {ev.n} ratings identical ({ev.modal_value:g})"
+            reasons.append(f"{what} with minimal listening (median {ev.median_listen:.0%} of "
+                           f"the clip, limit {config.low_listen_fraction:.0%})")
+        # no spread to explain: the SUREAL sigma stands in for the consistency
+        return _Verdict(tuple(reasons), ev.median_listen, None, ev.sigma)
+
+    # rule B: ratings explained by nothing, when a typical rater's would have been
+    tested = [p for p in (ev.p_simple, ev.p_group) if p is not None]
+    if not tested:
+        return _Verdict((), ev.median_listen, None, ev.sigma_c,
+                        note="not judged: too few degrees of freedom for the association test")
+    p_min = float(min(tested))
+    if p_min < config.qc_alpha:
+        return _Verdict((), ev.median_listen, p_min, ev.sigma_c)
+    power = _power(expected_r2, ev.df_simple, config.qc_alpha, ev.n_tested)
+    if power < config.qc_min_power:
+        return _Verdict((), ev.median_listen, p_min, ev.sigma_c,
+                        note=f"not judged: too little overlap with other raters (p={p_min:.2g}, "
+                             f"power {power:.2f} < {config.qc_min_power:g})")
+    reasons.append("ratings unrelated to the other raters' quality estimates, the clip groups "
+                   f"and the rater's own listening (p={p_min:.2g} >= {config.qc_alpha:g}, "
+                   f"n={ev.n_tested}, power {power:.2f})")
+    return _Verdict(tuple(reasons), ev.median_listen, p_min, ev.sigma_c)
+
+
+def _power(r2: float | None, df: tuple[int, int] | None, alpha: float, n: int) -> float:
+    """Power of the F-test for a rater whose true association is the typical rater's R²."""
+    if r2 is None or df is None or r2 <= 0:
+        return 0.0
+    r2 = min(r2, 0.999)
+    df_model, df_resid = df
+    f_crit = float(stats.f.isf(alpha, df_model, df_resid))
+    return float(stats.ncf.sf(f_crit, df_model, df_resid, r2 / (1 - r2) * n))
 
 
 def _group_dummies(groups: np.ndarray) -> np.ndarray:
@@ -567,24 +687,33 @@ def _group_dummies(groups: np.ndarray) -> np.ndarray:
         np.zeros((groups.shape[0], 0))
 
 
-def _f_test(y: np.ndarray, x: np.ndarray) -> tuple[float | None, float | None]:
+@dataclass(frozen=True)
+class _FTest:
+    p_value: float
+    r2: float
+    sigma: float
+    df_model: int
+    df_resid: int
+
+
+def _f_test(y: np.ndarray, x: np.ndarray) -> _FTest | None:
     """F-test of ``y ~ x`` (x includes the intercept) against ``y ~ 1``.
 
-    Returns (p-value, residual SD) or (None, None) when there are too few degrees of freedom.
+    None when there are too few degrees of freedom or ``y`` is constant.
     """
     n = y.shape[0]
     coef, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
     rank = int(rank)
     df_model, df_resid = rank - 1, n - rank
     if df_model < 1 or df_resid < 2:
-        return None, None
+        return None
     rss = float(np.sum((y - x @ coef) ** 2))
     tss = float(np.sum((y - y.mean()) ** 2))
-    sigma_c = float(np.sqrt(rss / df_resid))
     if tss <= 0:
-        return None, None
+        return None
+    sigma = float(np.sqrt(rss / df_resid))
+    r2 = max(0.0, 1.0 - rss / tss)
     if rss <= 1e-12 * tss:
-        return 0.0, sigma_c
+        return _FTest(0.0, r2, sigma, df_model, df_resid)
     f_stat = ((tss - rss) / df_model) / (rss / df_resid)
-    return float(stats.f.sf(f_stat, df_model, df_resid)), sigma_c
-
+    return _FTest(float(stats.f.sf(f_stat, df_model, df_resid)), r2, sigma, df_model, df_resid)

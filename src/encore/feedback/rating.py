@@ -21,11 +21,15 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from encore.errors import InvalidInput
 from encore.feedback.config import DEFAULT_CONFIG, FeedbackConfig, check_weights
+
+if TYPE_CHECKING:
+    from encore.feedback.raters import RatingSet
 
 __all__ = [
     "RATING_MAX",
@@ -37,6 +41,7 @@ __all__ = [
     "normalized_rating",
     "rating_score",
     "score_clip",
+    "score_clips",
     "validate_rating",
     "validate_ratings",
 ]
@@ -260,6 +265,42 @@ def score_clip(
         n_ratings=int(np.count_nonzero(w > 0)),
         weight_total=float(w.sum()),
     )
+
+
+def score_clips(
+    data: RatingSet,
+    *,
+    similarity: Mapping[Hashable, float],
+    biases: Mapping[Hashable, float] | None = None,
+    weights: Mapping[Hashable, float] | None = None,
+    config: FeedbackConfig = DEFAULT_CONFIG,
+) -> dict[Hashable, ClipScore | None]:
+    """:func:`score_clip` for every clip of a :class:`~encore.feedback.raters.RatingSet`.
+
+    Parameters
+    ----------
+    data : RatingSet
+        Counted ratings of many clips.
+    similarity : mapping clip_id -> S(g, I) in [0, 1]
+        Must cover every clip in ``data``.
+    biases, weights : mapping rater_id -> float, optional
+        Typically ``QualityControlResult.biases`` and ``.weights``.
+    config : FeedbackConfig
+
+    Returns
+    -------
+    dict clip_id -> ClipScore or None
+    """
+    rows: dict[Hashable, list[ClipRating]] = {}
+    for rater, clip, stars, listened in zip(data.rater_ids.tolist(), data.clip_ids.tolist(),
+                                            data.ratings.tolist(),
+                                            data.listened_fraction.tolist(), strict=True):
+        rows.setdefault(clip, []).append(ClipRating(rater, stars, listened))
+    missing = [c for c in rows if c not in similarity]
+    if missing:
+        raise InvalidInput(f"no similarity given for clip {missing[0]!r}")
+    return {clip: score_clip(r, similarity=similarity[clip], biases=biases, weights=weights,
+                             config=config) for clip, r in rows.items()}
 
 
 def _check_unit(name: str, value: object) -> None:
