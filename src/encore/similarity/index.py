@@ -1,6 +1,6 @@
 """Exact nearest-neighbour search over stored representations (numpy only).
 
-Each item is stored as its unit *search vector* ``u`` (see
+Each item is stored as its *search vector* ``u`` (see
 :mod:`encore.similarity.representation`), so ``S(q, x) = α/2 + u_q · u_x`` for every
 stored ``x`` is one matrix-vector product; the top ``k`` come from ``argpartition``.
 Exclusion lists (for example "clips this listener has already rated") are applied before

@@ -19,7 +19,7 @@ histograms::
     S(a, b) = α · (1 + cos(e_a, e_b)) / 2  +  (1 − α) · Σ_k √(h_a[k] · h_b[k])
 
 ``S`` is symmetric, lies in [0, 1] (both terms do) and ``S(a, a) = 1`` (``cos = 1``,
-``Σ h = 1``). With the *search vector* ``u = [√(α/2) · e, √(1 − α) · √h]`` (unit norm),
+``Σ h = 1``). With the *search vector* ``u = [√(α/2) · e, √(1 − α) · √h]`` (norm ``√(1 − α/2)``),
 ``S(a, b) = α/2 + u_a · u_b``, so nearest-neighbour search is a dot product
 (:mod:`encore.similarity.index`).
 """
@@ -138,7 +138,7 @@ class Representation:
     # --- similarity -------------------------------------------------------------------
 
     def search_vector(self) -> np.ndarray:
-        """The unit vector ``u = [√(α/2)·e, √(1−α)·√h]`` with ``S(a, b) = α/2 + u_a·u_b``."""
+        """The vector ``u = [√(α/2)·e, √(1−α)·√h]`` (norm ``√(1 − α/2)``) with ``S(a, b) = α/2 + u_a·u_b``."""
         return search_vector(self.embedding, self.histogram, self.alpha)
 
 

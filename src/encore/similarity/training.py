@@ -115,6 +115,7 @@ def train_similarity(
     options: TrainOptions | None = None,
     *,
     resume: bool = False,
+    command: str | None = None,
 ) -> TrainResult:
     """Train a similarity model on a corpus and save it in ``out_dir``.
 
@@ -131,6 +132,8 @@ def train_similarity(
     options : TrainOptions, optional
     resume : bool
         Continue from ``out_dir/checkpoint.pt``.
+    command : str, optional
+        The command line, recorded in ``training.json`` for the model card.
 
     Returns
     -------
@@ -221,6 +224,9 @@ def train_similarity(
     summary = asdict(result)
     summary["options"] = asdict(options)
     summary["config"] = config.to_dict()
+    summary["corpus"] = str(corpus_dir)
+    summary["threads"] = torch.get_num_threads()
+    summary["command"] = command
     model.save(out, extra_files={SUMMARY_FILE: summary})
     logger.info("saved similarity model to %s (%d steps, %.0f s)", out, result.steps, total)
     return result
@@ -265,8 +271,8 @@ def _train_vqvae(vqvae: VQVAE, optimizer: torch.optim.Optimizer, sampler: CropSa
             torch.nn.utils.clip_grad_norm_(vqvae.parameters(), 1.0)
             optimizer.step()
             window += np.bincount(indices.reshape(-1).numpy(), minlength=config.codebook_size)
-            recon_acc += float(recon_loss)
-            commit_acc += float(vq_loss)
+            recon_acc += float(recon_loss.detach())
+            commit_acc += float(vq_loss.detach())
             n_acc += 1
             state["step"] += 1
             dt = time.monotonic() - t0
@@ -376,7 +382,7 @@ def _train_head(model: SimilarityModel, encoded: EncodedPieces, options: TrainOp
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % 250 == 0:
             logger.info("metric head step %d: supcon %.4f", step + 1, np.mean(losses[-250:]))
     head.eval()

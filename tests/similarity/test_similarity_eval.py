@@ -1,0 +1,68 @@
+"""Retrieval metrics, the eval command and the import boundary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from similarity_helpers import TINY
+
+from encore import cli
+from encore.similarity.evaluate import retrieval_scores
+from encore.similarity.training import TrainOptions, train_similarity
+
+
+def test_perfect_ranking_scores_one() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    sims = (labels[:, None] == labels[None, :]).astype(float)
+    r = retrieval_scores(sims, labels)
+    assert (r.mrr, r.ndcg_at_10) == (1.0, 1.0)
+    # Only 2 relevant items exist per query: P@5 is at most 2/5.
+    assert r.precision_at_5 == pytest.approx(2 / 5)
+
+
+def test_retrieval_figures_by_hand() -> None:
+    # Query 0 (label 0) ranks 2 (label 1) above 1 (label 0): RR 1/2, nDCG 1/log2(3), P@5 1/5.
+    # Query 1 (label 0) ranks 0 first: RR 1, nDCG 1, P@5 1/5. Query 2 (label 1) has no relevant item.
+    sims = np.array([[0, 0.8, 0.9], [0.8, 0, 0.1], [0.9, 0.1, 0]])
+    r = retrieval_scores(sims, np.array([0, 0, 1]))
+    assert r.mrr == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert r.ndcg_at_10 == pytest.approx((1 / np.log2(3) + 1 + 0) / 3)
+    assert r.precision_at_5 == pytest.approx((1 / 5 + 1 / 5 + 0) / 3)
+
+
+def test_eval_command_prints_the_table_with_baselines(
+    tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.set_num_threads(1)
+    opts = TrainOptions(batch_size=8, max_steps=10, head_steps=20, head_batch=16, progress=False)
+    train_similarity(tiny_corpus, tmp_path / "m", TINY, opts)
+    plot, out = tmp_path / "plot.png", tmp_path / "eval.json"
+    code = cli.main(["similarity", "eval", "--model", str(tmp_path / "m"), "--corpus", str(tiny_corpus),
+                     "--split", "train", "--plot", str(plot), "--json", str(out), "--card"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for method in ("mean-mel", "histogram", "metric head alone", "S (alpha=0.7"):
+        assert method in printed
+    figures = json.loads(out.read_text())
+    assert len(figures["rows"]) == 4 and figures["n_pieces"] == 6
+    assert all(0 <= row["mrr"] <= 1 for row in figures["rows"])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "| method | P@5 | MRR | nDCG@10 |" in card and "codebook usage" in card
+
+
+def test_similarity_package_does_not_import_web_database_or_queue() -> None:
+    code = (
+        "import json, sys\n"
+        "import encore.similarity, encore.similarity.model, encore.similarity.training\n"
+        "import encore.similarity.evaluate, encore.similarity.index, encore.similarity.card\n"
+        "print(json.dumps([m for m in ('sqlalchemy', 'fastapi', 'huey', 'starlette') if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
