@@ -534,6 +534,8 @@ def train(
     log_path = out / LOG_FILE
     if mel_config is None:
         mel_config = getattr(dataset, "mel_config", None)
+    if mel_config is not None and getattr(mel_config, "x_res", cfg.width) != cfg.width:
+        mel_config = mel_config.replace(x_res=cfg.width)  # the model's native image width
 
     checkpoint: dict[str, Any] | None = None
     if resume:
