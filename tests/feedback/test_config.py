@@ -42,3 +42,29 @@ def test_replace_validates_again() -> None:
     assert DEFAULT_CONFIG.replace(min_ratings=5).min_ratings == 5
     with pytest.raises(InvalidInput, match="qc_alpha=2"):
         DEFAULT_CONFIG.replace(qc_alpha=2)
+
+
+def test_function_defaults_agree_with_the_config_defaults() -> None:
+    import inspect
+    from datetime import timedelta
+
+    from encore.feedback import curate, dispatch, purge, rating_allowed, summarize_listen
+    from encore.feedback.stats import build_report
+
+    def default(func: object, name: str) -> object:
+        return inspect.signature(func).parameters[name].default
+
+    c = DEFAULT_CONFIG
+    assert default(dispatch, "baseline_probability") == c.baseline_probability
+    assert default(rating_allowed, "min_seconds") == c.min_listen_seconds
+    assert default(rating_allowed, "min_fraction") == c.min_listen_fraction
+    assert default(summarize_listen, "slack_seconds") == c.wall_clock_slack_seconds
+    assert default(curate, "min_ratings") == c.min_ratings
+    assert default(curate, "cold_start_top_n") == c.cold_start_top_n
+    assert default(curate, "margin") == c.admit_margin
+    assert default(purge, "near_duplicate_similarity") == c.near_duplicate_similarity
+    assert default(purge, "max_age") == timedelta(days=c.max_age_days)
+    assert default(purge, "max_size") == c.max_dataset_size
+    assert default(build_report, "n_resamples") == c.bootstrap_resamples
+    assert default(build_report, "level") == c.confidence_level
+    assert default(build_report, "cluster") == c.bootstrap_cluster
