@@ -38,6 +38,9 @@ class SimilarityConfig:
         Weight of the commitment loss.
     cosine_codebook
         Use cosine-similarity codes (l2-normalised vectors and codebook).
+    row_features
+        Pool the encoder statistics per latent row (frequency band) instead of over the
+        whole grid, so the head sees *where* in the spectrum each feature occurs.
     head_hidden, embedding_dim
         Width of the metric head's hidden layer and of the metric embedding.
     alpha
@@ -59,6 +62,7 @@ class SimilarityConfig:
     dead_code_threshold: float = 1.0
     commitment_weight: float = 0.25
     cosine_codebook: bool = True
+    row_features: bool = False
     head_hidden: int = 256
     embedding_dim: int = 64
     alpha: float = 0.8
@@ -103,8 +107,9 @@ class SimilarityConfig:
 
     @property
     def feature_dim(self) -> int:
-        """Length of the pooled encoder statistics (mean and mean square per latent channel)."""
-        return 2 * self.latent_dim
+        """Length of the pooled encoder statistics: mean and mean square per latent channel
+        (and per latent row with ``row_features``)."""
+        return 2 * self.latent_dim * (self.latent_height if self.row_features else 1)
 
     def replace(self, **changes: object) -> SimilarityConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

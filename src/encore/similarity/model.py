@@ -179,7 +179,8 @@ class SimilarityModel:
         indices, features = [], []
         for start in range(0, x.shape[0], _BATCH):
             z, idx = self.vqvae.encode(x[start : start + _BATCH])
-            flat = z.flatten(2)
+            # (B, D, h, w) -> mean and mean square per channel (or per channel and row).
+            flat = z.flatten(1, 2) if self.config.row_features else z.flatten(2)
             features.append(torch.cat([flat.mean(dim=2), flat.square().mean(dim=2)], dim=1))
             indices.append(idx.flatten(1))
         return SliceCodes(

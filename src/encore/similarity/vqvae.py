@@ -144,8 +144,8 @@ class MetricHead(nn.Module):
 
     def __init__(self, config: SimilarityConfig) -> None:
         super().__init__()
-        d_in = config.codebook_size + 2 * config.latent_dim
-        self.latent_dim = config.latent_dim
+        d_in = config.codebook_size + config.feature_dim
+        self.half = config.feature_dim // 2
         self.net = nn.Sequential(
             nn.LayerNorm(d_in),
             nn.Linear(d_in, config.head_hidden),
@@ -156,7 +156,7 @@ class MetricHead(nn.Module):
 
     def forward(self, histogram: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``histogram`` ``(B, K)`` (sums to 1), ``features`` ``(B, 2D)`` → ``(B, E)`` unit rows."""
-        d = self.latent_dim
+        d = self.half
         mean, meansq = features[:, :d], features[:, d:]
         std = (meansq - mean.square()).clamp_min(0.0).add(1e-6).sqrt()
         x = torch.cat([histogram.clamp_min(0.0).sqrt(), mean, std], dim=1)
