@@ -234,3 +234,24 @@ def test_queue_urls_pick_their_backend(tmp_path) -> None:
     assert isinstance(make_huey("memory://", "x"), MemoryHuey)
     with pytest.raises(ConfigurationError, match="amqp://h"):
         make_huey("amqp://h", "x")
+
+
+def test_jobs_enqueued_by_a_handler_are_dispatched_after_its_commit(
+    engine: Engine, settings: Settings, handlers
+) -> None:
+    order = []
+
+    def generate(ctx: JobContext) -> None:
+        with ctx.session() as s:
+            enqueue_job(s, "embed", {"clip_id": ctx.payload["clip_id"]})
+            order.append("generate committing")
+        order.append("generate done")
+
+    handlers("generate", generate)
+    handlers("embed", lambda ctx: order.append(f"embed {ctx.payload['clip_id']}"))
+    queues = make_queues(settings, bind=engine)  # wraps the engine in a dispatching factory
+    with session_scope(queues.session_factory) as s:
+        enqueue_job(s, "generate", {"clip_id": 3})
+    assert order == ["generate committing", "embed 3", "generate done"]
+    with session_scope(engine, write=False) as s:
+        assert s.scalars(sa.select(Job.status)).all() == [JobStatus.DONE, JobStatus.DONE]

@@ -14,6 +14,7 @@ from encore.errors import ConfigurationError
 from encore.store import models as m
 from encore.store.db import (
     current_revision,
+    ensure_schema,
     head_revision,
     make_engine,
     normalise_url,
@@ -128,3 +129,17 @@ def test_cli_db_upgrade_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "schema matches the models" in out
     assert f"current: {head_revision()}" in out
+
+
+def test_ensure_schema_migrates_sqlite_and_asks_for_postgresql(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with pytest.raises(ConfigurationError, match=r"\(empty\), not .*encore db upgrade"):
+        ensure_schema(url, migrate=False)
+    ensure_schema(url)  # SQLite: migrated on the spot
+    engine = make_engine(url)
+    assert current_revision(engine) == head_revision()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'f00d'")
+    engine.dispose()
+    with pytest.raises(ConfigurationError, match="f00d.*upgrade encore"):
+        ensure_schema(url)

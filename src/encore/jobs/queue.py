@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 from huey import Huey, MemoryHuey, PostgresHuey, RedisHuey, SqliteHuey, crontab
 from huey.signals import SIGNAL_INTERRUPTED
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from encore.errors import ConfigurationError
 from encore.jobs.runner import Bind, engine_of, release_job, run_job, worker_id_prefix
-from encore.store.db import make_engine
+from encore.store.db import make_engine, make_session_factory
 from encore.store.enums import QueueName
 
 if TYPE_CHECKING:
@@ -88,11 +89,19 @@ class Queues:
     settings : Settings
         Queue URL, immediate mode, heartbeat and stale timeouts, database URL.
     bind : Engine or sessionmaker, optional
-        The database the tasks use. By default each process (and each forked worker)
-        creates its own engine from ``settings.resolved_database_url`` when it first runs
-        a task.
+        The database the tasks use. An engine is wrapped in a session factory whose
+        commits dispatch the jobs they create (:func:`~encore.jobs.dispatch.install_dispatch_hook`);
+        a session factory is used as given. By default each process (and each forked
+        worker) creates its own engine from ``settings.resolved_database_url`` on first use.
     immediate : bool, optional
         Overrides ``settings.queue_immediate``.
+
+    Example (a web process)::
+
+        queues = make_queues(settings)
+        with session_scope(queues.session_factory) as session:
+            enqueue_job(session, "generate", {"clip_id": clip.id})
+        # committed → sent to encore-generate
     """
 
     def __init__(
@@ -100,9 +109,13 @@ class Queues:
     ) -> None:
         self.settings = settings
         self.immediate = settings.queue_immediate if immediate is None else immediate
-        self._given_bind = bind
-        self._own_engine: tuple[int, Engine] | None = None
         self._lock = threading.Lock()
+        self._given: sessionmaker[Session] | None = None
+        if isinstance(bind, Engine):
+            self._given = self._hooked_factory(bind)
+        elif bind is not None:
+            self._given = bind
+        self._own: tuple[int, sessionmaker[Session]] | None = None
         url = settings.resolved_queue_url
         self.hueys: dict[QueueName, Huey] = {
             q: make_huey(url, queue_huey_name(q), immediate=self.immediate) for q in QueueName
@@ -111,16 +124,30 @@ class Queues:
 
     # -- the database, per process ---------------------------------------------------
 
+    def _hooked_factory(self, engine: Engine) -> sessionmaker[Session]:
+        from encore.jobs.dispatch import install_dispatch_hook
+
+        factory = make_session_factory(engine)
+        install_dispatch_hook(factory, self)
+        return factory
+
     @property
-    def bind(self) -> Bind:
-        """The database of this process (created lazily; never shared across a fork)."""
-        if self._given_bind is not None:
-            return self._given_bind
+    def session_factory(self) -> sessionmaker[Session]:
+        """Sessions on this process's database whose commits dispatch their new jobs
+        (created lazily; never shared across a fork)."""
+        if self._given is not None:
+            return self._given
         with self._lock:
             pid = os.getpid()
-            if self._own_engine is None or self._own_engine[0] != pid:
-                self._own_engine = (pid, make_engine(self.settings.resolved_database_url))
-            return self._own_engine[1]
+            if self._own is None or self._own[0] != pid:
+                engine = make_engine(self.settings.resolved_database_url)
+                self._own = (pid, self._hooked_factory(engine))
+            return self._own[1]
+
+    @property
+    def engine(self) -> Engine:
+        """The engine behind :attr:`session_factory`."""
+        return engine_of(self.session_factory)
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -130,7 +157,7 @@ class Queues:
         @huey.task(name=RUN_TASK_NAME)
         def run_job_task(job_id: int) -> None:
             run_job(
-                self.bind,
+                self.session_factory,
                 int(job_id),
                 settings=settings,
                 heartbeat_seconds=settings.job_heartbeat_seconds,
@@ -140,7 +167,7 @@ class Queues:
         def sweep_jobs_task() -> None:
             from encore.jobs.dispatch import sweep_jobs
 
-            sweep_jobs(self.bind, self)
+            sweep_jobs(self.session_factory, self)
 
         @huey.signal(SIGNAL_INTERRUPTED)
         def _on_interrupted(signal: str, task: Any, *args: Any, **kwargs: Any) -> None:
@@ -152,13 +179,14 @@ class Queues:
 
             job_id = int(task.args[0])
             try:
-                if release_job(
-                    engine_of(self.bind),
+                release_job(
+                    self.engine,
                     job_id,
                     f"worker shut down ({queue_huey_name(queue)})",
                     worker_prefix=worker_id_prefix(),
-                ):
-                    dispatch_pending(self.bind, self, job_ids=[job_id])
+                )
+                # Released here or by run_job itself (process workers): send it again.
+                dispatch_pending(self.engine, self, job_ids=[job_id])
             except Exception:
                 logger.exception("could not hand back interrupted job %d", job_id)
 

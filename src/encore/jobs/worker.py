@@ -22,6 +22,7 @@ from huey.consumer import Consumer, ConsumerStopped
 
 from encore.jobs.queue import Queues, make_queues
 from encore.jobs.registry import import_handler_modules, registered_kinds
+from encore.store.db import ensure_schema
 from encore.store.enums import QueueName
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ def run_worker(
         from encore.errors import ConfigurationError
 
         raise ConfigurationError("cannot run a worker with queue_immediate=true")
+    ensure_schema(settings.resolved_database_url)
     modules = import_handler_modules(tuple(imports))
     queues = make_queues(settings)
     logger.info(

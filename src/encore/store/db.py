@@ -256,6 +256,49 @@ def upgrade(url: str, revision: str = "head") -> None:
     logger.info("database %s at revision %s", _display(url), revision)
 
 
+def ensure_schema(url: str, *, migrate: bool | None = None) -> None:
+    """Make sure the database at ``url`` has the newest schema before a process uses it.
+
+    Parameters
+    ----------
+    migrate : bool, optional
+        Whether to migrate a database that is behind. By default SQLite databases (the
+        embedded, single-host setup) are migrated and PostgreSQL ones are not: at scale,
+        migrations are a separate step (``encore db upgrade``) before processes start.
+
+    Raises
+    ------
+    ConfigurationError
+        If the database is behind and may not be migrated here, or is ahead of this code.
+    """
+    url = normalise_url(url)
+    if migrate is None:
+        migrate = make_url(url).get_backend_name() == "sqlite"
+    head = head_revision()
+    engine = make_engine(url)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    if current == head:
+        return
+    from alembic.script import ScriptDirectory
+
+    known = {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current is not None and current not in known:
+        raise ConfigurationError(
+            f"database {_display(url)} is at revision {current}, which this version of encore "
+            f"does not know (newest: {head}); upgrade encore"
+        )
+    if migrate:
+        upgrade(url)
+        return
+    raise ConfigurationError(
+        f"database {_display(url)} is at revision {current or '(empty)'}, not {head}: "
+        "run `encore db upgrade` first"
+    )
+
+
 def current_revision(engine: Engine) -> str | None:
     """The Alembic revision the database is at (``None`` for an empty database)."""
     from alembic.runtime.migration import MigrationContext
