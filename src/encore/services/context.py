@@ -119,6 +119,11 @@ class ServiceContext:
             baseline_probability=s.baseline_probability,
             min_listen_seconds=s.min_listen_seconds,
             min_listen_fraction=s.min_listen_fraction,
+            min_ratings=s.curation_min_ratings,
+            cold_start_top_n=s.cold_start_top_n,
+            near_duplicate_similarity=s.purge_similarity,
+            max_age_days=s.dataset_max_age_days,
+            max_dataset_size=s.dataset_max_size,
         )
 
     # -- models, cached per process -------------------------------------------------------

@@ -25,6 +25,7 @@ from encore.store import (
     ClipKind,
     ClipStatus,
     DatasetEntry,
+    Delivery,
     ModelVersion,
     RaterReputation,
     Rating,
@@ -69,7 +70,11 @@ def _aware(t: dt.datetime) -> dt.datetime:
 
 def _assess(ctx: ServiceContext, session: Session) -> tuple[dict, dict, list[feedback.RaterAssessment]]:
     rows = session.execute(
-        sa.select(Rating.listener_id, Rating.clip_id, Rating.half_stars, Rating.listened_fraction)
+        sa.select(
+            Rating.listener_id, Rating.clip_id, Rating.half_stars, Rating.listened_fraction,
+            Delivery.input_song_ids,
+        )
+        .join(Delivery, Delivery.id == Rating.delivery_id)
         .where(Rating.counted.is_(True))
         .order_by(Rating.id)
     ).all()
@@ -81,7 +86,12 @@ def _assess(ctx: ServiceContext, session: Session) -> tuple[dict, dict, list[fee
         ratings=np.array([r.half_stars / 2 for r in rows], dtype=float),
         listened_fraction=np.array([r.listened_fraction for r in rows], dtype=float),
     )
-    result = feedback.assess_raters(data, config=ctx.feedback_config())
+    # Clips made from (or served for) the same inputs form a group: a rater whose taste
+    # follows the kind of music asked for is not "unrelated" to quality (docs/feedback.md).
+    groups = {
+        r.clip_id: "+".join(str(i) for i in sorted(r.input_song_ids or [])) or "none" for r in rows
+    }
+    result = feedback.assess_raters(data, clip_groups=groups, config=ctx.feedback_config())
     biases = {a.rater_id: float(a.bias) for a in result.assessments}
     weights = {a.rater_id: float(a.weight) for a in result.assessments}
     now = utcnow()
