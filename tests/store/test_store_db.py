@@ -143,3 +143,24 @@ def test_ensure_schema_migrates_sqlite_and_asks_for_postgresql(tmp_path: Path) -
     engine.dispose()
     with pytest.raises(ConfigurationError, match="f00d.*upgrade encore"):
         ensure_schema(url)
+
+
+def test_a_writer_that_vanishes_mid_transaction_releases_the_write_lock(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    for end in ("close", "invalidate"):
+        conn = engine.connect()
+        conn.begin()
+        conn.exec_driver_sql(
+            "INSERT INTO jobs (kind, queue, status, payload, progress, "
+            "attempts, max_attempts, created_at) VALUES "
+            "('k', 'generate', 'queued', '{}', 0, 0, 3, '2030-01-01')"
+        )
+        getattr(conn, end)()  # close() rolls back; invalidate() drops the DBAPI connection
+        with session_scope(engine) as s:  # would wait 30 s and fail if the lock leaked
+            s.add(m.Job(kind=f"after {end}"))
+    with session_scope(engine, write=False) as s:
+        assert s.scalars(sa.select(m.Job.kind).order_by(m.Job.id)).all() == [
+            "after close",
+            "after invalidate",
+        ]
+    engine.dispose()

@@ -101,13 +101,14 @@ def make_engine(url: str, *, echo: bool = False, foreign_keys: bool = True) -> E
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    pool_args: dict[str, Any] = {}
+    if database and database != ":memory:":
+        pool_args = {"pool_size": 10, "max_overflow": 40, "pool_timeout": 60}
     engine = sa.create_engine(
         url,
         echo=echo,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
-        pool_size=10,
-        max_overflow=40,
-        pool_timeout=60,
+        **pool_args,
     )
     _configure_sqlite(engine, foreign_keys=foreign_keys)
     return engine
@@ -161,6 +162,19 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         if connection.info.pop(_HOLDS_WRITE_LOCK, False):
             write_lock.release()
 
+    def _release_record(record: Any) -> None:
+        if record is not None and record.info.pop(_HOLDS_WRITE_LOCK, False):
+            write_lock.release()
+
+    # A connection returned to the pool, or invalidated, in the middle of a transaction.
+    @event.listens_for(engine.pool, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
+        _release_record(record)
+
+    @event.listens_for(engine.pool, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
+        _release_record(record)
+
     event.listen(engine, "commit", _release)
     event.listen(engine, "rollback", _release)
 
@@ -168,6 +182,15 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory bound to ``engine``; objects stay usable after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def _read_only(engine: Engine) -> Engine:
+    """``engine`` with the read-only execution option (cached on it; shares its pool)."""
+    ro: Engine | None = engine.__dict__.get("_encore_read_only")
+    if ro is None:
+        ro = engine.execution_options(**{READ_ONLY_OPTION: True})
+        engine.__dict__["_encore_read_only"] = ro
+    return ro
 
 
 @contextmanager
@@ -185,17 +208,11 @@ def session_scope(bind: Engine | sessionmaker[Session], *, write: bool = True) -
         objects it loaded stay readable (detached) afterwards.
     """
     if isinstance(bind, Engine):
-        engine = bind
-        session = Session(
-            bind=engine if write else engine.execution_options(**{READ_ONLY_OPTION: True}),
-            expire_on_commit=False,
-        )
+        session = Session(bind=bind if write else _read_only(bind), expire_on_commit=False)
+    elif write:
+        session = bind()
     else:
-        engine = bind.kw["bind"]
-        if write:
-            session = bind()
-        else:
-            session = bind(bind=engine.execution_options(**{READ_ONLY_OPTION: True}))
+        session = bind(bind=_read_only(bind.kw["bind"]))
     try:
         yield session
         if write:
