@@ -18,7 +18,12 @@ from encore.errors import (
     NotFound,
     PermissionDenied,
 )
-from encore.web.errors import AuthenticationRequired, ErrorRenderer, install_error_handlers, status_for
+from encore.web.errors import (
+    AuthenticationRequired,
+    ErrorRenderer,
+    install_error_handlers,
+    status_for,
+)
 from encore.web.ratelimit import RateLimited
 from encore.web.security import (
     SESSION_COOKIE,

@@ -10,7 +10,15 @@ from pydantic import BaseModel, Field
 
 from encore.services import accounts
 from encore.store.models import User
-from encore.web.deps import CtxDep, LimitsDep, MaybeUser, SettingsDep, client_ip, render, session_token
+from encore.web.deps import (
+    CtxDep,
+    LimitsDep,
+    MaybeUser,
+    SettingsDep,
+    client_ip,
+    render,
+    session_token,
+)
 from encore.web.security import clear_session_cookie, set_session_cookie
 
 router = APIRouter()
@@ -59,7 +67,9 @@ def signup_page(request: Request, user: MaybeUser, code: str | None = None) -> R
     """The sign-up page; ``?code=`` pre-fills the invitation code."""
     if user is not None:
         return RedirectResponse("/songs", status_code=303)
-    return render(request, "signup.html", user=None, code=code)
+    return render(
+        request, "signup.html", user=None, code=code, min_password=accounts.MIN_PASSWORD_LENGTH
+    )
 
 
 @router.post("/api/auth/signin")

@@ -33,6 +33,7 @@ Seconds = Annotated[float, Field(ge=0.0, le=24 * 3600)]
 
 class ListenBody(BaseModel):
     ranges: list[tuple[Seconds, Seconds]] = Field(max_length=MAX_RANGES)
+    final: bool = False  # the flush when the page is hidden or left
 
 
 class RatingBody(BaseModel):
@@ -99,7 +100,11 @@ def api_record_listen(
     Idempotent (the server keeps the union); returns the listened seconds, the fraction and
     whether rating is allowed."""
     state = music.record_listen(
-        ctx, listener=user, delivery_id=delivery_id, ranges=[(a, b) for a, b in body.ranges]
+        ctx,
+        listener=user,
+        delivery_id=delivery_id,
+        ranges=[(a, b) for a, b in body.ranges],
+        final=body.final,
     )
     return views.listen_json(state)
 

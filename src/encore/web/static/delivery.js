@@ -27,8 +27,8 @@ function showListenState(state) {
 }
 
 function sendRanges(ranges, { final }) {
-  const body = JSON.stringify({ ranges });
   if (final) {
+    const body = JSON.stringify({ ranges, final: true });
     // The page is going away: keepalive lets the request outlive it (and, unlike
     // sendBeacon, carries the CSRF header).
     fetch(`${base}/listens`, {

@@ -34,7 +34,7 @@ function safeNext() {
 async function submit(form, event) {
   event.preventDefault();
   if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
-  const errorEl = form.querySelector('.form-error');
+  const errorEl = form.querySelector('.form-error') || (form.closest('section') && form.closest('section').querySelector(':scope > .form-error'));
   const resultEl = form.querySelector('.form-result');
   const button = form.querySelector('[type="submit"]');
   if (errorEl) { errorEl.textContent = ''; errorEl.hidden = true; }

@@ -1,0 +1,203 @@
+"""Operator pages and API: users and invitations, the curated dataset, curation and purge,
+model versions (activate, A/B weight, retire, fine-tune), the report and its CSV, raters.
+
+Every route here requires the operator role (``OperatorUser``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from encore.errors import NotFound
+from encore.services import accounts, curation, report, versions
+from encore.web import views
+from encore.web.deps import CtxDep, OperatorUser, SettingsDep, render
+from encore.web.media import file_response
+
+router = APIRouter()
+
+_PLOT_NAME = re.compile(r"^[a-z0-9_]{1,64}\.png$")
+
+
+class ActiveBody(BaseModel):
+    active: bool
+
+
+class WeightBody(BaseModel):
+    ab_weight: float = Field(ge=0.0, le=1e6)
+
+
+def plots_dir(settings: Any) -> Path:
+    """Where the report's plots are written (inside the data folder)."""
+    return Path(settings.data_dir) / "web" / "report-plots"
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+@router.get("/operator", include_in_schema=False)
+def operator_home(user: OperatorUser) -> Response:
+    """The operator's start page is the report."""
+    return RedirectResponse("/operator/report", status_code=303)
+
+
+@router.get("/operator/users", include_in_schema=False)
+def users_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
+    """Accounts, and invitations to sign up."""
+    return render(
+        request, "operator/users.html", user=user, users=accounts.list_users(ctx, operator=user)
+    )
+
+
+@router.get("/operator/dataset", include_in_schema=False)
+def dataset_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
+    """The curated dataset: R, confidence, ratings, and why removed clips left."""
+    rows = curation.list_dataset(ctx, include_removed=True)
+    return render(request, "operator/dataset.html", user=user, rows=rows, clip_images=False)
+
+
+@router.get("/operator/raters", include_in_schema=False)
+def raters_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
+    """Rater quality: weights, biases, and flagged raters with the reasons."""
+    return render(request, "operator/raters.html", user=user, raters=curation.assess_raters(ctx))
+
+
+@router.get("/operator/versions", include_in_schema=False)
+def versions_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
+    """Model versions: status, A/B weights, lineage; activate, weigh, retire, fine-tune."""
+    return render(
+        request, "operator/versions.html", user=user, versions=versions.list_versions(ctx)
+    )
+
+
+@router.get("/operator/report", include_in_schema=False)
+def report_page(request: Request, user: OperatorUser, ctx: CtxDep, settings: SettingsDep) -> Response:
+    """Table 1 (mean rating and count per input song and version), the change per iteration
+    with its bootstrap interval, the split by dispatch branch, and the plots."""
+    built = report.build_report(ctx)
+    plots = report.report_plots(ctx, plots_dir(settings), report=built) if built else []
+    return render(
+        request,
+        "operator/report.html",
+        user=user,
+        report=built,
+        plots=[p.name for p in plots],
+    )
+
+
+# --- API -----------------------------------------------------------------------------------
+
+
+@router.get("/api/operator/users")
+def api_users(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Every account."""
+    return {"users": [views.user_admin_json(u) for u in accounts.list_users(ctx, operator=user)]}
+
+
+@router.post("/api/operator/invitations", status_code=201)
+def api_invite(request: Request, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """A one-time sign-up code (shown once) and the sign-up link that carries it."""
+    code = accounts.create_invitation(ctx, operator=user)
+    link = str(request.url_for("signup_page").include_query_params(code=code))
+    return {"code": code, "url": link, "message": f"Invitation code: {code}"}
+
+
+@router.post("/api/operator/users/{user_id}/active")
+def api_set_active(user_id: int, body: ActiveBody, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Activate or deactivate an account (deactivated users cannot sign in)."""
+    changed = accounts.set_active(ctx, operator=user, user_id=user_id, active=body.active)
+    return {"user": views.user_admin_json(changed)}
+
+
+@router.post("/api/operator/curate")
+def api_curate(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Assess raters, score rated clips, admit the clips that beat their baseline."""
+    result = curation.curate(ctx)
+    body = views.dataclass_json(result)
+    body["message"] = (
+        f"{len(result.admitted)} clip(s) admitted, {result.rejected} rejected, "
+        f"{result.pending} waiting for ratings; {result.raters_flagged} of "
+        f"{result.raters_assessed} raters flagged"
+    )
+    return body
+
+
+@router.post("/api/operator/purge")
+def api_purge(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Run a purge cycle now (near-duplicates, age, retired versions, capacity)."""
+    result = curation.purge(ctx)
+    body = views.dataclass_json(result)
+    body["message"] = f"{len(result.removed)} clip(s) removed, {result.kept} kept"
+    return body
+
+
+@router.get("/api/operator/dataset")
+def api_dataset(user: OperatorUser, ctx: CtxDep, include_removed: bool = True) -> dict[str, Any]:
+    """The dataset entries, best first, removed ones with their reason."""
+    rows = curation.list_dataset(ctx, include_removed=include_removed)
+    return {"entries": [views.dataclass_json(r) for r in rows]}
+
+
+@router.get("/api/operator/raters")
+def api_raters(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Rater assessments, flagged first."""
+    return {"raters": [views.dataclass_json(r) for r in curation.assess_raters(ctx)]}
+
+
+@router.get("/api/operator/versions")
+def api_versions(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Every model version."""
+    return {"versions": [views.version_json(v) for v in versions.list_versions(ctx)]}
+
+
+@router.post("/api/operator/versions/{version_id}/activate")
+def api_activate(version_id: int, body: WeightBody, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Serve a version alongside the other active ones, with A/B weight ``ab_weight``."""
+    version = versions.activate_version(ctx, version_id=version_id, ab_weight=body.ab_weight)
+    return {"version": views.version_json(version), "message": f"{version.name} is active"}
+
+
+@router.post("/api/operator/versions/{version_id}/weight")
+def api_set_weight(version_id: int, body: WeightBody, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Change a version's A/B weight."""
+    version = versions.set_ab_weight(ctx, version_id=version_id, ab_weight=body.ab_weight)
+    return {"version": views.version_json(version), "message": f"{version.name} weight {version.ab_weight:g}"}
+
+
+@router.post("/api/operator/versions/{version_id}/retire")
+def api_retire(version_id: int, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Stop serving a version for good."""
+    version = versions.retire_version(ctx, version_id=version_id)
+    return {"version": views.version_json(version), "message": f"{version.name} is retired"}
+
+
+@router.get("/api/operator/report")
+def api_report(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """The report's numbers (``report: null`` while no rating counts)."""
+    built = report.build_report(ctx)
+    return {"report": views.report_json(built) if built is not None else None}
+
+
+@router.get("/api/operator/report/plots/{name}")
+def api_report_plot(name: str, user: OperatorUser, settings: SettingsDep) -> Response:
+    """A plot written by the last report page view."""
+    path = plots_dir(settings) / name
+    if not _PLOT_NAME.match(name) or not path.is_file():
+        raise NotFound(f"no plot named {name!r}; open the report page to draw the plots")
+    return file_response(path, "image/png")
+
+
+@router.get("/api/operator/ratings.csv")
+def api_ratings_csv(user: OperatorUser, ctx: CtxDep) -> Response:
+    """Every rating with its listen, clip, version, branch and pseudonymous rater."""
+    return Response(
+        report.ratings_csv(ctx),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="encore-ratings.csv"'},
+    )

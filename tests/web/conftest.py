@@ -1,0 +1,161 @@
+"""Fixtures for the web tests: the real app over real services (SQLite in a temp folder,
+Huey in immediate mode, tiny seeded models), a TestClient per user, audio made in memory."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from web_helpers import PASSWORD, signed_in, song_bytes, upload
+
+from encore.audio.mel import MelConfig
+from encore.config import Settings
+from encore.services import accounts
+from encore.services.context import ServiceContext
+from encore.store import UserRole
+from encore.store.db import upgrade
+
+TINY_MEL = MelConfig(x_res=32, y_res=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(diffusion model folder, similarity model folder), randomly initialised, seeded."""
+    from encore.diffusion.folder import build_random_model, save_model_folder
+    from encore.diffusion.model import tiny_config
+    from encore.similarity.config import SimilarityConfig
+    from encore.similarity.model import SimilarityModel
+
+    root = tmp_path_factory.mktemp("web-models")
+    loaded = build_random_model(tiny_config(height=TINY_MEL.y_res), TINY_MEL, seed=0)
+    diffusion_dir = save_model_folder(root / "base", loaded.denoiser, TINY_MEL, name="v0")
+    sim_config = SimilarityConfig(
+        image_height=TINY_MEL.y_res, image_width=TINY_MEL.x_res, pool=1, channels=(8, 8),
+        latent_dim=8, codebook_size=16, head_hidden=16, embedding_dim=8,
+    )
+    sim_dir = root / "similarity"
+    SimilarityModel.create(sim_config, seed=0, mel_config=TINY_MEL).save(sim_dir)
+    return Path(diffusion_dir), sim_dir
+
+
+def web_settings(data_dir: Path, tiny_models: tuple[Path, Path], **changes: Any) -> Settings:
+    """Test settings: tiny models, 1-second clips, half a second of minimum listen."""
+    base, sim = tiny_models
+    values: dict[str, Any] = {
+        "environment": "test",
+        "data_dir": data_dir,
+        "queue_immediate": True,
+        "base_model_dir": base,
+        "similarity_model_dir": sim,
+        "clip_seconds": 1.0,
+        "inference_steps": 3,
+        "min_listen_seconds": 0.5,
+        "min_song_seconds": 1.0,
+        "max_upload_bytes": 400_000,
+        "baseline_probability": 0.0,
+    }
+    values.update(changes)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing() -> Iterator[None]:
+    """Cheap Argon2 parameters: these tests exercise the web, not the hash's strength."""
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    hasher = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(accounts, "_hasher", lambda: hasher)
+        accounts._dummy_hash.cache_clear()
+        yield
+    accounts._dummy_hash.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database at the newest schema, copied for each app (faster)."""
+    path = tmp_path_factory.mktemp("web-db") / "encore.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def make_app(
+    tmp_path: Path, tiny_models: tuple[Path, Path], migrated_db: Path
+) -> Callable[..., FastAPI]:
+    """``make_app(**setting_changes)``: a fresh app on its own database."""
+    from encore.web.app import create_app
+
+    counter = iter(range(1000))
+
+    def make(**changes: Any) -> FastAPI:
+        settings = web_settings(tmp_path / f"var{next(counter)}", tiny_models, **changes)
+        settings.data_dir.mkdir(parents=True)
+        shutil.copyfile(migrated_db, settings.data_dir / "encore.db")
+        return create_app(settings, ctx=ServiceContext.from_settings(settings, seed=7))
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., FastAPI]) -> FastAPI:
+    return make_app()
+
+
+@pytest.fixture
+def ctx(app: FastAPI) -> ServiceContext:
+    return app.state.ctx  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def anon(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        yield client
+
+
+
+
+@pytest.fixture
+def login(app: FastAPI) -> Callable[..., TestClient]:
+    """``login(name, role=listener)``: create an account and return its signed-in client."""
+    ctx = app.state.ctx
+    counter = iter(range(1000))
+
+    def make(name: str = "listener", role: UserRole = UserRole.LISTENER) -> TestClient:
+        email = f"{name}{next(counter)}@example.org"
+        accounts.create_user(ctx, email=email, password=PASSWORD, display_name=name, role=role)
+        return signed_in(app, email)
+
+    return make
+
+
+@pytest.fixture
+def listener(login: Callable[..., TestClient]) -> TestClient:
+    return login("ada")
+
+
+@pytest.fixture
+def operator(login: Callable[..., TestClient]) -> TestClient:
+    return login("op", role=UserRole.OPERATOR)
+
+
+
+
+
+
+@pytest.fixture
+def ready_delivery(listener: TestClient) -> int:
+    """A delivery of a generated clip, ready to play, for ``listener``."""
+    song = upload(listener, song_bytes(1)).json()["song"]
+    response = listener.post("/api/music", json={"song_ids": [song["id"]], "closeness": 0.5})
+    assert response.status_code == 201, response.text
+    delivery_id = response.json()["delivery_id"]
+    status = listener.get(f"/api/deliveries/{delivery_id}").json()
+    assert status["status"] == "ready", status
+    return int(delivery_id)

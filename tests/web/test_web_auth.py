@@ -1,0 +1,136 @@
+"""Sign-up, sign-in, sign-out, the session cookie, CSRF and rate limits on the real app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from web_helpers import PASSWORD, signed_in
+
+from encore.services import accounts
+
+
+def test_signin_sets_an_httponly_lax_session_cookie(anon: TestClient, app: FastAPI) -> None:
+    accounts.create_user(app.state.ctx, email="ada@example.org", password=PASSWORD)
+    response = anon.post("/api/auth/signin", json={"email": "Ada@Example.org ", "password": PASSWORD})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user"]["email"] == "ada@example.org" and body["csrf_token"]
+    cookie = response.headers["set-cookie"]
+    assert "encore_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "Secure" not in cookie  # test environment: plain http
+    assert anon.get("/api/me").json()["user"]["email"] == "ada@example.org"
+
+
+def test_wrong_password_is_refused_without_saying_which_part(anon: TestClient, app: FastAPI) -> None:
+    accounts.create_user(app.state.ctx, email="ada@example.org", password=PASSWORD)
+    for email, password in (("ada@example.org", "wrong-password"), ("nobody@example.org", PASSWORD)):
+        response = anon.post("/api/auth/signin", json={"email": email, "password": password})
+        assert response.status_code == 403
+        assert response.json()["error"]["message"] == "wrong e-mail address or password"
+    assert anon.get("/api/me").json() == {"user": None, "csrf_token": None}
+
+
+def test_signin_is_rate_limited_per_account_and_address(make_app: Callable[..., FastAPI]) -> None:
+    app = make_app(limit_signin_account="3/60", limit_signin_ip="5/60")
+    client = TestClient(app)
+    for _ in range(3):
+        assert client.post("/api/auth/signin", json={"email": "a@example.org", "password": "x"}).status_code == 403
+    limited = client.post("/api/auth/signin", json={"email": "a@example.org", "password": "x"})
+    assert limited.status_code == 429
+    assert "from this account" in limited.json()["error"]["message"]
+    assert int(limited.headers["retry-after"]) >= 1
+    for _ in range(2):  # other accounts, same address: the address limit (5) is next
+        assert client.post("/api/auth/signin", json={"email": "b@example.org", "password": "x"}).status_code == 403
+    by_ip = client.post("/api/auth/signin", json={"email": "c@example.org", "password": "x"})
+    assert by_ip.status_code == 429 and "from this address" in by_ip.json()["error"]["message"]
+
+
+def test_signup_needs_a_valid_invitation(anon: TestClient, operator: TestClient) -> None:
+    body = {"email": "new@example.org", "password": PASSWORD, "display_name": "New"}
+    no_code = anon.post("/api/auth/signup", json=body)
+    assert no_code.status_code == 422
+    assert no_code.json()["error"]["message"] == "an invitation code is required to sign up"
+    bad = anon.post("/api/auth/signup", json={**body, "invitation_code": "not-a-code"})
+    assert bad.status_code == 422 and "unknown or already used" in bad.json()["error"]["message"]
+
+    invitation = operator.post("/api/operator/invitations")
+    assert invitation.status_code == 201
+    code = invitation.json()["code"]
+    assert invitation.json()["url"].endswith(f"/signup?code={code}")
+    created = anon.post("/api/auth/signup", json={**body, "invitation_code": code})
+    assert created.status_code == 201, created.text
+    assert created.json()["user"]["role"] == "listener"
+    assert anon.get("/api/me").json()["user"]["email"] == "new@example.org"  # signed in
+
+    again = TestClient(anon.app).post(
+        "/api/auth/signup", json={**body, "email": "other@example.org", "invitation_code": code}
+    )
+    assert again.status_code == 422  # one-time code
+
+
+def test_signup_short_password_and_duplicate(make_app: Callable[..., FastAPI]) -> None:
+    app = make_app(open_signup=True)
+    client = TestClient(app)
+    short = client.post("/api/auth/signup", json={"email": "a@example.org", "password": "short", "display_name": "A"})
+    assert short.status_code == 422 and "at least 10 characters" in short.json()["error"]["message"]
+    body = {"email": "a@example.org", "password": PASSWORD, "display_name": "A"}
+    assert client.post("/api/auth/signup", json=body).status_code == 201
+    duplicate = TestClient(app).post("/api/auth/signup", json=body)
+    assert duplicate.status_code == 409
+    assert "already exists" in duplicate.json()["error"]["message"]
+
+
+def test_malformed_json_is_422_with_the_field(anon: TestClient) -> None:
+    response = anon.post("/api/auth/signin", json={"email": "a@example.org"})
+    assert response.status_code == 422
+    assert "password" in response.json()["error"]["message"]
+
+
+def test_signout_ends_the_session(listener: TestClient) -> None:
+    assert listener.get("/api/songs").status_code == 200
+    response = listener.post("/api/auth/signout")
+    assert response.status_code == 200
+    assert 'encore_session=""' in response.headers["set-cookie"] or "Max-Age=0" in response.headers["set-cookie"]
+    assert listener.get("/api/songs").status_code == 401
+
+
+def test_the_old_cookie_is_dead_after_signout(app: FastAPI, listener: TestClient) -> None:
+    token = listener.cookies.get("encore_session")
+    listener.post("/api/auth/signout")
+    thief = TestClient(app)
+    thief.cookies.set("encore_session", token)
+    assert thief.get("/api/songs").status_code == 401
+
+
+def test_api_needs_a_session_and_pages_redirect_to_signin(anon: TestClient) -> None:
+    for path in ("/api/songs", "/api/history", "/api/deliveries/1", "/api/operator/report"):
+        response = anon.get(path)
+        assert response.status_code == 401, path
+        assert response.json()["error"]["message"] == "please sign in first"
+    page = anon.get("/history", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/signin?next=%2Fhistory"
+
+
+def test_signed_in_posts_need_the_csrf_token(listener: TestClient) -> None:
+    token = listener.headers.pop("x-csrf-token")
+    refused = listener.post("/api/music", json={"song_ids": [1]})
+    assert refused.status_code == 403 and refused.json()["error"]["kind"] == "CsrfRefused"
+    listener.headers["x-csrf-token"] = token
+    cross = listener.post("/api/music", json={"song_ids": [1]}, headers={"sec-fetch-site": "cross-site"})
+    assert cross.status_code == 403
+    assert "cross-site request refused" in cross.json()["error"]["message"]
+    assert listener.post("/api/music", json={"song_ids": [1]}).status_code == 404  # passes CSRF
+
+
+def test_deactivated_user_is_signed_out_everywhere(app: FastAPI, operator: TestClient) -> None:
+    accounts.create_user(app.state.ctx, email="bob@example.org", password=PASSWORD)
+    bob = signed_in(app, "bob@example.org")
+    users = operator.get("/api/operator/users").json()["users"]
+    bob_id = next(u["id"] for u in users if u["email"] == "bob@example.org")
+    response = operator.post(f"/api/operator/users/{bob_id}/active", json={"active": False})
+    assert response.status_code == 200 and response.json()["user"]["active"] is False
+    assert bob.get("/api/songs").status_code == 401
+    again = TestClient(app).post("/api/auth/signin", json={"email": "bob@example.org", "password": PASSWORD})
+    assert again.status_code == 403
