@@ -271,7 +271,9 @@ def mp3_has_length_header(f: BinaryIO) -> bool:
     head = f.read(10)
     start = 0
     if head[:3] == b"ID3" and len(head) == 10:
-        size = (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F
+        size = (
+            (head[6] & 0x7F) << 21 | (head[7] & 0x7F) << 14 | (head[8] & 0x7F) << 7 | head[9] & 0x7F
+        )
         start = 10 + size + (10 if head[5] & 0x10 else 0)
     f.seek(start)
     first_frame = f.read(192)

@@ -159,8 +159,7 @@ def _info_from(snd, name: str) -> AudioInfo:
         )
     if snd.samplerate <= 0 or snd.channels <= 0:
         raise CorruptAudio(
-            f"{name}: header declares sample rate {snd.samplerate} Hz and "
-            f"{snd.channels} channels"
+            f"{name}: header declares sample rate {snd.samplerate} Hz and {snd.channels} channels"
         )
     frames = max(int(snd.frames), 0)
     return AudioInfo(
@@ -345,4 +344,3 @@ def resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     if out.shape[0] < n:
         return np.pad(out, (0, n - out.shape[0]))
     return out
-
