@@ -11,6 +11,7 @@ import importlib
 
 BENCHMARKS: dict[str, str] = {
     "similarity": "encore.similarity.bench:run_bench",
+    "vocoder": "encore.audio.bench:run_bench",
 }
 
 
@@ -18,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="run a benchmark and print its figures")
     parser.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--seconds", type=float, default=None, help="clip length (vocoder)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs (vocoder)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (vocoder)")
+    parser.add_argument("--n-iter", type=int, default=None, help="Griffin-Lim iterations (vocoder)")
     parser.set_defaults(handler=run)
 
 
