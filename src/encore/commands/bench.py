@@ -12,6 +12,7 @@ import importlib
 BENCHMARKS: dict[str, str] = {
     "similarity": "encore.similarity.bench:run_bench",
     "vocoder": "encore.audio.bench:run_bench",
+    "web": "encore.web.bench:run_bench",
 }
 
 
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (vocoder)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (vocoder)")
     parser.add_argument("--n-iter", type=int, default=None, help="Griffin-Lim iterations (vocoder)")
+    parser.add_argument("--clients", type=int, default=None, help="concurrent clients (web)")
     parser.set_defaults(handler=run)
 
 

@@ -1,0 +1,220 @@
+"""``encore bench web``: concurrent listeners posting listens and ratings over HTTP.
+
+Starts a real ``encore serve`` (SQLite, workers, tiny seeded models so that setting up the
+deliveries takes seconds), signs up ``--clients`` listeners, gives each a few ready clips,
+then lets every listener at once play its clips: listening heartbeats (the player's
+``POST /listens``) and one rating per clip. Prints requests per second, p50/p99 latency,
+and checks that the number of listen events and ratings stored equals the number sent.
+
+Not a test: a figure to compare against the target (≥ 300 writes/s, p99 ≤ 50 ms on 2 cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PASSWORD = "bench-password-123"
+HEARTBEATS_PER_CLIP = 10
+CLIPS_PER_CLIENT = 2
+
+
+@dataclass
+class Tally:
+    """Latencies (seconds) and outcomes of the write requests."""
+
+    latencies: list[float] = field(default_factory=list)
+    listens_ok: int = 0
+    ratings_ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+def _tiny_models(root: Path) -> tuple[Path, Path]:
+    from encore.audio.mel import MelConfig
+    from encore.diffusion.folder import build_random_model, save_model_folder
+    from encore.diffusion.model import tiny_config
+    from encore.similarity.config import SimilarityConfig
+    from encore.similarity.model import SimilarityModel
+
+    mel = MelConfig(x_res=32, y_res=16)
+    loaded = build_random_model(tiny_config(height=mel.y_res), mel, seed=0)
+    base = save_model_folder(root / "base", loaded.denoiser, mel, name="v0")
+    sim_config = SimilarityConfig(
+        image_height=mel.y_res, image_width=mel.x_res, pool=1, channels=(8, 8),
+        latent_dim=8, codebook_size=16, head_hidden=16, embedding_dim=8,
+    )
+    SimilarityModel.create(sim_config, seed=0, mel_config=mel).save(root / "similarity")
+    return Path(base), root / "similarity"
+
+
+def _song(seed: int) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    sr = 22050
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(2.0 * sr)) / sr
+    y = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(110, 660, size=3))
+    buf = io.BytesIO()
+    sf.write(buf, (0.2 * y / np.abs(y).max()).astype(np.float32), sr, format="WAV")
+    return buf.getvalue()
+
+
+async def _setup_client(http: Any, index: int) -> tuple[str, list[int]]:
+    """Sign up, upload a song, ask for ``CLIPS_PER_CLIENT`` clips; returns (csrf, deliveries)."""
+    body = {"email": f"bench{index}@example.org", "password": PASSWORD, "display_name": f"b{index}"}
+    r = await http.post("/api/auth/signup", json=body)
+    r.raise_for_status()
+    csrf = r.json()["csrf_token"]
+    headers = {"x-csrf-token": csrf}
+    r = await http.post("/api/songs", files={"file": ("s.wav", _song(index), "audio/wav")}, headers=headers)
+    r.raise_for_status()
+    song_id = r.json()["song"]["id"]
+    deliveries = []
+    for _ in range(CLIPS_PER_CLIENT):
+        for _attempt in range(600):  # the song is embedded by the worker first
+            r = await http.post("/api/music", json={"song_ids": [song_id]}, headers=headers)
+            if r.status_code != 409:
+                break
+            await asyncio.sleep(0.1)
+        r.raise_for_status()
+        deliveries.append(int(r.json()["delivery_id"]))
+    return csrf, deliveries
+
+
+async def _wait_ready(http: Any, delivery_id: int) -> None:
+    for _ in range(3000):
+        view = (await http.get(f"/api/deliveries/{delivery_id}")).json()
+        if view["status"] == "ready":
+            await http.get(f"/api/deliveries/{delivery_id}/audio")  # the player fetches the audio
+            return
+        if view["status"] == "failed":
+            raise RuntimeError(f"delivery {delivery_id} failed: {view['message']}")
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"delivery {delivery_id} not ready")
+
+
+async def _listen_and_rate(http: Any, csrf: str, deliveries: list[int], tally: Tally) -> None:
+    headers = {"x-csrf-token": csrf}
+    rng = np.random.default_rng(len(deliveries) * 7919 + deliveries[0])
+    for delivery_id in deliveries:
+        base = f"/api/deliveries/{delivery_id}"
+        for beat in range(1, HEARTBEATS_PER_CLIP + 1):
+            end = round(beat / HEARTBEATS_PER_CLIP, 3)  # played up to here (1-second clips)
+            t0 = time.perf_counter()
+            r = await http.post(f"{base}/listens", json={"ranges": [[0.0, end]]}, headers=headers)
+            tally.latencies.append(time.perf_counter() - t0)
+            if r.status_code == 200:
+                tally.listens_ok += 1
+            else:
+                tally.error(f"listen {r.status_code}")
+        stars = float(rng.integers(2, 11)) / 2
+        t0 = time.perf_counter()
+        r = await http.post(f"{base}/rating", json={"stars": stars}, headers=headers)
+        tally.latencies.append(time.perf_counter() - t0)
+        if r.status_code == 201:
+            tally.ratings_ok += 1
+        else:
+            tally.error(f"rating {r.status_code}: {r.text[:120]}")
+
+
+def _stored_counts(data_dir: Path) -> tuple[int, int]:
+    import sqlalchemy as sa
+
+    from encore.store import ListenEvent, Rating
+    from encore.store.db import make_engine
+
+    engine = make_engine(f"sqlite:///{(data_dir / 'encore.db').resolve()}")
+    try:
+        with engine.connect() as conn:
+            listens = conn.scalar(sa.select(sa.func.count()).select_from(ListenEvent)) or 0
+            ratings = conn.scalar(sa.select(sa.func.count()).select_from(Rating)) or 0
+        return int(listens), int(ratings)
+    finally:
+        engine.dispose()
+
+
+async def _bench(url: str, clients: int) -> tuple[Tally, float, float]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    https = [httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) for _ in range(clients)]
+    try:
+        t0 = time.perf_counter()
+        setups = []
+        for start in range(0, clients, 8):  # sign-ups hash passwords: a few at a time
+            batch = https[start : start + 8]
+            setups += await asyncio.gather(
+                *(_setup_client(h, start + i) for i, h in enumerate(batch))
+            )
+        await asyncio.gather(
+            *(_wait_ready(h, d) for h, (_, ds) in zip(https, setups, strict=True) for d in ds)
+        )
+        setup_seconds = time.perf_counter() - t0
+        await asyncio.sleep(1.1)  # the wall-clock clamp: a 1-second clip can be fully heard
+        tally = Tally()
+        t0 = time.perf_counter()
+        await asyncio.gather(
+            *(_listen_and_rate(h, csrf, ds, tally) for h, (csrf, ds) in zip(https, setups, strict=True))
+        )
+        return tally, time.perf_counter() - t0, setup_seconds
+    finally:
+        await asyncio.gather(*(h.aclose() for h in https))
+
+
+def run_bench(args: Any) -> int:
+    """Entry point of ``encore bench web`` (prints the figures)."""
+    from encore.web.liveserver import LiveServer
+
+    clients = int(getattr(args, "clients", None) or (20 if args.quick else 50))
+    with tempfile.TemporaryDirectory(prefix="encore-bench-web-") as tmp:
+        root = Path(tmp)
+        base, sim = _tiny_models(root / "models")
+        env = {
+            "ENCORE_BASE_MODEL_DIR": str(base),
+            "ENCORE_SIMILARITY_MODEL_DIR": str(sim),
+            "ENCORE_OPEN_SIGNUP": "true",
+            "ENCORE_CLIP_SECONDS": "1.0",
+            "ENCORE_INFERENCE_STEPS": "2",
+            "ENCORE_MIN_LISTEN_SECONDS": "0.5",
+            "ENCORE_MIN_SONG_SECONDS": "1",
+            "ENCORE_BASELINE_PROBABILITY": "0",
+            "ENCORE_TORCH_THREADS": "1",
+            # one address sends everything here: lift the per-address limits
+            "ENCORE_LIMIT_SIGNIN_IP": "100000/60",
+            "ENCORE_LIMIT_UPLOAD_IP": "100000/60",
+            "ENCORE_LIMIT_RATING_IP": "100000/60",
+        }
+        with LiveServer(root / "var", env=env) as server:
+            print(f"server {server.url}; {clients} clients × {CLIPS_PER_CLIENT} clips × "  # noqa: T201
+                  f"({HEARTBEATS_PER_CLIP} listens + 1 rating)")
+            tally, seconds, setup = asyncio.run(_bench(server.url, clients))
+            listens, ratings = _stored_counts(server.data_dir)
+    sent = len(tally.latencies)
+    ms = sorted(x * 1000 for x in tally.latencies)
+    p50 = statistics.median(ms)
+    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    print(f"setup (sign-up, upload, generation): {setup:.1f} s")  # noqa: T201
+    print(f"writes sent: {sent} in {seconds:.2f} s = {sent / seconds:.0f} writes/s")  # noqa: T201
+    print(f"latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms")  # noqa: T201
+    print(f"listens: {tally.listens_ok} accepted, {listens} stored; "  # noqa: T201
+          f"ratings: {tally.ratings_ok} accepted, {ratings} stored")
+    if tally.errors:
+        print(f"errors: {tally.errors}")  # noqa: T201
+    ok = listens == tally.listens_ok and ratings == tally.ratings_ok and not tally.errors
+    print("stored == sent: " + ("yes" if ok else "NO"))  # noqa: T201
+    return 0 if ok else 1

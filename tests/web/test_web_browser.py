@@ -1,0 +1,239 @@
+"""End to end in Debian's Chromium (Playwright) against a real ``encore serve`` with workers.
+
+The server runs tiny seeded models, 2-second clips and a 1-second minimum listen, so the
+whole path — sign up by invitation, upload, make music, play, rate, see it in the report —
+takes seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web_helpers import song_bytes
+
+from encore.web.liveserver import LiveServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--autoplay-policy=no-user-gesture-required",
+]
+MIN_LISTEN = 1.0
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/ensure-system-deps)"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Path]) -> Iterator[LiveServer]:
+    base, sim = tiny_models
+    env = {
+        "ENCORE_BASE_MODEL_DIR": str(base),
+        "ENCORE_SIMILARITY_MODEL_DIR": str(sim),
+        "ENCORE_CLIP_SECONDS": "2.0",
+        "ENCORE_INFERENCE_STEPS": "3",
+        "ENCORE_MIN_LISTEN_SECONDS": str(MIN_LISTEN),
+        "ENCORE_MIN_SONG_SECONDS": "1",
+        "ENCORE_BASELINE_PROBABILITY": "0",
+        "ENCORE_TORCH_THREADS": "1",
+    }
+    with LiveServer(tmp_path_factory.mktemp("live") / "var", env=env) as live:
+        assert live.operator_password, live.log()
+        yield live
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def new_page(browser: Any, server: LiveServer) -> Any:
+    context = browser.new_context(base_url=server.url)
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.js_errors = errors  # checked by the tests: no uncaught script errors
+    return page
+
+
+def sign_in(page: Any, email: str, password: str) -> None:
+    page.goto("/signin")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/(songs|operator/report)$"))
+
+
+@pytest.fixture(scope="module")
+def operator_page(browser: Any, server: LiveServer) -> Any:
+    page = new_page(browser, server)
+    sign_in(page, server.operator_email, server.operator_password)
+    return page
+
+
+def invitation_code(operator_page: Any) -> str:
+    page = operator_page
+    page.goto("/operator/users")
+    page.click("text=Create an invitation code")
+    box = page.locator(".code-box")
+    box.wait_for()
+    return str(box.inner_text()).strip()
+
+
+def sign_up(browser: Any, server: LiveServer, operator_page: Any, name: str) -> Any:
+    code = invitation_code(operator_page)
+    page = new_page(browser, server)
+    page.goto(f"/signup?code={code}")
+    page.fill("#display_name", name)
+    page.fill("#email", f"{name.lower()}@example.org")
+    page.fill("#password", "a-long-password")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/upload$"))
+    return page
+
+
+@pytest.fixture(scope="module")
+def ada(browser: Any, server: LiveServer, operator_page: Any) -> Any:
+    return sign_up(browser, server, operator_page, "Ada")
+
+
+def test_the_whole_loop_in_the_browser(ada: Any, operator_page: Any) -> None:
+    page = ada
+    # --- upload: one song and one file that is not audio, each with its own row
+    page.set_input_files(
+        "#files",
+        files=[
+            {"name": "Sunrise.wav", "mimeType": "audio/wav", "buffer": song_bytes(41, seconds=3.0)},
+            {"name": "notes.mp3", "mimeType": "audio/mpeg", "buffer": b"these are my notes\n" * 40},
+        ],
+    )
+    done = page.locator(".upload-item[data-state=done]")
+    failed = page.locator(".upload-item[data-state=error]")
+    done.wait_for()
+    failed.wait_for()
+    assert "Sunrise.wav" in done.locator(".upload-name").inner_text()
+    assert "Sunrise" in done.locator(".upload-status").inner_text()
+    assert "notes.mp3" in failed.locator(".upload-name").inner_text()
+    error_text = failed.locator(".upload-status").inner_text()
+    assert error_text and "%" not in error_text  # the server's reason, not the progress
+
+    # --- make music: one song → a variation, with the closeness slider
+    page.goto("/songs")
+    page.check("input[name=song]")
+    assert page.locator(".closeness").is_visible()
+    page.fill("#closeness", "0.8")
+    page.click("button.make")
+    page.wait_for_url(re.compile(r"/music/\d+$"))
+    delivery_id = int(page.url.rsplit("/", 1)[1])
+
+    # --- the player appears when the worker is done; the spectrogram shows
+    page.locator(".player").wait_for(state="visible", timeout=60_000)
+    page.wait_for_function("document.querySelector('.spectrogram img').naturalWidth > 0")
+    stars = page.locator(".rating .stars")
+    assert stars.get_attribute("aria-disabled") == "true"
+    assert page.locator("button.rate").is_disabled()
+
+    # --- play: the playhead moves; the rating stays locked until the minimum listen
+    page.click("button.play")
+    page.wait_for_function("document.querySelector('.player audio').currentTime > 0.2")
+    assert stars.get_attribute("aria-disabled") == "true"
+    left = page.evaluate("document.querySelector('.playhead').style.left")
+    assert left.endswith("%") and float(left[:-1]) > 0
+    page.wait_for_function(
+        "document.querySelector('.rating .stars').getAttribute('aria-disabled') === 'false'",
+        timeout=20_000,
+    )
+    played = page.evaluate("document.querySelector('.player audio').currentTime")
+    assert played >= MIN_LISTEN - 0.05  # unlocked only once enough was really played
+
+    # --- rate 4.5 stars with the keyboard
+    stars.focus()
+    page.keyboard.press("End")
+    page.keyboard.press("ArrowLeft")
+    assert stars.get_attribute("aria-valuenow") == "4.5"
+    page.click("button.rate")
+    page.locator(".rating-hint", has_text="You rated this 4.5").wait_for()
+
+    history = page.request.get("/api/history").json()["items"]
+    assert history[0]["delivery_id"] == delivery_id and history[0]["rating"] == 4.5
+    assert page.js_errors == []
+
+    # --- the operator sees it: the CSV has the rating with its listened fraction; the report
+    rows = list(csv.DictReader(io.StringIO(operator_page.request.get("/api/operator/ratings.csv").text())))
+    mine = [r for r in rows if int(r["delivery_id"]) == delivery_id]
+    assert len(mine) == 1 and float(mine[0]["stars"]) == 4.5
+    assert float(mine[0]["listened_fraction"]) >= MIN_LISTEN / 2.0 - 0.01
+    operator_page.goto("/operator/report")
+    assert "4.50" in operator_page.locator("table.table1").first.inner_text()
+    operator_page.wait_for_function("[...document.querySelectorAll('.plots img')].every(i => i.naturalWidth > 0)")
+    assert operator_page.js_errors == []
+
+
+def test_a_listener_cannot_open_another_listeners_song(
+    browser: Any, server: LiveServer, operator_page: Any, ada: Any
+) -> None:
+    songs = ada.request.get("/api/songs").json()["songs"]
+    if not songs:  # this test may run alone
+        ada.request.post(
+            "/api/songs",
+            multipart={"file": {"name": "a.wav", "mimeType": "audio/wav", "buffer": song_bytes(42)}},
+            headers={"x-csrf-token": ada.locator("meta[name=csrf-token]").get_attribute("content")},
+        )
+        songs = ada.request.get("/api/songs").json()["songs"]
+    song_id = songs[0]["id"]
+    bob = sign_up(browser, server, operator_page, "Bob")
+    response = bob.goto(f"/songs/{song_id}")
+    assert response.status == 403
+    assert "belongs to another listener" in bob.locator("#error-message").inner_text()
+    audio = bob.request.get(f"/api/songs/{song_id}/audio")
+    assert audio.status == 403
+
+
+def test_a_cross_site_post_is_refused(browser: Any, server: LiveServer, operator_page: Any) -> None:
+    page = sign_up(browser, server, operator_page, "Carol")
+    evil = (
+        "<!doctype html><form id=f method=post action='" + server.url + "/api/auth/signout'>"
+        "<input name=x value=1></form><script>document.getElementById('f').submit()</script>"
+    )
+    page.route("http://evil.test/**", lambda route: route.fulfill(body=evil, content_type="text/html"))
+    page.goto("http://evil.test/")
+    page.wait_for_url(server.url + "/api/auth/signout")
+    assert "cross-site request refused" in page.content()
+    page.goto("/songs")  # still signed in: the forged sign-out did nothing
+    assert page.url.endswith("/songs")
+    assert page.request.get("/api/me").json()["user"]["display_name"] == "Carol"
+
+
+def test_played_ranges_exclude_skipped_parts(browser: Any, server: LiveServer) -> None:
+    page = new_page(browser, server)
+    page.goto("/signin")
+    result = page.evaluate(
+        """async () => {
+            const { PlayedRanges, merge } = await import('/static/listening.js');
+            const p = new PlayedRanges();
+            p.start(0); p.advance(0.5); p.advance(1.0);
+            p.close();                   // seeking
+            p.start(3); p.advance(3.5);  // resumed after the seek
+            p.advance(0.2);              // jumped back without a seek event (loop)
+            p.advance(0.4);
+            return { ranges: p.ranges(), total: p.total(), merged: merge([[2, 3], [0, 1], [0.5, 2.5]]) };
+        }"""
+    )
+    assert result["ranges"] == [[0, 1], [3, 3.5]]
+    assert result["total"] == pytest.approx(1.5)
+    assert result["merged"] == [[0, 3]]

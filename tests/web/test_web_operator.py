@@ -1,0 +1,122 @@
+"""Operator routes: role checks, users, curation, purge, versions, report, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+
+OPERATOR_GETS = [
+    "/api/operator/users", "/api/operator/dataset", "/api/operator/raters",
+    "/api/operator/versions", "/api/operator/report", "/api/operator/ratings.csv",
+]
+OPERATOR_POSTS = [
+    ("/api/operator/invitations", None), ("/api/operator/curate", None),
+    ("/api/operator/purge", None), ("/api/operator/users/1/active", {"active": False}),
+    ("/api/operator/versions/1/activate", {"ab_weight": 1}),
+    ("/api/operator/versions/1/weight", {"ab_weight": 1}),
+    ("/api/operator/versions/1/retire", None),
+]
+OPERATOR_PAGES = [
+    "/operator/users", "/operator/dataset", "/operator/raters", "/operator/versions",
+    "/operator/report",
+]
+
+
+def test_listeners_cannot_use_operator_routes(listener: TestClient) -> None:
+    for path in OPERATOR_GETS:
+        response = listener.get(path)
+        assert response.status_code == 403, path
+        assert response.json()["error"]["message"] == "this page is for the platform's operators only"
+    for path, body in OPERATOR_POSTS:
+        assert listener.post(path, json=body).status_code == 403, path
+    for path in OPERATOR_PAGES:
+        page = listener.get(path)
+        assert page.status_code == 403 and "operators only" in page.text, path
+
+
+def test_operator_routes_need_sign_in(anon: TestClient) -> None:
+    for path in OPERATOR_GETS:
+        assert anon.get(path).status_code == 401
+    for path in OPERATOR_PAGES:
+        assert anon.get(path, follow_redirects=False).status_code == 303
+
+
+def test_operator_pages_render_when_empty(operator: TestClient) -> None:
+    for path in OPERATOR_PAGES:
+        page = operator.get(path)
+        assert page.status_code == 200, (path, page.text[:500])
+    assert "No counted rating yet" in operator.get("/operator/report").text
+    assert operator.get("/api/operator/report").json() == {"report": None}
+    assert operator.post("/api/operator/purge").json()["removed"] == []
+
+
+def test_versions_activate_weight_retire(operator: TestClient, listener: TestClient, ready_delivery: int) -> None:
+    versions = operator.get("/api/operator/versions").json()["versions"]
+    assert [(v["name"], v["status"], v["ab_weight"]) for v in versions] == [("v0", "active", 1.0)]
+    v0 = versions[0]["id"]
+    weight = operator.post(f"/api/operator/versions/{v0}/weight", json={"ab_weight": 2.5})
+    assert weight.status_code == 200 and weight.json()["version"]["ab_weight"] == 2.5
+    assert operator.post(f"/api/operator/versions/{v0}/weight", json={"ab_weight": -1}).status_code == 422
+    only = operator.post(f"/api/operator/versions/{v0}/retire")
+    assert only.status_code == 409 and "only active version" in only.json()["error"]["message"]
+    assert operator.post("/api/operator/versions/999/activate", json={"ab_weight": 1}).status_code == 404
+    page = operator.get("/operator/versions")
+    assert "v0" in page.text and "2.5" in page.text
+
+
+def _rate(listener: TestClient, delivery_id: int, stars: float) -> None:
+    base = f"/api/deliveries/{delivery_id}"
+    listener.get(f"{base}/audio")
+    time.sleep(0.6)
+    assert listener.post(f"{base}/listens", json={"ranges": [[0, 0.6]]}).json()["rating_allowed"]
+    assert listener.post(f"{base}/rating", json={"stars": stars}).status_code == 201
+
+
+def test_a_rating_reaches_the_report_csv_and_curation(
+    operator: TestClient, listener: TestClient, ready_delivery: int
+) -> None:
+    _rate(listener, ready_delivery, 4.5)
+    built = operator.get("/api/operator/report").json()["report"]
+    assert built is not None
+    overall = built["table"]["overall"]
+    assert [(c["version_id"], c["mean"], c["count"]) for c in overall] == [("v0", 4.5, 1)]
+    assert set(built["by_branch"]) == {"generate"}
+
+    page = operator.get("/operator/report")
+    assert page.status_code == 200
+    assert "4.50" in page.text and "Overall" in page.text
+    plots = [part.split('"')[0] for part in page.text.split('src="/api/operator/report/plots/')[1:]]
+    assert plots, "the report page shows plots"
+    image = operator.get("/api/operator/report/plots/" + plots[0])
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    assert operator.get("/api/operator/report/plots/..%2Fencore.db").status_code == 404
+
+    response = operator.get("/api/operator/ratings.csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "attachment" in response.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 1 and float(rows[0]["stars"]) == 4.5
+    assert float(rows[0]["listened_fraction"]) == pytest.approx(0.6, abs=0.01)
+    assert "@" not in response.text  # raters are pseudonymous
+
+    curated = operator.post("/api/operator/curate")
+    assert curated.status_code == 200 and "clip(s) admitted" in curated.json()["message"]
+    assert operator.get("/operator/dataset").status_code == 200
+    assert operator.get("/operator/raters").status_code == 200
+
+
+def test_users_and_invitations(operator: TestClient, login: Callable[..., TestClient]) -> None:
+    login("carol")
+    users = operator.get("/api/operator/users").json()["users"]
+    assert {u["display_name"] for u in users} >= {"op", "carol"}
+    me = next(u for u in users if u["display_name"] == "op")
+    self_off = operator.post(f"/api/operator/users/{me['id']}/active", json={"active": False})
+    assert self_off.status_code == 409
+    assert operator.post("/api/operator/users/99999/active", json={"active": False}).status_code == 404
+    page = operator.get("/operator/users")
+    assert "carol" in page.text and "Create an invitation code" in page.text
