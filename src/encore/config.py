@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     # The loop (DESIGN.md §2).
     baseline_probability: float = Field(0.25, ge=0.0, le=1.0)
+    # Seeds the web process's decision stream (dispatch, A/B draws, clip seeds) so that a
+    # simulated pilot is reproducible; None (default) draws fresh entropy.
+    random_seed: int | None = None
     min_listen_seconds: float = 5.0
     min_listen_fraction: float = 0.5
 

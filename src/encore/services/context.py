@@ -70,6 +70,7 @@ class ServiceContext:
         sessions = make_session_factory(engine)
         blobs = make_blob_store(settings.resolved_storage_url, **settings.storage_options)
         ctx = cls(settings=settings, engine=engine, sessions=sessions, blobs=blobs)
+        seed = settings.random_seed if seed is None else seed
         if seed is not None:
             ctx._rng = np.random.default_rng(seed)
         if queues is True:
