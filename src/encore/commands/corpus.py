@@ -1,0 +1,99 @@
+"""``encore corpus …``: build the training corpus from the scores music21 ships."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("corpus", help="build and inspect the training corpus")
+    group = parser.add_subparsers(dest="corpus_command", metavar="WHAT")
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 1)[1])
+
+    from encore.corpus.collections import COLLECTIONS
+
+    build = group.add_parser(
+        "build",
+        help="render music21's scores to audio, mel spectrograms and a manifest",
+        description=(
+            "Parse scores of the corpus that music21 ships, convert them to MIDI, render them "
+            "with the General-MIDI soundfont of pretty_midi (tinysoundfont, offline) with "
+            "per-genre instruments, tempo and transposition drawn from the seed, and write "
+            "DIR/audio/*.flac, DIR/mel/*.npy, DIR/mel_config.json, DIR/manifest.jsonl and "
+            "DIR/build.json. Pieces that fail are skipped and counted by reason. Same seed "
+            "and collections give the same manifest."
+        ),
+    )
+    build.add_argument("--out", required=True, type=Path, help="corpus folder DIR")
+    build.add_argument("--hours", type=float, default=10.0,
+                       help="cap on the total audio, balanced across genres (default 10; 0 = no cap)")
+    build.add_argument("--seed", type=int, default=0, help="seed (order, variations, split)")
+    build.add_argument("--workers", type=int, default=2, help="worker processes (default 2; 0 = in-process)")
+    build.add_argument("--collections", nargs="+", metavar="NAME", choices=sorted(COLLECTIONS),
+                       default=None, help=f"collections (default all: {', '.join(COLLECTIONS)})")
+    build.add_argument("--max-piece-seconds", type=float, default=120.0,
+                       help="cap on one piece's audio (default 120)")
+    build.add_argument("--timeout", type=float, default=30.0,
+                       help="time limit per piece in seconds (default 30)")
+    build.add_argument("--heldout", type=float, default=0.1,
+                       help="share of each collection held out, by source file (default 0.1)")
+    build.add_argument("--max-items-per-collection", type=int, default=None,
+                       help="use only this many (seeded) items per collection (quick builds)")
+    build.add_argument("--overwrite", action="store_true", help="replace a corpus already in DIR")
+    build.add_argument("--ready", action="store_true", help="write DIR/READY when the build completes")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(handler=run_build)
+
+    info = group.add_parser("info", help="print a corpus folder's build figures")
+    info.add_argument("dir", type=Path, help="corpus folder")
+    info.set_defaults(handler=run_info)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from encore.corpus.builder import BuildOptions, build_corpus
+    from encore.corpus.manifest import READY_FILE
+
+    options = BuildOptions(
+        hours=args.hours if args.hours and args.hours > 0 else None,
+        seed=args.seed,
+        workers=args.workers,
+        collections=tuple(args.collections) if args.collections else None,
+        max_piece_seconds=args.max_piece_seconds,
+        timeout_seconds=args.timeout,
+        heldout_fraction=args.heldout,
+        max_items_per_collection=args.max_items_per_collection,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    summary = build_corpus(args.out, options)
+    print(_figures(json.loads((args.out / "build.json").read_text())))  # noqa: T201
+    if args.ready:
+        (args.out / READY_FILE).write_text(f"{summary.pieces} pieces, {summary.hours:.2f} h\n")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from encore.corpus.manifest import load_build_summary
+
+    print(_figures(load_build_summary(args.dir)))  # noqa: T201
+    return 0
+
+
+def _figures(build: dict) -> str:
+    lines = [
+        f"{build['pieces']} pieces, {build['hours']:.2f} h of audio, {build['slices']} slices "
+        f"({build['heldout_pieces']} pieces held out) in {build['wall_seconds'] / 60:.1f} min "
+        f"(seed {build['seed']}, {build['items_processed']} of {build['items_total']} items "
+        f"processed)"
+    ]
+    for genre, g in build["per_genre"].items():
+        lines.append(
+            f"  {genre:<14} {int(g['pieces']):5d} pieces ({int(g['heldout_pieces'])} held out) "
+            f"{g['hours']:6.2f} h {int(g['slices']):6d} slices"
+        )
+    failed = build.get("failed_items", sum(build["failures"].values()))
+    lines.append(f"  failures: {failed}" + "".join(
+        f"\n    {reason}: {n}" for reason, n in build["failures"].items()))
+    return "\n".join(lines)
