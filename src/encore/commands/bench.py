@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
 BENCHMARKS: dict[str, str] = {
     "similarity": "encore.similarity.bench:run_bench",
     "vocoder": "encore.audio.bench:run_bench",
+    "generate": "encore.diffusion.bench:run_bench",
     "web": "encore.web.bench:run_bench",
 }
 
@@ -24,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (vocoder)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (vocoder)")
     parser.add_argument("--n-iter", type=int, default=None, help="Griffin-Lim iterations (vocoder)")
+    parser.add_argument("--model", type=Path, default=None, help="model folder (generate)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (generate)")
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (web)")
     parser.set_defaults(handler=run)
 

@@ -1,0 +1,175 @@
+"""``encore generate``: a clip from noise, a variation of one song, or a merge of several.
+
+::
+
+    encore generate --out clip.wav                            # from noise, shipped model
+    encore generate --from song.mp3 --strength 0.6 --out v.ogg
+    encore generate --from a.wav b.flac --weights 0.7 0.3 --out m.wav --seconds 8
+
+Writes the audio (wav, flac or ogg by the extension; peak-normalised to 0.95) and the
+spectrogram as a PNG beside it (same name, ``.png``; low frequencies at the bottom).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from encore.errors import InvalidInput, NotFound
+
+AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate a clip (from noise, a variation of a song, or a merge of songs)",
+        description="No --from: a new clip from noise. One song: a variation. "
+        "Several: a merge (DDIM inversion of each, SLERP of the noises, denoising).",
+    )
+    p.add_argument("--model", type=Path, help="model folder (default: the shipped base model)")
+    p.add_argument("--out", type=Path, required=True, help="output audio file (.wav, .flac, .ogg)")
+    p.add_argument(
+        "--from", dest="songs", nargs="+", type=Path, default=[], metavar="SONG", help="input songs"
+    )
+    p.add_argument(
+        "--strength", type=float, default=None, help="variation strength in [0, 1] (default 0.7)"
+    )
+    p.add_argument("--weights", type=float, nargs="+", help="merge weights, one per song")
+    p.add_argument("--seconds", type=float, default=None, help="clip length (default 5.9)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (default 0)")
+    p.add_argument("--offset", type=float, default=None, help="start of the song window (s)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
+    p.add_argument(
+        "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="autocast"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=run)
+
+
+def _check_args(args: argparse.Namespace, settings: object) -> None:
+    """Validate everything cheap before loading a model."""
+    suffix = args.out.suffix.lower()
+    if suffix not in AUDIO_FORMATS:
+        raise InvalidInput(
+            f"--out {args.out}: unknown audio extension {suffix or '(none)'!r}; "
+            f"use one of {', '.join(AUDIO_FORMATS)}"
+        )
+    if not args.out.parent.is_dir():
+        raise NotFound(f"--out {args.out}: folder {args.out.parent} does not exist")
+    if args.strength is not None:
+        if not (math.isfinite(args.strength) and 0.0 <= args.strength <= 1.0):
+            raise InvalidInput(f"--strength {args.strength} must be in [0, 1]")
+        if len(args.songs) != 1:
+            raise InvalidInput(f"--strength {args.strength} applies to one --from song only")
+    if not (math.isfinite(args.eta) and 0.0 <= args.eta <= 1.0):
+        raise InvalidInput(f"--eta {args.eta} must be in [0, 1]")
+    if args.seconds is not None and not (math.isfinite(args.seconds) and 0 < args.seconds <= 60):
+        raise InvalidInput(f"--seconds {args.seconds} must be in (0, 60]")
+    if args.steps is not None and not 1 <= args.steps <= 1000:
+        raise InvalidInput(f"--steps {args.steps} must be in [1, 1000]")
+    if args.seed < 0:
+        raise InvalidInput(f"--seed {args.seed} must be >= 0")
+    if args.weights is not None:
+        if len(args.songs) < 2:
+            raise InvalidInput(f"--weights {args.weights} needs at least two --from songs")
+        if len(args.weights) != len(args.songs):
+            raise InvalidInput(
+                f"--weights {args.weights}: {len(args.weights)} weights for {len(args.songs)} songs"
+            )
+    if args.model is not None and not args.model.is_dir():
+        raise NotFound(f"--model {args.model} does not exist")
+    for song in args.songs:
+        if not song.is_file():
+            raise NotFound(f"--from {song}: no such file")
+
+
+def _save_png(image, path: Path) -> None:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    Image.fromarray(image[::-1].copy(), mode="L").save(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from encore.config import get_settings
+
+    settings = get_settings()
+    _check_args(args, settings)
+
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from encore.diffusion.engine import Engine, peak_normalise
+
+    seconds = args.seconds if args.seconds is not None else settings.clip_seconds
+    steps = args.steps if args.steps is not None else settings.inference_steps
+    strength = args.strength if args.strength is not None else settings.default_strength
+    engine = Engine(args.model, device=args.device, precision=args.precision)
+    # Decode the songs before the model runs: a bad file fails fast with its name.
+    songs = [engine.load_song(s) for s in args.songs]
+
+    bar = tqdm(total=1, unit="step", disable=args.no_progress, dynamic_ncols=True, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.reset(total=total)
+        bar.n = done
+        bar.refresh()
+
+    start = time.perf_counter()
+    try:
+        if not songs:
+            bar.set_description("generate")
+            clip = engine.generate(seconds, args.seed, steps, eta=args.eta, callback=progress)
+        elif len(songs) == 1:
+            bar.set_description("vary")
+            clip = engine.vary(
+                songs[0],
+                strength,
+                args.seed,
+                steps,
+                seconds=seconds,
+                eta=args.eta,
+                offset=args.offset,
+                input_id=str(args.songs[0]),
+                callback=progress,
+            )
+        else:
+            bar.set_description("merge")
+            clip = engine.merge(
+                songs,
+                args.weights,
+                args.seed,
+                steps,
+                seconds=seconds,
+                eta=args.eta,
+                offsets=[args.offset] * len(songs) if args.offset is not None else None,
+                input_ids=[str(s) for s in args.songs],
+                callback=progress,
+            )
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - start
+
+    out: Path = args.out
+    sf.write(
+        out,
+        peak_normalise(clip.audio[0]),
+        clip.sample_rate,
+        format=AUDIO_FORMATS[out.suffix.lower()],
+    )
+    png = out.with_suffix(".png")
+    _save_png(clip.images[0], png)
+    params = {k: v for k, v in clip.params.items() if k not in ("height",)}
+    print(  # noqa: T201
+        f"wrote {out} ({clip.seconds:.2f} s at {clip.sample_rate} Hz) and {png} "
+        f"in {elapsed:.1f} s with model {clip.params['model']}"
+    )
+    print(json.dumps(params, sort_keys=True), file=sys.stdout)  # noqa: T201
+    return 0

@@ -1,0 +1,422 @@
+"""The high-level engine: audio in, audio out.
+
+::
+
+    from encore.diffusion import Engine
+
+    engine = Engine()                        # the shipped base model, best device
+    clip = engine.generate(seconds=5.9, seed=1)
+    clip = engine.vary("song.mp3", strength=0.7, seed=2)
+    clip = engine.merge(["a.wav", "b.ogg"], weights=[0.6, 0.4], seed=3)
+    clip.audio[0], clip.sample_rate, clip.images[0], clip.params
+
+Songs are decoded by :func:`encore.audio.decode.load_audio` at the model's sample rate; one
+window of the requested length is taken from the *body* of the song (:func:`choose_offset`)
+and turned into a spectrogram image by the model's mel codec at the canvas width. Clips
+longer than the model's training crops come from a wider canvas: the UNet is convolutional,
+so it is simply run on ``width`` frames (the frames for ``seconds`` plus one, rounded up to
+the denoiser's ``width_multiple``). The image is vocoded by encore's Griffin-Lim
+(:class:`encore.audio.vocoder.GriffinLim`, a fixed phase seed, so a clip's audio is as
+reproducible as its image) and the audio is cut to exactly ``seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from encore.audio.mel import MelConfig
+from encore.diffusion import sampling
+from encore.diffusion.device import configure_threads
+from encore.diffusion.folder import LoadedModel, load_model_folder
+from encore.diffusion.sampling import ProgressCallback, SampleResult
+from encore.errors import AudioTooShort, InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
+
+AudioInput = str | Path | bytes | np.ndarray
+"""A song: a file path, the file's bytes, or mono float audio at the model's sample rate."""
+
+#: Step of the search for the loudest window (seconds).
+OFFSET_SEARCH_STEP = 0.5
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Generated clips with everything needed to make them again.
+
+    Attributes
+    ----------
+    images : np.ndarray
+        uint8 spectrograms, ``(B, H, frames)``; row 0 is the lowest mel band.
+    audio : np.ndarray
+        float32, ``(B, n_samples)`` at ``sample_rate``, ``n_samples = round(seconds · sr)``;
+        not loudness-normalised (as the reference; use :func:`peak_normalise` to play).
+    sample_rate : int
+    params : dict
+        :class:`~encore.diffusion.sampling.SampleParams` as a dict, plus ``seconds``,
+        ``model`` (its name), ``offsets`` (seconds into each input song), ``vocoder``.
+    """
+
+    images: np.ndarray = field(repr=False)
+    audio: np.ndarray = field(repr=False)
+    sample_rate: int
+    params: dict[str, Any]
+
+    @property
+    def seconds(self) -> float:
+        return self.audio.shape[-1] / self.sample_rate
+
+
+def peak_normalise(audio: np.ndarray, peak: float = 0.95) -> np.ndarray:
+    """Scale each clip (last axis) so its peak is ``peak`` (silent clips are left as they are)."""
+    a = np.asarray(audio, dtype=np.float32)
+    m = np.max(np.abs(a), axis=-1, keepdims=True)
+    return np.where(m > 0, a * (peak / np.maximum(m, 1e-12)), a).astype(np.float32)
+
+
+def canvas_width(seconds: float, mel: MelConfig, multiple: int) -> tuple[int, int]:
+    """Frames needed for ``seconds`` of audio and the canvas width that holds them.
+
+    Returns
+    -------
+    (frames, width)
+        ``frames`` columns vocode to at least ``seconds`` of audio
+        (``(frames − 1) · hop ≥ seconds · sr``); ``width`` is ``frames`` rounded up to
+        ``multiple``.
+    """
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+        raise InvalidInput(f"seconds={seconds!r} must be a positive number")
+    frames = mel.frames_for_seconds(seconds) + 1
+    width = -(-frames // multiple) * multiple
+    return frames, width
+
+
+def choose_offset(
+    y: np.ndarray, window: int, sr: int, step_seconds: float = OFFSET_SEARCH_STEP
+) -> int:
+    """Start sample of the window of ``window`` samples to condition on.
+
+    The window with the highest median short-time energy, searched every ``step_seconds``:
+    that is the body of the song rather than a silent or sparse intro or outro. Songs
+    shorter than the window start at 0 (and are zero-padded by the codec).
+    """
+    n = y.shape[0]
+    if n <= window:
+        return 0
+    frame = max(1, sr // 20)  # 50 ms energy frames
+    n_frames = n // frame
+    energy = np.square(y[: n_frames * frame].reshape(n_frames, frame)).mean(axis=1)
+    per_window = max(1, window // frame)
+    step = max(1, int(round(step_seconds * sr / frame)))
+    best, best_score = 0, -1.0
+    for start in range(0, n_frames - per_window + 1, step):
+        score = float(np.median(energy[start : start + per_window]))
+        if score > best_score:
+            best, best_score = start, score
+    return min(best * frame, n - window)
+
+
+class Engine:
+    """Generate, vary and merge audio clips with one model.
+
+    Parameters
+    ----------
+    model : path or LoadedModel, optional
+        A model folder (``None``: ``Settings.base_model_dir``, the shipped base model) or a
+        model already in memory.
+    device : str, optional
+        ``"auto"`` / ``None`` (``Settings.device``), ``"cpu"``, ``"cuda"``, ``"mps"``.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast of the UNet (``"auto"``: bf16 on CPUs with native bf16, fp16 on CUDA).
+    vocoder_iters : int, optional
+        Griffin-Lim iterations (the vocoder's default when omitted).
+
+    Raises
+    ------
+    NotFound
+        If the model folder does not exist (the message names the path).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | LoadedModel | None = None,
+        *,
+        device: str | None = None,
+        precision: str = "auto",
+        vocoder_iters: int | None = None,
+    ) -> None:
+        from encore.config import get_settings
+
+        settings = get_settings()
+        configure_threads(settings.torch_threads)
+        if isinstance(model, LoadedModel):
+            self.model = model
+        else:
+            path = Path(model) if model is not None else settings.base_model_dir
+            if not path.is_dir():
+                hint = (
+                    " (the shipped base model has not been installed; train one with "
+                    "`encore train base` or pass --model)"
+                    if model is None
+                    else ""
+                )
+                raise NotFound(f"model folder {path} does not exist{hint}")
+            dev = device if device not in (None, "auto") else settings.device
+            self.model = load_model_folder(path, device=dev)
+        self.precision = precision
+        self.vocoder_iters = vocoder_iters
+        self._vocoder: Any = None
+
+    # -- audio <-> images ----------------------------------------------------------------
+
+    @property
+    def mel(self) -> MelConfig:
+        return self.model.mel_config
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
+
+    def canvas(self, seconds: float) -> tuple[int, int]:
+        """``(frames, width)`` for a clip of ``seconds`` (see :func:`canvas_width`)."""
+        return canvas_width(seconds, self.mel, self.model.denoiser.width_multiple)
+
+    def load_song(self, song: AudioInput) -> np.ndarray:
+        """Decode a song to mono float32 at the model's sample rate."""
+        if isinstance(song, np.ndarray):
+            y = np.asarray(song, dtype=np.float32)
+            if y.ndim != 1:
+                raise InvalidInput(f"audio arrays must be mono (n_samples,), got shape {y.shape}")
+            if not np.isfinite(y).all():
+                raise InvalidInput("audio array contains NaN or infinite samples")
+            return y
+        from encore.audio.decode import load_audio
+
+        if isinstance(song, str | Path) and not Path(song).is_file():
+            raise NotFound(f"song file {song} does not exist")
+        return load_audio(song, sr=self.sample_rate, max_seconds=None)
+
+    def song_image(
+        self, song: AudioInput, seconds: float, *, offset: float | None = None
+    ) -> tuple[np.ndarray, float]:
+        """The spectrogram of one window of a song at the canvas width.
+
+        Parameters
+        ----------
+        song : path, bytes or np.ndarray
+        seconds : float
+            Clip length; the window covers the whole canvas.
+        offset : float, optional
+            Start of the window in seconds (default: :func:`choose_offset`).
+
+        Returns
+        -------
+        (image, offset)
+            uint8 ``(H, width)`` and the offset used, in seconds.
+        """
+        from encore.audio.mel import audio_slice_to_image
+
+        _, width = self.canvas(seconds)
+        cfg = self.mel.replace(x_res=width)
+        y = self.load_song(song)
+        window = cfg.slice_samples
+        if y.shape[0] < self.mel.hop_length * 2:
+            raise AudioTooShort(f"song has {y.shape[0]} samples, too short for a spectrogram")
+        if offset is None:
+            start = choose_offset(y, window, self.sample_rate)
+        else:
+            if not (math.isfinite(offset) and offset >= 0):
+                raise InvalidInput(f"offset={offset!r} must be a non-negative number of seconds")
+            start = int(round(offset * self.sample_rate))
+            if start >= y.shape[0]:
+                raise InvalidInput(
+                    f"offset={offset} s is past the end of the song ({y.shape[0] / self.sample_rate:.2f} s)"
+                )
+        image = audio_slice_to_image(y[start : start + window], cfg)
+        return image, start / self.sample_rate
+
+    def vocoder(self) -> Any:
+        """The Griffin-Lim vocoder for this model's mel settings (built once)."""
+        if self._vocoder is None:
+            from encore.audio.vocoder import GriffinLim
+
+            kwargs: dict[str, Any] = {"device": str(self.model.device), "seed": 0}
+            if self.vocoder_iters is not None:
+                kwargs["n_iter"] = self.vocoder_iters
+            self._vocoder = GriffinLim(self.mel, **kwargs)
+        return self._vocoder
+
+    def to_audio(self, images: np.ndarray, seconds: float | None = None) -> np.ndarray:
+        """uint8 images ``(B, H, W)`` → float32 audio ``(B, n)``, cut to ``seconds``."""
+        from encore.audio.mel import image_to_audio
+
+        audio = image_to_audio(np.asarray(images), self.mel, vocoder=self.vocoder())
+        audio = np.atleast_2d(audio)
+        if seconds is not None:
+            n = int(round(seconds * self.sample_rate))
+            if audio.shape[-1] < n:
+                audio = np.pad(audio, ((0, 0), (0, n - audio.shape[-1])))
+            audio = audio[:, :n]
+        return np.ascontiguousarray(audio, dtype=np.float32)
+
+    def _clip(self, result: SampleResult, seconds: float, frames: int, **extra: Any) -> Clip:
+        from encore.audio.mel import unit_to_images
+
+        images = unit_to_images(result.images[:, 0, :, :frames]).numpy()
+        audio = self.to_audio(images, seconds)
+        params = result.params.to_dict()
+        vocoder = self.vocoder()
+        params.update(
+            seconds=float(seconds),
+            frames=frames,
+            model=self.model.name,
+            vocoder={"n_iter": vocoder.n_iter, "seed": vocoder.seed},
+            **extra,
+        )
+        return Clip(images=images, audio=audio, sample_rate=self.sample_rate, params=params)
+
+    # -- the three operations ------------------------------------------------------------
+
+    def generate(
+        self,
+        seconds: float = 5.9,
+        seed: int | Sequence[int] = 0,
+        steps: int = 50,
+        *,
+        eta: float = 0.0,
+        batch: int = 1,
+        callback: ProgressCallback | None = None,
+    ) -> Clip:
+        """New clips from noise.
+
+        Parameters
+        ----------
+        seconds : float
+            Clip length.
+        seed : int or sequence of int
+            Seed of clip 0 (clip i gets ``seed + i``) or one per clip.
+        steps : int
+            DDIM steps.
+        eta : float
+            DDIM η in [0, 1].
+        batch : int
+            Number of clips.
+        callback : callable, optional
+            ``callback(done, total)`` after every UNet evaluation.
+        """
+        frames, width = self.canvas(seconds)
+        result = sampling.generate(
+            self.model,
+            batch=batch,
+            width=width,
+            seed=seed,
+            steps=steps,
+            eta=eta,
+            precision=self.precision,
+            callback=callback,
+        )
+        return self._clip(result, seconds, frames)
+
+    def vary(
+        self,
+        audio: AudioInput,
+        strength: float = 0.7,
+        seed: int | Sequence[int] = 0,
+        steps: int = 50,
+        *,
+        seconds: float = 5.9,
+        eta: float = 0.0,
+        offset: float | None = None,
+        batch: int = 1,
+        input_id: str = "",
+        callback: ProgressCallback | None = None,
+    ) -> Clip:
+        """Variations of one song.
+
+        Parameters
+        ----------
+        audio : path, bytes or np.ndarray
+            The song.
+        strength : float
+            In [0, 1]: the fraction of the DDIM trajectory re-run (0 = the song's own
+            spectrogram, 1 = unrelated new music).
+        offset : float, optional
+            Where in the song the window starts, seconds (default: its loudest part).
+        batch : int
+            Number of variations (seeds ``seed, seed + 1, …``).
+        input_id : str
+            Recorded in ``params["input_ids"]``.
+        seed, steps, seconds, eta, callback
+            As :meth:`generate`.
+        """
+        if not (isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0):
+            raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+        frames, _ = self.canvas(seconds)
+        image, used = self.song_image(audio, seconds, offset=offset)
+        images = torch.from_numpy(np.repeat(image[None, None], batch, axis=0))
+        result = sampling.vary(
+            self.model,
+            images,
+            strength=float(strength),
+            seed=seed,
+            steps=steps,
+            eta=eta,
+            precision=self.precision,
+            callback=callback,
+            input_ids=(input_id,) if input_id else (),
+        )
+        return self._clip(result, seconds, frames, offsets=[used])
+
+    def merge(
+        self,
+        audios: Sequence[AudioInput],
+        weights: Sequence[float] | None = None,
+        seed: int | Sequence[int] = 0,
+        steps: int = 50,
+        *,
+        seconds: float = 5.9,
+        eta: float = 0.0,
+        offsets: Sequence[float | None] | None = None,
+        input_ids: Sequence[str] = (),
+        callback: ProgressCallback | None = None,
+    ) -> Clip:
+        """One clip from N ≥ 2 songs: DDIM-invert each, SLERP the noises, denoise.
+
+        Parameters
+        ----------
+        audios : sequence
+            The songs (paths, bytes or arrays).
+        weights : sequence of float, optional
+            Non-negative weights (normalised); equal when omitted.
+        offsets : sequence, optional
+            Window start per song in seconds (None entries: the loudest part).
+        seed, steps, seconds, eta, callback
+            As :meth:`generate` (with η = 0 the seed does not matter).
+        """
+        if len(audios) < 2:
+            raise InvalidInput(f"merge needs at least 2 songs, got {len(audios)}")
+        offs = list(offsets) if offsets is not None else [None] * len(audios)
+        if len(offs) != len(audios):
+            raise InvalidInput(f"got {len(offs)} offsets for {len(audios)} songs")
+        frames, _ = self.canvas(seconds)
+        pairs = [self.song_image(a, seconds, offset=o) for a, o in zip(audios, offs, strict=True)]
+        result = sampling.merge(
+            self.model,
+            [torch.from_numpy(img[None, None]) for img, _ in pairs],
+            weights=weights,
+            steps=steps,
+            seed=seed,
+            eta=eta,
+            precision=self.precision,
+            callback=callback,
+            input_ids=tuple(input_ids),
+        )
+        return self._clip(result, seconds, frames, offsets=[o for _, o in pairs])

@@ -1,0 +1,619 @@
+"""DDIM sampling over spectrogram images: generate, vary, invert, merge.
+
+These functions work on images as float tensors ``(B, 1, H, W)`` in [-1, 1] (``H`` = the
+model's mel bins, ``W`` = frames, a multiple of the denoiser's ``width_multiple``). Audio in
+and out is the job of :mod:`encore.diffusion.engine`.
+
+The maths is diffusers': :class:`~diffusers.DDIMScheduler` (``set_timesteps``, ``step``,
+``add_noise``) for denoising and :class:`~diffusers.DDIMInverseScheduler` for inversion, and
+the loop is the one of :class:`~diffusers.DDIMPipeline` (``tests`` check that they agree to
+1e-4 in fp32).
+
+Reproducibility
+---------------
+Every batch item ``i`` has its own seed ``seeds[i]`` (an ``int`` seed expands to
+``seed, seed + 1, …``) and its own CPU ``torch.Generator``. The starting noise is that
+generator's first ``randn(1, 1, H, W)``; with ``eta > 0`` each step draws the next one. So an
+item's noise does not depend on its batch or device, and the :class:`SampleParams` returned
+with every result are enough to regenerate it bit for bit on the same machine
+(:func:`replay`).
+
+Strength (``vary``)
+-------------------
+``strength ∈ [0, 1]`` is the fraction of the DDIM trajectory that is re-run:
+``k = round(strength · steps)`` steps, starting at index ``start_step = steps − k`` of the
+scheduler's timesteps. The input is noised to ``timesteps[start_step]``
+(``√ᾱ·x + √(1−ᾱ)·ε``) and denoised from there. ``k = 0`` returns the input unchanged;
+``k = steps`` starts from the noise ε itself, i.e. it *is* :func:`generate` with the same
+seed. (audio-diffusion's ``start_step`` counts the other way: ``start_step = steps − k``;
+it also noises one step further than it starts denoising, which encore does not.)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from encore.diffusion.device import autocast_dtype, maybe_autocast
+from encore.diffusion.folder import LoadedModel
+from encore.diffusion.slerp import slerp_n, validate_weights
+from encore.errors import ConfigurationError, InvalidInput
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``callback(done, total)`` after every UNet evaluation."""
+
+KINDS = ("generate", "vary", "invert", "merge")
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """Everything that determines a result (with the model and the input images).
+
+    Attributes
+    ----------
+    kind : {"generate", "vary", "invert", "merge"}
+    seeds : tuple of int
+        One per batch item.
+    steps : int
+        DDIM steps of the full trajectory.
+    eta : float
+        DDIM η (0 = deterministic, 1 = DDPM-like).
+    strength : float or None
+        ``vary`` only: the requested strength.
+    start_step : int
+        Index into the scheduler's timesteps where denoising started (0 = from noise;
+        ``steps`` = nothing was re-run).
+    height, width : int
+        Image size (mel bins, frames).
+    precision : str
+        ``"fp32"``, ``"bf16"`` or ``"fp16"``: the autocast actually used.
+    weights : tuple of float or None
+        ``merge`` only: normalised weights of the inputs.
+    input_ids : tuple of str
+        Caller-supplied identifiers of the inputs (song ids, slice choices), passed through.
+    """
+
+    kind: str
+    seeds: tuple[int, ...]
+    steps: int
+    eta: float
+    height: int
+    width: int
+    precision: str = "fp32"
+    strength: float | None = None
+    start_step: int = 0
+    weights: tuple[float, ...] | None = None
+    input_ids: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seeds"] = list(self.seeds)
+        d["weights"] = list(self.weights) if self.weights is not None else None
+        d["input_ids"] = list(self.input_ids)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SampleParams:
+        d = dict(data)
+        d["seeds"] = tuple(d["seeds"])
+        if d.get("weights") is not None:
+            d["weights"] = tuple(d["weights"])
+        d["input_ids"] = tuple(d.get("input_ids", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """Images (or, for ``invert``, noise) with the parameters that made them.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        ``(B, 1, H, W)`` float32 on the CPU; clamped to [-1, 1] except for ``invert``.
+    params : SampleParams
+    """
+
+    images: torch.Tensor = field(repr=False)
+    params: SampleParams
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _seeds(seed: int | Sequence[int], batch: int) -> tuple[int, ...]:
+    if isinstance(seed, int):
+        if batch < 1:
+            raise InvalidInput(f"batch={batch} must be >= 1")
+        seeds = tuple(seed + i for i in range(batch))
+    else:
+        seeds = tuple(int(s) for s in seed)
+        if len(seeds) != batch:
+            raise InvalidInput(f"got {len(seeds)} seeds {list(seeds)} for a batch of {batch}")
+    for s in seeds:
+        if not 0 <= s < 2**63:
+            raise InvalidInput(f"seed {s} must be in [0, 2**63)")
+    return seeds
+
+
+def _check_steps(steps: int, eta: float, scheduler: Any) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise InvalidInput(f"steps={steps!r} must be a positive integer")
+    if steps > scheduler.config.num_train_timesteps:
+        raise InvalidInput(
+            f"steps={steps} exceeds the model's {scheduler.config.num_train_timesteps} "
+            "training timesteps"
+        )
+    if not 0.0 <= float(eta) <= 1.0:
+        raise InvalidInput(f"eta={eta!r} must be in [0, 1]")
+
+
+def _scheduler(model: LoadedModel, steps: int, eta: float = 0.0) -> Any:
+    """A fresh DDIM scheduler (the model's is a shared template) with timesteps set."""
+    from diffusers import DDIMScheduler
+
+    _check_steps(steps, eta, model.scheduler)
+    sched = DDIMScheduler.from_config(model.scheduler.config)
+    sched.set_timesteps(steps)
+    return sched
+
+
+def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+
+
+def _randn(
+    gens: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    """One ``randn(1, *shape)`` per generator, concatenated, moved to ``device``."""
+    return torch.cat([torch.randn((1, *shape), generator=g) for g in gens]).to(device)
+
+
+def _precision(model: LoadedModel, precision: str) -> tuple[torch.dtype | None, str]:
+    dtype = autocast_dtype(model.device, precision)
+    name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return dtype, name
+
+
+def _check_width(model: LoadedModel, width: int) -> None:
+    m = model.denoiser.width_multiple
+    if width < m or width % m:
+        raise InvalidInput(f"width={width} frames must be a positive multiple of {m}")
+
+
+def as_model_images(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
+    """Validate spectrogram images and return them as float32 in [-1, 1] on the model's device.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(B, 1, H, W)`` or ``(B, H, W)``; uint8 grey levels (0…255) or floats in [-1, 1].
+    """
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise InvalidInput(f"expected images of shape (B, 1, H, W), got {tuple(images.shape)}")
+    height = model.mel_config.y_res
+    if images.shape[2] != height:
+        raise InvalidInput(
+            f"images have {images.shape[2]} mel bins, the model {model.name!r} uses {height}"
+        )
+    _check_width(model, images.shape[3])
+    if images.dtype == torch.uint8:
+        images = images.float() / 127.5 - 1.0
+    else:
+        images = images.float()
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+            raise InvalidInput(f"float images must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}]")
+    return images.to(model.device)
+
+
+@torch.inference_mode()
+def _denoise(
+    model: LoadedModel,
+    sample: torch.Tensor,
+    sched: Any,
+    timesteps: torch.Tensor,
+    *,
+    eta: float,
+    gens: Sequence[torch.Generator],
+    amp: torch.dtype | None,
+    callback: ProgressCallback | None,
+    done: int = 0,
+    total: int | None = None,
+) -> torch.Tensor:
+    """The DDIM loop of ``DDIMPipeline.__call__`` (predict ε, then ``scheduler.step``)."""
+    total = total if total is not None else done + len(timesteps)
+    denoiser = model.denoiser
+    shape = tuple(sample.shape[1:])
+    for t in timesteps:
+        # 1. predict the noise ε_θ(x_t, t)
+        with maybe_autocast(sample.device, amp):
+            eps = denoiser(sample, t)
+        eps = eps.float()
+        # 2. x_t -> x_{t-1} (plus η-scaled noise from each item's own generator)
+        noise = _randn(gens, shape, sample.device) if eta > 0 else None
+        sample = sched.step(eps, t, sample, eta=eta, variance_noise=noise).prev_sample
+        done += 1
+        if callback is not None:
+            callback(done, total)
+    return sample
+
+
+# -- the four operations --------------------------------------------------------------------
+
+
+def generate(
+    model: LoadedModel,
+    *,
+    batch: int = 1,
+    width: int | None = None,
+    seed: int | Sequence[int] = 0,
+    steps: int = 50,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+    precision: str = "fp32",
+    callback: ProgressCallback | None = None,
+    input_ids: Sequence[str] = (),
+) -> SampleResult:
+    """Generate spectrograms from noise.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    batch : int
+        Number of images (ignored when ``noise`` is given).
+    width : int, optional
+        Frames; a multiple of ``model.denoiser.width_multiple``. Defaults to the model's
+        ``mel_config.x_res``.
+    seed : int or sequence of int
+        Seed of item 0 (item i gets ``seed + i``), or one seed per item.
+    steps : int
+        DDIM steps.
+    eta : float
+        DDIM η in [0, 1].
+    noise : torch.Tensor, optional
+        ``(B, 1, H, W)`` starting noise (e.g. from :func:`invert`) instead of seeded noise;
+        the seeds then only drive the η noise.
+    precision : {"fp32", "auto", "bf16", "fp16"}
+        Autocast for the UNet (see :func:`encore.diffusion.device.autocast_dtype`).
+    callback : callable, optional
+        ``callback(done, total)`` after each UNet evaluation.
+    input_ids : sequence of str
+        Recorded in the result's params.
+
+    Returns
+    -------
+    SampleResult
+        Images in [-1, 1], ``(B, 1, H, W)``.
+    """
+    sched = _scheduler(model, steps, eta)
+    height = model.mel_config.y_res
+    if noise is not None:
+        noise = noise.float()
+        if noise.ndim != 4 or noise.shape[1:3] != (1, height):
+            raise InvalidInput(f"noise must be (B, 1, {height}, W), got {tuple(noise.shape)}")
+        batch, width = noise.shape[0], noise.shape[3]
+    width = int(width if width is not None else model.mel_config.x_res)
+    _check_width(model, width)
+    seeds = _seeds(seed, batch)
+    gens = _generators(seeds)
+    amp, prec = _precision(model, precision)
+    if noise is None:
+        sample = _randn(gens, (1, height, width), model.device)
+    else:
+        sample = noise.to(model.device)
+    sample = sample * sched.init_noise_sigma
+    out = _denoise(
+        model, sample, sched, sched.timesteps, eta=eta, gens=gens, amp=amp, callback=callback
+    )
+    params = SampleParams(
+        kind="generate",
+        seeds=seeds,
+        steps=steps,
+        eta=float(eta),
+        height=height,
+        width=width,
+        precision=prec,
+        input_ids=tuple(input_ids),
+    )
+    return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+
+
+def start_step_for(strength: float, steps: int) -> int:
+    """Index of the first re-run timestep for ``strength`` (``steps − round(strength·steps)``)."""
+    s = float(strength)
+    if not 0.0 <= s <= 1.0:
+        raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+    return steps - int(round(s * steps))
+
+
+def vary(
+    model: LoadedModel,
+    images: torch.Tensor,
+    *,
+    strength: float = 0.7,
+    seed: int | Sequence[int] = 0,
+    steps: int = 50,
+    eta: float = 0.0,
+    precision: str = "fp32",
+    callback: ProgressCallback | None = None,
+    input_ids: Sequence[str] = (),
+) -> SampleResult:
+    """Variations of spectrograms: noise to an intermediate DDIM step, denoise from there.
+
+    Parameters
+    ----------
+    model : LoadedModel
+    images : torch.Tensor
+        ``(B, 1, H, W)`` uint8 or float in [-1, 1] (see :func:`as_model_images`).
+    strength : float
+        In [0, 1], the fraction of the trajectory re-run (module docstring). 0 returns the
+        input; 1 equals :func:`generate` with the same seed.
+    seed, steps, eta, precision, callback, input_ids
+        As :func:`generate`.
+
+    Returns
+    -------
+    SampleResult
+        ``params.start_step`` records where denoising started.
+    """
+    x0 = as_model_images(model, images)
+    sched = _scheduler(model, steps, eta)
+    start = start_step_for(strength, steps)
+    batch, _, height, width = x0.shape
+    seeds = _seeds(seed, batch)
+    gens = _generators(seeds)
+    amp, prec = _precision(model, precision)
+    noise = _randn(gens, (1, height, width), model.device)
+    timesteps = sched.timesteps[start:]
+    if start == steps:
+        out = x0
+    elif start == 0:
+        out = _denoise(
+            model,
+            noise * sched.init_noise_sigma,
+            sched,
+            timesteps,
+            eta=eta,
+            gens=gens,
+            amp=amp,
+            callback=callback,
+        )
+    else:
+        noisy = sched.add_noise(x0, noise, timesteps[:1].repeat(batch))
+        out = _denoise(
+            model, noisy, sched, timesteps, eta=eta, gens=gens, amp=amp, callback=callback
+        )
+    params = SampleParams(
+        kind="vary",
+        seeds=seeds,
+        steps=steps,
+        eta=float(eta),
+        height=height,
+        width=width,
+        precision=prec,
+        strength=float(strength),
+        start_step=start,
+        input_ids=tuple(input_ids),
+    )
+    return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+
+
+def _inverse_scheduler(model: LoadedModel, steps: int) -> Any:
+    from diffusers import DDIMInverseScheduler
+
+    spacing = model.scheduler.config.get("timestep_spacing", "leading")
+    if spacing not in ("leading", "trailing"):
+        raise ConfigurationError(
+            f"DDIM inversion needs 'leading' or 'trailing' timestep spacing, the model "
+            f"{model.name!r} uses {spacing!r}"
+        )
+    # No clipping of x̂₀ while inverting: clipping is not invertible.
+    inv = DDIMInverseScheduler.from_config(model.scheduler.config, clip_sample=False)
+    inv.set_timesteps(steps)
+    return inv
+
+
+@torch.inference_mode()
+def _invert(
+    model: LoadedModel,
+    x0: torch.Tensor,
+    steps: int,
+    *,
+    amp: torch.dtype | None,
+    callback: ProgressCallback | None,
+    total: int | None = None,
+) -> torch.Tensor:
+    inv = _inverse_scheduler(model, steps)
+    sample = x0
+    total = total if total is not None else steps
+    for i, t in enumerate(inv.timesteps):
+        with maybe_autocast(sample.device, amp):
+            eps = model.denoiser(sample, t)
+        sample = inv.step(eps.float(), t, sample).prev_sample
+        if callback is not None:
+            callback(i + 1, total)
+    return sample
+
+
+def invert(
+    model: LoadedModel,
+    images: torch.Tensor,
+    *,
+    steps: int = 50,
+    precision: str = "fp32",
+    callback: ProgressCallback | None = None,
+    input_ids: Sequence[str] = (),
+) -> SampleResult:
+    """DDIM inversion: the noise that deterministic DDIM (η = 0) maps back to ``images``.
+
+    diffusers' :class:`~diffusers.DDIMInverseScheduler` with the model's betas and timestep
+    spacing, without x̂₀ clipping. Each step moves from level ``t − Δ`` to ``t`` with
+    ``ε_θ(x_{t−Δ}, t)`` (the usual approximation ε(x_{t−Δ}) ≈ ε(x_t), as audio-diffusion's
+    ``encode``); the error vanishes as ``steps`` grows.
+
+    Returns
+    -------
+    SampleResult
+        ``images`` holds the noise (unclamped, ``(B, 1, H, W)``); feeding it to
+        :func:`generate` (``noise=``, same steps, η = 0) reconstructs the input.
+    """
+    x0 = as_model_images(model, images)
+    _check_steps(steps, 0.0, model.scheduler)
+    amp, prec = _precision(model, precision)
+    out = _invert(model, x0, steps, amp=amp, callback=callback)
+    batch, _, height, width = x0.shape
+    params = SampleParams(
+        kind="invert",
+        seeds=(0,) * batch,
+        steps=steps,
+        eta=0.0,
+        height=height,
+        width=width,
+        precision=prec,
+        input_ids=tuple(input_ids),
+    )
+    return SampleResult(out.float().cpu(), params)
+
+
+def merge(
+    model: LoadedModel,
+    images_list: Sequence[torch.Tensor],
+    *,
+    weights: Sequence[float] | None = None,
+    steps: int = 50,
+    seed: int | Sequence[int] = 0,
+    eta: float = 0.0,
+    precision: str = "fp32",
+    callback: ProgressCallback | None = None,
+    input_ids: Sequence[str] = (),
+) -> SampleResult:
+    """Merge N spectrograms: invert each, combine the noises by N-way SLERP, denoise.
+
+    Parameters
+    ----------
+    images_list : sequence of torch.Tensor
+        N ≥ 2 tensors ``(B, 1, H, W)`` of one shape; item ``b`` of the result merges item
+        ``b`` of every input.
+    weights : sequence of float, optional
+        N non-negative weights (normalised); equal when omitted.
+    steps : int
+        Used for both the inversion and the denoising.
+    seed, eta, precision, callback, input_ids
+        As :func:`generate` (the seeds only matter for η > 0).
+
+    Returns
+    -------
+    SampleResult
+    """
+    if len(images_list) < 2:
+        raise InvalidInput(f"merge needs at least 2 inputs, got {len(images_list)}")
+    w = validate_weights(weights, len(images_list))
+    xs = [as_model_images(model, x) for x in images_list]
+    shape = xs[0].shape
+    for i, x in enumerate(xs):
+        if x.shape != shape:
+            raise InvalidInput(
+                f"merge input {i} has shape {tuple(x.shape)}, input 0 has {tuple(shape)}"
+            )
+    _check_steps(steps, eta, model.scheduler)
+    batch, _, height, width = shape
+    seeds = _seeds(seed, batch)
+    amp, prec = _precision(model, precision)
+    n = len(xs)
+    total = 2 * steps
+    # One batched inversion of all inputs (N·B images).
+    noises = _invert(
+        model,
+        torch.cat(xs),
+        steps,
+        amp=amp,
+        callback=(lambda d, _t: callback(d, total)) if callback else None,
+        total=total,
+    ).float()
+    per_input = noises.reshape(n, batch, 1, height, width)
+    merged = torch.stack([slerp_n([per_input[i, b] for i in range(n)], w) for b in range(batch)])
+    sched = _scheduler(model, steps, eta)
+    out = _denoise(
+        model,
+        merged * sched.init_noise_sigma,
+        sched,
+        sched.timesteps,
+        eta=eta,
+        gens=_generators(seeds),
+        amp=amp,
+        callback=callback,
+        done=steps,
+        total=total,
+    )
+    params = SampleParams(
+        kind="merge",
+        seeds=seeds,
+        steps=steps,
+        eta=float(eta),
+        height=height,
+        width=width,
+        precision=prec,
+        weights=tuple(w),
+        input_ids=tuple(input_ids),
+    )
+    return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+
+
+def replay(
+    model: LoadedModel,
+    params: SampleParams,
+    inputs: Sequence[torch.Tensor] = (),
+    *,
+    callback: ProgressCallback | None = None,
+) -> SampleResult:
+    """Run again what produced ``params`` (same model, same inputs): bit-identical images.
+
+    Parameters
+    ----------
+    inputs : sequence of torch.Tensor
+        None for ``generate``, one image batch for ``vary`` / ``invert``, N for ``merge``.
+    """
+    prec = params.precision
+    common = {"steps": params.steps, "precision": prec, "callback": callback}
+    ids = {"input_ids": params.input_ids}
+    if params.kind == "generate":
+        return generate(
+            model,
+            batch=len(params.seeds),
+            width=params.width,
+            seed=list(params.seeds),
+            eta=params.eta,
+            **common,
+            **ids,
+        )
+    if params.kind == "vary":
+        return vary(
+            model,
+            inputs[0],
+            strength=float(params.strength if params.strength is not None else 0.0),
+            seed=list(params.seeds),
+            eta=params.eta,
+            **common,
+            **ids,
+        )
+    if params.kind == "invert":
+        return invert(model, inputs[0], **common, **ids)
+    if params.kind == "merge":
+        return merge(
+            model,
+            list(inputs),
+            weights=params.weights,
+            seed=list(params.seeds),
+            eta=params.eta,
+            **common,
+            **ids,
+        )
+    raise InvalidInput(f"unknown kind {params.kind!r}; expected one of {KINDS}")
