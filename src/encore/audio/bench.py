@@ -61,6 +61,7 @@ def bench_vocoder(
     n_iter: int | None = None,
     seed: int = 0,
     config: MelConfig | None = None,
+    threads: int | None = 1,
 ) -> VocoderBench:
     """Time and score librosa's ``mel_to_audio`` (32 iterations) and :class:`GriffinLim`.
 
@@ -78,11 +79,45 @@ def bench_vocoder(
         Seed of the synthetic music.
     config : MelConfig or None
         Mel settings (default: the 256 format); ``x_res`` is replaced to fit ``seconds``.
+    threads : int or None
+        CPU threads for *both* vocoders during the run (torch intra-op threads and the
+        BLAS under numpy/scipy, via threadpoolctl); ``None`` leaves the defaults. One
+        thread is the default: a clip is a small problem, and on a loaded machine extra
+        threads spin and wait (measured here: 2 threads under load were 5-10x slower).
 
     Returns
     -------
     VocoderBench
     """
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    limiter = None
+    if threads is not None:
+        torch.set_num_threads(threads)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            limiter = threadpool_limits(limits=threads)
+        except ImportError:  # pragma: no cover - a scikit-learn dependency, normally present
+            logger.warning("threadpoolctl missing: numpy/BLAS threads are not limited")
+    try:
+        return _bench(seconds, repeats, device, n_iter, seed, config)
+    finally:
+        if threads is not None:
+            torch.set_num_threads(previous_threads)
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+def _bench(
+    seconds: float,
+    repeats: int,
+    device: str,
+    n_iter: int | None,
+    seed: int,
+    config: MelConfig | None,
+) -> VocoderBench:
     import librosa
     import torch
 
@@ -158,7 +193,7 @@ def format_report(result: VocoderBench) -> str:
     """The benchmark as printed by ``encore bench vocoder``."""
     lines = [
         f"vocoder: {result.clip_seconds:.2f} s clip ({result.y_res} mels x {result.frames} "
-        f"frames), device {result.device}, torch threads {result.threads}, "
+        f"frames), device {result.device}, CPU threads {result.threads} (both), "
         f"median of {result.librosa.runs} alternating runs",
     ]
     for t in (result.librosa, result.fast, result.fast_same_iter):
@@ -184,6 +219,7 @@ def run_bench(args: argparse.Namespace) -> int:
         repeats=repeats,
         device=getattr(args, "device", None) or "cpu",
         n_iter=getattr(args, "n_iter", None),
+        threads=getattr(args, "threads", 1) or None,
     )
     print(format_report(result))  # noqa: T201
     return 0

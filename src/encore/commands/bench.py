@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (vocoder)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (vocoder)")
     parser.add_argument("--n-iter", type=int, default=None, help="Griffin-Lim iterations (vocoder)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads for both vocoders, 0 = default"
+    )
     parser.add_argument("--model", type=Path, default=None, help="model folder (generate)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (generate)")
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (web)")
