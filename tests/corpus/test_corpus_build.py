@@ -131,7 +131,7 @@ def test_the_hours_cap_is_balanced_across_genres(tmp_path: Path) -> None:
         SMALL, hours=60 / 3600, max_piece_seconds=10.0, max_items_per_collection=6
     )
     summary = build_corpus(tmp_path / "capped", options)
-    # stops soon after one minute of audio (the last piece may overshoot by one piece)
+    # stops once each genre has its third of one minute (each may overshoot by one piece)
     assert 60 <= summary.seconds <= 60 + 10 * 3
     hours = [g["hours"] * 3600 for g in summary.per_genre.values()]
     assert len(hours) == 3 and max(hours) - min(hours) <= 2 * 10 + 1

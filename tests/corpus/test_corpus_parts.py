@@ -70,6 +70,16 @@ def test_ordered_items_interleave_genres_and_depend_on_the_seed() -> None:
     assert len(subset) == 5 and {i.piece_id for i in subset} <= {i.piece_id for i in items}
 
 
+def test_ordered_items_spread_heldout_pieces_through_each_genre() -> None:
+    items = [_item("a", i) for i in range(100)]
+    splits = {i.source: ("heldout" if n % 10 == 0 else "train") for n, i in enumerate(items)}
+    order = ordered_items(items, seed=3, splits=splits)
+    assert sorted(i.piece_id for i in order) == sorted(i.piece_id for i in items)
+    flags = np.array([splits[i.source] == "heldout" for i in order])
+    for k in (10, 20, 35, 50, 100):
+        assert abs(flags[:k].sum() - 0.1 * k) <= 1
+
+
 def test_hour_balancer_shares_the_budget_and_passes_on_what_a_genre_leaves() -> None:
     # genre "a" has only one item; "b" and "c" have plenty
     order = ordered_items([_item("a", 0)] + [_item(g, i) for g in "bc" for i in range(50)], seed=0)
@@ -83,11 +93,27 @@ def test_hour_balancer_shares_the_budget_and_passes_on_what_a_genre_leaves() -> 
             balancer.add(item.genre, 10.0)
             accepted[item.genre] += 10.0
         balancer.passed(index, item.genre)
-    assert accepted == {"a": 10.0, "b": 150.0, "c": 140.0}
-    assert balancer.total == 300.0 and balancer.exhausted == {"a"}
+    # "a" leaves 90 s: "b" and "c" get (300 - 10) / 2 = 145 s each, overshooting by < 1 piece
+    assert accepted == {"a": 10.0, "b": 150.0, "c": 150.0}
+    assert balancer.done() and balancer.exhausted == {"a"}
 
 
 def test_hour_balancer_without_budget_accepts_everything() -> None:
     balancer = HourBalancer([_item("a", 0)], None)
     balancer.add("a", 1e9)
     assert not balancer.full("a") and not balancer.done()
+
+
+def test_tunes_whose_measures_share_a_time_signature_convert_to_midi() -> None:
+    # music21's ABC reader puts one TimeSignature object into several measures of this
+    # Essen tune; the MIDI conductor track used to refuse it (StreamException).
+    from encore.corpus.collections import COLLECTIONS
+    from encore.corpus.render import midi_parts, parse_item, score_to_midi
+    from encore.corpus.sources import collection_items
+
+    item = next(i for i in collection_items(COLLECTIONS["essenFolksong"])
+                if i.piece_id == "essenFolksong-han2-t0367")
+    score = parse_item(item)
+    tied_notes = len(list(parse_item(item).stripTies().recurse().notes))
+    parts = midi_parts(score_to_midi(score))
+    assert len(parts) == 1 and len(parts[0].notes) == tied_notes

@@ -7,9 +7,10 @@ only makes its result wait), and each piece's variation is a function of (seed, 
 So the same seed and collections give the same manifest, whatever the number of workers
 or the machine's load — except that a per-item timeout depends on the machine's speed.
 
-The hours cap is balanced across genres: each genre may take an equal share of the
-remaining budget; when a genre runs out of items, the budget it left is shared by the
-others. Workers run ahead of the acceptance cursor (speculatively); results that end up
+The hours cap is balanced across genres: each genre takes an equal share of the budget
+(its last piece may overshoot it); when a genre runs out of items, the budget it left is
+shared by the others. Held-out pieces are spread evenly through each genre's order, so a
+capped build holds about the held-out share of every genre. Workers run ahead of the acceptance cursor (speculatively); results that end up
 not accepted are deleted.
 """
 
@@ -136,12 +137,17 @@ class BuildSummary:
 
 
 def ordered_items(
-    items: Sequence[WorkItem], seed: int, max_items_per_collection: int | None = None
+    items: Sequence[WorkItem],
+    seed: int,
+    max_items_per_collection: int | None = None,
+    splits: dict[str, str] | None = None,
 ) -> list[WorkItem]:
     """The fixed processing order: per genre shuffled by the seed, genres interleaved.
 
     With ``max_items_per_collection`` each collection is first cut to that many items of
-    its own seeded shuffle.
+    its own seeded shuffle. With ``splits`` (source → split) the held-out items of each
+    genre are spread evenly through its shuffled list, so that any prefix of it (what an
+    hours cap keeps) holds about the genre's held-out share.
     """
     by_collection: dict[str, list[WorkItem]] = defaultdict(list)
     for item in items:
@@ -157,11 +163,31 @@ def ordered_items(
     for genre in sorted(by_genre):
         group = by_genre[genre]
         perm = rng_for(seed, "order", genre).permutation(len(group))
-        queues.append([group[i] for i in perm])
+        shuffled = [group[i] for i in perm]
+        if splits:
+            shuffled = _spread_heldout(shuffled, splits)
+        queues.append(shuffled)
     order = []
     for rank in range(max((len(q) for q in queues), default=0)):
         order.extend(q[rank] for q in queues if rank < len(q))
     return order
+
+
+def _spread_heldout(items: list[WorkItem], splits: dict[str, str]) -> list[WorkItem]:
+    held = [i for i in items if splits.get(i.source) == HELDOUT]
+    train = [i for i in items if splits.get(i.source) != HELDOUT]
+    share = len(held) / max(1, len(items))
+    out: list[WorkItem] = []
+    h = t = 0
+    for k in range(len(items)):
+        take_held = h < len(held) and (t >= len(train) or h < int(share * (k + 1) + 0.5))
+        if take_held:
+            out.append(held[h])
+            h += 1
+        else:
+            out.append(train[t])
+            t += 1
+    return out
 
 
 class HourBalancer:
@@ -186,7 +212,10 @@ class HourBalancer:
         return sum(self.used.values())
 
     def done(self) -> bool:
-        return self.budget is not None and self.total >= self.budget
+        """Every genre has its share (or has run out of items)."""
+        if self.budget is None:
+            return False
+        return all(g in self.exhausted or self.used[g] >= self.quota(g) for g in self.used)
 
     def quota(self, genre: str) -> float:
         if self.budget is None:
@@ -196,7 +225,7 @@ class HourBalancer:
         return max(0.0, self.budget - spent) / max(1, len(active))
 
     def full(self, genre: str) -> bool:
-        return self.done() or self.used[genre] >= self.quota(genre)
+        return self.used[genre] >= self.quota(genre)
 
     def add(self, genre: str, seconds: float) -> None:
         self.used[genre] += seconds
@@ -336,11 +365,11 @@ def build_corpus(
     source_items = list(items) if items is not None else all_items(options.collections)
     if not source_items:
         raise InvalidInput("no work items: the collections hold no score files")
-    order = ordered_items(source_items, options.seed, options.max_items_per_collection)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for item in source_items:
         counts[item.collection][item.source] += 1
     splits = assign_splits(counts, options.seed, options.heldout_fraction)
+    order = ordered_items(source_items, options.seed, options.max_items_per_collection, splits)
     budget = None if options.hours is None else options.hours * 3600.0
     balancer = HourBalancer(order, budget)
     logger.info("corpus build: %d items in %d genres, budget %s h, %d workers, seed %d",

@@ -143,14 +143,36 @@ def _strip_repeats(score: Any) -> Any:
     return s
 
 
+def _unshare_context_objects(score: Any) -> None:
+    """Give each measure its own time/key signature and tempo objects (in place).
+
+    music21's ABC reader sometimes puts one ``TimeSignature`` object into several measures;
+    the MIDI translation's conductor track then refuses to insert it twice
+    (``StreamException: ... is already found in this Stream``).
+    """
+    import copy
+
+    classes = ("TimeSignature", "KeySignature", "MetronomeMark")
+    seen: set[int] = set()
+    for container in list(score.recurse(streamsOnly=True, includeSelf=True)):
+        for el in list(container.getElementsByClass(classes)):
+            if id(el) in seen:
+                container.replace(el, copy.deepcopy(el))
+            else:
+                seen.add(id(el))
+
+
 def score_to_midi(score: Any) -> Any:
     """music21 score → ``pretty_midi.PrettyMIDI`` through ``music21.midi.translate``.
 
-    Badly formed repeats (``ExpanderException``) are retried once with the repeats removed.
+    Time signatures shared between measures are copied first; badly formed repeats
+    (``ExpanderException``) are retried once with the repeats removed.
     """
     import pretty_midi
     from music21 import repeat
     from music21.midi import translate
+
+    _unshare_context_objects(score)
 
     try:
         midi_file = translate.streamToMidiFile(score)
