@@ -7,6 +7,7 @@ complete before its row exists (published atomically).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -130,6 +131,40 @@ def retire_version(ctx: ServiceContext, *, version_id: int) -> ModelVersion:
         return version
 
 
+def next_version_name(session: Session) -> str:
+    """The name the next registered version gets: ``v<number of versions>``."""
+    count = session.scalar(sa.select(sa.func.count()).select_from(ModelVersion)) or 0
+    return f"v{count}"
+
+
+def register_version(
+    session: Session,
+    *,
+    folder: Path,
+    parent_id: int | None,
+    metrics: dict | None = None,
+    notes: str | None = None,
+) -> ModelVersion:
+    """Add the row of a complete model folder (draft) inside the caller's transaction.
+
+    For callers that must record more in the same transaction (a fine-tune links its run).
+    """
+    if not (Path(folder) / "unet").is_dir():
+        raise InvalidInput(f"{folder} is not a model folder (no unet/)")
+    version = ModelVersion(
+        name=next_version_name(session),
+        folder=str(Path(folder).resolve()),
+        parent_id=parent_id,
+        status=VersionStatus.DRAFT,
+        ab_weight=0.0,
+        metrics=metrics or {},
+        notes=notes,
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
 def publish_version(
     ctx: ServiceContext,
     *,
@@ -139,19 +174,54 @@ def publish_version(
     notes: str | None = None,
 ) -> ModelVersion:
     """Register a complete model folder as the next version (draft until activated)."""
-    if not (Path(folder) / "unet").is_dir():
-        raise InvalidInput(f"{folder} is not a model folder (no unet/)")
     with ctx.session() as session:
-        count = session.scalar(sa.select(sa.func.count()).select_from(ModelVersion)) or 0
-        version = ModelVersion(
-            name=f"v{count}",
-            folder=str(Path(folder).resolve()),
-            parent_id=parent_id,
-            status=VersionStatus.DRAFT,
-            ab_weight=0.0,
-            metrics=metrics or {},
-            notes=notes,
-        )
-        session.add(version)
-        session.flush()
-        return version
+        return register_version(session, folder=folder, parent_id=parent_id, metrics=metrics,
+                                notes=notes)
+
+
+def import_version(
+    ctx: ServiceContext, folder: Path, *, copy: bool = True, notes: str | None = None
+) -> ModelVersion:
+    """Make an external model folder (encore's or audio-diffusion's layout) a draft version.
+
+    The folder is loaded once to check that it is a usable model (UNet, mel config,
+    scheduler). With ``copy`` (the default) it is first copied, atomically, to
+    ``data_dir/models/import-<n>`` so that the version does not depend on the original;
+    otherwise the version points at ``folder`` itself.
+
+    Raises
+    ------
+    NotFound
+        If ``folder`` does not exist or lacks a UNet or mel config.
+    InvalidInput
+        If it is not a model folder.
+    """
+    import shutil
+    import tempfile
+
+    from encore.diffusion.folder import load_model_folder
+
+    source = Path(folder)
+    if not (source / "unet").is_dir():
+        raise InvalidInput(f"{source} is not a model folder (no unet/)")
+    model = load_model_folder(source, device="cpu")
+    logger.info("importing %s (%s layout, %d mel bins, %.1f M parameters)", source,
+                model.denoiser.config.layout, model.mel_config.y_res,
+                model.denoiser.num_parameters() / 1e6)
+    target = source.resolve()
+    if copy:
+        models_dir = (ctx.settings.data_dir / "models").resolve()
+        models_dir.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while (models_dir / f"import-{n}").exists():
+            n += 1
+        target = models_dir / f"import-{n}"
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=models_dir))
+        try:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return publish_version(ctx, folder=target, parent_id=None,
+                           notes=notes or f"imported from {source.resolve()}")
