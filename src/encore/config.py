@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     dataset_max_age_days: float = Field(180.0, ge=0.0)  # 0 disables the age rule
     dataset_max_size: int = Field(1000, ge=1)
 
+    # Fine-tuning (encore.services.finetune; defaults and their measurement in docs/finetune.md).
+    corpus_dir: Path | None = None  # the base corpus (replay, evaluation); None = not installed
+    finetune_top_n: int = Field(100, ge=1)
+    finetune_steps: int = Field(300, ge=1)
+    finetune_max_minutes: float = Field(9.0, gt=0)
+    finetune_batch_size: int = Field(16, ge=2)
+    finetune_lr: float = Field(1e-4, gt=0)
+    finetune_replay_fraction: float = Field(0.5, ge=0.0, lt=1.0)
+    finetune_parent_replay_clips: int = Field(32, ge=0)  # replay without a corpus (0 = none)
+    finetune_eval_clips: int = Field(16, ge=0)  # weight-free eval per new version (0 = skip)
+    finetune_eval_steps: int = Field(25, ge=1)
+
     # Sign-up without an invitation code (operators invite by default).
     open_signup: bool = False
 
