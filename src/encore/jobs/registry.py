@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Modules that register job handlers when imported (the services' job entry points).
-HANDLER_MODULES: tuple[str, ...] = ("encore.services.jobs",)
+HANDLER_MODULES: tuple[str, ...] = ("encore.services.jobs", "encore.services.finetune_jobs")
 
 
 class JobHandler(Protocol):

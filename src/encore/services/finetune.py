@@ -1,0 +1,497 @@
+"""Fine-tuning a model version on the curated dataset (DESIGN.md §2 step 8), as a job.
+
+:func:`start_finetune` records a :class:`TrainingRun` (parent, settings, the training set:
+the top-N dataset clips with their confidences) and enqueues a ``finetune`` job on the
+training queue. :func:`run_finetune` is the job's work: load the parent and the clips' mel
+images, choose the replay data, train (:func:`encore.diffusion.finetune.finetune`), evaluate
+the new model with the weight-free metrics when a corpus is installed, and publish it
+atomically — the model folder is complete before the one transaction that adds the
+version row (a draft), links it to the run and marks the run done. On failure the run is
+``failed`` with the error and nothing else changes: the parent keeps serving.
+
+Work files live under ``data_dir/finetune/run-<id>/`` (checkpoint, loss log: a retried job
+resumes from the checkpoint), model folders under ``data_dir/models/run-<id>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from encore.errors import Conflict, InvalidInput, JobSuperseded, NotFound
+from encore.services import curation, versions
+from encore.services.context import ServiceContext
+from encore.store import (
+    Clip,
+    Job,
+    ModelVersion,
+    QueueName,
+    TrainingRun,
+    TrainingStatus,
+    VersionStatus,
+    enqueue_job,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[float, str | None], None]
+JOB_KIND = "finetune"
+#: Share of the job's progress bar spent training (the rest: replay set, evaluation, saving).
+TRAIN_SHARE = 0.8
+
+
+def _no_progress(fraction: float, message: str | None = None) -> None:
+    return None
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def default_settings(ctx: ServiceContext) -> dict[str, Any]:
+    """The fine-tuning configuration from :class:`~encore.config.Settings` (a plain dict)."""
+    from encore.diffusion.finetune import FinetuneConfig
+
+    s = ctx.settings
+    cfg = FinetuneConfig(
+        steps=s.finetune_steps, max_minutes=s.finetune_max_minutes,
+        batch_size=s.finetune_batch_size, lr=s.finetune_lr,
+        replay_fraction=s.finetune_replay_fraction,
+        threads=s.torch_threads,
+    )
+    return {**cfg.to_dict(), "parent_replay_clips": s.finetune_parent_replay_clips,
+            "eval_clips": s.finetune_eval_clips, "eval_steps": s.finetune_eval_steps}
+
+
+def resolve_settings(ctx: ServiceContext, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults with ``overrides`` applied and validated.
+
+    Raises
+    ------
+    InvalidInput
+        An unknown key (the message lists the known ones) or a bad value.
+    """
+    from encore.diffusion.finetune import FinetuneConfig
+
+    settings = default_settings(ctx)
+    unknown = sorted(set(overrides or {}) - set(settings))
+    if unknown:
+        raise InvalidInput(f"unknown fine-tuning settings {unknown}; known: {sorted(settings)}")
+    settings.update(overrides or {})
+    FinetuneConfig.from_dict(settings)  # validates
+    for key in ("parent_replay_clips", "eval_clips", "eval_steps"):
+        if not isinstance(settings[key], int) or settings[key] < (1 if key == "eval_steps" else 0):
+            raise InvalidInput(f"{key}={settings[key]!r} must be a whole number >= 0 (eval_steps >= 1)")
+    return settings
+
+
+# --- starting a run ---------------------------------------------------------------------------
+
+
+def start_finetune(
+    ctx: ServiceContext,
+    *,
+    parent_version_id: int,
+    settings: dict[str, Any] | None = None,
+    top_n: int | None = None,
+    enqueue: bool = True,
+) -> TrainingRun:
+    """Record a fine-tuning run of ``parent_version_id`` on the top-N dataset clips.
+
+    Parameters
+    ----------
+    settings : dict, optional
+        Overrides of the defaults (keys of :class:`~encore.diffusion.finetune.FinetuneConfig`
+        plus ``parent_replay_clips``, ``eval_clips``, ``eval_steps``).
+    top_n : int, optional
+        Clips taken from the dataset by R (``Settings.finetune_top_n`` when None).
+    enqueue : bool
+        Enqueue the ``finetune`` job on the training queue (sent after commit). False
+        leaves the run for the caller to execute with :func:`run_finetune` (``--wait``).
+
+    Raises
+    ------
+    NotFound
+        The parent version does not exist.
+    Conflict
+        The parent is retired, or a run of it is already queued or running.
+    InvalidInput
+        The curated dataset is empty (or every confidence is 0), or bad settings.
+    """
+    top_n = ctx.settings.finetune_top_n if top_n is None else int(top_n)
+    if top_n < 1:
+        raise InvalidInput(f"top_n={top_n!r} must be at least 1")
+    resolved = resolve_settings(ctx, settings)
+    training_set = curation.dataset_training_set(ctx, top_n=top_n)
+    if not training_set:
+        raise InvalidInput(
+            "the curated dataset is empty: nothing to fine-tune on. Listeners must rate "
+            "clips, then `encore dataset curate` admits the best ones"
+        )
+    if not any(c > 0 for _, c in training_set):
+        raise InvalidInput(f"all {len(training_set)} dataset clips have confidence 0; nothing to learn")
+    with ctx.session() as session:
+        parent = session.get(ModelVersion, parent_version_id)
+        if parent is None:
+            raise NotFound(f"model version {parent_version_id} does not exist")
+        if parent.status is VersionStatus.RETIRED:
+            raise Conflict(f"version {parent.name} is retired; fine-tune an active or draft version")
+        busy = session.scalar(
+            sa.select(TrainingRun.id).where(
+                TrainingRun.parent_version_id == parent.id,
+                TrainingRun.status.in_([TrainingStatus.QUEUED, TrainingStatus.RUNNING]),
+            )
+        )
+        if busy is not None:
+            raise Conflict(f"fine-tuning run {busy} of {parent.name} is already queued or running")
+        run = TrainingRun(
+            parent_version_id=parent.id,
+            status=TrainingStatus.QUEUED,
+            settings={**resolved, "top_n": top_n},
+            training_set=[{"clip_id": cid, "confidence": round(c, 6)} for cid, c in training_set],
+        )
+        session.add(run)
+        session.flush()
+        if enqueue:
+            job = enqueue_job(session, JOB_KIND, {"run_id": run.id}, queue=QueueName.TRAIN)
+            run.job_id = job.id
+        logger.info("fine-tuning run %d of %s on %d clips%s", run.id, parent.name,
+                    len(training_set), " queued" if enqueue else "")
+        return run
+
+
+# --- running it -----------------------------------------------------------------------------
+
+
+def work_dir(ctx: ServiceContext, run_id: int) -> Path:
+    """The run's work folder (checkpoint, loss log)."""
+    return (ctx.settings.data_dir / "finetune" / f"run-{run_id}").resolve()
+
+
+def model_dir(ctx: ServiceContext, run_id: int) -> Path:
+    """Where the run's model folder is published."""
+    return (ctx.settings.data_dir / "models" / f"run-{run_id}").resolve()
+
+
+def _set_run(ctx: ServiceContext, run_id: int, **values: Any) -> None:
+    with ctx.session() as session:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise NotFound(f"training run {run_id} does not exist")
+        for key, value in values.items():
+            setattr(run, key, value)
+
+
+def load_clip_images(ctx: ServiceContext, training_set: list[dict[str, Any]]) -> tuple[list, list, list]:
+    """``(clip ids, mel images (H, W) uint8, confidences)`` of the run's training set.
+
+    Clips deleted since the run started are skipped (logged).
+
+    Raises
+    ------
+    InvalidInput
+        If a clip has no mel image or its blob cannot be read as one.
+    """
+    ids, images, weights = [], [], []
+    with ctx.reading() as session:
+        clips = {c.id: c for c in session.scalars(
+            sa.select(Clip).where(Clip.id.in_([int(e["clip_id"]) for e in training_set])))}
+    for entry in training_set:
+        clip = clips.get(int(entry["clip_id"]))
+        if clip is None:
+            logger.warning("clip %s was deleted since the run started; skipped", entry["clip_id"])
+            continue
+        if not clip.mel_key:
+            raise InvalidInput(f"clip {clip.id} has no mel image (mel_key is empty)")
+        try:
+            image = np.load(io.BytesIO(ctx.blobs.get(clip.mel_key)), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"clip {clip.id}: cannot read its mel image {clip.mel_key!r}: {exc}") from exc
+        if image.ndim != 2:
+            raise InvalidInput(f"clip {clip.id}: mel image has shape {image.shape}, expected (H, W)")
+        ids.append(clip.id)
+        images.append(image)
+        weights.append(float(entry["confidence"]))
+    if not ids:
+        raise InvalidInput("none of the training set's clips exists any more")
+    return ids, images, weights
+
+
+@dataclass(frozen=True)
+class CorpusData:
+    """The corpus's training and held-out crops at a model's width (replay and evaluation)."""
+
+    directory: Path
+    train: Any
+    heldout: Any | None
+
+
+def corpus_data(ctx: ServiceContext, mel_config: Any, seed: int,
+                width: int | None = None) -> tuple[CorpusData | None, str]:
+    """The installed corpus as datasets of crops for a model, or ``(None, why not)``.
+
+    The corpus must have the model's spectrogram settings (mel bins, sample rate, FFT, hop,
+    dynamic range); crops are ``width`` frames (the model's ``x_res`` by default).
+    """
+    directory = ctx.settings.corpus_dir
+    if directory is None:
+        return None, "no corpus configured (set ENCORE_CORPUS_DIR to a folder made by `encore corpus build`)"
+    directory = Path(directory)
+    if not (directory / "manifest.jsonl").is_file():
+        return None, f"the corpus folder {directory} has no manifest.jsonl (run `encore corpus build`)"
+    from encore.audio.mel import MelConfig
+    from encore.corpus.dataset import SpectrogramDataset
+    from encore.corpus.manifest import load_manifest
+
+    width = int(width or mel_config.x_res)
+    corpus_mel = MelConfig.load(directory)
+    if corpus_mel.replace(x_res=mel_config.x_res, n_iter=mel_config.n_iter) != mel_config:
+        return None, (f"the corpus {directory} has other spectrogram settings ({corpus_mel}) "
+                      f"than the model ({mel_config})")
+
+    splits = {r.split for r in load_manifest(directory)}
+    train = SpectrogramDataset(directory, split="train", width=width, seed=seed)
+    if len(train) == 0:
+        return None, f"the corpus {directory} has no training pieces"
+    held_split = next((s for s in ("heldout", "val", "valid", "validation", "test") if s in splits), None)
+    heldout = SpectrogramDataset(directory, split=held_split, width=width, seed=seed + 1) if held_split else None
+    return CorpusData(directory, train, heldout), ""
+
+
+def run_finetune(ctx: ServiceContext, run_id: int, progress: Progress = _no_progress) -> TrainingRun:
+    """Train, evaluate and publish run ``run_id`` (the ``finetune`` job's work).
+
+    Idempotent: a run that is done returns at once; a run interrupted by a dead worker
+    resumes from its checkpoint. Any error marks the run ``failed`` with the message and is
+    re-raised (the job fails too); the parent version is not touched.
+    """
+    with ctx.reading() as session:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise NotFound(f"training run {run_id} does not exist")
+        if run.status is TrainingStatus.DONE and run.version_id is not None:
+            logger.info("training run %d is already done (version %d)", run_id, run.version_id)
+            return run
+        parent = session.get(ModelVersion, run.parent_version_id)
+        training_set = list(run.training_set)
+        settings = dict(run.settings)
+    _set_run(ctx, run_id, status=TrainingStatus.RUNNING, started_at=utcnow(), error=None,
+             finished_at=None, progress=0.0)
+    try:
+        _train_and_publish(ctx, run_id, parent, training_set, settings, _RunProgress(ctx, run_id, progress))
+    except JobSuperseded:
+        raise  # another attempt owns the job now; it records the outcome
+    except Exception as exc:
+        message = str(exc) if str(exc) else type(exc).__name__
+        if not isinstance(exc, InvalidInput | NotFound | Conflict):
+            message = f"{type(exc).__name__}: {message}"
+        logger.exception("training run %d failed", run_id)
+        _set_run(ctx, run_id, status=TrainingStatus.FAILED, error=message[:10_000],
+                 finished_at=utcnow())
+        raise
+    with ctx.reading() as session:
+        return session.get(TrainingRun, run_id)  # type: ignore[return-value]
+
+
+class _RunProgress:
+    """Forwards progress to the caller and writes it on the run row (at most every 5 s)."""
+
+    def __init__(self, ctx: ServiceContext, run_id: int, forward: Progress) -> None:
+        self.ctx, self.run_id, self.forward = ctx, run_id, forward
+        self.last = 0.0
+
+    def __call__(self, fraction: float, message: str | None = None) -> None:
+        self.forward(fraction, message)
+        now = time.monotonic()
+        if now - self.last >= 5.0:
+            self.last = now
+            _set_run(self.ctx, self.run_id, progress=min(max(float(fraction), 0.0), 1.0))
+
+
+def _train_and_publish(
+    ctx: ServiceContext,
+    run_id: int,
+    parent: ModelVersion,
+    training_set: list[dict[str, Any]],
+    settings: dict[str, Any],
+    progress: Progress,
+) -> ModelVersion:
+    import torch
+
+    from encore.diffusion.finetune import FinetuneConfig, finetune
+    from encore.diffusion.finetune_data import parent_replay_set
+    from encore.diffusion.folder import load_model_folder, update_model_meta
+
+    cfg = FinetuneConfig.from_dict(settings)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.monotonic()
+    progress(0.01, "loading the model and the clips")
+    parent_model = load_model_folder(parent.folder, device=ctx.settings.device)
+    clip_ids, images, weights = load_clip_images(ctx, training_set)
+    width = int(cfg.width or parent_model.mel_config.x_res)
+    corpus, no_corpus_reason = corpus_data(ctx, parent_model.mel_config, cfg.seed, width)
+
+    replay, replay_heldout, replay_source = None, None, "none"
+    if cfg.replay_fraction > 0:
+        if corpus is not None:
+            replay, replay_heldout = corpus.train, corpus.heldout
+            replay_source = f"corpus {corpus.directory}"
+        elif int(settings.get("parent_replay_clips", 0)) > 0:
+            n = int(settings["parent_replay_clips"])
+            logger.warning("fine-tune run %d: %s; replaying %d generations of %s instead",
+                           run_id, no_corpus_reason, n, parent.name)
+            replay = parent_replay_set(
+                parent_model, n=n, steps=int(settings.get("eval_steps", 25)), seed=cfg.seed,
+                precision=cfg.precision, width=width,
+                progress=lambda f: progress(0.01 + 0.04 * f, "generating replay clips"),
+            )
+            replay_source = f"{n} generations of {parent.name}"
+        else:
+            logger.warning("fine-tune run %d: %s and parent_replay_clips=0: no replay", run_id,
+                           no_corpus_reason)
+    _set_run(ctx, run_id, settings={**settings, "replay_source": replay_source})
+
+    def on_train(fraction: float, message: str | None = None) -> None:
+        progress(0.05 + (TRAIN_SHARE - 0.05) * fraction, message)
+
+    out = model_dir(ctx, run_id)
+    with ctx.reading() as session:
+        predicted_name = versions.next_version_name(session)
+    result = finetune(
+        parent_model, list(zip(images, weights, strict=True)), cfg=cfg, out_dir=work_dir(ctx, run_id),
+        replay=replay, replay_heldout=replay_heldout, clip_ids=clip_ids, model_dir=out,
+        name=predicted_name, parent_name=parent.name,
+        record={"run_id": run_id, "replay_source": replay_source}, resume=True, progress=on_train,
+    )
+    curve = [_jsonable_row(r) for r in result.loss_curve]
+    _set_run(ctx, run_id, loss_curve=curve, training_set=list(result.training_set),
+             progress=TRAIN_SHARE)
+
+    metrics: dict[str, Any] = {"finetune": result.summary(), "replay_source": replay_source}
+    eval_clips = int(settings.get("eval_clips", 0))
+    if eval_clips <= 0:
+        metrics["eval_skipped"] = "eval_clips=0"
+    elif corpus is None or corpus.heldout is None:
+        metrics["eval_skipped"] = no_corpus_reason or f"the corpus {corpus.directory} has no held-out split"  # type: ignore[union-attr]
+    else:
+        progress(TRAIN_SHARE, "evaluating the new version")
+        metrics.update(evaluate_against_parent(
+            load_model_folder(out, device="cpu"), parent_model, corpus, n=eval_clips,
+            steps=int(settings.get("eval_steps", 25)), seed=cfg.seed, precision=cfg.precision,
+        ))
+    metrics["wall_seconds"] = round(time.monotonic() - t0, 1)
+    update_model_meta(out, metrics=metrics)  # the folder is complete before its row exists
+
+    progress(0.99, "publishing")
+    with ctx.session() as session:
+        version = versions.register_version(
+            session, folder=out, parent_id=parent.id, metrics=metrics,
+            notes=f"fine-tuned from {parent.name} on {sum(e['role'] == 'train' for e in result.training_set)} "
+                  f"clips (run {run_id}, {result.steps} steps, {result.stop_reason})",
+        )
+        run = session.get(TrainingRun, run_id)
+        run.version_id = version.id  # type: ignore[union-attr]
+        run.status = TrainingStatus.DONE  # type: ignore[union-attr]
+        run.progress = 1.0  # type: ignore[union-attr]
+        run.finished_at = utcnow()  # type: ignore[union-attr]
+        logger.info("training run %d published %s (draft) from %s in %.1f min", run_id,
+                    version.name, parent.name, (time.monotonic() - t0) / 60)
+    progress(1.0, f"published {version.name}")
+    return version
+
+
+def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+
+
+def evaluate_against_parent(
+    model: Any, parent: Any, corpus: CorpusData, *, n: int, steps: int, seed: int, precision: str
+) -> dict[str, Any]:
+    """The weight-free metrics (``encore eval``) of a new model and of its parent, same settings.
+
+    Returns ``{"eval": report, "parent_eval": report, "eval_delta": {task: Δ score}}`` where a
+    report is :meth:`encore.diffusion.evaluate.EvalReport.to_dict`; a positive Δ (new − parent
+    normalised score) means the new version is further from real music than its parent.
+    """
+    from encore.diffusion.evaluate import evaluate_model
+
+    prec = "fp32" if precision == "fp32" else "auto"
+    reports = {}
+    for tag, m in (("eval", model), ("parent_eval", parent)):
+        reports[tag] = evaluate_model(m, heldout=corpus.heldout, train=corpus.train, n=n,
+                                      steps=steps, seed=seed, precision=prec).to_dict()
+    new_scores, old_scores = reports["eval"]["scores"], reports["parent_eval"]["scores"]
+    reports["eval_delta"] = {k: round(new_scores[k] - old_scores[k], 4)
+                             for k in new_scores if k in old_scores}
+    return reports
+
+
+# --- status -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingRunView:
+    """What the operator sees of a run."""
+
+    run_id: int
+    status: str
+    progress: float
+    message: str | None
+    parent: str
+    version: str | None
+    n_clips: int
+    error: str | None
+    settings: dict[str, Any]
+    loss_curve: list[dict[str, Any]]
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in ("created_at", "started_at", "finished_at"):
+            d[key] = d[key].isoformat() if d[key] else None
+        return d
+
+
+def training_status(ctx: ServiceContext, run_id: int) -> TrainingRunView:
+    """The state of run ``run_id`` (progress and message come from its job while it runs)."""
+    with ctx.reading() as session:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise NotFound(f"training run {run_id} does not exist")
+        return _view(session, run)
+
+
+def list_runs(ctx: ServiceContext) -> list[TrainingRunView]:
+    """Every fine-tuning run, newest first."""
+    with ctx.reading() as session:
+        runs = session.scalars(sa.select(TrainingRun).order_by(TrainingRun.id.desc())).all()
+        return [_view(session, r) for r in runs]
+
+
+def _view(session: Any, run: TrainingRun) -> TrainingRunView:
+    job = session.get(Job, run.job_id) if run.job_id else None
+    progress, message = float(run.progress), None
+    if job is not None and run.status is TrainingStatus.RUNNING:
+        progress, message = max(progress, float(job.progress)), job.message
+    parent = session.get(ModelVersion, run.parent_version_id)
+    version = session.get(ModelVersion, run.version_id) if run.version_id else None
+    return TrainingRunView(
+        run_id=run.id, status=str(run.status), progress=progress, message=message,
+        parent=parent.name if parent else "?", version=version.name if version else None,
+        n_clips=len(run.training_set or []), error=run.error, settings=dict(run.settings or {}),
+        loss_curve=list(run.loss_curve or []), created_at=run.created_at,
+        started_at=run.started_at, finished_at=run.finished_at,
+    )
