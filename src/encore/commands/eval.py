@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    p.add_argument("--pictures", type=Path, default=None, help="write spectrogram grids (PNG) here")
     p.add_argument("--save", action="store_true", help="record the metrics in the model's encore.json")
     p.set_defaults(handler=run_eval)
 
@@ -64,7 +65,8 @@ def run_eval(args: argparse.Namespace) -> int:
     train = SpectrogramDataset(args.corpus, split="train", width=width, seed=args.seed)
     strength = args.strength if args.strength is not None else settings.default_strength
     report = evaluate_model(model, heldout=heldout, train=train, n=args.n, steps=args.steps,
-                            strength=strength, seed=args.seed, precision=args.precision)
+                            strength=strength, seed=args.seed, precision=args.precision,
+                            pictures_dir=args.pictures)
     print(f"model {model_dir}, corpus {args.corpus} (held-out split {split!r})")  # noqa: T201
     print(format_table(report))  # noqa: T201
     if args.json:

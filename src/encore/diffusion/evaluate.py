@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -237,6 +238,42 @@ def format_table(report: EvalReport) -> str:
     return "\n".join(lines)
 
 
+def save_spectrogram_grid(
+    images: torch.Tensor, path: str | Path, *, title: str = "", columns: int = 4
+) -> Path:
+    """Spectrogram images ``(B, 1, H, W)`` in [-1, 1] as a PNG grid (low frequencies at the bottom).
+
+    Pixels are shown 1:1 scaled ×2 with nearest-neighbour interpolation, so fine artefacts such as
+    a 2×2 checkerboard stay visible.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    imgs = images.detach().cpu().float().numpy()[:, 0]
+    b, h, w = imgs.shape
+    cols = min(columns, b)
+    rows = (b + cols - 1) // cols
+    scale = 2.0 / 100
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * w * scale + 0.2, rows * h * scale + 0.5),
+                             dpi=100, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < b:
+            ax.imshow(imgs[k], origin="lower", cmap="magma", vmin=-1, vmax=1,
+                      interpolation="nearest", aspect="auto")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.92 if title else 0.99,
+                        wspace=0.03, hspace=0.03)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def sample_crops(dataset: object, n: int, *, seed: int) -> torch.Tensor:
     """``n`` crops ``(n, 1, H, W)`` from a dataset of ``(image, label)`` items, reproducibly."""
     import random
@@ -281,7 +318,7 @@ def evaluate_model(
     precision: str = "auto",
     n_train_reference: int = 256,
     untrained: object | None = None,
-    progress: bool = False,
+    pictures_dir: str | Path | None = None,
 ) -> EvalReport:
     """Compare a model's generations, variations and merges with held-out real clips.
 
@@ -301,6 +338,8 @@ def evaluate_model(
         Variation strength (the platform default).
     untrained : LoadedModel, optional
         The baseline; a randomly initialised model of the same config when None.
+    pictures_dir : path, optional
+        Write spectrogram grids (first 8 clips of every set) as PNGs here.
 
     Returns
     -------
@@ -342,6 +381,10 @@ def evaluate_model(
             m, [real_b, torch.roll(real_b, -1, dims=0)], steps=steps, seed=seed + 3000,
             precision=precision).images
 
+    if pictures_dir is not None:
+        for name, images in sets.items():
+            slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+            save_spectrogram_grid(images[:8], Path(pictures_dir) / f"{slug}.png", title=name)
     logger.info("eval: vocoding and computing features of %d sets", len(sets))
     feats: dict[str, np.ndarray] = {}
     for name, images in sets.items():

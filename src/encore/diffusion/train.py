@@ -296,7 +296,8 @@ class CropSampler:
         return torch.stack(items).float()
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"gen": self.gen.get_state(), "order": self.order, "pos": self.pos}
+        state: dict[str, Any] = {"gen": self.gen.get_state(), "order": self.order, "pos": self.pos,
+                                 "n": len(self.dataset)}
         ds_state = getattr(self.dataset, "state_dict", None)
         if callable(ds_state):
             state["dataset"] = ds_state()
@@ -304,6 +305,12 @@ class CropSampler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.gen.set_state(state["gen"])
+        if int(state.get("n", -1)) != len(self.dataset):
+            # resumed on another corpus (e.g. the full build after an early small one)
+            logger.info("dataset size changed (%s -> %d items): new epoch order",
+                        state.get("n"), len(self.dataset))
+            self.order, self.pos = [], 0
+            return
         self.order = list(state["order"])
         self.pos = int(state["pos"])
         ds_load = getattr(self.dataset, "load_state_dict", None)
@@ -505,8 +512,9 @@ def train(
     Parameters
     ----------
     cfg : TrainConfig
-        Hyper-parameters. When resuming, the run's saved config is used, except that
-        ``max_steps``/``max_minutes`` from ``cfg`` may extend the run.
+        Hyper-parameters. When resuming, the run's saved config is used, except for
+        ``max_steps``/``max_minutes`` (which may extend the run), ``threads`` and
+        ``checkpoint_minutes``, taken from ``cfg``.
     dataset : Dataset
         Items ``(image, label)`` (or bare images), image ``(1, n_mels, cfg.width)`` float32 in
         [-1, 1]; ``__getitem__`` draws a random crop.
@@ -543,7 +551,8 @@ def train(
             raise InvalidInput(f"cannot resume: no {CHECKPOINT_FILE} in {out}")
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         saved = TrainConfig.from_dict(checkpoint["config"])
-        cfg = dataclasses.replace(saved, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes)
+        cfg = dataclasses.replace(saved, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
+                                  threads=cfg.threads, checkpoint_minutes=cfg.checkpoint_minutes)
         logger.info("resuming %s at step %d", out, checkpoint["step"])
     elif ckpt_path.exists():
         raise InvalidInput(f"{out} already holds a run ({CHECKPOINT_FILE}); pass resume=True or another out_dir")
