@@ -1,0 +1,192 @@
+"""The audio-level Engine and ``encore generate`` (tiny model folders, synthetic songs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from encore.cli import main
+from encore.diffusion.engine import Engine, canvas_width, choose_offset
+from encore.errors import NotFound
+
+SR = 22050
+
+
+def _song(path: Path, seconds: float = 6.0, intro: float = 2.0) -> Path:
+    """A synthetic song with a silent intro: a tone with a few onsets."""
+    t = np.arange(int(seconds * SR)) / SR
+    y = 0.3 * np.sin(2 * np.pi * 330 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
+    y[t < intro] = 0.0
+    sf.write(path, y.astype(np.float32), SR)
+    return path
+
+
+def test_wider_canvas_gives_the_requested_seconds(tiny_model_dir: Path) -> None:
+    engine = Engine(tiny_model_dir, device="cpu")
+    assert engine.mel.x_res == 16  # trained crops: 16 frames = 0.37 s
+    clip = engine.generate(seconds=2.5, seed=1, steps=3, batch=2)
+    frames, width = engine.canvas(2.5)
+    assert clip.audio.shape == (2, round(2.5 * SR))
+    assert clip.seconds == pytest.approx(2.5)
+    assert clip.images.shape == (2, 16, frames) and clip.images.dtype == np.uint8
+    assert (frames - 1) * engine.mel.hop_length >= 2.5 * SR
+    assert width % engine.model.denoiser.width_multiple == 0 and width >= frames
+    assert clip.params["width"] == width and clip.params["seeds"] == [1, 2]
+    assert clip.audio.dtype == np.float32 and np.isfinite(clip.audio).all()
+
+
+def test_canvas_width_for_the_default_clip() -> None:
+    from encore.audio.mel import MelConfig
+
+    frames, width = canvas_width(5.9, MelConfig(x_res=128, y_res=128), 16)
+    assert (frames, width) == (256, 256)
+
+
+def test_choose_offset_skips_a_silent_intro() -> None:
+    y = np.zeros(10 * SR, dtype=np.float32)
+    y[4 * SR :] = np.sin(np.arange(6 * SR) * 0.1)
+    start = choose_offset(y, 3 * SR, SR)
+    assert start >= 4 * SR - SR // 20
+
+
+def test_vary_at_strength_zero_gives_back_the_song_spectrogram(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    engine = Engine(tiny_model_dir, device="cpu")
+    song = _song(tmp_path / "song.wav")
+    image, offset = engine.song_image(song, 1.5)
+    assert offset >= 1.9  # past the silent intro
+    clip = engine.vary(song, strength=0.0, seed=0, steps=4, seconds=1.5)
+    assert np.array_equal(clip.images[0], image[:, : clip.images.shape[2]])
+    assert clip.params["start_step"] == 4 and clip.params["offsets"] == [offset]
+    again = engine.vary(song, strength=0.5, seed=3, steps=4, seconds=1.5)
+    assert np.array_equal(
+        again.audio, engine.vary(song, strength=0.5, seed=3, steps=4, seconds=1.5).audio
+    )
+
+
+def test_missing_default_model_names_its_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from encore import config
+
+    monkeypatch.setenv("ENCORE_BASE_MODEL_DIR", str(tmp_path / "no-base-model"))
+    config.get_settings.cache_clear()
+    try:
+        with pytest.raises(NotFound, match="no-base-model"):
+            Engine()
+    finally:
+        config.get_settings.cache_clear()
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(["generate", "--no-progress", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_cli_generates_a_clip_and_its_png(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "clip.wav"
+    code = main(
+        [
+            "generate",
+            "--no-progress",
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            "--seconds",
+            "1.2",
+            "--steps",
+            "3",
+            "--seed",
+            "5",
+        ]
+    )
+    assert code == 0
+    audio, sr = sf.read(out)
+    assert sr == SR and len(audio) == round(1.2 * SR)
+    assert 0.9 < np.abs(audio).max() <= 0.95 + 1e-3  # peak-normalised
+    assert out.with_suffix(".png").is_file()
+    assert '"seeds": [5]' in capsys.readouterr().out
+
+
+def test_cli_merge_of_two_songs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    a, b = _song(tmp_path / "a.wav"), _song(tmp_path / "b.flac", intro=0.5)
+    out = tmp_path / "m.ogg"
+    code = main(
+        [
+            "generate",
+            "--no-progress",
+            "--model",
+            str(tiny_model_dir),
+            "--out",
+            str(out),
+            "--from",
+            str(a),
+            str(b),
+            "--weights",
+            "2",
+            "1",
+            "--seconds",
+            "1.0",
+            "--steps",
+            "3",
+        ]
+    )
+    assert code == 0
+    info = sf.info(out)
+    assert info.format == "OGG" and info.duration == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("make_args", "needle"),
+    [
+        (lambda d, t: ["--from", str(t / "missing.wav")], "missing.wav"),
+        (lambda d, t: ["--from", str(_song(t / "s.wav")), "--strength", "1.5"], "1.5"),
+        (lambda d, t: ["--model", str(t / "nomodel")], "nomodel"),
+        (lambda d, t: ["--seconds", "-2"], "-2"),
+    ],
+    ids=["missing-song", "bad-strength", "missing-model", "bad-seconds"],
+)
+def test_cli_errors_exit_2_with_one_line_naming_the_value(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_args,  # noqa: ANN001
+    needle: str,
+) -> None:
+    args = make_args(tiny_model_dir, tmp_path)
+    if "--model" not in args:
+        args = ["--model", str(tiny_model_dir), *args]
+    code, err = _cli(capsys, "--out", str(tmp_path / "o.wav"), *args)
+    assert code == 2
+    assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_non_audio_song_is_rejected(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "notes.wav"
+    fake.write_text("these are not samples\n" * 50)
+    code, err = _cli(
+        capsys,
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(tmp_path / "o.wav"),
+        "--from",
+        str(fake),
+    )
+    assert code == 2 and "notes.wav" in err
+
+
+def test_cli_unknown_output_extension(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = _cli(capsys, "--model", str(tiny_model_dir), "--out", str(tmp_path / "o.mp4"))
+    assert code == 2 and ".mp4" in err
