@@ -1,0 +1,497 @@
+"""The simulated pilot: listeners with hidden tastes drive a real ``encore serve`` over HTTP
+through v0 → v1 → v2, and the operator closes the loop through the platform's operator API
+(and CLI where the API has no route).
+
+Protocol (the paper's §6):
+
+1. Start a server with its own data folder; the operator signs in with the first-start
+   password; each listener is invited (operator API), signs up and uploads its seed songs.
+2. Round 0 serves v0. Each round is ``requests_per_round`` *waves*: in a wave every listener
+   asks for music once (requests sent one after another, in a fixed order, so the server's
+   seeded dispatch stream sees the same sequence every run), then all listeners at once wait
+   for their clip, download it, hear it (features of the decoded audio), play it in real time
+   with heartbeats of their played ranges, and rate it.
+3. Between rounds the operator curates (rater model, scores, update rule), purges,
+   fine-tunes the newest version on the dataset and activates the result with an A/B
+   weight: round 1 serves v0 and v1, round 2 v0, v1 and v2.
+4. At the end: a last curation (rater verdicts over all ratings), the report (Table 1, the
+   change per iteration with 95 % intervals, plots: ``encore report``), the ratings CSV, and
+   the rater-quality view, from which the detected adversaries are counted.
+
+Listening is honest: the server clamps listened time to the wall time since the audio was
+fetched, so a simulated listener really waits while it "plays". The tiny configuration
+keeps that cheap with 1.5 s clips.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encore.errors import ConfigurationError, InvalidInput
+from encore.sim.client import ApiClient, ApiError
+from encore.sim.config import PilotConfig
+from encore.sim.features import decode_features
+from encore.sim.listeners import Decision, ListenerSpec, decide
+from encore.sim.population import Population, SeedSong, draw_listeners
+from encore.sim.server import PilotServer, ServerError
+
+logger = logging.getLogger(__name__)
+
+PASSWORD = "simulated-listener-password"
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RatingEvent:
+    """One rating a simulated listener sent (what the simulation knows; the server does not
+    know ``appeal`` or ``kind``)."""
+
+    round: int
+    wave: int
+    listener: str
+    kind: str
+    delivery_id: int
+    song_ids: tuple[int, ...]
+    ranges: tuple[tuple[float, float], ...]
+    listened_seconds: float
+    stars: float
+    appeal: float | None
+    clip_seconds: float
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    active_versions: dict[str, float]
+    deliveries: list[int] = field(default_factory=list)
+    ratings_sent: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class OperatorStep:
+    after_round: int
+    curation: dict[str, Any]
+    dataset_before: int
+    dataset_after_curation: int
+    purge: dict[str, Any]
+    dataset_after_purge: int
+    parent: str
+    new_version: str
+    finetune_seconds: float
+    activated: dict[str, float]
+    finetune_via: str
+
+
+@dataclass
+class PilotResult:
+    """Everything the pilot measured (``summary.json`` in the work folder)."""
+
+    config: str
+    population: str
+    seed: int
+    workdir: str
+    listeners: list[dict[str, Any]]
+    rounds: list[RoundRecord]
+    operator_steps: list[OperatorStep]
+    events: list[RatingEvent]
+    report: dict[str, Any] | None
+    report_text: str
+    csv_rows: list[dict[str, str]]
+    raters: list[dict[str, Any]]
+    versions: list[dict[str, Any]]
+    plots: list[str]
+    detection: dict[str, Any]
+    timings: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("csv_rows")
+        return d
+
+
+# --- models for the tiny configuration -----------------------------------------------------
+
+
+def build_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Tiny random (seeded) diffusion and similarity models, as in the web tests."""
+    from encore.audio.mel import MelConfig
+    from encore.diffusion.folder import build_random_model, save_model_folder
+    from encore.diffusion.model import tiny_config
+    from encore.similarity.config import SimilarityConfig
+    from encore.similarity.model import SimilarityModel
+
+    mel = MelConfig(x_res=32, y_res=16)
+    base = root / "base-v0"
+    if not (base / "unet").is_dir():
+        loaded = build_random_model(tiny_config(height=mel.y_res), mel, seed=seed)
+        save_model_folder(base, loaded.denoiser, mel, name="v0")
+    sim = root / "similarity"
+    if not sim.is_dir():
+        cfg = SimilarityConfig(
+            image_height=mel.y_res, image_width=mel.x_res, pool=1, channels=(8, 8),
+            latent_dim=8, codebook_size=16, head_hidden=16, embedding_dim=8,
+        )
+        SimilarityModel.create(cfg, seed=seed, mel_config=mel).save(sim)
+    return base, sim
+
+
+# --- the listeners' side ----------------------------------------------------------------------
+
+
+@dataclass
+class Participant:
+    spec: ListenerSpec
+    index: int
+    client: ApiClient
+    email: str
+    user_id: int = 0
+    song_ids: list[int] = field(default_factory=list)
+
+
+def _choose_inputs(p: Participant, population: Population, rng: np.random.Generator) -> list[int]:
+    ids = p.song_ids
+    if len(ids) >= 2 and rng.random() < population.blend_share:
+        pick = rng.choice(len(ids), size=2, replace=False)
+        return [ids[int(i)] for i in sorted(pick)]
+    return [ids[int(rng.integers(len(ids)))]]
+
+
+def play(client: ApiClient, delivery_id: int, decision: Decision, heartbeat: float) -> dict[str, Any]:
+    """Play ``decision.ranges`` in real time, sending heartbeats with the ranges played so
+    far, then the final flush; returns the server's last listening state."""
+    played: list[tuple[float, float]] = []
+    for a, b in decision.ranges:
+        pos = a
+        while pos < b - 1e-9:
+            step = min(heartbeat, b - pos)
+            time.sleep(step)
+            pos += step
+            if pos < b - 1e-9:
+                client.listen(delivery_id, [*played, (a, round(pos, 3))])
+        played.append((a, b))
+        if len(played) < len(decision.ranges):
+            client.listen(delivery_id, played)
+    return client.listen(delivery_id, played, final=True)
+
+
+def _hear_and_rate(p: Participant, delivery_id: int, song_ids: list[int], round_: int, wave: int,
+                   seed: int, cfg: PilotConfig) -> RatingEvent:
+    view = p.client.wait_delivery(delivery_id, poll=cfg.poll_seconds)
+    audio = p.client.audio(delivery_id)  # opens the delivery: the wall clock starts here
+    features, seconds = decode_features(audio)
+    clip_seconds = float(view.get("clip_seconds") or seconds)
+    min_listen = float(view.get("min_listen_seconds") or 0.0)
+    rng = np.random.default_rng([seed, p.index, round_, wave, 1])
+    decision = decide(p.spec, features, clip_seconds, min_listen, rng)
+    state = play(p.client, delivery_id, decision, cfg.heartbeat_seconds)
+    if not state.get("rating_allowed"):
+        # The clamp bit (e.g. a very slow request); wait the shortfall like a user would.
+        time.sleep(max(0.0, min_listen - float(state.get("listened_seconds", 0.0))) + 0.2)
+        state = p.client.listen(delivery_id, list(decision.ranges), final=True)
+    p.client.rate(delivery_id, decision.stars)
+    return RatingEvent(
+        round=round_, wave=wave, listener=p.spec.name, kind=p.spec.kind, delivery_id=delivery_id,
+        song_ids=tuple(song_ids), ranges=decision.ranges,
+        listened_seconds=float(state.get("listened_seconds", 0.0)), stars=decision.stars,
+        appeal=decision.appeal, clip_seconds=clip_seconds,
+    )
+
+
+# --- the operator's side ----------------------------------------------------------------------
+
+
+def _active(versions: list[dict[str, Any]]) -> dict[str, float]:
+    return {v["name"]: float(v["ab_weight"]) for v in versions
+            if v["status"] == "active" and float(v["ab_weight"]) > 0}
+
+
+def _finetune_route(op: ApiClient) -> str | None:
+    try:
+        paths = op.get_json("/api/openapi.json").get("paths", {})
+    except ApiError:
+        return None
+    for path, methods in sorted(paths.items()):
+        if "finetune" in path and "post" in methods and "{" not in path.split("finetune")[-1]:
+            return path
+    return None
+
+
+def start_finetune(op: ApiClient, server: PilotServer, parent: dict[str, Any]) -> str:
+    """Start fine-tuning ``parent``: the operator API if it has a route, else the CLI.
+
+    Returns how it was started (for the record).
+    """
+    route = _finetune_route(op)
+    if route is not None:
+        path = route.replace("{version_id}", str(parent["id"]))
+        body = {} if "{version_id}" in route else {"parent_version_id": parent["id"]}
+        op.post_json(path, body)
+        return f"POST {route}"
+    out = server.cli("finetune", "--parent", parent["name"])
+    logger.info("encore finetune: %s", out.strip())
+    return "encore finetune (CLI)"
+
+
+def wait_new_version(op: ApiClient, parent_id: int, known: set[int], timeout: float,
+                     server: PilotServer) -> dict[str, Any]:
+    """Poll the versions until a child of ``parent_id`` appears."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for v in op.versions():
+            if v["id"] not in known and v.get("parent_id") == parent_id:
+                return v
+        if time.monotonic() > deadline:
+            raise ServerError(f"no new version of version {parent_id} after {timeout:.0f} s; "
+                              f"server log tail:\n{server.log()[-2000:]}")
+        time.sleep(2.0)
+
+
+def operator_step(op: ApiClient, server: PilotServer, cfg: PilotConfig, after_round: int,
+                  log: Log) -> OperatorStep:
+    """Curate, purge, fine-tune the newest version and activate the result."""
+    before = len(op.dataset(include_removed=False))
+    curation = op.curate()
+    log(f"  curate: {curation.get('message')}")
+    after_curation = len(op.dataset(include_removed=False))
+    purge = op.purge()
+    log(f"  purge: {purge.get('message')}")
+    after_purge = len(op.dataset(include_removed=False))
+    versions = op.versions()
+    parent = max((v for v in versions if v["status"] != "retired"), key=lambda v: v["id"])
+    t0 = time.monotonic()
+    via = start_finetune(op, server, parent)
+    log(f"  fine-tuning {parent['name']} on the dataset ({after_purge} clips) via {via} …")
+    new = wait_new_version(op, parent["id"], {v["id"] for v in versions}, cfg.finetune_timeout, server)
+    seconds = time.monotonic() - t0
+    op.activate(new["id"], cfg.ab_weight)
+    active = _active(op.versions())
+    log(f"  {new['name']} trained in {seconds:.0f} s and activated; serving {active}")
+    return OperatorStep(
+        after_round=after_round, curation=curation, dataset_before=before,
+        dataset_after_curation=after_curation, purge=purge, dataset_after_purge=after_purge,
+        parent=parent["name"], new_version=new["name"], finetune_seconds=round(seconds, 1),
+        activated=active, finetune_via=via,
+    )
+
+
+# --- the pilot --------------------------------------------------------------------------------
+
+
+def seed_song_pool(cfg: PilotConfig, population: Population, seed: int) -> list[SeedSong]:
+    from encore.sim.seeds import corpus_seed_songs, synthetic_seed_songs
+
+    if cfg.corpus_dir is not None:
+        return corpus_seed_songs(cfg.corpus_dir, cfg.seed_songs, genres=population.genres(),
+                                 seconds=cfg.seed_seconds, seed=seed)
+    return synthetic_seed_songs(cfg.seed_songs, seconds=cfg.seed_seconds, seed=seed)
+
+
+def run_pilot(
+    population: Population,
+    cfg: PilotConfig,
+    *,
+    rounds: int = 2,
+    seed: int = 0,
+    workdir: Path,
+    log: Log = logger.info,
+) -> PilotResult:
+    """Run the pilot end to end and return what it measured.
+
+    Parameters
+    ----------
+    population : Population
+    cfg : PilotConfig
+    rounds : int >= 0
+        Fine-tuning iterations (round 0 is v0 alone; 2 gives v0 → v1 → v2).
+    seed : int
+        Seeds the listeners, their songs and decisions, and the server's dispatch.
+    workdir : Path
+        The server's data folder and the pilot's outputs (``report/``, ``summary.json``).
+    log : callable
+        Progress lines.
+    """
+    if rounds < 0:
+        raise InvalidInput(f"rounds={rounds!r} must be >= 0")
+    t_start = time.monotonic()
+    timings: dict[str, float] = {}
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = {**cfg.settings, "ENCORE_RANDOM_SEED": str(seed)}
+    if cfg.tiny_models:
+        base, sim = build_tiny_models(workdir / "tiny-models", seed=seed)
+        settings.setdefault("ENCORE_BASE_MODEL_DIR", str(base))
+        settings.setdefault("ENCORE_SIMILARITY_MODEL_DIR", str(sim))
+    songs = seed_song_pool(cfg, population, seed)
+    rng = np.random.default_rng([seed, 0])
+    specs = draw_listeners(population, songs, rng)
+    by_title = {s.title: s for s in songs}
+    log(f"pilot {cfg.name}: {len(specs)} listeners "
+        f"({sum(s.adversarial for s in specs)} adversarial), {len(songs)} seed songs, "
+        f"{rounds + 1} rounds of {population.requests_per_round} requests each")
+    timings["setup"] = time.monotonic() - t_start
+
+    server = PilotServer(workdir / "server", settings, generate_workers=cfg.generate_workers)
+    with server:
+        if server.operator_password is None:
+            raise ConfigurationError(f"the server in {server.data_dir} did not print an operator "
+                                     "password (not a fresh data folder?)")
+        op = ApiClient(server.url)
+        op.sign_in(server.operator_email or "", server.operator_password)
+        t0 = time.monotonic()
+        participants = []
+        for i, spec in enumerate(specs):
+            client = ApiClient(server.url)
+            email = f"{spec.name}@pilot.invalid"
+            user = client.sign_up(email, PASSWORD, spec.name, invitation_code=op.invite())
+            p = Participant(spec=spec, index=i, client=client, email=email, user_id=int(user["id"]))
+            for title in spec.songs:
+                song = by_title[title]
+                p.song_ids.append(int(client.upload_song(song.data, song.filename, song.title)["id"]))
+            participants.append(p)
+        for p in participants:
+            for sid in p.song_ids:
+                p.client.wait_song_ready(sid)
+        timings["sign_up_and_upload"] = time.monotonic() - t0
+        log(f"signed up {len(participants)} listeners and uploaded "
+            f"{sum(len(p.song_ids) for p in participants)} songs in {timings['sign_up_and_upload']:.0f} s")
+
+        round_records: list[RoundRecord] = []
+        steps: list[OperatorStep] = []
+        events: list[RatingEvent] = []
+        with ThreadPoolExecutor(max_workers=max(1, len(participants))) as pool:
+            for r in range(rounds + 1):
+                t_round = time.monotonic()
+                record = RoundRecord(round=r, active_versions=_active(op.versions()))
+                log(f"round {r}: serving {record.active_versions}")
+                for w in range(population.requests_per_round):
+                    jobs = []
+                    for p in participants:  # one after another: a fixed order for dispatch
+                        choice_rng = np.random.default_rng([seed, p.index, r, w, 0])
+                        inputs = _choose_inputs(p, population, choice_rng)
+                        did = p.client.request_music(inputs, population.closeness)
+                        record.deliveries.append(did)
+                        jobs.append((p, did, inputs))
+                    futures = [pool.submit(_hear_and_rate, p, did, inputs, r, w, seed, cfg)
+                               for p, did, inputs in jobs]
+                    for f in futures:
+                        try:
+                            ev = f.result()
+                        except (ApiError, TimeoutError) as exc:
+                            record.failures.append(str(exc))
+                            logger.warning("round %d wave %d: %s", r, w, exc)
+                            continue
+                        events.append(ev)
+                        record.ratings_sent += 1
+                    log(f"  round {r} wave {w + 1}/{population.requests_per_round}: "
+                        f"{record.ratings_sent} ratings so far ({time.monotonic() - t_round:.0f} s)")
+                record.seconds = round(time.monotonic() - t_round, 1)
+                round_records.append(record)
+                timings[f"round_{r}"] = record.seconds
+                if r < rounds:
+                    t0 = time.monotonic()
+                    steps.append(operator_step(op, server, cfg, r, log))
+                    timings[f"operator_after_round_{r}"] = time.monotonic() - t0
+
+        # The final verdicts on raters use every rating; then the report.
+        t0 = time.monotonic()
+        final_curation = op.curate()
+        log(f"final curation: {final_curation.get('message')}")
+        out = workdir / "report"
+        out.mkdir(exist_ok=True)
+        report_text = server.cli("report", "--out", str(out), "--seed", str(seed))
+        report = op.report()
+        csv_text = op.ratings_csv()
+        (out / "ratings_api.csv").write_text(csv_text)
+        csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
+        raters = op.raters()
+        users = {u["id"]: u for u in op.users()}
+        versions = op.versions()
+        timings["report"] = time.monotonic() - t0
+        for p in participants:
+            p.client.close()
+        op.close()
+
+    flagged_ids = {r["user_id"] for r in raters if r.get("flagged")}
+    email_of = {uid: u["email"] for uid, u in users.items()}
+    flagged_names = {email_of.get(uid, "").split("@")[0] for uid in flagged_ids}
+    adversaries = [p.spec.name for p in participants if p.spec.adversarial]
+    honest = [p.spec.name for p in participants if not p.spec.adversarial]
+    detection = {
+        "adversaries": len(adversaries),
+        "adversaries_flagged": sum(n in flagged_names for n in adversaries),
+        "honest": len(honest),
+        "honest_flagged": sum(n in flagged_names for n in honest),
+        "by_kind": {
+            kind: [sum(p.spec.name in flagged_names for p in participants if p.spec.kind == kind),
+                   sum(p.spec.kind == kind for p in participants)]
+            for kind in sorted({p.spec.kind for p in participants})
+        },
+        "reasons": {email_of.get(r["user_id"], "?").split("@")[0]: r.get("reasons")
+                    for r in raters if r.get("flagged")},
+    }
+    timings["total"] = time.monotonic() - t_start
+    result = PilotResult(
+        config=cfg.name, population=population.name, seed=seed, workdir=str(workdir),
+        listeners=[{"name": p.spec.name, "kind": p.spec.kind, "group": p.spec.group,
+                    "user_id": p.user_id, "songs": list(p.spec.songs)} for p in participants],
+        rounds=round_records, operator_steps=steps, events=events, report=report,
+        report_text=report_text, csv_rows=csv_rows, raters=raters, versions=versions,
+        plots=sorted(str(x) for x in out.glob("*.png")), detection=detection,
+        timings={k: round(v, 1) for k, v in timings.items()},
+    )
+    (workdir / "summary.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
+    return result
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+
+def served_versions(result: PilotResult) -> dict[int, dict[str, int]]:
+    """Per round, ``{version: ratings}`` of the *generated* clips rated (from the CSV)."""
+    round_of = {d: rec.round for rec in result.rounds for d in rec.deliveries}
+    out: dict[int, dict[str, int]] = {rec.round: {} for rec in result.rounds}
+    for row in result.csv_rows:
+        r = round_of.get(int(row["delivery_id"]))
+        if r is None or row["branch"] != "generate":
+            continue
+        out[r][row["version"]] = out[r].get(row["version"], 0) + 1
+    return out
+
+
+def format_summary(result: PilotResult) -> str:
+    """The pilot's figures as text: Table 1 (``encore report``), changes, counts, detection."""
+    lines = [result.report_text.rstrip(), ""]
+    lines.append("ratings sent per round: " + ", ".join(
+        f"round {r.round}: {r.ratings_sent}" for r in result.rounds))
+    for r, counts in served_versions(result).items():
+        lines.append(f"round {r} generated clips rated, by version: "
+                     + ", ".join(f"{v} {n}" for v, n in sorted(counts.items())))
+    counted = sum(1 for row in result.csv_rows
+                  if row["counted"] == "True" and row["rater_flagged"] == "False")
+    lines.append(f"ratings stored {len(result.csv_rows)}, used by the report {counted} "
+                 f"(flagged raters' ratings excluded)")
+    for s in result.operator_steps:
+        lines.append(f"after round {s.after_round}: dataset {s.dataset_before} -> "
+                     f"{s.dataset_after_curation} (curate) -> {s.dataset_after_purge} (purge); "
+                     f"{s.parent} -> {s.new_version} in {s.finetune_seconds:.0f} s; serving {s.activated}")
+    d = result.detection
+    lines.append(f"adversarial listeners detected: {d['adversaries_flagged']} of {d['adversaries']}; "
+                 f"honest listeners flagged: {d['honest_flagged']} of {d['honest']}")
+    lines.append("by kind (flagged, total): " + ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in d["by_kind"].items()))
+    if result.plots:
+        lines.append("plots: " + ", ".join(result.plots))
+    lines.append("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
+    return "\n".join(lines)
