@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "eval",
     "similarity",
     "finetune",
+    "versions",
     "report",
     "simulate",
     "bench",

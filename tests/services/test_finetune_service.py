@@ -4,13 +4,13 @@ that leave the parent serving, A/B weights and a worker that picks up a new vers
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
+from finetune_helpers import add_dataset_clips
 
 from encore.errors import Conflict, InvalidInput
 from encore.jobs import JobContext
@@ -18,10 +18,7 @@ from encore.services import finetune as ft
 from encore.services import music, songs, versions
 from encore.services.context import ServiceContext
 from encore.store import (
-    Clip,
-    ClipKind,
     ClipStatus,
-    DatasetEntry,
     Delivery,
     Job,
     JobStatus,
@@ -29,7 +26,6 @@ from encore.store import (
     QueueName,
     TrainingRun,
     VersionStatus,
-    utcnow,
 )
 
 FAST = {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_crops": 4, "precision": "fp32",
@@ -42,28 +38,6 @@ def one_thread():  # noqa: ANN201
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def add_dataset_clips(ctx: ServiceContext, scores: list[float], confidences: list[float]) -> list[int]:
-    """Ready clips of v0 with mel images in the blob store, admitted to the dataset."""
-    v0 = versions.ensure_base_version(ctx)
-    rng = np.random.default_rng(len(scores))
-    ids = []
-    with ctx.session() as session:
-        for r, c in zip(scores, confidences, strict=True):
-            image = rng.integers(0, 256, size=(16, 44)).astype(np.uint8)
-            buf = io.BytesIO()
-            np.save(buf, image)
-            key = ctx.blobs.new_key("clips", ".npy")
-            ctx.blobs.put(key, buf.getvalue())
-            clip = Clip(kind=ClipKind.GENERATED, status=ClipStatus.READY, model_version_id=v0.id,
-                        seed=1, steps=3, eta=0.0, seconds=1.0, mel_key=key, rating_score=r,
-                        confidence=c, ready_at=utcnow())
-            session.add(clip)
-            session.flush()
-            session.add(DatasetEntry(clip_id=clip.id, rating_score=r, confidence=c))
-            ids.append(clip.id)
-    return ids
 
 
 def version_count(ctx: ServiceContext) -> int:

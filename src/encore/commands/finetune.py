@@ -1,0 +1,131 @@
+"""``encore finetune``: fine-tune a model version on the curated dataset (a training job)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from encore.commands._context import service_context
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a model version on the curated dataset (a new draft version)",
+        description=(
+            "Start a fine-tuning run: the top-N clips of the curated dataset, weighted by their "
+            "confidence, with a share of base-corpus crops in every batch (replay; the parent's "
+            "own generations when no corpus is configured). The run is a job on the training "
+            "queue (a running `encore serve` or `encore worker --queue train` executes it); with "
+            "--wait it runs here, with a progress bar. The result is a draft version: activate "
+            "it with `encore versions activate NAME --weight W`."
+        ),
+    )
+    p.add_argument("--parent", default=None,
+                   help="version to start from (default: the newest active version)")
+    p.add_argument("--top-n", type=int, default=None, help="dataset clips to train on (default 100)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default from settings)")
+    p.add_argument("--replay", type=float, default=None, metavar="FRACTION",
+                   help="share of each batch from the corpus, in [0, 1) (default from settings)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default from settings)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-time guard (default from settings)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--wait", action="store_true", help="run the fine-tune here and wait for it")
+    p.add_argument("--status", type=int, default=None, metavar="RUN", help="show a run and exit")
+    p.add_argument("--list", action="store_true", help="list the fine-tuning runs and exit")
+    p.add_argument("--json", action="store_true", help="with --status: print JSON")
+    p.set_defaults(handler=run)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    names = {"steps": "steps", "replay": "replay_fraction", "lr": "lr", "minutes": "max_minutes",
+             "seed": "seed"}
+    return {key: getattr(args, arg) for arg, key in names.items() if getattr(args, arg) is not None}
+
+
+def _parent(ctx: Any, name: str | None) -> Any:
+    from encore.errors import Conflict
+    from encore.services import versions
+    from encore.store import VersionStatus
+
+    if name is not None:
+        return versions.version_by_name(ctx, name)
+    versions.ensure_base_version(ctx)
+    active = [v for v in versions.list_versions(ctx) if v.status is VersionStatus.ACTIVE]
+    if not active:
+        raise Conflict("no version is active; name one with --parent")
+    return active[-1]
+
+
+def run(args: argparse.Namespace) -> int:
+    from encore.services import finetune
+
+    if args.list:
+        ctx = service_context(queues=False)
+        print(f"{'run':>4} {'status':<8} {'parent':<7} {'version':<8} {'clips':>5} {'progress':>8}  created")  # noqa: T201
+        for view in finetune.list_runs(ctx):
+            print(f"{view.run_id:4d} {view.status:<8} {view.parent:<7} {view.version or '-':<8} "  # noqa: T201
+                  f"{view.n_clips:5d} {view.progress:8.0%}  {view.created_at:%Y-%m-%d %H:%M}"
+                  + (f"  error: {view.error.splitlines()[0][:80]}" if view.error else ""))
+        return 0
+    if args.status is not None:
+        view = finetune.training_status(service_context(queues=False), args.status)
+        if args.json:
+            print(json.dumps(view.to_dict(), indent=2))  # noqa: T201
+        else:
+            _print_view(view)
+        return 0
+
+    ctx = service_context(queues=not args.wait)
+    parent = _parent(ctx, args.parent)
+    run_row = finetune.start_finetune(ctx, parent_version_id=parent.id, settings=_overrides(args),
+                                      top_n=args.top_n, enqueue=not args.wait)
+    print(f"fine-tuning run {run_row.id}: {parent.name} on {len(run_row.training_set)} clips")  # noqa: T201
+    if not args.wait:
+        print(f"queued on the training queue; follow it with `encore finetune --status {run_row.id}`")  # noqa: T201
+        return 0
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/{total}% [{elapsed}<{remaining}] {postfix}")
+
+    def progress(fraction: float, message: str | None = None) -> None:
+        bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
+        if message:
+            bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    try:
+        finetune.run_finetune(ctx, run_row.id, progress)
+    finally:
+        bar.close()
+    _print_view(finetune.training_status(ctx, run_row.id))
+    return 0
+
+
+def _print_view(view: Any) -> None:
+    from encore.services import versions
+
+    print(f"run {view.run_id}: {view.status} ({view.progress:.0%}) — {view.parent} → {view.version or '-'}, "  # noqa: T201
+          f"{view.n_clips} clips" + (f"; {view.message}" if view.message else ""))
+    if view.error:
+        print(f"error: {view.error}")  # noqa: T201
+    if view.version is None:
+        return
+    metrics = versions.version_by_name(service_context(queues=False), view.version).metrics
+    ft = metrics.get("finetune", {})
+    for key in ("train_clip_loss", "heldout_clip_loss", "replay_loss"):
+        pair = ft.get(key) or {}
+        if pair.get("parent") is not None:
+            print(f"  {key:<18} {pair['parent']:.4f} → {pair['finetuned']:.4f}")  # noqa: T201
+    print(f"  steps {ft.get('steps')} of {ft.get('planned_steps')} ({ft.get('stop_reason')}), "  # noqa: T201
+          f"best step {ft.get('best_step')}, training {ft.get('wall_seconds')} s, "
+          f"whole job {metrics.get('wall_seconds')} s; replay: {metrics.get('replay_source')}")
+    if "eval" in metrics:
+        new, old = metrics["eval"]["scores"], metrics["parent_eval"]["scores"]
+        print("  normalised score (0 = real music, 1 = untrained), parent → new:")  # noqa: T201
+        for task in new:
+            print(f"    {task:<9} {old.get(task, float('nan')):.3f} → {new[task]:.3f}")  # noqa: T201
+    elif "eval_skipped" in metrics:
+        print(f"  no evaluation: {metrics['eval_skipped']}")  # noqa: T201

@@ -1,0 +1,97 @@
+"""``encore finetune`` and ``encore versions`` on a configured installation (env settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from finetune_helpers import add_dataset_clips
+
+from encore import cli, config
+from encore.services import versions
+from encore.services.context import ServiceContext
+from encore.store.db import upgrade
+
+
+@pytest.fixture
+def installation(tmp_path: Path, tiny_models, monkeypatch):  # noqa: ANN001, ANN201
+    base, sim = tiny_models
+    env = {
+        "ENCORE_DATA_DIR": str(tmp_path / "var"),
+        "ENCORE_BASE_MODEL_DIR": str(base),
+        "ENCORE_SIMILARITY_MODEL_DIR": str(sim),
+        "ENCORE_FINETUNE_BATCH_SIZE": "4",
+        "ENCORE_FINETUNE_PARENT_REPLAY_CLIPS": "2",
+        "ENCORE_FINETUNE_EVAL_STEPS": "2",
+        "ENCORE_TORCH_THREADS": "1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config.get_settings.cache_clear()
+    settings = config.get_settings()
+    settings.data_dir.mkdir(parents=True)
+    upgrade(settings.resolved_database_url)
+    ctx = ServiceContext.from_settings(settings, queues=False)
+    before = torch.get_num_threads()
+    yield ctx
+    torch.set_num_threads(before)
+    config.get_settings.cache_clear()
+
+
+def test_finetune_wait_then_versions_activate_weight_and_import(installation, capsys, tmp_path) -> None:
+    ctx = installation
+    add_dataset_clips(ctx, [0.9, 0.6, 0.8], [1.0, 0.5, 0.8])
+    assert cli.main(["finetune", "--wait", "--steps", "3", "--top-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "fine-tuning run 1: v0 on 2 clips" in out
+    assert "run 1: done (100%) — v0 → v1, 2 clips" in out
+    assert "train_clip_loss" in out and "no evaluation: no corpus configured" in out
+
+    assert cli.main(["versions", "activate", "v1", "--weight", "3"]) == 0
+    assert cli.main(["versions", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("v")}
+    assert lines["v0"].split()[1:4] == ["active", "1.00", "25%"]
+    assert lines["v1"].split()[1:5] == ["active", "3.00", "75%", "v0"]
+
+    assert cli.main(["versions", "weight", "v0", "0"]) == 0
+    assert cli.main(["versions", "retire", "v1"]) == 2  # the only version still served
+    assert "only active version" in capsys.readouterr().err
+
+    # an audio-diffusion-layout folder (unet/, mel/mel_config.json, DDPM scheduler) imports
+    from diffusers import DDPMScheduler
+
+    from encore.diffusion.folder import load_model_folder
+
+    base = load_model_folder(ctx.settings.base_model_dir, device="cpu")
+    external = tmp_path / "audio-diffusion-tiny"
+    base.denoiser.unet.save_pretrained(external / "unet")
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(external / "scheduler")
+    (external / "mel").mkdir()
+    base.mel_config.replace(x_res=16).save(external / "mel")
+    # the tiny base model is unshuffled; the import reads the layout from the folder, so a
+    # plain UNet with 4 channels is not a valid audio-diffusion model and is refused
+    assert cli.main(["versions", "import", str(external)]) == 2
+    assert "plain layout needs a UNet with 1 input" in capsys.readouterr().err
+    from encore.diffusion.folder import build_random_model
+    from encore.diffusion.model import tiny_config
+
+    plain = build_random_model(tiny_config("plain", height=16), base.mel_config, seed=3)
+    plain.denoiser.unet.save_pretrained(external / "unet")
+    assert cli.main(["versions", "import", str(external)]) == 0
+    assert "as v2 (draft)" in capsys.readouterr().out
+    v2 = versions.version_by_name(ctx, "v2")
+    assert Path(v2.folder).parent == (ctx.settings.data_dir / "models").resolve()
+    assert load_model_folder(v2.folder, device="cpu").denoiser.config.layout == "plain"
+
+
+def test_finetune_without_wait_queues_a_job(installation, capsys) -> None:
+    ctx = installation
+    add_dataset_clips(ctx, [0.9], [1.0])
+    assert cli.main(["finetune", "--parent", "v0", "--steps", "2"]) == 0
+    assert "queued on the training queue" in capsys.readouterr().out
+    assert cli.main(["finetune", "--status", "1"]) == 0
+    assert "run 1: queued (0%) — v0 → -, 1 clips" in capsys.readouterr().out
+    assert cli.main(["finetune", "--parent", "v0"]) == 2
+    assert "already queued or running" in capsys.readouterr().err
