@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from corpus_helpers import SMALL
+from .corpus_helpers import SMALL
 
 from encore.corpus.builder import BuildSummary, build_corpus
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from corpus_helpers import SMALL
+from .corpus_helpers import SMALL
 
 from encore.audio.mel import MelConfig
 from encore.corpus.builder import BuildSummary, build_corpus

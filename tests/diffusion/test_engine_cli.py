@@ -27,15 +27,22 @@ def _song(path: Path, seconds: float = 6.0, intro: float = 2.0) -> Path:
 def test_wider_canvas_gives_the_requested_seconds(tiny_model_dir: Path) -> None:
     engine = Engine(tiny_model_dir, device="cpu")
     assert engine.mel.x_res == 16  # trained crops: 16 frames = 0.37 s
-    clip = engine.generate(seconds=2.5, seed=1, steps=3, batch=2)
+    clips = engine.generate_batch(seconds=2.5, seeds=[1, 2], steps=3)
     frames, width = engine.canvas(2.5)
-    assert clip.audio.shape == (2, round(2.5 * SR))
-    assert clip.seconds == pytest.approx(2.5)
-    assert clip.images.shape == (2, 16, frames) and clip.images.dtype == np.uint8
+    assert len(clips) == 2
+    for clip, seed in zip(clips, (1, 2), strict=True):
+        assert clip.audio.shape == (round(2.5 * SR),)
+        assert clip.seconds == pytest.approx(2.5)
+        assert clip.image.shape == (16, frames) and clip.image.dtype == np.uint8
+        assert clip.params["width"] == width and clip.params["seed"] == seed
+        assert clip.params["batch_seeds"] == [1, 2]
+        assert clip.audio.dtype == np.float32 and np.isfinite(clip.audio).all()
     assert (frames - 1) * engine.mel.hop_length >= 2.5 * SR
     assert width % engine.model.denoiser.width_multiple == 0 and width >= frames
-    assert clip.params["width"] == width and clip.params["seeds"] == [1, 2]
-    assert clip.audio.dtype == np.float32 and np.isfinite(clip.audio).all()
+    fractions: list[float] = []
+    single = engine.generate(seconds=2.5, seed=1, steps=3, progress=fractions.append)
+    assert fractions == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert np.allclose(single.audio, clips[0].audio, atol=1e-3)
 
 
 def test_canvas_width_for_the_default_clip() -> None:
@@ -60,7 +67,7 @@ def test_vary_at_strength_zero_gives_back_the_song_spectrogram(
     image, offset = engine.song_image(song, 1.5)
     assert offset >= 1.9  # past the silent intro
     clip = engine.vary(song, strength=0.0, seed=0, steps=4, seconds=1.5)
-    assert np.array_equal(clip.images[0], image[:, : clip.images.shape[2]])
+    assert np.array_equal(clip.image, image[:, : clip.image.shape[1]])
     assert clip.params["start_step"] == 4 and clip.params["offsets"] == [offset]
     again = engine.vary(song, strength=0.5, seed=3, steps=4, seconds=1.5)
     assert np.array_equal(
@@ -112,7 +119,7 @@ def test_cli_generates_a_clip_and_its_png(
     assert sr == SR and len(audio) == round(1.2 * SR)
     assert 0.9 < np.abs(audio).max() <= 0.95 + 1e-3  # peak-normalised
     assert out.with_suffix(".png").is_file()
-    assert '"seeds": [5]' in capsys.readouterr().out
+    assert '"seed": 5,' in capsys.readouterr().out
 
 
 def test_cli_merge_of_two_songs(tiny_model_dir: Path, tmp_path: Path) -> None:

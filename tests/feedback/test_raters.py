@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from feedback_sim import Population, simulate_population
+from .feedback_sim import Population, simulate_population
 
 from encore.errors import InvalidInput
 from encore.feedback import FeedbackConfig, RatingSet, assess_raters, fit_rater_model

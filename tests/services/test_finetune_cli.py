@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from finetune_helpers import add_dataset_clips
+from .finetune_helpers import add_dataset_clips
 
 from encore import cli, config
 from encore.services import versions

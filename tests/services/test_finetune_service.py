@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
-from finetune_helpers import add_dataset_clips
+from .finetune_helpers import add_dataset_clips
 
 from encore.errors import Conflict, InvalidInput
 from encore.jobs import JobContext
@@ -227,3 +227,28 @@ def test_a_running_worker_serves_a_newly_activated_version(ctx, tmp_path, make_l
                if isinstance(key, tuple) and key[0] == "engine"}
     assert set(engines) == {v0.id, v1.id}
     assert Path(engines[v1.id].model.path).resolve() == Path(v1.folder).resolve()
+
+
+def test_with_a_corpus_the_new_version_is_evaluated_against_its_parent(ctx, monkeypatch) -> None:
+    """Replay and evaluation come from the corpus (here: a small stand-in of its crops)."""
+    from encore.diffusion.finetune_data import ImageSet
+
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.interpolate(torch.rand(12, 1, 4, 16, generator=g), size=(16, 64))
+    corpus = ft.CorpusData(Path("/corpus"), ImageSet(smooth[:8] * 2 - 1, 32), ImageSet(smooth[8:] * 2 - 1, 32))
+    monkeypatch.setattr(ft, "corpus_data", lambda ctx, mel, seed, width=None: (corpus, ""))
+    add_dataset_clips(ctx, [0.9, 0.8, 0.7], [1.0, 0.9, 0.8])
+    v0 = versions.ensure_base_version(ctx)
+    run = ft.start_finetune(ctx, parent_version_id=v0.id, settings={**FAST, "eval_clips": 4})
+    view = ft.training_status(ctx, run.id)
+    assert view.status == "done", view.error
+    assert view.settings["replay_source"] == "corpus /corpus"
+    child = versions.version_by_name(ctx, view.version)
+    metrics = child.metrics
+    assert metrics["eval"]["n"] == 4 and metrics["parent_eval"]["n"] == 4
+    assert set(metrics["eval_delta"]) == set(metrics["eval"]["scores"])
+    for task, delta in metrics["eval_delta"].items():
+        assert delta == pytest.approx(metrics["eval"]["scores"][task] - metrics["parent_eval"]["scores"][task], abs=1e-3)
+    assert child.metrics["finetune"]["replay_loss"]["parent"] is not None
+    # the parent's evaluation is kept on its row and reused by its next fine-tune
+    assert versions.get_version(ctx, v0.id).metrics["eval"] == metrics["parent_eval"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from similarity_helpers import TINY
+from .similarity_helpers import TINY
 
 from encore import cli
 from encore.similarity.evaluate import retrieval_scores

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from similarity_helpers import random_songs
+from .similarity_helpers import random_songs
 
 from encore.errors import InvalidInput
 from encore.similarity.bench import random_representations

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from similarity_helpers import TINY, random_songs
+from .similarity_helpers import TINY, random_songs
 
 from encore.errors import Conflict, NotFound
 from encore.similarity.model import SimilarityModel

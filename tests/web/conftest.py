@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from web_helpers import PASSWORD, signed_in, song_bytes, upload
+from .web_helpers import PASSWORD, signed_in, song_bytes, upload
 
 from encore.audio.mel import MelConfig
 from encore.config import Settings

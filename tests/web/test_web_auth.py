@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from web_helpers import PASSWORD, signed_in
+from .web_helpers import PASSWORD, signed_in
 
 from encore.services import accounts
 

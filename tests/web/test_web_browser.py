@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_helpers import song_bytes
+from .web_helpers import song_bytes
 
 from encore.web.liveserver import LiveServer
 

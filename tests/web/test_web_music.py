@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from web_helpers import signed_in, song_bytes, upload
+from .web_helpers import signed_in, song_bytes, upload
 
 from encore.services import accounts
 

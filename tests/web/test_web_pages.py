@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from fastapi.testclient import TestClient
-from web_helpers import song_bytes, upload
+from .web_helpers import song_bytes, upload
 
 
 def test_home_redirects_by_role(anon: TestClient, listener: TestClient, operator: TestClient) -> None:

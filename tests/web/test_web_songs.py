@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from web_helpers import song_bytes, upload
+from .web_helpers import song_bytes, upload
 
 
 def test_upload_then_list_get_and_stream_with_range(listener: TestClient) -> None:
