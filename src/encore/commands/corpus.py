@@ -51,6 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=run_info)
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so that the build stops its worker pool on the way out."""
+    import signal
+
+    def _handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _handler)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from encore.corpus.builder import BuildOptions, build_corpus
     from encore.corpus.manifest import READY_FILE
@@ -67,6 +77,7 @@ def run_build(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+    _exit_on_sigterm()
     summary = build_corpus(args.out, options)
     print(_figures(json.loads((args.out / "build.json").read_text())))  # noqa: T201
     if args.ready:
@@ -88,6 +99,8 @@ def _figures(build: dict) -> str:
         f"(seed {build['seed']}, {build['items_processed']} of {build['items_total']} items "
         f"processed)"
     ]
+    if "cpu_seconds_total" in build:
+        lines.append(f"  CPU time {build['cpu_seconds_total'] / 60:.1f} min (all processes)")
     for genre, g in build["per_genre"].items():
         lines.append(
             f"  {genre:<14} {int(g['pieces']):5d} pieces ({int(g['heldout_pieces'])} held out) "

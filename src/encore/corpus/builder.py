@@ -269,7 +269,8 @@ def _quiet() -> None:
 
 
 def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # pool.terminate() must end workers
     _quiet()
 
 
@@ -356,6 +357,7 @@ def build_corpus(
         If ``out_dir`` already holds a corpus and ``options.overwrite`` is false.
     """
     started = time.perf_counter()
+    cpu_started = _cpu_seconds()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _prepare_out_dir(out, options.overwrite)
@@ -382,14 +384,18 @@ def build_corpus(
         "max_seconds": options.max_piece_seconds,
         "timeout": options.timeout_seconds,
     }
-    hard_timeout = options.timeout_seconds * 3 + 60
+    # The CPU-time limit inside the worker is the real one; this wall-clock limit only
+    # catches a worker stuck in C code, so it is generous (the machine may be busy).
+    hard_timeout = options.timeout_seconds * 20 + 300
     warm_up(mel_config)
     if options.workers > 0:
         ctx = multiprocessing.get_context("fork")
         pool: Any = ctx.Pool(options.workers, initializer=_worker_init, maxtasksperchild=200)
     else:
         pool = _Inline()
-    window = 8 * options.workers + 4 if options.workers > 0 else 0
+    # Workers run this far ahead of the in-order acceptance, so that one slow piece does
+    # not leave the other workers idle.
+    window = 32 * options.workers if options.workers > 0 else 0
 
     records: list[PieceRecord] = []
     failures: Counter[str] = Counter()
@@ -443,8 +449,17 @@ def build_corpus(
     write_manifest(out / MANIFEST_FILE, records)
     wall = time.perf_counter() - started
     summary = _summary(out, records, failures, len(order), processed, wall)
-    _write_build_json(out, summary, options, examples, cpu)
+    _write_build_json(out, summary, options, examples, cpu, _cpu_seconds() - cpu_started)
     return summary
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its reaped children (the workers)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _record(item: WorkItem, result: PieceResult, split: str) -> PieceRecord:
@@ -523,7 +538,8 @@ def _summary(out: Path, records: list[PieceRecord], failures: Counter[str], n_it
 
 
 def _write_build_json(out: Path, summary: BuildSummary, options: BuildOptions,
-                      examples: dict[str, list[str]], cpu: dict[str, Counter[str]]) -> None:
+                      examples: dict[str, list[str]], cpu: dict[str, Counter[str]],
+                      cpu_total: float) -> None:
     data = {
         "pieces": summary.pieces,
         "hours": round(summary.hours, 4),
@@ -533,6 +549,7 @@ def _write_build_json(out: Path, summary: BuildSummary, options: BuildOptions,
         "failures": summary.failures,
         "failed_items": sum(summary.failures.values()),
         "failure_examples": dict(sorted(examples.items())),
+        "cpu_seconds_total": round(cpu_total, 1),
         "cpu_seconds_per_stage": {
             g: {k: round(v, 1) for k, v in sorted(c.items())} for g, c in sorted(cpu.items())
         },
