@@ -94,8 +94,10 @@ def sniff(head: bytes, name: str = "the file") -> str | None:
     Returns
     -------
     str or None
-        ``"wav"``, ``"rf64"``, ``"w64"``, ``"flac"``, ``"ogg"``, ``"mp3"``, ``"aiff"`` or
-        ``None`` when the prefix is not one we know (libsndfile may still recognise it).
+        ``"wav"``, ``"rf64"``, ``"w64"``, ``"flac"``, ``"ogg"``, ``"mp3"`` (an ID3 tag),
+        ``"mpeg-sync"`` (starts with an MPEG audio frame sync: weak evidence, 1 in 2048
+        random files does), ``"aiff"`` or ``None`` when the prefix is not one we know
+        (libsndfile may still recognise it).
 
     Raises
     ------
@@ -135,7 +137,7 @@ def sniff(head: bytes, name: str = "the file") -> str | None:
                 f"{name} is an AAC (ADTS) stream, which encore does not accept; "
                 "use wav, flac, ogg or mp3"
             )
-        return "mp3"
+        return "mpeg-sync"
     return None
 
 

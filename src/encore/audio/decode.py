@@ -121,7 +121,7 @@ def _sndfile_error(exc: Exception, name: str, kind: str | None, head: bytes) -> 
 
     code = exc.code if isinstance(exc, sf.LibsndfileError) else None
     text = exc.error_string if isinstance(exc, sf.LibsndfileError) else str(exc)
-    if code == _SNDFILE_UNRECOGNISED and kind is None:
+    if kind == "mpeg-sync" or (code == _SNDFILE_UNRECOGNISED and kind is None):
         return NotAudio(
             f"{name} is not in an audio format encore reads (wav, flac, ogg, mp3): "
             f"it starts with {containers.describe_head(head)}"
@@ -242,7 +242,7 @@ def load_audio(
         head = f.read(64)
         kind = containers.sniff(head, name)
         _structural_checks(f, kind, name)
-        exact_mp3 = kind == "mp3" and containers.mp3_has_length_header(f)
+        exact_mp3 = kind in ("mp3", "mpeg-sync") and containers.mp3_has_length_header(f)
         f.seek(0)
         with _open_sndfile(f, name, kind, head) as snd:
             info = _info_from(snd, name)

@@ -367,7 +367,7 @@ def image_to_audio(image: np.ndarray, config: MelConfig, *, vocoder: object = "f
         gl = voc.GriffinLim(config)
     elif isinstance(vocoder, voc.GriffinLim):
         gl = vocoder
-        if gl.config != config:
+        if voc.spectral_config(gl.config) != voc.spectral_config(config):
             raise InvalidInput(f"the vocoder was built for {gl.config}, not {config}")
     else:
         raise InvalidInput(f"vocoder must be 'fast', 'librosa' or a GriffinLim, got {vocoder!r}")

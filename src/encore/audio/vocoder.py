@@ -45,6 +45,12 @@ DEFAULT_NNLS_ITER = 20
 DEFAULT_MOMENTUM = 0.99
 
 
+def spectral_config(config: MelConfig) -> MelConfig:
+    """``config`` without the fields a vocoder ignores (``x_res``: any width inverts;
+    ``n_iter``: set on the vocoder), so that caches and compatibility checks ignore them."""
+    return config.replace(x_res=1, n_iter=1)
+
+
 @dataclass(frozen=True)
 class _Ops:
     """Per-(config, device, dtype) constants: window, mel basis, pseudo-inverse."""
@@ -208,6 +214,7 @@ class GriffinLim:
         if init not in ("random", "zeros"):
             raise InvalidInput(f"init={init!r} must be 'random' or 'zeros'")
         self.config = config
+        self._spectral = spectral_config(config)
         self.n_iter = n_iter
         self.nnls_iter = nnls_iter
         self.momentum = momentum
@@ -254,7 +261,7 @@ class GriffinLim:
         import torch
 
         mel = self._as_batch(mel_power)
-        ops = _ops(self.config, self.device, self.dtype_name)
+        ops = _ops(self._spectral, self.device, self.dtype_name)
         batch, n_mels, n_frames = mel.shape
         target = mel.permute(1, 0, 2).reshape(n_mels, batch * n_frames)
         with torch.no_grad():
@@ -285,7 +292,7 @@ class GriffinLim:
         """
         import torch
 
-        cfg = self.config
+        cfg = self._spectral
         with torch.no_grad():
             # Frames-first layout (B, T, F): FFTs run along contiguous memory.
             magnitude = self.mel_to_linear(mel_power).sqrt_().transpose(1, 2).contiguous()
