@@ -114,21 +114,25 @@ def run(args: argparse.Namespace) -> int:
     # Decode the songs before the model runs: a bad file fails fast with its name.
     songs = [engine.load_song(s) for s in args.songs]
 
-    bar = tqdm(total=1, unit="step", disable=args.no_progress, dynamic_ncols=True, leave=False)
+    from encore.diffusion.sampling import start_step_for
 
-    def progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.reset(total=total)
-        bar.n = done
+    if not songs:
+        kind, total = "generate", steps
+    elif len(songs) == 1:
+        kind, total = "vary", steps - start_step_for(strength, steps)
+    else:
+        kind, total = "merge", 2 * steps
+    bar = tqdm(total=total, desc=kind, unit="step", disable=args.no_progress, leave=False)
+
+    def progress(fraction: float) -> None:
+        bar.n = round(fraction * total)
         bar.refresh()
 
     start = time.perf_counter()
     try:
-        if not songs:
-            bar.set_description("generate")
-            clip = engine.generate(seconds, args.seed, steps, eta=args.eta, callback=progress)
-        elif len(songs) == 1:
-            bar.set_description("vary")
+        if kind == "generate":
+            clip = engine.generate(seconds, args.seed, steps, eta=args.eta, progress=progress)
+        elif kind == "vary":
             clip = engine.vary(
                 songs[0],
                 strength,
@@ -138,10 +142,9 @@ def run(args: argparse.Namespace) -> int:
                 eta=args.eta,
                 offset=args.offset,
                 input_id=str(args.songs[0]),
-                callback=progress,
+                progress=progress,
             )
         else:
-            bar.set_description("merge")
             clip = engine.merge(
                 songs,
                 args.weights,
@@ -151,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 eta=args.eta,
                 offsets=[args.offset] * len(songs) if args.offset is not None else None,
                 input_ids=[str(s) for s in args.songs],
-                callback=progress,
+                progress=progress,
             )
     finally:
         bar.close()
@@ -160,12 +163,12 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     sf.write(
         out,
-        peak_normalise(clip.audio[0]),
+        peak_normalise(clip.audio),
         clip.sample_rate,
         format=AUDIO_FORMATS[out.suffix.lower()],
     )
     png = out.with_suffix(".png")
-    _save_png(clip.images[0], png)
+    _save_png(clip.image, png)
     params = {k: v for k, v in clip.params.items() if k not in ("height",)}
     print(  # noqa: T201
         f"wrote {out} ({clip.seconds:.2f} s at {clip.sample_rate} Hz) and {png} "

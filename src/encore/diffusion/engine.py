@@ -8,7 +8,8 @@
     clip = engine.generate(seconds=5.9, seed=1)
     clip = engine.vary("song.mp3", strength=0.7, seed=2)
     clip = engine.merge(["a.wav", "b.ogg"], weights=[0.6, 0.4], seed=3)
-    clip.audio[0], clip.sample_rate, clip.images[0], clip.params
+    clip.audio, clip.sample_rate, clip.image, clip.params
+    clips = engine.generate_batch(5.9, seeds=[1, 2, 3])   # one batch, one Clip per seed
 
 Songs are decoded by :func:`encore.audio.decode.load_audio` at the model's sample rate; one
 window of the requested length is taken from the *body* of the song (:func:`choose_offset`)
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from encore.errors import AudioTooShort, InvalidInput, NotFound
 logger = logging.getLogger(__name__)
 
 AudioInput = str | Path | bytes | np.ndarray
+Progress = Callable[[float], None]
+"""Called as ``progress(fraction)`` with the fraction of UNet evaluations done, in (0, 1]."""
 """A song: a file path, the file's bytes, or mono float audio at the model's sample rate."""
 
 #: Step of the search for the loudest window (seconds).
@@ -50,22 +53,25 @@ OFFSET_SEARCH_STEP = 0.5
 
 @dataclass(frozen=True)
 class Clip:
-    """Generated clips with everything needed to make them again.
+    """One generated clip with everything needed to make it again.
 
     Attributes
     ----------
-    images : np.ndarray
-        uint8 spectrograms, ``(B, H, frames)``; row 0 is the lowest mel band.
+    image : np.ndarray
+        uint8 spectrogram, ``(H, frames)``; row 0 is the lowest mel band.
     audio : np.ndarray
-        float32, ``(B, n_samples)`` at ``sample_rate``, ``n_samples = round(seconds · sr)``;
-        not loudness-normalised (as the reference; use :func:`peak_normalise` to play).
+        float32, ``(n_samples,)`` at ``sample_rate``, ``n_samples = round(seconds · sr)``;
+        not loudness-normalised (as the reference; :func:`peak_normalise` before playing).
     sample_rate : int
     params : dict
-        :class:`~encore.diffusion.sampling.SampleParams` as a dict, plus ``seconds``,
-        ``model`` (its name), ``offsets`` (seconds into each input song), ``vocoder``.
+        :class:`~encore.diffusion.sampling.SampleParams` as a dict with ``seed`` (this
+        clip's) instead of ``seeds``, plus ``batch_seeds`` (the seeds of the batch it was
+        made in: a clip is bit-identical when its batch is made again), ``seconds``,
+        ``frames``, ``model`` (its name), ``offsets`` (seconds into each input song) and
+        ``vocoder``.
     """
 
-    images: np.ndarray = field(repr=False)
+    image: np.ndarray = field(repr=False)
     audio: np.ndarray = field(repr=False)
     sample_rate: int
     params: dict[str, Any]
@@ -267,126 +273,174 @@ class Engine:
             audio = audio[:, :n]
         return np.ascontiguousarray(audio, dtype=np.float32)
 
-    def _clip(self, result: SampleResult, seconds: float, frames: int, **extra: Any) -> Clip:
+    def _clips(self, result: SampleResult, seconds: float, frames: int, **extra: Any) -> list[Clip]:
         from encore.audio.mel import unit_to_images
 
         images = unit_to_images(result.images[:, 0, :, :frames]).numpy()
         audio = self.to_audio(images, seconds)
-        params = result.params.to_dict()
+        base = result.params.to_dict()
+        seeds = base.pop("seeds")
         vocoder = self.vocoder()
-        params.update(
+        base.update(
+            batch_seeds=seeds,
             seconds=float(seconds),
             frames=frames,
             model=self.model.name,
             vocoder={"n_iter": vocoder.n_iter, "seed": vocoder.seed},
             **extra,
         )
-        return Clip(images=images, audio=audio, sample_rate=self.sample_rate, params=params)
+        return [
+            Clip(
+                image=images[i],
+                audio=audio[i],
+                sample_rate=self.sample_rate,
+                params={"seed": s, **base},
+            )
+            for i, s in enumerate(seeds)
+        ]
+
+    @staticmethod
+    def _callback(progress: Progress | None) -> ProgressCallback | None:
+        if progress is None:
+            return None
+        return lambda done, total: progress(done / total)
 
     # -- the three operations ------------------------------------------------------------
+
+    def generate_batch(
+        self,
+        seconds: float = 5.9,
+        seeds: Sequence[int] = (0,),
+        steps: int = 50,
+        *,
+        eta: float = 0.0,
+        progress: Progress | None = None,
+    ) -> list[Clip]:
+        """New clips from noise, one per seed, in one batch (see :meth:`generate`)."""
+        frames, width = self.canvas(seconds)
+        result = sampling.generate(
+            self.model,
+            batch=len(seeds),
+            width=width,
+            seed=list(seeds),
+            steps=steps,
+            eta=eta,
+            precision=self.precision,
+            callback=self._callback(progress),
+        )
+        return self._clips(result, seconds, frames)
 
     def generate(
         self,
         seconds: float = 5.9,
-        seed: int | Sequence[int] = 0,
+        seed: int = 0,
         steps: int = 50,
         *,
         eta: float = 0.0,
-        batch: int = 1,
-        callback: ProgressCallback | None = None,
+        progress: Progress | None = None,
     ) -> Clip:
-        """New clips from noise.
+        """A new clip from noise.
 
         Parameters
         ----------
         seconds : float
             Clip length.
-        seed : int or sequence of int
-            Seed of clip 0 (clip i gets ``seed + i``) or one per clip.
+        seed : int
+            Seed of the starting noise (and of the η noise).
         steps : int
             DDIM steps.
         eta : float
             DDIM η in [0, 1].
-        batch : int
-            Number of clips.
-        callback : callable, optional
-            ``callback(done, total)`` after every UNet evaluation.
+        progress : callable, optional
+            ``progress(fraction)`` after every UNet evaluation, fraction in (0, 1].
         """
-        frames, width = self.canvas(seconds)
-        result = sampling.generate(
-            self.model,
-            batch=batch,
-            width=width,
-            seed=seed,
-            steps=steps,
-            eta=eta,
-            precision=self.precision,
-            callback=callback,
-        )
-        return self._clip(result, seconds, frames)
+        return self.generate_batch(seconds, [seed], steps, eta=eta, progress=progress)[0]
 
-    def vary(
+    def vary_batch(
         self,
         audio: AudioInput,
         strength: float = 0.7,
-        seed: int | Sequence[int] = 0,
+        seeds: Sequence[int] = (0,),
         steps: int = 50,
         *,
         seconds: float = 5.9,
         eta: float = 0.0,
         offset: float | None = None,
-        batch: int = 1,
         input_id: str = "",
-        callback: ProgressCallback | None = None,
-    ) -> Clip:
-        """Variations of one song.
-
-        Parameters
-        ----------
-        audio : path, bytes or np.ndarray
-            The song.
-        strength : float
-            In [0, 1]: the fraction of the DDIM trajectory re-run (0 = the song's own
-            spectrogram, 1 = unrelated new music).
-        offset : float, optional
-            Where in the song the window starts, seconds (default: its loudest part).
-        batch : int
-            Number of variations (seeds ``seed, seed + 1, …``).
-        input_id : str
-            Recorded in ``params["input_ids"]``.
-        seed, steps, seconds, eta, callback
-            As :meth:`generate`.
-        """
+        progress: Progress | None = None,
+    ) -> list[Clip]:
+        """Variations of one song, one per seed, in one batch (see :meth:`vary`)."""
         if not (isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0):
             raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
         frames, _ = self.canvas(seconds)
         image, used = self.song_image(audio, seconds, offset=offset)
-        images = torch.from_numpy(np.repeat(image[None, None], batch, axis=0))
+        images = torch.from_numpy(np.repeat(image[None, None], len(seeds), axis=0))
         result = sampling.vary(
             self.model,
             images,
             strength=float(strength),
-            seed=seed,
+            seed=list(seeds),
             steps=steps,
             eta=eta,
             precision=self.precision,
-            callback=callback,
+            callback=self._callback(progress),
             input_ids=(input_id,) if input_id else (),
         )
-        return self._clip(result, seconds, frames, offsets=[used])
+        return self._clips(result, seconds, frames, offsets=[used])
+
+    def vary(
+        self,
+        audio: AudioInput,
+        strength: float = 0.7,
+        seed: int = 0,
+        steps: int = 50,
+        *,
+        seconds: float = 5.9,
+        eta: float = 0.0,
+        offset: float | None = None,
+        input_id: str = "",
+        progress: Progress | None = None,
+    ) -> Clip:
+        """A variation of one song.
+
+        Parameters
+        ----------
+        audio : path, bytes or np.ndarray
+            The song (an array: mono float audio at :attr:`sample_rate`).
+        strength : float
+            In [0, 1]: the fraction of the DDIM trajectory re-run (0 = the song's own
+            spectrogram, 1 = new music from the same noise as :meth:`generate`).
+        offset : float, optional
+            Where in the song the window starts, seconds (default: its loudest part).
+        input_id : str
+            Recorded in ``params["input_ids"]``.
+        seed, steps, seconds, eta, progress
+            As :meth:`generate`.
+        """
+        return self.vary_batch(
+            audio,
+            strength,
+            [seed],
+            steps,
+            seconds=seconds,
+            eta=eta,
+            offset=offset,
+            input_id=input_id,
+            progress=progress,
+        )[0]
 
     def merge(
         self,
         audios: Sequence[AudioInput],
         weights: Sequence[float] | None = None,
-        seed: int | Sequence[int] = 0,
+        seed: int = 0,
         steps: int = 50,
         *,
         seconds: float = 5.9,
         eta: float = 0.0,
         offsets: Sequence[float | None] | None = None,
         input_ids: Sequence[str] = (),
-        callback: ProgressCallback | None = None,
+        progress: Progress | None = None,
     ) -> Clip:
         """One clip from N ≥ 2 songs: DDIM-invert each, SLERP the noises, denoise.
 
@@ -398,7 +452,7 @@ class Engine:
             Non-negative weights (normalised); equal when omitted.
         offsets : sequence, optional
             Window start per song in seconds (None entries: the loudest part).
-        seed, steps, seconds, eta, callback
+        seed, steps, seconds, eta, progress
             As :meth:`generate` (with η = 0 the seed does not matter).
         """
         if len(audios) < 2:
@@ -416,7 +470,7 @@ class Engine:
             seed=seed,
             eta=eta,
             precision=self.precision,
-            callback=callback,
+            callback=self._callback(progress),
             input_ids=tuple(input_ids),
         )
-        return self._clip(result, seconds, frames, offsets=[o for _, o in pairs])
+        return self._clips(result, seconds, frames, offsets=[o for _, o in pairs])[0]
