@@ -246,3 +246,13 @@ def test_unsupported_codec_inside_ogg(music, sf_bytes):
     data[first_packet : first_packet + 8] = b"Speex   "
     with pytest.raises(UnsupportedAudio, match=r"Ogg with Speex"):
         probe_audio(bytes(data))
+
+
+def test_mp3_with_an_id3_tag(music, sf_bytes):
+    frame = b"\x00" + "my song".encode()
+    body = b"TIT2" + len(frame).to_bytes(4, "big") + b"\x00\x00" + frame
+    tagged = b"ID3\x03\x00\x00" + bytes([0, 0, 0, len(body)]) + body + sf_bytes(music, SR, "mp3")
+    assert probe_audio(tagged).format == "mp3"
+    assert load_audio(tagged, sr=SR).size == music.size
+    with pytest.raises(CorruptAudio, match=rf"announces {music.size} samples, only \d+"):
+        load_audio(tagged[: int(len(tagged) * 0.9)], sr=SR)
