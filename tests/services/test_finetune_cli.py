@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from .finetune_helpers import add_dataset_clips
 
 from encore import cli, config
 from encore.services import versions
 from encore.services.context import ServiceContext
 from encore.store.db import upgrade
+
+from .finetune_helpers import add_dataset_clips
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
-from .finetune_helpers import add_dataset_clips
 
 from encore.errors import Conflict, InvalidInput
 from encore.jobs import JobContext
@@ -27,6 +26,8 @@ from encore.store import (
     TrainingRun,
     VersionStatus,
 )
+
+from .finetune_helpers import add_dataset_clips
 
 FAST = {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_crops": 4, "precision": "fp32",
         "warmup_steps": 0, "lr": 3e-3, "parent_replay_clips": 2, "eval_steps": 2}
@@ -230,7 +231,8 @@ def test_a_running_worker_serves_a_newly_activated_version(ctx, tmp_path, make_l
 
 
 def test_with_a_corpus_the_new_version_is_evaluated_against_its_parent(ctx, monkeypatch) -> None:
-    """Replay and evaluation come from the corpus (here: a small stand-in of its crops)."""
+    """Replay and evaluation come from the corpus (here: a small stand-in of its crops); the
+    parent's evaluation on record (same n, steps, seed, width) is reused, not recomputed."""
     from encore.diffusion.finetune_data import ImageSet
 
     g = torch.Generator().manual_seed(0)
@@ -239,16 +241,20 @@ def test_with_a_corpus_the_new_version_is_evaluated_against_its_parent(ctx, monk
     monkeypatch.setattr(ft, "corpus_data", lambda ctx, mel, seed, width=None: (corpus, ""))
     add_dataset_clips(ctx, [0.9, 0.8, 0.7], [1.0, 0.9, 0.8])
     v0 = versions.ensure_base_version(ctx)
+    on_record = {"n": 4, "steps": 2, "seed": 0, "width": 32,
+                 "scores": {"generate": 0.5, "vary": 0.25, "merge": 0.75}, "rows": []}
+    with ctx.session() as session:
+        session.get(ModelVersion, v0.id).metrics = {"eval": on_record}
     run = ft.start_finetune(ctx, parent_version_id=v0.id, settings={**FAST, "eval_clips": 4})
     view = ft.training_status(ctx, run.id)
     assert view.status == "done", view.error
     assert view.settings["replay_source"] == "corpus /corpus"
-    child = versions.version_by_name(ctx, view.version)
-    metrics = child.metrics
-    assert metrics["eval"]["n"] == 4 and metrics["parent_eval"]["n"] == 4
-    assert set(metrics["eval_delta"]) == set(metrics["eval"]["scores"])
+    metrics = versions.version_by_name(ctx, view.version).metrics
+    assert metrics["parent_eval"] == on_record
+    new = metrics["eval"]
+    assert (new["n"], new["steps"], new["width"]) == (4, 2, 32)
+    assert [r["name"] for r in new["rows"]][:2] == ["real A (reference)", "real B"]
+    assert set(metrics["eval_delta"]) <= set(on_record["scores"])
     for task, delta in metrics["eval_delta"].items():
-        assert delta == pytest.approx(metrics["eval"]["scores"][task] - metrics["parent_eval"]["scores"][task], abs=1e-3)
-    assert child.metrics["finetune"]["replay_loss"]["parent"] is not None
-    # the parent's evaluation is kept on its row and reused by its next fine-tune
-    assert versions.get_version(ctx, v0.id).metrics["eval"] == metrics["parent_eval"]
+        assert delta == pytest.approx(new["scores"][task] - on_record["scores"][task], abs=1e-3)
+    assert metrics["finetune"]["replay_loss"]["parent"] is not None

@@ -638,3 +638,55 @@ def finetune(
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def evaluate_against_parent(
+    model: LoadedModel,
+    parent: LoadedModel,
+    *,
+    heldout: Any,
+    train: Any,
+    n: int = 16,
+    steps: int = 25,
+    seed: int = 0,
+    precision: str = "auto",
+    parent_report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The weight-free metrics (``encore eval``) of a new model and of its parent, same settings.
+
+    Parameters
+    ----------
+    model, parent : LoadedModel
+    heldout, train : Dataset
+        Held-out and training corpus crops at the models' width.
+    n, steps, seed, precision :
+        As :func:`encore.diffusion.evaluate.evaluate_model`.
+    parent_report : dict, optional
+        A stored evaluation of the parent (``EvalReport.to_dict()``), reused when it was made
+        with the same ``n``, ``steps``, ``seed`` and width (it saves half the time).
+
+    Returns
+    -------
+    dict
+        ``{"eval": report, "parent_eval": report, "eval_delta": {task: Δ score}}`` (reports
+        as :meth:`~encore.diffusion.evaluate.EvalReport.to_dict`). A positive Δ (new − parent
+        normalised score) means the new version is further from real music than its parent.
+    """
+    from encore.diffusion.evaluate import evaluate_model
+
+    prec = "fp32" if precision == "fp32" else "auto"
+    reports: dict[str, Any] = {}
+    width = int(model.mel_config.x_res)
+    previous = parent_report
+    if previous and (previous.get("n"), previous.get("steps"), previous.get("seed"),
+                     previous.get("width")) == (n, steps, seed, width):
+        reports["parent_eval"] = previous
+    for tag, m in (("eval", model), ("parent_eval", parent)):
+        if tag not in reports:
+            reports[tag] = evaluate_model(m, heldout=heldout, train=train, n=n, steps=steps,
+                                          seed=seed, precision=prec).to_dict()
+    new_scores, old_scores = reports["eval"]["scores"], reports["parent_eval"]["scores"]
+    reports["eval_delta"] = {k: round(new_scores[k] - old_scores[k], 4)
+                             for k in new_scores if k in old_scores}
+    return reports
+

@@ -328,7 +328,7 @@ def _train_and_publish(
 ) -> ModelVersion:
     import torch
 
-    from encore.diffusion.finetune import FinetuneConfig, finetune
+    from encore.diffusion.finetune import FinetuneConfig, evaluate_against_parent, finetune
     from encore.diffusion.finetune_data import parent_replay_set
     from encore.diffusion.folder import load_model_folder, update_model_meta
 
@@ -387,8 +387,9 @@ def _train_and_publish(
     else:
         progress(TRAIN_SHARE, "evaluating the new version")
         metrics.update(evaluate_against_parent(
-            load_model_folder(out, device="cpu"), parent_model, corpus, n=eval_clips,
-            steps=int(settings.get("eval_steps", 25)), seed=cfg.seed, precision=cfg.precision,
+            load_model_folder(out, device="cpu"), parent_model, heldout=corpus.heldout,
+            train=corpus.train, n=eval_clips, steps=int(settings.get("eval_steps", 25)),
+            seed=cfg.seed, precision=cfg.precision, parent_report=_stored_eval(parent, parent_model),
         ))
     metrics["wall_seconds"] = round(time.monotonic() - t0, 1)
     update_model_meta(out, metrics=metrics)  # the folder is complete before its row exists
@@ -400,6 +401,9 @@ def _train_and_publish(
             notes=f"fine-tuned from {parent.name} on {sum(e['role'] == 'train' for e in result.training_set)} "
                   f"clips (run {run_id}, {result.steps} steps, {result.stop_reason})",
         )
+        parent_row = session.get(ModelVersion, parent.id)
+        if parent_row is not None and "parent_eval" in metrics and "eval" not in (parent_row.metrics or {}):
+            parent_row.metrics = {**(parent_row.metrics or {}), "eval": metrics["parent_eval"]}
         run = session.get(TrainingRun, run_id)
         run.version_id = version.id  # type: ignore[union-attr]
         run.status = TrainingStatus.DONE  # type: ignore[union-attr]
@@ -411,30 +415,17 @@ def _train_and_publish(
     return version
 
 
+def _stored_eval(parent: ModelVersion, parent_model: Any) -> dict[str, Any] | None:
+    """An evaluation of the parent already on record (its row, or ``encore eval --save``)."""
+    stored = (parent.metrics or {}).get("eval")
+    if stored:
+        return stored
+    folder_metrics = dict(parent_model.meta.get("metrics") or {})
+    return folder_metrics if "scores" in folder_metrics else None
+
+
 def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-
-
-def evaluate_against_parent(
-    model: Any, parent: Any, corpus: CorpusData, *, n: int, steps: int, seed: int, precision: str
-) -> dict[str, Any]:
-    """The weight-free metrics (``encore eval``) of a new model and of its parent, same settings.
-
-    Returns ``{"eval": report, "parent_eval": report, "eval_delta": {task: Δ score}}`` where a
-    report is :meth:`encore.diffusion.evaluate.EvalReport.to_dict`; a positive Δ (new − parent
-    normalised score) means the new version is further from real music than its parent.
-    """
-    from encore.diffusion.evaluate import evaluate_model
-
-    prec = "fp32" if precision == "fp32" else "auto"
-    reports = {}
-    for tag, m in (("eval", model), ("parent_eval", parent)):
-        reports[tag] = evaluate_model(m, heldout=corpus.heldout, train=corpus.train, n=n,
-                                      steps=steps, seed=seed, precision=prec).to_dict()
-    new_scores, old_scores = reports["eval"]["scores"], reports["parent_eval"]["scores"]
-    reports["eval_delta"] = {k: round(new_scores[k] - old_scores[k], 4)
-                             for k in new_scores if k in old_scores}
-    return reports
 
 
 # --- status -----------------------------------------------------------------------------------
