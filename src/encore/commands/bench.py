@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "similarity": "encore.similarity.bench:run_bench",
     "vocoder": "encore.audio.bench:run_bench",
     "generate": "encore.diffusion.bench:run_bench",
+    "finetune": "encore.diffusion.finetune_bench:run_bench",
     "web": "encore.web.bench:run_bench",
 }
 
