@@ -4,6 +4,8 @@ that leave the parent serving, A/B weights and a worker that picks up a new vers
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from encore.store import (
     ModelVersion,
     QueueName,
     TrainingRun,
+    TrainingStatus,
     VersionStatus,
 )
 
@@ -258,3 +261,25 @@ def test_with_a_corpus_the_new_version_is_evaluated_against_its_parent(ctx, monk
     for task, delta in metrics["eval_delta"].items():
         assert delta == pytest.approx(new["scores"][task] - on_record["scores"][task], abs=1e-3)
     assert metrics["finetune"]["replay_loss"]["parent"] is not None
+
+
+def test_abandoned_runs_do_not_block_new_ones(ctx, settings) -> None:
+    add_dataset_clips(ctx, [0.9], [1.0])
+    v0 = versions.ensure_base_version(ctx)
+    no_queue = ServiceContext.from_settings(settings, queues=False)
+    queued = ft.start_finetune(no_queue, parent_version_id=v0.id, settings=FAST)  # job not sent
+    with pytest.raises(Conflict, match=f"run {queued.id} of v0 is already queued"):
+        ft.start_finetune(no_queue, parent_version_id=v0.id, settings=FAST)
+    with ctx.session() as session:  # its worker gave up on the job
+        job = session.get(Job, queued.job_id)
+        job.status, job.error = JobStatus.FAILED, "started 3 times without finishing; giving up"
+    in_process = ft.start_finetune(no_queue, parent_version_id=v0.id, settings=FAST, enqueue=False)
+    assert ft.training_status(ctx, queued.id).error == (
+        "its job ended (failed) without finishing the run: started 3 times without finishing; giving up")
+    with ctx.session() as session:  # an `encore finetune --wait` killed with -9
+        run = session.get(TrainingRun, in_process.id)
+        assert run.settings["process"].endswith(f":{os.getpid()}")
+        run.status = TrainingStatus.RUNNING
+        run.settings = {**run.settings, "process": f"{socket.gethostname()}:999999999"}
+    ft.start_finetune(no_queue, parent_version_id=v0.id, settings=FAST, enqueue=False)
+    assert "is gone" in ft.training_status(ctx, in_process.id).error

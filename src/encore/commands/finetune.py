@@ -98,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         finetune.run_finetune(ctx, run_row.id, progress)
+    except KeyboardInterrupt:
+        finetune.abandon_run(ctx, run_row.id, "interrupted (Ctrl-C)")
+        raise
     finally:
         bar.close()
     _print_view(finetune.training_status(ctx, run_row.id))

@@ -19,6 +19,8 @@ import dataclasses
 import datetime as dt
 import io
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from encore.services.context import ServiceContext
 from encore.store import (
     Clip,
     Job,
+    JobStatus,
     ModelVersion,
     QueueName,
     TrainingRun,
@@ -146,18 +149,22 @@ def start_finetune(
             raise NotFound(f"model version {parent_version_id} does not exist")
         if parent.status is VersionStatus.RETIRED:
             raise Conflict(f"version {parent.name} is retired; fine-tune an active or draft version")
-        busy = session.scalar(
-            sa.select(TrainingRun.id).where(
+        open_runs = session.scalars(
+            sa.select(TrainingRun).where(
                 TrainingRun.parent_version_id == parent.id,
                 TrainingRun.status.in_([TrainingStatus.QUEUED, TrainingStatus.RUNNING]),
             )
-        )
-        if busy is not None:
-            raise Conflict(f"fine-tuning run {busy} of {parent.name} is already queued or running")
+        ).all()
+        for other in open_runs:
+            reason = _abandoned(session, other)
+            if reason is None:
+                raise Conflict(f"fine-tuning run {other.id} of {parent.name} is already queued or running")
+            logger.warning("training run %d was abandoned: %s", other.id, reason)
+            other.status, other.error, other.finished_at = TrainingStatus.FAILED, reason, utcnow()
         run = TrainingRun(
             parent_version_id=parent.id,
             status=TrainingStatus.QUEUED,
-            settings={**resolved, "top_n": top_n},
+            settings={**resolved, "top_n": top_n, **({} if enqueue else {"process": _this_process()})},
             training_set=[{"clip_id": cid, "confidence": round(c, 6)} for cid, c in training_set],
         )
         session.add(run)
@@ -168,6 +175,45 @@ def start_finetune(
         logger.info("fine-tuning run %d of %s on %d clips%s", run.id, parent.name,
                     len(training_set), " queued" if enqueue else "")
         return run
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _abandoned(session: Any, run: TrainingRun) -> str | None:
+    """Why an open run will never finish (its job ended, its process is gone), or None."""
+    if run.job_id is not None:
+        job = session.get(Job, run.job_id)
+        if job is None:
+            return "its job was deleted"
+        if job.status in (JobStatus.FAILED, JobStatus.DONE):
+            return f"its job ended ({job.status}) without finishing the run" + (
+                f": {job.error.splitlines()[0]}" if job.error else "")
+        return None
+    owner = str((run.settings or {}).get("process", ""))
+    host, _, pid = owner.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return f"the process that ran it ({owner}) is gone"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def abandon_run(ctx: ServiceContext, run_id: int, reason: str) -> None:
+    """Mark an unfinished run failed (e.g. ``encore finetune --wait`` interrupted)."""
+    with ctx.session() as session:
+        run = session.get(TrainingRun, run_id)
+        if run is not None and run.status in (TrainingStatus.QUEUED, TrainingStatus.RUNNING):
+            run.status, run.error, run.finished_at = TrainingStatus.FAILED, reason, utcnow()
 
 
 # --- running it -----------------------------------------------------------------------------
