@@ -78,6 +78,23 @@ def synthetic_clips(model: Any, corpus: Path | None, *, n: int = N_CLIPS, seed: 
     return list(grey), confidences, what
 
 
+def _cached_clips(folder: Path, parent: Any, model_dir: Path, corpus: Path | None) -> tuple[list, list, str]:
+    """:func:`synthetic_clips`, saved once per (model folder, corpus) and reused (several runs
+    with other settings then fine-tune on the same clips)."""
+    import hashlib
+
+    weights = Path(model_dir) / "unet" / "diffusion_pytorch_model.safetensors"
+    stamp = f"{Path(model_dir).resolve()}|{weights.stat().st_mtime if weights.exists() else 'random'}|{corpus}"
+    path = folder / f"clips-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}.npz"
+    if path.is_file():
+        data = np.load(path, allow_pickle=False)
+        return list(data["images"]), data["confidences"].tolist(), str(data["what"]) + " (cached)"
+    clips, confidences, what = synthetic_clips(parent, corpus, seed=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=np.stack(clips), confidences=np.asarray(confidences), what=np.asarray(what))
+    return clips, confidences, what
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from encore.config import get_settings
     from encore.diffusion.finetune import FinetuneConfig, evaluate_against_parent, finetune
@@ -100,7 +117,8 @@ def run_bench(args: argparse.Namespace) -> int:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
     t0 = time.monotonic()
-    clips, confidences, what = synthetic_clips(parent, corpus, seed=0)
+    clips, confidences, what = _cached_clips(Path(settings.data_dir) / "bench-finetune", parent,
+                                             model_dir, corpus)
     t_clips = time.monotonic() - t0
     print(f"dataset: {len(clips)} clips {clips[0].shape} — {what}; confidences U(0.2, 1), "
           f"mean {np.mean(confidences):.2f} ({t_clips:.0f} s to make)")
