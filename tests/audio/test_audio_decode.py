@@ -249,7 +249,7 @@ def test_unsupported_codec_inside_ogg(music, sf_bytes):
 
 
 def test_mp3_with_an_id3_tag(music, sf_bytes):
-    frame = b"\x00" + "my song".encode()
+    frame = b"\x00" + b"my song"
     body = b"TIT2" + len(frame).to_bytes(4, "big") + b"\x00\x00" + frame
     tagged = b"ID3\x03\x00\x00" + bytes([0, 0, 0, len(body)]) + body + sf_bytes(music, SR, "mp3")
     assert probe_audio(tagged).format == "mp3"

@@ -137,3 +137,22 @@ def test_bad_arguments(clip):
         GriffinLim(config)(power[:100])
     with pytest.raises(InvalidInput, match=r"at least 2 frames"):
         GriffinLim(config)(power[:, :1])
+
+
+def test_cpu_threads_are_set_for_the_call_and_restored(clip, monkeypatch):
+    config, _, power = clip
+    seen: list[int] = []
+    original = GriffinLim._mel_to_linear
+
+    def spy(self, mel):
+        seen.append(torch.get_num_threads())
+        return original(self, mel)
+
+    monkeypatch.setattr(GriffinLim, "_mel_to_linear", spy)
+    torch.set_num_threads(2)
+    GriffinLim(config, n_iter=1, threads=1)(power[:, :8])
+    assert seen == [1] and torch.get_num_threads() == 2
+    GriffinLim(config, n_iter=1, threads=None)(power[:, :8])
+    assert seen == [1, 2] and torch.get_num_threads() == 2
+    with pytest.raises(InvalidInput, match=r"threads=0"):
+        GriffinLim(config, threads=0)

@@ -81,9 +81,8 @@ def bench_vocoder(
         Mel settings (default: the 256 format); ``x_res`` is replaced to fit ``seconds``.
     threads : int or None
         CPU threads for *both* vocoders during the run (torch intra-op threads and the
-        BLAS under numpy/scipy, via threadpoolctl); ``None`` leaves the defaults. One
-        thread is the default: a clip is a small problem, and on a loaded machine extra
-        threads spin and wait (measured here: 2 threads under load were 5-10x slower).
+        BLAS under numpy/scipy, via threadpoolctl). ``None``: each with its own default
+        (librosa: numpy's BLAS threads; GriffinLim: its ``threads`` default, 1).
 
     Returns
     -------
@@ -102,7 +101,7 @@ def bench_vocoder(
         except ImportError:  # pragma: no cover - a scikit-learn dependency, normally present
             logger.warning("threadpoolctl missing: numpy/BLAS threads are not limited")
     try:
-        return _bench(seconds, repeats, device, n_iter, seed, config)
+        return _bench(seconds, repeats, device, n_iter, seed, config, threads)
     finally:
         if threads is not None:
             torch.set_num_threads(previous_threads)
@@ -117,6 +116,7 @@ def _bench(
     n_iter: int | None,
     seed: int,
     config: MelConfig | None,
+    threads: int | None,
 ) -> VocoderBench:
     import librosa
     import torch
@@ -139,8 +139,10 @@ def _bench(
         )
 
     iters = DEFAULT_N_ITER if n_iter is None else n_iter
-    fast = GriffinLim(cfg, n_iter=iters, device=device)
-    same = GriffinLim(cfg, n_iter=32, device=device)
+    # With a thread count set for both, the vocoder must not apply its own.
+    own = {} if threads is None else {"threads": None}
+    fast = GriffinLim(cfg, n_iter=iters, device=device, **own)
+    same = GriffinLim(cfg, n_iter=32, device=device, **own)
 
     def run_torch(vocoder: GriffinLim) -> np.ndarray:
         out = vocoder(power32)
@@ -181,7 +183,7 @@ def _bench(
         frames=frames,
         y_res=cfg.y_res,
         device=str(fast.device),
-        threads=torch.get_num_threads(),
+        threads=torch.get_num_threads() if threads is not None else 0,
         librosa=timing("librosa", "librosa mel_to_audio, 32 it (as diffusers.Mel)"),
         fast=timing("fast", f"encore GriffinLim, {iters} it"),
         fast_same_iter=timing("same", "encore GriffinLim, 32 it"),
@@ -191,9 +193,14 @@ def _bench(
 
 def format_report(result: VocoderBench) -> str:
     """The benchmark as printed by ``encore bench vocoder``."""
+    threads = (
+        f"CPU threads {result.threads} (both)"
+        if result.threads
+        else "default CPU threads (librosa: BLAS default; encore: GriffinLim default)"
+    )
     lines = [
         f"vocoder: {result.clip_seconds:.2f} s clip ({result.y_res} mels x {result.frames} "
-        f"frames), device {result.device}, CPU threads {result.threads} (both), "
+        f"frames), device {result.device}, {threads}, "
         f"median of {result.librosa.runs} alternating runs",
     ]
     for t in (result.librosa, result.fast, result.fast_same_iter):
