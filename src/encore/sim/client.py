@@ -9,6 +9,7 @@ itself is the HttpOnly cookie httpx keeps.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -200,6 +201,12 @@ class ApiClient:
 
     def report(self) -> dict[str, Any] | None:
         return self.get_json("/api/operator/report")["report"]
+
+    def report_plots(self) -> dict[str, bytes]:
+        """Open the report page (which draws the plots), then download each plot."""
+        page = self.request("GET", "/operator/report", headers={"Accept": "text/html"}).text
+        names = sorted(set(re.findall(r"/api/operator/report/plots/([a-z0-9_]+\.png)", page)))
+        return {n: self.request("GET", f"/api/operator/report/plots/{n}").content for n in names}
 
     def ratings_csv(self) -> str:
         return self.request("GET", "/api/operator/ratings.csv").text

@@ -29,6 +29,7 @@ import csv
 import io
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -229,30 +230,54 @@ def _finetune_route(op: ApiClient) -> str | None:
     return None
 
 
-def start_finetune(op: ApiClient, server: PilotServer, parent: dict[str, Any]) -> str:
-    """Start fine-tuning ``parent``: the operator API if it has a route, else the CLI.
+def start_finetune(op: ApiClient, server: PilotServer, parent: dict[str, Any],
+                   seed: int) -> tuple[str, int | None]:
+    """Start fine-tuning ``parent``: the operator API if it has a route, else the CLI
+    (``encore finetune --parent NAME``, which queues the run for the server's training
+    worker).
 
-    Returns how it was started (for the record).
+    Returns
+    -------
+    (str, int or None)
+        How it was started (for the record) and the run id when known.
     """
     route = _finetune_route(op)
     if route is not None:
         path = route.replace("{version_id}", str(parent["id"]))
-        body = {} if "{version_id}" in route else {"parent_version_id": parent["id"]}
-        op.post_json(path, body)
-        return f"POST {route}"
-    out = server.cli("finetune", "--parent", parent["name"])
+        body: dict[str, Any] = {} if "{version_id}" in route else {"parent_version_id": parent["id"]}
+        answer = op.post_json(path, body)
+        run_id = answer.get("run_id") or (answer.get("run") or {}).get("run_id")
+        return f"POST {route}", int(run_id) if run_id is not None else None
+    out = server.cli("finetune", "--parent", parent["name"], "--seed", str(seed))
     logger.info("encore finetune: %s", out.strip())
-    return "encore finetune (CLI)"
+    m = re.search(r"fine-tuning run (\d+)", out)
+    return "encore finetune (CLI)", int(m.group(1)) if m else None
+
+
+def _run_failed(server: PilotServer, run_id: int) -> str | None:
+    """The error of a failed fine-tuning run (operator CLI), or None."""
+    try:
+        view = json.loads(server.cli("finetune", "--status", str(run_id), "--json"))
+    except (ServerError, ValueError):
+        return None
+    return str(view.get("error") or "failed") if view.get("status") == "failed" else None
 
 
 def wait_new_version(op: ApiClient, parent_id: int, known: set[int], timeout: float,
-                     server: PilotServer) -> dict[str, Any]:
-    """Poll the versions until a child of ``parent_id`` appears."""
+                     server: PilotServer, run_id: int | None = None) -> dict[str, Any]:
+    """Poll the versions until a child of ``parent_id`` appears (and, every 30 s, the run's
+    status, so that a failed run stops the pilot with its error)."""
     deadline = time.monotonic() + timeout
+    next_status = time.monotonic() + 30.0
     while True:
         for v in op.versions():
             if v["id"] not in known and v.get("parent_id") == parent_id:
                 return v
+        if run_id is not None and time.monotonic() > next_status:
+            next_status = time.monotonic() + 30.0
+            error = _run_failed(server, run_id)
+            if error is not None:
+                raise ServerError(f"fine-tuning run {run_id} failed: {error}")
         if time.monotonic() > deadline:
             raise ServerError(f"no new version of version {parent_id} after {timeout:.0f} s; "
                               f"server log tail:\n{server.log()[-2000:]}")
@@ -260,7 +285,7 @@ def wait_new_version(op: ApiClient, parent_id: int, known: set[int], timeout: fl
 
 
 def operator_step(op: ApiClient, server: PilotServer, cfg: PilotConfig, after_round: int,
-                  log: Log) -> OperatorStep:
+                  seed: int, log: Log) -> OperatorStep:
     """Curate, purge, fine-tune the newest version and activate the result."""
     before = len(op.dataset(include_removed=False))
     curation = op.curate()
@@ -272,9 +297,10 @@ def operator_step(op: ApiClient, server: PilotServer, cfg: PilotConfig, after_ro
     versions = op.versions()
     parent = max((v for v in versions if v["status"] != "retired"), key=lambda v: v["id"])
     t0 = time.monotonic()
-    via = start_finetune(op, server, parent)
+    via, run_id = start_finetune(op, server, parent, seed)
     log(f"  fine-tuning {parent['name']} on the dataset ({after_purge} clips) via {via} …")
-    new = wait_new_version(op, parent["id"], {v["id"] for v in versions}, cfg.finetune_timeout, server)
+    new = wait_new_version(op, parent["id"], {v["id"] for v in versions}, cfg.finetune_timeout,
+                           server, run_id)
     seconds = time.monotonic() - t0
     op.activate(new["id"], cfg.ab_weight)
     active = _active(op.versions())
@@ -334,16 +360,21 @@ def run_pilot(
         base, sim = build_tiny_models(workdir / "tiny-models", seed=seed)
         settings.setdefault("ENCORE_BASE_MODEL_DIR", str(base))
         settings.setdefault("ENCORE_SIMILARITY_MODEL_DIR", str(sim))
-    songs = seed_song_pool(cfg, population, seed)
-    rng = np.random.default_rng([seed, 0])
-    specs = draw_listeners(population, songs, rng)
+    server = PilotServer(workdir / "server", settings, generate_workers=cfg.generate_workers)
+    server.launch()  # it starts while the seed songs are made
+    try:
+        songs = seed_song_pool(cfg, population, seed)
+        rng = np.random.default_rng([seed, 0])
+        specs = draw_listeners(population, songs, rng)
+    except BaseException:
+        server.stop()
+        raise
     by_title = {s.title: s for s in songs}
     log(f"pilot {cfg.name}: {len(specs)} listeners "
         f"({sum(s.adversarial for s in specs)} adversarial), {len(songs)} seed songs, "
         f"{rounds + 1} rounds of {population.requests_per_round} requests each")
     timings["setup"] = time.monotonic() - t_start
 
-    server = PilotServer(workdir / "server", settings, generate_workers=cfg.generate_workers)
     with server:
         if server.operator_password is None:
             raise ConfigurationError(f"the server in {server.data_dir} did not print an operator "
@@ -375,7 +406,6 @@ def run_pilot(
             for r in range(rounds + 1):
                 t_round = time.monotonic()
                 record = RoundRecord(round=r, active_versions=_active(op.versions()))
-                log(f"round {r}: serving {record.active_versions}")
                 for w in range(population.requests_per_round):
                     jobs = []
                     for p in participants:  # one after another: a fixed order for dispatch
@@ -384,6 +414,9 @@ def run_pilot(
                         did = p.client.request_music(inputs, population.closeness)
                         record.deliveries.append(did)
                         jobs.append((p, did, inputs))
+                    if w == 0:  # v0 is registered by the platform on the first request
+                        record.active_versions = _active(op.versions())
+                        log(f"round {r}: serving {record.active_versions}")
                     futures = [pool.submit(_hear_and_rate, p, did, inputs, r, w, seed, cfg)
                                for p, did, inputs in jobs]
                     for f in futures:
@@ -402,7 +435,7 @@ def run_pilot(
                 timings[f"round_{r}"] = record.seconds
                 if r < rounds:
                     t0 = time.monotonic()
-                    steps.append(operator_step(op, server, cfg, r, log))
+                    steps.append(operator_step(op, server, cfg, r, seed, log))
                     timings[f"operator_after_round_{r}"] = time.monotonic() - t0
 
         # The final verdicts on raters use every rating; then the report.
@@ -411,8 +444,11 @@ def run_pilot(
         log(f"final curation: {final_curation.get('message')}")
         out = workdir / "report"
         out.mkdir(exist_ok=True)
-        report_text = server.cli("report", "--out", str(out), "--seed", str(seed))
         report = op.report()
+        report_text = format_report(report) if report is not None else "no counted ratings yet"
+        (out / "table1.txt").write_text(report_text + "\n")
+        for name, data in op.report_plots().items():
+            (out / name).write_bytes(data)
         csv_text = op.ratings_csv()
         (out / "ratings_api.csv").write_text(csv_text)
         csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
@@ -457,6 +493,52 @@ def run_pilot(
 
 
 # --- summaries ---------------------------------------------------------------------------------
+
+
+def report_from_json(data: dict[str, Any]) -> Any:
+    """The operator API's report JSON as :class:`encore.feedback.Report` (for formatting)."""
+    import dataclasses
+
+    from encore import feedback
+    from encore.feedback.stats import Cell, IterationChange, RatingTable
+
+    def build(cls: Any, item: dict[str, Any]) -> Any:
+        values = {}
+        for f in dataclasses.fields(cls):
+            v = item.get(f.name)
+            values[f.name] = float("nan") if v is None and f.type in ("float", float) else v
+        return cls(**values)
+
+    def table(t: dict[str, Any]) -> RatingTable:
+        return RatingTable(
+            versions=tuple(t["versions"]), songs=tuple(t["songs"]),
+            cells=tuple(build(Cell, c) for c in t["cells"]),
+            overall=tuple(build(Cell, c) for c in t["overall"]),
+            changes=tuple(build(IterationChange, c) for c in t["changes"]),
+            changes_by_song=tuple(build(IterationChange, c) for c in t["changes_by_song"]),
+        )
+
+    return feedback.Report(table=table(data["table"]),
+                           by_branch={k: table(v) for k, v in data["by_branch"].items()})
+
+
+def format_report(data: dict[str, Any]) -> str:
+    """Table 1, the changes with their intervals and the split by branch, as ``encore report``
+    prints them, plus the change per iteration of each branch."""
+    from encore.services.report import format_table
+
+    report = report_from_json(data)
+    lines = [format_table(report)]
+    for branch, sub in report.by_branch.items():
+        for ch in sub.changes:
+            if not (ch.n_ratings and ch.n_ratings_previous):
+                continue
+            lines.append(
+                f"branch {branch}: {ch.version_id} vs {ch.previous_version_id}: "
+                f"{ch.difference:+.2f} stars, {int(ch.level * 100)} % CI "
+                f"[{ch.ci_low:+.2f}, {ch.ci_high:+.2f}] (n = {ch.n_ratings} vs {ch.n_ratings_previous})"
+            )
+    return "\n".join(lines)
 
 
 def served_versions(result: PilotResult) -> dict[int, dict[str, int]]:

@@ -100,7 +100,8 @@ def corpus_seed_songs(
 
     corpus_dir = Path(corpus_dir)
     rows = [r for r in read_manifest(corpus_dir) if float(r.get("seconds", 0)) >= 8.0]
-    wanted = sorted(set(genres)) or sorted({r["genre"] for r in rows})
+    available = {r["genre"] for r in rows}
+    wanted = sorted(set(genres) & available) or sorted(available)  # unknown genres: any
     rng = np.random.default_rng(seed)
     by_genre: dict[str, list[dict]] = {}
     for g in wanted:

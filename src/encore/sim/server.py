@@ -72,6 +72,7 @@ class PilotServer:
         self.operator_email: str | None = None
         self.operator_password: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._launched = 0.0
 
     @property
     def env(self) -> dict[str, str]:
@@ -84,13 +85,25 @@ class PilotServer:
         }
 
     def start(self) -> PilotServer:
+        """Launch the server and wait until it answers."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> PilotServer:
+        """Start the server process without waiting (see :meth:`wait_ready`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "encore.cli", "serve", "--port", str(self.port),
                    "--generate-workers", str(self.generate_workers)]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(command, env=self.env, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + self.startup_timeout
+        self._launched = time.monotonic()
+        return self
+
+    def wait_ready(self) -> PilotServer:
+        """Wait until the launched server answers; read the operator's credentials."""
+        if self._proc is None:
+            raise ServerError("the server was not launched")
+        deadline = self._launched + self.startup_timeout
         while True:
             if self._proc.poll() is not None:
                 raise ServerError(f"encore serve exited with {self._proc.returncode}:\n{self.log()[-3000:]}")
@@ -147,7 +160,7 @@ class PilotServer:
             proc.wait()
 
     def __enter__(self) -> PilotServer:
-        return self.start()
+        return self.start() if self._proc is None else self.wait_ready()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
