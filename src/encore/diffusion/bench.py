@@ -18,6 +18,7 @@ the weights.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -52,6 +53,14 @@ def _interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list
 def _fmt(ts: list[float]) -> str:
     med = statistics.median(ts)
     return f"{med:6.2f} s (min {min(ts):.2f}, n={len(ts)})"
+
+
+def _load_average() -> str:
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
 
 
 def _songs(sr: int, seconds: float = 12.0) -> list[np.ndarray]:
@@ -114,6 +123,7 @@ def run_bench(args: argparse.Namespace) -> int:
     frames, width = engine.canvas(seconds)
     dev = model.device
     print(f"encore bench generate: {what}")
+    print(f"  load average at start: {_load_average()}")
     print(
         f"  device {dev}, torch threads {torch.get_num_threads()}, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}, "
@@ -132,10 +142,14 @@ def run_bench(args: argparse.Namespace) -> int:
     diff = float((ours().images - ref()).abs().max())
     t = _interleaved({"encore": ours, "diffusers": ref}, reps)
     ratio = statistics.median(t["encore"]) / statistics.median(t["diffusers"])
+    ratio_min = min(t["encore"]) / min(t["diffusers"])
     print("\n[1] DDIM loop, fp32, batch 1 (model only)")
     print(f"  encore sampling.generate   {_fmt(t['encore'])}")
     print(f"  diffusers DDIMPipeline     {_fmt(t['diffusers'])}")
-    print(f"  ratio encore/diffusers     {ratio:.3f}   max |difference| {diff:.2e}")
+    print(
+        f"  ratio encore/diffusers     {ratio:.3f} (medians), {ratio_min:.3f} (minima)   "
+        f"max |difference| {diff:.2e}"
+    )
 
     # 2. precision / memory format of our loop
     print("\n[2] our loop by precision (model only)")
@@ -168,7 +182,7 @@ def run_bench(args: argparse.Namespace) -> int:
     gen = lambda: engine.generate(seconds, 0, steps)  # noqa: E731
     var = lambda: engine.vary(songs[0], strength, 0, steps, seconds=seconds)  # noqa: E731
     mer = lambda: engine.merge(songs, None, 0, steps, seconds=seconds)  # noqa: E731
-    imgs = engine.generate(seconds, 0, steps).images
+    imgs = engine.generate(seconds, 0, steps).image[None]
     tv = _time(lambda: engine.to_audio(imgs, seconds), reps)
     te = _interleaved({"generate": gen, "vary": var, "merge": mer}, reps)
     k = steps - sampling.start_step_for(strength, steps)
@@ -178,4 +192,5 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"  merge (2 songs: {steps} inversion + {steps} steps) {_fmt(te['merge'])}")
     print(f"  of which vocoder (Griffin-Lim {engine.vocoder().n_iter} it.) {_fmt(tv)}")
     print(f"  real-time factor of generate: {seconds / statistics.median(te['generate']):.2f}x")
+    print(f"  load average at end: {_load_average()}")
     return 0
