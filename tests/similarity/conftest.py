@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from .similarity_helpers import TINY
 
 from encore.similarity.config import SimilarityConfig
 from encore.similarity.synthetic import GENRES, write_synthetic_corpus
+
+from .similarity_helpers import TINY
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from .similarity_helpers import TINY
 
 from encore import cli
 from encore.similarity.evaluate import retrieval_scores
 from encore.similarity.training import TrainOptions, train_similarity
+
+from .similarity_helpers import TINY
 
 
 def test_perfect_ranking_scores_one() -> None:

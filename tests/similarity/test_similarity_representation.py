@@ -6,11 +6,12 @@ import itertools
 
 import numpy as np
 import pytest
-from .similarity_helpers import random_songs
 
 from encore.errors import InvalidInput
 from encore.similarity.bench import random_representations
 from encore.similarity.representation import Representation, bhattacharyya, similarity
+
+from .similarity_helpers import random_songs
 
 
 def test_set_representation_is_invariant_to_song_order(tiny_model, rng: np.random.Generator) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from .similarity_helpers import TINY, random_songs
 
 from encore.errors import Conflict, NotFound
 from encore.similarity.model import SimilarityModel
 from encore.similarity.training import TrainOptions, train_similarity
 from encore.similarity.vqvae import supcon_loss
+
+from .similarity_helpers import TINY, random_songs
 
 OPTIONS = TrainOptions(minutes=5.0, batch_size=8, lr=3e-3, max_steps=40, head_steps=60,
                        head_batch=32, log_every=5, progress=False, checkpoint_seconds=1e9)

@@ -32,6 +32,9 @@ def register(group: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=0.8, help="weight of the metric embedding in S (default 0.8)")
     p.add_argument("--batch", type=int, default=32, help="VQ-VAE batch size (default 32)")
     p.add_argument("--steps", type=int, default=None, help="stop the VQ-VAE phase after this many steps")
+    p.add_argument("--metric-weight", type=float, default=0.1,
+                   help="weight of the slice-level genre contrastive loss while training the VQ-VAE "
+                        "(default 0.1; 0 = plain VQ-VAE)")
     p.add_argument("--head-steps", type=int, default=1500, help="metric-head steps (default 1500)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--seed", type=int, default=0)
@@ -52,7 +55,7 @@ def run_train_similarity(args: argparse.Namespace) -> int:
     config = SimilarityConfig(codebook_size=args.codebook_size, alpha=args.alpha)
     options = TrainOptions(
         minutes=args.minutes, batch_size=args.batch, max_steps=args.steps,
-        head_steps=args.head_steps, seed=args.seed, progress=not args.no_progress,
+        metric_weight=args.metric_weight, head_steps=args.head_steps, seed=args.seed, progress=not args.no_progress,
     )
     command = " ".join(["encore", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("encore") else None
     result = train_similarity(args.corpus, args.out, config, options, resume=args.resume,

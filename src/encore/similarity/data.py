@@ -119,7 +119,11 @@ def piece_images(corpus: Corpus, piece: CorpusPiece, width: int,
 
 
 class CropSampler:
-    """Random ``width``-frame crops from a set of pieces, uniform over frames.
+    """Random ``width``-frame crops around the pieces' slices, with their genre labels.
+
+    A crop starts at one of the manifest's (non-silent) slice starts, chosen uniformly over
+    all slices of all pieces, shifted by a random offset of up to half a slice (clipped to
+    the piece), so crops are not tied to the slice grid.
 
     Parameters
     ----------
@@ -133,20 +137,32 @@ class CropSampler:
     def __init__(self, corpus: Corpus, pieces: Sequence[CorpusPiece], width: int, seed: int = 0) -> None:
         self.corpus = corpus
         self.width = width
-        self.pieces = [p for p in pieces if corpus.mel(p).shape[1] >= width]
+        starts, owners = [], []
+        self.pieces = []
+        for piece in pieces:
+            frames = corpus.mel(piece).shape[1]
+            if frames < width:
+                continue
+            grid = [s for s in piece.slices if s + width <= frames] or list(range(0, frames - width + 1, width))
+            starts += grid
+            owners += [len(self.pieces)] * len(grid)
+            self.pieces.append(piece)
         if not self.pieces:
             raise InvalidInput(f"no piece has at least {width} frames")
-        spans = np.array([corpus.mel(p).shape[1] - width + 1 for p in self.pieces], dtype=np.float64)
-        self._p = spans / spans.sum()
-        self._spans = spans.astype(np.int64)
+        self._starts = np.asarray(starts, dtype=np.int64)
+        self._owners = np.asarray(owners, dtype=np.int64)
+        self._frames = np.array([corpus.mel(p).shape[1] for p in self.pieces], dtype=np.int64)
+        self._labels = np.array([corpus.genre_index(p.genre) for p in self.pieces], dtype=np.int64)
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, batch_size: int) -> np.ndarray:
-        """``(batch_size, n_mels, width)`` float32 images in [-1, 1]."""
-        which = self.rng.choice(len(self.pieces), size=batch_size, p=self._p)
+    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Crops ``(batch_size, n_mels, width)`` float32 in [-1, 1] and their genre indices."""
+        pick = self.rng.integers(0, self._starts.size, size=batch_size)
+        owners = self._owners[pick]
+        shift = self.rng.integers(-(self.width // 2), self.width // 2 + 1, size=batch_size)
+        starts = np.clip(self._starts[pick] + shift, 0, self._frames[owners] - self.width)
         out = []
-        for i in which:
-            start = int(self.rng.integers(0, self._spans[i]))
+        for i, start in zip(owners, starts, strict=True):
             mel = self.corpus.mel(self.pieces[i])
             out.append(np.asarray(mel[:, start : start + self.width], dtype=np.float32))
-        return normalize_db_crop(np.stack(out), self.corpus.mel_config)
+        return normalize_db_crop(np.stack(out), self.corpus.mel_config), self._labels[owners]

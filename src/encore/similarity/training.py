@@ -27,7 +27,7 @@ from encore.errors import Conflict, InvalidInput, NotFound
 from encore.similarity.config import SimilarityConfig
 from encore.similarity.data import Corpus, CropSampler, load_corpus, piece_images
 from encore.similarity.model import SimilarityModel
-from encore.similarity.vqvae import VQVAE, MetricHead, supcon_loss
+from encore.similarity.vqvae import VQVAE, MetricHead, SliceHead, supcon_loss
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +41,14 @@ class TrainOptions:
     """How to train (not saved with the model; the summary records it).
 
     ``minutes`` is the wall-clock budget of the whole run (both phases); ``max_steps``
-    (if set) stops phase 1 earlier, for tests.
+    (if set) stops phase 1 earlier, for tests. ``metric_weight`` weighs the auxiliary
+    slice-level supervised contrastive loss on genres in phase 1 (0 trains a plain VQ-VAE).
     """
 
     minutes: float = 18.0
     batch_size: int = 32
     lr: float = 1e-3
+    metric_weight: float = 0.1
     max_steps: int | None = None
     head_steps: int = 1500
     head_batch: int = 192
@@ -172,12 +174,14 @@ def train_similarity(
 
     torch.manual_seed(options.seed)
     vqvae = VQVAE(config)
-    optimizer = torch.optim.Adam(vqvae.parameters(), lr=options.lr)
+    slice_head = SliceHead(config)
+    optimizer = torch.optim.Adam([*vqvae.parameters(), *slice_head.parameters()], lr=options.lr)
     sampler = CropSampler(corpus, train_pieces, config.image_width, seed=options.seed)
     state = {"step": 0, "elapsed": 0.0, "phase1_done": False, "first_recon": None,
              "last_recon": None}
     if checkpoint is not None:
         vqvae.load_state_dict(checkpoint["vqvae"])
+        slice_head.load_state_dict(checkpoint["slice_head"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         sampler.rng.bit_generator.state = checkpoint["sampler_rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
@@ -191,13 +195,13 @@ def train_similarity(
 
     def checkpoint_now() -> None:
         _save_checkpoint(ckpt_path, {
-            "config": config.to_dict(), "vqvae": vqvae.state_dict(),
+            "config": config.to_dict(), "vqvae": vqvae.state_dict(), "slice_head": slice_head.state_dict(),
             "optimizer": optimizer.state_dict(), "sampler_rng": sampler.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(), **state,
         })
 
     if not state["phase1_done"]:
-        _train_vqvae(vqvae, optimizer, sampler, config, options, state, phase1_budget,
+        _train_vqvae(vqvae, slice_head, optimizer, sampler, config, options, state, phase1_budget,
                      out / LOG_FILE, checkpoint_now)
         state["phase1_done"] = True
         checkpoint_now()
@@ -248,12 +252,13 @@ def _estimate_phase2_seconds(vqvae: VQVAE, corpus: Corpus, pieces: list, config:
     return 1.3 * (n_slices * per_slice * 1.5) + head_seconds + 10.0
 
 
-def _train_vqvae(vqvae: VQVAE, optimizer: torch.optim.Optimizer, sampler: CropSampler,
+def _train_vqvae(vqvae: VQVAE, slice_head: SliceHead, optimizer: torch.optim.Optimizer, sampler: CropSampler,
                  config: SimilarityConfig, options: TrainOptions, state: dict, budget: float,
                  log_path: Path, checkpoint_now) -> None:
     vqvae.train()
+    slice_head.train()
     window = np.zeros(config.codebook_size, dtype=np.int64)
-    recon_acc, commit_acc, n_acc = 0.0, 0.0, 0
+    recon_acc, commit_acc, metric_acc, n_acc = 0.0, 0.0, 0.0, 0
     last_ckpt = time.monotonic()
     bar = tqdm(total=int(budget), initial=min(int(state["elapsed"]), int(budget)), unit="s",
                desc="vq-vae", disable=not options.progress, leave=False)
@@ -262,13 +267,17 @@ def _train_vqvae(vqvae: VQVAE, optimizer: torch.optim.Optimizer, sampler: CropSa
             t0 = time.monotonic()
             for group in optimizer.param_groups:
                 group["lr"] = options.lr * _lr_factor(state["step"], state["elapsed"] / max(budget, 1e-9))
-            batch = torch.from_numpy(sampler.sample(options.batch_size))[:, None]
-            recon, target, _z, indices, vq_loss = vqvae(batch)
+            images, labels = sampler.sample(options.batch_size)
+            recon, target, z, indices, vq_loss = vqvae(torch.from_numpy(images)[:, None])
             recon_loss = F.mse_loss(recon, target)
             loss = recon_loss + vq_loss
+            if options.metric_weight > 0:
+                metric_loss = supcon_loss(slice_head(z), torch.from_numpy(labels), config.temperature)
+                loss = loss + options.metric_weight * metric_loss
+                metric_acc += float(metric_loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(vqvae.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([*vqvae.parameters(), *slice_head.parameters()], 1.0)
             optimizer.step()
             window += np.bincount(indices.reshape(-1).numpy(), minlength=config.codebook_size)
             recon_acc += float(recon_loss.detach())
@@ -282,6 +291,7 @@ def _train_vqvae(vqvae: VQVAE, optimizer: torch.optim.Optimizer, sampler: CropSa
                 usage = CodebookUsage.from_counts(window)
                 row = {"step": state["step"], "elapsed": round(state["elapsed"], 1),
                        "recon": recon_acc / n_acc, "commit": commit_acc / n_acc,
+                       "slice_supcon": metric_acc / n_acc,
                        "perplexity": usage.perplexity, "dead": usage.dead, "used": usage.used}
                 if state["first_recon"] is None:
                     state["first_recon"] = row["recon"]
@@ -290,11 +300,11 @@ def _train_vqvae(vqvae: VQVAE, optimizer: torch.optim.Optimizer, sampler: CropSa
                 log.flush()
                 bar.set_postfix(recon=f"{row['recon']:.4f}", ppl=f"{usage.perplexity:.0f}",
                                 dead=usage.dead)
-                logger.info("step %d (%.0f s): recon %.4f commit %.4f perplexity %.1f dead %d/%d",
-                            state["step"], state["elapsed"], row["recon"], row["commit"],
-                            usage.perplexity, usage.dead, config.codebook_size)
+                logger.info("step %d (%.0f s): recon %.4f commit %.4f slice supcon %.3f perplexity %.1f "
+                            "dead %d/%d", state["step"], state["elapsed"], row["recon"], row["commit"],
+                            row["slice_supcon"], usage.perplexity, usage.dead, config.codebook_size)
                 window[:] = 0
-                recon_acc, commit_acc, n_acc = 0.0, 0.0, 0
+                recon_acc, commit_acc, metric_acc, n_acc = 0.0, 0.0, 0.0, 0
             if time.monotonic() - last_ckpt >= options.checkpoint_seconds:
                 checkpoint_now()
                 last_ckpt = time.monotonic()

@@ -163,6 +163,23 @@ class MetricHead(nn.Module):
         return F.normalize(self.net(x), dim=1)
 
 
+class SliceHead(nn.Module):
+    """Auxiliary projection of one slice's encoder statistics, used only while training the
+    VQ-VAE: its supervised contrastive loss on genres makes the encoder output genre-aware."""
+
+    def __init__(self, config: SimilarityConfig) -> None:
+        super().__init__()
+        d = config.latent_dim
+        self.net = nn.Sequential(nn.Linear(2 * d, config.head_hidden), nn.SiLU(),
+                                 nn.Linear(config.head_hidden, config.embedding_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` ``(B, D, h, w)`` → ``(B, E)`` unit rows (from channel means and stds)."""
+        flat = z.flatten(2)
+        x = torch.cat([flat.mean(dim=2), flat.std(dim=2)], dim=1)
+        return F.normalize(self.net(x), dim=1)
+
+
 def supcon_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, "L_out") over unit embeddings.
 
