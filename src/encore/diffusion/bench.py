@@ -42,11 +42,17 @@ def _time(fn: Callable[[], Any], reps: int) -> list[float]:
     return out
 
 
-def _interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
+def _interleaved(
+    fns: dict[str, Callable[[], Any]], reps: int, cpu: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
+    """Wall times of ``reps`` interleaved runs of each function (and CPU times into ``cpu``)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            c0 = time.process_time()
             times[name] += _time(fn, 1)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - c0)
     return times
 
 
@@ -140,16 +146,20 @@ def run_bench(args: argparse.Namespace) -> int:
     ref = lambda: diffusers_generate(model, width=width, seed=0, steps=steps)  # noqa: E731
     ours(), ref()  # warm-up (oneDNN primitive caches)
     diff = float((ours().images - ref()).abs().max())
-    t = _interleaved({"encore": ours, "diffusers": ref}, reps)
+    cpu_t: dict[str, list[float]] = {}
+    t = _interleaved({"encore": ours, "diffusers": ref}, reps, cpu_t)
     ratio = statistics.median(t["encore"]) / statistics.median(t["diffusers"])
     ratio_min = min(t["encore"]) / min(t["diffusers"])
     print("\n[1] DDIM loop, fp32, batch 1 (model only)")
     print(f"  encore sampling.generate   {_fmt(t['encore'])}")
     print(f"  diffusers DDIMPipeline     {_fmt(t['diffusers'])}")
+    cpu_ratio = statistics.median(cpu_t["encore"]) / statistics.median(cpu_t["diffusers"])
     print(
-        f"  ratio encore/diffusers     {ratio:.3f} (medians), {ratio_min:.3f} (minima)   "
-        f"max |difference| {diff:.2e}"
+        f"  ratio encore/diffusers     wall {ratio:.3f} (medians), {ratio_min:.3f} (minima); "
+        f"CPU time {cpu_ratio:.3f} ({statistics.median(cpu_t['encore']):.2f} s vs "
+        f"{statistics.median(cpu_t['diffusers']):.2f} s)"
     )
+    print(f"  max |difference| of the images {diff:.2e}")
 
     # 2. precision / memory format of our loop
     print("\n[2] our loop by precision (model only)")
