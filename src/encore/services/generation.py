@@ -134,8 +134,7 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
         row.representation = to_stored(rep)
         row.similarity = s_value
         row.seconds = float(len(audio) / sr)
-        params = getattr(result, "params", None)
-        start_step = getattr(params, "start_step", None)
+        start_step = (result.params or {}).get("start_step")
         if start_step is not None:
             row.start_step = int(start_step)
         row.status = ClipStatus.READY
