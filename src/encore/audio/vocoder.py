@@ -7,9 +7,10 @@ Two steps, as ``librosa.feature.inverse.mel_to_audio``, each done faster and bet
    ``1 / (Bᵀ B 1)`` (a valid majoriser because ``B ≥ 0``), started from the clipped
    pseudo-inverse. ``B`` has at most two non-zeros per column (triangular filters), so it
    is applied as a sparse matrix: an iteration costs ~0.1 ms for a 256×256 image.
-   librosa's L-BFGS-B solve stops almost where it starts (its objective is scaled by
-   ``1/M.size``, so the gradient test passes at once): its result is close to the
-   clipped pseudo-inverse, which is why this solve gives a better spectral convergence.
+   librosa's L-BFGS-B solve returns its starting point, the clipped pseudo-inverse (its
+   objective is scaled by ``1/M.size``, so the gradient test passes at once; measured on
+   a 256×256 image: relative mel residual 5.07 % for both, 0.24 % after 20 FISTA steps).
+   That is where the better spectral convergence comes from.
 2. **Phase**: fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99, as librosa) with an
    STFT/iSTFT written for this case: frames by ``unfold`` + ``rfft``, overlap-add by
    reshaping when ``n_fft`` is a multiple of the hop, window envelope cached.
