@@ -9,6 +9,7 @@ with 95 % intervals, the ratings used, the adversaries detected and where the pl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--corpus", type=Path, default=None,
                         help="corpus folder for seed songs and replay (full config; default "
                              "ENCORE_CORPUS_DIR)")
+    parser.add_argument("--listeners", type=int, default=None, metavar="N",
+                        help="override the population's number of listeners")
+    parser.add_argument("--requests", type=int, default=None, metavar="N",
+                        help="override the population's requests per listener and round")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra ENCORE_* setting for the pilot's server (repeatable), "
                              "e.g. --set ENCORE_INFERENCE_STEPS=25")
@@ -58,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         extra[key] = value
     cfg = cfg.with_settings(**extra)
     population = load_population(args.population or cfg.population)
+    for name, value in (("listeners", args.listeners), ("requests_per_round", args.requests)):
+        if value is not None:
+            if value < 1:
+                raise InvalidInput(f"--{name.split('_')[0]} {value} must be at least 1")
+            population = dataclasses.replace(population, **{name: value})
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"encore-pilot-{cfg.name}-"))
     if (workdir / "server" / "encore.db").exists():
         raise InvalidInput(f"work folder {workdir} already holds a pilot; choose an empty one")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from typing import Any
 
@@ -18,6 +19,10 @@ import httpx
 from encore.errors import EncoreError
 
 logger = logging.getLogger(__name__)
+
+
+class Stopped(EncoreError):
+    """The simulation was asked to stop (Ctrl-C) while a simulated user was waiting."""
 
 
 class ApiError(EncoreError):
@@ -40,8 +45,10 @@ class ApiClient:
         Seconds per request.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 120.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 120.0,
+                 stop: threading.Event | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.stop = stop or threading.Event()
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout,
                                  headers={"Accept": "application/json"})
         self.csrf: str | None = None
@@ -49,6 +56,11 @@ class ApiClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of real time, or raise :class:`Stopped` when asked to stop."""
+        if self.stop.wait(seconds):
+            raise Stopped("the simulation is stopping")
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -128,7 +140,7 @@ class ApiClient:
                 raise ApiError("GET", f"/api/songs/{song_id}", 200, f"song processing failed: {song}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"song {song_id} not ready after {timeout:.0f} s: {song}")
-            time.sleep(poll)
+            self.sleep(poll)
 
     def request_music(self, song_ids: list[int], closeness: float | None = None) -> int:
         """``POST /api/music``; returns the delivery id."""
@@ -152,7 +164,7 @@ class ApiClient:
                                f"generation failed: {view.get('message')}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"delivery {delivery_id} not ready after {timeout:.0f} s")
-            time.sleep(poll)
+            self.sleep(poll)
 
     def audio(self, delivery_id: int) -> bytes:
         """``GET /api/deliveries/{id}/audio`` (marks the delivery opened)."""

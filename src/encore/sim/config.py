@@ -121,6 +121,9 @@ def full_config(corpus_dir: Path | None) -> PilotConfig:
         # The weight-free evaluation of each new version (32 extra generations) is not part
         # of the loop; `encore eval` can run it afterwards on the pilot's model folders.
         "ENCORE_FINETUNE_EVAL_CLIPS": "0",
+        # One torch thread per process: on shared cores, OpenMP threads that wait for each
+        # other under oversubscription made one generation take minutes (measured: 450 s).
+        "ENCORE_TORCH_THREADS": "1",
     }
     if corpus_dir is not None:
         settings["ENCORE_CORPUS_DIR"] = str(corpus_dir)
@@ -129,7 +132,7 @@ def full_config(corpus_dir: Path | None) -> PilotConfig:
         settings=settings,
         population="default",
         seed_songs=10,
-        seed_seconds=30.0,
+        seed_seconds=12.0,
         corpus_dir=corpus_dir,
         generate_workers=1,
         heartbeat_seconds=2.0,

@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -178,7 +179,7 @@ def play(client: ApiClient, delivery_id: int, decision: Decision, heartbeat: flo
         pos = a
         while pos < b - 1e-9:
             step = min(heartbeat, b - pos)
-            time.sleep(step)
+            client.sleep(step)
             pos += step
             if pos < b - 1e-9:
                 client.listen(delivery_id, [*played, (a, round(pos, 3))])
@@ -200,7 +201,7 @@ def _hear_and_rate(p: Participant, delivery_id: int, song_ids: list[int], round_
     state = play(p.client, delivery_id, decision, cfg.heartbeat_seconds)
     if not state.get("rating_allowed"):
         # The clamp bit (e.g. a very slow request); wait the shortfall like a user would.
-        time.sleep(max(0.0, min_listen - float(state.get("listened_seconds", 0.0))) + 0.2)
+        p.client.sleep(max(0.0, min_listen - float(state.get("listened_seconds", 0.0))) + 0.2)
         state = p.client.listen(delivery_id, list(decision.ranges), final=True)
     p.client.rate(delivery_id, decision.stars)
     return RatingEvent(
@@ -281,7 +282,7 @@ def wait_new_version(op: ApiClient, parent_id: int, known: set[int], timeout: fl
         if time.monotonic() > deadline:
             raise ServerError(f"no new version of version {parent_id} after {timeout:.0f} s; "
                               f"server log tail:\n{server.log()[-2000:]}")
-        time.sleep(2.0)
+        op.sleep(2.0)
 
 
 def operator_step(op: ApiClient, server: PilotServer, cfg: PilotConfig, after_round: int,
@@ -379,12 +380,13 @@ def run_pilot(
         if server.operator_password is None:
             raise ConfigurationError(f"the server in {server.data_dir} did not print an operator "
                                      "password (not a fresh data folder?)")
-        op = ApiClient(server.url)
+        stop = threading.Event()
+        op = ApiClient(server.url, stop=stop)
         op.sign_in(server.operator_email or "", server.operator_password)
         t0 = time.monotonic()
         participants = []
         for i, spec in enumerate(specs):
-            client = ApiClient(server.url)
+            client = ApiClient(server.url, stop=stop)
             email = f"{spec.name}@pilot.invalid"
             user = client.sign_up(email, PASSWORD, spec.name, invitation_code=op.invite())
             p = Participant(spec=spec, index=i, client=client, email=email, user_id=int(user["id"]))
@@ -402,7 +404,8 @@ def run_pilot(
         round_records: list[RoundRecord] = []
         steps: list[OperatorStep] = []
         events: list[RatingEvent] = []
-        with ThreadPoolExecutor(max_workers=max(1, len(participants))) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, len(participants)))
+        try:
             for r in range(rounds + 1):
                 t_round = time.monotonic()
                 record = RoundRecord(round=r, active_versions=_active(op.versions()))
@@ -437,6 +440,11 @@ def run_pilot(
                     t0 = time.monotonic()
                     steps.append(operator_step(op, server, cfg, r, seed, log))
                     timings[f"operator_after_round_{r}"] = time.monotonic() - t0
+        except BaseException:
+            stop.set()  # listeners waiting or playing give up at once
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
         # The final verdicts on raters use every rating; then the report.
         t0 = time.monotonic()

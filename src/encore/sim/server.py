@@ -148,19 +148,55 @@ class PilotServer:
         return proc.stdout
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Stop like Ctrl-C (the server stops its workers); kill its process group if it hangs."""
+        """Stop like Ctrl-C (the server stops its workers); kill what is left if it hangs.
+
+        The server's worker processes are remembered before the signal, so a worker still
+        busy when the server is gone is ended too (by its id).
+        """
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        children = _children(proc.pid)
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the group this server was started in
             proc.wait()
+        deadline = time.monotonic() + 20.0
+        for pid in children:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if _alive(pid):
+                logger.warning("worker pid %d of the pilot's server is still running; killing it", pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def __enter__(self) -> PilotServer:
         return self.start() if self._proc is None else self.wait_ready()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
