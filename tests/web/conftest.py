@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from .web_helpers import PASSWORD, signed_in, song_bytes, upload
 
 from encore.audio.mel import MelConfig
 from encore.config import Settings
@@ -19,6 +18,8 @@ from encore.services import accounts
 from encore.services.context import ServiceContext
 from encore.store import UserRole
 from encore.store.db import upgrade
+
+from .web_helpers import PASSWORD, signed_in, song_bytes, upload
 
 TINY_MEL = MelConfig(x_res=32, y_res=16)
 
@@ -58,9 +59,27 @@ def web_settings(data_dir: Path, tiny_models: tuple[Path, Path], **changes: Any)
         "min_song_seconds": 1.0,
         "max_upload_bytes": 400_000,
         "baseline_probability": 0.0,
+        "torch_threads": 1,
+        "curation_min_ratings": 1,
+        "finetune_steps": 2,
+        "finetune_batch_size": 2,
+        "finetune_parent_replay_clips": 0,
+        "finetune_eval_clips": 0,
     }
     values.update(changes)
     return Settings(**values)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread while these tests run: the tiny models gain nothing from more, and
+    on a busy machine the extra threads make each tiny convolution ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session", autouse=True)

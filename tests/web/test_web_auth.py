@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from .web_helpers import PASSWORD, signed_in
 
 from encore.services import accounts
+
+from .web_helpers import PASSWORD, signed_in
 
 
 def test_signin_sets_an_httponly_lax_session_cookie(anon: TestClient, app: FastAPI) -> None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from .web_helpers import song_bytes
 
 from encore.web.liveserver import LiveServer
+
+from .web_helpers import song_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -45,10 +48,31 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Pa
         "ENCORE_MIN_SONG_SECONDS": "1",
         "ENCORE_BASELINE_PROBABILITY": "0",
         "ENCORE_TORCH_THREADS": "1",
+        "OMP_NUM_THREADS": "1",  # the workers' similarity model too
     }
     with LiveServer(tmp_path_factory.mktemp("live") / "var", env=env) as live:
         assert live.operator_password, live.log()
+        warm = threading.Thread(target=warm_up_worker, args=(live,), daemon=True)
+        warm.start()  # runs while Chromium starts and the first pages are driven
         yield live
+        warm.join(timeout=5)
+
+
+def warm_up_worker(live: LiveServer) -> None:
+    """Have the generation worker load its code and models once (the operator uploads a
+    song and asks for music), so the browser flow does not wait for that first load."""
+    import httpx
+
+    with httpx.Client(base_url=live.url, timeout=120) as http:
+        r = http.post("/api/auth/signin", json={"email": live.operator_email, "password": live.operator_password})
+        headers = {"x-csrf-token": r.json()["csrf_token"]}
+        r = http.post("/api/songs", files={"file": ("warm.wav", song_bytes(40), "audio/wav")}, headers=headers)
+        song_id = r.json()["song"]["id"]
+        for _ in range(600):
+            if http.get(f"/api/songs/{song_id}").json()["song"]["status"] != "pending":
+                break
+            time.sleep(0.2)
+        http.post("/api/music", json={"song_ids": [song_id]}, headers=headers)
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +87,25 @@ def browser() -> Iterator[Any]:
 
 def new_page(browser: Any, server: LiveServer) -> Any:
     context = browser.new_context(base_url=server.url)
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(180_000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors  # checked by the tests: no uncaught script errors
     return page
+
+
+def wait_until(page: Any, expression: str, timeout: float = 60.0) -> Any:
+    """Poll a JS expression until it is truthy (``wait_for_function`` evaluates strings with
+    ``eval``, which the app's CSP rightly forbids)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(f"() => ({expression})")
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout:.0f} s: {expression}")
+        time.sleep(0.1)
 
 
 def sign_in(page: Any, email: str, password: str) -> None:
@@ -142,22 +179,19 @@ def test_the_whole_loop_in_the_browser(ada: Any, operator_page: Any) -> None:
     delivery_id = int(page.url.rsplit("/", 1)[1])
 
     # --- the player appears when the worker is done; the spectrogram shows
-    page.locator(".player").wait_for(state="visible", timeout=60_000)
-    page.wait_for_function("document.querySelector('.spectrogram img').naturalWidth > 0")
+    page.locator(".player").wait_for(state="visible", timeout=240_000)
+    wait_until(page, "document.querySelector('.spectrogram img').naturalWidth > 0")
     stars = page.locator(".rating .stars")
     assert stars.get_attribute("aria-disabled") == "true"
     assert page.locator("button.rate").is_disabled()
 
     # --- play: the playhead moves; the rating stays locked until the minimum listen
     page.click("button.play")
-    page.wait_for_function("document.querySelector('.player audio').currentTime > 0.2")
+    wait_until(page, "document.querySelector('.player audio').currentTime > 0.2")
     assert stars.get_attribute("aria-disabled") == "true"
     left = page.evaluate("document.querySelector('.playhead').style.left")
     assert left.endswith("%") and float(left[:-1]) > 0
-    page.wait_for_function(
-        "document.querySelector('.rating .stars').getAttribute('aria-disabled') === 'false'",
-        timeout=20_000,
-    )
+    page.locator('.rating .stars[aria-disabled="false"]').wait_for(timeout=30_000)
     played = page.evaluate("document.querySelector('.player audio').currentTime")
     assert played >= MIN_LISTEN - 0.05  # unlocked only once enough was really played
 
@@ -180,7 +214,7 @@ def test_the_whole_loop_in_the_browser(ada: Any, operator_page: Any) -> None:
     assert float(mine[0]["listened_fraction"]) >= MIN_LISTEN / 2.0 - 0.01
     operator_page.goto("/operator/report")
     assert "4.50" in operator_page.locator("table.table1").first.inner_text()
-    operator_page.wait_for_function("[...document.querySelectorAll('.plots img')].every(i => i.naturalWidth > 0)")
+    wait_until(operator_page, "[...document.querySelectorAll('.plots img')].every(i => i.naturalWidth > 0)")
     assert operator_page.js_errors == []
 
 

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from .web_helpers import signed_in, song_bytes, upload
 
 from encore.services import accounts
+
+from .web_helpers import signed_in, song_bytes, upload
 
 HIDDEN_WORDS = ("branch", "version", "baseline")
 

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 OPERATOR_GETS = [
     "/api/operator/users", "/api/operator/dataset", "/api/operator/raters",
     "/api/operator/versions", "/api/operator/report", "/api/operator/ratings.csv",
+    "/api/operator/training-runs", "/api/operator/training-runs/1",
 ]
 OPERATOR_POSTS = [
     ("/api/operator/invitations", None), ("/api/operator/curate", None),
@@ -20,6 +21,7 @@ OPERATOR_POSTS = [
     ("/api/operator/versions/1/activate", {"ab_weight": 1}),
     ("/api/operator/versions/1/weight", {"ab_weight": 1}),
     ("/api/operator/versions/1/retire", None),
+    ("/api/operator/versions/1/finetune", {}),
 ]
 OPERATOR_PAGES = [
     "/operator/users", "/operator/dataset", "/operator/raters", "/operator/versions",
@@ -120,3 +122,30 @@ def test_users_and_invitations(operator: TestClient, login: Callable[..., TestCl
     assert operator.post("/api/operator/users/99999/active", json={"active": False}).status_code == 404
     page = operator.get("/operator/users")
     assert "carol" in page.text and "Create an invitation code" in page.text
+
+
+def test_finetune_needs_a_dataset_then_publishes_a_version_with_its_curve(
+    operator: TestClient, listener: TestClient, ready_delivery: int
+) -> None:
+    v0 = operator.get("/api/operator/versions").json()["versions"][0]["id"]
+    empty = operator.post(f"/api/operator/versions/{v0}/finetune", json={})
+    assert empty.status_code == 422 and "curated dataset is empty" in empty.json()["error"]["message"]
+    assert operator.post(f"/api/operator/versions/{v0}/finetune", json={"steps": 0}).status_code == 422
+    bad = operator.post(f"/api/operator/versions/{v0}/finetune", json={"settings": {"nope": 1}})
+    assert bad.status_code == 422
+
+    _rate(listener, ready_delivery, 4.0)
+    assert operator.post("/api/operator/curate").json()["admitted"], "cold start admits the clip"
+    started = operator.post(f"/api/operator/versions/{v0}/finetune", json={"steps": 2})
+    assert started.status_code == 201, started.text
+    run_id = started.json()["run_id"]
+    run = operator.get(f"/api/operator/training-runs/{run_id}").json()  # immediate mode: done
+    assert run["status"] == "done", run
+    assert run["parent"] == "v0" and run["version"] == "v1" and run["n_clips"] == 1
+    assert run["loss_curve"]
+    assert [r["run_id"] for r in operator.get("/api/operator/training-runs").json()["runs"]] == [run_id]
+    names = {v["name"]: v["status"] for v in operator.get("/api/operator/versions").json()["versions"]}
+    assert names == {"v0": "active", "v1": "draft"}
+    page = operator.get("/operator/versions")
+    assert "<polyline" in page.text and "#" + str(run_id) in page.text
+    assert operator.get("/api/operator/training-runs/999").status_code == 404

@@ -6,7 +6,10 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from .web_helpers import song_bytes, upload
+
+from encore.services import accounts
+
+from .web_helpers import signed_in, song_bytes, upload
 
 
 def test_upload_then_list_get_and_stream_with_range(listener: TestClient) -> None:
@@ -76,10 +79,6 @@ def test_upload_must_be_multipart_with_a_file(listener: TestClient) -> None:
 
 
 def test_upload_rate_limit_is_429(make_app: Callable[..., FastAPI], login: Callable[..., TestClient]) -> None:
-    from web_helpers import signed_in
-
-    from encore.services import accounts
-
     app = make_app(limit_upload_account="2/600")
     accounts.create_user(app.state.ctx, email="up@example.org", password="a-long-password")
     client = signed_in(app, "up@example.org")

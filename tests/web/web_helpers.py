@@ -1,4 +1,4 @@
-"""Helpers shared by the web tests (imported as ``web_helpers``)."""
+"""Helpers shared by the web tests (``from .web_helpers import …``)."""
 
 from __future__ import annotations
 

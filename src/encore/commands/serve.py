@@ -54,11 +54,37 @@ def worker_commands(generate_workers: int = 1) -> list[list[str]]:
     ]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when ``encore serve`` dies (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the worker outlives a killed server
+        pass
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def start_workers(commands: list[list[str]]) -> list[subprocess.Popen[bytes]]:
-    """Start the worker processes (they inherit the environment, hence the settings)."""
+    """Start the worker processes (they inherit the environment, hence the settings).
+
+    Each worker gets its own session, so Ctrl-C in the terminal reaches only the server,
+    which then stops the workers once, gracefully (a second SIGINT would make a worker drop
+    its running job). If the server is killed outright, its workers get SIGTERM (Linux).
+    """
     procs = []
     for command in commands:
-        procs.append(subprocess.Popen(command, env=os.environ.copy()))
+        procs.append(
+            subprocess.Popen(
+                command,
+                env=os.environ.copy(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+            )
+        )
         logger.info("started worker pid %d: %s", procs[-1].pid, " ".join(command[2:]))
     return procs
 

@@ -194,6 +194,7 @@ def run_bench(args: Any) -> int:
             "ENCORE_MIN_SONG_SECONDS": "1",
             "ENCORE_BASELINE_PROBABILITY": "0",
             "ENCORE_TORCH_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
             # one address sends everything here: lift the per-address limits
             "ENCORE_LIMIT_SIGNIN_IP": "100000/60",
             "ENCORE_LIMIT_UPLOAD_IP": "100000/60",

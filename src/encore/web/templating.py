@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from fastapi.templating import Jinja2Templates
 
@@ -38,6 +39,42 @@ def format_number(value: float | None, digits: int = 2) -> str:
     return f"{float(value):.{digits}f}"
 
 
+def loss_curve_svg(rows: list[dict[str, Any]] | None, width: int = 400, height: int = 110) -> dict[str, Any]:
+    """Polyline points of a training curve for an inline SVG (no script, no plot library).
+
+    ``rows`` are the run's loss-log rows: ``{"step", "loss"}`` for training batches and
+    ``{"step", "heldout_clip_loss"}`` for held-out evaluations (either may be missing).
+    Returns ``{"train", "heldout"}`` point strings (``""`` when absent), the loss range and
+    the last step.
+    """
+    series: dict[str, list[tuple[float, float]]] = {"train": [], "heldout": []}
+    for row in rows or []:
+        step = row.get("step")
+        if not isinstance(step, int | float):
+            continue
+        for name, key in (("train", "loss"), ("heldout", "heldout_clip_loss")):
+            value = row.get(key)
+            if isinstance(value, list | tuple):  # (before, after) pairs: take the latest
+                value = next((v for v in reversed(value) if v is not None), None)
+            if isinstance(value, int | float) and value == value:
+                series[name].append((float(step), float(value)))
+    points = series["train"] + series["heldout"]
+    if not points:
+        return {"train": "", "heldout": "", "lo": None, "hi": None, "steps": 0}
+    x_hi = max(p[0] for p in points) or 1.0
+    lo, hi = min(p[1] for p in points), max(p[1] for p in points)
+    span = (hi - lo) or 1.0
+
+    def fmt(data: list[tuple[float, float]]) -> str:
+        return " ".join(
+            f"{x / x_hi * (width - 8) + 4:.1f},{height - 4 - (y - lo) / span * (height - 8):.1f}"
+            for x, y in data
+        )
+
+    return {"train": fmt(series["train"]), "heldout": fmt(series["heldout"]), "lo": lo, "hi": hi,
+            "steps": int(x_hi), "width": width, "height": height}
+
+
 @lru_cache(maxsize=64)
 def _static_version(name: str) -> str:
     path = STATIC_DIR / name
@@ -60,4 +97,5 @@ def make_templates() -> Jinja2Templates:
     env.filters["date"] = format_date
     env.filters["num"] = format_number
     env.globals["static"] = static_url
+    env.globals["loss_curve_svg"] = loss_curve_svg
     return templates

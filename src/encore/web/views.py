@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from encore.feedback import Report
+from encore.services.finetune import TrainingRunView
 from encore.services.music import DeliveryView, HistoryItem, ListenState
 from encore.store import ModelVersion, Rating, Song, User
 
@@ -113,3 +114,8 @@ def report_json(report: Report) -> dict[str, Any]:
         "table": dataclass_json(report.table),
         "by_branch": {str(k): dataclass_json(v) for k, v in report.by_branch.items()},
     }
+
+
+def training_run_json(run: TrainingRunView) -> dict[str, Any]:
+    """A fine-tuning run (operator only)."""
+    return dataclass_json(run)

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from encore.errors import NotFound
-from encore.services import accounts, curation, report, versions
+from encore.services import accounts, curation, finetune, report, versions
 from encore.web import views
 from encore.web.deps import CtxDep, OperatorUser, SettingsDep, render
 from encore.web.media import file_response
@@ -31,6 +31,12 @@ class ActiveBody(BaseModel):
 
 class WeightBody(BaseModel):
     ab_weight: float = Field(ge=0.0, le=1e6)
+
+
+class FinetuneBody(BaseModel):
+    steps: int | None = Field(default=None, ge=1, le=1_000_000)
+    top_n: int | None = Field(default=None, ge=1, le=100_000)
+    settings: dict[str, Any] | None = None
 
 
 def plots_dir(settings: Any) -> Path:
@@ -72,7 +78,11 @@ def raters_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
 def versions_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
     """Model versions: status, A/B weights, lineage; activate, weigh, retire, fine-tune."""
     return render(
-        request, "operator/versions.html", user=user, versions=versions.list_versions(ctx)
+        request,
+        "operator/versions.html",
+        user=user,
+        versions=versions.list_versions(ctx),
+        runs=finetune.list_runs(ctx),
     )
 
 
@@ -175,6 +185,31 @@ def api_retire(version_id: int, user: OperatorUser, ctx: CtxDep) -> dict[str, An
     """Stop serving a version for good."""
     version = versions.retire_version(ctx, version_id=version_id)
     return {"version": views.version_json(version), "message": f"{version.name} is retired"}
+
+
+@router.post("/api/operator/versions/{version_id}/finetune", status_code=201)
+def api_finetune(version_id: int, body: FinetuneBody, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Start fine-tuning a new version from ``version_id`` on the top-N dataset clips (runs
+    on the training queue; follow it with ``GET /api/operator/training-runs/{run_id}``)."""
+    overrides = dict(body.settings or {})
+    if body.steps is not None:
+        overrides["steps"] = body.steps
+    run = finetune.start_finetune(
+        ctx, parent_version_id=version_id, settings=overrides or None, top_n=body.top_n
+    )
+    return {"run_id": run.id, "message": f"fine-tuning run {run.id} queued"}
+
+
+@router.get("/api/operator/training-runs")
+def api_training_runs(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Every fine-tuning run, newest first."""
+    return {"runs": [views.training_run_json(r) for r in finetune.list_runs(ctx)]}
+
+
+@router.get("/api/operator/training-runs/{run_id}")
+def api_training_run(run_id: int, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """One run: status, progress and message, loss curve, error."""
+    return views.training_run_json(finetune.training_status(ctx, run_id))
 
 
 @router.get("/api/operator/report")

@@ -47,5 +47,31 @@ button.addEventListener('click', async () => {
   }
 });
 
+// Songs are analysed by a worker after upload: poll until none is pending.
+async function refreshPending() {
+  const pending = root.querySelectorAll('li[data-status="pending"]');
+  if (!pending.length) return;
+  try {
+    const { songs } = await api('/api/songs');
+    for (const song of songs) {
+      const li = root.querySelector(`li[data-song-id="${song.id}"]`);
+      if (!li || li.dataset.status === song.status) continue;
+      li.dataset.status = song.status;
+      const badge = li.querySelector('.song-badge');
+      badge.textContent = '';
+      if (song.status === 'ready') {
+        li.querySelector('input[name="song"]').disabled = false;
+      } else if (song.status === 'failed') {
+        const b = document.createElement('span');
+        b.className = 'badge bad';
+        b.textContent = 'unusable';
+        badge.append(b);
+      }
+    }
+  } catch (_) { /* try again on the next tick */ }
+  setTimeout(refreshPending, 1500);
+}
+
 update();
 showSlider();
+refreshPending();
