@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,32 +34,42 @@ from encore.diffusion.folder import LoadedModel
 # ruff: noqa: T201  (a benchmark prints its figures)
 
 
-def _time(fn: Callable[[], Any], reps: int) -> list[float]:
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
+@dataclass
+class _Timing:
+    """Wall and CPU seconds of repeated runs."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, fn: Callable[[], Any]) -> Any:
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = fn()
+        self.wall.append(time.perf_counter() - t0)
+        self.cpu.append(time.process_time() - c0)
+        return out
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu)
+
+    def __str__(self) -> str:
+        return (
+            f"wall {self.median:6.2f} s (min {min(self.wall):.2f}), "
+            f"CPU {self.cpu_median:6.2f} s, n={len(self.wall)}"
+        )
 
 
-def _interleaved(
-    fns: dict[str, Callable[[], Any]], reps: int, cpu: dict[str, list[float]] | None = None
-) -> dict[str, list[float]]:
-    """Wall times of ``reps`` interleaved runs of each function (and CPU times into ``cpu``)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
+def _interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, _Timing]:
+    """``reps`` rounds, each running every function once (so load drifts hit all alike)."""
+    times = {k: _Timing() for k in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            c0 = time.process_time()
-            times[name] += _time(fn, 1)
-            if cpu is not None:
-                cpu.setdefault(name, []).append(time.process_time() - c0)
+            times[name].add(fn)
     return times
-
-
-def _fmt(ts: list[float]) -> str:
-    med = statistics.median(ts)
-    return f"{med:6.2f} s (min {min(ts):.2f}, n={len(ts)})"
 
 
 def _load_average() -> str:
@@ -144,63 +155,76 @@ def run_bench(args: argparse.Namespace) -> int:
     # 1. our loop vs diffusers' loop (fp32, same model, seed, steps)
     ours = lambda: sampling.generate(model, width=width, seed=0, steps=steps, precision="fp32")  # noqa: E731
     ref = lambda: diffusers_generate(model, width=width, seed=0, steps=steps)  # noqa: E731
-    ours(), ref()  # warm-up (oneDNN primitive caches)
-    diff = float((ours().images - ref()).abs().max())
-    cpu_t: dict[str, list[float]] = {}
-    t = _interleaved({"encore": ours, "diffusers": ref}, reps, cpu_t)
-    ratio = statistics.median(t["encore"]) / statistics.median(t["diffusers"])
-    ratio_min = min(t["encore"]) / min(t["diffusers"])
+    diff = float((ours().images - ref()).abs().max())  # also the warm-up
+    t = _interleaved({"encore": ours, "diffusers": ref}, reps)
     print("\n[1] DDIM loop, fp32, batch 1 (model only)")
-    print(f"  encore sampling.generate   {_fmt(t['encore'])}")
-    print(f"  diffusers DDIMPipeline     {_fmt(t['diffusers'])}")
-    cpu_ratio = statistics.median(cpu_t["encore"]) / statistics.median(cpu_t["diffusers"])
+    print(f"  encore sampling.generate   {t['encore']}")
+    print(f"  diffusers DDIMPipeline     {t['diffusers']}")
     print(
-        f"  ratio encore/diffusers     wall {ratio:.3f} (medians), {ratio_min:.3f} (minima); "
-        f"CPU time {cpu_ratio:.3f} ({statistics.median(cpu_t['encore']):.2f} s vs "
-        f"{statistics.median(cpu_t['diffusers']):.2f} s)"
+        f"  ratio encore/diffusers     wall {t['encore'].median / t['diffusers'].median:.3f}, "
+        f"CPU {t['encore'].cpu_median / t['diffusers'].cpu_median:.3f}; "
+        f"max |difference| of the images {diff:.2e}"
     )
-    print(f"  max |difference| of the images {diff:.2e}")
 
-    # 2. precision / memory format of our loop
-    print("\n[2] our loop by precision (model only)")
-    variants: dict[str, Callable[[], Any]] = {"fp32": ours}
+    # 2. precision and memory format of our loop
+    print("\n[2] our loop by precision and memory format (model only)")
+    denoiser = model.denoiser
+
+    def run(precision: str, channels_last: bool) -> Callable[[], Any]:
+        def fn() -> Any:
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            denoiser.to(memory_format=fmt)
+            try:
+                return sampling.generate(
+                    model, width=width, seed=0, steps=steps, precision=precision
+                )
+            finally:
+                denoiser.to(memory_format=torch.contiguous_format)
+
+        return fn
+
+    variants = {"fp32": run("fp32", False), "fp32 channels-last": run("fp32", True)}
     if dev.type == "cpu":
-        variants["bf16 autocast"] = lambda: sampling.generate(
-            model, width=width, seed=0, steps=steps, precision="bf16"
-        )
+        variants["bf16 autocast"] = run("bf16", False)
+        variants["bf16 channels-last"] = run("bf16", True)
     for fn in variants.values():
         fn()
     tp = _interleaved(variants, reps)
-    base = statistics.median(tp["fp32"])
-    for name, ts in tp.items():
-        print(f"  {name:<22} {_fmt(ts)}  x{base / statistics.median(ts):.2f} vs fp32")
+    for name, tm in tp.items():
+        print(
+            f"  {name:<20} {tm}  x{tp['fp32'].median / tm.median:.2f} wall, "
+            f"x{tp['fp32'].cpu_median / tm.cpu_median:.2f} CPU vs fp32; "
+            f"{1000 * tm.median / steps:.0f} ms per step"
+        )
     if "bf16 autocast" in variants:
-        a = sampling.generate(model, width=width, seed=0, steps=steps, precision="fp32").images
-        b = sampling.generate(model, width=width, seed=0, steps=steps, precision="bf16").images
+        a = variants["fp32"]().images
+        b = variants["bf16 autocast"]().images
         print(
             f"  bf16 vs fp32 images: max |diff| {float((a - b).abs().max()):.3f}, "
-            f"mean |diff| {float((a - b).abs().mean()):.4f} (images in [-1, 1])"
+            f"mean |diff| {float((a - b).abs().mean()):.4f} (images in [-1, 1]; a random "
+            "model's trajectories are chaotic, compare on a trained model)"
         )
-    cl = model.denoiser.to(memory_format=torch.channels_last)
-    tcl = _time(lambda: sampling.generate(model, width=width, seed=0, steps=steps), reps)
-    cl.to(memory_format=torch.contiguous_format)
-    print(f"  fp32 channels-last     {_fmt(tcl)}  x{base / statistics.median(tcl):.2f} vs fp32")
 
     # 3. end to end through the Engine at the default settings
     songs = _songs(engine.sample_rate)
     strength = settings.default_strength
-    gen = lambda: engine.generate(seconds, 0, steps)  # noqa: E731
-    var = lambda: engine.vary(songs[0], strength, 0, steps, seconds=seconds)  # noqa: E731
-    mer = lambda: engine.merge(songs, None, 0, steps, seconds=seconds)  # noqa: E731
     imgs = engine.generate(seconds, 0, steps).image[None]
-    tv = _time(lambda: engine.to_audio(imgs, seconds), reps)
-    te = _interleaved({"generate": gen, "vary": var, "merge": mer}, reps)
+    tv = _Timing()
+    for _ in range(reps):
+        tv.add(lambda: engine.to_audio(imgs, seconds))
+    ops = {
+        "generate": lambda: engine.generate(seconds, 0, steps),
+        "vary": lambda: engine.vary(songs[0], strength, 0, steps, seconds=seconds),
+        "merge": lambda: engine.merge(songs, None, 0, steps, seconds=seconds),
+    }
+    engine.vary(songs[0], strength, 0, 1, seconds=seconds)  # warm-up: librosa's JIT, caches
+    te = _interleaved(ops, reps)
     k = steps - sampling.start_step_for(strength, steps)
     print(f"\n[3] end to end, {seconds} s clip, precision {engine.precision} (model + vocoder)")
-    print(f"  generate ({steps} steps)              {_fmt(te['generate'])}")
-    print(f"  vary (strength {strength}: {k} steps)   {_fmt(te['vary'])}")
-    print(f"  merge (2 songs: {steps} inversion + {steps} steps) {_fmt(te['merge'])}")
-    print(f"  of which vocoder (Griffin-Lim {engine.vocoder().n_iter} it.) {_fmt(tv)}")
-    print(f"  real-time factor of generate: {seconds / statistics.median(te['generate']):.2f}x")
+    print(f"  generate ({steps} steps)                  {te['generate']}")
+    print(f"  vary (strength {strength}: {k} steps)        {te['vary']}")
+    print(f"  merge (2 songs: {steps} inv. + {steps} steps) {te['merge']}")
+    print(f"  vocoder alone (Griffin-Lim, {engine.vocoder().n_iter} it.) {tv}")
+    print(f"  real-time factor of generate: {seconds / te['generate'].median:.2f}x")
     print(f"  load average at end: {_load_average()}")
     return 0

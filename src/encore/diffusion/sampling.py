@@ -153,12 +153,18 @@ def _check_steps(steps: int, eta: float, scheduler: Any) -> None:
         raise InvalidInput(f"eta={eta!r} must be in [0, 1]")
 
 
-def _scheduler(model: LoadedModel, steps: int, eta: float = 0.0) -> Any:
-    """A fresh DDIM scheduler (the model's is a shared template) with timesteps set."""
+def _scheduler(
+    model: LoadedModel, steps: int, eta: float = 0.0, clip_sample: bool | None = None
+) -> Any:
+    """A fresh DDIM scheduler (the model's is a shared template) with timesteps set.
+
+    ``clip_sample`` overrides the model's x̂₀ clipping (None keeps it).
+    """
     from diffusers import DDIMScheduler
 
     _check_steps(steps, eta, model.scheduler)
-    sched = DDIMScheduler.from_config(model.scheduler.config)
+    overrides = {} if clip_sample is None else {"clip_sample": bool(clip_sample)}
+    sched = DDIMScheduler.from_config(model.scheduler.config, **overrides)
     sched.set_timesteps(steps)
     return sched
 
@@ -261,6 +267,7 @@ def generate(
     precision: str = "fp32",
     callback: ProgressCallback | None = None,
     input_ids: Sequence[str] = (),
+    clip_sample: bool | None = None,
 ) -> SampleResult:
     """Generate spectrograms from noise.
 
@@ -280,20 +287,24 @@ def generate(
         DDIM η in [0, 1].
     noise : torch.Tensor, optional
         ``(B, 1, H, W)`` starting noise (e.g. from :func:`invert`) instead of seeded noise;
-        the seeds then only drive the η noise.
+        the seeds then only drive the η noise. Decode inverted noise with
+        ``clip_sample=False``: inversion does not clip, so only an unclipped pass is its
+        inverse.
     precision : {"fp32", "auto", "bf16", "fp16"}
         Autocast for the UNet (see :func:`encore.diffusion.device.autocast_dtype`).
     callback : callable, optional
         ``callback(done, total)`` after each UNet evaluation.
     input_ids : sequence of str
         Recorded in the result's params.
+    clip_sample : bool, optional
+        Override the scheduler's x̂₀ clipping (None: the model's setting).
 
     Returns
     -------
     SampleResult
         Images in [-1, 1], ``(B, 1, H, W)``.
     """
-    sched = _scheduler(model, steps, eta)
+    sched = _scheduler(model, steps, eta, clip_sample)
     height = model.mel_config.y_res
     if noise is not None:
         noise = noise.float()
@@ -497,6 +508,11 @@ def merge(
 ) -> SampleResult:
     """Merge N spectrograms: invert each, combine the noises by N-way SLERP, denoise.
 
+    The denoising pass does not clip x̂₀ (whatever the model's scheduler says), so that it is
+    the inverse of the (unclipped) inversion: a merge with one non-zero weight reconstructs
+    that input. With clipping, a partly trained base model reconstructed its inputs with a
+    mean error of 0.18 at 20 steps instead of 0.045.
+
     Parameters
     ----------
     images_list : sequence of torch.Tensor
@@ -540,7 +556,7 @@ def merge(
     ).float()
     per_input = noises.reshape(n, batch, 1, height, width)
     merged = torch.stack([slerp_n([per_input[i, b] for i in range(n)], w) for b in range(batch)])
-    sched = _scheduler(model, steps, eta)
+    sched = _scheduler(model, steps, eta, clip_sample=False)
     out = _denoise(
         model,
         merged * sched.init_noise_sigma,
