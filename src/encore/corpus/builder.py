@@ -417,13 +417,16 @@ def build_corpus(
                 pending.pop(cursor, None)
                 balancer.passed(cursor, item.genre)
                 continue
+            # The cursor's item first (the pool runs tasks in submission order), then the
+            # look-ahead.
+            if cursor not in pending:
+                submit(cursor)
+            next_submit = max(next_submit, cursor + 1)
             while len(pending) < window and next_submit < len(order):
                 j = next_submit
                 next_submit += 1
-                if j > cursor and not balancer.full(order[j].genre):
+                if not balancer.full(order[j].genre):
                     submit(j)
-            if cursor not in pending:
-                submit(cursor)
             try:
                 result: PieceResult = pending.pop(cursor).get(timeout=hard_timeout)
             except multiprocessing.TimeoutError:
@@ -437,6 +440,8 @@ def build_corpus(
                 logger.debug("skipped %s: %s %s", item.piece_id, result.reason, result.detail)
             else:
                 records.append(_record(item, result, splits[item.source]))
+                logger.debug("accepted %s (%.1f s of audio, CPU %s) at %.1f s", item.piece_id,
+                             result.seconds, result.timings, time.perf_counter() - started)
                 cpu[item.genre].update(result.timings)
                 balancer.add(item.genre, result.seconds)
             _update_bar(bar, options, result, balancer, len(records), sum(failures.values()))
