@@ -125,7 +125,12 @@ def _load(model_dir: Path | None) -> tuple[LoadedModel, str]:
 def run_bench(args: argparse.Namespace) -> int:
     from encore.config import get_settings
     from encore.diffusion import sampling
-    from encore.diffusion.device import autocast_dtype, configure_threads, cpu_has_native_bf16
+    from encore.diffusion.device import (
+        autocast_dtype,
+        configure_threads,
+        cpu_has_native_bf16,
+        prepare_for_inference,
+    )
     from encore.diffusion.engine import Engine
     from encore.diffusion.reference import diffusers_generate
 
@@ -179,7 +184,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     model, width=width, seed=0, steps=steps, precision=precision
                 )
             finally:
-                denoiser.to(memory_format=torch.contiguous_format)
+                prepare_for_inference(denoiser, dev)  # the Engine's layout again
 
         return fn
 

@@ -35,7 +35,7 @@ import torch
 
 from encore.audio.mel import MelConfig
 from encore.diffusion import sampling
-from encore.diffusion.device import configure_threads
+from encore.diffusion.device import configure_threads, prepare_for_inference
 from encore.diffusion.folder import LoadedModel, load_model_folder
 from encore.diffusion.sampling import ProgressCallback, SampleResult
 from encore.errors import AudioTooShort, InvalidInput, NotFound
@@ -177,6 +177,7 @@ class Engine:
                 raise NotFound(f"model folder {path} does not exist{hint}")
             dev = device if device not in (None, "auto") else settings.device
             self.model = load_model_folder(path, device=dev)
+        prepare_for_inference(self.model.denoiser, self.model.device)
         self.precision = precision
         self.vocoder_iters = vocoder_iters
         self._vocoder: Any = None
