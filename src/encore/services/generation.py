@@ -16,7 +16,12 @@ import sqlalchemy as sa
 
 from encore.errors import NotFound
 from encore.services.context import ServiceContext
-from encore.services.similarity import representation_of, set_representation, similarity_model, to_stored
+from encore.services.similarity import (
+    representation_of,
+    set_representation,
+    similarity_model,
+    to_stored,
+)
 from encore.store import Clip, ClipStatus, ModelVersion, Song, SongStatus, utcnow
 
 logger = logging.getLogger(__name__)
