@@ -90,6 +90,7 @@ class Settings(BaseSettings):
 
     # Web (encore.web). Rate limits are "count/seconds", counted per web process.
     trusted_origins: list[str] = []  # extra origins allowed to POST (e.g. behind a proxy)
+    web_threads: int = Field(0, ge=0)  # threads for blocking route work; 0 = anyio's 40
     limit_signin_account: str = "10/300"
     limit_signin_ip: str = "30/300"
     limit_upload_account: str = "30/600"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -67,8 +71,17 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
     renderer = ErrorRenderer(templates)
     csrf_tokens = CsrfTokens(ctx)
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.web_threads:
+            # Sync routes and dependencies run in this pool; with many more threads than
+            # cores they mostly fight over the GIL (and SQLite writes are serialised anyway).
+            anyio.to_thread.current_default_thread_limiter().total_tokens = settings.web_threads
+        yield
+
     app = FastAPI(
         title="encore",
+        lifespan=lifespan,
         docs_url=None,  # the interactive docs load scripts from a CDN, which the CSP forbids
         redoc_url=None,
         openapi_url="/api/openapi.json",

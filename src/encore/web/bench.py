@@ -25,8 +25,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PASSWORD = "bench-password-123"
-HEARTBEATS_PER_CLIP = 10
-CLIPS_PER_CLIENT = 2
+HEARTBEATS_PER_CLIP = 20
+CLIPS_PER_CLIENT = 1
 
 
 @dataclass

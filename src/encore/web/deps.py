@@ -50,14 +50,20 @@ class CsrfTokens:
         self._cache: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, session_token: str) -> str | None:
+        """The cached token of a session, without asking the database."""
+        key = hashlib.sha256(session_token.encode()).hexdigest()
+        with self._lock:
+            hit = self._cache.get(key)
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
     def lookup(self, session_token: str) -> str | None:
         """The session's CSRF token, or ``None`` when the session is unknown or expired."""
         key = hashlib.sha256(session_token.encode()).hexdigest()
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[1] > now:
-                return hit[0]
+        hit = self.cached(session_token)
+        if hit is not None:
+            return hit
         try:
             token = accounts.csrf_token_for_session(self.ctx, session_token)
         except EncoreError:
@@ -72,8 +78,8 @@ class CsrfTokens:
         return token
 
     async def lookup_async(self, session_token: str) -> str | None:
-        """:meth:`lookup` in the thread pool (for the ASGI middleware)."""
-        return await run_in_threadpool(self.lookup, session_token)
+        """:meth:`lookup` for the ASGI middleware (the database part in the thread pool)."""
+        return self.cached(session_token) or await run_in_threadpool(self.lookup, session_token)
 
     def forget(self, session_token: str) -> None:
         """Drop a session's token (on sign-out)."""
@@ -82,22 +88,26 @@ class CsrfTokens:
             self._cache.pop(key, None)
 
 
-def get_ctx(request: Request) -> ServiceContext:
-    """The app's service context."""
+async def get_ctx(request: Request) -> ServiceContext:
+    """The app's service context.
+
+    The trivial dependencies here are ``async`` so that FastAPI calls them in the event
+    loop instead of sending each to the thread pool (a hop per dependency per request).
+    """
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_limits(request: Request) -> RateLimits:
+async def get_limits(request: Request) -> RateLimits:
     """The app's rate limits."""
     return request.app.state.limits  # type: ignore[no-any-return]
 
 
-def get_templates(request: Request) -> Jinja2Templates:
+async def get_templates(request: Request) -> Jinja2Templates:
     """The app's page templates."""
     return request.app.state.templates  # type: ignore[no-any-return]
 
@@ -125,7 +135,7 @@ def optional_user(request: Request, ctx: CtxDep) -> User | None:
 MaybeUser = Annotated[User | None, Depends(optional_user)]
 
 
-def current_user(user: MaybeUser) -> User:
+async def current_user(user: MaybeUser) -> User:
     """The signed-in user; 401 (or a redirect to sign in, for pages) otherwise."""
     if user is None:
         raise AuthenticationRequired("please sign in first")
@@ -135,7 +145,7 @@ def current_user(user: MaybeUser) -> User:
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
-def operator_user(user: CurrentUser) -> User:
+async def operator_user(user: CurrentUser) -> User:
     """The signed-in operator; 403 for anyone else."""
     if not user.is_operator:
         raise PermissionDenied("this page is for the platform's operators only")
