@@ -81,13 +81,18 @@ def main(argv: list[str] | None = None) -> int:
             "ENCORE_BASELINE_PROBABILITY": "0",
             "ENCORE_CURATION_MIN_RATINGS": "1",
         }
-        shipped = Settings().base_model_dir
-        if args.tiny or not (shipped / "unet").is_dir():
-            print("using tiny random models")
-            env.update(tiny_models(root / "models"))
+        defaults = Settings()
+        tiny = tiny_models(root / "models")
+        if args.tiny or not (defaults.base_model_dir / "unet").is_dir():
+            print("diffusion: tiny random model")
+            env["ENCORE_BASE_MODEL_DIR"] = tiny["ENCORE_BASE_MODEL_DIR"]
             env.update({"ENCORE_CLIP_SECONDS": "3", "ENCORE_INFERENCE_STEPS": "3"})
         else:
+            print(f"diffusion: shipped model {defaults.base_model_dir}")
             env.update({"ENCORE_INFERENCE_STEPS": "20"})
+        if args.tiny or not defaults.similarity_model_dir.is_dir():
+            print("similarity: tiny random model")
+            env["ENCORE_SIMILARITY_MODEL_DIR"] = tiny["ENCORE_SIMILARITY_MODEL_DIR"]
         with LiveServer(root / "var", env=env, startup_timeout=300) as server, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             shoot = Shooter(browser, server, args.out)
