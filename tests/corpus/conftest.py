@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from .corpus_helpers import SMALL
 
 from encore.corpus.builder import BuildSummary, build_corpus
+
+from .corpus_helpers import SMALL
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,15 @@ def test_synthesize_renders_notes_at_their_times() -> None:
     assert rms[0] > 0.05 and rms[1] > 0.05 and rms[2] < rms[0] / 10
 
 
+def test_synthesize_does_not_depend_on_what_was_rendered_before() -> None:
+    a = Part(np.array([[0.0, 1.0, 60, 100], [0.5, 2.0, 64, 90]], dtype=np.float64))
+    loud = Part(np.array([[0.0, 3.0, 48, 127], [0.1, 3.0, 55, 127]], dtype=np.float64))
+    first, _ = synthesize([a], (0,), sample_rate=22050)
+    synthesize([loud], (48,), sample_rate=22050, max_seconds=1.0)  # cut while sounding
+    again, _ = synthesize([a], (0,), sample_rate=22050)
+    np.testing.assert_array_equal(first, again)
+
+
 def test_synthesize_caps_the_length_and_drops_unplayable_notes() -> None:
     notes = np.array([[0.0, 50.0, 60, 90], [10.0, 11.0, 126, 90]], dtype=np.float64)
     audio, _ = synthesize([Part(notes)], (0,), sample_rate=22050, transpose=5, max_seconds=3.0)

@@ -1,8 +1,8 @@
 """Score → MIDI → audio: music21 parsing, ``music21.midi.translate``, ``pretty_midi`` and
 offline ``tinysoundfont`` synthesis with the General-MIDI soundfont pretty_midi ships.
 
-Everything here runs inside a worker process; the soundfont synthesiser is loaded once per
-process and reset between pieces. No audio device is opened.
+Everything here runs inside a worker process; the soundfont file is read once per process
+and each piece gets a fresh synthesiser. No audio device is opened.
 """
 
 from __future__ import annotations
@@ -205,19 +205,23 @@ def midi_parts(pm: Any) -> list[Part]:
     return parts
 
 
-_SYNTHS: dict[tuple[str, int], tuple[Any, int]] = {}
+_SOUNDFONT_BYTES: dict[str, bytes] = {}
 
 
 def _synth(sample_rate: int) -> tuple[Any, int]:
-    """The process's synthesiser (soundfont loaded once) and its soundfont id."""
+    """A fresh synthesiser and its soundfont id (the file is read once per process).
+
+    A new synthesiser per piece (about 50 ms) keeps the output independent of what the
+    process rendered before: tinysoundfont's ``sounds_off`` and ``reset`` only start quick
+    releases, whose tails would leak into the next piece.
+    """
     import tinysoundfont
 
-    key = (str(soundfont_path()), int(sample_rate))
-    if key not in _SYNTHS:
-        synth = tinysoundfont.Synth(gain=-6.0, samplerate=int(sample_rate))
-        sfid = synth.sfload(key[0])
-        _SYNTHS[key] = (synth, sfid)
-    return _SYNTHS[key]
+    path = str(soundfont_path())
+    if path not in _SOUNDFONT_BYTES:
+        _SOUNDFONT_BYTES[path] = Path(path).read_bytes()
+    synth = tinysoundfont.Synth(gain=-6.0, samplerate=int(sample_rate))
+    return synth, synth.sfload(_SOUNDFONT_BYTES[path])
 
 
 def synthesize(
@@ -297,12 +301,8 @@ def synthesize(
     events.sort(key=lambda e: (e[0], e[1], e[2], e[3]))
 
     synth, sfid = _synth(sample_rate)
-    synth.sounds_off()
-    for ch in _MELODIC_CHANNELS:
-        synth.control_change(ch, 121, 0)  # reset all controllers
     for ch, program in channel_program.items():
         synth.program_select(ch, sfid, 0, int(program))
-    synth.generate_simple(64)  # flush voices of the previous piece
 
     total = int(round(min(max_seconds, last_end + tail_seconds) * sample_rate))
     stereo = np.zeros(2 * total, dtype=np.float32)
@@ -319,7 +319,6 @@ def synthesize(
             synth.noteoff(ch, key)
     if total > pos:
         synth.generate_simple(total - pos, buffer=raw[8 * pos : 8 * total])
-    synth.sounds_off()
     mono = stereo.reshape(-1, 2).mean(axis=1)
     peak = float(np.max(np.abs(mono))) if mono.size else 0.0
     if not np.isfinite(peak) or peak <= 1e-6:
