@@ -66,7 +66,6 @@ from encore.diffusion.train import (
     bf16_supported,
     fixed_heldout_batch,
     lr_at,
-    plot_loss_curve,
     read_log,
     weighted_diffusion_loss,
 )
@@ -598,7 +597,8 @@ def finetune(
     final_model.eval().requires_grad_(False)
     exported = best.get("figures") or evaluate(final_model)
     parent_figures = best["parent"] or {}
-    curve = plot_loss_curve(log_path, out / CURVE_FILE, title=f"fine-tune of {parent.name}")
+    curve = plot_finetune_curve(log_path, out / CURVE_FILE, title=f"fine-tune of {parent.name}",
+                                best_step=int(best.get("step") or step))
     rows = tuple(read_log(log_path))
     result = FinetuneResult(
         out_dir=out, model_dir=model_dir, steps=step, planned_steps=cfg.steps,
@@ -634,6 +634,49 @@ def finetune(
         _round(result.train_clip_loss[0], 4), _round(result.train_clip_loss[1], 4),
     )
     return result
+
+
+def plot_finetune_curve(log_path: str | Path, png_path: str | Path, *, title: str = "",
+                        best_step: int | None = None) -> Path | None:
+    """The training loss and the three evaluated EMA losses against steps, as a PNG.
+
+    Training loss: mean over each log window (clips and replay, weighted). Evaluated: the
+    EMA model on fixed crops / t / noise of the training clips, the held-out clips (both
+    confidence-weighted) and held-out corpus crops. A dotted line marks the exported step.
+    """
+    rows = read_log(log_path)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    train = [r for r in rows if "loss" in r]
+    if train:
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, alpha=0.5,
+                color="grey", label="training batches (window mean)")
+    labels = {"train_clip_loss": "training clips (EMA)", "heldout_clip_loss": "held-out clips (EMA)",
+              "replay_loss": "held-out corpus (EMA)"}
+    for key, label in labels.items():
+        pts = [r for r in rows if r.get(key) is not None]
+        if pts:
+            ax.plot([r["step"] for r in pts], [r[key] for r in pts], "o-", ms=3, label=label)
+    if best_step is not None:
+        ax.axvline(best_step, ls=":", color="black", lw=0.8, label=f"exported (step {best_step})")
+    ax.set_xlabel("step")
+    ax.set_ylabel("epsilon MSE")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "fine-tune")
+    fig.tight_layout()
+    png_path = Path(png_path)
+    tmp = png_path.with_name(png_path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return png_path
 
 
 def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
