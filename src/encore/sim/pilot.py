@@ -561,6 +561,31 @@ def served_versions(result: PilotResult) -> dict[int, dict[str, int]]:
     return out
 
 
+def hidden_view(result: PilotResult) -> list[dict[str, Any]]:
+    """What only the simulation knows, per round and version of the *generated* clips rated:
+    the ratings count, the mean stars of all and of honest listeners, and the honest
+    listeners' mean hidden appeal (0..1). Within a round the versions are served side by side
+    to the same listeners, so these are fair A/B comparisons. For reporting only: nothing
+    here goes back to the platform."""
+    row_of = {int(r["delivery_id"]): r for r in result.csv_rows}
+    cells: dict[tuple[int, str], list[RatingEvent]] = {}
+    for e in result.events:
+        row = row_of.get(e.delivery_id)
+        if row is None or row["branch"] != "generate":
+            continue
+        cells.setdefault((e.round, row["version"]), []).append(e)
+    out = []
+    for (r, version), evs in sorted(cells.items()):
+        honest = [e for e in evs if e.kind == "honest"]
+        out.append({
+            "round": r, "version": version, "n": len(evs), "n_honest": len(honest),
+            "stars_all": float(np.mean([e.stars for e in evs])),
+            "stars_honest": float(np.mean([e.stars for e in honest])) if honest else float("nan"),
+            "appeal_honest": float(np.mean([e.appeal for e in honest])) if honest else float("nan"),
+        })
+    return out
+
+
 def format_summary(result: PilotResult) -> str:
     """The pilot's figures as text: Table 1 (``encore report``), changes, counts, detection."""
     lines = [result.report_text.rstrip(), ""]
@@ -577,6 +602,11 @@ def format_summary(result: PilotResult) -> str:
         lines.append(f"after round {s.after_round}: dataset {s.dataset_before} -> "
                      f"{s.dataset_after_curation} (curate) -> {s.dataset_after_purge} (purge); "
                      f"{s.parent} -> {s.new_version} in {s.finetune_seconds:.0f} s; serving {s.activated}")
+    lines.append("hidden view (generated clips; the simulation's own knowledge):")
+    for h in hidden_view(result):
+        lines.append(f"  round {h['round']} {h['version']}: n={h['n']} mean stars {h['stars_all']:.2f}, "
+                     f"honest {h['stars_honest']:.2f} (n={h['n_honest']}), "
+                     f"honest hidden appeal {h['appeal_honest']:.3f}")
     d = result.detection
     lines.append(f"adversarial listeners detected: {d['adversaries_flagged']} of {d['adversaries']}; "
                  f"honest listeners flagged: {d['honest_flagged']} of {d['honest']}")
