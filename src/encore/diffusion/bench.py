@@ -201,6 +201,15 @@ def run_bench(args: argparse.Namespace) -> int:
             f"x{tp['fp32'].cpu_median / tm.cpu_median:.2f} CPU vs fp32; "
             f"{1000 * tm.median / steps:.0f} ms per step"
         )
+    default = (
+        "bf16 channels-last" if autocast_dtype(dev, "auto") is not None else "fp32 channels-last"
+    )
+    if default in tp:
+        print(
+            f"  the engine's default ({default}) vs diffusers' fp32 DDIMPipeline [1]: wall "
+            f"{tp[default].median / t['diffusers'].median:.3f}, "
+            f"CPU {tp[default].cpu_median / t['diffusers'].cpu_median:.3f}"
+        )
     if "bf16 autocast" in variants:
         a = variants["fp32"]().images
         b = variants["bf16 autocast"]().images
