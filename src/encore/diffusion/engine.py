@@ -12,7 +12,8 @@
     clips = engine.generate_batch(5.9, seeds=[1, 2, 3])   # one batch, one Clip per seed
 
 Songs are decoded by :func:`encore.audio.decode.load_audio` at the model's sample rate; one
-window of the requested length is taken from the *body* of the song (:func:`choose_offset`)
+window of the requested length is taken from the *body* of the song
+(:func:`encore.audio.slices.choose_slices`)
 and turned into a spectrogram image by the model's mel codec at the canvas width. Clips
 longer than the model's training crops come from a wider canvas: the UNet is convolutional,
 so it is simply run on ``width`` frames (the frames for ``seconds`` plus one, rounded up to
@@ -46,9 +47,6 @@ AudioInput = str | Path | bytes | np.ndarray
 Progress = Callable[[float], None]
 """Called as ``progress(fraction)`` with the fraction of UNet evaluations done, in (0, 1]."""
 """A song: a file path, the file's bytes, or mono float audio at the model's sample rate."""
-
-#: Step of the search for the loudest window (seconds).
-OFFSET_SEARCH_STEP = 0.5
 
 
 @dataclass(frozen=True)
@@ -103,31 +101,6 @@ def canvas_width(seconds: float, mel: MelConfig, multiple: int) -> tuple[int, in
     frames = mel.frames_for_seconds(seconds) + 1
     width = -(-frames // multiple) * multiple
     return frames, width
-
-
-def choose_offset(
-    y: np.ndarray, window: int, sr: int, step_seconds: float = OFFSET_SEARCH_STEP
-) -> int:
-    """Start sample of the window of ``window`` samples to condition on.
-
-    The window with the highest median short-time energy, searched every ``step_seconds``:
-    that is the body of the song rather than a silent or sparse intro or outro. Songs
-    shorter than the window start at 0 (and are zero-padded by the codec).
-    """
-    n = y.shape[0]
-    if n <= window:
-        return 0
-    frame = max(1, sr // 20)  # 50 ms energy frames
-    n_frames = n // frame
-    energy = np.square(y[: n_frames * frame].reshape(n_frames, frame)).mean(axis=1)
-    per_window = max(1, window // frame)
-    step = max(1, int(round(step_seconds * sr / frame)))
-    best, best_score = 0, -1.0
-    for start in range(0, n_frames - per_window + 1, step):
-        score = float(np.median(energy[start : start + per_window]))
-        if score > best_score:
-            best, best_score = start, score
-    return min(best * frame, n - window)
 
 
 class Engine:
@@ -222,7 +195,8 @@ class Engine:
         seconds : float
             Clip length; the window covers the whole canvas.
         offset : float, optional
-            Start of the window in seconds (default: :func:`choose_offset`).
+            Start of the window in seconds (default: the loudest window of the song's
+            body, :func:`encore.audio.slices.choose_slices`).
 
         Returns
         -------
@@ -238,7 +212,9 @@ class Engine:
         if y.shape[0] < self.mel.hop_length * 2:
             raise AudioTooShort(f"song has {y.shape[0]} samples, too short for a spectrogram")
         if offset is None:
-            start = choose_offset(y, window, self.sample_rate)
+            from encore.audio.slices import choose_slices
+
+            start = choose_slices(y, sr=self.sample_rate, slice_samples=window, count=1)[0]
         else:
             if not (math.isfinite(offset) and offset >= 0):
                 raise InvalidInput(f"offset={offset!r} must be a non-negative number of seconds")
