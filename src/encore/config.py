@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     finetune_lr: float = Field(1e-4, gt=0)
     finetune_replay_fraction: float = Field(0.5, ge=0.0, lt=1.0)
     finetune_parent_replay_clips: int = Field(32, ge=0)  # replay without a corpus (0 = none)
-    finetune_eval_clips: int = Field(16, ge=0)  # weight-free eval per new version (0 = skip)
+    finetune_eval_clips: int = Field(32, ge=0)  # weight-free eval per new version (0 = skip)
     finetune_eval_steps: int = Field(25, ge=1)
 
     # Sign-up without an invitation code (operators invite by default).

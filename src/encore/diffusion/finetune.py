@@ -328,7 +328,8 @@ def finetune(
         draws a random crop of the training width (``encore.corpus`` ``SpectrogramDataset``
         or :func:`parent_replay_set`). None (or ``replay_fraction = 0``) disables replay.
     replay_heldout : Dataset, optional
-        Held-out crops for the replay loss (forgetting); ``replay`` itself when None.
+        Held-out corpus crops for the replay loss (forgetting), logged even when there is no
+        replay; ``replay`` itself when None.
     clip_ids : sequence, optional
         Identifiers of the clips (recorded in the training set); positions when None.
     model_dir : path, optional
@@ -444,10 +445,10 @@ def finetune(
     replay_sampler = CropSampler(replay, n_replay, cfg.seed + 1) if n_replay else None
     fixed_train = fixed_clip_batch(train_images, train_weights, width, cfg.eval_crops, T, cfg.seed + 11)
     fixed_held = fixed_clip_batch(held_images, held_weights, width, cfg.eval_crops, T, cfg.seed + 12)
+    forgetting = replay_heldout if replay_heldout is not None else replay
     fixed_replay = None
-    if replay is not None and len(replay) > 0:
-        fixed_replay = fixed_heldout_batch(replay_heldout if replay_heldout is not None else replay,
-                                           cfg.eval_crops, T, cfg.seed + 13)
+    if forgetting is not None and len(forgetting) > 0:  # measured even without replay
+        fixed_replay = fixed_heldout_batch(forgetting, cfg.eval_crops, T, cfg.seed + 13)
 
     step, elapsed_before = 0, 0.0
     best: dict[str, Any] = {"loss": None, "ft_loss": None, "step": 0, "state": None, "bad": 0,
@@ -689,7 +690,7 @@ def evaluate_against_parent(
     *,
     heldout: Any,
     train: Any,
-    n: int = 16,
+    n: int = 32,
     steps: int = 25,
     seed: int = 0,
     precision: str = "auto",

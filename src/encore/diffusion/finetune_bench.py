@@ -130,13 +130,15 @@ def run_bench(args: argparse.Namespace) -> int:
     out = Path(settings.data_dir) / "bench-finetune" / time.strftime("%Y%m%d-%H%M%S")
     t1 = time.monotonic()
     replay, replay_heldout, source = None, None, "none"
+    if corpus is not None:
+        from encore.corpus.dataset import SpectrogramDataset
+
+        replay_heldout = SpectrogramDataset(corpus, split="heldout", width=parent.mel_config.x_res, seed=1)
     if cfg.replay_fraction > 0:
         if corpus is not None:
             from encore.corpus.dataset import SpectrogramDataset
 
-            width = parent.mel_config.x_res
-            replay = SpectrogramDataset(corpus, split="train", width=width, seed=cfg.seed)
-            replay_heldout = SpectrogramDataset(corpus, split="heldout", width=width, seed=1)
+            replay = SpectrogramDataset(corpus, split="train", width=parent.mel_config.x_res, seed=cfg.seed)
             source = f"corpus train split ({len(replay)} slices)"
         else:
             replay = parent_replay_set(parent, n=settings.finetune_parent_replay_clips, steps=25)

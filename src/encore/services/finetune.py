@@ -388,10 +388,11 @@ def _train_and_publish(
     width = int(cfg.width or parent_model.mel_config.x_res)
     corpus, no_corpus_reason = corpus_data(ctx, parent_model.mel_config, cfg.seed, width)
 
-    replay, replay_heldout, replay_source = None, None, "none"
+    replay, replay_source = None, "none"
+    replay_heldout = corpus.heldout if corpus is not None else None  # forgetting, always measured
     if cfg.replay_fraction > 0:
         if corpus is not None:
-            replay, replay_heldout = corpus.train, corpus.heldout
+            replay = corpus.train
             replay_source = f"corpus {corpus.directory}"
         elif int(settings.get("parent_replay_clips", 0)) > 0:
             n = int(settings["parent_replay_clips"])
