@@ -197,7 +197,7 @@ def parse_population(text: str, *, source: str = "<string>") -> Population:
     if not isinstance(adv, dict):
         raise r.fail("adversaries", "must be a table of kind = share")
     adversaries = []
-    for kind, share in adv.items():
+    for kind in adv:
         if kind not in ADVERSARIAL_KINDS:
             raise r.fail(f"adversaries.{kind}", f"unknown kind (known: {', '.join(ADVERSARIAL_KINDS)})")
         adversaries.append((kind, r.number(adv, kind, "adversaries.", lo=0.0)))
