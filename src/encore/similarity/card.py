@@ -51,7 +51,8 @@ def write_model_card(model_dir: Path) -> Path:
         f"{'cosine' if config.cosine_codebook else 'Euclidean'} codes, k-means init, EMA decay "
         f"{config.codebook_decay}, dead codes replaced below EMA size {config.dead_code_threshold}",
         f"- metric head: LayerNorm → {config.head_hidden} → {config.embedding_dim} over "
-        f"[√h, mean(z), std(z)], supervised contrastive loss (τ = {config.temperature}) on genres",
+        f"[√h, mean(z), std(z)] ({'per channel and latent row (frequency band)' if config.row_features else 'per channel'}, "
+        f"pooled over all slices), supervised contrastive loss (τ = {config.temperature}) on genres",
         f"- weights: `{WEIGHTS_FILE}`, {size_kb:.0f} KB",
         f"- genres: {', '.join(config.genres) or '(none recorded)'}",
         "",
@@ -67,6 +68,10 @@ def write_model_card(model_dir: Path) -> Path:
             f"({train['vqvae_seconds'] / 60:.1f} min VQ-VAE, {train['steps']} steps of "
             f"{opts.get('batch_size', '?')} slices; then encoding and {opts.get('head_steps', '?')} "
             f"metric-head steps), threads: {train.get('threads', '?')}",
+            f"- VQ-VAE loss: reconstruction MSE + commitment + {opts.get('metric_weight', 0)} × a "
+            "slice-level supervised contrastive loss on genres (an auxiliary projection of each "
+            "slice's encoder statistics, discarded after training), so the codes are already "
+            "genre-aware: the histogram baseline below measures them without the metric head",
             f"- reconstruction MSE (pooled slice, [-1, 1] units): {train['first_recon_loss']:.4f} → "
             f"{train['recon_loss']:.4f}",
             f"- codebook usage over all training slices ({usage.get('tokens', 0)} codes): "
@@ -96,10 +101,13 @@ def write_model_card(model_dir: Path) -> Path:
     lines += [
         "## Data and licences",
         "",
-        "Trained only on encore's own corpus: scores bundled with the `music21` package "
-        "(BSD-licensed package; the bundled scores are public-domain works or distributed with "
-        "music21 under its licence), rendered to audio with the General-MIDI soundfont shipped by "
-        "`pretty_midi` (TimGM6mb, GPL-2) through `tinysoundfont`. Each music21 collection is a "
+        "Trained only on encore's own corpus (`encore corpus build`, see docs/corpus.md): the "
+        "scores in the corpus folder of the `music21` package (package BSD-3-Clause; its "
+        "`corpus/license.txt` says the encodings are distributed with their encoders' permission "
+        "and are out of copyright or licensed for use, possibly with restrictions on commercial "
+        "use; the works are public domain), rendered with the General-MIDI soundfont "
+        "`TimGM6mb.sf2` bundled by `pretty_midi` (GNU GPL v2) through `tinysoundfont` (MIT). "
+        "Each music21 collection is a "
         "genre label. No external weights were used.",
         "",
     ]

@@ -62,7 +62,7 @@ class SimilarityConfig:
     dead_code_threshold: float = 1.0
     commitment_weight: float = 0.25
     cosine_codebook: bool = True
-    row_features: bool = False
+    row_features: bool = True
     head_hidden: int = 256
     embedding_dim: int = 64
     alpha: float = 0.8
