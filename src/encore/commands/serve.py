@@ -38,6 +38,10 @@ def register(subparsers: Any) -> None:
         "--generate-workers", type=int, default=1, metavar="N",
         help="concurrent generation jobs (threads in the generation worker)",
     )
+    parser.add_argument(
+        "--web-workers", type=int, default=1, metavar="N",
+        help="web server processes (rate-limit counters are per process)",
+    )
     parser.set_defaults(handler=serve)
 
 
@@ -107,6 +111,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from encore.config import get_settings
+    from encore.errors import InvalidInput
     from encore.services import accounts
     from encore.store.db import upgrade
     from encore.web.app import create_app
@@ -119,7 +124,9 @@ def serve(args: argparse.Namespace) -> int:
     check_settings(settings)  # before touching anything: no insecure production start
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
-    app = create_app(settings)
+    if args.web_workers < 1:
+        raise InvalidInput(f"--web-workers must be at least 1, got {args.web_workers}")
+    app = create_app(settings)  # also checks that the app can be built before forking
     email, password = accounts.ensure_operator(app.state.ctx)
 
     url = f"http://{settings.host}:{settings.port}"
@@ -136,7 +143,13 @@ def serve(args: argparse.Namespace) -> int:
 
     procs = [] if args.no_workers else start_workers(worker_commands(args.generate_workers))
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+        if args.web_workers == 1:
+            uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+        else:  # each process builds its own app from the same (environment) settings
+            uvicorn.run(
+                "encore.web.app:create_app", factory=True, workers=args.web_workers,
+                host=settings.host, port=settings.port, log_level="info", access_log=False,
+            )
     finally:
         stop_workers(procs)
     return 0

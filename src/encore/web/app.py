@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 

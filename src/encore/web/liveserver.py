@@ -48,6 +48,8 @@ class LiveServer:
         Extra environment variables (``ENCORE_*`` settings).
     workers
         Start the job workers (``False`` adds ``--no-workers``).
+    args
+        More ``encore serve`` options (e.g. ``("--web-workers", "2")``).
     startup_timeout
         Seconds to wait for the server to answer.
     """
@@ -58,11 +60,13 @@ class LiveServer:
         *,
         env: dict[str, str] | None = None,
         workers: bool = True,
+        args: tuple[str, ...] = (),
         startup_timeout: float = 120.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.extra_env = dict(env or {})
         self.workers = workers
+        self.args = tuple(args)
         self.startup_timeout = startup_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -84,6 +88,7 @@ class LiveServer:
         command = [sys.executable, "-m", "encore.cli", "serve", "--port", str(self.port)]
         if not self.workers:
             command.append("--no-workers")
+        command.extend(self.args)
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         self._proc = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
