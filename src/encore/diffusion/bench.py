@@ -141,6 +141,7 @@ def run_bench(args: argparse.Namespace) -> int:
     steps = int(getattr(args, "steps", None) or settings.inference_steps)
     seconds = settings.clip_seconds
     model, what = _load(getattr(args, "model", None))
+    random_model = model.path is None
     engine = Engine(model, precision="auto")
     frames, width = engine.canvas(seconds)
     dev = model.device
@@ -215,8 +216,12 @@ def run_bench(args: argparse.Namespace) -> int:
         b = variants["bf16 autocast"]().images
         print(
             f"  bf16 vs fp32 images: max |diff| {float((a - b).abs().max()):.3f}, "
-            f"mean |diff| {float((a - b).abs().mean()):.4f} (images in [-1, 1]; a random "
-            "model's trajectories are chaotic, compare on a trained model)"
+            f"mean |diff| {float((a - b).abs().mean()):.4f} (images in [-1, 1]"
+            + (
+                "; a random model's trajectories diverge: judge on a trained model)"
+                if random_model
+                else ")"
+            )
         )
 
     # 3. end to end through the Engine at the default settings
