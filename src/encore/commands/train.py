@@ -52,6 +52,11 @@ def register_base(group: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", required=True, type=Path, help="corpus folder (mel_config.json, manifest.jsonl)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--init", type=Path, metavar="MODEL_DIR",
+        help="start a new run from the weights of this model folder (e.g. the shipped base model, "
+             "to continue its training when its run folder is gone); its architecture is kept",
+    )
     length = p.add_mutually_exclusive_group()
     length.add_argument("--minutes", type=float, help="wall-time budget of the whole run (default 60)")
     length.add_argument("--steps", type=int, help="number of optimiser steps of the whole run")
@@ -95,8 +100,18 @@ def run_base(args: argparse.Namespace) -> int:
     corpus: Path = args.corpus
     if not corpus.is_dir():
         raise NotFound(f"corpus folder {corpus} does not exist")
+    if args.init is not None and args.resume:
+        raise InvalidInput("--init starts a new run and --resume continues one: pass only one of them")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    init_state, model_config = None, None
+    if args.init is not None:
+        from encore.diffusion.folder import load_model_folder
+
+        loaded = load_model_folder(args.init, device="cpu")
+        init_state = loaded.denoiser.state_dict()
+        model_config = loaded.denoiser.config.to_dict()
+        logger.info("starting from the weights of %s", args.init)
     minutes = args.minutes
     if minutes is None and args.steps is None:
         minutes = 60.0
@@ -112,6 +127,8 @@ def run_base(args: argparse.Namespace) -> int:
         max_minutes=minutes,
         max_steps=args.steps,
         checkpoint_minutes=args.checkpoint_minutes,
+        model_config=model_config,
+        init_from=str(args.init) if args.init is not None else None,
     )
     mel_config = MelConfig.load(corpus)
     dataset = SpectrogramDataset(corpus, split="train", width=cfg.width, seed=cfg.seed)
@@ -122,7 +139,7 @@ def run_base(args: argparse.Namespace) -> int:
     if heldout is None:
         logger.warning("corpus %s has no held-out split; no held-out loss", corpus)
     result = train(cfg, dataset=dataset, heldout=heldout, out_dir=args.out, mel_config=mel_config,
-                   resume=args.resume, progress=not args.no_progress)
+                   resume=args.resume, progress=not args.no_progress, init_state_dict=init_state)
     print(  # noqa: T201
         f"trained {result.steps} steps ({result.samples_seen} samples) in "
         f"{result.wall_seconds / 60:.1f} min; loss {result.final_loss:.4f}; held-out "

@@ -62,6 +62,8 @@ class TrainConfig:
     # model: None -> the engine's default_base_config() (or tiny_config() when ``tiny``)
     model_config: dict[str, Any] | None = None
     tiny: bool = False
+    # the model folder whose weights started the run (None: a random initialisation)
+    init_from: str | None = None
     # data
     width: int = 128  # frames per random crop
     batch_size: int = 16
