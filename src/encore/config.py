@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     # The loop (DESIGN.md §2).
     baseline_probability: float = Field(0.25, ge=0.0, le=1.0)
+    # Share of requests served a pending new clip generated for another listener (output
+    # agreement for new clips; baseline_probability + this must not exceed 1).
+    dispatch_review_share: float = Field(0.3, ge=0.0, le=1.0)
     # Seeds the web process's decision stream (dispatch, A/B draws, clip seeds) so that a
     # simulated pilot is reproducible; None (default) draws fresh entropy.
     random_seed: int | None = None
@@ -65,6 +68,9 @@ class Settings(BaseSettings):
     # Curation and purge (encore.feedback; defaults and reasons in docs/feedback.md).
     curation_min_ratings: int = Field(3, ge=1)
     cold_start_top_n: int = Field(100, ge=1)
+    cold_start_max_share: float = Field(0.5, gt=0.0, le=1.0)  # at most this share of rated clips
+    # Rater noise (stars) assumed by rule B's power calculation where clips have one rater.
+    qc_power_sigma_prior: float = Field(0.5, gt=0.0)
     purge_similarity: float = Field(0.95, ge=0.0, le=1.0)
     dataset_max_age_days: float = Field(180.0, ge=0.0)  # 0 disables the age rule
     dataset_max_size: int = Field(1000, ge=1)
@@ -97,6 +103,16 @@ class Settings(BaseSettings):
     limit_upload_ip: str = "60/600"
     limit_rating_account: str = "60/60"
     limit_rating_ip: str = "300/60"
+
+    @model_validator(mode="after")
+    def _dispatch_shares(self) -> Settings:
+        total = self.baseline_probability + self.dispatch_review_share
+        if total > 1.0 + 1e-12:
+            raise ValueError(
+                f"baseline_probability={self.baseline_probability!r} + dispatch_review_share="
+                f"{self.dispatch_review_share!r} must not exceed 1"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:

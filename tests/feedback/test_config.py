@@ -8,11 +8,12 @@ from encore.feedback import DEFAULT_CONFIG, FeedbackConfig
 
 def test_defaults_are_the_documented_ones() -> None:
     c = DEFAULT_CONFIG
-    assert c.baseline_probability == 0.25
+    assert (c.baseline_probability, c.review_probability) == (0.25, 0.3)
     assert (c.min_listen_seconds, c.min_listen_fraction) == (5.0, 0.5)
     assert c.rating_weights == pytest.approx((1 / 3, 1 / 3, 1 / 3))
     assert c.confidence_weights == (0.5, 0.5)
-    assert (c.min_ratings, c.cold_start_top_n) == (3, 100)
+    assert (c.min_ratings, c.cold_start_top_n, c.cold_start_max_share) == (3, 100, 0.5)
+    assert (c.qc_power_sigma_prior, c.qc_power_sigma_prior_df) == (0.5, 8.0)
     assert c.bootstrap_cluster == "rater"
 
 
@@ -26,6 +27,9 @@ def test_defaults_are_the_documented_ones() -> None:
         ("max_dataset_size", 0, "max_dataset_size=0"),
         ("bootstrap_cluster", "song", "bootstrap_cluster='song'"),
         ("confidence_level", 1.0, "confidence_level=1.0"),
+        ("cold_start_max_share", 0.0, "cold_start_max_share=0.0"),
+        ("review_probability", 0.8, r"baseline_probability=0.25 \+ review_probability=0.8"),
+        ("qc_power_sigma_prior", 0.0, "qc_power_sigma_prior=0.0"),
     ],
 )
 def test_invalid_settings_name_the_value(field: str, value: object, match: str) -> None:
@@ -56,11 +60,13 @@ def test_function_defaults_agree_with_the_config_defaults() -> None:
 
     c = DEFAULT_CONFIG
     assert default(dispatch, "baseline_probability") == c.baseline_probability
+    assert default(dispatch, "review_probability") == c.review_probability
     assert default(rating_allowed, "min_seconds") == c.min_listen_seconds
     assert default(rating_allowed, "min_fraction") == c.min_listen_fraction
     assert default(summarize_listen, "slack_seconds") == c.wall_clock_slack_seconds
     assert default(curate, "min_ratings") == c.min_ratings
     assert default(curate, "cold_start_top_n") == c.cold_start_top_n
+    assert default(curate, "cold_start_max_share") == c.cold_start_max_share
     assert default(curate, "margin") == c.admit_margin
     assert default(purge, "near_duplicate_similarity") == c.near_duplicate_similarity
     assert default(purge, "max_age") == timedelta(days=c.max_age_days)

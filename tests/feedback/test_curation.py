@@ -58,10 +58,34 @@ def test_cold_start_takes_the_top_n_with_enough_ratings() -> None:
     assert "outside the top 2" in decisions["g4"].reason
 
 
+def test_cold_start_with_few_rated_clips_admits_only_the_better_half() -> None:
+    # the full pilot's case: N = 100 but only a few rated clips -> not all of them join
+    scores = [0.9, 0.2, 0.8, 0.1, 0.7, 0.3, 0.6]
+    cands = [Candidate(f"g{i}", s, 0.5, 3) for i, s in enumerate(scores)]
+    decisions = {d.clip_id: d for d in curate(cands, [], cold_start_top_n=100)}
+    admitted = {k for k, d in decisions.items() if d.action == "admit"}
+    assert admitted == {"g0", "g2", "g4", "g6"}  # ceil(7 / 2) = 4 best by R
+    assert all(decisions[k].action == "reject" for k in ("g1", "g3", "g5"))
+    assert "at most 50% of 7 rated" in decisions["g5"].reason
+    # with many rated clips the top N binds, not the share
+    many = [Candidate(i, i / 1000, 0.5, 3) for i in range(300)]
+    top = [d.clip_id for d in curate(many, [], cold_start_top_n=100) if d.action == "admit"]
+    assert sorted(top) == list(range(200, 300))
+
+
+@pytest.mark.parametrize(("share", "n_admitted"), [(1.0, 7), (0.3, 3), (0.01, 1)])
+def test_cold_start_share_is_a_setting(share: float, n_admitted: int) -> None:
+    cands = [Candidate(f"g{i}", i / 10, 0.5, 3) for i in range(7)]
+    admitted = [d.clip_id for d in curate(cands, [], cold_start_top_n=100,
+                                          cold_start_max_share=share) if d.action == "admit"]
+    assert sorted(admitted) == [f"g{i}" for i in range(7 - n_admitted, 7)]
+
+
 def test_cold_start_ties_are_broken_deterministically() -> None:
     cands = [Candidate("c", 0.7, 0.5, 3), Candidate("b", 0.7, 0.6, 3), Candidate("a", 0.7, 0.5, 3),
              Candidate("d", 0.7, 0.5, 4)]
-    admitted = [d.clip_id for d in curate(cands, [], cold_start_top_n=3) if d.action == "admit"]
+    admitted = [d.clip_id for d in curate(cands, [], cold_start_top_n=3, cold_start_max_share=1.0)
+                if d.action == "admit"]
     assert set(admitted) == {"b", "d", "a"}  # confidence, then ratings, then id
 
 
@@ -91,3 +115,5 @@ def test_bad_inputs_raise() -> None:
         Candidate("g", 1.5, 0.5, 3)
     with pytest.raises(InvalidInput, match="appears more than once"):
         curate([Candidate("g", 0.5, 0.5, 3)] * 2, [], None)
+    with pytest.raises(InvalidInput, match="cold_start_max_share=0"):
+        curate([Candidate("g", 0.5, 0.5, 3)], [], None, cold_start_max_share=0)

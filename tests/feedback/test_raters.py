@@ -216,3 +216,44 @@ def test_detection_with_moderate_overlap() -> None:
     assert rates["max_low_listen"] >= 0.9 and rates["random"] >= 0.85
     assert rates["honest"] <= 0.03 and rates["minority_bias"] == 0.0
     assert counts["minority_group"][0] <= 1
+
+
+def _pilot_like_sparse_campaign(seed: int) -> tuple[RatingSet, dict, str]:
+    """The simulated pilot at its second curation: 20 raters with 8 ratings each, six of them
+    of clips nobody else rated (their own generated clips), two of 12 shared clips (served
+    baselines). Honest raters but one, who gives top marks after a minimal listen."""
+    rng = np.random.default_rng(seed)
+    shared_quality = rng.uniform(1.9, 4.1, 12)
+    rows, groups, next_clip = [], {}, 1000
+    for r in range(20):
+        rid = f"r{r:02d}"
+        delta, sd = rng.uniform(-0.5, 0.5), rng.uniform(0.2, 0.5)
+        clips = [(int(c), shared_quality[c]) for c in rng.choice(12, 2, replace=False)]
+        for _ in range(6):
+            clips.append((next_clip, rng.uniform(1.9, 4.1)))
+            next_clip += 1
+        for clip, quality in clips:
+            groups[clip] = clip % 5
+            if r == 0:  # the adversary
+                rows.append((rid, clip, 5.0, float(rng.uniform(0.5, 0.55))))
+                continue
+            opinion = quality + delta + rng.normal(0, sd)
+            listen = float(np.clip(0.68 + 0.12 * (opinion - 3) + rng.normal(0, 0.12), 0.5, 1))
+            rows.append((rid, clip, float(np.clip(np.round(opinion * 2) / 2, 1, 5)), listen))
+    return RatingSet.from_records(rows), groups, "r00"
+
+
+def test_sparse_single_rated_clips_do_not_flag_honest_raters() -> None:
+    """Regression (pilot finding): with most clips rated once, σ is unidentified and sat at
+    its floor, so rule B's power gate passed and most honest raters were flagged."""
+    for seed in range(6):
+        data, groups, adversary = _pilot_like_sparse_campaign(seed)
+        _, per_clip = np.unique(data.clip_ids, return_counts=True)
+        assert np.mean(per_clip == 1) > 0.8  # the regime: most clips single-rated
+        qc = assess_raters(data, clip_groups=groups)
+        assert set(qc.flagged) == {adversary}, (seed, [(a.rater_id, a.reasons)
+                                                       for a in qc.assessments if a.flagged])
+        assert "end of the scale" in qc[adversary].reasons[0]  # rule A needs no overlap
+        honest_notes = [a.note for a in qc.assessments if a.rater_id != adversary]
+        assert all(n == "" or "not judged" in n for n in honest_notes)
+

@@ -146,3 +146,25 @@ def test_records_validate() -> None:
     with pytest.raises(InvalidInput, match=r"weight=-1.0 \(index 0\)"):
         RatingRecords(np.array([3.0]), np.array(["s"]), np.array(["v"]), np.array(["r"]),
                       weights=np.array([-1.0]))
+
+
+def test_review_ratings_count_for_the_clip_version_and_the_split_separates_them() -> None:
+    rows = [  # (rating, version, rater, branch): reviews are ratings of new clips of v
+        (3.0, "v0", "a", "generate"), (4.0, "v0", "b", "review"), (5.0, "v0", "c", "review"),
+        (2.0, "v1", "a", "generate"), (3.0, "v1", "b", "review"),
+        (1.0, "v0", "c", "baseline"),
+    ]
+    r, v, who, br = (np.array(c) for c in zip(*rows, strict=True))
+    rep = build_report(RatingRecords(r.astype(float), np.array(["s"] * 6), v, who, br),
+                       rng=np.random.default_rng(0), n_resamples=100)
+    pooled = {c.version_id: (c.mean, c.count) for c in rep.table.overall}
+    assert pooled == {"v0": (pytest.approx(13 / 4), 4), "v1": (pytest.approx(2.5), 2)}
+    assert set(rep.by_branch) == {"new", "generate", "review", "baseline"}
+
+    def overall(branch: str) -> dict:
+        return {c.version_id: (c.mean, c.count) for c in rep.by_branch[branch].overall}
+
+    assert overall("new") == {"v0": (4.0, 3), "v1": (2.5, 2)}  # generate + review
+    assert overall("generate") == {"v0": (3.0, 1), "v1": (2.0, 1)}
+    assert overall("review") == {"v0": (4.5, 2), "v1": (3.0, 1)}
+    assert overall("baseline") == {"v0": (1.0, 1)}

@@ -43,8 +43,9 @@ def _clip(session, version_id: int, rep: list[float], similarity: float = 0.7) -
     return clip
 
 
-def _rate(session, clip: Clip, listener, stars: float, fraction: float = 1.0) -> None:
-    d = Delivery(clip_id=clip.id, listener_id=listener.id, branch=DispatchBranch.GENERATE,
+def _rate(session, clip: Clip, listener, stars: float, fraction: float = 1.0,
+          branch: DispatchBranch = DispatchBranch.GENERATE) -> None:
+    d = Delivery(clip_id=clip.id, listener_id=listener.id, branch=branch,
                  input_song_ids=[], listened_seconds=5.0 * fraction)
     session.add(d)
     session.flush()
@@ -130,3 +131,55 @@ def test_report_counts_match_ratings_and_csv_has_every_rating(ctx, make_listener
     assert lines[0].split(",")[:4] == ["rating_id", "created_at", "rater", "stars"]
     assert len(lines) == 9
     assert all(r.email not in csv_text for r in raters)  # pseudonymous
+
+
+def test_review_ratings_count_for_the_clip_version_and_show_in_the_split(
+    ctx, make_listener
+) -> None:
+    v0 = versions.ensure_base_version(ctx)
+    owner, *reviewers = [make_listener() for _ in range(3)]
+    with ctx.session() as session:
+        clip = _clip(session, v0.id, _rep(ctx, 30))
+        _rate(session, clip, owner, 2.0)
+        for r in reviewers:
+            _rate(session, clip, r, 4.0, branch=DispatchBranch.REVIEW)
+    result = report.build_report(ctx, n_resamples=200)
+    assert {(c.version_id, c.count) for c in result.table.overall} == {("v0", 3)}
+    assert result.by_branch["new"].overall[0].count == 3
+    assert result.by_branch["review"].overall[0].mean == pytest.approx(4.0)
+    assert result.by_branch["generate"].overall[0].mean == pytest.approx(2.0)
+    assert "baseline" not in result.by_branch
+    text = report.format_table(result)
+    assert "branch review: v0 4.00 (n=2)" in text
+
+
+def test_report_intervals_do_not_depend_on_the_raters_pseudonyms(ctx, make_listener) -> None:
+    """Pseudonyms are random per account: the bootstrap must not resample in their order,
+    or the same ratings give other intervals on another installation."""
+    from encore.store import ModelVersion, User
+
+    v0 = versions.ensure_base_version(ctx)
+    with ctx.session() as session:
+        v1 = ModelVersion(name="v1", folder=v0.folder)
+        session.add(v1)
+        session.flush()
+        v1_id = v1.id
+    raters = [make_listener() for _ in range(8)]
+    rng = np.random.default_rng(5)
+    with ctx.session() as session:
+        for k, vid in enumerate([v0.id] * 4 + [v1_id] * 4):
+            clip = _clip(session, vid, _rep(ctx, 40 + k))
+            for r in raters:
+                _rate(session, clip, r, float(rng.integers(2, 11)) / 2)
+
+    def intervals() -> list[tuple[float, float, float]]:
+        rep = report.build_report(ctx, n_resamples=300)
+        return [(c.difference, c.ci_low, c.ci_high) for c in rep.table.changes]
+
+    before = intervals()
+    with ctx.session() as session:  # another installation: other pseudonyms, in other order
+        users = session.scalars(sa.select(User).where(User.id.in_([r.id for r in raters]))).all()
+        for k, u in enumerate(sorted(users, key=lambda u: u.id)):
+            u.rater_id = f"{(7 * k + 3) % 8:02d}-other"  # sorted order unlike the ids'
+    assert intervals() == before
+    assert np.isfinite(before[0][1])

@@ -10,7 +10,16 @@ import sqlalchemy as sa
 
 from encore.errors import Conflict, InvalidInput, PermissionDenied
 from encore.services import music, songs
-from encore.store import Clip, ClipStatus, DatasetEntry, Delivery, DispatchBranch, Rating
+from encore.store import (
+    Clip,
+    ClipStatus,
+    DatasetEntry,
+    Delivery,
+    DispatchBranch,
+    ModelVersion,
+    Rating,
+    VersionStatus,
+)
 
 
 @pytest.fixture
@@ -119,6 +128,7 @@ def test_baseline_branch_serves_the_nearest_unrated_dataset_clip(
         for cid in clip_ids:
             session.add(DatasetEntry(clip_id=cid, rating_score=0.5, confidence=0.5))
     ctx.settings.baseline_probability = 1.0
+    ctx.settings.dispatch_review_share = 0.0
     other = make_listener()
     theirs = songs.upload_song(ctx, owner=other, filename="x.wav", data=song_bytes(99))
     served = []
@@ -139,3 +149,86 @@ def test_baseline_branch_serves_the_nearest_unrated_dataset_clip(
         assert session.get(Delivery, d.id).branch is DispatchBranch.GENERATE
         assert session.scalar(sa.select(sa.func.count()).select_from(Rating)) == 3
 
+
+
+def _listen_and_rate(ctx, listener, delivery_id: int, stars: float) -> None:
+    _backdate_open(ctx, delivery_id, 60)
+    music.record_listen(ctx, listener=listener, delivery_id=delivery_id, ranges=[(0, 1)])
+    music.rate(ctx, listener=listener, delivery_id=delivery_id, stars=stars)
+
+
+def test_review_branch_serves_a_new_clip_to_other_listeners_until_it_has_m_ratings(
+    ctx, listener_with_songs, make_listener, song_bytes
+) -> None:
+    owner, (s1, _) = listener_with_songs
+    ctx.settings.baseline_probability = 0.0
+    ctx.settings.dispatch_review_share = 1.0  # every request tries the review branch
+    first = music.request_music(ctx, listener=owner, song_ids=[s1.id])  # nothing to review yet
+    with ctx.reading() as session:
+        row = session.get(Delivery, first.id)
+        assert row.branch is DispatchBranch.GENERATE
+        new_clip = row.clip_id
+    _listen_and_rate(ctx, owner, first.id, 4.0)
+
+    others = [make_listener(f"r{k}") for k in range(3)]
+    served = []
+    for k, other in enumerate(others):
+        song = songs.upload_song(ctx, owner=other, filename=f"{k}.wav", data=song_bytes(40 + k))
+        d = music.request_music(ctx, listener=other, song_ids=[song.id])
+        with ctx.reading() as session:
+            row = session.get(Delivery, d.id)
+            served.append((row.branch, row.clip_id))
+        view = music.delivery_status(ctx, listener=other, delivery_id=d.id)
+        # the same page as any clip: ready, the listener's own song as the input
+        assert view.status == "ready" and view.input_song_ids == (song.id,)
+        assert view.input_titles == (song.title,)
+    # 1 rating + 2 deliveries awaiting a rating = m = 3: the third listener gets a new clip
+    assert served[:2] == [(DispatchBranch.REVIEW, new_clip)] * 2
+    assert served[2][0] is DispatchBranch.GENERATE and served[2][1] != new_clip
+    # the reviewers rate it like any clip; the clip now has its m ratings
+    with ctx.reading() as session:
+        review_ids = [d.id for d in session.scalars(
+            sa.select(Delivery).where(Delivery.branch == DispatchBranch.REVIEW))]
+    for other, did in zip(others[:2], review_ids, strict=True):
+        _listen_and_rate(ctx, other, did, 3.0)
+    with ctx.reading() as session:
+        assert session.scalar(
+            sa.select(sa.func.count()).select_from(Rating).where(Rating.clip_id == new_clip)) == 3
+    # the owner is never served their own clip for review (nor anyone a clip twice)
+    again = music.request_music(ctx, listener=owner, song_ids=[s1.id])
+    with ctx.reading() as session:
+        row = session.get(Delivery, again.id)
+        assert row.clip_id != new_clip
+        assert row.branch is DispatchBranch.REVIEW  # the third listener's new clip is pending
+        assert row.clip_id == served[2][1]
+
+
+def test_review_branch_skips_clips_of_versions_no_longer_served(
+    ctx, listener_with_songs, make_listener, song_bytes
+) -> None:
+    owner, (s1, _) = listener_with_songs
+    ctx.settings.baseline_probability = 0.0
+    ctx.settings.dispatch_review_share = 1.0
+    first = music.request_music(ctx, listener=owner, song_ids=[s1.id])
+    with ctx.session() as session:
+        clip = session.get(Delivery, first.id).clip
+        old_version = clip.model_version_id
+        session.get(ModelVersion, old_version).ab_weight = 0.0  # unserved from now on
+        session.add(ModelVersion(name="v1", status=VersionStatus.ACTIVE, ab_weight=1.0,
+                                 folder=session.get(ModelVersion, old_version).folder))
+    other = make_listener("other")
+    song = songs.upload_song(ctx, owner=other, filename="o.wav", data=song_bytes(77))
+    d = music.request_music(ctx, listener=other, song_ids=[song.id])
+    with ctx.reading() as session:
+        row = session.get(Delivery, d.id)
+        assert row.branch is DispatchBranch.GENERATE and row.clip.model_version_id != old_version
+
+
+def test_branch_shares_must_leave_room_for_each_other(tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from encore.config import Settings
+
+    with pytest.raises(ValidationError, match=r"baseline_probability=0.8 \+ dispatch_review_share=0.3"):
+        Settings(data_dir=tmp_path, baseline_probability=0.8)
+    assert Settings(data_dir=tmp_path, baseline_probability=0.7).dispatch_review_share == 0.3

@@ -4,6 +4,7 @@ tiny models are random)."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -37,17 +38,37 @@ def test_every_round_served_the_right_versions(pilot: PilotResult) -> None:
 
 def test_the_dataset_grew_by_the_update_rule(pilot: PilotResult) -> None:
     first, second = pilot.operator_steps
-    # cold start: the top N (tiny: 10) of the clips rated in round 0
+    # cold start: the top N (tiny: 10) of the clips rated enough in round 0, but at most the
+    # better half of them (ENCORE_COLD_START_MAX_SHARE, default 0.5)
     assert first.curation["cold_start"] is True
     assert first.dataset_before == 0
-    assert len(first.curation["admitted"]) == 10
-    assert first.dataset_after_curation == 10
+    admitted = first.curation["admitted"]
+    judged = len(admitted) + first.curation["rejected"]
+    assert len(admitted) == min(10, math.ceil(judged / 2)) and admitted
+    assert first.dataset_after_curation == len(admitted)
+    # every admitted clip reached the tiny config's 2 ratings (output agreement)
+    ratings_of = Counter(int(row["clip_id"]) for row in pilot.csv_rows)
+    assert all(ratings_of[int(c)] >= 2 for c in admitted)
     # afterwards only clips that beat their nearest dataset clip join
     assert second.curation["cold_start"] is False
     assert second.dataset_after_curation == second.dataset_before + len(second.curation["admitted"])
     assert second.curation["rejected"] + len(second.curation["admitted"]) > 0
     for step in (first, second):
         assert step.dataset_after_purge == step.dataset_after_curation - len(step.purge["removed"])
+
+
+def test_new_clips_reached_other_listeners_through_the_review_branch(pilot: PilotResult) -> None:
+    rows = pilot.csv_rows
+    requester = {row["clip_id"]: row["rater"] for row in rows if row["branch"] == "generate"}
+    reviews = [row for row in rows if row["branch"] == "review"]
+    round_of = {d: rec.round for rec in pilot.rounds for d in rec.deliveries}
+    assert {round_of[int(row["delivery_id"])] for row in reviews} >= {0, 1}
+    for row in reviews:
+        assert row["clip_kind"] == "generated"
+        assert row["rater"] != requester.get(row["clip_id"])  # never the requester's own clip
+    per_clip = Counter(row["clip_id"] for row in rows if row["branch"] in ("generate", "review"))
+    assert max(per_clip.values()) <= 3  # m = 2 (+1 if a rating did not count)
+    assert sum(n >= 2 for n in per_clip.values()) >= 5
 
 
 def test_new_versions_were_trained_and_activated(pilot: PilotResult) -> None:

@@ -12,6 +12,7 @@ from encore.store import models as m
 from encore.store.db import session_scope
 from encore.store.enums import (
     ClipStatus,
+    DispatchBranch,
     JobStatus,
     QueueName,
     RemovalReason,
@@ -107,6 +108,18 @@ def test_one_rating_per_listener_and_clip(engine: Engine, make) -> None:
         second_id = second.id
     with pytest.raises(sa.exc.IntegrityError), session_scope(engine) as s:
         make(s).rating(s.get(m.Delivery, second_id))
+
+
+def test_every_dispatch_branch_is_stored_by_the_migrated_schema(engine: Engine, make) -> None:
+    """The branch column is a plain string (no constraint lists the values): ``review``, added
+    after the initial migration, is stored and read back without a migration."""
+    with session_scope(engine) as s:
+        clip = make(s).clip()
+        ids = {b: make(s).delivery(clip, make(s).user(), branch=b).id for b in DispatchBranch}
+    with session_scope(engine) as s:
+        assert {b: s.get(m.Delivery, i).branch for b, i in ids.items()} == {b: b for b in ids}
+        raw = s.execute(sa.text("SELECT branch FROM deliveries ORDER BY id")).scalars().all()
+        assert sorted(raw) == sorted(b.value for b in DispatchBranch)
 
 
 def test_rating_must_match_its_delivery(engine: Engine, make) -> None:

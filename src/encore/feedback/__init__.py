@@ -12,9 +12,11 @@ from encore.feedback.config import DEFAULT_CONFIG, FeedbackConfig
 from encore.feedback.curation import Candidate, CurationDecision, DatasetClip, curate
 from encore.feedback.dispatch import (
     DispatchDecision,
+    ReviewCandidate,
     choose_version,
     dispatch,
     nearest_unrated,
+    review_eligible,
     validate_ab_weights,
 )
 from encore.feedback.listening import (
@@ -76,6 +78,7 @@ __all__ = [
     "RatingSet",
     "RatingTable",
     "Report",
+    "ReviewCandidate",
     "assess_raters",
     "bootstrap_mean_difference",
     "build_report",
@@ -91,6 +94,7 @@ __all__ = [
     "rating_allowed",
     "rating_score",
     "rating_table",
+    "review_eligible",
     "score_clip",
     "score_clips",
     "summarize_listen",

@@ -14,6 +14,15 @@ Dispatch (DESIGN §2.2)
     The paper's §3.1: "a 25 % chance they receive a previously generated song from the
     dataset (d*)". High enough that every dataset clip collects baseline ratings, low
     enough that three requests in four produce new material.
+``review_probability = 0.3``
+    The review branch (output agreement for new clips, DESIGN §3): 30 % of requests are
+    served a new clip generated for another listener's request that still has fewer than
+    ``min_ratings`` ratings (the nearest to the request's inputs), instead of generating.
+    Without it a new clip is rated only by its requester and never reaches ``min_ratings``.
+    With 45 % of requests generating, 30 % reviewing gives each new clip about 0.67 extra
+    ratings on average — the nearest-first choice fills some clips to ``m`` = 3 rather than
+    spreading thin — while still generating nearly half the time; both shares together must
+    not exceed 1. When nothing awaits review the request generates.
 
 Listening (DESIGN §2.4)
 
@@ -66,6 +75,15 @@ Quality control (DESIGN §3)
     a rater's clips, "no significant association" is no evidence, and the rater is left
     unjudged instead (simulations: 25 ratings per rater, ~4 raters per clip flag 95 % of
     random raters and 1 % of honest ones; at 12 ratings per rater nobody is flagged by B).
+``qc_power_sigma_prior = 0.5`` (stars), ``qc_power_sigma_prior_df = 8``
+    The noise level of raters in that power calculation. The fitted σ says nothing where
+    clips are rated once (there it sits at its floor, and a test powered for 0.1-star raters
+    "could not have missed" an association: the simulated pilot flagged 14 of 20 raters at
+    8 ratings each). So the power calculation estimates each rater's σ only from clips with
+    at least two raters, with 8 pseudo-ratings (one judging threshold's worth) at 0.5 stars,
+    a realistic rating noise (the simulated honest raters have 0.2–0.5, the pilot's
+    listeners' half-star rounding and taste add to it). With dense data the raters' own
+    residuals dominate; with none the prior stands.
 ``qc_rounds = 3``
     Rounds of judging; each re-estimates the consensus without the raters flagged so far.
     The flagged set is usually stable after the second.
@@ -92,6 +110,12 @@ Curation (DESIGN §2.6)
     0.3 stars (0.07 on the [0, 1] scale of r̂).
 ``cold_start_top_n = 100``
     The paper's pilot: "the top 100 songs based on users' normalized ratings".
+``cold_start_max_share = 0.5``
+    ... but at most the better half of the rated candidates (``ceil(0.5 · n)``). With fewer
+    rated clips than N the top N was everything, 1-star clips included (the simulated full
+    pilot: N = 100, 80 rated clips, all admitted); the half keeps the cold start a selection
+    by R whatever the number of clips, and leaves enough clips (and a contrast to their
+    rejected neighbours) for the first fine-tune. With ≥ 2N rated clips the top N binds.
 ``admit_margin = 0.0``
     The paper's strict rule ``R(g) > R(d*)``. A positive margin demands a clear win
     (the research note recommends a margin; it is one setting away).
@@ -140,6 +164,7 @@ class FeedbackConfig:
 
     # dispatch
     baseline_probability: float = 0.25
+    review_probability: float = 0.3
     # listening
     min_listen_seconds: float = 5.0
     min_listen_fraction: float = 0.5
@@ -160,6 +185,8 @@ class FeedbackConfig:
     qc_min_ratings: int = 8
     qc_alpha: float = 0.01
     qc_min_power: float = 0.9
+    qc_power_sigma_prior: float = 0.5
+    qc_power_sigma_prior_df: float = 8.0
     qc_rounds: int = 3
     saturation_share: float = 0.8
     low_listen_fraction: float = 0.6
@@ -168,6 +195,7 @@ class FeedbackConfig:
     # curation
     min_ratings: int = 3
     cold_start_top_n: int = 100
+    cold_start_max_share: float = 0.5
     admit_margin: float = 0.0
     # purge
     near_duplicate_similarity: float = 0.95
@@ -179,13 +207,14 @@ class FeedbackConfig:
     bootstrap_cluster: BootstrapCluster = "rater"
 
     def __post_init__(self) -> None:
-        for name in ("baseline_probability", "min_listen_fraction", "qc_alpha",
+        for name in ("baseline_probability", "review_probability", "min_listen_fraction", "qc_alpha",
                      "saturation_share", "low_listen_fraction", "flagged_weight", "qc_min_power"):
             _check_unit(name, getattr(self, name))
         for name in ("min_listen_seconds", "wall_clock_slack_seconds", "admit_margin",
                      "sigma_prior_ratings"):
             _check_nonnegative(name, getattr(self, name))
-        for name in ("rater_tolerance", "bias_prior_sd", "sigma_floor", "reliability_tolerance"):
+        for name in ("rater_tolerance", "bias_prior_sd", "sigma_floor", "reliability_tolerance",
+                     "qc_power_sigma_prior", "qc_power_sigma_prior_df"):
             value = getattr(self, name)
             if not _finite(value) or value <= 0:
                 raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be a positive number")
@@ -199,6 +228,13 @@ class FeedbackConfig:
         check_weights("confidence weights",
                       (self.confidence_weight_rating, self.confidence_weight_listen))
         _check_unit("near_duplicate_similarity", self.near_duplicate_similarity)
+        if self.baseline_probability + self.review_probability > 1.0 + 1e-12:
+            raise InvalidInput(f"FeedbackConfig.baseline_probability={self.baseline_probability!r}"
+                               f" + review_probability={self.review_probability!r} must not "
+                               "exceed 1")
+        if not _finite(self.cold_start_max_share) or not 0 < self.cold_start_max_share <= 1:
+            raise InvalidInput(f"FeedbackConfig.cold_start_max_share={self.cold_start_max_share!r}"
+                               " must be in (0, 1]")
         if self.max_age_days is not None and (not _finite(self.max_age_days)
                                               or self.max_age_days <= 0):
             raise InvalidInput(f"FeedbackConfig.max_age_days={self.max_age_days!r} must be > 0 "

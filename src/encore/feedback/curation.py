@@ -3,7 +3,10 @@
 Rule: a new clip *g* with at least ``m`` counted ratings joins *D* when
 ``R(g) > R(d*) + margin``, where d* is the dataset clip most similar to *g* (by S, ties to
 the smallest id). While *D* is empty (cold start) the top ``N`` clips by R among those with at
-least ``m`` ratings join (ties: higher confidence, then more ratings, then smaller id).
+least ``m`` ratings join (ties: higher confidence, then more ratings, then smaller id) — but at
+most ``ceil(max_share · n)`` of the ``n`` judged candidates (default: the better half), so
+that a cold start with fewer rated clips than ``N`` is still a selection and does not admit
+badly rated clips only because there are few.
 
 Candidates are judged independently against the same snapshot of *D* (a clip admitted in this
 pass is not the d* of another candidate in the same pass), so the outcome does not depend on
@@ -120,6 +123,7 @@ def curate(
     *,
     min_ratings: int = 3,
     cold_start_top_n: int = 100,
+    cold_start_max_share: float = 0.5,
     margin: float = 0.0,
 ) -> tuple[CurationDecision, ...]:
     """Decide which candidates join the dataset.
@@ -135,7 +139,10 @@ def curate(
     min_ratings : int >= 1
         m, the ratings a candidate needs before it is judged.
     cold_start_top_n : int >= 1
-        N, how many clips the cold start admits.
+        N, how many clips the cold start admits at most.
+    cold_start_max_share : float in (0, 1]
+        The cold start admits at most ``ceil(share · n)`` of the ``n`` candidates with
+        enough ratings (1: no cap, the plain top N).
     margin : float >= 0
         Required lead of R(g) over R(d*) (0: the paper's strict ``>``).
 
@@ -155,6 +162,10 @@ def curate(
     if isinstance(cold_start_top_n, bool) or not isinstance(cold_start_top_n, int) \
             or cold_start_top_n < 1:
         raise InvalidInput(f"cold_start_top_n={cold_start_top_n!r} must be an integer >= 1")
+    if (isinstance(cold_start_max_share, bool)
+            or not isinstance(cold_start_max_share, (int, float))
+            or not 0.0 < cold_start_max_share <= 1.0):
+        raise InvalidInput(f"cold_start_max_share={cold_start_max_share!r} must be in (0, 1]")
     if not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
         raise InvalidInput(f"margin={margin!r} must be a finite number >= 0")
     ids = [c.clip_id for c in candidates]
@@ -181,16 +192,21 @@ def curate(
     if not dataset:
         ranked = sorted(judged, key=lambda k: (-candidates[k].score, -candidates[k].confidence,
                                                -candidates[k].n_ratings, candidates[k].clip_id))
+        # small epsilon: 0.5 * 80 must stay 40 whatever the float rounding
+        share_cap = math.ceil(cold_start_max_share * len(ranked) - 1e-9)
+        admitted = min(cold_start_top_n, share_cap)
+        limit = (f"top {admitted}: N={cold_start_top_n}, at most {cold_start_max_share:.0%} "
+                 f"of {len(ranked)} rated")
         for rank, k in enumerate(ranked, start=1):
             cand = candidates[k]
-            if rank <= cold_start_top_n:
+            if rank <= admitted:
                 reason = (f"cold start: rank {rank} of {len(ranked)} by R={cand.score:.4f} "
-                          f"(top {cold_start_top_n} join)")
+                          f"({limit} join)")
                 decisions[k] = CurationDecision(cand.clip_id, "admit", reason,
                                                 confidence=cand.confidence)
             else:
                 reason = (f"cold start: rank {rank} of {len(ranked)} by R={cand.score:.4f} is "
-                          f"outside the top {cold_start_top_n}")
+                          f"outside the {limit}")
                 decisions[k] = CurationDecision(cand.clip_id, "reject", reason,
                                                 confidence=cand.confidence)
         return tuple(decisions[k] for k in range(len(candidates)))

@@ -1,17 +1,24 @@
 """Dispatch: what a listener gets when they ask for music from input songs *I* (DESIGN §2.2).
 
-With probability ``p`` (default 0.25) and a non-empty dataset *D* the listener is served the
-**baseline** d*: the dataset clip nearest to *I* by S that they have not rated yet. If every
-dataset clip is already rated by them, or the draw says so, a new clip is **generated** by a
-model version drawn among the active versions with probabilities proportional to their A/B
-weights.
+Three branches, chosen by one uniform draw ``u``:
+
+- ``u < p_b`` (``baseline_probability``, default 0.25) and a non-empty dataset *D*: the
+  **baseline** d*, the dataset clip nearest to *I* by S that they have not rated yet;
+- ``p_b <= u < p_b + p_r`` (``review_probability``, default 0.3): **review**, a new clip that
+  another listener's request generated and that still needs ratings (a *pending* candidate,
+  see :func:`review_eligible`), the one nearest to *I* by S. This is output agreement for new
+  clips (DESIGN §3: the same clip reaches several listeners): without it a generated clip is
+  rated only by the listener who asked for it and never reaches the ratings curation needs;
+- otherwise, and whenever the drawn branch has no eligible clip, a new clip is **generated**
+  by a model version drawn among the active versions with probabilities proportional to
+  their A/B weights.
 
 The :class:`DispatchDecision` is for the services only: the listener must never learn which
 branch or version produced what they hear (confirmation bias, paper §6).
 
 Randomness: exactly one uniform draw decides the branch on every call (also when the dataset
-is empty), and one more picks the version when generating, so a seeded generator gives the
-same sequence of decisions whatever the dataset looks like. Versions are considered in sorted
+is empty or nothing awaits review), and one more picks the version when generating, so a
+seeded generator gives the same sequence of decisions for the same data. Versions are considered in sorted
 id order, so the mapping's iteration order does not matter.
 """
 
@@ -31,13 +38,15 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DispatchDecision",
+    "ReviewCandidate",
     "choose_version",
     "dispatch",
     "nearest_unrated",
+    "review_eligible",
     "validate_ab_weights",
 ]
 
-Branch = Literal["baseline", "generate"]
+Branch = Literal["baseline", "review", "generate"]
 SimilarityInput = np.ndarray | Sequence[float] | Callable[[Sequence[Hashable]], Sequence[float]]
 
 
@@ -47,13 +56,13 @@ class DispatchDecision:
 
     Attributes
     ----------
-    branch : "baseline" or "generate"
+    branch : "baseline", "review" or "generate"
     clip_id : hashable or None
-        The dataset clip to serve (baseline branch only).
+        The existing clip to serve (baseline: a dataset clip; review: a pending new clip).
     version_id : hashable or None
         The model version to generate with (generate branch only).
     similarity : float or None
-        S(d*, I) of the served baseline clip.
+        S(clip, I) of the served existing clip.
     reason : str
         Why this branch, for logs (e.g. the fallback when every dataset clip is rated).
     """
@@ -65,16 +74,17 @@ class DispatchDecision:
     reason: str = ""
 
     def __post_init__(self) -> None:
-        if self.branch == "baseline":
+        if self.branch in ("baseline", "review"):
             if self.clip_id is None or self.version_id is not None:
-                raise InvalidInput("a baseline decision needs clip_id and no version_id, got "
+                raise InvalidInput(f"a {self.branch} decision needs clip_id and no version_id, got "
                                    f"clip_id={self.clip_id!r}, version_id={self.version_id!r}")
         elif self.branch == "generate":
             if self.version_id is None or self.clip_id is not None:
                 raise InvalidInput("a generate decision needs version_id and no clip_id, got "
                                    f"clip_id={self.clip_id!r}, version_id={self.version_id!r}")
         else:
-            raise InvalidInput(f"branch={self.branch!r} must be 'baseline' or 'generate'")
+            raise InvalidInput(f"branch={self.branch!r} must be 'baseline', 'review' or "
+                               "'generate'")
 
 
 def validate_ab_weights(versions: Mapping[Hashable, float]) -> tuple[list[Hashable], np.ndarray]:
@@ -135,7 +145,10 @@ def nearest_unrated(
     similarity: SimilarityInput,
     rated_clip_ids: Collection[Hashable],
 ) -> tuple[Hashable, float] | None:
-    """The dataset clip most similar to the inputs among those the listener has not rated.
+    """The clip most similar to the inputs among those the listener has not rated.
+
+    Used for the baseline (``dataset_ids``: the dataset *D*) and the review branch (the
+    pending new clips).
 
     Parameters
     ----------
@@ -181,6 +194,71 @@ def nearest_unrated(
     return eligible[best], float(sims[best])
 
 
+@dataclass(frozen=True)
+class ReviewCandidate:
+    """A new clip that might be served to more listeners (the review branch).
+
+    Attributes
+    ----------
+    clip_id : hashable
+    version_id : hashable
+        The model version that generated it.
+    n_ratings : int >= 0
+        Its counted ratings so far.
+    n_open : int >= 0
+        Deliveries of it still awaiting a rating (recent ones: a listener who never rates
+        must not block the clip forever; the services choose how recent).
+    """
+
+    clip_id: Hashable
+    version_id: Hashable
+    n_ratings: int
+    n_open: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_ratings", "n_open"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InvalidInput(f"{name}={value!r} of clip {self.clip_id!r} must be an "
+                                   "integer >= 0")
+
+
+def review_eligible(
+    candidates: Sequence[ReviewCandidate],
+    *,
+    seen_clip_ids: Collection[Hashable],
+    active_versions: Collection[Hashable],
+    min_ratings: int = 3,
+) -> list[Hashable]:
+    """The clips the review branch may serve to one listener, in sorted id order.
+
+    A clip is eligible when it was generated by a version that is active now (a retired or
+    draft version's clips are no longer candidates worth rating), this listener has never
+    been served it (neither as its requester nor as a reviewer, so not rated by them either),
+    and its ratings plus the deliveries still awaiting a rating are fewer than
+    ``min_ratings`` (``m``, what curation needs: more would be wasted on a clip that can
+    already be judged). Whether a clip is still a candidate at all (not in the dataset,
+    ready, with a representation) is for the caller to filter.
+
+    Examples
+    --------
+    >>> cands = [ReviewCandidate(1, "v0", 1), ReviewCandidate(2, "v0", 3),
+    ...          ReviewCandidate(3, "old", 0), ReviewCandidate(4, "v0", 1, n_open=1)]
+    >>> review_eligible(cands, seen_clip_ids={4}, active_versions={"v0"})
+    [1]
+    """
+    if isinstance(min_ratings, bool) or not isinstance(min_ratings, int) or min_ratings < 1:
+        raise InvalidInput(f"min_ratings={min_ratings!r} must be an integer >= 1")
+    seen, active = set(seen_clip_ids), set(active_versions)
+    ids = [c.clip_id for c in candidates
+           if c.version_id in active and c.clip_id not in seen
+           and c.n_ratings + c.n_open < min_ratings]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise InvalidInput(f"review candidate clip {dup!r} appears more than once")
+    return sorted(ids)  # type: ignore[type-var]
+
+
 def dispatch(
     *,
     dataset_ids: Sequence[Hashable],
@@ -189,8 +267,11 @@ def dispatch(
     versions: Mapping[Hashable, float],
     rng: np.random.Generator,
     baseline_probability: float = 0.25,
+    review_ids: Sequence[Hashable] = (),
+    review_similarity: SimilarityInput = (),
+    review_probability: float = 0.3,
 ) -> DispatchDecision:
-    """Decide between serving the baseline d* and generating a new clip (DESIGN §2.2).
+    """Decide between the baseline d*, a pending new clip, and a new generation (DESIGN §2.2).
 
     Parameters
     ----------
@@ -206,7 +287,14 @@ def dispatch(
     rng : np.random.Generator
         Seeded generator; one draw decides the branch, one more the version.
     baseline_probability : float in [0, 1]
-        p, the chance of the baseline branch when the dataset is not empty.
+        p_b, the chance of the baseline branch when the dataset is not empty.
+    review_ids : sequence of clip ids
+        The pending new clips this listener may review (see :func:`review_eligible`).
+    review_similarity : array [shape=(len(review_ids),)] or callable
+        S(g, I) of each of them (a callable is only called on the review branch).
+    review_probability : float in [0, 1]
+        p_r, the chance of the review branch when a clip awaits review;
+        ``p_b + p_r <= 1``.
 
     Returns
     -------
@@ -230,8 +318,24 @@ def dispatch(
                                                                   (int, float))
             or not 0.0 <= baseline_probability <= 1.0):
         raise InvalidInput(f"baseline_probability={baseline_probability!r} must be in [0, 1]")
+    if (isinstance(review_probability, bool) or not isinstance(review_probability, (int, float))
+            or not 0.0 <= review_probability <= 1.0):
+        raise InvalidInput(f"review_probability={review_probability!r} must be in [0, 1]")
+    if baseline_probability + review_probability > 1.0 + 1e-12:
+        raise InvalidInput(f"baseline_probability={baseline_probability!r} + review_probability="
+                           f"{review_probability!r} must not exceed 1")
     draw = float(rng.random())
-    if draw < baseline_probability:
+    if baseline_probability <= draw < baseline_probability + review_probability:
+        if len(review_ids) == 0:
+            reason = "review drawn but no new clip awaits ratings"
+        else:
+            found = nearest_unrated(review_ids, review_similarity, rated_clip_ids)
+            if found is not None:
+                clip_id, sim = found
+                return DispatchDecision("review", clip_id, None, similarity=sim,
+                                        reason="review drawn: nearest pending new clip")
+            reason = "review drawn but the listener has rated every pending new clip"
+    elif draw < baseline_probability:
         if len(dataset_ids) == 0:
             reason = "baseline drawn but the dataset is empty"
         else:

@@ -472,10 +472,16 @@ def assess_raters(
     for round_no in range(1, config.qc_rounds + 1):
         omega = np.array([0.0 if k in flagged else 1.0 for k in range(n_raters)])
         fit = _alternating_fit(u, idx.ri, idx.cj, n_raters, n_clips, omega, config)
-        psi, psi_se, delta, sigma = fit[0], fit[1], fit[2], np.sqrt(fit[4])
-        loo, loo_var = _leave_one_out_quality(u, idx.ri, idx.cj, delta, sigma, omega, n_clips)
-        signal = _signal_variance(psi, psi_se)
-        typical = float(np.median(sigma[omega > 0] ** 2))
+        psi, delta, sigma = fit[0], fit[2], np.sqrt(fit[4])
+        loo, _ = _leave_one_out_quality(u, idx.ri, idx.cj, delta, sigma, omega, n_clips)
+        # The power calculation needs realistic noise levels: σ from clips with >= 2 raters
+        # only, shrunk toward a prior (the fitted σ sits at its floor where clips are rated
+        # once, which made every test look powerful).
+        sigma_p = np.sqrt(_power_sigma2(u, idx.ri, idx.cj, delta, sigma, omega, n_raters,
+                                        n_clips, config))
+        _, loo_var = _leave_one_out_quality(u, idx.ri, idx.cj, delta, sigma_p, omega, n_clips)
+        signal = _signal_variance(psi, _quality_se(idx.ri, idx.cj, sigma_p, omega, n_clips))
+        typical = float(np.median(sigma_p[omega > 0] ** 2))
         verdicts = []
         for k, rows in enumerate(rows_of):
             ev = _evidence(u[rows], listened[rows], loo[rows],
@@ -483,8 +489,10 @@ def assess_raters(
                            float(sigma[k]), config)
             # R² a rater of typical consistency would reach on these clips, given how
             # precisely the others pin them down
+            # (without a consensus for qc_min_ratings of them, the test cannot use one)
             tested = np.isfinite(loo[rows])
-            noise = float(np.mean(loo_var[rows][tested])) if tested.any() else np.inf
+            noise = float(np.mean(loo_var[rows][tested])) \
+                if tested.sum() >= config.qc_min_ratings else np.inf
             expected_r2 = signal ** 2 / ((signal + typical) * (signal + noise)) \
                 if np.isfinite(noise) else 0.0
             verdicts.append(_decide(ev, expected_r2, config))
@@ -554,6 +562,47 @@ def _leave_one_out_quality(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, delta:
     with np.errstate(invalid="ignore", divide="ignore"):
         return (np.where(ok, (num[cj] - pair_v) / rest, np.nan),
                 np.where(ok, 1.0 / rest, np.inf))
+
+
+def _power_sigma2(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, delta: np.ndarray,
+                  sigma_fit: np.ndarray, omega: np.ndarray, n_raters: int, n_clips: int,
+                  config: FeedbackConfig) -> np.ndarray:
+    """Each rater's noise variance for the power calculation of rule B (stars²).
+
+    Only clips with at least two ratings of raters that count say anything about a rater's
+    noise: residuals of the bias-corrected ratings around such a clip's consensus (the
+    precision-weighted mean of the raters that count), each with one degree of freedom less
+    its leverage on that mean (``1 − 1/n_j`` for equal weights); ``qc_power_sigma_prior_df``
+    pseudo-ratings at ``qc_power_sigma_prior`` make up for the rest::
+
+        σ²_i = (Σ r² + ν·s²_prior) / (Σ (1 − 1/n_j) + ν),  σ_i >= sigma_floor
+    """
+    x = u - delta[ri]
+    active = omega[ri] > 0
+    n_j = np.bincount(cj, active.astype(float), n_clips)
+    # the clip's consensus, weighted by the fitted precisions (erratic raters barely move it)
+    w = np.where(active, omega[ri] / sigma_fit[ri] ** 2, 0.0)
+    w_j = np.bincount(cj, w, n_clips)
+    mean_j = np.bincount(cj, w * x, n_clips) / np.where(w_j > 0, w_j, 1.0)
+    multi = n_j[cj] >= 2
+    # a rating loses its leverage on that mean from its degree of freedom (1 − 1/n_j for
+    # equal weights); one outside it (a rater that does not count) keeps all of it
+    dof = np.where(multi, 1.0 - w / np.where(w_j[cj] > 0, w_j[cj], 1.0), 0.0)
+    r2 = np.where(multi, (x - mean_j[cj]) ** 2, 0.0)
+    nu = config.qc_power_sigma_prior_df
+    sigma2 = (np.bincount(ri, r2, n_raters) + nu * config.qc_power_sigma_prior ** 2) \
+        / (np.bincount(ri, dof, n_raters) + nu)
+    return np.maximum(sigma2, config.sigma_floor ** 2)
+
+
+def _quality_se(ri: np.ndarray, cj: np.ndarray, sigma: np.ndarray, omega: np.ndarray,
+                n_clips: int) -> np.ndarray:
+    """SE of each clip's precision-weighted mean for raters of noise ``sigma`` (NaN: none)."""
+    w = omega[ri] / sigma[ri] ** 2
+    den = np.bincount(cj, w, n_clips)
+    num_sq = np.bincount(cj, omega[ri] ** 2 / sigma[ri] ** 2, n_clips)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, np.sqrt(num_sq) / den, np.nan)
 
 
 def _signal_variance(psi: np.ndarray, psi_se: np.ndarray) -> float:

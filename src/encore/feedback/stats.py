@@ -5,6 +5,13 @@ ratings of a version pooled, as in the paper's "Overall"); the change per iterat
 k against version k−1 in the given version order — with a percentile-bootstrap confidence
 interval; and all of it split by dispatch branch (new clips vs dataset baselines).
 
+Branches. A rating's version is always the version that generated the rated clip, whatever
+branch delivered it. ``generate`` ratings come from the listener who asked for the clip,
+``review`` ratings from other listeners served the same new clip (output agreement), and
+``baseline`` ratings of dataset clips served as d*. The split reports ``new`` (generate and
+review pooled: every rating of a clip when it was new), ``generate``, ``review`` and
+``baseline``, each where present. The pooled table counts all of them for their version.
+
 Means are of the raw 1–5 star ratings (what listeners gave, comparable to the paper's
 table), optionally weighted per rating (e.g. by rater weight, so that flagged raters drop
 out); counts are the ratings with positive weight.
@@ -18,7 +25,10 @@ few raters give many of the ratings, and ignores that the rater mix can differ b
 versions (the paper's v0 was rated by 5 users, v1 by 50). When the same raters rate both
 versions, rater resampling keeps their pairing, so a shared bias cancels in the difference.
 Resamples in which a version has no rating are discarded (``resamples_used`` says how many
-remain); with fewer than 100 usable resamples the interval is NaN. With very few raters
+remain); with fewer than 100 usable resamples the interval is NaN. Raters are resampled in
+the sorted order of their ids, so a seed reproduces an interval only for the same ids: pass
+keys that are stable across installations (the services pass user ids, not the random
+pseudonyms, which made the pilot's intervals move in the second decimal). With very few raters
 (< ~10) any percentile interval is rough; the counts are reported next to it.
 """
 
@@ -44,6 +54,10 @@ __all__ = [
     "rating_table",
 ]
 
+BRANCHES = ("generate", "review", "baseline")
+# the report's split: name -> the branches it pools
+BRANCH_SPLIT = {"new": ("generate", "review"), "generate": ("generate",),
+                "review": ("review",), "baseline": ("baseline",)}
 _MIN_USABLE_RESAMPLES = 100
 _CHUNK_ELEMENTS = 2_000_000
 
@@ -62,7 +76,8 @@ class RatingRecords:
         The model version that generated the rated clip.
     rater_ids : np.ndarray [shape=(n,)]
     branches : np.ndarray [shape=(n,)] or None
-        Dispatch branch of the delivery ("generate" or "baseline"); None: all "generate".
+        Dispatch branch of the delivery ("generate", "review" or "baseline"); None: all
+        "generate".
     weights : np.ndarray [shape=(n,)] or None
         Per-rating weights >= 0 (e.g. rater weights); None: all 1.
     """
@@ -89,9 +104,9 @@ class RatingRecords:
         if branches.shape[0] != n:
             raise InvalidInput(f"RatingRecords.branches has {branches.shape[0]} entries for {n} "
                                "ratings")
-        bad = [b for b in set(branches.tolist()) if b not in ("generate", "baseline")]
+        bad = [b for b in set(branches.tolist()) if b not in BRANCHES]
         if bad:
-            raise InvalidInput(f"branch={bad[0]!r} must be 'generate' or 'baseline'")
+            raise InvalidInput(f"branch={bad[0]!r} must be 'generate', 'review' or 'baseline'")
         weights = (np.ones(n) if self.weights is None
                    else np.asarray(self.weights, dtype=float).reshape(-1))
         if weights.shape[0] != n:
@@ -171,7 +186,8 @@ class RatingTable:
 
 @dataclass(frozen=True)
 class Report:
-    """Everything pooled (``table``) and split by dispatch branch (``by_branch``)."""
+    """Everything pooled (``table``) and split by dispatch branch (``by_branch``: keys of
+    ``BRANCH_SPLIT`` that have ratings — ``new``, ``generate``, ``review``, ``baseline``)."""
 
     table: RatingTable
     by_branch: dict[str, RatingTable]
@@ -369,8 +385,8 @@ def build_report(
     kwargs = dict(versions=versions, n_resamples=n_resamples, level=level, cluster=cluster)
     table = rating_table(records, rng=rng, **kwargs)  # type: ignore[arg-type]
     by_branch = {}
-    for branch in ("generate", "baseline"):
-        mask = records.branches == branch
+    for branch, pooled in BRANCH_SPLIT.items():
+        mask = np.isin(records.branches, pooled)
         if mask.any():
             by_branch[branch] = rating_table(records.subset(mask), rng=rng,  # type: ignore[arg-type]
                                              **kwargs)

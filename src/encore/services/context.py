@@ -118,10 +118,13 @@ class ServiceContext:
         s = self.settings
         return FeedbackConfig(
             baseline_probability=s.baseline_probability,
+            review_probability=s.dispatch_review_share,
             min_listen_seconds=s.min_listen_seconds,
             min_listen_fraction=s.min_listen_fraction,
             min_ratings=s.curation_min_ratings,
             cold_start_top_n=s.cold_start_top_n,
+            cold_start_max_share=s.cold_start_max_share,
+            qc_power_sigma_prior=s.qc_power_sigma_prior,
             near_duplicate_similarity=s.purge_similarity,
             max_age_days=s.dataset_max_age_days,
             max_dataset_size=s.dataset_max_size,

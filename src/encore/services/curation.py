@@ -179,6 +179,7 @@ def curate(ctx: ServiceContext) -> CurationResult:
             sim,
             min_ratings=ctx.settings.curation_min_ratings,
             cold_start_top_n=ctx.settings.cold_start_top_n,
+            cold_start_max_share=ctx.settings.cold_start_max_share,
         )
         admitted = []
         for d in decisions:

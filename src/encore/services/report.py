@@ -3,8 +3,10 @@
 Rows: for each request's input songs (a song, or a blend labelled ``a+b``) and each model
 version, the mean rating and count; the overall row; each version's change against the
 previous one with a bootstrap 95 % interval (resampling raters); the same split by dispatch
-branch (new clips vs dataset baselines). Only counted ratings of unflagged raters enter the
-numbers; the CSV has every rating with its flags.
+branch (``new`` = ``generate`` + ``review``, each of those, and ``baseline``). A rating counts
+for the version that generated the rated clip whatever branch delivered it: a review (a new
+clip of version v served to another listener) is a rating of v. Only counted ratings of
+unflagged raters enter the numbers; the CSV has every rating with its flags.
 """
 
 from __future__ import annotations
@@ -132,7 +134,9 @@ def build_report(
         ratings=np.array([r.stars for r in rows], dtype=float),
         song_ids=np.array([r.input_titles for r in rows], dtype=object),
         version_ids=np.array([r.version for r in rows], dtype=object),
-        rater_ids=np.array([r.rater for r in rows], dtype=object),
+        # the bootstrap resamples raters in sorted key order: user ids are stable across
+        # installations given the same sign-ups, the pseudonyms are random per account
+        rater_ids=np.array([r.rater_user_id for r in rows], dtype=np.int64),
         branches=np.array([r.branch for r in rows], dtype=object),
     )
     return feedback.build_report(

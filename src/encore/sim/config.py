@@ -3,16 +3,18 @@
 Each configuration is the ``ENCORE_*`` settings the pilot's server runs with, plus the
 simulation's own knobs. Settings that differ from the platform defaults, and why:
 
-- ``ENCORE_CURATION_MIN_RATINGS=1``: a generated clip is delivered only to the listener who
-  asked for it, so it can never collect the default 3 ratings (only dataset clips are
-  served again, by the baseline branch); with 3 the dataset would stay empty and nothing
-  could be fine-tuned. The paper's pilot too took "the top 100 songs based on users'
-  normalized ratings", one rating each. (Reported as a finding in docs/pilot.md.)
+- The full configuration keeps the platform's curation defaults: 3 ratings per clip
+  (``ENCORE_CURATION_MIN_RATINGS``), which new clips reach through the review branch
+  (``ENCORE_DISPATCH_REVIEW_SHARE``, 30 % of requests are served a pending new clip of
+  another listener). Earlier pilots had to run with 1 rating, as a generated clip then
+  reached only its requester (docs/pilot.md, *Findings*).
 - ``ENCORE_LIMIT_*_IP``: every simulated listener comes from 127.0.0.1, so the per-address
   limits (meant for one person's browser) are raised; the per-account limits stay.
 - ``ENCORE_RANDOM_SEED``: the server's dispatch stream is seeded from the pilot's seed.
 - tiny only: tiny random models, 1.5 s clips, 3 DDIM steps, a 0.5 s minimum listen and a
-  20-step fine-tune, so that the whole loop runs in CI in about a minute or two.
+  12-step fine-tune, so that the whole loop runs in CI in a few minutes; 2 ratings per clip
+  and 40 % review requests, because 8 listeners × 3 waves per round would fill only one or
+  two clips to 3 ratings (the first wave has nothing to review), too few for a cold start.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from encore.errors import InvalidInput
 #: therefore spends about one clip length per wave of requests on listening.
 COMMON_SETTINGS = {
     "ENCORE_ENVIRONMENT": "test",
-    "ENCORE_CURATION_MIN_RATINGS": "1",
     "ENCORE_LIMIT_SIGNIN_IP": "100000/60",
     "ENCORE_LIMIT_UPLOAD_IP": "100000/60",
     "ENCORE_LIMIT_RATING_IP": "100000/60",
@@ -94,6 +95,8 @@ def tiny_config() -> PilotConfig:
             "ENCORE_MIN_LISTEN_SECONDS": "0.5",
             "ENCORE_MIN_SONG_SECONDS": "1",
             "ENCORE_COLD_START_TOP_N": "10",
+            "ENCORE_CURATION_MIN_RATINGS": "2",
+            "ENCORE_DISPATCH_REVIEW_SHARE": "0.4",
             "ENCORE_TORCH_THREADS": "1",
             "ENCORE_FINETUNE_STEPS": "12",
             "ENCORE_FINETUNE_BATCH_SIZE": "4",

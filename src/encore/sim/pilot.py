@@ -51,6 +51,8 @@ from encore.sim.server import PilotServer, ServerError
 logger = logging.getLogger(__name__)
 
 PASSWORD = "simulated-listener-password"
+# Ratings of new clips: by their requester (generate) or another listener (review).
+NEW_CLIP_BRANCHES = ("generate", "review")
 Log = Callable[[str], None]
 
 
@@ -550,12 +552,13 @@ def format_report(data: dict[str, Any]) -> str:
 
 
 def served_versions(result: PilotResult) -> dict[int, dict[str, int]]:
-    """Per round, ``{version: ratings}`` of the *generated* clips rated (from the CSV)."""
+    """Per round, ``{version: ratings}`` of the *generated* clips rated (from the CSV), by
+    their requester or, through the review branch, by other listeners."""
     round_of = {d: rec.round for rec in result.rounds for d in rec.deliveries}
     out: dict[int, dict[str, int]] = {rec.round: {} for rec in result.rounds}
     for row in result.csv_rows:
         r = round_of.get(int(row["delivery_id"]))
-        if r is None or row["branch"] != "generate":
+        if r is None or row["branch"] not in NEW_CLIP_BRANCHES:
             continue
         out[r][row["version"]] = out[r].get(row["version"], 0) + 1
     return out
@@ -571,7 +574,7 @@ def hidden_view(result: PilotResult) -> list[dict[str, Any]]:
     cells: dict[tuple[int, str], list[RatingEvent]] = {}
     for e in result.events:
         row = row_of.get(e.delivery_id)
-        if row is None or row["branch"] != "generate":
+        if row is None or row["branch"] not in NEW_CLIP_BRANCHES:
             continue
         cells.setdefault((e.round, row["version"]), []).append(e)
     out = []

@@ -45,9 +45,15 @@ class ClipStatus(enum.StrEnum):
 
 
 class DispatchBranch(enum.StrEnum):
-    """Which dispatch branch produced a delivery (DESIGN.md §2.2); never shown to listeners."""
+    """Which dispatch branch produced a delivery (DESIGN.md §2.2); never shown to listeners.
+
+    ``review``: a new clip generated for another listener's request, served again so that it
+    collects several ratings (output agreement). Stored as a plain string (no database
+    constraint lists the values), so adding a branch needs no migration.
+    """
 
     BASELINE = "baseline"
+    REVIEW = "review"
     GENERATE = "generate"
 
 

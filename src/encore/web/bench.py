@@ -234,6 +234,7 @@ def run_bench(args: Any) -> int:
             "ENCORE_MIN_LISTEN_SECONDS": "0.5",
             "ENCORE_MIN_SONG_SECONDS": "1",
             "ENCORE_BASELINE_PROBABILITY": "0",
+            "ENCORE_DISPATCH_REVIEW_SHARE": "0",  # every request generates, as before
             "ENCORE_TORCH_THREADS": "1",
             "OMP_NUM_THREADS": "1",
             # one address sends everything here: lift the per-address limits
