@@ -87,11 +87,13 @@ def test_a_rating_reaches_the_report_csv_and_curation(
     assert built is not None
     overall = built["table"]["overall"]
     assert [(c["version_id"], c["mean"], c["count"]) for c in overall] == [("v0", 4.5, 1)]
-    assert set(built["by_branch"]) == {"generate"}
+    # a new clip rated by its requester: "new" (generate + review) and "generate"
+    assert set(built["by_branch"]) == {"new", "generate"}
 
     page = operator.get("/operator/report")
     assert page.status_code == 200
     assert "4.50" in page.text and "Overall" in page.text
+    assert "New clips, rated by their requester" in page.text
     plots = [part.split('"')[0] for part in page.text.split('src="/api/operator/report/plots/')[1:]]
     assert plots, "the report page shows plots"
     image = operator.get("/api/operator/report/plots/" + plots[0])
