@@ -137,7 +137,9 @@ def full_config(corpus_dir: Path | None) -> PilotConfig:
         seed_songs=10,
         seed_seconds=12.0,
         corpus_dir=corpus_dir,
-        generate_workers=1,
+        # two generation workers of one torch thread each: both cores (the pilot owns the
+        # machine; one two-thread worker leaves a core idle while it decodes and encodes)
+        generate_workers=2,
         heartbeat_seconds=2.0,
         poll_seconds=2.0,
     )
