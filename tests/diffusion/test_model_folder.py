@@ -167,3 +167,16 @@ def test_missing_folder_and_parts_name_the_path(tmp_path: Path) -> None:
     MelConfig().save(tmp_path / "empty")
     with pytest.raises(NotFound, match="unet"):
         load_model_folder(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("steps", [10, 25, 50])
+def test_default_schedule_never_samples_where_the_image_is_gone(steps: int) -> None:
+    # With cosine betas, alpha-bar at t = 999 is 2.4e-9: a schedule that starts there
+    # ("trailing" spacing) makes the last DDIM inversion step destroy the image, so that
+    # inversion (and merges) reconstruct nothing. encore's own schedule must not reach it.
+    from encore.diffusion.folder import default_scheduler
+
+    scheduler = default_scheduler()
+    scheduler.set_timesteps(steps)
+    first = int(scheduler.timesteps.max())
+    assert float(scheduler.alphas_cumprod[first]) > 1e-4, (first, steps)

@@ -47,8 +47,9 @@ def default_scheduler_config() -> dict[str, Any]:
     """The DDIM schedule of encore's own models.
 
     Cosine ("squaredcos_cap_v2") betas over 1000 training steps, as the CPU experiment
-    (``cpu_base_model.md`` §3); "trailing" spacing so that sampling starts at t = 999, where
-    the cosine schedule is pure noise; x̂₀ clipped to [-1, 1] like the reference.
+    (``cpu_base_model.md`` §3); "leading" spacing (980 … 0 at 50 steps): "trailing" would start
+    at t = 999, where the cosine schedule's ᾱ is 2.4e-9, so the last step of a DDIM inversion
+    would destroy the image (docs/engine.md); x̂₀ clipped to [-1, 1] like the reference.
     """
     return {
         "num_train_timesteps": 1000,
@@ -57,7 +58,7 @@ def default_scheduler_config() -> dict[str, Any]:
         "set_alpha_to_one": True,
         "steps_offset": 0,
         "prediction_type": "epsilon",
-        "timestep_spacing": "trailing",
+        "timestep_spacing": "leading",
     }
 
 
