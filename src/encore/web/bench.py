@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from encore.errors import InvalidInput
+
 logger = logging.getLogger(__name__)
 
 PASSWORD = "bench-password-123"
@@ -242,8 +244,11 @@ def run_bench(args: Any) -> int:
             "ENCORE_LIMIT_UPLOAD_IP": "100000/60",
             "ENCORE_LIMIT_RATING_IP": "100000/60",
         }
-        with LiveServer(root / "var", env=env) as server:
-            print(f"server {server.url}; {clients} clients × {CLIPS_PER_CLIENT} clips × "  # noqa: T201
+        web_workers = int(getattr(args, "web_workers", 1) or 1)
+        if web_workers < 1:
+            raise InvalidInput(f"--web-workers {web_workers}: must be at least 1")
+        with LiveServer(root / "var", env=env, args=("--web-workers", str(web_workers))) as server:
+            print(f"server {server.url} ({web_workers} web process(es)); {clients} clients × {CLIPS_PER_CLIENT} clips × "  # noqa: T201
                   f"({HEARTBEATS_PER_CLIP} listens + 1 rating)")
             phases, setup = asyncio.run(_bench(server.url, clients))
             listens, ratings = _stored_counts(server.data_dir)
