@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from .feedback_sim import Population, simulate_population
 
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from .feedback_sim import Population, simulate_population
 
 from encore.errors import InvalidInput
 from encore.feedback import FeedbackConfig, RatingSet, assess_raters, fit_rater_model
+
+from .feedback_sim import Population, simulate_population
 
 ADVERSARIAL = ("max_low_listen", "random")
 MINORITY = ("minority_bias", "minority_group")
