@@ -325,28 +325,28 @@ def dispatch(
         raise InvalidInput(f"baseline_probability={baseline_probability!r} + review_probability="
                            f"{review_probability!r} must not exceed 1")
     draw = float(rng.random())
-    if baseline_probability <= draw < baseline_probability + review_probability:
-        if len(review_ids) == 0:
-            reason = "review drawn but no new clip awaits ratings"
-        else:
-            found = nearest_unrated(review_ids, review_similarity, rated_clip_ids)
-            if found is not None:
-                clip_id, sim = found
-                return DispatchDecision("review", clip_id, None, similarity=sim,
-                                        reason="review drawn: nearest pending new clip")
-            reason = "review drawn but the listener has rated every pending new clip"
-    elif draw < baseline_probability:
-        if len(dataset_ids) == 0:
-            reason = "baseline drawn but the dataset is empty"
-        else:
-            found = nearest_unrated(dataset_ids, similarity, rated_clip_ids)
-            if found is not None:
-                clip_id, sim = found
-                return DispatchDecision("baseline", clip_id, None, similarity=sim,
-                                        reason="baseline drawn: nearest unrated dataset clip")
-            reason = "baseline drawn but the listener has rated every dataset clip"
+    # (branch, candidates, their similarity, why none, why the one served, why all were rated)
+    if draw < baseline_probability:
+        served = ("baseline", dataset_ids, similarity, "the dataset is empty",
+                  "nearest unrated dataset clip", "the listener has rated every dataset clip")
+    elif draw < baseline_probability + review_probability:
+        served = ("review", review_ids, review_similarity, "no new clip awaits ratings",
+                  "nearest pending new clip", "the listener has rated every pending new clip")
     else:
+        served = None
+    if served is None:
         reason = "generate drawn"
+    else:
+        branch, ids, sims, when_empty, when_found, when_all_rated = served
+        if len(ids) == 0:
+            reason = f"{branch} drawn but {when_empty}"
+        else:
+            found = nearest_unrated(ids, sims, rated_clip_ids)
+            if found is not None:
+                clip_id, sim = found
+                return DispatchDecision(branch, clip_id, None, similarity=sim,
+                                        reason=f"{branch} drawn: {when_found}")
+            reason = f"{branch} drawn but {when_all_rated}"
     version_id = choose_version(versions, rng)
     logger.debug("dispatch: %s -> generate with version %r", reason, version_id)
     return DispatchDecision("generate", None, version_id, reason=reason)
