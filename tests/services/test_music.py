@@ -232,3 +232,52 @@ def test_branch_shares_must_leave_room_for_each_other(tmp_path) -> None:
     with pytest.raises(ValidationError, match=r"baseline_probability=0.8 \+ dispatch_review_share=0.3"):
         Settings(data_dir=tmp_path, baseline_probability=0.8)
     assert Settings(data_dir=tmp_path, baseline_probability=0.7).dispatch_review_share == 0.3
+
+
+def test_a_heartbeat_that_lands_between_read_and_write_still_counts(
+    ctx, listener_with_songs, monkeypatch
+) -> None:
+    """Concurrent heartbeats of one delivery: the union includes both, whichever wins."""
+    listener, (s1, _) = listener_with_songs
+    delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id])
+    _backdate_open(ctx, delivery.id, 60)
+    real_heard = music._heard
+    raced = []
+
+    def heard_then_race(session, who, delivery_id):
+        seen = real_heard(session, who, delivery_id)
+        if not raced:  # another request reports [0.5, 0.9] after our read, before our write
+            raced.append(True)
+            music.record_listen(ctx, listener=who, delivery_id=delivery_id, ranges=[(0.5, 0.9)])
+        return seen
+
+    monkeypatch.setattr(music, "_heard", heard_then_race)
+    state = music.record_listen(ctx, listener=listener, delivery_id=delivery.id, ranges=[(0.0, 0.3)])
+    assert raced
+    assert state.listened_seconds == pytest.approx(0.3 + 0.4)
+    with ctx.reading() as session:
+        assert session.get(Delivery, delivery.id).listened_seconds == pytest.approx(0.7)
+
+
+def test_a_rating_that_lands_between_read_and_write_is_refused(
+    ctx, listener_with_songs, monkeypatch
+) -> None:
+    listener, (s1, _) = listener_with_songs
+    delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id])
+    _backdate_open(ctx, delivery.id, 60)
+    music.record_listen(ctx, listener=listener, delivery_id=delivery.id, ranges=[(0.0, 1.0)])
+    real_heard = music._heard
+    raced = []
+
+    def heard_then_race(session, who, delivery_id):
+        seen = real_heard(session, who, delivery_id)
+        if not raced:
+            raced.append(True)
+            music.rate(ctx, listener=who, delivery_id=delivery_id, stars=2)
+        return seen
+
+    monkeypatch.setattr(music, "_heard", heard_then_race)
+    with pytest.raises(Conflict, match="already rated"):
+        music.rate(ctx, listener=listener, delivery_id=delivery.id, stars=5)
+    with ctx.reading() as session:
+        assert [r.half_stars for r in session.scalars(sa.select(Rating))] == [4]

@@ -196,11 +196,18 @@ def user_for_session(ctx: ServiceContext, token: str) -> User | None:
     """The active user of a session token, or ``None`` (unknown, expired, deactivated)."""
     if not token:
         return None
-    with ctx.reading() as session:
-        login = _live_session(session, token)
-        if login is None or not login.user.active:
-            return None
-        return login.user
+    with ctx.reading() as session:  # one query: this runs on every request
+        row = session.execute(
+            sa.select(User, LoginSession.expires_at)
+            .join(LoginSession, LoginSession.user_id == User.id)
+            .where(LoginSession.token_hash == _digest(token))
+        ).one_or_none()
+    if row is None:
+        return None
+    user, expires_at = row
+    if _aware(expires_at) < utcnow() or not user.active:
+        return None
+    return user  # type: ignore[no-any-return]
 
 
 def csrf_token_for_session(ctx: ServiceContext, token: str) -> str | None:

@@ -411,6 +411,69 @@ def clip_media(
         return blob_ref(ctx.blobs, clip.image_key, "image/png", "this clip's spectrogram")
 
 
+@dataclass(frozen=True)
+class _Heard:
+    """What a heartbeat or a rating needs to know about a delivery (one read)."""
+
+    delivery_id: int
+    clip_id: int
+    clip_seconds: float
+    listened_seconds: float
+    started: dt.datetime | None
+    rated: bool
+
+
+def _heard(session: Session, listener: User, delivery_id: int) -> _Heard:
+    """The delivery's clip and listening so far, checked to be the listener's and ready.
+
+    One query with plain columns (no ORM objects): this is the hot path of listening.
+    """
+    row = session.execute(
+        sa.select(
+            Delivery.listener_id,
+            Delivery.clip_id,
+            Delivery.listened_seconds,
+            Delivery.opened_at,
+            Delivery.delivered_at,
+            Clip.status,
+            Clip.seconds,
+            Clip.ready_at,
+            Rating.id,
+        )
+        .join(Clip, Clip.id == Delivery.clip_id)
+        .outerjoin(Rating, Rating.delivery_id == Delivery.id)
+        .where(Delivery.id == delivery_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"delivery {delivery_id} does not exist")
+    owner, clip_id, listened, opened_at, delivered_at, status, seconds, ready_at, rating_id = row
+    if owner != listener.id:
+        raise PermissionDenied(f"delivery {delivery_id} belongs to another listener")
+    if status is not ClipStatus.READY or not seconds:
+        raise Conflict(f"the music of delivery {delivery_id} is not ready yet")
+    return _Heard(
+        delivery_id=delivery_id,
+        clip_id=int(clip_id),
+        clip_seconds=float(seconds),
+        listened_seconds=float(listened),
+        started=_aware(opened_at) or _aware(ready_at) or _aware(delivered_at),
+        rated=rating_id is not None,
+    )
+
+
+def _reported_ranges(
+    session: Session, delivery_id: int, *, after_event: int = 0
+) -> tuple[list[list[float]], int]:
+    """The ranges of the delivery's listen events with id > ``after_event``, and the last id."""
+    rows = session.execute(
+        sa.select(ListenEvent.id, ListenEvent.ranges)
+        .where(ListenEvent.delivery_id == delivery_id, ListenEvent.id > after_event)
+        .order_by(ListenEvent.id)
+    ).all()
+    ranges = [r for _, event_ranges in rows for r in event_ranges]
+    return ranges, (int(rows[-1][0]) if rows else after_event)
+
+
 def record_listen(
     ctx: ServiceContext,
     *,
@@ -424,29 +487,49 @@ def record_listen(
 
     The listened time is the union of every range reported so far, clamped to the clip
     and to the wall time since the audio was first fetched (not what the client claims).
+
+    Two transactions keep the database's single writer busy as briefly as possible
+    (SQLite allows one at a time): the checks and the union over earlier reports are
+    computed in a read transaction; the write transaction then only adds the ranges of
+    reports that arrived in between (concurrent heartbeats of one delivery), inserts the
+    event and raises the delivery's cached listened time, never lowering it.
     """
     now = utcnow()
-    with ctx.session() as session:
-        delivery = _own_delivery(session, listener, delivery_id)
-        clip = delivery.clip
-        if clip.status is not ClipStatus.READY or not clip.seconds:
-            raise Conflict(f"the music of delivery {delivery_id} is not ready yet")
-        previous = [r for e in delivery.listen_events for r in e.ranges]
-        started = _aware(delivery.opened_at) or _aware(clip.ready_at) or _aware(delivery.delivered_at)
-        wall = (now - started).total_seconds() if started else None
-        cleaned = [(float(a), float(b)) for a, b in ranges]
+    cleaned = [(float(a), float(b)) for a, b in ranges]
+    slack = ctx.feedback_config().wall_clock_slack_seconds
+    with ctx.reading() as session:
+        heard = _heard(session, listener, delivery_id)
+        previous, last_event = _reported_ranges(session, delivery_id)
+    wall = (now - heard.started).total_seconds() if heard.started else None
+
+    def union(extra: list[list[float]]) -> float:
         summary = feedback.summarize_listen(
-            previous + cleaned,
-            clip_seconds=float(clip.seconds),
+            previous + extra + cleaned,
+            clip_seconds=heard.clip_seconds,
             wall_seconds=wall,
-            slack_seconds=ctx.feedback_config().wall_clock_slack_seconds,
+            slack_seconds=slack,
         )
         # Never lower what was already granted (a later, shorter wall clamp is not news).
-        listened = max(summary.listened_seconds, float(delivery.listened_seconds))
-        delivery.listened_seconds = listened
-        session.add(
-            ListenEvent(
-                delivery_id=delivery.id,
+        return max(summary.listened_seconds, heard.listened_seconds)
+
+    listened = union([])  # validates the ranges before the write lock is taken
+    with ctx.session() as session:
+        newer, _ = _reported_ranges(session, delivery_id, after_event=last_event)
+        if newer:
+            listened = union(newer)
+        session.execute(
+            sa.update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(
+                listened_seconds=sa.case(
+                    (Delivery.listened_seconds < listened, listened),
+                    else_=Delivery.listened_seconds,
+                )
+            )
+        )
+        session.execute(
+            sa.insert(ListenEvent).values(
+                delivery_id=delivery_id,
                 sequence=sequence,
                 ranges=[[a, b] for a, b in cleaned],
                 listened_seconds=listened,
@@ -454,17 +537,20 @@ def record_listen(
                 reported_at=now,
             )
         )
-        min_listen = _min_listen(ctx, float(clip.seconds))
-        return ListenState(
-            listened_seconds=listened,
-            fraction=min(listened / float(clip.seconds), 1.0),
-            rating_allowed=listened >= min_listen and delivery.rating is None,
-            min_listen_seconds=min_listen,
-        )
+    min_listen = _min_listen(ctx, heard.clip_seconds)
+    return ListenState(
+        listened_seconds=listened,
+        fraction=min(listened / heard.clip_seconds, 1.0),
+        rating_allowed=listened >= min_listen and not heard.rated,
+        min_listen_seconds=min_listen,
+    )
 
 
 def rate(ctx: ServiceContext, *, listener: User, delivery_id: int, stars: float) -> Rating:
     """Rate the delivered clip 1–5 stars in half steps, once, after the minimum listen.
+
+    The checks run in a read transaction; the write transaction only inserts the rating
+    (a rating that raced in between is refused by the ``(listener, clip)`` unique key).
 
     Raises
     ------
@@ -474,31 +560,39 @@ def rate(ctx: ServiceContext, *, listener: User, delivery_id: int, stars: float)
         Already rated.
     """
     value = feedback.validate_rating(stars)
-    with ctx.session() as session:
-        delivery = _own_delivery(session, listener, delivery_id)
-        clip = delivery.clip
-        if clip.status is not ClipStatus.READY or not clip.seconds:
-            raise Conflict(f"the music of delivery {delivery_id} is not ready yet")
-        existing = session.scalar(
-            sa.select(Rating).where(Rating.listener_id == listener.id, Rating.clip_id == clip.id)
-        )
-        if existing is not None:
-            raise Conflict("you have already rated this clip")
-        min_listen = _min_listen(ctx, float(clip.seconds))
-        if delivery.listened_seconds + 1e-6 < min_listen:
-            raise InvalidInput(
-                f"listen to at least {min_listen:.1f} s before rating "
-                f"(so far {delivery.listened_seconds:.1f} s)"
+    with ctx.reading() as session:
+        heard = _heard(session, listener, delivery_id)
+        already = heard.rated or session.scalar(
+            sa.select(Rating.id).where(
+                Rating.listener_id == listener.id, Rating.clip_id == heard.clip_id
             )
-        rating = Rating(
-            delivery=delivery,
-            half_stars=int(round(value * 2)),
-            listened_fraction=min(delivery.listened_seconds / float(clip.seconds), 1.0),
-            counted=True,
+        ) is not None
+    if already:
+        raise Conflict("you have already rated this clip")
+    min_listen = _min_listen(ctx, heard.clip_seconds)
+    if heard.listened_seconds + 1e-6 < min_listen:
+        raise InvalidInput(
+            f"listen to at least {min_listen:.1f} s before rating "
+            f"(so far {heard.listened_seconds:.1f} s)"
         )
-        session.add(rating)
-        session.flush()
-        return rating
+    rating = Rating(
+        delivery_id=delivery_id,
+        clip_id=heard.clip_id,
+        listener_id=listener.id,
+        half_stars=int(round(value * 2)),
+        listened_fraction=min(heard.listened_seconds / heard.clip_seconds, 1.0),
+        counted=True,
+    )
+    try:
+        with ctx.session() as session:
+            session.add(rating)
+            session.flush()
+            session.expunge(rating)
+    except sa.exc.IntegrityError as exc:
+        if "unique" in str(exc.orig).lower():
+            raise Conflict("you have already rated this clip") from exc
+        raise Conflict(f"delivery {delivery_id} changed while it was rated; try again") from exc
+    return rating
 
 
 @dataclass(frozen=True)
