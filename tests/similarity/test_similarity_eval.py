@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from encore import cli
-from encore.similarity.evaluate import retrieval_scores
+from encore.similarity.evaluate import best_precision_at_5, retrieval_scores
 from encore.similarity.training import TrainOptions, train_similarity
 
 from .similarity_helpers import TINY
@@ -67,3 +67,43 @@ def test_similarity_package_does_not_import_web_database_or_queue() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_gallery_retrieval_skips_the_query_itself_and_scores_by_hand() -> None:
+    # Two queries (labels 0, 1) searched in a gallery of four items; query 0 is item 0.
+    gallery = np.array([0, 1, 0, 1])
+    sims = np.array([[9.0, 0.7, 0.5, 0.1],   # item 0 is the query: skipped; 1 (wrong), 2 (right)
+                     [0.2, 0.1, 0.9, 0.8]])  # not in the gallery: 2 (wrong), 3 (right), 0, 1 (right)
+    r = retrieval_scores(sims, np.array([0, 1]), gallery_labels=gallery, query_index=np.array([0, -1]))
+    assert r.mrr == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert r.precision_at_5 == pytest.approx((1 / 5 + 2 / 5) / 2)
+    ndcg_0 = (1 / np.log2(3)) / 1.0
+    ndcg_1 = (1 / np.log2(3) + 1 / np.log2(5)) / (1 + 1 / np.log2(3))
+    assert r.ndcg_at_10 == pytest.approx((ndcg_0 + ndcg_1) / 2)
+
+
+def test_best_attainable_precision_counts_the_other_items_of_each_class() -> None:
+    # A class of 3 has 2 others (2/5); a class of 7 has 6 others (capped at 5/5).
+    labels = np.array([0] * 3 + [1] * 7)
+    assert best_precision_at_5(labels) == pytest.approx((3 * 2 / 5 + 7 * 1.0) / 10)
+    perfect = retrieval_scores((labels[:, None] == labels[None, :]).astype(float), labels)
+    assert perfect.precision_at_5 == pytest.approx(best_precision_at_5(labels))
+
+
+def test_eval_searches_the_catalogue_with_held_out_queries(tiny_corpus: Path, tmp_path: Path) -> None:
+    from encore.similarity.data import load_corpus
+    from encore.similarity.evaluate import evaluate_retrieval
+    from encore.similarity.model import SimilarityModel
+
+    torch.set_num_threads(1)
+    opts = TrainOptions(batch_size=8, max_steps=5, head_steps=10, head_batch=16, progress=False)
+    train_similarity(tiny_corpus, tmp_path / "m", TINY, opts)
+    corpus = load_corpus(tiny_corpus)
+    report, _ = evaluate_retrieval(SimilarityModel.load(tmp_path / "m"), corpus, split="heldout")
+    n_held, n_train = len(corpus.split("heldout")), len(corpus.split("train"))
+    assert report.n_pieces == n_held and report.n_catalogue == n_held + n_train
+    assert [r.method for r in report.catalogue_rows] == [r.method for r in report.rows]
+    assert "against the catalogue" in report.table()
+    alone, _ = evaluate_retrieval(SimilarityModel.load(tmp_path / "m"), corpus, split="heldout",
+                                  catalogue_split=None)
+    assert alone.catalogue_rows == () and alone.rows == report.rows
