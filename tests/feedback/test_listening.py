@@ -91,3 +91,13 @@ def test_minimum_listen_follows_the_settings() -> None:
     assert rating_allowed(6.0, 60.0, min_seconds=10.0, min_fraction=0.1)
     with pytest.raises(InvalidInput, match="listened_seconds=-1"):
         rating_allowed(-1, 10.0)
+
+
+def test_summary_keeps_the_merged_played_ranges_for_the_next_report() -> None:
+    first = summarize_listen([(0, 2), (1, 3), (8, 12), (5, float("nan"))], clip_seconds=10,
+                             wall_seconds=None)
+    assert first.played == ((0.0, 3.0), (8.0, 10.0))
+    # Merging the kept ranges with a later report gives the union of everything reported.
+    later = summarize_listen([*first.played, (2.5, 6)], clip_seconds=10, wall_seconds=None)
+    assert later.played == ((0.0, 6.0), (8.0, 10.0))
+    assert later.listened_seconds == pytest.approx(8.0)

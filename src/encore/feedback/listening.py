@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ListenSummary",
+    "merge_ranges",
     "minimum_listen_seconds",
     "rating_allowed",
     "summarize_listen",
@@ -56,6 +57,9 @@ class ListenSummary:
         Ranges ignored (NaN/infinite bound or reversed).
     clamped_ranges : int
         Ranges cut to ``[0, clip_seconds]``.
+    played : tuple of (float, float)
+        The union of the valid ranges within the clip, as sorted disjoint ranges (what a
+        later report is merged with).
     """
 
     listened_seconds: float
@@ -64,6 +68,25 @@ class ListenSummary:
     wall_clamped: bool
     dropped_ranges: int
     clamped_ranges: int
+    played: tuple[tuple[float, float], ...] = ()
+
+
+def merge_ranges(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The union of closed intervals ``[start, end]`` (``start <= end``) as sorted disjoint ones.
+
+    Examples
+    --------
+    >>> merge_ranges([(5, 6), (0, 2), (1, 3)])
+    [(0, 3), (5, 6)]
+    """
+    merged: list[tuple[float, float]] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def union_seconds(intervals: Iterable[tuple[float, float]]) -> float:
@@ -84,18 +107,7 @@ def union_seconds(intervals: Iterable[tuple[float, float]]) -> float:
     >>> union_seconds([(0, 2), (1, 3), (5, 6)])
     4.0
     """
-    total = 0.0
-    cur_start = cur_end = None
-    for start, end in sorted(intervals):
-        if cur_end is None or start > cur_end:
-            if cur_end is not None:
-                total += cur_end - cur_start  # type: ignore[operator]
-            cur_start, cur_end = start, end
-        elif end > cur_end:
-            cur_end = end
-    if cur_end is not None:
-        total += cur_end - cur_start  # type: ignore[operator]
-    return float(total)
+    return float(sum(end - start for start, end in merge_ranges(intervals)))
 
 
 def summarize_listen(
@@ -166,7 +178,8 @@ def summarize_listen(
         if hi > lo:
             valid.append((lo, hi))
 
-    union = union_seconds(valid)
+    played = merge_ranges(valid)
+    union = float(sum(end - start for start, end in played))
     listened = union
     wall_clamped = False
     if wall_seconds is not None and union > wall_seconds + slack_seconds:
@@ -183,6 +196,7 @@ def summarize_listen(
         wall_clamped=wall_clamped,
         dropped_ranges=dropped,
         clamped_ranges=clamped,
+        played=tuple(played),
     )
 
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from encore.config import Settings
 from encore.feedback import FeedbackConfig
 from encore.store.blobs import BlobStore, make_blob_store
-from encore.store.db import make_engine, make_session_factory, session_scope
+from encore.store.db import make_engine, make_session_factory, read_only_engine, session_scope
 
 if TYPE_CHECKING:
     from encore.jobs.queue import Queues
@@ -94,6 +94,18 @@ class ServiceContext:
         """One write transaction (committed at the end of the block)."""
         with session_scope(self.sessions) as session:
             yield session
+
+    @contextmanager
+    def connection(self, *, write: bool = True) -> Iterator[Connection]:
+        """One Core transaction (committed at the end of the block), no ORM session.
+
+        For the hot paths (a listening heartbeat, a session lookup), where the ORM's cost
+        per statement is most of the request: pre-built statements with bound parameters,
+        plain rows. ``write=False`` is a read-only transaction, like :meth:`reading`.
+        Jobs are not sent from here (the dispatch hook lives on the ORM sessions).
+        """
+        with (self.engine if write else read_only_engine(self.engine)).begin() as conn:
+            yield conn
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

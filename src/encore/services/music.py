@@ -419,34 +419,48 @@ class _Heard:
     clip_id: int
     clip_seconds: float
     listened_seconds: float
+    played: list[list[float]]
     started: dt.datetime | None
     rated: bool
 
 
-def _heard(session: Session, listener: User, delivery_id: int) -> _Heard:
-    """The delivery's clip and listening so far, checked to be the listener's and ready.
+# The listening hot path runs these pre-built statements on a Core connection: a heartbeat
+# arrives every few seconds from every playing listener, and the ORM's cost per statement
+# would be most of the request.
+_HEARD = (
+    sa.select(
+        Delivery.listener_id,
+        Delivery.clip_id,
+        Delivery.listened_seconds,
+        Delivery.played_ranges,
+        Delivery.opened_at,
+        Delivery.delivered_at,
+        Clip.status,
+        Clip.seconds,
+        Clip.ready_at,
+        Rating.id,
+    )
+    .join(Clip, Clip.id == Delivery.clip_id)
+    .outerjoin(Rating, Rating.delivery_id == Delivery.id)
+    .where(Delivery.id == sa.bindparam("delivery_id"))
+)
+_PLAYED = sa.select(Delivery.played_ranges, Delivery.listened_seconds).where(
+    Delivery.id == sa.bindparam("delivery_id")
+)
+_SET_PLAYED = (
+    sa.update(Delivery)
+    .where(Delivery.id == sa.bindparam("delivery_id"))
+    .values(listened_seconds=sa.bindparam("listened"), played_ranges=sa.bindparam("played"))
+)
+_ADD_LISTEN_EVENT = sa.insert(ListenEvent)
 
-    One query with plain columns (no ORM objects): this is the hot path of listening.
-    """
-    row = session.execute(
-        sa.select(
-            Delivery.listener_id,
-            Delivery.clip_id,
-            Delivery.listened_seconds,
-            Delivery.opened_at,
-            Delivery.delivered_at,
-            Clip.status,
-            Clip.seconds,
-            Clip.ready_at,
-            Rating.id,
-        )
-        .join(Clip, Clip.id == Delivery.clip_id)
-        .outerjoin(Rating, Rating.delivery_id == Delivery.id)
-        .where(Delivery.id == delivery_id)
-    ).one_or_none()
+
+def _heard(conn: sa.Connection, listener: User, delivery_id: int) -> _Heard:
+    """The delivery's clip and listening so far, checked to be the listener's and ready."""
+    row = conn.execute(_HEARD, {"delivery_id": delivery_id}).one_or_none()
     if row is None:
         raise NotFound(f"delivery {delivery_id} does not exist")
-    owner, clip_id, listened, opened_at, delivered_at, status, seconds, ready_at, rating_id = row
+    owner, clip_id, listened, played, opened_at, delivered_at, status, seconds, ready_at, rating_id = row
     if owner != listener.id:
         raise PermissionDenied(f"delivery {delivery_id} belongs to another listener")
     if status is not ClipStatus.READY or not seconds:
@@ -456,22 +470,10 @@ def _heard(session: Session, listener: User, delivery_id: int) -> _Heard:
         clip_id=int(clip_id),
         clip_seconds=float(seconds),
         listened_seconds=float(listened),
+        played=list(played or []),
         started=_aware(opened_at) or _aware(ready_at) or _aware(delivered_at),
         rated=rating_id is not None,
     )
-
-
-def _reported_ranges(
-    session: Session, delivery_id: int, *, after_event: int = 0
-) -> tuple[list[list[float]], int]:
-    """The ranges of the delivery's listen events with id > ``after_event``, and the last id."""
-    rows = session.execute(
-        sa.select(ListenEvent.id, ListenEvent.ranges)
-        .where(ListenEvent.delivery_id == delivery_id, ListenEvent.id > after_event)
-        .order_by(ListenEvent.id)
-    ).all()
-    ranges = [r for _, event_ranges in rows for r in event_ranges]
-    return ranges, (int(rows[-1][0]) if rows else after_event)
 
 
 def record_listen(
@@ -488,54 +490,45 @@ def record_listen(
     The listened time is the union of every range reported so far, clamped to the clip
     and to the wall time since the audio was first fetched (not what the client claims).
 
-    Two transactions keep the database's single writer busy as briefly as possible
-    (SQLite allows one at a time): the checks and the union over earlier reports are
-    computed in a read transaction; the write transaction then only adds the ranges of
-    reports that arrived in between (concurrent heartbeats of one delivery), inserts the
-    event and raises the delivery's cached listened time, never lowering it.
+    The delivery keeps that union (``played_ranges``), so a heartbeat touches one row, and
+    the database's single writer (SQLite allows one at a time) is held only briefly: the
+    checks and the merge run in a read transaction; the write transaction re-reads the
+    union, merges again only if a concurrent heartbeat of the same delivery changed it in
+    between, then updates the delivery and records the event.
     """
     now = utcnow()
     cleaned = [(float(a), float(b)) for a, b in ranges]
     slack = ctx.feedback_config().wall_clock_slack_seconds
-    with ctx.reading() as session:
-        heard = _heard(session, listener, delivery_id)
-        previous, last_event = _reported_ranges(session, delivery_id)
+    with ctx.connection(write=False) as conn:
+        heard = _heard(conn, listener, delivery_id)
     wall = (now - heard.started).total_seconds() if heard.started else None
 
-    def union(extra: list[list[float]]) -> float:
+    def merge(played: list[list[float]], granted: float) -> tuple[float, list[list[float]]]:
         summary = feedback.summarize_listen(
-            previous + extra + cleaned,
+            [*played, *cleaned],
             clip_seconds=heard.clip_seconds,
             wall_seconds=wall,
             slack_seconds=slack,
         )
         # Never lower what was already granted (a later, shorter wall clamp is not news).
-        return max(summary.listened_seconds, heard.listened_seconds)
+        return max(summary.listened_seconds, granted), [[a, b] for a, b in summary.played]
 
-    listened = union([])  # validates the ranges before the write lock is taken
-    with ctx.session() as session:
-        newer, _ = _reported_ranges(session, delivery_id, after_event=last_event)
-        if newer:
-            listened = union(newer)
-        session.execute(
-            sa.update(Delivery)
-            .where(Delivery.id == delivery_id)
-            .values(
-                listened_seconds=sa.case(
-                    (Delivery.listened_seconds < listened, listened),
-                    else_=Delivery.listened_seconds,
-                )
-            )
-        )
-        session.execute(
-            sa.insert(ListenEvent).values(
-                delivery_id=delivery_id,
-                sequence=sequence,
-                ranges=[[a, b] for a, b in cleaned],
-                listened_seconds=listened,
-                final=final,
-                reported_at=now,
-            )
+    listened, played = merge(heard.played, heard.listened_seconds)  # validates before writing
+    with ctx.connection() as conn:
+        current, granted = conn.execute(_PLAYED, {"delivery_id": delivery_id}).one()
+        if list(current or []) != heard.played or float(granted) != heard.listened_seconds:
+            listened, played = merge(list(current or []), float(granted))
+        conn.execute(_SET_PLAYED, {"delivery_id": delivery_id, "listened": listened, "played": played})
+        conn.execute(
+            _ADD_LISTEN_EVENT,
+            {
+                "delivery_id": delivery_id,
+                "sequence": sequence,
+                "ranges": [[a, b] for a, b in cleaned],
+                "listened_seconds": listened,
+                "final": final,
+                "reported_at": now,
+            },
         )
     min_listen = _min_listen(ctx, heard.clip_seconds)
     return ListenState(
@@ -560,9 +553,9 @@ def rate(ctx: ServiceContext, *, listener: User, delivery_id: int, stars: float)
         Already rated.
     """
     value = feedback.validate_rating(stars)
-    with ctx.reading() as session:
-        heard = _heard(session, listener, delivery_id)
-        already = heard.rated or session.scalar(
+    with ctx.connection(write=False) as conn:
+        heard = _heard(conn, listener, delivery_id)
+        already = heard.rated or conn.scalar(
             sa.select(Rating.id).where(
                 Rating.listener_id == listener.id, Rating.clip_id == heard.clip_id
             )

@@ -112,8 +112,9 @@ class Delivery(Base):
 
     ``input_song_ids`` are the request's inputs (for a baseline delivery they differ from
     the clip's own inputs). ``opened_at`` is when the listener's player first fetched the
-    audio: listening time cannot exceed the time elapsed since. ``listened_seconds`` caches
-    the union of the played ranges reported so far.
+    audio: listening time cannot exceed the time elapsed since. ``played_ranges`` is the union
+    of the valid ranges reported so far (merged, within the clip) and ``listened_seconds`` its
+    length after the wall-clock clamp: a heartbeat reads and writes this one row.
     """
 
     __tablename__ = "deliveries"
@@ -133,6 +134,7 @@ class Delivery(Base):
     delivered_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     opened_at: Mapped[dt.datetime | None]
     listened_seconds: Mapped[float] = mapped_column(default=0.0)
+    played_ranges: Mapped[list[Any]] = mapped_column(default=list, server_default=sa.text("'[]'"))
 
     clip: Mapped[Clip] = relationship(back_populates="deliveries")
     listener: Mapped[User] = relationship()
