@@ -164,3 +164,71 @@ def test_a_writer_that_vanishes_mid_transaction_releases_the_write_lock(sqlite_u
             "after invalidate",
         ]
     engine.dispose()
+
+
+def test_migration_0002_fills_played_ranges_from_the_listen_events(tmp_path: Path, make) -> None:
+    """Deliveries that existed before 0002 get the merged union of their reports."""
+    from alembic import command
+
+    from encore.store.db import alembic_config, session_scope
+    from encore.store.models import Delivery, ListenEvent
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    with session_scope(sa.orm.sessionmaker(engine)) as session:
+        mk = make(session)
+        owner = mk.user()
+        clip = mk.clip([mk.song(owner)], seconds=10.0)
+        heard, silent = mk.delivery(clip, owner), mk.delivery(clip, owner)
+        for ranges in ([[0, 2], [1, 3]], [[9, 12], [5, "x"]], [[7, 6], [2.5, 4]]):
+            session.add(ListenEvent(delivery_id=heard.id, ranges=ranges))
+        ids = heard.id, silent.id
+    engine.dispose()
+    engine = make_engine(url, foreign_keys=False)
+    with engine.connect() as conn:
+        cfg = alembic_config(url)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+        conn.commit()
+        assert "played_ranges" not in {c["name"] for c in sa.inspect(conn).get_columns("deliveries")}
+    engine.dispose()
+    upgrade(url)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        played = dict(conn.execute(sa.select(Delivery.id, Delivery.played_ranges)).all())
+    engine.dispose()
+    # [0,2]∪[1,3]∪[2.5,4] = [0,4]; [9,12] is cut to the clip; "x" and the reversed range drop.
+    assert played == {ids[0]: [[0.0, 4.0], [9.0, 10.0]], ids[1]: []}
+
+
+def test_writers_of_other_processes_queue_on_the_file_lock(tmp_path: Path) -> None:
+    """A process holding the writer lock makes another wait (and time out with False)."""
+    import subprocess
+    import sys
+    import time
+
+    from encore.store.db import WriterLock
+
+    path = tmp_path / "encore.db-writers.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from pathlib import Path; from encore.store.db import WriterLock; "
+         f"lock = WriterLock(Path({str(path)!r})); assert lock.acquire(5); print('held', flush=True); "
+         "sys.stdin.readline(); lock.release(); print('released', flush=True); time.sleep(5)"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = WriterLock(path)
+        t0 = time.monotonic()
+        assert lock.acquire(timeout=0.3) is False
+        assert time.monotonic() - t0 >= 0.3
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        assert lock.acquire(timeout=5) is True
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
