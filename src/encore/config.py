@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # Web (encore.web). Rate limits are "count/seconds", counted per web process.
     trusted_origins: list[str] = []  # extra origins allowed to POST (e.g. behind a proxy)
     web_threads: int = Field(0, ge=0)  # threads for blocking route work; 0 = anyio's 40
+    # Seconds a web process reuses a session's user without reading the database; a
+    # sign-out or deactivation elsewhere takes up to this long to reach it (0 = no cache).
+    session_cache_seconds: float = Field(5.0, ge=0)
     limit_signin_account: str = "10/300"
     limit_signin_ip: str = "30/300"
     limit_upload_account: str = "30/600"

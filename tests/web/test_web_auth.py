@@ -128,6 +128,7 @@ def test_signed_in_posts_need_the_csrf_token(listener: TestClient) -> None:
 def test_deactivated_user_is_signed_out_everywhere(app: FastAPI, operator: TestClient) -> None:
     accounts.create_user(app.state.ctx, email="bob@example.org", password=PASSWORD)
     bob = signed_in(app, "bob@example.org")
+    assert bob.get("/api/songs").status_code == 200  # his session is now in the process's cache
     users = operator.get("/api/operator/users").json()["users"]
     bob_id = next(u["id"] for u in users if u["email"] == "bob@example.org")
     response = operator.post(f"/api/operator/users/{bob_id}/active", json={"active": False})
@@ -135,3 +136,26 @@ def test_deactivated_user_is_signed_out_everywhere(app: FastAPI, operator: TestC
     assert bob.get("/api/songs").status_code == 401
     again = TestClient(app).post("/api/auth/signin", json={"email": "bob@example.org", "password": PASSWORD})
     assert again.status_code == 403
+
+
+def test_another_web_process_notices_a_sign_out_within_the_session_cache_time(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """Two apps on one database stand for two web processes: each caches sessions for
+    ``session_cache_seconds``; the process that signs out forgets at once."""
+    import time
+
+    first = make_app(session_cache_seconds=0.5)
+    second = make_app(session_cache_seconds=0.5)
+    second.state.ctx = first.state.ctx  # the same database and blob store
+    second.state.session_users.ctx = first.state.ctx
+    second.state.csrf_tokens.ctx = first.state.ctx
+    accounts.create_user(first.state.ctx, email="bob@example.org", password=PASSWORD)
+    here = signed_in(first, "bob@example.org")
+    there = TestClient(second, cookies=here.cookies)
+    assert there.get("/api/songs").status_code == 200
+    assert here.post("/api/auth/signout").status_code == 200
+    assert here.get("/api/songs").status_code == 401
+    assert there.get("/api/songs").status_code == 200  # still cached over there
+    time.sleep(0.6)
+    assert there.get("/api/songs").status_code == 401

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from encore.config import Settings, get_settings
 from encore.services.context import ServiceContext
-from encore.web.deps import CsrfTokens
+from encore.web.deps import CsrfTokens, SessionUsers
 from encore.web.errors import ErrorRenderer, install_error_handlers
 from encore.web.ratelimit import Limit, RateLimits
 from encore.web.routes import auth, music, operator, pages, songs
@@ -90,6 +90,7 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
     app.state.templates = templates
     app.state.limits = rate_limits_from(settings)
     app.state.csrf_tokens = csrf_tokens
+    app.state.session_users = SessionUsers(ctx, ttl=settings.session_cache_seconds)
 
     install_error_handlers(app, renderer)
     for module in (auth, songs, music, operator, pages):

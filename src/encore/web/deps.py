@@ -88,6 +88,71 @@ class CsrfTokens:
             self._cache.pop(key, None)
 
 
+class SessionUsers:
+    """The signed-in user of each session token, cached for a few seconds.
+
+    Every request looks up its session; the cache answers most of them in the event loop,
+    without a database read or a trip to the thread pool. A session ended or an account
+    deactivated through *this* process is forgotten at once (:meth:`forget`,
+    :meth:`clear`); other web processes (``--web-workers N``) notice within ``ttl``
+    seconds. Unknown tokens are not cached (a guessed token always reaches the database).
+
+    Parameters
+    ----------
+    ctx
+        The service context (for ``accounts.user_for_session``).
+    ttl
+        Seconds a looked-up user is reused.
+    max_entries
+        Bound on the cache size (oldest entries are dropped first).
+    """
+
+    def __init__(self, ctx: ServiceContext, *, ttl: float = 5.0, max_entries: int = 10_000):
+        self.ctx = ctx
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._cache: dict[str, tuple[User, float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(session_token: str) -> str:
+        return hashlib.sha256(session_token.encode()).hexdigest()
+
+    def cached(self, session_token: str) -> User | None:
+        """The cached user of a session, without asking the database."""
+        with self._lock:
+            hit = self._cache.get(self._key(session_token))
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+    def lookup(self, session_token: str) -> User | None:
+        """The session's active user, or ``None`` (unknown, expired, deactivated)."""
+        hit = self.cached(session_token)
+        if hit is not None:
+            return hit
+        user = accounts.user_for_session(self.ctx, session_token)
+        if user is not None and self.ttl > 0:
+            with self._lock:
+                if len(self._cache) >= self.max_entries:
+                    for old in list(self._cache)[: self.max_entries // 10 or 1]:
+                        del self._cache[old]
+                self._cache[self._key(session_token)] = (user, time.monotonic() + self.ttl)
+        return user
+
+    async def lookup_async(self, session_token: str) -> User | None:
+        """:meth:`lookup`, with the database part in the thread pool."""
+        return self.cached(session_token) or await run_in_threadpool(self.lookup, session_token)
+
+    def forget(self, session_token: str) -> None:
+        """Drop one session (on sign-out)."""
+        with self._lock:
+            self._cache.pop(self._key(session_token), None)
+
+    def clear(self) -> None:
+        """Drop every session (an account was changed)."""
+        with self._lock:
+            self._cache.clear()
+
+
 async def get_ctx(request: Request) -> ServiceContext:
     """The app's service context.
 
@@ -122,12 +187,12 @@ def session_token(request: Request) -> str | None:
     return request.cookies.get(SESSION_COOKIE) or None
 
 
-def optional_user(request: Request, ctx: CtxDep) -> User | None:
-    """The signed-in user, or ``None``."""
+async def optional_user(request: Request) -> User | None:
+    """The signed-in user, or ``None`` (see :class:`SessionUsers` for the cache)."""
     token = session_token(request)
     if token is None:
         return None
-    user = accounts.user_for_session(ctx, token)
+    user = await request.app.state.session_users.lookup_async(token)
     request.state.user = user
     return user
 

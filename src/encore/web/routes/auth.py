@@ -106,6 +106,7 @@ def api_signout(request: Request, ctx: CtxDep, settings: SettingsDep) -> Respons
     if token is not None:
         accounts.sign_out(ctx, token)
         request.app.state.csrf_tokens.forget(token)
+        request.app.state.session_users.forget(token)
     response = JSONResponse({"signed_out": True})
     clear_session_cookie(response, settings)
     return response

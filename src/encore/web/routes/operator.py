@@ -119,9 +119,12 @@ def api_invite(request: Request, user: OperatorUser, ctx: CtxDep) -> dict[str, A
 
 
 @router.post("/api/operator/users/{user_id}/active")
-def api_set_active(user_id: int, body: ActiveBody, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+def api_set_active(
+    request: Request, user_id: int, body: ActiveBody, user: OperatorUser, ctx: CtxDep
+) -> dict[str, Any]:
     """Activate or deactivate an account (deactivated users cannot sign in)."""
     changed = accounts.set_active(ctx, operator=user, user_id=user_id, active=body.active)
+    request.app.state.session_users.clear()  # its sessions end now, not when the cache expires
     return {"user": views.user_admin_json(changed)}
 
 
