@@ -232,3 +232,34 @@ def test_writers_of_other_processes_queue_on_the_file_lock(tmp_path: Path) -> No
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_writer_that_must_not_wait_stops_at_begin_when_the_lock_is_taken(sqlite_url: str) -> None:
+    import threading
+
+    from encore.store.db import WriterBusy, session_scope, writer_does_not_wait
+    from encore.store.models import User
+
+    engine = make_engine(sqlite_url)
+    factory = sa.orm.sessionmaker(engine)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with session_scope(factory) as session:
+            session.execute(sa.update(User).where(User.id == -1).values(display_name="x"))
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    with writer_does_not_wait(), pytest.raises(WriterBusy):
+        with session_scope(factory) as session:
+            session.execute(sa.update(User).where(User.id == -2).values(display_name="y"))
+    with writer_does_not_wait(), session_scope(factory, write=False) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(User)) == 0  # reads go on
+    release.set()
+    holder.join(10)
+    with writer_does_not_wait(), session_scope(factory) as session:  # free again: no error
+        session.execute(sa.update(User).where(User.id == -2).values(display_name="y"))
+    engine.dispose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from encore.config import Settings
 from encore.feedback import FeedbackConfig
 from encore.store.blobs import BlobStore, make_blob_store
-from encore.store.db import make_engine, make_session_factory, read_only_engine, session_scope
+from encore.store.db import WriterBusy as WriterBusy  # re-exported for the web
+from encore.store.db import (
+    make_engine,
+    make_session_factory,
+    read_only_engine,
+    session_scope,
+    writer_does_not_wait,
+)
 
 if TYPE_CHECKING:
     from encore.jobs.queue import Queues
@@ -106,6 +113,18 @@ class ServiceContext:
         """
         with (self.engine if write else read_only_engine(self.engine)).begin() as conn:
             yield conn
+
+    @property
+    def writers_queue_in_process(self) -> bool:
+        """True on SQLite, where write transactions queue on encore's writer lock (see
+        :meth:`without_waiting`); PostgreSQL writers do not queue before ``BEGIN``."""
+        return self.engine.dialect.name == "sqlite"
+
+    @staticmethod
+    def without_waiting() -> AbstractContextManager[None]:
+        """Within the block a write transaction raises :class:`WriterBusy` instead of
+        waiting for another writer (for callers that must not block, e.g. an event loop)."""
+        return writer_does_not_wait()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -121,6 +122,26 @@ def make_engine(url: str, *, echo: bool = False, foreign_keys: bool = True) -> E
     return engine
 
 
+class WriterBusy(Exception):
+    """A write transaction was asked not to wait (:func:`writer_does_not_wait`) and the
+    writer lock was taken. Nothing was written; the caller may retry where waiting is fine."""
+
+
+_WRITER_WAITS: contextvars.ContextVar[bool] = contextvars.ContextVar("encore_writer_waits", default=True)
+
+
+@contextmanager
+def writer_does_not_wait() -> Iterator[None]:
+    """Within the block, a SQLite write transaction whose writer lock is taken raises
+    :class:`WriterBusy` at ``BEGIN`` instead of waiting (the web's event loop must not
+    block on another writer). Read-only transactions and PostgreSQL are unaffected."""
+    token = _WRITER_WAITS.set(False)
+    try:
+        yield
+    finally:
+        _WRITER_WAITS.reset(token)
+
+
 class WriterLock:
     """One SQLite writer at a time across the threads and processes of encore.
 
@@ -204,7 +225,10 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
         if connection.get_execution_options().get(READ_ONLY_OPTION):
             connection.exec_driver_sql("BEGIN")
             return
-        if not write_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS):
+        waits = _WRITER_WAITS.get()
+        if not write_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS if waits else 0.0):
+            if not waits:
+                raise WriterBusy("another write transaction holds the SQLite writer lock")
             raise sa.exc.OperationalError(
                 "BEGIN IMMEDIATE",
                 None,
