@@ -137,3 +137,37 @@ def test_another_listeners_delivery_is_refused(
     # someone else's song cannot be used as an input either
     song_id = listener.get("/api/songs").json()["songs"][0]["id"]
     assert bob.post("/api/music", json={"song_ids": [song_id]}).status_code == 403
+
+
+def test_a_heartbeat_waits_in_the_thread_pool_while_another_writer_holds_sqlite(
+    app: FastAPI, listener: TestClient, ready_delivery: int
+) -> None:
+    """The heartbeat route runs in the event loop only when the writer lock is free; with a
+    write transaction open elsewhere it neither fails nor blocks the loop, and lands after."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from encore.store import Delivery
+
+    base = f"/api/deliveries/{ready_delivery}"
+    listener.get(f"{base}/audio")
+    held, release = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        with app.state.ctx.session() as session:  # takes the writer lock at its first statement
+            session.execute(sa.update(Delivery).where(Delivery.id == -1).values(listened_seconds=0))
+            held.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    assert held.wait(10)
+    threading.Timer(0.4, release.set).start()
+    t0 = time.monotonic()
+    state = listener.post(f"{base}/listens", json={"ranges": [[0.0, 0.1]]})
+    waited = time.monotonic() - t0
+    writer.join(10)
+    assert state.status_code == 200, state.text
+    assert state.json()["listened_seconds"] == pytest.approx(0.1, abs=1e-6)
+    assert waited >= 0.35  # it waited for the other writer (in a thread), then wrote

@@ -453,6 +453,7 @@ _SET_PLAYED = (
     .values(listened_seconds=sa.bindparam("listened"), played_ranges=sa.bindparam("played"))
 )
 _ADD_LISTEN_EVENT = sa.insert(ListenEvent)
+_ADD_RATING = sa.insert(Rating)
 
 
 def _heard(conn: sa.Connection, listener: User, delivery_id: int) -> _Heard:
@@ -544,6 +545,7 @@ def rate(ctx: ServiceContext, *, listener: User, delivery_id: int, stars: float)
 
     The checks run in a read transaction; the write transaction only inserts the rating
     (a rating that raced in between is refused by the ``(listener, clip)`` unique key).
+    Returns the stored rating, detached from any session.
 
     Raises
     ------
@@ -568,23 +570,23 @@ def rate(ctx: ServiceContext, *, listener: User, delivery_id: int, stars: float)
             f"listen to at least {min_listen:.1f} s before rating "
             f"(so far {heard.listened_seconds:.1f} s)"
         )
-    rating = Rating(
-        delivery_id=delivery_id,
-        clip_id=heard.clip_id,
-        listener_id=listener.id,
-        half_stars=int(round(value * 2)),
-        listened_fraction=min(heard.listened_seconds / heard.clip_seconds, 1.0),
-        counted=True,
-    )
+    values = {
+        "delivery_id": delivery_id,
+        "clip_id": heard.clip_id,
+        "listener_id": listener.id,
+        "half_stars": int(round(value * 2)),
+        "listened_fraction": min(heard.listened_seconds / heard.clip_seconds, 1.0),
+        "counted": True,
+        "created_at": utcnow(),
+    }
     try:
-        with ctx.session() as session:
-            session.add(rating)
-            session.flush()
-            session.expunge(rating)
+        with ctx.connection() as conn:
+            (rating_id,) = conn.execute(_ADD_RATING, values).inserted_primary_key
     except sa.exc.IntegrityError as exc:
         if "unique" in str(exc.orig).lower():
             raise Conflict("you have already rated this clip") from exc
         raise Conflict(f"delivery {delivery_id} changed while it was rated; try again") from exc
+    rating = Rating(id=int(rating_id), **values)  # as stored (not attached to a session)
     return rating
 
 

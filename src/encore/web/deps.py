@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
@@ -19,11 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from encore.config import Settings
 from encore.errors import EncoreError, PermissionDenied
 from encore.services import accounts
-from encore.services.context import ServiceContext
+from encore.services.context import ServiceContext, WriterBusy
 from encore.store.models import User
 from encore.web.errors import AuthenticationRequired
 from encore.web.ratelimit import RateLimits
 from encore.web.security import SESSION_COOKIE
+
+T = TypeVar("T")
 
 
 class CsrfTokens:
@@ -151,6 +154,25 @@ class SessionUsers:
         """Drop every session (an account was changed)."""
         with self._lock:
             self._cache.clear()
+
+
+async def run_short_write(ctx: ServiceContext, call: Callable[[], T]) -> T:
+    """Run ``call``, a service call of a few short statements, without a thread-pool hop
+    when it cannot block.
+
+    On SQLite reads never wait (WAL) and writers queue on encore's writer lock: the call
+    runs in the event loop and, if another writer holds the lock, stops at ``BEGIN``
+    (nothing written) and runs again in the thread pool, where waiting is fine. A hop
+    costs more than a listening heartbeat's own work, and the route threads fight the event
+    loop for the GIL. On PostgreSQL every statement is a network round trip: thread pool.
+    """
+    if ctx.writers_queue_in_process:
+        try:
+            with ctx.without_waiting():
+                return call()
+        except WriterBusy:
+            pass
+    return await run_in_threadpool(call)
 
 
 async def get_ctx(request: Request) -> ServiceContext:

@@ -6,6 +6,7 @@ the JSON views list only what the player needs.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from encore.services import music
 from encore.web import views
-from encore.web.deps import CtxDep, CurrentUser, LimitsDep, client_ip, render
+from encore.web.deps import CtxDep, CurrentUser, LimitsDep, client_ip, render, run_short_write
 from encore.web.media import serve_blob
 
 router = APIRouter()
@@ -93,24 +94,29 @@ def api_clip_spectrogram(
 
 
 @router.post("/api/deliveries/{delivery_id}/listens")
-def api_record_listen(
+async def api_record_listen(
     delivery_id: int, body: ListenBody, user: CurrentUser, ctx: CtxDep
 ) -> dict[str, Any]:
     """A listening heartbeat: the played ranges ``[[start, end], …]`` in seconds of the clip.
     Idempotent (the server keeps the union); returns the listened seconds, the fraction and
-    whether rating is allowed."""
-    state = music.record_listen(
+    whether rating is allowed. The busiest route: it runs without a thread hop when it can
+    (:func:`~encore.web.deps.run_short_write`)."""
+    state = await run_short_write(
         ctx,
-        listener=user,
-        delivery_id=delivery_id,
-        ranges=[(a, b) for a, b in body.ranges],
-        final=body.final,
+        partial(
+            music.record_listen,
+            ctx,
+            listener=user,
+            delivery_id=delivery_id,
+            ranges=[(a, b) for a, b in body.ranges],
+            final=body.final,
+        ),
     )
     return views.listen_json(state)
 
 
 @router.post("/api/deliveries/{delivery_id}/rating", status_code=201)
-def api_rate(
+async def api_rate(
     request: Request,
     delivery_id: int,
     body: RatingBody,
@@ -120,7 +126,9 @@ def api_rate(
 ) -> dict[str, Any]:
     """Rate the clip 1–5 in steps of 0.5, once, after the minimum listen (422 before)."""
     limits.check("rating", account=str(user.id), ip=client_ip(request))
-    rating = music.rate(ctx, listener=user, delivery_id=delivery_id, stars=body.stars)
+    rating = await run_short_write(
+        ctx, partial(music.rate, ctx, listener=user, delivery_id=delivery_id, stars=body.stars)
+    )
     return views.rating_json(rating)
 
 
