@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model folder (generate)")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (generate)")
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (web)")
+    parser.add_argument("--heartbeats", type=int, default=None, metavar="N",
+                        help="listening heartbeats per client and phase (web; default 60, 20 with --quick)")
     parser.add_argument("--web-workers", type=int, default=1, metavar="N",
                         help="uvicorn processes of the server under test (web)")
     parser.set_defaults(handler=run)

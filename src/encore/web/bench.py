@@ -40,7 +40,7 @@ from encore.errors import InvalidInput
 logger = logging.getLogger(__name__)
 
 PASSWORD = "bench-password-123"
-HEARTBEATS_PER_CLIP = 20
+HEARTBEATS_PER_CLIP = 60  # per client and phase (--heartbeats)
 CLIPS_PER_CLIENT = 1
 TARGET_RATE = 300.0  # offered writes per second in the paced phase
 
@@ -96,6 +96,7 @@ class Tally:
     """Latencies (seconds) and outcomes of the write requests."""
 
     latencies: list[float] = field(default_factory=list)
+    rating_latencies: list[float] = field(default_factory=list)
     listens_ok: int = 0
     ratings_ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -182,7 +183,7 @@ async def _wait_ready(http: Any, delivery_id: int) -> None:
 
 async def _listen_and_rate(
     http: RawClient, deliveries: list[int], tally: Tally, *, interval: float = 0.0,
-    rate: bool = True,
+    rate: bool = True, heartbeats: int = HEARTBEATS_PER_CLIP,
 ) -> None:
     """Heartbeats (every ``interval`` seconds; 0 = back to back), then one rating per clip."""
     rng = np.random.default_rng(len(deliveries) * 7919 + deliveries[0])
@@ -190,11 +191,11 @@ async def _listen_and_rate(
     next_at = loop.time() + float(rng.uniform(0, interval))  # clients start out of step
     for delivery_id in deliveries:
         base = f"/api/deliveries/{delivery_id}"
-        for beat in range(1, HEARTBEATS_PER_CLIP + 1):
+        for beat in range(1, heartbeats + 1):
             if interval:
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
                 next_at += interval
-            end = round(beat / HEARTBEATS_PER_CLIP, 3)  # played up to here (1-second clips)
+            end = round(beat / heartbeats, 3)  # played up to here (1-second clips)
             t0 = time.perf_counter()
             status, _ = await http.post(f"{base}/listens", {"ranges": [[0.0, end]]})
             tally.latencies.append(time.perf_counter() - t0)
@@ -211,6 +212,7 @@ async def _listen_and_rate(
         t0 = time.perf_counter()
         status, text = await http.post(f"{base}/rating", {"stars": stars})
         tally.latencies.append(time.perf_counter() - t0)
+        tally.rating_latencies.append(tally.latencies[-1])
         if status == 201:
             tally.ratings_ok += 1
         else:
@@ -233,7 +235,9 @@ def _stored_counts(data_dir: Path) -> tuple[int, int]:
         engine.dispose()
 
 
-async def _bench(url: str, clients: int) -> tuple[list[tuple[str, Tally, float]], float]:
+async def _bench(
+    url: str, clients: int, heartbeats: int
+) -> tuple[list[tuple[str, Tally, float]], float]:
     import httpx
 
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -268,7 +272,8 @@ async def _bench(url: str, clients: int) -> tuple[list[tuple[str, Tally, float]]
                 t0 = time.perf_counter()
                 await asyncio.gather(
                     *(
-                        _listen_and_rate(raw, ds, tally, interval=interval, rate=rate)
+                        _listen_and_rate(raw, ds, tally, interval=interval, rate=rate,
+                                         heartbeats=heartbeats)
                         for raw, (_, ds) in zip(raws, setups, strict=True)
                     )
                 )
@@ -285,6 +290,9 @@ def run_bench(args: Any) -> int:
     from encore.web.liveserver import LiveServer
 
     clients = int(getattr(args, "clients", None) or (20 if args.quick else 50))
+    heartbeats = int(getattr(args, "heartbeats", None) or (20 if args.quick else HEARTBEATS_PER_CLIP))
+    if clients < 1 or heartbeats < 1:
+        raise InvalidInput(f"--clients {clients} and --heartbeats {heartbeats} must be at least 1")
     with tempfile.TemporaryDirectory(prefix="encore-bench-web-") as tmp:
         root = Path(tmp)
         base, sim = _tiny_models(root / "models")
@@ -310,8 +318,8 @@ def run_bench(args: Any) -> int:
             raise InvalidInput(f"--web-workers {web_workers}: must be at least 1")
         with LiveServer(root / "var", env=env, args=("--web-workers", str(web_workers))) as server:
             print(f"server {server.url} ({web_workers} web process(es)); {clients} clients × {CLIPS_PER_CLIENT} clips × "  # noqa: T201
-                  f"({HEARTBEATS_PER_CLIP} listens + 1 rating)")
-            phases, setup = asyncio.run(_bench(server.url, clients))
+                  f"({heartbeats} listens per phase + 1 rating)")
+            phases, setup = asyncio.run(_bench(server.url, clients, heartbeats))
             listens, ratings = _stored_counts(server.data_dir)
     print(f"setup (sign-up, upload, generation): {setup:.1f} s")  # noqa: T201
     errors: dict[str, int] = {}
@@ -323,6 +331,10 @@ def run_bench(args: Any) -> int:
             f"{name}: {sent} writes in {seconds:.2f} s = {sent / seconds:.0f} writes/s; "
             f"latency p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms"
         )
+        if tally.rating_latencies:
+            rms = sorted(x * 1000 for x in tally.rating_latencies)
+            print(f"  of which {len(rms)} ratings: p50 {statistics.median(rms):.1f} ms, "  # noqa: T201
+                  f"max {rms[-1]:.1f} ms")
         for key, count in tally.errors.items():
             errors[key] = errors.get(key, 0) + count
     listens_ok = sum(t.listens_ok for _, t, _ in phases)

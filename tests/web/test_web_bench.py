@@ -1,0 +1,28 @@
+"""``encore bench web`` end to end on a real server, at a size that takes seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from encore import cli
+
+
+def test_bench_web_counts_what_it_sends_and_the_server_stores(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["bench", "web", "--clients", "2", "--heartbeats", "3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    # 2 clients × 3 heartbeats in each of the two phases, and one rating each.
+    assert "listens: 12 accepted, 12 stored; ratings: 2 accepted, 2 stored" in out
+    assert "stored == sent: yes" in out
+    assert "saturation: 6 writes" in out and "paced at 300/s: 8 writes" in out
+
+
+def test_bench_web_refuses_a_bad_size() -> None:
+    from encore.errors import InvalidInput
+    from encore.web.bench import run_bench
+
+    class Args:
+        quick, clients, heartbeats, web_workers = False, 2, -1, 1
+
+    with pytest.raises(InvalidInput, match="--heartbeats -1"):
+        run_bench(Args())
