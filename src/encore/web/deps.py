@@ -10,7 +10,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
@@ -29,121 +29,49 @@ from encore.web.security import SESSION_COOKIE
 T = TypeVar("T")
 
 
-class CsrfTokens:
-    """The CSRF token of each session, cached for a few minutes.
+class _PerSession(Generic[T]):
+    """A value looked up by session token, cached for ``ttl`` seconds (keyed by the token's
+    SHA-256; bounded, oldest entries dropped first). ``None`` answers are not cached: an
+    unknown or guessed token always reaches the database."""
 
-    A session's token never changes, and a cached token of a session that has since ended
-    is harmless (the session itself is refused), so a short cache saves a database read on
-    every state-changing request.
-
-    Parameters
-    ----------
-    ctx
-        The service context (for ``accounts.csrf_token_for_session``).
-    ttl
-        Seconds a looked-up token is reused.
-    max_entries
-        Bound on the cache size (oldest entries are dropped first).
-    """
-
-    def __init__(self, ctx: ServiceContext, *, ttl: float = 300.0, max_entries: int = 10_000):
+    def __init__(self, ctx: ServiceContext, *, ttl: float, max_entries: int = 10_000):
         self.ctx = ctx
         self.ttl = ttl
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def cached(self, session_token: str) -> str | None:
-        """The cached token of a session, without asking the database."""
-        key = hashlib.sha256(session_token.encode()).hexdigest()
-        with self._lock:
-            hit = self._cache.get(key)
-        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
-
-    def lookup(self, session_token: str) -> str | None:
-        """The session's CSRF token, or ``None`` when the session is unknown or expired."""
-        key = hashlib.sha256(session_token.encode()).hexdigest()
-        now = time.monotonic()
-        hit = self.cached(session_token)
-        if hit is not None:
-            return hit
-        try:
-            token = accounts.csrf_token_for_session(self.ctx, session_token)
-        except EncoreError:
-            token = None
-        if not token:
-            return None
-        with self._lock:
-            if len(self._cache) >= self.max_entries:
-                for old in list(self._cache)[: self.max_entries // 10 or 1]:
-                    del self._cache[old]
-            self._cache[key] = (token, now + self.ttl)
-        return token
-
-    async def lookup_async(self, session_token: str) -> str | None:
-        """:meth:`lookup` for the ASGI middleware (the database part in the thread pool)."""
-        return self.cached(session_token) or await run_in_threadpool(self.lookup, session_token)
-
-    def forget(self, session_token: str) -> None:
-        """Drop a session's token (on sign-out)."""
-        key = hashlib.sha256(session_token.encode()).hexdigest()
-        with self._lock:
-            self._cache.pop(key, None)
-
-
-class SessionUsers:
-    """The signed-in user of each session token, cached for a few seconds.
-
-    Every request looks up its session; the cache answers most of them in the event loop,
-    without a database read or a trip to the thread pool. A session ended or an account
-    deactivated through *this* process is forgotten at once (:meth:`forget`,
-    :meth:`clear`); other web processes (``--web-workers N``) notice within ``ttl``
-    seconds. Unknown tokens are not cached (a guessed token always reaches the database).
-
-    Parameters
-    ----------
-    ctx
-        The service context (for ``accounts.user_for_session``).
-    ttl
-        Seconds a looked-up user is reused.
-    max_entries
-        Bound on the cache size (oldest entries are dropped first).
-    """
-
-    def __init__(self, ctx: ServiceContext, *, ttl: float = 5.0, max_entries: int = 10_000):
-        self.ctx = ctx
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._cache: dict[str, tuple[User, float]] = {}
+        self._cache: dict[str, tuple[T, float]] = {}
         self._lock = threading.Lock()
 
     @staticmethod
     def _key(session_token: str) -> str:
         return hashlib.sha256(session_token.encode()).hexdigest()
 
-    def cached(self, session_token: str) -> User | None:
-        """The cached user of a session, without asking the database."""
+    def _load(self, session_token: str) -> T | None:
+        raise NotImplementedError
+
+    def cached(self, session_token: str) -> T | None:
+        """The cached value of a session, without asking the database."""
         with self._lock:
             hit = self._cache.get(self._key(session_token))
         return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
-    def lookup(self, session_token: str) -> User | None:
-        """The session's active user, or ``None`` (unknown, expired, deactivated)."""
+    def lookup(self, session_token: str) -> T | None:
+        """The session's value (from the cache or the database), or ``None``."""
         hit = self.cached(session_token)
         if hit is not None:
             return hit
-        user = accounts.user_for_session(self.ctx, session_token)
-        if user is not None and self.ttl > 0:
+        value = self._load(session_token)
+        if value is not None and self.ttl > 0:
             with self._lock:
                 if len(self._cache) >= self.max_entries:
                     for old in list(self._cache)[: self.max_entries // 10 or 1]:
                         del self._cache[old]
-                self._cache[self._key(session_token)] = (user, time.monotonic() + self.ttl)
-        return user
+                self._cache[self._key(session_token)] = (value, time.monotonic() + self.ttl)
+        return value
 
-    async def lookup_async(self, session_token: str) -> User | None:
-        """:meth:`lookup`, with the database part in the thread pool."""
-        return self.cached(session_token) or await run_in_threadpool(self.lookup, session_token)
+    async def lookup_async(self, session_token: str) -> T | None:
+        """:meth:`lookup` for the event loop (the database part in the thread pool)."""
+        hit = self.cached(session_token)
+        return hit if hit is not None else await run_in_threadpool(self.lookup, session_token)
 
     def forget(self, session_token: str) -> None:
         """Drop one session (on sign-out)."""
@@ -154,6 +82,41 @@ class SessionUsers:
         """Drop every session (an account was changed)."""
         with self._lock:
             self._cache.clear()
+
+
+class CsrfTokens(_PerSession[str]):
+    """The CSRF token of each session, cached for a few minutes.
+
+    A session's token never changes, and a cached token of a session that has since ended
+    is harmless (the session itself is refused), so a short cache saves a database read on
+    every state-changing request.
+    """
+
+    def __init__(self, ctx: ServiceContext, *, ttl: float = 300.0, max_entries: int = 10_000):
+        super().__init__(ctx, ttl=ttl, max_entries=max_entries)
+
+    def _load(self, session_token: str) -> str | None:
+        try:
+            return accounts.csrf_token_for_session(self.ctx, session_token) or None
+        except EncoreError:
+            return None
+
+
+class SessionUsers(_PerSession[User]):
+    """The signed-in user of each session token, cached for a few seconds.
+
+    Every request looks up its session; the cache answers most of them in the event loop,
+    without a database read or a trip to the thread pool. A session ended or an account
+    deactivated through *this* process is forgotten at once (:meth:`forget`,
+    :meth:`clear`); other web processes (``--web-workers N``) notice within ``ttl``
+    seconds (``ENCORE_SESSION_CACHE_SECONDS``).
+    """
+
+    def __init__(self, ctx: ServiceContext, *, ttl: float = 5.0, max_entries: int = 10_000):
+        super().__init__(ctx, ttl=ttl, max_entries=max_entries)
+
+    def _load(self, session_token: str) -> User | None:
+        return accounts.user_for_session(self.ctx, session_token)
 
 
 async def run_short_write(ctx: ServiceContext, call: Callable[[], T]) -> T:
