@@ -263,3 +263,53 @@ def test_a_writer_that_must_not_wait_stops_at_begin_when_the_lock_is_taken(sqlit
     with writer_does_not_wait(), session_scope(factory) as session:  # free again: no error
         session.execute(sa.update(User).where(User.id == -2).values(display_name="y"))
     engine.dispose()
+
+
+def test_the_writer_lock_is_handed_on_only_after_sqlite_committed(sqlite_url: str) -> None:
+    """When encore's lock is free, SQLite's is too: the next writer never meets SQLite's
+    busy handler (checked from a listener that runs right after encore's commit hook)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from encore.store.db import session_scope
+    from encore.store.models import User
+
+    engine = make_engine(sqlite_url)
+    path = sa.engine.make_url(sqlite_url).database
+    seen = []
+
+    def probe(connection: sa.Connection) -> None:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # would raise "database is locked" before the fix
+            other.execute("ROLLBACK")
+            seen.append("free")
+        finally:
+            other.close()
+
+    event.listen(engine, "commit", probe)
+    with session_scope(sa.orm.sessionmaker(engine)) as session:
+        session.execute(sa.update(User).where(User.id == -1).values(display_name="x"))
+    assert seen == ["free"]
+    engine.dispose()
+
+
+def test_a_forked_child_does_not_share_the_parents_lock_file(tmp_path: Path) -> None:
+    import os
+
+    from encore.store.db import WriterLock
+
+    lock = WriterLock(tmp_path / "db-writers.lock")
+    assert lock.acquire(timeout=1)
+    lock.release()
+    parent_fd = lock._fd
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh thread lock and no inherited descriptor
+        ok = lock._fd is None and lock.acquire(timeout=1)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert lock._fd == parent_fd

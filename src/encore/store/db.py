@@ -156,12 +156,20 @@ class WriterLock:
         self.path = path
         self._threads = threading.Lock()
         self._fd: int | None = None
-        self._pid = 0
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # The child must not share the parent's open file (a lock on it is the parent's,
+        # and it would outlive the parent) nor inherit a thread lock held by a parent thread.
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._threads = threading.Lock()
 
     def _file(self) -> int:
-        if self._fd is None or self._pid != os.getpid():  # a forked child opens its own
+        if self._fd is None:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # type: ignore[arg-type]
-            self._pid = os.getpid()
         return self._fd
 
     def acquire(self, timeout: float) -> bool:
@@ -188,9 +196,11 @@ class WriterLock:
             raise
 
     def release(self) -> None:
-        if self.path is not None and fcntl is not None and self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._threads.release()
+        try:
+            if self.path is not None and fcntl is not None and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
 
 
 def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
@@ -237,32 +247,44 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
                     "another write transaction"
                 ),
             )
-        connection.info[_HOLDS_WRITE_LOCK] = True
         try:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
-            _release(connection)
+            write_lock.release()
             raise
+        connection.info[_HOLDS_WRITE_LOCK] = True
 
-    def _release(connection: sa.Connection, *_: Any) -> None:
+    # SQLAlchemy fires "commit"/"rollback" *before* it commits or rolls back: end the
+    # transaction here, then let the next writer in (the driver's own commit or rollback
+    # that follows finds no transaction and does nothing).
+    def _finish(dbapi_connection: Any, verb: str) -> None:
+        try:
+            if dbapi_connection is not None and dbapi_connection.in_transaction:
+                dbapi_connection.execute(verb)
+        finally:
+            write_lock.release()
+
+    def _on_commit(connection: sa.Connection) -> None:
         if connection.info.pop(_HOLDS_WRITE_LOCK, False):
-            write_lock.release()
+            _finish(connection.connection.dbapi_connection, "COMMIT")
 
-    def _release_record(record: Any) -> None:
-        if record is not None and record.info.pop(_HOLDS_WRITE_LOCK, False):
-            write_lock.release()
+    def _on_rollback(connection: sa.Connection) -> None:
+        if connection.info.pop(_HOLDS_WRITE_LOCK, False):
+            _finish(connection.connection.dbapi_connection, "ROLLBACK")
 
     # A connection returned to the pool, or invalidated, in the middle of a transaction.
     @event.listens_for(engine.pool, "reset")
     def _on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
-        _release_record(record)
+        if record is not None and record.info.pop(_HOLDS_WRITE_LOCK, False):
+            _finish(dbapi_connection, "ROLLBACK")
 
     @event.listens_for(engine.pool, "invalidate")
     def _on_invalidate(dbapi_connection: Any, record: Any, exception: Any) -> None:
-        _release_record(record)
+        if record is not None and record.info.pop(_HOLDS_WRITE_LOCK, False):
+            write_lock.release()  # the connection is closed: SQLite drops its lock with it
 
-    event.listen(engine, "commit", _release)
-    event.listen(engine, "rollback", _release)
+    event.listen(engine, "commit", _on_commit)
+    event.listen(engine, "rollback", _on_rollback)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
