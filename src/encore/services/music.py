@@ -444,8 +444,12 @@ _HEARD = (
     .outerjoin(Rating, Rating.delivery_id == Delivery.id)
     .where(Delivery.id == sa.bindparam("delivery_id"))
 )
-_PLAYED = sa.select(Delivery.played_ranges, Delivery.listened_seconds).where(
-    Delivery.id == sa.bindparam("delivery_id")
+# FOR UPDATE: on PostgreSQL concurrent heartbeats of one delivery take turns between this
+# read and their UPDATE (SQLite has one writer at a time and omits the clause).
+_PLAYED = (
+    sa.select(Delivery.played_ranges, Delivery.listened_seconds)
+    .where(Delivery.id == sa.bindparam("delivery_id"))
+    .with_for_update()
 )
 _SET_PLAYED = (
     sa.update(Delivery)
