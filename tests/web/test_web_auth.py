@@ -159,3 +159,16 @@ def test_another_web_process_notices_a_sign_out_within_the_session_cache_time(
     assert there.get("/api/songs").status_code == 200  # still cached over there
     time.sleep(0.6)
     assert there.get("/api/songs").status_code == 401
+
+
+def test_a_session_lookup_that_races_a_sign_out_is_not_cached() -> None:
+    from encore.web.deps import _PerSession
+
+    class Racing(_PerSession[str]):
+        def _load(self, session_token: str) -> str | None:
+            self.forget(session_token)  # the session ends while its user is being read
+            return "bob"
+
+    cache = Racing(ctx=None, ttl=60)  # type: ignore[arg-type]
+    assert cache.lookup("token") == "bob"
+    assert cache.cached("token") is None  # the next request asks the database again

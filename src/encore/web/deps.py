@@ -40,6 +40,7 @@ class _PerSession(Generic[T]):
         self.max_entries = max_entries
         self._cache: dict[str, tuple[T, float]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by forget/clear: a lookup that raced them is not stored
 
     @staticmethod
     def _key(session_token: str) -> str:
@@ -59,9 +60,13 @@ class _PerSession(Generic[T]):
         hit = self.cached(session_token)
         if hit is not None:
             return hit
+        with self._lock:
+            generation = self._generation
         value = self._load(session_token)
         if value is not None and self.ttl > 0:
             with self._lock:
+                if generation != self._generation:  # a sign-out or deactivation came between
+                    return value
                 if len(self._cache) >= self.max_entries:
                     for old in list(self._cache)[: self.max_entries // 10 or 1]:
                         del self._cache[old]
@@ -77,11 +82,13 @@ class _PerSession(Generic[T]):
         """Drop one session (on sign-out)."""
         with self._lock:
             self._cache.pop(self._key(session_token), None)
+            self._generation += 1
 
     def clear(self) -> None:
         """Drop every session (an account was changed)."""
         with self._lock:
             self._cache.clear()
+            self._generation += 1
 
 
 class CsrfTokens(_PerSession[str]):
