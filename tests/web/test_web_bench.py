@@ -26,3 +26,12 @@ def test_bench_web_refuses_a_bad_size() -> None:
 
     with pytest.raises(InvalidInput, match="--heartbeats -1"):
         run_bench(Args())
+
+
+def test_steal_share_is_the_hypervisors_part_of_the_cpu_time() -> None:
+    from encore.web.bench import _steal_share
+
+    before = [100, 0, 50, 800, 0, 0, 0, 50, 0, 0]
+    after = [160, 0, 70, 880, 0, 0, 0, 90, 0, 0]  # +60 user, +20 system, +80 idle, +40 steal
+    assert _steal_share(before, after) == 40 / 200
+    assert _steal_share(None, after) is None

@@ -91,12 +91,32 @@ class RawClient:
             await self._writer.wait_closed()
 
 
+def _cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (``/proc/stat``), or ``None`` off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def _steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of CPU time taken by the hypervisor between two readings (``steal``): on a
+    shared virtual machine, the part of the 2 cores that the benchmark did not get."""
+    if not before or not after or len(before) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta[:8])
+    return delta[7] / total if total > 0 else None
+
+
 @dataclass
 class Tally:
     """Latencies (seconds) and outcomes of the write requests."""
 
     latencies: list[float] = field(default_factory=list)
     rating_latencies: list[float] = field(default_factory=list)
+    steal: float | None = None
     listens_ok: int = 0
     ratings_ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -269,6 +289,7 @@ async def _bench(
                 (f"paced at {TARGET_RATE:.0f}/s", clients / TARGET_RATE, True),
             ):
                 tally = Tally()
+                cpu0 = _cpu_times()
                 t0 = time.perf_counter()
                 await asyncio.gather(
                     *(
@@ -278,6 +299,7 @@ async def _bench(
                     )
                 )
                 phases.append((name, tally, time.perf_counter() - t0))
+                tally.steal = _steal_share(cpu0, _cpu_times())
         finally:
             await asyncio.gather(*(raw.close() for raw in raws))
         return phases, setup_seconds
@@ -330,6 +352,7 @@ def run_bench(args: Any) -> int:
         print(  # noqa: T201
             f"{name}: {sent} writes in {seconds:.2f} s = {sent / seconds:.0f} writes/s; "
             f"latency p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms"
+            + (f"; CPU steal {100 * tally.steal:.0f} %" if tally.steal is not None else "")
         )
         if tally.rating_latencies:
             rms = sorted(x * 1000 for x in tally.rating_latencies)
