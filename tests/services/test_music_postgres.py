@@ -5,42 +5,25 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import event
 
 from encore.config import Settings
 from encore.services import music, songs
 from encore.services.context import ServiceContext
 from encore.store import Delivery
-from encore.store.db import upgrade
 
+from ..postgres import migrated_postgres_database
 from .conftest import make_song_bytes
 
 pytestmark = pytest.mark.postgres
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
 @pytest.fixture
 def pg_ctx(tmp_path: Path, tiny_models: tuple[Path, Path]) -> Iterator[ServiceContext]:
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text("select 1"))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {exc}")
-    name = f"encore_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
-        upgrade(url)
+    with migrated_postgres_database() as url:
         base, sim = tiny_models
         settings = Settings(
             environment="test", data_dir=tmp_path / "pg-var", database_url=url, queue_immediate=True,
@@ -50,10 +33,6 @@ def pg_ctx(tmp_path: Path, tiny_models: tuple[Path, Path]) -> Iterator[ServiceCo
         ctx = ServiceContext.from_settings(settings, seed=5)
         yield ctx
         ctx.engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_two_heartbeats_racing_on_postgresql_keep_both_ranges(pg_ctx) -> None:
