@@ -415,7 +415,6 @@ def clip_media(
 class _Heard:
     """What a heartbeat or a rating needs to know about a delivery (one read)."""
 
-    delivery_id: int
     clip_id: int
     clip_seconds: float
     listened_seconds: float
@@ -471,7 +470,6 @@ def _heard(conn: sa.Connection, listener: User, delivery_id: int) -> _Heard:
     if status is not ClipStatus.READY or not seconds:
         raise Conflict(f"the music of delivery {delivery_id} is not ready yet")
     return _Heard(
-        delivery_id=delivery_id,
         clip_id=int(clip_id),
         clip_seconds=float(seconds),
         listened_seconds=float(listened),
