@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     # fsspec options for storage_url, e.g. {"endpoint_url": "http://minio:9000"} (JSON in env).
     storage_options: dict[str, Any] = Field(default_factory=dict)
 
+    # Database connections each process may hold (SQLAlchemy's pool). 0 = sized from the
+    # web's route threads: PostgreSQL gets (web_threads or 40) + 10, so that every route
+    # thread can hold one at once (SQLAlchemy's default of 5 + 10 made 20 concurrent
+    # requests wait 30 s and fail); SQLite gets 50. Mind PostgreSQL's max_connections
+    # (100 by default) across all processes: connections open only when used.
+    database_pool_size: int = Field(0, ge=0)
+    # Connections opened beyond the pool on bursts (closed when returned); -1 = backend default
+    # (PostgreSQL 10, SQLite 20).
+    database_max_overflow: int = Field(-1, ge=-1)
+    # Seconds a caller waits for a free connection before failing; 0 = backend default
+    # (PostgreSQL 30, SQLite 60: SQLite writers may queue behind a long transaction).
+    database_pool_timeout: float = Field(0.0, ge=0)
+
     # Jobs (encore.jobs): immediate mode runs jobs synchronously in-process (tests, debugging).
     queue_immediate: bool = False
     job_heartbeat_seconds: float = Field(10.0, gt=0)
@@ -116,6 +129,21 @@ class Settings(BaseSettings):
                 f"{self.dispatch_review_share!r} must not exceed 1"
             )
         return self
+
+    def database_pool_options(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`encore.store.db.make_engine` (the pool)."""
+        from encore.store.db import pool_size_for
+
+        options: dict[str, Any] = {}
+        if self.database_pool_timeout:
+            options["pool_timeout"] = self.database_pool_timeout
+        if self.database_pool_size:
+            options["pool_size"] = self.database_pool_size
+        elif not self.resolved_database_url.startswith("sqlite"):
+            options["pool_size"] = pool_size_for(self.web_threads or 40)
+        if self.database_max_overflow >= 0:
+            options["max_overflow"] = self.database_max_overflow
+        return options
 
     @property
     def resolved_database_url(self) -> str:

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_COMMITTED_JOBS_KEY = "encore_committed_jobs"
+
 
 def dispatch_pending(
     bind: Bind, queues: Queues, *, job_ids: Iterable[int] | None = None, limit: int = 1000
@@ -116,8 +118,20 @@ def install_dispatch_hook(factory: sessionmaker[Session], queues: Queues) -> Non
     the periodic sweep sends them.
     """
 
+    # "after_commit" fires while the session still holds its connection; dispatching there
+    # needs a second one, so N concurrent commits on a pool of N connections each waited
+    # for a connection none would give back (pool timeout, then "dispatch after commit
+    # failed"). The ids are moved aside at commit and sent once the transaction has ended
+    # and its connection is back in the pool.
     def _after_commit(session: Session) -> None:
         ids = session.info.pop(NEW_JOBS_KEY, None)
+        if ids:
+            session.info.setdefault(_COMMITTED_JOBS_KEY, []).extend(ids)
+
+    def _after_transaction_end(session: Session, transaction: Any) -> None:
+        if transaction.parent is not None:
+            return
+        ids = session.info.pop(_COMMITTED_JOBS_KEY, None)
         if ids:
             try:
                 dispatch_pending(factory, queues, job_ids=ids)
@@ -129,6 +143,7 @@ def install_dispatch_hook(factory: sessionmaker[Session], queues: Queues) -> Non
             session.info.pop(NEW_JOBS_KEY, None)
 
     event.listen(factory, "after_commit", _after_commit)
+    event.listen(factory, "after_transaction_end", _after_transaction_end)
     event.listen(factory, "after_soft_rollback", _after_soft_rollback)
 
 

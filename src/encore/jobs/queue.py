@@ -140,7 +140,9 @@ class Queues:
         with self._lock:
             pid = os.getpid()
             if self._own is None or self._own[0] != pid:
-                engine = make_engine(self.settings.resolved_database_url)
+                engine = make_engine(
+                    self.settings.resolved_database_url, **self.settings.database_pool_options()
+                )
                 self._own = (pid, self._hooked_factory(engine))
             return self._own[1]
 

@@ -73,7 +73,7 @@ class ServiceContext:
         instance is used as is. ``seed`` seeds the dispatch random generator (simulations).
         """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = make_engine(settings.resolved_database_url)
+        engine = make_engine(settings.resolved_database_url, **settings.database_pool_options())
         sessions = make_session_factory(engine)
         blobs = make_blob_store(settings.resolved_storage_url, **settings.storage_options)
         ctx = cls(settings=settings, engine=engine, sessions=sessions, blobs=blobs)
