@@ -34,6 +34,7 @@ from encore.store.models import (
     RaterReputation,
     Rating,
     Song,
+    TasteModel,
     TrainingRun,
     User,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "RemovalReason",
     "Song",
     "SongStatus",
+    "TasteModel",
     "TrainingRun",
     "TrainingStatus",
     "User",

@@ -7,7 +7,7 @@ from encore.store.models.dataset import DatasetEntry
 from encore.store.models.jobs import Job
 from encore.store.models.songs import Song
 from encore.store.models.users import Invitation, LoginSession, RaterReputation, User
-from encore.store.models.versions import ModelVersion, TrainingRun
+from encore.store.models.versions import ModelVersion, TasteModel, TrainingRun
 
 __all__ = [
     "Clip",
@@ -22,6 +22,7 @@ __all__ = [
     "Rating",
     "RaterReputation",
     "Song",
+    "TasteModel",
     "TrainingRun",
     "User",
 ]

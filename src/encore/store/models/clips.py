@@ -58,7 +58,14 @@ class Clip(Base):
     image_key: Mapped[str | None] = mapped_column(sa.String(255))
     mel_key: Mapped[str | None] = mapped_column(sa.String(255))
     representation: Mapped[list[Any] | None]
+    descriptors: Mapped[dict[str, Any] | None]
     similarity: Mapped[float | None]
+    # Best-of-n: the candidates generated for one request share ``request_id``; only the one
+    # chosen is ``served`` (the others stay, unrated, for preference training).
+    request_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    candidate_index: Mapped[int | None]
+    served: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    predicted_stars: Mapped[float | None]
     rating_score: Mapped[float | None]
     confidence: Mapped[float | None]
     job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
@@ -135,6 +142,22 @@ class Delivery(Base):
     opened_at: Mapped[dt.datetime | None]
     listened_seconds: Mapped[float] = mapped_column(default=0.0)
     played_ranges: Mapped[list[Any]] = mapped_column(default=list, server_default=sa.text("'[]'"))
+    # How the served candidate was chosen: "taste" (the listener's taste model picked it),
+    # "explore" (uniformly at random) or "single" (one candidate); ``propensity`` is the
+    # probability that this candidate was served given the candidates and the policy.
+    selection: Mapped[str | None] = mapped_column(sa.String(16))
+    propensity: Mapped[float | None]
+    taste_model_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("taste_models.id", ondelete="SET NULL")
+    )
+    predicted_stars: Mapped[float | None]
+    # Paired deliveries share ``pair_id``: the first is ``pair_open`` until the listener gets
+    # the same songs, seeds and strength from ``pair_version_id``.
+    pair_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    pair_version_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    pair_open: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     clip: Mapped[Clip] = relationship(back_populates="deliveries")
     listener: Mapped[User] = relationship()

@@ -42,6 +42,7 @@ class Song(Base):
     status: Mapped[SongStatus] = mapped_column(enum_type(SongStatus), default=SongStatus.PENDING)
     mel_key: Mapped[str | None] = mapped_column(sa.String(255))
     representation: Mapped[list[Any] | None]
+    descriptors: Mapped[dict[str, Any] | None]
     job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -37,6 +37,8 @@ class ModelVersion(Base):
         enum_type(VersionStatus), default=VersionStatus.DRAFT, index=True
     )
     ab_weight: Mapped[float] = mapped_column(default=1.0)
+    # Serve the best of n candidates by the listeners' taste model (else a uniform pick).
+    taste_selection: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     notes: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -89,3 +91,22 @@ class TrainingRun(Base):
         back_populates="training_run", foreign_keys=[version_id]
     )
     job: Mapped[Job | None] = relationship()
+
+
+class TasteModel(Base):
+    """A fitted snapshot of the listeners' taste model (:mod:`encore.taste`).
+
+    The parameters live in a blob (``blob_key``, an ``.npz``); ``metrics`` holds the
+    held-out figures of the fit (pairwise accuracy, Spearman, baselines) when it was
+    evaluated. ``reason``: what triggered the fit (``curation``, ``online``, ``manual``).
+    """
+
+    __tablename__ = "taste_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    blob_key: Mapped[str] = mapped_column(sa.String(255))
+    n_ratings: Mapped[int]
+    n_listeners: Mapped[int]
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
