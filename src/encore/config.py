@@ -119,6 +119,32 @@ class Settings(BaseSettings):
     limit_upload_ip: str = "60/600"
     limit_rating_account: str = "60/60"
     limit_rating_ip: str = "300/60"
+    # Listening heartbeats per account (the player sends one every 3 s per clip).
+    limit_listen_account: str = "120/60"
+    # Generation (counted in the database, so across every web process): requests for
+    # music still being made per listener, and requests per listener per hour.
+    max_pending_generations: int = Field(3, ge=1)
+    limit_music_account: str = "30/3600"
+    # Bytes of uploaded songs one account may keep (deleted songs free their space).
+    storage_quota_bytes: int = Field(2 * 1000**3, ge=0)
+    # Audio limits beyond length and size (decoding cost grows with both).
+    max_sample_rate: int = Field(96_000, ge=8_000)
+    max_channels: int = Field(8, ge=1)
+
+    # Sign-in slow-down: after each failed sign-in of one account, the next attempt for that
+    # account must wait twice as long (from 1 s, at most this); the per-address limit above
+    # stays a hard limit.
+    signin_max_delay_seconds: float = Field(300.0, ge=0)
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or CIDR
+    # blocks; "*" = any). Empty (default): none, the peer address is the client.
+    trusted_proxies: list[str] = []
+    # Host header values served ("*." prefix for subdomains); empty = any host (a warning
+    # in production).
+    allowed_hosts: list[str] = []
+    # Strict-Transport-Security max-age sent in production (0 = not sent).
+    hsts_seconds: int = Field(31_536_000, ge=0)
+    # Lifetime of an operator-issued password reset link.
+    password_reset_hours: float = Field(24.0, gt=0)
 
     @model_validator(mode="after")
     def _dispatch_shares(self) -> Settings:

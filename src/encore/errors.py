@@ -28,6 +28,26 @@ class Conflict(EncoreError):
     """The request clashes with the current state (duplicate, already done, busy)."""
 
 
+class TooManyRequests(EncoreError):
+    """Too many requests of one kind for now (429); ``retry_after`` says when to retry.
+
+    Parameters
+    ----------
+    message
+        Text fit to show to the user (it says when to try again).
+    retry_after
+        Seconds until the next request of this kind will be accepted.
+    """
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExceeded(EncoreError):
+    """Storing this would take an account past its storage quota (413)."""
+
+
 class ConfigurationError(EncoreError):
     """The settings are inconsistent or unsafe for this environment."""
 

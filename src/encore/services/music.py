@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from encore import feedback
-from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooManyRequests
 from encore.services import versions
 from encore.services.context import ServiceContext
 from encore.services.media import BlobRef, blob_ref
@@ -94,6 +94,66 @@ def _aware(t: dt.datetime | None) -> dt.datetime | None:
 # --- request ---------------------------------------------------------------------------
 
 
+#: Requests whose clip has been pending longer than this are stuck, not queued: they no
+#: longer count against the listener's pending cap.
+PENDING_HORIZON = dt.timedelta(days=1)
+#: Retry-After of a refusal by the pending cap: about one generation's time.
+PENDING_RETRY_SECONDS = 15
+
+
+def check_generation_limits(ctx: ServiceContext, session: Session, listener: User) -> None:
+    """Refuse a request for music past the listener's pending cap or hourly rate.
+
+    Counted in the database (requests, by ``request_id``, so paired or best-of-n
+    deliveries of one request count once), so every web process sees the same numbers.
+    The listener's row is locked first (``FOR UPDATE``; SQLite has one writer anyway):
+    two concurrent requests of one listener are counted one after the other.
+
+    Raises
+    ------
+    TooManyRequests
+        With the seconds to wait (``ENCORE_MAX_PENDING_GENERATIONS``,
+        ``ENCORE_LIMIT_MUSIC_ACCOUNT``).
+    """
+    from encore.web.ratelimit import Limit  # a pure value type, no web machinery
+
+    session.execute(sa.select(User.id).where(User.id == listener.id).with_for_update())
+    now = utcnow()
+    cap = ctx.settings.max_pending_generations
+    pending = session.scalar(
+        sa.select(sa.func.count(sa.distinct(Delivery.request_id)))
+        .join(Clip, Clip.id == Delivery.clip_id)
+        .where(
+            Delivery.listener_id == listener.id,
+            Clip.status == ClipStatus.PENDING,
+            Delivery.delivered_at >= now - PENDING_HORIZON,
+        )
+    )
+    if int(pending or 0) >= cap:
+        raise TooManyRequests(
+            f"you already have {pending} pieces of music being made (the limit is {cap}); "
+            f"try again in {PENDING_RETRY_SECONDS} s, when one is ready",
+            retry_after=PENDING_RETRY_SECONDS,
+        )
+    rate = Limit.parse(ctx.settings.limit_music_account)
+    window_start = now - dt.timedelta(seconds=rate.seconds)
+    recent = session.execute(
+        sa.select(Delivery.request_id, sa.func.min(Delivery.delivered_at).label("at"))
+        .where(Delivery.listener_id == listener.id, Delivery.delivered_at >= window_start)
+        .group_by(Delivery.request_id)
+        .order_by(sa.func.min(Delivery.delivered_at))
+    ).all()
+    if len(recent) >= rate.count:
+        oldest = _aware(recent[len(recent) - rate.count].at)
+        wait = max((oldest - window_start).total_seconds(), 1.0)  # type: ignore[operator]
+        raise TooManyRequests(
+            f"you asked for music {len(recent)} times in the last {rate.seconds / 60:.0f} "
+            f"minutes (the limit is {rate.count}); try again in {wait / 60:.0f} min "
+            f"({wait:.0f} s)",
+            retry_after=wait,
+        )
+
+
 def request_music(
     ctx: ServiceContext,
     *,
@@ -132,6 +192,7 @@ def request_music(
     rng = ctx.random()
     versions.ensure_base_version(ctx)
     with ctx.session() as session:
+        check_generation_limits(ctx, session, listener)
         songs = []
         for song_id in ids:
             song = session.get(Song, song_id)

@@ -334,6 +334,7 @@ def run_bench(args: Any) -> int:
             "ENCORE_LIMIT_SIGNIN_IP": "100000/60",
             "ENCORE_LIMIT_UPLOAD_IP": "100000/60",
             "ENCORE_LIMIT_RATING_IP": "100000/60",
+            "ENCORE_LIMIT_LISTEN_ACCOUNT": "100000/60",  # heartbeats back to back
         }
         web_workers = int(getattr(args, "web_workers", 1) or 1)
         if web_workers < 1:

@@ -10,6 +10,7 @@ without internals.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from urllib.parse import quote
 
@@ -26,8 +27,9 @@ from encore.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
+    TooManyRequests,
 )
-from encore.web.ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +50,9 @@ class RequestTooLarge(EncoreError):
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (AuthenticationRequired, 401),
     (CsrfRefused, 403),
-    (RateLimited, 429),
+    (TooManyRequests, 429),
     (RequestTooLarge, 413),
+    (QuotaExceeded, 413),
     (NotFound, 404),
     (PermissionDenied, 403),
     (Conflict, 409),
@@ -126,8 +129,8 @@ class ErrorRenderer:
         """The response for an :class:`EncoreError` raised while handling ``request``."""
         status = status_for(exc)
         headers: dict[str, str] = {}
-        if isinstance(exc, RateLimited):
-            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         if status >= 500:
             logger.error("%s %s failed: %s", request.method, request.url.path, exc)
         return self.render(request, status, str(exc), kind=type(exc).__name__, headers=headers)

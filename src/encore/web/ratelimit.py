@@ -15,23 +15,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from encore.errors import EncoreError
+from encore.errors import TooManyRequests
 
 
-class RateLimited(EncoreError):
-    """Too many requests of one kind from one account or address.
-
-    Parameters
-    ----------
-    message
-        Text fit to show to the user.
-    retry_after
-        Seconds until the next request of this kind will be accepted.
-    """
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class RateLimited(TooManyRequests):
+    """Too many requests of one kind from one account or address (429 with Retry-After)."""
 
 
 @dataclass(frozen=True)

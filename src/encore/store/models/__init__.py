@@ -6,7 +6,13 @@ from encore.store.models.clips import Clip, ClipInput, Delivery, ListenEvent, Ra
 from encore.store.models.dataset import DatasetEntry
 from encore.store.models.jobs import Job
 from encore.store.models.songs import Song
-from encore.store.models.users import Invitation, LoginSession, RaterReputation, User
+from encore.store.models.users import (
+    Invitation,
+    LoginSession,
+    PasswordReset,
+    RaterReputation,
+    User,
+)
 from encore.store.models.versions import ModelVersion, TasteModel, TrainingRun
 
 __all__ = [
@@ -19,6 +25,7 @@ __all__ = [
     "ListenEvent",
     "LoginSession",
     "ModelVersion",
+    "PasswordReset",
     "Rating",
     "RaterReputation",
     "Song",

@@ -142,6 +142,9 @@ class Delivery(Base):
     opened_at: Mapped[dt.datetime | None]
     listened_seconds: Mapped[float] = mapped_column(default=0.0)
     played_ranges: Mapped[list[Any]] = mapped_column(default=list, server_default=sa.text("'[]'"))
+    # The end of the furthest range of the clip's audio served to the listener (bytes).
+    audio_bytes_served: Mapped[int] = mapped_column(
+        sa.BigInteger, default=0, server_default=sa.text("0")
     # How the served candidate was chosen: "taste" (the listener's taste model picked it),
     # "explore" (uniformly at random) or "single" (one candidate); ``propensity`` is the
     # probability that this candidate was served given the candidates and the policy.

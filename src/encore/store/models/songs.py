@@ -45,6 +45,11 @@ class Song(Base):
     descriptors: Mapped[dict[str, Any] | None]
     job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # False: music made from this song is never played to other listeners nor joins the
+    # data set (the listener's opt-out).
+    shared: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    # A deleted song keeps this row (title and blobs gone) while clips made from it exist.
+    deleted_at: Mapped[dt.datetime | None]
 
     owner: Mapped[User] = relationship(back_populates="songs")
     job: Mapped[Job | None] = relationship()

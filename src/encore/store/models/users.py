@@ -38,6 +38,11 @@ class User(Base):
     active: Mapped[bool] = mapped_column(default=True)
     rater_id: Mapped[str] = mapped_column(sa.String(32), unique=True, default=new_rater_id)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # A deleted account keeps this anonymous row (no e-mail, no password, no songs) so that
+    # its ratings stay in the report under the pseudonymous rater_id.
+    deleted_at: Mapped[dt.datetime | None]
+    # Sessions created before this time are void (password change, sign out everywhere).
+    sessions_valid_after: Mapped[dt.datetime | None]
 
     sessions: Mapped[list[LoginSession]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -95,6 +100,22 @@ class Invitation(Base):
 
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
     used_by: Mapped[User | None] = relationship(foreign_keys=[used_by_id])
+
+
+class PasswordReset(Base):
+    """An operator-issued one-time password reset link. Only the hash of its token is kept."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_by_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
 
 
 class RaterReputation(Base):

@@ -1,0 +1,57 @@
+"""Issue 18 §1, §6: generation limits, heartbeat rate, storage quota (each probe as a test)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from encore.jobs import dispatch
+from encore.services import accounts
+
+from .web_helpers import PASSWORD, signed_in, song_bytes, upload
+
+
+def _listener(app: FastAPI, name: str = "ada") -> TestClient:
+    email = f"{name}@example.org"
+    accounts.create_user(app.state.ctx, email=email, password=PASSWORD)
+    return signed_in(app, email)
+
+
+def test_a_thousand_queued_requests_stop_at_the_pending_cap(
+    make_app: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app()
+    ada = _listener(app)
+    song = upload(ada, song_bytes(1)).json()["song"]
+    bob = _listener(app, "bob")
+    bob_song = upload(bob, song_bytes(2)).json()["song"]
+    assert song["status"] == bob_song["status"] == "ready"
+    # From here no job runs (as with one busy worker): the clips stay queued.
+    monkeypatch.setattr(dispatch, "dispatch_pending", lambda *a, **k: None)
+    statuses = []
+    for _ in range(1000):
+        r = ada.post("/api/music", json={"song_ids": [song["id"]]})
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            break
+    assert statuses == [201, 201, 201, 429]
+    error = r.json()["error"]
+    assert "3 pieces of music being made" in error["message"] and "try again in" in error["message"]
+    assert int(r.headers["retry-after"]) >= 1
+    # Another listener is not held up by ada's queue.
+    assert bob.post("/api/music", json={"song_ids": [bob_song["id"]]}).status_code == 201
+
+
+def test_requests_per_hour_are_limited_with_retry_after(make_app: Callable[..., FastAPI]) -> None:
+    app = make_app(limit_music_account="3/3600")
+    ada = _listener(app)
+    song = upload(ada, song_bytes(1)).json()["song"]
+    for _ in range(3):
+        assert ada.post("/api/music", json={"song_ids": [song["id"]]}).status_code == 201
+    r = ada.post("/api/music", json={"song_ids": [song["id"]]})
+    assert r.status_code == 429, r.text
+    assert "3 times in the last 60 minutes" in r.json()["error"]["message"]
+    assert 3500 <= int(r.headers["retry-after"]) <= 3601
