@@ -1,4 +1,4 @@
-"""DDIM sampling over spectrogram images: generate, vary, invert, merge.
+"""Sampling over spectrogram images: generate, vary, invert, merge (DDIM, DPM-Solver++, UniPC).
 
 These functions work on images as float tensors ``(B, 1, H, W)`` in [-1, 1] (``H`` = the
 model's mel bins, ``W`` = frames, a multiple of the denoiser's ``width_multiple``). Audio in
@@ -27,6 +27,26 @@ scheduler's timesteps. The input is noised to ``timesteps[start_step]``
 ``k = steps`` starts from the noise ε itself, i.e. it *is* :func:`generate` with the same
 seed. (audio-diffusion's ``start_step`` counts the other way: ``start_step = steps − k``;
 it also noises one step further than it starts denoising, which encore does not.)
+
+Samplers
+--------
+``sampler`` picks the solver of the probability-flow ODE, all from diffusers and built from
+the model's own scheduler config (betas, spacing, x̂₀ clipping):
+
+* ``"ddim"``: :class:`~diffusers.DDIMScheduler` (first order; the only one with η > 0);
+* ``"dpmpp"``: :class:`~diffusers.DPMSolverMultistepScheduler`, DPM-Solver++ 2M (second
+  order, data prediction, first order on the last steps below 15 steps);
+* ``"unipc"``: :class:`~diffusers.UniPCMultistepScheduler`, UniPC bh2 (second order
+  predictor-corrector, data prediction).
+
+The model's x̂₀ clipping (``clip_sample``) becomes the multistep solvers' thresholding with
+``sample_max_value = clip_sample_range`` (their dynamic threshold is clamped to [1, max], so
+with max 1 it *is* clipping to [-1, 1]). Strength uses each solver's own timesteps: the input
+is noised to ``timesteps[start_step]`` with that scheduler's ``add_noise`` and the solver
+starts there (``set_begin_index``), so ``strength`` is the fraction of that solver's steps
+re-run. Inversion and merges always use the DDIM pair (:class:`~diffusers.DDIMInverseScheduler`
+then DDIM without clipping, at the merge's own step count): it is the pair whose decoding is
+the inverse of the encoding step for step.
 """
 
 from __future__ import annotations
@@ -49,6 +69,7 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``callback(done, total)`` after every UNet evaluation."""
 
 KINDS = ("generate", "vary", "invert", "merge")
+SAMPLERS = ("ddim", "dpmpp", "unipc")
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,9 @@ class SampleParams:
         ``merge`` only: normalised weights of the inputs.
     input_ids : tuple of str
         Caller-supplied identifiers of the inputs (song ids, slice choices), passed through.
+    sampler : {"ddim", "dpmpp", "unipc"}
+        The solver (module docstring); ``merge`` and ``invert`` are always ``"ddim"``.
+        Dicts without it (made before samplers existed) mean DDIM.
     """
 
     kind: str
@@ -90,6 +114,7 @@ class SampleParams:
     start_step: int = 0
     weights: tuple[float, ...] | None = None
     input_ids: tuple[str, ...] = ()
+    sampler: str = "ddim"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -153,20 +178,63 @@ def _check_steps(steps: int, eta: float, scheduler: Any) -> None:
         raise InvalidInput(f"eta={eta!r} must be in [0, 1]")
 
 
+def check_sampler(sampler: str) -> str:
+    """Validate a sampler name (one of :data:`SAMPLERS`)."""
+    if sampler not in SAMPLERS:
+        raise InvalidInput(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    return sampler
+
+
+def make_scheduler(
+    model: LoadedModel,
+    steps: int,
+    sampler: str = "ddim",
+    *,
+    eta: float = 0.0,
+    clip_sample: bool | None = None,
+) -> Any:
+    """A fresh scheduler of ``sampler`` for ``model`` (its betas, spacing, clipping), timesteps set.
+
+    The model's scheduler is only a template (it is shared). ``clip_sample`` overrides the
+    model's x̂₀ clipping (None keeps it); for the multistep solvers clipping is their
+    thresholding with the same range.
+    """
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    check_sampler(sampler)
+    _check_steps(steps, eta, model.scheduler)
+    config = model.scheduler.config
+    clip = bool(config.get("clip_sample", False)) if clip_sample is None else bool(clip_sample)
+    if sampler == "ddim":
+        sched = DDIMScheduler.from_config(config, clip_sample=clip)
+    else:
+        if eta > 0:
+            raise InvalidInput(f"eta={eta!r} needs the ddim sampler ({sampler!r} is deterministic)")
+        common = {
+            "thresholding": clip,
+            "sample_max_value": float(config.get("clip_sample_range", 1.0)),
+            "solver_order": 2,
+            "lower_order_final": True,
+            "final_sigmas_type": "zero",
+            "prediction_type": config.get("prediction_type", "epsilon"),
+        }
+        if sampler == "dpmpp":
+            sched = DPMSolverMultistepScheduler.from_config(
+                config, algorithm_type="dpmsolver++", solver_type="midpoint", **common
+            )
+        else:
+            sched = UniPCMultistepScheduler.from_config(
+                config, predict_x0=True, solver_type="bh2", **common
+            )
+    sched.set_timesteps(steps)
+    return sched
+
+
 def _scheduler(
     model: LoadedModel, steps: int, eta: float = 0.0, clip_sample: bool | None = None
 ) -> Any:
-    """A fresh DDIM scheduler (the model's is a shared template) with timesteps set.
-
-    ``clip_sample`` overrides the model's x̂₀ clipping (None keeps it).
-    """
-    from diffusers import DDIMScheduler
-
-    _check_steps(steps, eta, model.scheduler)
-    overrides = {} if clip_sample is None else {"clip_sample": bool(clip_sample)}
-    sched = DDIMScheduler.from_config(model.scheduler.config, **overrides)
-    sched.set_timesteps(steps)
-    return sched
+    """A fresh DDIM scheduler (see :func:`make_scheduler`)."""
+    return make_scheduler(model, steps, "ddim", eta=eta, clip_sample=clip_sample)
 
 
 def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
@@ -234,18 +302,24 @@ def _denoise(
     done: int = 0,
     total: int | None = None,
 ) -> torch.Tensor:
-    """The DDIM loop of ``DDIMPipeline.__call__`` (predict ε, then ``scheduler.step``)."""
+    """The loop of ``DDIMPipeline.__call__`` (predict ε, then ``scheduler.step``), any solver."""
+    from diffusers import DDIMScheduler
+
     total = total if total is not None else done + len(timesteps)
     denoiser = model.denoiser
     shape = tuple(sample.shape[1:])
+    is_ddim = isinstance(sched, DDIMScheduler)
     for t in timesteps:
         # 1. predict the noise ε_θ(x_t, t)
         with maybe_autocast(sample.device, amp):
             eps = denoiser(sample, t)
         eps = eps.float()
-        # 2. x_t -> x_{t-1} (plus η-scaled noise from each item's own generator)
-        noise = _randn(gens, shape, sample.device) if eta > 0 else None
-        sample = sched.step(eps, t, sample, eta=eta, variance_noise=noise).prev_sample
+        # 2. x_t -> x_{t-1} (DDIM: plus η-scaled noise from each item's own generator)
+        if is_ddim:
+            noise = _randn(gens, shape, sample.device) if eta > 0 else None
+            sample = sched.step(eps, t, sample, eta=eta, variance_noise=noise).prev_sample
+        else:
+            sample = sched.step(eps, t, sample).prev_sample
         done += 1
         if callback is not None:
             callback(done, total)
@@ -268,6 +342,7 @@ def generate(
     callback: ProgressCallback | None = None,
     input_ids: Sequence[str] = (),
     clip_sample: bool | None = None,
+    sampler: str = "ddim",
 ) -> SampleResult:
     """Generate spectrograms from noise.
 
@@ -298,13 +373,15 @@ def generate(
         Recorded in the result's params.
     clip_sample : bool, optional
         Override the scheduler's x̂₀ clipping (None: the model's setting).
+    sampler : {"ddim", "dpmpp", "unipc"}
+        The solver (module docstring); η > 0 needs ``"ddim"``.
 
     Returns
     -------
     SampleResult
         Images in [-1, 1], ``(B, 1, H, W)``.
     """
-    sched = _scheduler(model, steps, eta, clip_sample)
+    sched = make_scheduler(model, steps, sampler, eta=eta, clip_sample=clip_sample)
     height = model.mel_config.y_res
     if noise is not None:
         noise = noise.float()
@@ -333,6 +410,7 @@ def generate(
         width=width,
         precision=prec,
         input_ids=tuple(input_ids),
+        sampler=sampler,
     )
     return SampleResult(out.clamp(-1, 1).float().cpu(), params)
 
@@ -356,8 +434,9 @@ def vary(
     precision: str = "fp32",
     callback: ProgressCallback | None = None,
     input_ids: Sequence[str] = (),
+    sampler: str = "ddim",
 ) -> SampleResult:
-    """Variations of spectrograms: noise to an intermediate DDIM step, denoise from there.
+    """Variations of spectrograms: noise to an intermediate step, denoise from there.
 
     Parameters
     ----------
@@ -367,8 +446,8 @@ def vary(
     strength : float
         In [0, 1], the fraction of the trajectory re-run (module docstring). 0 returns the
         input; 1 equals :func:`generate` with the same seed.
-    seed, steps, eta, precision, callback, input_ids
-        As :func:`generate`.
+    seed, steps, eta, precision, callback, input_ids, sampler
+        As :func:`generate`. ``start_step`` indexes the sampler's own timesteps.
 
     Returns
     -------
@@ -376,8 +455,10 @@ def vary(
         ``params.start_step`` records where denoising started.
     """
     x0 = as_model_images(model, images)
-    sched = _scheduler(model, steps, eta)
+    sched = make_scheduler(model, steps, sampler, eta=eta)
     start = start_step_for(strength, steps)
+    if hasattr(sched, "set_begin_index"):  # multistep solvers keep a step index
+        sched.set_begin_index(start)
     batch, _, height, width = x0.shape
     seeds = _seeds(seed, batch)
     gens = _generators(seeds)
@@ -413,6 +494,7 @@ def vary(
         strength=float(strength),
         start_step=start,
         input_ids=tuple(input_ids),
+        sampler=sampler,
     )
     return SampleResult(out.clamp(-1, 1).float().cpu(), params)
 
@@ -599,6 +681,7 @@ def replay(
     """
     prec = params.precision
     common = {"steps": params.steps, "precision": prec, "callback": callback}
+    solver = {"sampler": params.sampler}
     ids = {"input_ids": params.input_ids}
     if params.kind == "generate":
         return generate(
@@ -609,6 +692,7 @@ def replay(
             eta=params.eta,
             **common,
             **ids,
+            **solver,
         )
     if params.kind == "vary":
         return vary(
@@ -619,6 +703,7 @@ def replay(
             eta=params.eta,
             **common,
             **ids,
+            **solver,
         )
     if params.kind == "invert":
         return invert(model, inputs[0], **common, **ids)
