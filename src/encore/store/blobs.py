@@ -8,12 +8,17 @@ Backends, chosen by URL in :func:`make_blob_store` (``Settings.resolved_storage_
 
 - ``file:///abs/folder`` (default) → :class:`LocalBlobStore`: atomic writes (temporary file
   in the same folder, then rename), :meth:`~BlobStore.local_path` for range requests.
-- ``s3://bucket/prefix`` → :class:`S3BlobStore` through ``s3fs``, which is *not* a
-  dependency of encore: ``pip install s3fs`` on deployments that use it. Credentials and
-  the endpoint (MinIO, R2, Ceph) come from ``Settings.storage_options`` (e.g.
+- ``s3://bucket/prefix`` → :class:`S3BlobStore` through ``s3fs`` (a dependency; tested
+  against moto's S3 server, ``tests/s3server.py``). Credentials and the endpoint (MinIO,
+  R2, Ceph) come from ``Settings.storage_options`` (e.g.
   ``{"endpoint_url": "http://minio:9000", "key": …, "secret": …}``) or from the usual
-  AWS variables. :meth:`~BlobStore.url_for` gives presigned GET URLs.
+  AWS variables. Listings are not cached (other hosts write to the same bucket).
+  :meth:`~BlobStore.url_for` gives presigned GET URLs.
 - any other fsspec URL (``memory://``, ``gcs://`` with gcsfs, …) → :class:`FsspecBlobStore`.
+
+Reading never needs a blob whole in memory: :meth:`BlobStore.read_chunks` yields a byte
+range in chunks (on S3 one streamed ``GET`` with a ``Range`` header), :meth:`BlobStore.download`
+copies a blob to a local file the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -37,6 +43,8 @@ _PREFIX_RE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT})*$")
 _SUFFIX_RE = re.compile(r"^(\.[a-z0-9]{1,10})?$")
 MAX_KEY_LENGTH = 255
 _COPY_CHUNK = 1 << 20
+#: Bytes per chunk when a blob is streamed (:meth:`BlobStore.read_chunks`).
+STREAM_CHUNK = 256 * 1024
 
 BlobData = bytes | bytearray | memoryview | Path
 
@@ -115,6 +123,37 @@ class BlobStore:
         """Remove the blob; return whether it existed (deleting a missing key is not an error)."""
         raise NotImplementedError
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (a key prefix such as ``"models/files"``), sorted.
+
+        Temporary objects of unfinished writes are not listed.
+        """
+        raise NotImplementedError
+
+    def read_chunks(
+        self, key: str, start: int = 0, end: int | None = None, *, chunk_size: int = STREAM_CHUNK
+    ) -> Iterator[bytes]:
+        """Bytes ``start`` to ``end`` (inclusive; ``None`` = to the end) in chunks of at
+        most ``chunk_size`` bytes; never more than one chunk is held.
+
+        The blob is opened before this returns, so a missing blob raises
+        :class:`~encore.errors.NotFound` here rather than while iterating.
+        """
+        f = self.open(key)
+        try:
+            f.seek(start)
+        except BaseException:
+            f.close()
+            raise
+        return _chunks_of(f, None if end is None else end - start + 1, chunk_size)
+
+    def download(self, key: str, target: Path) -> Path:
+        """Copy the blob to the local file ``target`` in chunks; return ``target``."""
+        with Path(target).open("wb") as out:
+            for chunk in self.read_chunks(key, chunk_size=_COPY_CHUNK):
+                out.write(chunk)
+        return Path(target)
+
     def local_path(self, key: str) -> Path | None:
         """The blob's path on the local filesystem, or ``None`` for remote stores.
 
@@ -126,6 +165,24 @@ class BlobStore:
         """A time-limited URL from which a browser can fetch the blob directly, or ``None``
         when the store has no such URLs (local files are served by encore itself)."""
         return None
+
+
+def _chunks_of(f: IO[bytes], length: int | None, chunk_size: int) -> Iterator[bytes]:
+    try:
+        left = length
+        while left is None or left > 0:
+            chunk = f.read(chunk_size if left is None else min(chunk_size, left))
+            if not chunk:
+                break
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+    finally:
+        f.close()
+
+
+def _is_temporary(name: str) -> bool:
+    return name.rsplit("/", 1)[-1].startswith(".tmp-") or ".tmp-" in name
 
 
 class LocalBlobStore(BlobStore):
@@ -188,6 +245,19 @@ class LocalBlobStore(BlobStore):
         path = self._path(key)
         return path if path.is_file() else None
 
+    def list_keys(self, prefix: str) -> list[str]:
+        if not _PREFIX_RE.match(prefix):
+            raise InvalidInput(f"invalid blob key prefix {prefix!r}")
+        folder = self.root.joinpath(*prefix.split("/"))
+        if not folder.is_dir():
+            return []
+        keys = [
+            p.relative_to(self.root).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and not _is_temporary(p.name)
+        ]
+        return sorted(keys)
+
 
 class FsspecBlobStore(BlobStore):
     """Blobs on any fsspec filesystem (``memory://``, ``gcs://``, …).
@@ -249,13 +319,65 @@ class FsspecBlobStore(BlobStore):
         self.fs.rm_file(path)
         return True
 
+    def list_keys(self, prefix: str) -> list[str]:
+        if not _PREFIX_RE.match(prefix):
+            raise InvalidInput(f"invalid blob key prefix {prefix!r}")
+        base = f"{self.root}/".lstrip("/")
+        try:
+            found = self.fs.find(f"{self.root}/{prefix}")
+        except FileNotFoundError:
+            return []
+        keys = []
+        for name in found:
+            name = name.lstrip("/")
+            if name.startswith(base) and not _is_temporary(name):
+                keys.append(name[len(base):])
+        return sorted(keys)
+
 
 class S3BlobStore(FsspecBlobStore):
     """Blobs in an S3-compatible bucket (``s3://bucket/prefix``, needs ``s3fs``).
 
-    A single ``PUT`` is atomic on S3, so writes go straight to their key; objects carry
+    A single ``PUT`` is atomic on S3, so writes go straight to their key (large files go
+    up in parts, and the object appears only when the upload completes); objects carry
     their ``Content-Type``; :meth:`url_for` returns presigned GET URLs.
+
+    Listings are not cached (``use_listings_cache=False`` unless the options say
+    otherwise): another host may have written or deleted a key a moment ago.
     """
+
+    def __init__(self, url: str, **storage_options: Any) -> None:
+        storage_options.setdefault("use_listings_cache", False)
+        super().__init__(url, **storage_options)
+
+    def read_chunks(
+        self, key: str, start: int = 0, end: int | None = None, *, chunk_size: int = STREAM_CHUNK
+    ) -> Iterator[bytes]:
+        """One ``GET`` (with ``Range`` unless the whole object is asked for), its body read
+        chunk by chunk as it arrives (s3fs's file objects would fetch block by block)."""
+        from fsspec.asyn import sync
+
+        bucket, name, _ = self.fs.split_path(self._path(key))
+        request: dict[str, Any] = {"Bucket": bucket, "Key": name}
+        if start or end is not None:
+            request["Range"] = f"bytes={start}-{'' if end is None else end}"
+        try:
+            response = sync(self.fs.loop, self.fs._call_s3, "get_object", **request)
+        except FileNotFoundError:
+            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
+        return self._body_chunks(response["Body"], chunk_size)
+
+    def _body_chunks(self, body: Any, chunk_size: int) -> Iterator[bytes]:
+        from fsspec.asyn import sync
+
+        try:
+            while True:
+                chunk = sync(self.fs.loop, body.read, chunk_size)
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            body.close()
 
     def put(
         self, key: str, data: BlobData, *, content_type: str = "application/octet-stream"
@@ -289,8 +411,8 @@ def make_blob_store(url: str, **storage_options: Any) -> BlobStore:
             import s3fs  # noqa: F401
         except ImportError:
             raise ConfigurationError(
-                f"storage URL {url!r} needs the s3fs package, which encore does not install "
-                "by default: pip install s3fs"
+                f"storage URL {url!r} needs the s3fs package (a dependency of encore that is "
+                "missing from this installation): pip install s3fs"
             ) from None
         return S3BlobStore(url, **storage_options)
     return FsspecBlobStore(url, **storage_options)

@@ -4,7 +4,9 @@ Browsers need ``Range`` requests to seek in audio and even to read the duration 
 formats (an OGG served without it shows a wrong length). Starlette's ``FileResponse``
 answers ``Range`` with 206 and ``Content-Range`` (single and multiple ranges, ``If-Range``,
 416 for unsatisfiable ranges) in the installed version, so blobs with a local path use it.
-Blobs held in memory get :func:`bytes_response`, a small single-range implementation.
+Remote blobs (S3) are streamed by :func:`stream_response` (single ranges, 206/416,
+``If-Range``): the body is read from the store chunk by chunk as the client takes it, never
+whole. Blobs held in memory get :func:`bytes_response`, the same rules on bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from os import PathLike
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
 CACHE_CONTROL = "private, max-age=3600"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -74,6 +76,36 @@ def bytes_response(request: Request, data: bytes, content_type: str) -> Response
     return Response(data[start : end + 1], status_code=206, media_type=content_type, headers=headers)
 
 
+def stream_response(request: Request, ref: object) -> Response:
+    """Serve a remote blob (``ref.size``, ``ref.etag``, ``ref.chunks(start, end)``) with
+    ``Accept-Ranges`` and single-range (206/416) support, streamed in chunks."""
+    size = int(ref.size)  # type: ignore[attr-defined]
+    etag = ref.etag  # type: ignore[attr-defined]
+    content_type = getattr(ref, "content_type", None) or "application/octet-stream"
+    headers = {"accept-ranges": "bytes", "etag": etag, "cache-control": CACHE_CONTROL}
+    header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    span: tuple[int, int] | None = None
+    if header is not None and (if_range is None or if_range == etag):
+        try:
+            span = parse_single_range(header, size)
+        except ValueError:
+            return Response(status_code=416, headers={**headers, "content-range": f"bytes */{size}"})
+    if span is None:
+        headers["content-length"] = str(size)
+        if request.method == "HEAD" or size == 0:
+            return Response(status_code=200, media_type=content_type, headers=headers)
+        return StreamingResponse(ref.chunks(0, None), media_type=content_type, headers=headers)  # type: ignore[attr-defined]
+    start, end = span
+    headers["content-range"] = f"bytes {start}-{end}/{size}"
+    headers["content-length"] = str(end - start + 1)
+    if request.method == "HEAD":
+        return Response(status_code=206, media_type=content_type, headers=headers)
+    return StreamingResponse(
+        ref.chunks(start, end), status_code=206, media_type=content_type, headers=headers  # type: ignore[attr-defined]
+    )
+
+
 def file_response(path: str | PathLike[str], content_type: str) -> Response:
     """Serve a local file (Range handled by Starlette's ``FileResponse``), inline."""
     return FileResponse(
@@ -85,12 +117,15 @@ def serve_blob(request: Request, ref: object) -> Response:
     """Serve a blob reference from the services (a local file when it has a path).
 
     ``ref`` has ``content_type`` and either ``path`` (a local file: served by
-    ``FileResponse`` with Range) or ``data`` (bytes: served by :func:`bytes_response`).
+    ``FileResponse`` with Range), ``key`` and ``size`` (a remote blob: streamed by
+    :func:`stream_response`) or ``data`` (bytes: served by :func:`bytes_response`).
     """
     content_type = getattr(ref, "content_type", None) or "application/octet-stream"
     path = getattr(ref, "path", None)
     if path is not None:
         return file_response(path, content_type)
+    if getattr(ref, "key", None) is not None and getattr(ref, "size", None) is not None:
+        return stream_response(request, ref)
     data = getattr(ref, "data", None)
     if data is None:
         raise TypeError(f"blob reference {ref!r} has neither a path nor data")
