@@ -62,9 +62,13 @@ class Settings(BaseSettings):
     base_model_dir: Path = SHIPPED_MODELS_DIR / "base-v0"
     similarity_model_dir: Path = SHIPPED_MODELS_DIR / "similarity"
 
-    # Generation defaults.
+    # Generation defaults (docs/engine.md, "Samplers": chosen by `encore eval` and
+    # `encore bench generate`). The sampler and steps of generation and variation; merges
+    # invert and decode with DDIM at merge_steps each.
     clip_seconds: float = 5.9
-    inference_steps: int = 50
+    sampler: Literal["ddim", "dpmpp", "unipc"] = "ddim"
+    inference_steps: int = Field(50, ge=1, le=1000)
+    merge_steps: int = Field(50, ge=1, le=1000)
     default_strength: float = 0.7
 
     # The loop (DESIGN.md §2).
@@ -77,6 +81,23 @@ class Settings(BaseSettings):
     random_seed: int | None = None
     min_listen_seconds: float = 5.0
     min_listen_fraction: float = 0.5
+
+    # Best-of-n serving and paired measurement (encore.taste; docs/taste.md).
+    # Candidates generated per request (one batch, different seeds).
+    best_of_n: int = Field(4, ge=1, le=16)
+    # Share of requests served a uniformly random candidate ("explore"), recorded with its
+    # propensity, so that ratings stay an unbiased sample for training and the report.
+    explore_epsilon: float = Field(0.2, ge=0.0, le=1.0)
+    # Share of generated deliveries (with two or more active versions) that the same listener
+    # later gets again from another version, same songs, seeds and strength (paired A/B).
+    pair_share: float = Field(0.3, ge=0.0, le=1.0)
+    # Refit the taste model after this many new counted ratings (0: only after curation).
+    taste_refit_ratings: int = Field(50, ge=0)
+    # New fine-tuned versions serve with the taste model (v0 serves a uniform pick).
+    taste_selection_new_versions: bool = True
+    # Curation rule: "centred" (judge a clip against its song's and rater's usual ratings,
+    # no reward for closeness) or "paper" (R = mean(r, l, S), new beats nearest baseline).
+    curation_rule: Literal["centred", "paper"] = "centred"
 
     # Curation and purge (encore.feedback; defaults and reasons in docs/feedback.md).
     curation_min_ratings: int = Field(3, ge=1)
