@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "generate": "encore.diffusion.bench:run_bench",
     "finetune": "encore.diffusion.finetune_bench:run_bench",
     "web": "encore.web.bench:run_bench",
+    "media": "encore.web.media_bench:run_bench",
 }
 
 
@@ -37,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="listening heartbeats per client and phase (web; default 60, 20 with --quick)")
     parser.add_argument("--web-workers", type=int, default=1, metavar="N",
                         help="uvicorn processes of the server under test (web)")
+    parser.add_argument("--size-mb", type=float, default=None,
+                        help="size of the song served from S3 (media; default 100)")
+    parser.add_argument("--ranges", type=int, default=None,
+                        help="1 MB range requests at random offsets (media; default 40)")
     parser.set_defaults(handler=run)
 
 
