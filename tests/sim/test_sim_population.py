@@ -96,7 +96,7 @@ def test_draw_is_deterministic_for_a_seed() -> None:
         (("listeners = 20", "listeners = 0"), "listeners: 0 must be an integer >= 1"),
         (("adversarial_share = 0.2", "adversarial_share = 1.5"), "adversarial_share: 1.5 must be between"),
         (("random = 1", "lazy = 1"), "adversaries.lazy: unknown kind"),
-        (('feature = "brightness"', 'feature = "tempo"'), r"groups\[0\].preferences\[0\].feature: 'tempo'"),
+        (('feature = "brightness"', 'feature = "timbre"'), r"groups\[0\].preferences\[0\].feature: 'timbre'"),
         (('shape = "below"', 'shape = "under"'), r"groups\[1\].preferences\[0\].shape: 'under'"),
         (("noise = [0.1, 0.2]", "noise = [0.3, 0.2]"), r"groups\[1\].noise: \[0.3, 0.2\]: lo must not exceed hi"),
         (("width = 0.5", "width = -1"), r"groups\[0\].preferences\[0\].width: -1"),

@@ -1,46 +1,135 @@
-"""What a simulated listener perceives of a clip: a few audio features computed on the
-audio it hears (the decoded OGG it downloaded), never on anything the server says.
+"""What a simulated listener perceives of a clip: audio features computed on the audio it
+hears (the decoded OGG it downloaded), never on anything the server says.
 
-Features (all on log scales, so that a taste's widths mean the same everywhere):
+Features (on log scales, so that a taste's widths mean the same everywhere in the range):
 
 - ``brightness``: log2 of the mean spectral centroid in Hz (octaves; one unit = an octave);
 - ``density``: log2 of the onset rate in onsets per second (rhythmic density);
 - ``noisiness``: log10 of the mean spectral flatness (−5 very tonal … 0 white noise);
-- ``loudness``: RMS level in dBFS.
+- ``loudness``: RMS level in dBFS;
+- ``pitch``: pitch register, log2 of the median fundamental frequency in Hz (octaves:
+  220 Hz → 7.78, 440 Hz → 8.78). The fundamental is :func:`librosa.yin`'s (60–2000 Hz,
+  93 ms / 46 ms frames), the median taken over the voiced frames that are periodic
+  (autocorrelation peak ≥ 0.5, see ``harmonicity``), or over all voiced frames if none is;
+  in polyphonic music it follows the dominant period, often the bass;
+- ``tempo``: log2 of librosa's global tempo estimate in BPM (:func:`librosa.feature.tempo`
+  on the onset envelope, its default prior around 120 BPM), clipped to 30..320 BPM
+  (one unit = double or half the tempo);
+- ``dynamic_range``: dB between the 95th and the 10th percentile of the frame energy over
+  voiced frames (0 for a steady sound; at most 40, as frames more than 40 dB under the
+  loudest frame count as silent);
+- ``harmonicity``: harmonics-to-noise ratio in dB (Boersma's, energy-weighted): per voiced
+  frame, ``r`` = the highest normalised autocorrelation (Hann window, divided by the
+  window's own autocorrelation) at a lag of one period of 60–2000 Hz, the share of the
+  frame's energy that repeats with that period; then ``10·log10(Σ r·E / Σ (1 − r)·E)`` over
+  the frames' energies ``E``, clipped to −20..30 dB (a steady harmonic tone ≈ 30, white
+  noise ≈ −10).
+
+"Voiced" frames (2048 samples, hop 512) are those within 40 dB of the loudest frame.
+Silence gives finite values: the darkest, sparsest, quietest, lowest, slowest, flattest and
+least harmonic ones.
+
+The first four features are computed exactly as before the last four were added, so a taste
+that uses only them gives the same appeal as it did.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-FEATURE_NAMES = ("brightness", "density", "noisiness", "loudness")
+#: The features a taste can use, in the order of :class:`AudioFeatures`' fields.
+FEATURE_NAMES = (
+    "brightness", "density", "noisiness", "loudness",
+    "pitch", "tempo", "dynamic_range", "harmonicity",
+)
+
+#: Pitch search range of ``pitch`` and ``harmonicity`` (Hz).
+F0_MIN, F0_MAX = 60.0, 2000.0
+#: Tempo clip range (BPM).
+TEMPO_MIN, TEMPO_MAX = 30.0, 320.0
+#: Harmonicity clip range (dB), and the per-frame periodicity cap that gives its top.
+HNR_MIN, HNR_MAX = -20.0, 30.0
+#: Frames whose autocorrelation peak reaches this are periodic (count for ``pitch``).
+PERIODIC_R = 0.5
+
+_N_FFT, _HOP = 2048, 512
+
+# Values of silence (no voiced frame).
+SILENCE = {
+    "brightness": float(np.log2(20.0)), "density": float(np.log2(0.05)), "noisiness": 0.0,
+    "loudness": -120.0, "pitch": float(np.log2(F0_MIN)), "tempo": float(np.log2(TEMPO_MIN)),
+    "dynamic_range": 0.0, "harmonicity": HNR_MIN,
+}
 
 
 @dataclass(frozen=True)
 class AudioFeatures:
-    """Perceived features of one clip (see the module docstring for units)."""
+    """Perceived features of one clip (see the module docstring for units).
+
+    The last four may be left out (``None``) where a clip's features are written by hand;
+    asking for a missing one is an error, never a default value.
+    """
 
     brightness: float
     density: float
     noisiness: float
     loudness: float
+    pitch: float | None = None
+    tempo: float | None = None
+    dynamic_range: float | None = None
+    harmonicity: float | None = None
 
     def get(self, name: str) -> float:
-        """The feature called ``name`` (one of :data:`FEATURE_NAMES`)."""
+        """The feature called ``name`` (one of :data:`FEATURE_NAMES`).
+
+        Raises
+        ------
+        KeyError
+            An unknown name.
+        ValueError
+            The feature was not computed for this clip (``None``).
+        """
         if name not in FEATURE_NAMES:
             raise KeyError(f"unknown feature {name!r}; known: {', '.join(FEATURE_NAMES)}")
-        return float(getattr(self, name))
+        value = getattr(self, name)
+        if value is None:
+            raise ValueError(f"feature {name!r} was not computed for this clip")
+        return float(value)
 
     @staticmethod
     def mean(items: list[AudioFeatures]) -> AudioFeatures:
-        """Feature-wise mean of several clips (a listener's own songs)."""
+        """Feature-wise mean of several clips (a listener's own songs); a feature missing
+        from any of them is missing from the mean."""
         if not items:
             raise ValueError("no features to average")
-        return AudioFeatures(
-            **{n: float(np.mean([getattr(f, n) for f in items])) for n in FEATURE_NAMES}
-        )
+        out: dict[str, float | None] = {}
+        for f in fields(AudioFeatures):
+            values = [getattr(x, f.name) for x in items]
+            out[f.name] = None if any(v is None for v in values) else float(np.mean(values))
+        return AudioFeatures(**out)  # type: ignore[arg-type]
+
+
+def _periodicity(y: np.ndarray, sr: int, n_frames: int) -> np.ndarray:
+    """Per frame (the STFT's frames), the highest normalised autocorrelation at a lag of one
+    period of ``F0_MIN``..``F0_MAX`` Hz, clipped to 0..1 (Boersma 1993: the frame's
+    autocorrelation divided by its window's, both normalised to lag 0)."""
+    import librosa
+    import scipy.fft
+
+    pad = np.pad(y, (_N_FFT // 2, _N_FFT // 2))
+    frames = librosa.util.frame(pad, frame_length=_N_FFT, hop_length=_HOP, axis=0)[:n_frames]
+    window = np.hanning(_N_FFT).astype(np.float32)
+    lo, hi = int(np.ceil(sr / F0_MAX)), int(np.floor(sr / F0_MIN))
+    n = scipy.fft.next_fast_len(_N_FFT + hi + 1, real=True)  # no wrap-around up to lag hi
+    ac = scipy.fft.irfft(np.abs(scipy.fft.rfft(frames * window, n=n, axis=-1)) ** 2, n=n,
+                         axis=-1)[:, : hi + 1]
+    acw = scipy.fft.irfft(np.abs(scipy.fft.rfft(window.astype(np.float64), n=n)) ** 2, n=n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (ac[:, lo:] / ac[:, :1]) / (acw[lo: hi + 1] / acw[0])
+    r = np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(r.max(axis=1), 0.0, 1.0)
 
 
 def audio_features(y: np.ndarray, sr: int) -> AudioFeatures:
@@ -56,31 +145,52 @@ def audio_features(y: np.ndarray, sr: int) -> AudioFeatures:
     Returns
     -------
     AudioFeatures
-        Silence gives the darkest, sparsest, quietest values instead of NaN.
+        Silence gives the values of :data:`SILENCE` instead of NaN.
     """
     import librosa
 
     y = np.asarray(y, dtype=np.float32)
     if y.size < 2048:
         y = np.pad(y, (0, 2048 - y.size))
-    n_fft, hop = 2048, 512
+    n_fft, hop = _N_FFT, _HOP
     spec = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop)) ** 2
     energy = spec.sum(axis=0)
     voiced = energy > energy.max() * 1e-4 if energy.max() > 0 else np.zeros_like(energy, bool)
     if not voiced.any():
-        return AudioFeatures(brightness=float(np.log2(20.0)), density=float(np.log2(0.05)),
-                             noisiness=0.0, loudness=-120.0)
+        return AudioFeatures(**SILENCE)
+    # -- the first four: unchanged (tastes written before the others must not move) --------
     centroid = librosa.feature.spectral_centroid(S=np.sqrt(spec), sr=sr)[0]
     flatness = librosa.feature.spectral_flatness(S=np.sqrt(spec))[0]
     onset_env = librosa.onset.onset_strength(y=y, sr=sr, hop_length=hop)
     onsets = librosa.onset.onset_detect(onset_envelope=onset_env, sr=sr, hop_length=hop)
     seconds = max(len(y) / sr, 1e-3)
     rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2)))
+    # -- pitch register, tempo, dynamic range, harmonicity ----------------------------------
+    r = _periodicity(y, sr, energy.size)
+    e = energy[voiced].astype(np.float64)
+    periodic = float(np.sum(r[voiced] * e))
+    aperiodic = float(np.sum((1.0 - r[voiced]) * e))
+    hnr_ratio = periodic / max(aperiodic, periodic * 10 ** (-HNR_MAX / 10), 1e-30)
+    harmonicity = float(np.clip(10 * np.log10(max(hnr_ratio, 1e-30)), HNR_MIN, HNR_MAX))
+    f0 = librosa.yin(y, fmin=F0_MIN, fmax=F0_MAX, sr=sr, frame_length=1024, hop_length=hop)
+    f0 = f0[: energy.size]
+    pick = voiced[: f0.size] & (r[: f0.size] >= PERIODIC_R)
+    if not pick.any():
+        pick = voiced[: f0.size]
+    pitch = float(np.log2(np.clip(np.median(f0[pick]), F0_MIN, F0_MAX)))
+    bpm = float(librosa.feature.tempo(onset_envelope=onset_env, sr=sr, hop_length=hop)[0])
+    tempo = float(np.log2(np.clip(bpm if np.isfinite(bpm) else TEMPO_MIN, TEMPO_MIN, TEMPO_MAX)))
+    p_hi, p_lo = np.percentile(e, [95, 10])
+    dynamic_range = float(10 * np.log10(p_hi / p_lo)) if p_lo > 0 else 40.0
     return AudioFeatures(
         brightness=float(np.log2(max(float(np.mean(centroid[voiced])), 20.0))),
         density=float(np.log2(max(len(onsets) / seconds, 0.05))),
         noisiness=float(np.log10(max(float(np.mean(flatness[voiced])), 1e-6))),
         loudness=float(20 * np.log10(max(rms, 1e-6))),
+        pitch=pitch,
+        tempo=tempo,
+        dynamic_range=dynamic_range,
+        harmonicity=harmonicity,
     )
 
 

@@ -26,7 +26,8 @@ A population file (see ``src/encore/sim/populations/default.toml``)::
     replay_probability = 0.1
 
     [[groups.preferences]]
-    feature = "brightness"      # brightness | density | noisiness | loudness
+    feature = "brightness"      # brightness | density | noisiness | loudness | pitch |
+                                # tempo | dynamic_range | harmonicity (encore.sim.features)
     target = "songs"            # the mean of the listener's own songs, or a number
     offset = [-0.3, 0.6]        # added to the target, per listener
     width = 0.8
