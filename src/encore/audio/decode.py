@@ -206,8 +206,14 @@ def load_audio(
     min_seconds: float = 0.0,
     max_seconds: float | None = 900.0,
     silence_db: float = DEFAULT_SILENCE_DB,
+    max_sample_rate: int | None = None,
+    max_channels: int | None = None,
 ) -> np.ndarray:
     """Decode, down-mix and resample an audio file.
+
+    Decoding streams: each block is down-mixed and resampled as it is read, so memory
+    holds the file's bytes, one block and the output at ``sr`` (never the whole file at its
+    own rate: a 15-minute 96 kHz file would take 350 MB as float32, one at 655 kHz 2.4 GB).
 
     Parameters
     ----------
@@ -222,6 +228,9 @@ def load_audio(
         while decoding (headers can lie); ``None`` disables the limit.
     silence_db : float
         Reject audio whose peak is below this level in dBFS.
+    max_sample_rate, max_channels : int or None
+        Reject files whose header declares a higher rate (Hz) or more channels (checked
+        before decoding); ``None``: no limit.
 
     Returns
     -------
@@ -232,6 +241,7 @@ def load_audio(
     ------
     NotAudio, UnsupportedAudio, CorruptAudio, SilentAudio, AudioTooShort, AudioTooLong
         See the module docstring; a missing path raises :class:`encore.errors.NotFound`.
+        ``UnsupportedAudio`` also for a rate or channel count over the limits.
     """
     import soundfile as sf
 
@@ -251,52 +261,103 @@ def load_audio(
                     f"{name} lasts {info.seconds:.1f} s, longer than the limit of "
                     f"{max_seconds:.1f} s"
                 )
+            _check_format_limits(info, name, max_sample_rate, max_channels)
             max_frames = (
                 None if max_seconds is None else int(np.ceil(max_seconds * info.sample_rate))
             )
-            blocks: list[np.ndarray] = []
-            decoded = 0
+            resampler = _StreamResampler(info.sample_rate, sr)
+            decoded, peak, bad = 0, 0.0, 0
             try:
                 while True:
                     block = snd.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
                     if block.shape[0] == 0:
                         break
-                    blocks.append(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0])
-                    decoded += block.shape[0]
+                    mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                    del block
+                    decoded += mono.shape[0]
                     if max_frames is not None and decoded > max_frames:
                         raise AudioTooLong(
                             f"{name} decodes to more than {max_seconds:.1f} s "
                             f"(its header said {info.seconds:.1f} s)"
                         )
+                    finite = np.isfinite(mono)
+                    if not finite.all():
+                        bad += int(np.count_nonzero(~finite))
+                        mono = np.where(finite, mono, np.float32(0.0))
+                    if mono.size:
+                        peak = max(peak, float(np.max(np.abs(mono))))
+                    resampler.push(mono)
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise _sndfile_error(exc, name, info.format, head) from exc
 
     _check_complete(info, decoded, name, exact_mp3=exact_mp3)
-    y = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
-    if y.size == 0:
+    if decoded == 0:
         raise SilentAudio(f"{name} contains no samples")
-    if not np.all(np.isfinite(y)):
-        bad = int(np.count_nonzero(~np.isfinite(y)))
+    if bad:
         raise CorruptAudio(f"{name} contains {bad} non-finite (NaN/inf) samples")
-    seconds = y.size / info.sample_rate
+    seconds = decoded / info.sample_rate
     if seconds < min_seconds:
         raise AudioTooShort(
             f"{name} lasts {seconds:.2f} s, shorter than the minimum of {min_seconds:.2f} s"
         )
-    peak = float(np.max(np.abs(y)))
     peak_db = 20.0 * np.log10(peak) if peak > 0 else -np.inf
     if peak_db < silence_db:
         raise SilentAudio(
             f"{name} is silent: its peak level is {peak_db:.1f} dBFS, below the "
             f"silence threshold of {silence_db:.1f} dBFS"
         )
-    if info.sample_rate != sr:
-        y = resample(y, info.sample_rate, sr)
+    y = resampler.finish(decoded)
     logger.debug(
         "decoded %s: %s %s, %d Hz, %d ch, %.2f s -> %d samples at %d Hz",
         name, info.format, info.subtype, info.sample_rate, info.channels, seconds, y.size, sr,
     )  # fmt: skip
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _check_format_limits(
+    info: AudioInfo, name: str, max_sample_rate: int | None, max_channels: int | None
+) -> None:
+    if max_sample_rate is not None and info.sample_rate > max_sample_rate:
+        raise UnsupportedAudio(
+            f"{name} has a sample rate of {info.sample_rate} Hz, above the limit of "
+            f"{max_sample_rate} Hz; convert it to 48000 Hz or less"
+        )
+    if max_channels is not None and info.channels > max_channels:
+        raise UnsupportedAudio(
+            f"{name} has {info.channels} channels, more than the limit of {max_channels}; "
+            "mix it down to stereo"
+        )
+
+
+class _StreamResampler:
+    """Resamples mono blocks as they are decoded (soxr "HQ", as :func:`resample`)."""
+
+    def __init__(self, orig_sr: int, target_sr: int) -> None:
+        import soxr
+
+        self.orig_sr, self.target_sr = orig_sr, target_sr
+        self.stream = (
+            None if orig_sr == target_sr
+            else soxr.ResampleStream(orig_sr, target_sr, 1, dtype="float32", quality="HQ")
+        )
+        self.out: list[np.ndarray] = []
+
+    def push(self, mono: np.ndarray) -> None:
+        chunk = np.ascontiguousarray(mono, dtype=np.float32)
+        self.out.append(chunk.copy() if self.stream is None else self.stream.resample_chunk(chunk))
+
+    def finish(self, n_in: int) -> np.ndarray:
+        """The output, ``ceil(n_in * target / orig)`` samples (as :func:`resample`)."""
+        if self.stream is not None:
+            self.out.append(self.stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        y = np.concatenate(self.out) if self.out else np.zeros(0, np.float32)
+        self.out = []
+        n = int(np.ceil(n_in * self.target_sr / self.orig_sr))
+        if y.shape[0] > n:
+            return y[:n]
+        if y.shape[0] < n:
+            return np.pad(y, (0, n - y.shape[0]))
+        return y
 
 
 def _check_complete(info: AudioInfo, decoded: int, name: str, *, exact_mp3: bool) -> None:

@@ -50,7 +50,12 @@ def upload_song(
         )
     info = probe_audio(data)
     y = load_audio(
-        data, sr=VALIDATION_SR, min_seconds=s.min_song_seconds, max_seconds=s.max_song_seconds
+        data,
+        sr=VALIDATION_SR,
+        min_seconds=s.min_song_seconds,
+        max_seconds=s.max_song_seconds,
+        max_sample_rate=s.max_sample_rate,
+        max_channels=s.max_channels,
     )
     checksum = hashlib.sha256(data).hexdigest()
     with ctx.session() as session:
