@@ -116,3 +116,82 @@ def test_missing_groups_and_missing_file_are_named(tmp_path: Path) -> None:
         parse_population("listeners = 3\nrequests_per_round = 1\n", source="g.toml")
     with pytest.raises(InvalidInput, match="does not exist.*shipped: .*tiny"):
         load_population(tmp_path / "nope.toml")
+
+
+NEW_FEATURES = {"pitch", "tempo", "dynamic_range", "harmonicity"}
+
+
+def full_pool(genres: set[str], per_genre: int = 3, seed: int = 0) -> list[SeedSong]:
+    """Songs of every genre asked for (or of two made-up ones), with all features set."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for genre in sorted(genres) or ["g1", "g2"]:
+        for k in range(per_genre):
+            f = AudioFeatures(
+                brightness=float(rng.normal(10.4, 0.4)), density=float(rng.normal(1.6, 0.6)),
+                noisiness=float(rng.normal(-3.6, 0.6)), loudness=float(rng.normal(-15, 3)),
+                pitch=float(rng.normal(7.4, 1.0)), tempo=float(rng.normal(6.9, 0.25)),
+                dynamic_range=float(rng.uniform(2, 14)), harmonicity=float(rng.normal(8, 5)),
+            )
+            out.append(SeedSong(f"{genre}-{k}", genre, b"", f"{genre}-{k}.flac", f))
+    return out
+
+
+@pytest.mark.parametrize("path", sorted(POPULATIONS_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_populations_draw_listeners_whose_tastes_can_judge_clips(path: Path) -> None:
+    pop = load_population(path)
+    songs = full_pool(pop.genres())
+    listeners = draw_listeners(pop, songs, np.random.default_rng(0))
+    assert len(listeners) == pop.listeners
+    assert sum(s.adversarial for s in listeners) == pop.n_adversarial
+    clips = full_pool(set(), per_genre=20, seed=1)
+    for s in listeners:
+        assert len(s.songs) == pop.songs_per_listener
+        for c in clips:
+            assert 0.0 <= s.taste.appeal(c.features) <= 1.0
+
+
+def path_text(name: str) -> str:
+    return (POPULATIONS_DIR / f"{name}.toml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", ["second", "opposed"])
+def test_new_populations_are_the_full_pilots_size_with_every_adversary(name: str) -> None:
+    pop = load_population(name)
+    assert pop.listeners == 50 and pop.n_adversarial == 5
+    assert pop.listeners * pop.requests_per_round <= 500 and pop.requests_per_round == 10
+    assert pop.songs_per_listener == 2
+    listeners = draw_listeners(pop, full_pool(pop.genres()), np.random.default_rng(3))
+    assert {s.kind for s in listeners if s.adversarial} == {"max_min_listen", "random", "min_listen"}
+    header = path_text(name).split("\nname")[0]
+    assert "2026-12-04" in header and "before any pilot" in header
+
+
+def test_the_second_population_has_other_groups_judging_the_new_features() -> None:
+    second, default = load_population("second"), load_population("default")
+    assert not {g.name for g in second.groups} & {g.name for g in default.groups}
+    assert {g.genres for g in second.groups}.isdisjoint({g.genres for g in default.groups})
+    for g in second.groups:
+        assert {p.feature for p in g.preferences} & NEW_FEATURES, g.name
+    # most of the weight of every group is on features the default population never used
+    for g in second.groups:
+        new = sum(p.weight[1] for p in g.preferences if p.feature in NEW_FEATURES)
+        assert new > 0.5 * sum(p.weight[1] for p in g.preferences), g.name
+
+
+def test_the_opposed_population_wants_opposite_things_of_the_same_clips() -> None:
+    pop = load_population("opposed")
+    a, b = pop.groups
+    assert len(pop.groups) == 2 and a.share == b.share and a.genres == b.genres == ()
+    for g in pop.groups:
+        assert g.bias_sd == 0.6 and g.noise == (0.3, 0.7)
+    (fa, sa), (fb, sb) = ((g.preferences[0].feature, g.preferences[0].shape) for g in pop.groups)
+    assert fa == fb and {sa, sb} == {"above", "below"}
+    listeners = [s for s in draw_listeners(pop, full_pool(set()), np.random.default_rng(0))
+                 if not s.adversarial]
+    clips = full_pool(set(), per_genre=30, seed=2)
+    appeal = {g.name: np.mean([[s.taste.appeal(c.features) for c in clips]
+                               for s in listeners if s.group == g.name], axis=0)
+              for g in pop.groups}
+    # the clips one group likes, the other dislikes
+    assert np.corrcoef(appeal[a.name], appeal[b.name])[0, 1] < -0.3

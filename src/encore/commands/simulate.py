@@ -21,7 +21,8 @@ def register(subparsers: Any) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--population", default=None,
-                        help="population TOML file, or a shipped name (tiny, default); "
+                        help="population TOML file, or a shipped name (tiny, default, second, "
+                             "opposed: src/encore/sim/populations/); "
                              "default: the configuration's")
     parser.add_argument("--rounds", type=int, default=2, help="fine-tuning iterations (default 2)")
     parser.add_argument("--seed", type=int, default=0)
