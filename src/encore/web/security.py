@@ -126,6 +126,28 @@ def clear_session_cookie(response: Response, settings: Settings) -> None:
     )
 
 
+# --- redirects -----------------------------------------------------------------------------
+
+_NOT_IN_PATH = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def safe_next(target: str | None, default: str = "/songs") -> str:
+    """``target`` if it is a path of this site, else ``default`` (after sign-in).
+
+    Only an absolute path is kept: it must start with one ``/``, and contain no
+    whitespace or control character (browsers drop tabs and newlines, so ``/\t/evil.com``
+    becomes ``//evil.com``), no backslash (read as ``/``), and parse with no scheme or host.
+    """
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return default
+    if _NOT_IN_PATH.search(target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
+
+
 # --- file names ----------------------------------------------------------------------------
 
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]+")

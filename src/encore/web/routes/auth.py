@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from encore.errors import EncoreError, InvalidInput, TooManyRequests
 from encore.services import accounts
 from encore.store.models import User
 from encore.web.deps import (
@@ -19,7 +22,8 @@ from encore.web.deps import (
     render,
     session_token,
 )
-from encore.web.security import clear_session_cookie, set_session_cookie
+from encore.web.errors import status_for
+from encore.web.security import clear_session_cookie, safe_next, set_session_cookie
 
 router = APIRouter()
 
@@ -55,11 +59,109 @@ def _signed_in(request: Request, user: User, token: str, settings: Any, status: 
 
 
 @router.get("/signin", include_in_schema=False)
-def signin_page(request: Request, user: MaybeUser) -> Response:
-    """The sign-in page (signed-in users go straight to their songs)."""
+def signin_page(request: Request, user: MaybeUser, next: str | None = None) -> Response:
+    """The sign-in page (signed-in users go straight on, to ``next`` if it is ours)."""
     if user is not None:
-        return RedirectResponse("/songs", status_code=303)
-    return render(request, "signin.html", user=None)
+        return RedirectResponse(safe_next(next), status_code=303)
+    return render(request, "signin.html", user=None, next_path=safe_next(next))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    form = await request.form(max_files=0, max_fields=20)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _form_failed(
+    request: Request, page: str, exc: EncoreError, **context: Any
+) -> Response:
+    status = status_for(exc)
+    headers = {}
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    response = render(request, page, user=None, status_code=status, form_error=str(exc), **context)
+    response.headers.update(headers)
+    return response
+
+
+@router.post("/signin", include_in_schema=False)
+async def signin_form(
+    request: Request, ctx: CtxDep, settings: SettingsDep, limits: LimitsDep
+) -> Response:
+    """The sign-in form posted without JavaScript: a session cookie and a redirect to
+    ``next`` (a path of this site only), or the page again with the reason."""
+    form = await _form(request)
+    email, password = form.get("email", "")[:320], form.get("password", "")[:1024]
+    target = safe_next(form.get("next"))
+    try:
+        user, token = await run_in_threadpool(
+            _sign_in_checked, request, ctx, limits, email, password
+        )
+    except EncoreError as exc:
+        return await run_in_threadpool(
+            _form_failed, request, "signin.html", exc, next_path=target, email=email
+        )
+    response = RedirectResponse(target, status_code=303)
+    set_session_cookie(response, token, settings)
+    return response
+
+
+@router.post("/signup", include_in_schema=False)
+async def signup_form(
+    request: Request, ctx: CtxDep, settings: SettingsDep, limits: LimitsDep
+) -> Response:
+    """The sign-up form posted without JavaScript."""
+    form = await _form(request)
+    values = {
+        "email": form.get("email", "")[:320],
+        "password": form.get("password", "")[:1024],
+        "display_name": form.get("display_name", "")[:100],
+        "invitation_code": (form.get("invitation_code", "")[:200].strip() or None),
+    }
+    try:
+        user, token = await run_in_threadpool(_sign_up_checked, request, ctx, limits, values)
+    except EncoreError as exc:
+        return await run_in_threadpool(
+            _form_failed, request, "signup.html", exc, code=values["invitation_code"],
+            email=values["email"], display_name=values["display_name"],
+            min_password=accounts.MIN_PASSWORD_LENGTH,
+        )
+    response = RedirectResponse("/upload", status_code=303)
+    set_session_cookie(response, token, settings)
+    return response
+
+
+@router.post("/signout", include_in_schema=False)
+def signout_form(request: Request, ctx: CtxDep, settings: SettingsDep) -> Response:
+    """The sign-out button posted without JavaScript (the CSRF token is a form field)."""
+    _end_session(request, ctx)
+    response = RedirectResponse("/signin", status_code=303)
+    clear_session_cookie(response, settings)
+    return response
+
+
+def _end_session(request: Request, ctx: Any) -> None:
+    token = session_token(request)
+    if token is not None:
+        accounts.sign_out(ctx, token)
+        request.app.state.csrf_tokens.forget(token)
+        request.app.state.session_users.forget(token)
+
+
+def _sign_in_checked(
+    request: Request, ctx: Any, limits: Any, email: str, password: str
+) -> tuple[User, str]:
+    limits.check("signin", account=email.strip().lower(), ip=client_ip(request))
+    return accounts.sign_in(ctx, email=email, password=password)
+
+
+def _sign_up_checked(
+    request: Request, ctx: Any, limits: Any, values: dict[str, Any]
+) -> tuple[User, str]:
+    limits.check("signin", account=values["email"].strip().lower(), ip=client_ip(request))
+    if not values["display_name"].strip():
+        raise InvalidInput("please give a name to show on your account")
+    accounts.sign_up(ctx, **values)
+    return accounts.sign_in(ctx, email=values["email"], password=values["password"])
 
 
 @router.get("/signup", include_in_schema=False)
@@ -102,11 +204,7 @@ def api_signup(
 @router.post("/api/auth/signout")
 def api_signout(request: Request, ctx: CtxDep, settings: SettingsDep) -> Response:
     """End the session (idempotent) and clear the cookie."""
-    token = session_token(request)
-    if token is not None:
-        accounts.sign_out(ctx, token)
-        request.app.state.csrf_tokens.forget(token)
-        request.app.state.session_users.forget(token)
+    _end_session(request, ctx)
     response = JSONResponse({"signed_out": True})
     clear_session_cookie(response, settings)
     return response

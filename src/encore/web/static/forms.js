@@ -24,11 +24,16 @@ function formToJson(form) {
   return out;
 }
 
-function safeNext() {
-  const next = new URLSearchParams(window.location.search).get('next');
-  // Only same-site paths: "/x" but never "//host" or "/\host".
-  if (next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\')) return next;
-  return null;
+export function safeNext(next, origin = window.location.origin) {
+  // Only paths of this site. A string check is not enough: browsers drop tabs and
+  // newlines and read "\\" as "/", so "/\t/evil.com" means "//evil.com". The candidate
+  // must have no whitespace, control character or backslash, and resolve to this origin.
+  if (!next || !next.startsWith('/') || next.startsWith('//')) return null;
+  if (/[\u0000-\u0020\u007f\\]/.test(next)) return null;
+  let url;
+  try { url = new URL(next, origin); } catch (_) { return null; }
+  if (url.origin !== origin) return null;
+  return url.pathname + url.search + url.hash;
 }
 
 async function submit(form, event) {
@@ -43,7 +48,7 @@ async function submit(form, event) {
     const data = await api(form.dataset.api, { method: form.dataset.method || 'POST', body: formToJson(form) });
     const redirect = form.dataset.redirect;
     if (redirect === 'reload') { window.location.reload(); return; }
-    if (redirect === 'next') { window.location.assign(safeNext() || (data && data.next) || '/'); return; }
+    if (redirect === 'next') { window.location.assign(safeNext(new URLSearchParams(window.location.search).get('next')) || (data && data.next) || '/'); return; }
     if (redirect) { window.location.assign(redirect.replace('{id}', data && data.id)); return; }
     if (resultEl) { resultEl.textContent = (data && data.message) || 'Done.'; resultEl.hidden = false; }
     form.dispatchEvent(new CustomEvent('api:done', { detail: data }));

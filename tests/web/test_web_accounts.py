@@ -1,0 +1,88 @@
+"""Issue 18 §3, §5, §7, §8: redirects after sign-in, forms without JavaScript, invitations
+used once, password changes, sessions ended, resets — each probe of the issue as a test."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from encore.services import accounts
+from encore.web.security import safe_next
+
+from .web_helpers import PASSWORD, signed_in
+
+REDIRECT_PROBES = [
+    "/\t/evil.com", "/\n/evil.com", "/\r/evil.com", "//evil.com", "/\\evil.com", "/\\/evil.com",
+    "https://evil.com", "/ /evil.com", "\t//evil.com", "javascript:alert(1)", "", None,
+]
+
+
+@pytest.mark.parametrize("target", REDIRECT_PROBES)
+def test_safe_next_refuses_every_other_origin(target: str | None) -> None:
+    assert safe_next(target) == "/songs"
+
+
+def test_safe_next_keeps_paths_of_this_site() -> None:
+    for target in ("/songs", "/music/3?x=1#top", "/history", "/%2F/evil.com"):
+        assert safe_next(target) == target
+
+
+def test_signin_page_never_carries_a_foreign_next(anon: TestClient) -> None:
+    page = anon.get("/signin", params={"next": "/\t/evil.com"})  # the issue's /%09/evil.com
+    assert page.status_code == 200
+    assert 'name="next" value="/songs"' in page.text and "evil.com" not in page.text
+
+
+def test_signin_and_signup_forms_post_to_the_server(anon: TestClient) -> None:
+    for path in ("/signin", "/signup"):
+        html = anon.get(path).text
+        forms = re.findall(r"<form [^>]*>", html)
+        assert forms and all('method="post"' in f and f'action="{path}"' in f for f in forms), forms
+
+
+def test_signin_without_javascript_posts_the_form_and_never_leaks_the_password(
+    anon: TestClient, app: FastAPI
+) -> None:
+    accounts.create_user(app.state.ctx, email="ada@example.org", password=PASSWORD)
+    # What a browser without JavaScript sends for the form.
+    form = {"next": "/\t/evil.com", "email": "ada@example.org", "password": PASSWORD}
+    r = anon.post("/signin", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/songs"
+    assert "encore_session=" in r.headers["set-cookie"]
+    assert anon.get("/api/me").json()["user"]["email"] == "ada@example.org"
+    # The password is never echoed back, not even on failure.
+    fresh = TestClient(app)
+    bad = fresh.post("/signin", data={**form, "password": "wrong-password"})
+    assert bad.status_code == 403 and "wrong e-mail address or password" in bad.text
+    assert "wrong-password" not in bad.text
+
+
+def test_signin_form_keeps_a_local_next(anon: TestClient, app: FastAPI) -> None:
+    accounts.create_user(app.state.ctx, email="ada@example.org", password=PASSWORD)
+    form = {"next": "/history", "email": "ada@example.org", "password": PASSWORD}
+    r = anon.post("/signin", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/history"
+
+
+def test_signup_form_without_javascript(anon: TestClient, operator: TestClient) -> None:
+    code = operator.post("/api/operator/invitations").json()["code"]
+    form = {"invitation_code": code, "display_name": "New", "email": "new@example.org",
+            "password": PASSWORD}
+    r = anon.post("/signup", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/upload"
+    assert anon.get("/api/me").json()["user"]["email"] == "new@example.org"
+    again = TestClient(anon.app).post("/signup", data={**form, "email": "other@example.org"})
+    assert again.status_code == 422 and "unknown or already used" in again.text
+
+
+def test_signout_without_javascript(listener: TestClient) -> None:
+    page = listener.get("/songs").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    plain = TestClient(listener.app, cookies=listener.cookies)
+    r = plain.post("/signout", data={"csrf_token": token}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/signin"
+    assert listener.get("/api/me").json()["user"] is None
