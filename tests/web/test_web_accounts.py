@@ -86,3 +86,59 @@ def test_signout_without_javascript(listener: TestClient) -> None:
     r = plain.post("/signout", data={"csrf_token": token}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/signin"
     assert listener.get("/api/me").json()["user"] is None
+
+
+def test_one_invitation_opens_one_account_when_two_sign_ups_race_on_postgresql(
+    tmp_path, tiny_models, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe: two sign-ups with one code at the same moment, on PostgreSQL."""
+    import threading
+
+    from encore.services.context import ServiceContext
+    from encore.store import User, UserRole
+
+    from ..postgres import migrated_postgres_database
+    from .conftest import web_settings
+
+    with migrated_postgres_database() as url:
+        settings = web_settings(tmp_path / "var", tiny_models, database_url=url)
+        ctx = ServiceContext.from_settings(settings, queues=False)
+        op = accounts.create_user(ctx, email="op@example.org", password=PASSWORD,
+                                  role=UserRole.OPERATOR)
+        code = accounts.create_invitation(ctx, operator=op)
+        # Both sign-ups hash their password at once (a barrier inside the hash): without a
+        # lock both have read the invitation unused by then.
+        barrier = threading.Barrier(2)
+        real = accounts._hasher()
+
+        class Racing:
+            def hash(self, password: str) -> str:
+                try:
+                    barrier.wait(timeout=2)
+                except threading.BrokenBarrierError:
+                    pass  # the other sign-up waits on the invitation's row lock
+                return real.hash(password)
+
+            def __getattr__(self, name: str):
+                return getattr(real, name)
+
+        monkeypatch.setattr(accounts, "_hasher", lambda: Racing())
+        results: list[object] = []
+
+        def sign_up(i: int) -> None:
+            try:
+                results.append(accounts.sign_up(ctx, email=f"racer{i}@example.org",
+                                                password=PASSWORD, invitation_code=code))
+            except Exception as exc:  # noqa: BLE001 - the refusal is the expected outcome
+                results.append(exc)
+
+        threads = [threading.Thread(target=sign_up, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        ctx.engine.dispose()
+        created = [r for r in results if isinstance(r, User)]
+        refused = [r for r in results if not isinstance(r, User)]
+        assert len(created) == 1, results
+        assert len(refused) == 1 and "unknown or already used" in str(refused[0])

@@ -130,13 +130,26 @@ def sign_up(
     with ctx.session() as session:
         invitation = None
         if invitation_code:
+            # FOR UPDATE: on PostgreSQL a concurrent sign-up with the same code waits here
+            # until this one commits, then sees the code used (SQLite has one writer).
             invitation = session.scalar(
-                sa.select(Invitation).where(Invitation.code_hash == _digest(invitation_code.strip()))
+                sa.select(Invitation)
+                .where(Invitation.code_hash == _digest(invitation_code.strip()))
+                .with_for_update()
             )
             if invitation is None or invitation.used_at is not None:
                 raise InvalidInput("this invitation code is unknown or already used")
             if _aware(invitation.expires_at) < utcnow():
                 raise InvalidInput("this invitation code has expired")
+            # And the use itself is conditional: of two racing sign-ups one updates the row.
+            claimed = session.execute(
+                sa.update(Invitation)
+                .where(Invitation.id == invitation.id, Invitation.used_at.is_(None))
+                .values(used_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if claimed != 1:
+                raise InvalidInput("this invitation code is unknown or already used")
         elif not ctx.settings.open_signup:
             raise InvalidInput("an invitation code is required to sign up")
         if session.scalar(sa.select(User.id).where(User.email == email)) is not None:
@@ -150,8 +163,12 @@ def sign_up(
         session.add(user)
         session.flush()
         if invitation is not None:
-            invitation.used_at = utcnow()
-            invitation.used_by_id = user.id
+            session.execute(
+                sa.update(Invitation)
+                .where(Invitation.id == invitation.id)
+                .values(used_by_id=user.id)
+                .execution_options(synchronize_session=False)
+            )
         return user
 
 
