@@ -60,6 +60,9 @@ class Settings(BaseSettings):
 
     # Models.
     base_model_dir: Path = SHIPPED_MODELS_DIR / "base-v0"
+    # Where this host keeps its copies of model versions fetched from the blob store (the
+    # blob store is the truth; a copy is made once per host and version). "" = data_dir/cache/models.
+    model_cache_dir: Path | None = None
     similarity_model_dir: Path = SHIPPED_MODELS_DIR / "similarity"
 
     # Generation defaults (docs/engine.md, "Samplers": chosen by `encore eval` and
@@ -199,6 +202,10 @@ class Settings(BaseSettings):
     @property
     def resolved_queue_url(self) -> str:
         return self.queue_url or f"sqlite:///{(self.data_dir / 'queue.db').resolve()}"
+
+    @property
+    def resolved_model_cache_dir(self) -> Path:
+        return (self.model_cache_dir or self.data_dir / "cache" / "models").resolve()
 
     @property
     def resolved_storage_url(self) -> str:

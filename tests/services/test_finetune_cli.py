@@ -83,8 +83,8 @@ def test_finetune_wait_then_versions_activate_weight_and_import(installation, ca
     assert cli.main(["versions", "import", str(external)]) == 0
     assert "as v2 (draft)" in capsys.readouterr().out
     v2 = versions.version_by_name(ctx, "v2")
-    assert Path(v2.folder).parent == (ctx.settings.data_dir / "models").resolve()
-    assert load_model_folder(v2.folder, device="cpu").denoiser.config.layout == "plain"
+    assert v2.folder.startswith("blob:models/")  # the files went to the blob store
+    assert load_model_folder(versions.local_folder(ctx, v2), device="cpu").denoiser.config.layout == "plain"
 
 
 def test_finetune_without_wait_queues_a_job(installation, capsys) -> None:

@@ -90,8 +90,10 @@ def test_the_job_trains_and_publishes_a_draft_child_of_the_parent(ctx) -> None:
     losses = child.metrics["finetune"]["train_clip_loss"]
     assert losses["finetuned"] < losses["parent"]
     assert "ENCORE_CORPUS_DIR" in child.metrics["eval_skipped"]
-    folder = Path(child.folder)
-    assert folder == ft.model_dir(ctx, run.id)
+    # published to the blob store; this host's copy sits in its model cache
+    assert child.folder.startswith("blob:models/") and ft.model_dir(ctx, run.id).is_dir()
+    folder = versions.local_folder(ctx, child)
+    assert folder.parent == ctx.settings.resolved_model_cache_dir
     from encore.diffusion.folder import load_model_folder
 
     loaded = load_model_folder(folder, device="cpu")
@@ -230,7 +232,7 @@ def test_a_running_worker_serves_a_newly_activated_version(ctx, tmp_path, make_l
     engines = {key[1]: worker.cached(key, lambda: None) for key in list(worker._models)
                if isinstance(key, tuple) and key[0] == "engine"}
     assert set(engines) == {v0.id, v1.id}
-    assert Path(engines[v1.id].model.path).resolve() == Path(v1.folder).resolve()
+    assert Path(engines[v1.id].model.path).resolve() == versions.local_folder(ctx, v1).resolve()
 
 
 def test_with_a_corpus_the_new_version_is_evaluated_against_its_parent(ctx, monkeypatch) -> None:

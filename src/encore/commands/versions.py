@@ -1,4 +1,5 @@
-"""``encore versions list|activate|weight|retire|import``: the model versions and their A/B mix."""
+"""``encore versions list|activate|weight|retire|import|export|purge``: the model versions and
+their A/B mix. A version's files live in the blob store (``encore.store.folders``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from encore.commands._context import service_context
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "versions", help="model versions: list, activate, A/B weight, retire, import"
+        "versions", help="model versions: list, activate, A/B weight, retire, import, export, purge"
     )
     sub = parser.add_subparsers(dest="versions_command", metavar="ACTION", required=True)
     lst = sub.add_parser("list", help="every version with its status, weight, parent and figures")
@@ -33,9 +34,19 @@ def register(subparsers: Any) -> None:
     )
     imp.add_argument("dir", type=Path)
     imp.add_argument("--no-copy", action="store_true",
-                     help="point the version at DIR instead of copying it under the data folder")
+                     help="point the version at DIR (this host only) instead of publishing its "
+                          "files to the blob store")
     imp.add_argument("--notes", default=None)
     imp.set_defaults(handler=import_version)
+    exp = sub.add_parser("export", help="copy a version's files into a new local folder")
+    exp.add_argument("name")
+    exp.add_argument("dir", type=Path)
+    exp.set_defaults(handler=export_version)
+    pur = sub.add_parser(
+        "purge", help="delete a retired version's files from the blob store (its row stays)"
+    )
+    pur.add_argument("name")
+    pur.set_defaults(handler=purge_version)
 
 
 def _shares(rows: list[Any]) -> dict[int, float]:
@@ -109,6 +120,24 @@ def import_version(args: argparse.Namespace) -> int:
 
     ctx = service_context(queues=False)
     v = versions.import_version(ctx, args.dir, copy=not args.no_copy, notes=args.notes)
-    print(f"imported {args.dir} as {v.name} (draft) at {v.folder}; "  # noqa: T201
+    print(f"imported {args.dir} as {v.name} (draft), files at {v.folder}; "  # noqa: T201
           f"serve it with `encore versions activate {v.name} --weight W`")
+    return 0
+
+
+def export_version(args: argparse.Namespace) -> int:
+    from encore.services import versions
+
+    ctx = service_context(queues=False)
+    target = versions.export_version(ctx, version_id=_by_name(ctx, args.name).id, target=args.dir)
+    print(f"exported {args.name} to {target}")  # noqa: T201
+    return 0
+
+
+def purge_version(args: argparse.Namespace) -> int:
+    from encore.services import versions
+
+    ctx = service_context(queues=False)
+    deleted = versions.purge_version(ctx, version_id=_by_name(ctx, args.name).id)
+    print(f"purged the files of {args.name} ({deleted} blobs deleted)")  # noqa: T201
     return 0

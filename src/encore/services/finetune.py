@@ -383,7 +383,7 @@ def _train_and_publish(
         torch.set_num_threads(cfg.threads)
     t0 = time.monotonic()
     progress(0.01, "loading the model and the clips")
-    parent_model = load_model_folder(parent.folder, device=ctx.settings.device)
+    parent_model = load_model_folder(versions.local_folder(ctx, parent), device=ctx.settings.device)
     clip_ids, images, weights = load_clip_images(ctx, training_set)
     width = int(cfg.width or parent_model.mel_config.x_res)
     corpus, no_corpus_reason = corpus_data(ctx, parent_model.mel_config, cfg.seed, width)
@@ -442,9 +442,10 @@ def _train_and_publish(
     update_model_meta(out, metrics=metrics)  # the folder is complete before its row exists
 
     progress(0.99, "publishing")
+    stored = versions.store_folder(ctx, out)  # the blob store holds the files before the row
     with ctx.session() as session:
         version = versions.register_version(
-            session, folder=out, parent_id=parent.id, metrics=metrics,
+            session, folder=stored, parent_id=parent.id, metrics=metrics,
             notes=f"fine-tuned from {parent.name} on {sum(e['role'] == 'train' for e in result.training_set)} "
                   f"clips (run {run_id}, {result.steps} steps, {result.stop_reason})",
         )

@@ -2,6 +2,14 @@
 
 Only ``active`` versions are served, drawn by their A/B weight. A version's files are
 complete before its row exists (published atomically).
+
+A version's files live in the blob store (:mod:`encore.store.folders`): its ``folder`` is a
+reference ``blob:models/<sha256 of its manifest>``, and every process that needs the files
+(a generation worker on any host, a fine-tune) gets a local copy through
+:func:`local_folder`, made once per host under ``Settings.resolved_model_cache_dir``. A
+``folder`` that is a plain path (versions registered before issue 17, ``import --no-copy``)
+is used as is and reaches only the hosts that see that path. ``purged:`` marks a retired
+version whose files were deleted (:func:`purge_version`).
 """
 
 from __future__ import annotations
@@ -16,10 +24,47 @@ from sqlalchemy.orm import Session
 from encore.errors import Conflict, InvalidInput, NotFound
 from encore.services.context import ServiceContext
 from encore.store import ModelVersion, VersionStatus, utcnow
+from encore.store.folders import (
+    delete_folder,
+    fetch_folder,
+    is_blob_ref,
+    publish_folder,
+    ref_digest,
+)
 
 logger = logging.getLogger(__name__)
 
 BASE_VERSION_NAME = "v0"
+#: ``folder`` prefix of a version whose files were purged.
+PURGED_PREFIX = "purged:"
+
+
+def store_folder(ctx: ServiceContext, folder: Path) -> str:
+    """Publish a complete model folder to the blob store; return the reference that goes in
+    a version's ``folder`` (call it before the transaction that adds the row)."""
+    if not (Path(folder) / "unet").is_dir():
+        raise InvalidInput(f"{folder} is not a model folder (no unet/)")
+    return publish_folder(ctx.blobs, Path(folder))
+
+
+def local_folder(ctx: ServiceContext, version: ModelVersion) -> Path:
+    """A local folder holding ``version``'s files: the host's cached copy of its published
+    files (fetched from the blob store the first time), or its path for a local version.
+
+    Raises
+    ------
+    NotFound
+        If the version was purged, or its files are missing.
+    """
+    folder = version.folder
+    if folder.startswith(PURGED_PREFIX):
+        raise NotFound(f"the files of version {version.name} were purged")
+    if is_blob_ref(folder):
+        return fetch_folder(ctx.blobs, folder, ctx.settings.resolved_model_cache_dir)
+    path = Path(folder)
+    if not path.is_dir():
+        raise NotFound(f"the folder {path} of version {version.name} is not on this host")
+    return path
 
 
 def ensure_base_version(ctx: ServiceContext) -> ModelVersion:
@@ -31,12 +76,13 @@ def ensure_base_version(ctx: ServiceContext) -> ModelVersion:
     folder = Path(ctx.settings.base_model_dir)
     if not (folder / "unet").is_dir():
         raise NotFound(f"the base model folder {folder} has no unet/; is the package complete?")
+    ref = store_folder(ctx, folder)  # before the transaction (uploads may take a while)
     with ctx.session() as session:
         if session.scalar(sa.select(ModelVersion.id).limit(1)) is not None:
             return session.scalar(sa.select(ModelVersion).order_by(ModelVersion.id).limit(1))
         version = ModelVersion(
             name=BASE_VERSION_NAME,
-            folder=str(folder.resolve()),
+            folder=ref,
             status=VersionStatus.ACTIVE,
             ab_weight=1.0,
             activated_at=utcnow(),
@@ -140,7 +186,7 @@ def next_version_name(session: Session) -> str:
 def register_version(
     session: Session,
     *,
-    folder: Path,
+    folder: Path | str,
     parent_id: int | None,
     metrics: dict | None = None,
     notes: str | None = None,
@@ -148,12 +194,19 @@ def register_version(
     """Add the row of a complete model folder (draft) inside the caller's transaction.
 
     For callers that must record more in the same transaction (a fine-tune links its run).
+    ``folder`` is the reference :func:`store_folder` returned (the files are in the blob
+    store), or a local model folder (reachable only where that path exists).
     """
-    if not (Path(folder) / "unet").is_dir():
+    if is_blob_ref(folder):
+        ref_digest(str(folder))  # well-formed
+        stored = str(folder)
+    elif not (Path(folder) / "unet").is_dir():
         raise InvalidInput(f"{folder} is not a model folder (no unet/)")
+    else:
+        stored = str(Path(folder).resolve())
     version = ModelVersion(
         name=next_version_name(session),
-        folder=str(Path(folder).resolve()),
+        folder=stored,
         parent_id=parent_id,
         status=VersionStatus.DRAFT,
         ab_weight=0.0,
@@ -173,9 +226,11 @@ def publish_version(
     metrics: dict | None = None,
     notes: str | None = None,
 ) -> ModelVersion:
-    """Register a complete model folder as the next version (draft until activated)."""
+    """Publish a complete model folder to the blob store and register it as the next
+    version (draft until activated)."""
+    ref = store_folder(ctx, Path(folder))
     with ctx.session() as session:
-        return register_version(session, folder=folder, parent_id=parent_id, metrics=metrics,
+        return register_version(session, folder=ref, parent_id=parent_id, metrics=metrics,
                                 notes=notes)
 
 
@@ -185,9 +240,9 @@ def import_version(
     """Make an external model folder (encore's or audio-diffusion's layout) a draft version.
 
     The folder is loaded once to check that it is a usable model (UNet, mel config,
-    scheduler). With ``copy`` (the default) it is first copied, atomically, to
-    ``data_dir/models/import-<n>`` so that the version does not depend on the original;
-    otherwise the version points at ``folder`` itself.
+    scheduler). With ``copy`` (the default) its files are published to the blob store, so
+    that the version depends neither on the original nor on this host; otherwise the
+    version points at ``folder`` itself (one host only).
 
     Raises
     ------
@@ -196,9 +251,6 @@ def import_version(
     InvalidInput
         If it is not a model folder.
     """
-    import shutil
-    import tempfile
-
     from encore.diffusion.folder import load_model_folder
 
     source = Path(folder)
@@ -208,20 +260,61 @@ def import_version(
     logger.info("importing %s (%s layout, %d mel bins, %.1f M parameters)", source,
                 model.denoiser.config.layout, model.mel_config.y_res,
                 model.denoiser.num_parameters() / 1e6)
-    target = source.resolve()
-    if copy:
-        models_dir = (ctx.settings.data_dir / "models").resolve()
-        models_dir.mkdir(parents=True, exist_ok=True)
-        n = 1
-        while (models_dir / f"import-{n}").exists():
-            n += 1
-        target = models_dir / f"import-{n}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=models_dir))
-        try:
-            shutil.copytree(source, tmp, dirs_exist_ok=True)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return publish_version(ctx, folder=target, parent_id=None,
-                           notes=notes or f"imported from {source.resolve()}")
+    notes = notes or f"imported from {source.resolve()}"
+    if not copy:
+        with ctx.session() as session:
+            return register_version(session, folder=source.resolve(), parent_id=None, notes=notes)
+    return publish_version(ctx, folder=source, parent_id=None, notes=notes)
+
+
+def export_version(ctx: ServiceContext, *, version_id: int, target: Path) -> Path:
+    """Copy a version's files to the new local folder ``target`` (from any blob store)."""
+    import shutil
+
+    version = get_version(ctx, version_id)
+    target = Path(target)
+    if target.exists():
+        raise Conflict(f"{target} already exists; export into a new folder")
+    source = local_folder(ctx, version)
+    tmp = target.with_name(f".{target.name}.tmp-export")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def purge_version(ctx: ServiceContext, *, version_id: int) -> int:
+    """Delete a retired version's files from the blob store (and this host's cached copy);
+    its row stays (clips and ratings refer to it), its ``folder`` marked ``purged:``.
+    Returns how many blobs were deleted (0 when another version has the same files).
+
+    Raises
+    ------
+    Conflict
+        If the version is not retired.
+    """
+    import shutil
+
+    with ctx.session() as session:
+        version = session.get(ModelVersion, version_id, with_for_update=True)
+        if version is None:
+            raise NotFound(f"model version {version_id} does not exist")
+        if version.status is not VersionStatus.RETIRED:
+            raise Conflict(f"{version.name} is {version.status}; retire it before purging its files")
+        folder = version.folder
+        if folder.startswith(PURGED_PREFIX):
+            return 0
+        version.folder = PURGED_PREFIX + folder
+        shared = session.scalar(
+            sa.select(sa.func.count()).where(ModelVersion.folder == folder, ModelVersion.id != version.id)
+        )
+    if not is_blob_ref(folder) or shared:
+        return 0  # a local folder belongs to its owner; shared files stay for the other row
+    deleted = delete_folder(ctx.blobs, folder)
+    shutil.rmtree(ctx.settings.resolved_model_cache_dir / ref_digest(folder), ignore_errors=True)
+    logger.info("purged the files of version %s (%d blobs)", version.name, deleted)
+    return deleted
