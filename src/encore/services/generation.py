@@ -22,7 +22,7 @@ from encore.services.similarity import (
     similarity_model,
     to_stored,
 )
-from encore.store import Clip, ClipStatus, ModelVersion, Song, SongStatus, utcnow
+from encore.store import Clip, ClipStatus, Delivery, ModelVersion, Song, SongStatus, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +50,28 @@ def embed_song(ctx: ServiceContext, song_id: int, progress: Progress = _no_progr
     progress(0.2, "analysing the song")
     y = decode_song(ctx, song, model.mel_config.sample_rate)
     rep = model.represent_audio(y, model.mel_config.sample_rate)
+    descriptors = song_descriptors(y, model.mel_config.sample_rate)
     with ctx.session() as session:
         row = session.get(Song, song_id)
         if row is None:
             raise NotFound(f"song {song_id} was deleted")
         row.representation = to_stored(rep)
+        row.descriptors = descriptors
         row.status = SongStatus.READY
     logger.info("song %d embedded", song_id)
+
+
+def song_descriptors(y: np.ndarray, sr: int, window_seconds: float = 30.0) -> dict[str, float]:
+    """Audio descriptors of a song: the mean over up to five windows spread over it (a long
+    song is not described by its first seconds alone)."""
+    from encore.audio.descriptors import DESCRIPTOR_NAMES, audio_descriptors
+
+    n = int(window_seconds * sr)
+    if len(y) <= n:
+        return audio_descriptors(y, sr)
+    starts = np.linspace(0, len(y) - n, num=min(5, 1 + len(y) // n)).astype(int)
+    parts = [audio_descriptors(y[a : a + n], sr) for a in starts]
+    return {k: float(np.mean([p[k] for p in parts])) for k in DESCRIPTOR_NAMES}
 
 
 def mark_song_failed(ctx: ServiceContext, song_id: int) -> None:
@@ -70,8 +85,11 @@ def diffusion_engine(ctx: ServiceContext, version: ModelVersion) -> Any:
     """The engine of a model version (loaded once per process, keyed by version id)."""
     from encore.diffusion.engine import Engine
 
+    from encore.services.versions import local_folder
+
     device = None if ctx.settings.device == "auto" else ctx.settings.device
-    return ctx.cached(("engine", version.id), lambda: Engine(version.folder, device=device))
+    return ctx.cached(("engine", version.id),
+                      lambda: Engine(local_folder(ctx, version), device=device))
 
 
 def spectrogram_png(image: np.ndarray) -> bytes:
@@ -84,36 +102,78 @@ def spectrogram_png(image: np.ndarray) -> bytes:
 
 
 def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_progress) -> None:
-    """Render a pending clip: model, vocoder, blobs, representation and S(g, I)."""
-    from encore.audio.encode import encode_audio
-
+    """Render a pending clip — and, for a best-of-n request, all its candidates in one batch —
+    then choose the one the listener is served (:func:`_choose`)."""
     with ctx.reading() as session:
         clip = session.get(Clip, clip_id)
         if clip is None:
             raise NotFound(f"clip {clip_id} does not exist")
         if clip.status is ClipStatus.READY:
             return
+        if clip.request_id is not None:
+            group = list(session.scalars(
+                sa.select(Clip).where(Clip.request_id == clip.request_id)
+                .order_by(Clip.candidate_index, Clip.id)
+            ))
+        else:
+            group = [clip]
+        if all(c.status is ClipStatus.READY for c in group):
+            return
         version = session.get(ModelVersion, clip.model_version_id)
         songs = [i.song for i in clip.inputs]
+        weights = [i.weight for i in clip.inputs]
         if version is None:
             raise NotFound(f"clip {clip_id} has no model version")
+        params = dict(seconds=clip.seconds, steps=clip.steps, eta=clip.eta or 0.0,
+                      strength=clip.strength)
+        ids = [c.id for c in group]
+        seeds = [int(c.seed or 0) for c in group]
     engine = diffusion_engine(ctx, version)
     sr = engine.sample_rate
     progress(0.05, "reading your songs")
     inputs = [decode_song(ctx, s, sr) for s in songs]
 
     def on_step(fraction: float) -> None:
-        progress(0.1 + 0.75 * fraction, "making music")
+        progress(0.1 + 0.7 * fraction, "making music")
 
-    kwargs = dict(seconds=clip.seconds, seed=clip.seed, steps=clip.steps, eta=clip.eta or 0.0,
+    kwargs = dict(seconds=params["seconds"], steps=params["steps"], eta=params["eta"],
                   progress=on_step)
     if not inputs:
-        result = engine.generate(**kwargs)
+        results = engine.generate_batch(seeds=seeds, **kwargs)
     elif len(inputs) == 1:
-        result = engine.vary(inputs[0], strength=clip.strength, **kwargs)
-    else:
-        result = engine.merge(inputs, weights=[i.weight for i in clip.inputs], **kwargs)
-    progress(0.9, "saving")
+        results = engine.vary_batch(inputs[0], strength=params["strength"], seeds=seeds, **kwargs)
+    else:  # a merge is deterministic given its inputs: one candidate
+        results = [engine.merge(inputs, weights=weights, seed=seeds[0], **kwargs)]
+    progress(0.85, "saving")
+    rendered = [_store_rendering(ctx, r, sr, songs) for r in results]
+    with ctx.session() as session:
+        for cid, (keys, rep, s_value, descriptors, seconds, start_step) in zip(
+            ids, rendered, strict=True
+        ):
+            row = session.get(Clip, cid)
+            if row is None:
+                raise NotFound(f"clip {cid} was deleted")
+            row.audio_key, row.image_key, row.mel_key = keys
+            row.representation = rep
+            row.similarity = s_value
+            row.descriptors = descriptors
+            row.seconds = seconds
+            if start_step is not None:
+                row.start_step = int(start_step)
+            row.status = ClipStatus.READY
+            row.ready_at = utcnow()
+    if len(ids) > 1 or clip.request_id is not None:
+        _choose(ctx, ids, version_selects=bool(version.taste_selection), seed=seeds[0])
+    logger.info("clip %d ready (%d candidate(s))", clip_id, len(ids))
+
+
+def _store_rendering(
+    ctx: ServiceContext, result: Any, sr: int, songs: list[Song]
+) -> tuple[tuple[str, str, str], list[float], float | None, dict[str, float], float, int | None]:
+    """Blobs, representation, S(g, I) and descriptors of one rendered clip."""
+    from encore.audio.descriptors import audio_descriptors
+    from encore.audio.encode import encode_audio
+
     audio = np.asarray(result.audio, dtype=np.float32)
     image = np.asarray(result.image, dtype=np.uint8)
     audio_key = ctx.blobs.new_key("clips", ".ogg")
@@ -124,27 +184,59 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
     buf = io.BytesIO()
     np.save(buf, image)
     ctx.blobs.put(mel_key, buf.getvalue(), content_type="application/octet-stream")
-
     sim_model = similarity_model(ctx)
     rep = sim_model.represent_audio(audio, sr)
     s_value = None
     if songs and all(s.representation is not None for s in songs):
         query = set_representation(ctx, [representation_of(s.representation) for s in songs])
         s_value = float(sim_model.similarity(rep, query))
+    start_step = (result.params or {}).get("start_step")
+    return ((audio_key, image_key, mel_key), to_stored(rep), s_value,
+            audio_descriptors(audio, sr), float(len(audio) / sr), start_step)
+
+
+def _choose(ctx: ServiceContext, clip_ids: list[int], *, version_selects: bool, seed: int) -> None:
+    """Serve one of a request's candidates: the taste model's best (or, with probability ε,
+    a uniform pick), recorded on the delivery with its propensity; the others stay unserved.
+
+    Versions without ``taste_selection`` (v0) always pick uniformly. The candidates' taste
+    predictions are stored either way (the report's off-policy estimates use them)."""
+    from encore import taste
+    from encore.services.taste import clip_features, latest_snapshot, predict_for
+
+    with ctx.reading() as session:
+        request_id = session.scalar(sa.select(Clip.request_id).where(Clip.id == clip_ids[0]))
+        delivery = session.scalars(
+            sa.select(Delivery).where(Delivery.request_id == request_id)
+        ).first()
+        if delivery is None:
+            raise NotFound(f"no delivery for the candidates of request {request_id}")
+        if delivery.selection is not None:
+            return  # chosen already (a retried job)
+        listener_id, delivery_id = delivery.listener_id, delivery.id
+        features = clip_features(session, clip_ids)
+    snapshot = latest_snapshot(ctx)
+    predicted: np.ndarray | None = None
+    if snapshot is not None and len(features) == len(clip_ids):
+        predicted, _ = predict_for(ctx, snapshot[1], listener_id,
+                                   [features[c] for c in clip_ids])
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    choice = taste.select(predicted if version_selects else None, len(clip_ids),
+                          ctx.settings.explore_epsilon, rng)
     with ctx.session() as session:
-        row = session.get(Clip, clip_id)
-        if row is None:
-            raise NotFound(f"clip {clip_id} was deleted")
-        row.audio_key, row.image_key, row.mel_key = audio_key, image_key, mel_key
-        row.representation = to_stored(rep)
-        row.similarity = s_value
-        row.seconds = float(len(audio) / sr)
-        start_step = (result.params or {}).get("start_step")
-        if start_step is not None:
-            row.start_step = int(start_step)
-        row.status = ClipStatus.READY
-        row.ready_at = utcnow()
-    logger.info("clip %d ready (%.1f s, S=%s)", clip_id, len(audio) / sr, s_value)
+        for i, cid in enumerate(clip_ids):
+            row = session.get(Clip, cid)
+            if row is not None:
+                row.served = i == choice.index
+                row.predicted_stars = None if predicted is None else float(predicted[i])
+        row_d = session.get(Delivery, delivery_id)
+        if row_d is None:
+            raise NotFound(f"delivery {delivery_id} was deleted")
+        row_d.clip_id = clip_ids[choice.index]
+        row_d.selection = choice.mode
+        row_d.propensity = choice.propensity
+        row_d.taste_model_id = snapshot[0] if snapshot is not None else None
+        row_d.predicted_stars = None if predicted is None else float(predicted[choice.index])
 
 
 def mark_clip_failed(ctx: ServiceContext, clip_id: int) -> None:

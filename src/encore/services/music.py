@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,7 @@ from encore.store import (
     enqueue_job,
     utcnow,
 )
+from encore.store.models.clips import new_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -206,47 +208,126 @@ def request_music(
                 raise Conflict(f"song {song.title!r} is still being processed; try again shortly")
             songs.append(song)
 
-        decision = _dispatch(ctx, session, listener, songs, rng)
-        if decision.branch in ("baseline", "review"):
-            delivery = Delivery(
-                clip_id=int(decision.clip_id),  # type: ignore[arg-type]
-                listener_id=listener.id,
-                branch=DispatchBranch(decision.branch),
-                input_song_ids=ids,
-            )
-            session.add(delivery)
+        partner = _open_pair(session, listener, ids)
+        if partner is not None:
+            delivery = _serve_pair(session, listener, songs, ids, partner, ctx)
+            decision_branch = "pair"
         else:
-            clip = Clip(
-                kind=ClipKind.GENERATED,
-                status=ClipStatus.PENDING,
-                model_version_id=int(decision.version_id),  # type: ignore[arg-type]
-                seed=int(rng.integers(0, 2**31 - 1)),
-                steps=ctx.settings.inference_steps,
-                strength=strength if len(ids) == 1 else None,
-                eta=0.0,
-                seconds=ctx.settings.clip_seconds,
-            )
-            clip.inputs = [
-                ClipInput(position=i, song_id=s.id, weight=1.0 / len(ids))
-                for i, s in enumerate(songs)
-            ]
-            session.add(clip)
-            session.flush()
-            job = enqueue_job(session, "generate_clip", {"clip_id": clip.id})
-            clip.job_id = job.id
-            delivery = Delivery(
-                clip_id=clip.id,
-                listener_id=listener.id,
-                branch=DispatchBranch.GENERATE,
-                input_song_ids=ids,
-            )
-            session.add(delivery)
+            decision = _dispatch(ctx, session, listener, songs, rng)
+            decision_branch = decision.branch
+            if decision.branch in ("baseline", "review"):
+                delivery = Delivery(
+                    clip_id=int(decision.clip_id),  # type: ignore[arg-type]
+                    listener_id=listener.id,
+                    branch=DispatchBranch(decision.branch),
+                    input_song_ids=ids,
+                )
+                session.add(delivery)
+            else:
+                version_id = int(decision.version_id)  # type: ignore[arg-type]
+                n = ctx.settings.best_of_n if len(ids) == 1 else 1
+                seeds = [int(rng.integers(0, 2**31 - 1)) for _ in range(n)]
+                delivery = _new_candidates(
+                    session, ctx, listener, songs, ids, version_id, seeds,
+                    strength if len(ids) == 1 else None,
+                )
+                active = versions.active_weights(session)
+                others = {v: w for v, w in active.items() if v != version_id and w > 0}
+                if others and rng.random() < ctx.settings.pair_share:
+                    delivery.pair_id = uuid.uuid4().hex
+                    delivery.pair_open = True
+                    delivery.pair_version_id = int(feedback.choose_version(others, rng))  # type: ignore[arg-type]
         session.flush()
         logger.info(
             "delivery %d for user %d: %s (clip %d)",
-            delivery.id, listener.id, decision.branch, delivery.clip_id,
+            delivery.id, listener.id, decision_branch, delivery.clip_id,
         )
         return delivery
+
+
+def _new_candidates(
+    session: Session,
+    ctx: ServiceContext,
+    listener: User,
+    songs: list[Song],
+    ids: list[int],
+    version_id: int,
+    seeds: list[int],
+    strength: float | None,
+) -> Delivery:
+    """A generated delivery: one pending clip per seed (the request's candidates, rendered
+    in one batch by one job; :func:`encore.services.generation.generate_clip` serves one)."""
+    delivery = Delivery(listener_id=listener.id, branch=DispatchBranch.GENERATE,
+                        input_song_ids=ids, request_id=new_request_id())
+    clips = []
+    for k, seed in enumerate(seeds):
+        clip = Clip(
+            kind=ClipKind.GENERATED,
+            status=ClipStatus.PENDING,
+            model_version_id=version_id,
+            seed=seed,
+            steps=ctx.settings.inference_steps,
+            strength=strength,
+            eta=0.0,
+            seconds=ctx.settings.clip_seconds,
+            request_id=delivery.request_id,
+            candidate_index=k,
+            served=k == 0 and len(seeds) == 1,
+        )
+        clip.inputs = [
+            ClipInput(position=i, song_id=s.id, weight=1.0 / len(ids))
+            for i, s in enumerate(songs)
+        ]
+        session.add(clip)
+        clips.append(clip)
+    session.flush()
+    job = enqueue_job(session, "generate_clip", {"clip_id": clips[0].id})
+    for clip in clips:
+        clip.job_id = job.id
+    delivery.clip_id = clips[0].id
+    session.add(delivery)
+    return delivery
+
+
+def _open_pair(session: Session, listener: User, ids: list[int]) -> Delivery | None:
+    """The listener's oldest open pair for these songs whose second version is active."""
+    active = versions.active_weights(session)
+    rows = session.scalars(
+        sa.select(Delivery)
+        .where(
+            Delivery.listener_id == listener.id,
+            Delivery.pair_open.is_(True),
+            Delivery.pair_version_id.in_([v for v, w in active.items() if w > 0]),
+        )
+        .order_by(Delivery.delivered_at, Delivery.id)
+    ).all()
+    for row in rows:
+        if sorted(int(i) for i in row.input_song_ids) == sorted(ids):
+            return row
+    return None
+
+
+def _serve_pair(
+    session: Session, listener: User, songs: list[Song], ids: list[int], first: Delivery,
+    ctx: ServiceContext,
+) -> Delivery:
+    """The second half of a pair: the first's songs, seeds and strength, another version."""
+    originals = session.scalars(
+        sa.select(Clip).where(Clip.request_id == first.request_id)
+        .order_by(Clip.candidate_index, Clip.id)
+    ).all()
+    seeds = [int(c.seed or 0) for c in originals] or [0]
+    strength = originals[0].strength if originals else None
+    by_id = {s.id: s for s in songs}
+    ordered = [by_id[int(i)] for i in first.input_song_ids if int(i) in by_id] or songs
+    delivery = _new_candidates(
+        session, ctx, listener, ordered, [s.id for s in ordered],
+        int(first.pair_version_id),  # type: ignore[arg-type]
+        seeds, strength,
+    )
+    delivery.pair_id = first.pair_id
+    first.pair_open = False
+    return delivery
 
 
 def _dispatch(
@@ -335,6 +416,7 @@ def _review_ids(
         .where(
             Clip.kind == ClipKind.GENERATED,
             Clip.status == ClipStatus.READY,
+            Clip.served.is_(True),  # unserved best-of-n candidates stay for training only
             Clip.representation.is_not(None),
             Clip.model_version_id.in_(list(active)),
             sa.func.coalesce(n_ratings.c.n, 0) < m,

@@ -1,0 +1,132 @@
+"""Best-of-n serving, the taste model's snapshots and paired deliveries, through the services
+with real generation by a tiny seeded model (immediate jobs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from encore.errors import Conflict
+from encore.services import music, songs, taste, versions
+from encore.store import Clip, Delivery, ModelVersion, TasteModel, VersionStatus
+
+
+@pytest.fixture
+def listener_with_song(ctx, make_listener, song_bytes):  # noqa: ANN201
+    listener = make_listener()
+    s1 = songs.upload_song(ctx, owner=listener, filename="one.wav", data=song_bytes(21))
+    return listener, s1
+
+
+def _no_review_or_baseline(ctx) -> None:
+    ctx.settings.baseline_probability = 0.0
+    ctx.settings.dispatch_review_share = 0.0
+
+
+def _candidates(session, delivery: Delivery) -> list[Clip]:
+    return list(session.scalars(sa.select(Clip).where(Clip.request_id == delivery.request_id)
+                                .order_by(Clip.candidate_index)))
+
+
+def _rate(ctx, listener, delivery_id: int, stars: float) -> None:
+    with ctx.session() as session:
+        d = session.get(Delivery, delivery_id)
+        d.opened_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
+    music.record_listen(ctx, listener=listener, delivery_id=delivery_id, ranges=[(0.0, 1.0)])
+    music.rate(ctx, listener=listener, delivery_id=delivery_id, stars=stars)
+
+
+def test_v0_renders_n_candidates_in_one_job_and_serves_a_uniform_pick(ctx, listener_with_song):
+    _no_review_or_baseline(ctx)
+    listener, song = listener_with_song
+    delivery = music.request_music(ctx, listener=listener, song_ids=[song.id])
+    view = music.delivery_status(ctx, listener=listener, delivery_id=delivery.id)
+    assert view.status == "ready"
+    with ctx.reading() as session:
+        d = session.get(Delivery, delivery.id)
+        cands = _candidates(session, d)
+        assert len(cands) == ctx.settings.best_of_n == 4
+        assert len({c.seed for c in cands}) == 4 and len({c.job_id for c in cands}) == 1
+        assert all(c.status.value == "ready" and c.descriptors for c in cands)
+        served = [c for c in cands if c.served]
+        assert len(served) == 1 and d.clip_id == served[0].id
+        # v0 serves without the taste model: a uniform pick, propensity 1/n
+        assert d.selection == "explore" and d.propensity == pytest.approx(0.25)
+        # the unserved candidates are kept (for preference training) but never reviewed
+        unserved = {c.id for c in cands if not c.served}
+        ids = music._review_ids(ctx, session, listener, versions.active_weights(session))
+        assert not unserved & set(ids)
+
+
+def test_taste_snapshot_is_fitted_stored_and_used_by_a_selecting_version(
+    ctx, listener_with_song
+):
+    _no_review_or_baseline(ctx)
+    listener, song = listener_with_song
+    with pytest.raises(Conflict):
+        taste.fit_snapshot(ctx)
+    for stars in (2.0, 4.0, 3.0, 5.0, 1.5):
+        d = music.request_music(ctx, listener=listener, song_ids=[song.id])
+        _rate(ctx, listener, d.id, stars)
+    row = taste.fit_snapshot(ctx, reason="manual")
+    assert row.n_ratings == 5 and row.n_listeners == 1
+    model = taste.load_snapshot(ctx, row.id, row.blob_key)
+    assert model.listeners[listener.id].n_ratings == 5
+
+    with ctx.session() as session:
+        for v in session.scalars(sa.select(ModelVersion)):
+            v.taste_selection = True
+    ctx.settings.explore_epsilon = 0.0
+    d = music.request_music(ctx, listener=listener, song_ids=[song.id])
+    with ctx.reading() as session:
+        d = session.get(Delivery, d.id)
+        cands = _candidates(session, d)
+        preds = [c.predicted_stars for c in cands]
+        assert all(p is not None for p in preds)
+        assert d.selection == "taste" and d.propensity == pytest.approx(1.0)
+        assert d.clip_id == cands[int(np.argmax(preds))].id
+        assert d.taste_model_id == row.id
+        assert d.predicted_stars == pytest.approx(max(preds))
+
+
+def test_online_refit_after_enough_new_ratings(ctx, listener_with_song):
+    _no_review_or_baseline(ctx)
+    listener, song = listener_with_song
+    ctx.settings.taste_refit_ratings = 2
+    d = music.request_music(ctx, listener=listener, song_ids=[song.id])  # nothing to fit yet
+    for stars in (2.0, 4.0, 3.0):
+        _rate(ctx, listener, d.id, stars)
+        # the worker fits a first snapshot as soon as a rating exists, then refits after
+        # every 2 new ones
+        d = music.request_music(ctx, listener=listener, song_ids=[song.id])
+    with ctx.reading() as session:
+        rows = list(session.scalars(sa.select(TasteModel).order_by(TasteModel.id)))
+    assert [(r.reason, r.n_ratings) for r in rows] == [("online", 1), ("online", 3)]
+
+
+def test_a_pair_serves_the_same_song_seeds_and_strength_from_the_other_version(
+    ctx, listener_with_song, tiny_models
+):
+    _no_review_or_baseline(ctx)
+    ctx.settings.pair_share = 1.0
+    listener, song = listener_with_song
+    versions.ensure_base_version(ctx)
+    with ctx.session() as session:
+        v0 = session.scalars(sa.select(ModelVersion)).one()
+        v1 = ModelVersion(name="v1", folder=v0.folder, parent_id=v0.id,
+                          status=VersionStatus.ACTIVE, ab_weight=1.0)
+        session.add(v1)
+    first = music.request_music(ctx, listener=listener, song_ids=[song.id], closeness=0.2)
+    second = music.request_music(ctx, listener=listener, song_ids=[song.id], closeness=0.9)
+    with ctx.reading() as session:
+        a, b = session.get(Delivery, first.id), session.get(Delivery, second.id)
+        assert a.pair_id and a.pair_id == b.pair_id and not a.pair_open and not b.pair_open
+        ca, cb = _candidates(session, a), _candidates(session, b)
+        assert [c.seed for c in ca] == [c.seed for c in cb]
+        # the pair keeps the first request's strength, not the second's closeness
+        assert [c.strength for c in cb] == pytest.approx([0.8] * len(cb))
+        assert ca[0].model_version_id != cb[0].model_version_id
+        assert a.pair_version_id == cb[0].model_version_id
