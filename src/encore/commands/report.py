@@ -1,5 +1,7 @@
-"""``encore report [--out DIR]``: the paper's Table 1, per-iteration changes with 95 %
-intervals, the split by dispatch branch, plots (PNG) and the CSV of every rating."""
+"""``encore report [--out DIR]``: the versions compared fairly (paired deliveries, else fresh
+clips in the same rounds, with 95 % intervals), the gain's decomposition, the baselines apart,
+then the paper's Table 1 pooled with per-iteration changes and the split by dispatch branch;
+plots (PNG) and the CSV of every rating."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if result is None:
         print("no counted ratings yet")  # noqa: T201
         return 0
-    print(report.format_table(result))  # noqa: T201
+    print(report.format_report(result))  # noqa: T201
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "ratings.csv").write_text(report.ratings_csv(ctx))

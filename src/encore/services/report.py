@@ -1,17 +1,32 @@
-"""The report (the paper's Table 1 and more) and the CSV export of every rating.
+"""The report (the fair comparison of versions, the paper's Table 1 and more) and the CSV
+export of every rating.
 
-Rows: for each request's input songs (a song, or a blend labelled ``a+b``) and each model
+Headline (issue 15): each version against its parent and against v0 — the mean **paired**
+difference (the same listener, songs, seeds and strength served by both versions, blind)
+with a listener-clustered bootstrap 95 % interval, the win rate and the per-listener gains,
+where there are enough counted pairs; else the difference over **fresh** clips (generated
+for the rated request: no review or baseline rating) within the **same rounds** (periods with
+the same set of active versions), with a two-way bootstrap over raters and clips. Then the
+gain's decomposition (selection alone, weights alone, both), each version's mean over fresh
+clips (the plot's points and error bars), and the baseline ratings of dataset clips apart
+(never counted for the version that made the clip). See ``docs/feedback.md``.
+
+Table 1 (pooled): for each request's input songs (a song, or a blend labelled ``a + b``;
+grouped by song ids — a title shared by different songs gets its ids) and each model
 version, the mean rating and count; the overall row; each version's change against the
 previous one with a bootstrap 95 % interval (resampling raters); the same split by dispatch
-branch (``new`` = ``generate`` + ``review``, each of those, and ``baseline``). A rating counts
-for the version that generated the rated clip whatever branch delivered it: a review (a new
-clip of version v served to another listener) is a rating of v. Only counted ratings of
-unflagged raters enter the numbers; the CSV has every rating with its flags.
+branch (``new`` = ``generate`` + ``review``, each of those, and ``baseline``). In Table 1 a
+rating counts for the version that generated the rated clip whatever branch delivered it: it
+mixes rounds and branches, so it is not a fair comparison of versions. Only counted ratings
+of unflagged raters enter the numbers; the CSV has every rating with its flags.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
+import dataclasses
+import datetime as dt
 import io
 import logging
 from dataclasses import dataclass
@@ -23,6 +38,7 @@ import sqlalchemy as sa
 from encore import feedback
 from encore.services.context import ServiceContext
 from encore.store import Clip, Delivery, ModelVersion, RaterReputation, Rating, Song, User
+from encore.store.enums import DispatchBranch
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +46,8 @@ CSV_COLUMNS = (
     "rating_id", "created_at", "rater", "stars", "listened_fraction", "counted", "rater_flagged",
     "rater_weight", "clip_id", "clip_kind", "version", "branch", "input_songs", "input_titles",
     "delivery_id", "listened_seconds", "clip_seconds", "rating_score", "confidence", "similarity",
+    "selection", "propensity", "predicted_stars", "taste_model_id", "pair_id", "request_id",
+    "candidate_index", "n_candidates", "taste_pick", "fresh", "round",
 )
 
 
@@ -57,12 +75,64 @@ class RatingRow:
     rating_score: float | None
     confidence: float | None
     similarity: float | None
+    # issue 15: how the served clip was chosen, pairs, rounds
+    selection: str | None = None  # "taste" | "explore" | "single"; None: baseline, review, old
+    propensity: float | None = None  # as stored on the delivery
+    predicted_stars: float | None = None  # the taste model's prediction for the served clip
+    taste_model_id: int | None = None
+    pair_id: str | None = None
+    request_id: str | None = None  # the clip's request: its candidates share it
+    candidate_index: int | None = None
+    n_candidates: int | None = None  # clips generated for that request (served or not)
+    taste_pick: bool | None = None  # served clip = the request's highest predicted candidate
+    fresh: bool = False  # the clip was generated for this delivery's request (branch generate)
+    round: int = 0  # period between version activations/retirements when it was delivered
+    song_key: str = ""  # Table 1's row: the titles, with the ids where a title is ambiguous
+
+
+def _naive_utc(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.UTC).replace(tzinfo=None) if t.tzinfo else t
+
+
+def round_boundaries(session: sa.orm.Session) -> list[dt.datetime]:
+    """The times a version was activated or retired (sorted, distinct, naive UTC): round k is
+    the period from the k-th to the (k+1)-th, when the same set of versions was active."""
+    times = set()
+    for act, ret in session.execute(sa.select(ModelVersion.activated_at, ModelVersion.retired_at)):
+        times.update(_naive_utc(t) for t in (act, ret) if t is not None)
+    return sorted(times)
+
+
+def round_of(boundaries: list[dt.datetime], when: dt.datetime) -> int:
+    """The round of a delivery made at ``when`` (0 before the first boundary too)."""
+    return max(bisect.bisect_right(boundaries, _naive_utc(when)) - 1, 0)
+
+
+def _candidates(session: sa.orm.Session, request_ids: set[str]) -> dict[str, tuple[int, int | None]]:
+    """Per request: (number of candidates, the clip id the taste model ranks first — None
+    unless every candidate has a prediction; ties go to the lower candidate index)."""
+    rows: dict[str, list[tuple[float | None, int, int]]] = {}
+    ids = sorted(request_ids)
+    for start in range(0, len(ids), 500):
+        q = sa.select(Clip.request_id, Clip.predicted_stars, Clip.candidate_index, Clip.id).where(
+            Clip.request_id.in_(ids[start:start + 500]))
+        for rid, pred, index, cid in session.execute(q):
+            rows.setdefault(rid, []).append((pred, index if index is not None else cid, cid))
+    out = {}
+    for rid, cands in rows.items():
+        pick = None
+        if all(p is not None for p, _, _ in cands):
+            pick = min(cands, key=lambda c: (-c[0], c[1], c[2]))[2]  # type: ignore[operator]
+        out[rid] = (len(cands), pick)
+    return out
 
 
 def rating_rows(ctx: ServiceContext) -> list[RatingRow]:
-    """Every rating with its listen, clip, version and (pseudonymous) rater."""
+    """Every rating with its listen, clip, version, (pseudonymous) rater, how the clip was
+    chosen, its pair and its round."""
     with ctx.reading() as session:
         titles = dict(session.execute(sa.select(Song.id, Song.title)).all())
+        boundaries = round_boundaries(session)
         q = (
             sa.select(Rating, Delivery, Clip, ModelVersion, User, RaterReputation)
             .join(Delivery, Delivery.id == Rating.delivery_id)
@@ -73,8 +143,13 @@ def rating_rows(ctx: ServiceContext) -> list[RatingRow]:
             .order_by(Rating.id)
         )
         rows = []
-        for rating, delivery, clip, version, user, rep in session.execute(q):
+        fetched = list(session.execute(q))
+        candidates = _candidates(session, {c.request_id for _, _, c, _, _, _ in fetched
+                                           if c.request_id is not None})
+        for rating, delivery, clip, version, user, rep in fetched:
             inputs = [int(i) for i in delivery.input_song_ids]
+            fresh = delivery.branch is DispatchBranch.GENERATE
+            n_cand, pick = candidates.get(clip.request_id, (None, None)) if fresh else (None, None)
             rows.append(
                 RatingRow(
                     rating_id=rating.id,
@@ -99,9 +174,30 @@ def rating_rows(ctx: ServiceContext) -> list[RatingRow]:
                     rating_score=clip.rating_score,
                     confidence=clip.confidence,
                     similarity=clip.similarity,
+                    selection=delivery.selection,
+                    propensity=delivery.propensity,
+                    predicted_stars=delivery.predicted_stars,
+                    taste_model_id=delivery.taste_model_id,
+                    pair_id=delivery.pair_id,
+                    request_id=clip.request_id,
+                    candidate_index=clip.candidate_index,
+                    n_candidates=n_cand,
+                    taste_pick=None if pick is None else pick == clip.id,
+                    fresh=fresh,
+                    round=round_of(boundaries, delivery.delivered_at),
                 )
             )
-        return rows
+        return _with_song_keys(rows)
+
+
+def _with_song_keys(rows: list[RatingRow]) -> list[RatingRow]:
+    """Set each row's Table 1 key: its titles, plus its song ids where different songs (or
+    blends) share the titles — rows are grouped by song ids, never by title text alone."""
+    ids_of: dict[str, set[str]] = {}
+    for r in rows:
+        ids_of.setdefault(r.input_titles, set()).add(r.input_songs)
+    return [dataclasses.replace(r, song_key=r.input_titles if len(ids_of[r.input_titles]) == 1
+                                else f"{r.input_titles} (#{r.input_songs})") for r in rows]
 
 
 def ratings_csv(ctx: ServiceContext) -> str:
@@ -119,28 +215,61 @@ def _version_order(ctx: ServiceContext) -> list[str]:
         return list(session.scalars(sa.select(ModelVersion.name).order_by(ModelVersion.id)))
 
 
+def _version_parents(ctx: ServiceContext) -> dict[str, str | None]:
+    """Each version's parent version (by name; None for v0 and imported versions)."""
+    with ctx.reading() as session:
+        names = dict(session.execute(sa.select(ModelVersion.id, ModelVersion.name)).all())
+        return {names[i]: names.get(p) if p is not None else None
+                for i, p in session.execute(sa.select(ModelVersion.id, ModelVersion.parent_id))}
+
+
+def rating_records(rows: list[RatingRow]) -> feedback.RatingRecords:
+    """The rows as :class:`encore.feedback.RatingRecords` (every field the report uses)."""
+
+    def propensity(r: RatingRow) -> float:
+        # explore deliveries: the uniform draw among the request's candidates
+        if r.selection == "explore" and r.n_candidates:
+            return 1.0 / r.n_candidates
+        if r.selection == "explore" and r.propensity is not None:
+            return float(r.propensity)
+        return float("nan")
+
+    return feedback.RatingRecords(
+        ratings=np.array([r.stars for r in rows], dtype=float),
+        song_ids=np.array([r.song_key or r.input_titles for r in rows], dtype=object),
+        version_ids=np.array([r.version for r in rows], dtype=object),
+        # the bootstrap resamples raters in sorted key order: user ids are stable across
+        # installations given the same sign-ups, the pseudonyms are random per account
+        rater_ids=np.array([r.rater_user_id for r in rows], dtype=np.int64),
+        branches=np.array([r.branch for r in rows], dtype=object),
+        clip_ids=np.array([r.clip_id for r in rows], dtype=np.int64),
+        selections=np.array([r.selection if r.fresh else None for r in rows], dtype=object),
+        propensities=np.array([propensity(r) for r in rows], dtype=float),
+        taste_picks=np.array([np.nan if r.taste_pick is None else float(r.taste_pick)
+                              for r in rows], dtype=float),
+        fresh=np.array([r.fresh for r in rows], dtype=bool),
+        rounds=np.array([r.round for r in rows], dtype=np.int64),
+        pair_ids=np.array([r.pair_id for r in rows], dtype=object),
+    )
+
+
 def build_report(
     ctx: ServiceContext, *, seed: int = 0, n_resamples: int = 2000, include_flagged: bool = False
 ) -> feedback.Report | None:
-    """The report's numbers, or ``None`` when no rating counts yet."""
+    """The report's numbers, or ``None`` when no rating counts yet: the fair comparison of
+    each version with its parent and with v0 (``headline``, ``paired``, ``same_round``,
+    ``decomposition``, ``fresh_means``, ``baseline``) and Table 1 pooled and by branch."""
     rows = [
         r for r in rating_rows(ctx) if r.counted and (include_flagged or not r.rater_flagged)
     ]
     if not rows:
         return None
     present = {r.version for r in rows}
-    versions = [v for v in _version_order(ctx) if v in present]
-    records = feedback.RatingRecords(
-        ratings=np.array([r.stars for r in rows], dtype=float),
-        song_ids=np.array([r.input_titles for r in rows], dtype=object),
-        version_ids=np.array([r.version for r in rows], dtype=object),
-        # the bootstrap resamples raters in sorted key order: user ids are stable across
-        # installations given the same sign-ups, the pseudonyms are random per account
-        rater_ids=np.array([r.rater_user_id for r in rows], dtype=np.int64),
-        branches=np.array([r.branch for r in rows], dtype=object),
-    )
+    order = _version_order(ctx)
+    versions = [v for v in order if v in present]
     return feedback.build_report(
-        records, rng=np.random.default_rng(seed), versions=versions, n_resamples=n_resamples
+        rating_records(rows), rng=np.random.default_rng(seed), versions=versions,
+        n_resamples=n_resamples, parents=_version_parents(ctx), reference=order[0],
     )
 
 
@@ -178,8 +307,92 @@ def format_table(report: feedback.Report) -> str:
     return "\n".join(lines)
 
 
+def _ci(lo: float, hi: float) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "[interval: too few raters]"
+    return f"[{lo:+.2f}, {hi:+.2f}]"
+
+
+def _rounds(rounds: tuple) -> str:
+    return ("round " if len(rounds) == 1 else "rounds ") + ", ".join(str(r) for r in rounds)
+
+
+def describe_comparison(c: feedback.Comparison) -> str:
+    """One line: the difference, its interval and how it was measured."""
+    head = f"{c.difference:+.2f} stars {_ci(c.ci_low, c.ci_high)}"
+    if c.method == "paired" and c.paired is not None:
+        p = c.paired
+        return (f"{head} paired: {p.n_pairs} pairs, {p.n_listeners} listeners; "
+                f"{c.version_id} won {100 * p.win_rate:.0f} % (ties half); "
+                f"{100 * p.share_improved:.0f} % of listeners gained")
+    if c.method == "off-policy" and c.policy is not None:
+        pv = c.policy
+        return (f"{head} off-policy on {c.reference_id}'s explore deliveries: taste pick "
+                f"{pv.snips:.2f} vs uniform {pv.logged_mean:.2f} ({pv.n_matched} of {pv.n} "
+                f"served the taste pick; IPS {pv.ips:.2f})")
+    return (f"{head} {c.method} ({_rounds(c.rounds)}): n = {c.n} vs {c.n_reference}; "
+            f"{c.n_raters} raters, {c.n_clips} clips")
+
+
+def format_fair(report: feedback.Report) -> str:
+    """The fair comparison as text: the headline, the paired deliveries, the same-round fresh
+    comparisons, the decomposition, each version's fresh mean and the baselines apart."""
+    lines = ["Versions compared fairly (headline): paired where there are enough pairs, else "
+             "fresh clips in the same rounds; 95 % intervals"]
+    if not report.headline:
+        lines.append("  (one version only, or none shares a round or a pair with another)")
+    for c in report.headline:
+        lines.append(f"{c.version_id} vs {c.reference_id}: {describe_comparison(c)}")
+    if report.paired:
+        lines.append("")
+        lines.append("Paired deliveries (same listener, songs, seeds and strength; blind):")
+        for p in report.paired:
+            q = ", ".join(f"{x:+.2f}" for x in p.gain_quantiles)
+            lines.append(
+                f"{p.version_id} vs {p.reference_id}: {p.n_pairs} pairs, {p.n_listeners} "
+                f"listeners, mean {p.mean_difference:+.2f} {_ci(p.ci_low, p.ci_high)}; win rate "
+                f"{p.win_rate:.2f} [{p.win_rate_ci_low:.2f}, {p.win_rate_ci_high:.2f}]; "
+                f"per-listener gain min/25 %/median/75 %/max {q}; improved "
+                f"{100 * p.share_improved:.0f} %, worse {100 * p.share_worse:.0f} %")
+    if report.same_round:
+        lines.append("")
+        lines.append("Fresh clips, same rounds (two-way intervals: raters and clips):")
+        for c in report.same_round:
+            lines.append(f"{c.version_id} vs {c.reference_id}: {describe_comparison(c)}")
+    if report.decomposition:
+        lines.append("")
+        lines.append("Decomposition of the gain over the reference's uniform pick:")
+        for d in report.decomposition:
+            lines.append(f"{d.version_id} vs {d.reference_id}:")
+            for name, part in (("selection alone", d.selection), ("weights alone", d.weights),
+                               ("both", d.both)):
+                text = describe_comparison(part) if part is not None else "no data"
+                lines.append(f"  {name}: {text}")
+            if np.isfinite(d.remainder):
+                lines.append(f"  remainder (both − selection − weights): {d.remainder:+.2f}")
+    if report.fresh_means:
+        lines.append("")
+        lines.append("Fresh clips by version, all rounds (two-way 95 % intervals; the plot): "
+                     + ", ".join(f"{m.label} {m.mean:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}] "
+                                 f"(n={m.n})" for m in report.fresh_means))
+    if report.baseline is not None:
+        b = report.baseline
+        lines.append(f"Dataset clips served as baselines (counted for no version): "
+                     f"{b.mean:.2f} [{b.ci_low:.2f}, {b.ci_high:.2f}] (n={b.n})")
+    return "\n".join(lines)
+
+
+def format_report(report: feedback.Report) -> str:
+    """What ``encore report`` prints: :func:`format_fair`, then Table 1 pooled
+    (:func:`format_table`)."""
+    return "\n".join([format_fair(report), "",
+                      "Table 1, pooled (every branch and round; not a fair comparison):",
+                      format_table(report)])
+
+
 def report_plots(ctx: ServiceContext, out_dir: Path, *, report: feedback.Report | None = None) -> list[Path]:
-    """PNG plots: mean rating per version with 95 % intervals; rating distributions."""
+    """PNG plots: each version's mean over fresh clips and the headline differences, both with
+    the report's own two-way / paired 95 % intervals; rating distributions of fresh clips."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,47 +403,61 @@ def report_plots(ctx: ServiceContext, out_dir: Path, *, report: feedback.Report 
     if report is None:
         return []
     rows = [r for r in rating_rows(ctx) if r.counted and not r.rater_flagged]
-    versions = list(report.table.versions)
     paths = []
 
+    def save(fig: object, name: str) -> None:
+        fig.tight_layout()  # type: ignore[attr-defined]
+        path = out_dir / name
+        fig.savefig(path, dpi=100)  # type: ignore[attr-defined]
+        plt.close(fig)  # type: ignore[arg-type]
+        paths.append(path)
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    overall = {c.version_id: c for c in report.table.overall}
-    means = [overall[v].mean if v in overall else np.nan for v in versions]
-    errs_low, errs_high = [], []
-    for v in versions:
-        vals = np.array([r.stars for r in rows if r.version == v])
-        if len(vals) > 1:
-            rng = np.random.default_rng(0)
-            boots = rng.choice(vals, size=(1000, len(vals))).mean(axis=1)
-            lo, hi = np.percentile(boots, [2.5, 97.5])
-            errs_low.append(vals.mean() - lo)
-            errs_high.append(hi - vals.mean())
-        else:
-            errs_low.append(0.0)
-            errs_high.append(0.0)
-    ax.errorbar(versions, means, yerr=[errs_low, errs_high], fmt="o-", capsize=4)
+    means = list(report.fresh_means)
+    if means:
+        x = [str(m.label) for m in means]
+        y = np.array([m.mean for m in means])
+        lo = np.array([m.ci_low for m in means])
+        hi = np.array([m.ci_high for m in means])
+        err = np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0)
+        ax.errorbar(x, y, yerr=err, fmt="o-", capsize=4, label="fresh clips")
+        if report.baseline is not None:
+            ax.axhline(report.baseline.mean, color="grey", ls="--",
+                       label=f"dataset baselines ({report.baseline.mean:.2f})")
+        ax.legend(fontsize=8)
     ax.set_ylim(1, 5)
     ax.set_xlabel("model version")
     ax.set_ylabel("mean rating (stars)")
-    ax.set_title("Mean rating per version (95 % bootstrap interval)")
-    fig.tight_layout()
-    path = out_dir / "ratings_per_version.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    paths.append(path)
+    ax.set_title("Fresh clips per version (95 % two-way interval)", fontsize=10)
+    save(fig, "ratings_per_version.png")
+
+    if report.headline:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        labels = [f"{c.version_id} vs {c.reference_id}\n({c.method})" for c in report.headline]
+        d = np.array([c.difference for c in report.headline])
+        err = np.nan_to_num(np.stack([d - np.array([c.ci_low for c in report.headline]),
+                                      np.array([c.ci_high for c in report.headline]) - d]),
+                            nan=0.0)
+        ax.errorbar(labels, d, yerr=err, fmt="o", capsize=4)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_ylabel("difference (stars)")
+        ax.set_title("Versions compared fairly (95 % interval, as in the table)", fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        save(fig, "version_gains.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.arange(0.75, 5.5, 0.5)
-    for v in versions:
-        vals = [r.stars for r in rows if r.version == v]
-        ax.hist(vals, bins=bins, alpha=0.5, label=f"{v} (n={len(vals)})", density=True)
+    for v in report.table.versions:
+        vals = [r.stars for r in rows if r.version == v and r.fresh]
+        if vals:
+            ax.hist(vals, bins=bins, alpha=0.5, label=f"{v} fresh (n={len(vals)})", density=True)
+    base = [r.stars for r in rows if r.branch == "baseline"]
+    if base:
+        ax.hist(base, bins=bins, histtype="step", color="black", density=True,
+                label=f"dataset baselines (n={len(base)})")
     ax.set_xlabel("stars")
     ax.set_ylabel("share of ratings")
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.set_title("Rating distributions")
-    fig.tight_layout()
-    path = out_dir / "rating_distributions.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    paths.append(path)
+    save(fig, "rating_distributions.png")
     return paths

@@ -109,10 +109,17 @@ def version_json(version: ModelVersion) -> dict[str, Any]:
 
 
 def report_json(report: Report) -> dict[str, Any]:
-    """The report: Table 1 pooled (``table``) and by dispatch branch (``by_branch``)."""
+    """The report: Table 1 pooled (``table``) and by dispatch branch (``by_branch``); the fair
+    comparison (``headline``, ``paired``, ``same_round``, ``decomposition``, ``fresh_means``,
+    ``baseline``); ``text``: all of it as ``encore report`` prints it."""
+    from encore.services.report import format_report
+
+    fair = ("headline", "paired", "same_round", "decomposition", "fresh_means", "baseline")
     return {
         "table": dataclass_json(report.table),
         "by_branch": {str(k): dataclass_json(v) for k, v in report.by_branch.items()},
+        **{name: _jsonable(getattr(report, name)) for name in fair},
+        "text": format_report(report),
     }
 
 
