@@ -142,3 +142,109 @@ def test_one_invitation_opens_one_account_when_two_sign_ups_race_on_postgresql(
         refused = [r for r in results if not isinstance(r, User)]
         assert len(created) == 1, results
         assert len(refused) == 1 and "unknown or already used" in str(refused[0])
+
+
+# --- §8: sessions end with deactivation and password changes; resets -----------------------
+
+
+def _user(app: FastAPI, name: str) -> tuple[str, TestClient]:
+    email = f"{name}@example.org"
+    accounts.create_user(app.state.ctx, email=email, password=PASSWORD)
+    return email, signed_in(app, email)
+
+
+def test_reactivating_an_account_does_not_bring_its_sessions_back(
+    app: FastAPI, operator: TestClient
+) -> None:
+    email, ada = _user(app, "ada")
+    ada_id = ada.get("/api/me").json()["user"]["id"]
+    assert operator.post(f"/api/operator/users/{ada_id}/active", json={"active": False}).status_code == 200
+    assert ada.get("/api/me").json()["user"] is None
+    assert operator.post(f"/api/operator/users/{ada_id}/active", json={"active": True}).status_code == 200
+    assert ada.get("/api/me").json()["user"] is None  # the 14-day session stays ended
+    assert signed_in(app, email).get("/api/me").json()["user"]["email"] == email
+
+
+def test_changing_the_password_ends_the_other_sessions(app: FastAPI) -> None:
+    email, ada = _user(app, "ada")
+    other = signed_in(app, email)
+    wrong = ada.post("/api/account/password",
+                     json={"current_password": "not-it-at-all", "new_password": "another-password"})
+    assert wrong.status_code == 403 and "current password is wrong" in wrong.json()["error"]["message"]
+    short = ada.post("/api/account/password", json={"current_password": PASSWORD, "new_password": "short"})
+    assert short.status_code == 422 and "at least 10 characters" in short.json()["error"]["message"]
+    ok = ada.post("/api/account/password",
+                  json={"current_password": PASSWORD, "new_password": "another-password"})
+    assert ok.status_code == 200 and ok.json()["sessions_ended"] == 1
+    assert ada.get("/api/me").json()["user"]["email"] == email  # this session stays
+    assert other.get("/api/me").json()["user"] is None
+    old = TestClient(app).post("/api/auth/signin", json={"email": email, "password": PASSWORD})
+    assert old.status_code == 403
+    signed_in(app, email, "another-password")
+
+
+def test_sign_out_everywhere(app: FastAPI) -> None:
+    email, ada = _user(app, "ada")
+    other = signed_in(app, email)
+    r = ada.post("/api/account/signout-everywhere")
+    assert r.status_code == 200 and r.json()["sessions_ended"] == 2
+    assert ada.get("/api/me").json()["user"] is None and other.get("/api/me").json()["user"] is None
+
+
+def test_account_page_has_the_password_form(listener: TestClient) -> None:
+    html = listener.get("/account").text
+    assert 'action="/api/account/password"' in html and "Sign out everywhere" in html
+
+
+def test_an_operator_reset_link_works_once_and_ends_the_sessions(
+    app: FastAPI, operator: TestClient
+) -> None:
+    email, ada = _user(app, "ada")
+    ada_id = ada.get("/api/me").json()["user"]["id"]
+    assert ada.post(f"/api/operator/users/{ada_id}/password-reset").status_code == 403
+    link = operator.post(f"/api/operator/users/{ada_id}/password-reset")
+    assert link.status_code == 201
+    url = link.json()["url"]
+    token = url.rsplit("/", 1)[1]
+    anon = TestClient(app)
+    page = anon.get(f"/reset/{token}")
+    assert page.status_code == 200 and email in page.text
+    r = anon.post("/api/auth/reset", json={"token": token, "new_password": "a-fresh-password"})
+    assert r.status_code == 200, r.text
+    assert ada.get("/api/me").json()["user"] is None
+    signed_in(app, email, "a-fresh-password")
+    again = anon.post("/api/auth/reset", json={"token": token, "new_password": "yet-another-one"})
+    assert again.status_code == 422 and "unknown, used or expired" in again.json()["error"]["message"]
+    assert anon.get(f"/reset/{token}").status_code == 422
+
+
+def test_reset_form_without_javascript(app: FastAPI, operator: TestClient) -> None:
+    email, ada = _user(app, "ada")
+    ada_id = ada.get("/api/me").json()["user"]["id"]
+    token = operator.post(f"/api/operator/users/{ada_id}/password-reset").json()["url"].rsplit("/", 1)[1]
+    anon = TestClient(app)
+    r = anon.post(f"/reset/{token}", data={"new_password": "a-fresh-password"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/signin"
+    signed_in(app, email, "a-fresh-password")
+
+
+def test_users_command_sets_passwords_and_deactivates(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from encore import cli
+    from encore.commands import users
+
+    monkeypatch.setattr(users, "service_context", lambda **_: app.state.ctx)
+    email, ada = _user(app, "ada")
+    assert cli.main(["users", "set-password", email, "--password", "operator-chosen"]) == 0
+    assert ada.get("/api/me").json()["user"] is None
+    ada = signed_in(app, email, "operator-chosen")
+    assert cli.main(["users", "deactivate", email]) == 0
+    assert "deactivated" in capsys.readouterr().out
+    assert ada.get("/api/me").json()["user"] is None
+    refused = TestClient(app).post("/api/auth/signin", json={"email": email, "password": "operator-chosen"})
+    assert refused.status_code == 403
+    assert cli.main(["users", "reactivate", email]) == 0
+    assert ada.get("/api/me").json()["user"] is None
+    signed_in(app, email, "operator-chosen")
+    assert cli.main(["users", "set-password", "nobody@example.org", "--password", "whatever-long"]) == 2

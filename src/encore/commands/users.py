@@ -1,4 +1,4 @@
-"""``encore users add|list|invite``: accounts without the web."""
+"""``encore users add|list|invite|set-password|deactivate|reactivate``: accounts without the web."""
 
 from __future__ import annotations
 
@@ -24,6 +24,22 @@ def register(subparsers: Any) -> None:
     lst.set_defaults(handler=list_users)
     inv = sub.add_parser("invite", help="print a one-time sign-up code")
     inv.set_defaults(handler=invite)
+    pw = sub.add_parser(
+        "set-password", help="set an account's password (e.g. a lost operator password); "
+        "its sessions end"
+    )
+    pw.add_argument("email")
+    pw.add_argument(
+        "--password", help="the new password (asked for when omitted; avoid it on shared machines)"
+    )
+    pw.set_defaults(handler=set_password)
+    for name, active, text in (
+        ("deactivate", False, "block an account from signing in; its sessions end"),
+        ("reactivate", True, "allow a deactivated account to sign in again"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("email")
+        p.set_defaults(handler=set_active, active=active)
 
 
 def add_user(args: argparse.Namespace) -> int:
@@ -68,4 +84,24 @@ def invite(args: argparse.Namespace) -> int:
     if operator is None:
         raise NotFound("no operator account yet: run `encore serve` once or `encore users add --operator`")
     print(accounts.create_invitation(ctx, operator=operator))  # noqa: T201
+    return 0
+
+
+def set_password(args: argparse.Namespace) -> int:
+    from encore.services import accounts
+
+    password = args.password or getpass.getpass(f"new password for {args.email}: ")
+    ctx = service_context(queues=False)
+    user = accounts.set_password(ctx, email=args.email, password=password)
+    print(f"password of {user.email} set; its sessions are signed out")  # noqa: T201
+    return 0
+
+
+def set_active(args: argparse.Namespace) -> int:
+    from encore.services import accounts
+
+    ctx = service_context(queues=False)
+    user = accounts.set_active_by_email(ctx, email=args.email, active=args.active)
+    state = "reactivated" if user.active else "deactivated and signed out everywhere"
+    print(f"{user.email} {state}")  # noqa: T201
     return 0

@@ -18,7 +18,7 @@ from pwdlib import PasswordHash
 
 from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from encore.services.context import ServiceContext
-from encore.store import Invitation, LoginSession, User, UserRole, utcnow
+from encore.store import Invitation, LoginSession, PasswordReset, User, UserRole, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -257,5 +257,161 @@ def set_active(ctx: ServiceContext, *, operator: User, user_id: int, active: boo
             raise NotFound(f"user {user_id} does not exist")
         if user.id == operator.id and not active:
             raise Conflict("operators cannot deactivate themselves")
+        if user.deleted_at is not None:
+            raise Conflict(f"account {user_id} was deleted")
         user.active = active
+        if not active:  # reactivating must not bring the old sessions back
+            _end_sessions(session, user)
         return user
+
+
+def _end_sessions(session: sa.orm.Session, user: User, *, keep_token: str | None = None) -> int:
+    """Delete the user's sessions (but the one of ``keep_token``); returns how many."""
+    query = sa.delete(LoginSession).where(LoginSession.user_id == user.id)
+    if keep_token:
+        query = query.where(LoginSession.token_hash != _digest(keep_token))
+    user.sessions_valid_after = utcnow()
+    return int(session.execute(query.execution_options(synchronize_session=False)).rowcount or 0)
+
+
+def _set_password(session: sa.orm.Session, user: User, password: str) -> None:
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > 1024:
+        raise InvalidInput("the password must have at most 1024 characters")
+    user.password_hash = _hasher().hash(password)
+
+
+def change_password(
+    ctx: ServiceContext, *, user: User, current_password: str, new_password: str,
+    keep_token: str | None = None,
+) -> int:
+    """Change the user's password after checking the current one; every other session
+    ends (the one of ``keep_token`` stays). Returns the number of sessions ended.
+
+    Raises
+    ------
+    PermissionDenied
+        The current password is wrong.
+    InvalidInput
+        The new password is too short.
+    """
+    with ctx.session() as session:
+        row = session.get(User, user.id, with_for_update=True)
+        if row is None or not row.active or row.deleted_at is not None:
+            raise PermissionDenied("this account cannot change its password")
+        if not _hasher().verify(current_password or "", row.password_hash):
+            raise PermissionDenied("the current password is wrong")
+        _set_password(session, row, new_password)
+        return _end_sessions(session, row, keep_token=keep_token)
+
+
+def sign_out_everywhere(ctx: ServiceContext, *, user: User) -> int:
+    """End every session of the user (this one too); returns how many."""
+    with ctx.session() as session:
+        row = session.get(User, user.id)
+        return _end_sessions(session, row) if row is not None else 0
+
+
+def _user_by_email(session: sa.orm.Session, email: str) -> User:
+    user = session.scalar(sa.select(User).where(User.email == (email or "").strip().lower()))
+    if user is None or user.deleted_at is not None:
+        raise NotFound(f"no account has the e-mail address {email!r}")
+    return user
+
+
+def set_password(ctx: ServiceContext, *, email: str, password: str) -> User:
+    """Set an account's password (the operator's command line); its sessions end."""
+    with ctx.session() as session:
+        user = _user_by_email(session, email)
+        _set_password(session, user, password)
+        _end_sessions(session, user)
+        return user
+
+
+def set_active_by_email(ctx: ServiceContext, *, email: str, active: bool) -> User:
+    """(De)activate an account from the command line; deactivation ends its sessions."""
+    with ctx.session() as session:
+        user = _user_by_email(session, email)
+        user.active = active
+        if not active:
+            _end_sessions(session, user)
+        return user
+
+
+def create_password_reset(ctx: ServiceContext, *, operator: User, user_id: int) -> tuple[str, dt.datetime]:
+    """A one-time password reset token for ``user_id`` (returned once; only its hash is
+    kept), valid for ``password_reset_hours``. Earlier unused tokens of the user are void."""
+    if not operator.is_operator:
+        raise PermissionDenied("only operators can issue password reset links")
+    token = secrets.token_urlsafe(32)
+    expires = utcnow() + dt.timedelta(hours=ctx.settings.password_reset_hours)
+    with ctx.session() as session:
+        user = session.get(User, user_id)
+        if user is None or user.deleted_at is not None:
+            raise NotFound(f"user {user_id} does not exist")
+        session.execute(
+            sa.delete(PasswordReset).where(
+                PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None)
+            )
+        )
+        session.add(
+            PasswordReset(
+                token_hash=_digest(token), user_id=user.id, created_by_id=operator.id,
+                expires_at=expires,
+            )
+        )
+    return token, expires
+
+
+def password_reset_user(ctx: ServiceContext, token: str) -> User:
+    """The account a live reset token is for (``InvalidInput`` otherwise)."""
+    with ctx.reading() as session:
+        reset = session.scalar(
+            sa.select(PasswordReset).where(PasswordReset.token_hash == _digest(token or ""))
+        )
+        if reset is None or reset.used_at is not None or _aware(reset.expires_at) < utcnow():
+            raise InvalidInput("this password reset link is unknown, used or expired")
+        user = session.get(User, reset.user_id)
+        if user is None or user.deleted_at is not None:
+            raise InvalidInput("this password reset link is unknown, used or expired")
+        return user
+
+
+def reset_password(ctx: ServiceContext, *, token: str, new_password: str) -> User:
+    """Use a reset token once: set the password and end every session of the account."""
+    with ctx.session() as session:
+        reset = session.scalar(
+            sa.select(PasswordReset)
+            .where(PasswordReset.token_hash == _digest(token or ""))
+            .with_for_update()
+        )
+        if reset is None or reset.used_at is not None or _aware(reset.expires_at) < utcnow():
+            raise InvalidInput("this password reset link is unknown, used or expired")
+        claimed = session.execute(
+            sa.update(PasswordReset)
+            .where(PasswordReset.id == reset.id, PasswordReset.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if claimed != 1:
+            raise InvalidInput("this password reset link is unknown, used or expired")
+        user = session.get(User, reset.user_id)
+        if user is None or user.deleted_at is not None:
+            raise InvalidInput("this password reset link is unknown, used or expired")
+        _set_password(session, user, new_password)
+        _end_sessions(session, user)
+        return user
+
+
+def purge_expired_sessions(ctx: ServiceContext) -> int:
+    """Delete expired sessions and used or expired reset tokens; returns the sessions deleted."""
+    now = utcnow()
+    with ctx.session() as session:
+        n = session.execute(sa.delete(LoginSession).where(LoginSession.expires_at < now)).rowcount
+        session.execute(
+            sa.delete(PasswordReset).where(
+                sa.or_(PasswordReset.expires_at < now, PasswordReset.used_at.is_not(None))
+            )
+        )
+        return int(n or 0)

@@ -15,7 +15,7 @@ from encore.services.context import ServiceContext
 from encore.web.deps import CsrfTokens, SessionUsers
 from encore.web.errors import ErrorRenderer, install_error_handlers
 from encore.web.ratelimit import Limit, RateLimits
-from encore.web.routes import auth, music, operator, pages, songs
+from encore.web.routes import account, auth, music, operator, pages, songs
 from encore.web.security import (
     BodyLimitMiddleware,
     CsrfMiddleware,
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
     app.state.session_users = SessionUsers(ctx, ttl=settings.session_cache_seconds)
 
     install_error_handlers(app, renderer)
-    for module in (auth, songs, music, operator, pages):
+    for module in (auth, account, songs, music, operator, pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

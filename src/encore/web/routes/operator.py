@@ -124,7 +124,10 @@ def api_set_active(
 ) -> dict[str, Any]:
     """Activate or deactivate an account (deactivated users cannot sign in)."""
     changed = accounts.set_active(ctx, operator=user, user_id=user_id, active=body.active)
-    request.app.state.session_users.clear()  # its sessions end now, not when the cache expires
+    # Deactivation deleted its sessions; this process forgets them now, not when the cache
+    # expires.
+    request.app.state.session_users.clear()
+    request.app.state.csrf_tokens.clear()
     return {"user": views.user_admin_json(changed)}
 
 
