@@ -55,3 +55,29 @@ def test_requests_per_hour_are_limited_with_retry_after(make_app: Callable[..., 
     assert r.status_code == 429, r.text
     assert "3 times in the last 60 minutes" in r.json()["error"]["message"]
     assert 3500 <= int(r.headers["retry-after"]) <= 3601
+
+
+def test_storage_quota_is_413_and_names_the_space(make_app: Callable[..., FastAPI]) -> None:
+    one = len(song_bytes(1))
+    app = make_app(storage_quota_bytes=int(2.5 * one))
+    ada = _listener(app)
+    assert upload(ada, song_bytes(1), "one.wav").status_code == 201
+    assert upload(ada, song_bytes(2), "two.wav").status_code == 201
+    r = upload(ada, song_bytes(3), "three.wav")
+    assert r.status_code == 413, r.text
+    message = r.json()["error"]["message"]
+    assert "'three' " in message and "does not fit" in message and "delete a song" in message
+    assert len(ada.get("/api/songs").json()["songs"]) == 2  # nothing stored, nothing lost
+    bob = _listener(app, "bob")  # the quota is per account
+    assert upload(bob, song_bytes(3), "three.wav").status_code == 201
+
+
+def test_listening_heartbeats_are_rate_limited(make_app: Callable[..., FastAPI]) -> None:
+    app = make_app(limit_listen_account="5/60")
+    ada = _listener(app)
+    song = upload(ada, song_bytes(1)).json()["song"]
+    delivery = ada.post("/api/music", json={"song_ids": [song["id"]]}).json()["delivery_id"]
+    ada.get(f"/api/deliveries/{delivery}/audio")
+    codes = [ada.post(f"/api/deliveries/{delivery}/listens", json={"ranges": [[0, 0.1]]}).status_code
+             for _ in range(6)]
+    assert codes == [200] * 5 + [429]

@@ -10,7 +10,7 @@ from pathlib import PurePath
 import sqlalchemy as sa
 
 from encore.audio.decode import load_audio, probe_audio
-from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied, QuotaExceeded
 from encore.services.context import ServiceContext
 from encore.services.media import BlobRef, blob_ref
 from encore.store import Song, SongStatus, User, enqueue_job
@@ -59,6 +59,9 @@ def upload_song(
     )
     checksum = hashlib.sha256(data).hexdigest()
     with ctx.session() as session:
+        # The owner's row first: two uploads of one account are counted one after the other.
+        session.execute(sa.select(User.id).where(User.id == owner.id).with_for_update())
+        _check_quota(ctx, session, owner, len(data), title_from_filename(filename))
         duplicate = session.scalar(
             sa.select(Song).where(Song.owner_id == owner.id, Song.checksum_sha256 == checksum)
         )
@@ -75,6 +78,7 @@ def upload_song(
             duration_seconds=float(len(y) / VALIDATION_SR),
             sample_rate=info.sample_rate,
             checksum_sha256=checksum,
+            size_bytes=len(data),
             status=SongStatus.PENDING,
         )
         session.add(song)
@@ -84,6 +88,36 @@ def upload_song(
         logger.info("song %d uploaded by user %d (%.1f s)", song.id, owner.id, song.duration_seconds)
     with ctx.reading() as session:  # the embedding may already have run (immediate mode)
         return session.get(Song, song.id) or song
+
+
+def stored_bytes(ctx: ServiceContext, session: sa.orm.Session, owner: User) -> int:
+    """Bytes of the owner's songs in storage (deleted songs excluded)."""
+    rows = session.execute(
+        sa.select(Song.blob_key, Song.size_bytes).where(
+            Song.owner_id == owner.id, Song.deleted_at.is_(None)
+        )
+    ).all()
+    total = 0
+    for key, size in rows:
+        if size is None:  # stored before sizes were kept
+            try:
+                size = ctx.blobs.size(key)
+            except Exception:  # noqa: BLE001 - a missing blob takes no space
+                size = 0
+        total += int(size)
+    return total
+
+
+def _check_quota(
+    ctx: ServiceContext, session: sa.orm.Session, owner: User, size: int, name: str
+) -> None:
+    quota = ctx.settings.storage_quota_bytes
+    used = stored_bytes(ctx, session, owner)
+    if used + size > quota:
+        raise QuotaExceeded(
+            f"{name!r} ({size / 1e6:.1f} MB) does not fit: your songs take "
+            f"{used / 1e6:.1f} MB of your {quota / 1e6:.0f} MB; delete a song to make room"
+        )
 
 
 def _own_song(session: sa.orm.Session, user: User, song_id: int) -> Song:

@@ -43,6 +43,7 @@ def rate_limits_from(settings: Settings) -> RateLimits:
             "upload_ip": Limit.parse(settings.limit_upload_ip),
             "rating_account": Limit.parse(settings.limit_rating_account),
             "rating_ip": Limit.parse(settings.limit_rating_ip),
+            "listen_account": Limit.parse(settings.limit_listen_account),
         }
     )
 

@@ -50,6 +50,8 @@ class Song(Base):
     shared: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     # A deleted song keeps this row (title and blobs gone) while clips made from it exist.
     deleted_at: Mapped[dt.datetime | None]
+    # The upload's size in bytes (the storage quota); None for songs stored before.
+    size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
 
     owner: Mapped[User] = relationship(back_populates="songs")
     job: Mapped[Job | None] = relationship()

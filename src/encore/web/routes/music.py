@@ -95,12 +95,14 @@ def api_clip_spectrogram(
 
 @router.post("/api/deliveries/{delivery_id}/listens")
 async def api_record_listen(
-    delivery_id: int, body: ListenBody, user: CurrentUser, ctx: CtxDep
+    delivery_id: int, body: ListenBody, user: CurrentUser, ctx: CtxDep, limits: LimitsDep
 ) -> dict[str, Any]:
     """A listening heartbeat: the played ranges ``[[start, end], …]`` in seconds of the clip.
     Idempotent (the server keeps the union); returns the listened seconds, the fraction and
     whether rating is allowed. The busiest route: it runs without a thread hop when it can
-    (:func:`~encore.web.deps.run_short_write`)."""
+    (:func:`~encore.web.deps.run_short_write`). At most ``ENCORE_LIMIT_LISTEN_ACCOUNT``
+    per account."""
+    limits.check("listen", account=str(user.id), ip=None)
     state = await run_short_write(
         ctx,
         partial(

@@ -4,6 +4,8 @@
   join the data set (the per-song opt-out; existing songs stay shared, as before).
 - ``songs.deleted_at`` / ``users.deleted_at``: a deleted song or account keeps an anonymous
   row (its blobs are deleted) so that the ratings it took part in stay in the report.
+- ``songs.size_bytes``: the upload's size, for the per-account storage quota (null for
+  songs stored before; their blob is measured).
 - ``users.sessions_valid_after``: sessions created before it are void (password change,
   "sign out everywhere", deactivation).
 - ``deliveries.audio_bytes_served``: the furthest byte of the clip's audio served to the
@@ -34,6 +36,7 @@ def upgrade() -> None:
             sa.Column("shared", sa.Boolean(), nullable=False, server_default=sa.true())
         )
         batch_op.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("size_bytes", sa.BigInteger(), nullable=True))
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(
@@ -75,5 +78,6 @@ def downgrade() -> None:
         batch_op.drop_column("sessions_valid_after")
         batch_op.drop_column("deleted_at")
     with op.batch_alter_table("songs", schema=None) as batch_op:
+        batch_op.drop_column("size_bytes")
         batch_op.drop_column("deleted_at")
         batch_op.drop_column("shared")
