@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from encore.store import (
     VersionStatus,
     utcnow,
 )
+from encore.web import views
 
 # (listener, v0 stars, v1 stars) of each pair, all in round 1
 PAIRS = [(k, 3.0 + (k % 3) * 0.5, 3.0 + (k % 3) * 0.5 + d)
@@ -127,11 +129,15 @@ def test_report_headline_is_the_paired_comparison(ctx, paired_platform) -> None:
     (d,) = rep.decomposition
     assert d.selection is not None and d.selection.method == "off-policy"
     assert d.selection.policy.n == 6 + 12 and d.selection.policy.n_matched == 1
+    assert np.isnan(d.selection.ci_low)  # one taste pick among 18: no interval
     assert d.both is not None and d.both.method == "paired"
     assert d.weights is None  # v1 never served a uniform pick
 
     text = report.format_report(rep)
     assert f"v1 vs v0: {diffs.mean():+.2f} stars" in text
+    data = json.loads(json.dumps(views.report_json(rep), allow_nan=False))  # the operator API
+    assert data["headline"][0]["method"] == "paired" and data["text"] == text
+    assert data["paired"][0]["n_pairs"] == 12 and data["baseline"]["n"] == 6
     assert "paired: 12 pairs, 6 listeners" in text
     assert "Dataset clips served as baselines (counted for no version): 5.00" in text
     assert "Table 1, pooled" in text

@@ -74,6 +74,7 @@ BRANCH_SPLIT = {"new": ("generate", "review"), "generate": ("generate",),
                 "review": ("review",), "baseline": ("baseline",)}
 _MIN_USABLE_RESAMPLES = 100
 MIN_PAIRS = 10  # counted pairs needed before the headline uses the paired comparison
+MIN_MATCHED = 10  # explore deliveries that served the taste pick, for a self-normalised interval
 UNSELECTED = ("explore", "single", None)  # a uniform pick among the candidates (or only one)
 _CHUNK_ELEMENTS = 2_000_000
 
@@ -309,7 +310,9 @@ class PolicyValue:
     self-normalised form Σ r·m/p / Σ m/p (consistent, far less variable: with uniform
     propensities it is the mean rating of the explore deliveries that happened to serve the
     taste pick); ``gain`` = ``snips`` − ``logged_mean`` — selection alone. Intervals:
-    listener-clustered percentile bootstrap, all from the same resamples.
+    listener-clustered percentile bootstrap, all from the same resamples; those of ``snips``
+    and ``gain`` are NaN with fewer than ``MIN_MATCHED`` (10) deliveries that served the
+    taste pick.
     """
 
     version_id: Hashable
@@ -913,6 +916,8 @@ def off_policy_value(
 
         draws = _chunked(n_resamples, k, draw)
         intervals = [_interval(draws[:, j], level, n_resamples) for j in range(3)]
+        if np.count_nonzero(m > 0) < MIN_MATCHED:  # a ratio of a handful: no interval
+            intervals[1:] = [(nan, nan, intervals[1][2])] * 2
     (i_lo, i_hi, used), (s_lo, s_hi, _), (g_lo, g_hi, _) = intervals
     return PolicyValue(
         version_id=version_id, n=int(r.size), n_matched=int(np.count_nonzero(m > 0)),
@@ -1089,8 +1094,9 @@ def decompose_gain(
     """The gain of ``version`` (B) over ``reference`` (A) in parts.
 
     - selection alone: A's weights served by the taste model's pick vs a uniform pick —
-      :func:`off_policy_value` on A's explore deliveries with a known taste pick; where there
-      is none, A's taste deliveries vs A's uniform ones (same round, fresh);
+      :func:`off_policy_value` on A's explore deliveries with a known taste pick; where fewer
+      than ``MIN_MATCHED`` of them served the taste pick, A's taste deliveries vs A's uniform
+      ones (same round, fresh) if A has both, else the thin off-policy estimate (no interval);
     - weights alone: B's uniform picks vs A's uniform picks (explore or single candidate),
       same round, fresh;
     - both: B as served vs A's uniform pick — paired (pairs whose A half was not a taste
@@ -1108,17 +1114,19 @@ def decompose_gain(
     pv = off_policy_value(records.ratings[explore], records.propensities[explore],  # type: ignore[index]
                           records.taste_picks[explore], records.rater_ids[explore],  # type: ignore[index]
                           version_id=reference, **kw)  # type: ignore[arg-type]
+    off_policy = None
     if pv.n_matched > 0 and np.isfinite(pv.gain):
-        selection = Comparison(
+        off_policy = Comparison(
             version_id=reference, reference_id=reference, method="off-policy",
             difference=pv.gain, ci_low=pv.gain_ci_low, ci_high=pv.gain_ci_high, n=pv.n_matched,
             n_reference=pv.n, n_raters=pv.n_listeners, n_clips=pv.n,
             resamples_used=pv.resamples_used, level=level,
             rounds=_sorted_keys(set(records.rounds[explore].tolist())), policy=pv)  # type: ignore[index]
-    else:
+    selection = off_policy
+    if pv.n_matched < MIN_MATCHED:  # too few taste picks among the explore deliveries
         selection = _same_round(records, reference, reference, (v == reference) & (sel == "taste"),
                                 (v == reference) & uniform, method="taste vs explore",
-                                **kw)  # type: ignore[arg-type]
+                                **kw) or off_policy  # type: ignore[arg-type]
     weights = _same_round(records, version, reference, (v == version) & uniform,
                           (v == reference) & uniform, **kw)  # type: ignore[arg-type]
     p = _paired_from_records(records, version, reference, reference_unselected=True,
