@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "finetune",
     "versions",
     "report",
+    "taste",
     "simulate",
     "bench",
     "worker",

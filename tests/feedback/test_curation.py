@@ -117,3 +117,26 @@ def test_bad_inputs_raise() -> None:
         curate([Candidate("g", 0.5, 0.5, 3)] * 2, [], None)
     with pytest.raises(InvalidInput, match="cold_start_max_share=0"):
         curate([Candidate("g", 0.5, 0.5, 3)], [], None, cold_start_max_share=0)
+
+
+def test_centred_scores_remove_rater_bias_and_song_level():
+    from encore.feedback import centred_scores, curate_centred
+
+    # song A's clips usually get 4, song B's 2; rater "harsh" gives 1 star less than it means
+    ratings = [("kind", "a1", 4.0), ("kind", "a2", 4.0), ("kind", "a3", 5.0),
+               ("kind", "b1", 2.0), ("kind", "b2", 2.0), ("harsh", "b3", 2.0),
+               ("harsh", "a1", 3.0)]
+    songs = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "b3": "B"}
+    scores = centred_scores(ratings, songs, {"harsh": -1.0}, {}, pseudo_count=0.001)
+    # a3 beats song A's usual; b3 from the harsh rater is above song B's usual once its bias
+    # is removed; a 4-star clip of song A is just usual
+    assert scores["a3"].score > 0.5 and scores["b3"].score > 0.5
+    assert abs(scores["a2"].score) < 0.3
+    # a flagged rater (weight 0) is left out
+    assert centred_scores(ratings, songs, {}, {"kind": 0.0, "harsh": 0.0}) == {}
+    decisions = {d.clip_id: d.action for d in curate_centred(
+        list(scores.values()), {"a1"}, min_ratings=1, margin=0.25)}
+    assert decisions["a3"] == "admit" and decisions["a2"] == "reject"
+    assert decisions["a1"] == "reject"  # already in the dataset
+    with pytest.raises(InvalidInput):
+        centred_scores(ratings, songs, {}, {}, pseudo_count=0)

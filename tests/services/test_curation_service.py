@@ -53,6 +53,7 @@ def _rate(session, clip: Clip, listener, stars: float, fraction: float = 1.0,
 
 
 def test_cold_start_then_update_rule(ctx, make_listener) -> None:
+    ctx.settings.curation_rule = "paper"  # the paper's rule: R = mean(r, l, S) vs baseline
     v0 = versions.ensure_base_version(ctx)
     raters = [make_listener() for _ in range(3)]
     with ctx.session() as session:
@@ -183,3 +184,34 @@ def test_report_intervals_do_not_depend_on_the_raters_pseudonyms(ctx, make_liste
             u.rater_id = f"{(7 * k + 3) % 8:02d}-other"  # sorted order unlike the ids'
     assert intervals() == before
     assert np.isfinite(before[0][1])
+
+
+def test_centred_rule_judges_a_clip_against_its_songs_usual_not_its_closeness(
+    ctx, make_listener, song_bytes
+) -> None:
+    from encore.services import songs
+    from encore.store import ClipInput
+
+    ctx.settings.curation_rule = "centred"
+    v0 = versions.ensure_base_version(ctx)
+    raters = [make_listener() for _ in range(3)]
+    song = songs.upload_song(ctx, owner=raters[0], filename="s.wav", data=song_bytes(3))
+    with ctx.session() as session:
+        clips = []
+        for k, sim in enumerate((0.99, 0.3, 0.3, 0.3, 0.3)):
+            c = _clip(session, v0.id, _rep(ctx, 10 + k), similarity=sim)
+            c.inputs = [ClipInput(position=0, song_id=song.id, weight=1.0)]
+            clips.append(c)
+        copy, liked, usual_a, usual_b, disliked = clips
+        # every clip of this song usually gets ~3.5; "liked" gets 5, "disliked" 2; the
+        # near-copy of the song gets the usual rating: closeness earns it nothing
+        for r in raters:
+            _rate(session, copy, r, 3.5)
+            _rate(session, liked, r, 5.0)
+            _rate(session, usual_a, r, 3.5)
+            _rate(session, usual_b, r, 3.5)
+            _rate(session, disliked, r, 2.0)
+        ids = [c.id for c in clips]
+    result = curation.curate(ctx)
+    assert result.admitted == (ids[1],)
+    assert result.rejected == 4

@@ -9,7 +9,15 @@ what these functions decide.
 from __future__ import annotations
 
 from encore.feedback.config import DEFAULT_CONFIG, FeedbackConfig
-from encore.feedback.curation import Candidate, CurationDecision, DatasetClip, curate
+from encore.feedback.curation import (
+    Candidate,
+    CentredScore,
+    CurationDecision,
+    DatasetClip,
+    centred_scores,
+    curate,
+    curate_centred,
+)
 from encore.feedback.dispatch import (
     DispatchDecision,
     ReviewCandidate,
@@ -72,6 +80,7 @@ from encore.feedback.stats import (
 __all__ = [
     "DEFAULT_CONFIG",
     "Candidate",
+    "CentredScore",
     "Cell",
     "ClipRating",
     "ClipScore",
@@ -101,7 +110,9 @@ __all__ = [
     "build_report",
     "choose_version",
     "confidence",
+    "centred_scores",
     "curate",
+    "curate_centred",
     "decompose_gain",
     "dispatch",
     "fair_comparisons",

@@ -16,7 +16,7 @@ the order of the candidates; near-duplicates admitted together are resolved by t
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -254,3 +254,99 @@ def _check_unit(name: str, value: object) -> None:
     if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
             or not 0.0 <= float(value) <= 1.0):
         raise InvalidInput(f"{name}={value!r} must be a number in [0, 1]")
+
+
+@dataclass(frozen=True)
+class CentredScore:
+    """A clip judged against its input song's usual and its raters' usual ratings.
+
+    ``score``: weighted mean over its ratings of ``(u − Δ_rater) − m_song`` in stars — how
+    much better (> 0) or worse (< 0) it did than clips of the same input song usually do,
+    rater bias removed; ``n_ratings``: how many ratings it rests on.
+    """
+
+    clip_id: Hashable
+    score: float
+    n_ratings: int
+
+
+def centred_scores(
+    ratings: Sequence[tuple[Hashable, Hashable, float]],
+    song_of_clip: Mapping[Hashable, Hashable],
+    biases: Mapping[Hashable, float],
+    weights: Mapping[Hashable, float],
+    *,
+    pseudo_count: float = 3.0,
+) -> dict[Hashable, CentredScore]:
+    """Centred scores of every rated clip (the ``centred`` curation rule).
+
+    Parameters
+    ----------
+    ratings : sequence of (rater_id, clip_id, stars)
+    song_of_clip : mapping clip_id -> song key
+        The clip's input song(s) (a hashable key); clips of one key are compared.
+    biases, weights : mappings rater_id -> float
+        The rater model's bias Δ and weight ω (missing: 0 and 1; weight 0 drops a rater).
+    pseudo_count : float > 0
+        A song's mean is shrunk towards the global mean with this many pseudo-ratings.
+
+    Closeness to the input plays no part: a clip that copies its song is judged like any
+    other clip of that song (S stays the duplicate guard of the purge).
+    """
+    if not pseudo_count > 0:
+        raise InvalidInput(f"pseudo_count={pseudo_count!r} must be > 0")
+    rows = []
+    for rater, clip, stars in ratings:
+        w = float(weights.get(rater, 1.0))
+        if w <= 0 or clip not in song_of_clip:
+            continue
+        rows.append((clip, song_of_clip[clip], float(stars) - float(biases.get(rater, 0.0)), w))
+    if not rows:
+        return {}
+    total_w = sum(r[3] for r in rows)
+    mu = sum(r[2] * r[3] for r in rows) / total_w
+    song_sum: dict[Hashable, list[float]] = {}
+    for _, song, u, w in rows:
+        acc = song_sum.setdefault(song, [0.0, 0.0])
+        acc[0] += u * w
+        acc[1] += w
+    song_mean = {s: (a[0] + pseudo_count * mu) / (a[1] + pseudo_count) for s, a in song_sum.items()}
+    clip_sum: dict[Hashable, list[float]] = {}
+    for clip, song, u, w in rows:
+        acc = clip_sum.setdefault(clip, [0.0, 0.0, 0.0])
+        acc[0] += (u - song_mean[song]) * w
+        acc[1] += w
+        acc[2] += 1
+    return {c: CentredScore(c, a[0] / a[1], int(a[2])) for c, a in clip_sum.items()}
+
+
+def curate_centred(
+    scores: Sequence[CentredScore],
+    in_dataset: set[Hashable],
+    *,
+    min_ratings: int = 3,
+    margin: float = 0.25,
+) -> tuple[CurationDecision, ...]:
+    """Admit the clips that beat their song's usual rating by more than ``margin`` stars on
+    at least ``min_ratings`` ratings; reject those that do not; the rest wait."""
+    if isinstance(min_ratings, bool) or not isinstance(min_ratings, int) or min_ratings < 1:
+        raise InvalidInput(f"min_ratings={min_ratings!r} must be an integer >= 1")
+    if not math.isfinite(margin) or margin < 0:
+        raise InvalidInput(f"margin={margin!r} must be a finite number >= 0")
+    out = []
+    for s in scores:
+        if s.clip_id in in_dataset:
+            out.append(CurationDecision(s.clip_id, "reject", "already in the dataset"))
+        elif s.n_ratings < min_ratings:
+            out.append(CurationDecision(s.clip_id, "pending",
+                                        f"needs {min_ratings} ratings, has {s.n_ratings}"))
+        elif s.score > margin:
+            out.append(CurationDecision(
+                s.clip_id, "admit",
+                f"{s.score:+.2f} stars over its song's usual (margin {margin:g})"))
+        else:
+            out.append(CurationDecision(
+                s.clip_id, "reject",
+                f"{s.score:+.2f} stars against its song's usual does not beat the margin "
+                f"{margin:g}"))
+    return tuple(out)

@@ -18,10 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from encore import feedback
+from encore.errors import Conflict
+from encore.services import taste
 from encore.services.context import ServiceContext
 from encore.services.similarity import pairwise_similarities, representation_of, similarities_to
 from encore.store import (
     Clip,
+    ClipInput,
     ClipKind,
     ClipStatus,
     DatasetEntry,
@@ -173,14 +176,18 @@ def curate(ctx: ServiceContext) -> CurationResult:
                     for c in candidates
                 ]
             )
-        decisions = feedback.curate(
-            candidates,
-            dataset_clips,
-            sim,
-            min_ratings=ctx.settings.curation_min_ratings,
-            cold_start_top_n=ctx.settings.cold_start_top_n,
-            cold_start_max_share=ctx.settings.cold_start_max_share,
-        )
+        if ctx.settings.curation_rule == "centred":
+            decisions = _centred_decisions(ctx, session, ratings_by_clip, candidates, in_dataset,
+                                           biases, weights)
+        else:
+            decisions = feedback.curate(
+                candidates,
+                dataset_clips,
+                sim,
+                min_ratings=ctx.settings.curation_min_ratings,
+                cold_start_top_n=ctx.settings.cold_start_top_n,
+                cold_start_max_share=ctx.settings.cold_start_max_share,
+            )
         admitted = []
         for d in decisions:
             if d.action == "admit":
@@ -203,7 +210,42 @@ def curate(ctx: ServiceContext) -> CurationResult:
             cold_start=not dataset_clips,
         )
     logger.info("curation: %s", result)
+    _refit_taste(ctx)
     return result
+
+
+def _centred_decisions(
+    ctx: ServiceContext,
+    session: Session,
+    ratings_by_clip: dict[int, list[feedback.ClipRating]],
+    candidates: list[feedback.Candidate],
+    in_dataset: set[int],
+    biases: dict,
+    weights: dict,
+) -> tuple[feedback.CurationDecision, ...]:
+    """The ``centred`` rule: each candidate against its input song's usual rating, rater
+    bias removed (every rated clip of the song counts towards "usual")."""
+    song_of_clip: dict[int, str] = {}
+    for clip_id, song_id in session.execute(
+        sa.select(ClipInput.clip_id, ClipInput.song_id)
+        .where(ClipInput.clip_id.in_(list(ratings_by_clip)))
+        .order_by(ClipInput.clip_id, ClipInput.song_id)
+    ):
+        key = song_of_clip.get(clip_id)
+        song_of_clip[clip_id] = f"{key}+{song_id}" if key else str(song_id)
+    flat = [(r.rater_id, cid, r.rating) for cid, rs in ratings_by_clip.items() for r in rs]
+    centred = feedback.centred_scores(flat, song_of_clip, biases, weights)
+    wanted = [centred[c.clip_id] for c in candidates if c.clip_id in centred]
+    return feedback.curate_centred(wanted, in_dataset,
+                                   min_ratings=ctx.settings.curation_min_ratings)
+
+
+def _refit_taste(ctx: ServiceContext) -> None:
+    """A taste snapshot on the ratings curation just weighed (the raters' new weights)."""
+    try:
+        taste.fit_snapshot(ctx, reason="curation")
+    except Conflict:
+        logger.info("curation: no rating with analysed audio yet, no taste model fitted")
 
 
 def purge(ctx: ServiceContext, *, now: dt.datetime | None = None) -> PurgeSummary:

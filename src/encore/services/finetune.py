@@ -446,6 +446,7 @@ def _train_and_publish(
     with ctx.session() as session:
         version = versions.register_version(
             session, folder=stored, parent_id=parent.id, metrics=metrics,
+            taste_selection=ctx.settings.taste_selection_new_versions,
             notes=f"fine-tuned from {parent.name} on {sum(e['role'] == 'train' for e in result.training_set)} "
                   f"clips (run {run_id}, {result.steps} steps, {result.stop_reason})",
         )

@@ -22,6 +22,7 @@ from encore.services.similarity import (
     similarity_model,
     to_stored,
 )
+from encore.services.versions import local_folder
 from encore.store import Clip, ClipStatus, Delivery, ModelVersion, Song, SongStatus, utcnow
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,7 @@ def mark_song_failed(ctx: ServiceContext, song_id: int) -> None:
 
 def diffusion_engine(ctx: ServiceContext, version: ModelVersion) -> Any:
     """The engine of a model version (loaded once per process, keyed by version id)."""
-    from encore.diffusion.engine import Engine
-
-    from encore.services.versions import local_folder
+    from encore.diffusion.engine import Engine  # torch loads only in workers
 
     device = None if ctx.settings.device == "auto" else ctx.settings.device
     return ctx.cached(("engine", version.id),

@@ -190,8 +190,12 @@ def register_version(
     parent_id: int | None,
     metrics: dict | None = None,
     notes: str | None = None,
+    taste_selection: bool = False,
 ) -> ModelVersion:
     """Add the row of a complete model folder (draft) inside the caller's transaction.
+
+    ``taste_selection``: the version serves the best of n candidates by the listeners'
+    taste model (fine-tuned versions, by ``Settings.taste_selection_new_versions``).
 
     For callers that must record more in the same transaction (a fine-tune links its run).
     ``folder`` is the reference :func:`store_folder` returned (the files are in the blob
@@ -212,6 +216,7 @@ def register_version(
         ab_weight=0.0,
         metrics=metrics or {},
         notes=notes,
+        taste_selection=taste_selection,
     )
     session.add(version)
     session.flush()
