@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from encore.errors import EncoreError
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from encore import logs  # a request id in every line; ENCORE_LOG_FORMAT=json for JSON lines
+
+    logs.install("json" if os.environ.get("ENCORE_LOG_FORMAT", "").lower() == "json" else "text")
     if not args.verbose:
         for noisy in ("alembic", "httpx", "huey"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

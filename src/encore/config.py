@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     # Sign-up without an invitation code (operators invite by default).
     open_signup: bool = False
 
+    # Log lines as "text" (with the request id in brackets) or "json" (one object per line,
+    # for log shippers); the request id is in both (encore.logs).
+    log_format: Literal["text", "json"] = "text"
+    # Bearer token that GET /metrics requires; "" = no token (then keep /metrics off the
+    # public internet at the reverse proxy, docs/deploy.md).
+    metrics_token: str = ""
+
     secret_key: str = "dev-insecure-secret"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -137,7 +144,6 @@ class Settings(BaseSettings):
     # Seconds a web process reuses a session's user without reading the database; a
     # sign-out or deactivation elsewhere takes up to this long to reach it (0 = no cache).
     session_cache_seconds: float = Field(5.0, ge=0)
-    limit_signin_account: str = "10/300"
     limit_signin_ip: str = "30/300"
     limit_upload_account: str = "30/600"
     limit_upload_ip: str = "60/600"

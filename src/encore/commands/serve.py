@@ -144,11 +144,17 @@ def serve(args: argparse.Namespace) -> int:
     procs = [] if args.no_workers else start_workers(worker_commands(args.generate_workers))
     try:
         if args.web_workers == 1:
-            uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+            # proxy_headers=False: uvicorn would otherwise believe X-Forwarded-For from
+            # 127.0.0.1; the app applies ENCORE_TRUSTED_PROXIES itself (default none).
+            uvicorn.run(
+                app, host=settings.host, port=settings.port, log_level="info",
+                access_log=False, proxy_headers=False,
+            )
         else:  # each process builds its own app from the same (environment) settings
             uvicorn.run(
                 "encore.web.app:create_app", factory=True, workers=args.web_workers,
                 host=settings.host, port=settings.port, log_level="info", access_log=False,
+                proxy_headers=False,
             )
     finally:
         stop_workers(procs)

@@ -12,15 +12,18 @@ from fastapi.staticfiles import StaticFiles
 
 from encore.config import Settings, get_settings
 from encore.services.context import ServiceContext
+from encore.web import ops
 from encore.web.deps import CsrfTokens, SessionUsers
 from encore.web.errors import ErrorRenderer, install_error_handlers
-from encore.web.ratelimit import Limit, RateLimits
+from encore.web.ratelimit import Limit, RateLimits, SigninSlowdown
 from encore.web.routes import account, auth, music, operator, pages, songs
 from encore.web.security import (
+    AllowedHostsMiddleware,
     BodyLimitMiddleware,
     CsrfMiddleware,
     SecurityHeadersMiddleware,
     check_settings,
+    hsts_seconds,
 )
 from encore.web.templating import STATIC_DIR, make_templates
 
@@ -37,7 +40,6 @@ def rate_limits_from(settings: Settings) -> RateLimits:
     """The web app's named rate limits, read from ``settings``."""
     return RateLimits(
         {
-            "signin_account": Limit.parse(settings.limit_signin_account),
             "signin_ip": Limit.parse(settings.limit_signin_ip),
             "upload_account": Limit.parse(settings.limit_upload_account),
             "upload_ip": Limit.parse(settings.limit_upload_ip),
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
     app.state.ctx = ctx
     app.state.templates = templates
     app.state.limits = rate_limits_from(settings)
+    app.state.signin_slowdown = SigninSlowdown(settings.signin_max_delay_seconds)
     app.state.csrf_tokens = csrf_tokens
     app.state.session_users = SessionUsers(ctx, ttl=settings.session_cache_seconds)
 
@@ -111,6 +114,17 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
         limits=[(UPLOAD_PATH, settings.max_upload_bytes + MULTIPART_OVERHEAD)],
         renderer=renderer,
     )
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, hsts_seconds=hsts_seconds(settings))
+    if settings.allowed_hosts:
+        app.add_middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts,
+                           renderer=renderer)
+    elif settings.environment == "production":
+        logger.warning("ENCORE_ALLOWED_HOSTS is empty: any Host header is served")
+    if settings.trusted_proxies:
+        # Outermost: the client address and scheme are those the trusted proxy reports.
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
+    ops.install(app, ctx)  # /healthz, /readyz, /metrics; request ids (outermost middleware)
     logger.info("web app ready (%s environment)", settings.environment)
     return app

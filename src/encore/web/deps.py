@@ -213,7 +213,9 @@ OperatorUser = Annotated[User, Depends(operator_user)]
 
 
 def client_ip(request: Request) -> str:
-    """The client's address as the server sees it (no proxy headers are trusted here)."""
+    """The client's address: the peer's, or the one reported by a proxy listed in
+    ``ENCORE_TRUSTED_PROXIES`` (applied by the app's proxy-headers middleware; no proxy
+    header is believed otherwise)."""
     return request.client.host if request.client else "unknown"
 
 

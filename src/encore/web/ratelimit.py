@@ -133,3 +133,56 @@ class RateLimits:
                     f"try again in {math.ceil(wait)} s",
                     retry_after=wait,
                 )
+
+
+class SigninSlowdown:
+    """Exponential slow-down of failed sign-ins per (account, address), never a lockout.
+
+    After ``n`` consecutive failures for one e-mail address from one client address, the
+    next attempt from there must wait ``min(2 ** (n - 1), max_delay)`` seconds; a success
+    forgets the failures. Someone who tries a known e-mail address from their own address
+    slows down only themselves: its owner, elsewhere, signs in as usual (the per-address
+    hard limit stays in :class:`RateLimits`). Memory: entries idle for ``2 * max_delay`` are
+    dropped; at most ``max_entries`` are kept.
+    """
+
+    def __init__(self, max_delay: float, *, clock: Callable[[], float] = time.monotonic,
+                 max_entries: int = 100_000) -> None:
+        self.max_delay = max_delay
+        self._clock = clock
+        self._max_entries = max_entries
+        self._failures: dict[tuple[str, str], tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, account: str, ip: str) -> None:
+        """Raise :class:`RateLimited` while the pair must still wait."""
+        if self.max_delay <= 0:
+            return
+        with self._lock:
+            entry = self._failures.get((account, ip))
+        if entry is None:
+            return
+        n, last = entry
+        wait = last + min(2.0 ** (n - 1), self.max_delay) - self._clock()
+        if wait > 0:
+            raise RateLimited(
+                f"{n} failed sign-ins for this account from this address; "
+                f"try again in {math.ceil(wait)} s",
+                retry_after=wait,
+            )
+
+    def failed(self, account: str, ip: str) -> None:
+        now = self._clock()
+        with self._lock:
+            if len(self._failures) >= self._max_entries:
+                horizon = now - 2 * self.max_delay
+                for key in [k for k, (_, t) in self._failures.items() if t < horizon]:
+                    del self._failures[key]
+                if len(self._failures) >= self._max_entries:
+                    self._failures.pop(next(iter(self._failures)))
+            n, _ = self._failures.get((account, ip), (0, now))
+            self._failures[(account, ip)] = (n + 1, now)
+
+    def succeeded(self, account: str, ip: str) -> None:
+        with self._lock:
+            self._failures.pop((account, ip), None)

@@ -171,11 +171,21 @@ def display_filename(raw: str | None, *, max_length: int = 120) -> str:
 # --- middlewares ---------------------------------------------------------------------------
 
 
-class SecurityHeadersMiddleware:
-    """Adds :data:`SECURITY_HEADERS` to every HTTP response that does not set them."""
+def hsts_seconds(settings: Settings) -> int:
+    """``Strict-Transport-Security`` max-age: ``ENCORE_HSTS_SECONDS`` in production (served
+    over HTTPS there, the session cookie is ``Secure``), 0 (not sent) elsewhere."""
+    return settings.hsts_seconds if settings.environment == "production" else 0
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class SecurityHeadersMiddleware:
+    """Adds :data:`SECURITY_HEADERS` to every HTTP response that does not set them, and
+    ``Strict-Transport-Security`` when ``hsts_seconds`` > 0."""
+
+    def __init__(self, app: ASGIApp, *, hsts_seconds: int = 0) -> None:
         self.app = app
+        self.headers = list(SECURITY_HEADERS)
+        if hsts_seconds > 0:
+            self.headers.append(("strict-transport-security", f"max-age={hsts_seconds}"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,12 +195,44 @@ class SecurityHeadersMiddleware:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
+                for name, value in self.headers:
                     if name not in headers:
                         headers[name] = value
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class AllowedHostsMiddleware:
+    """Refuses requests whose ``Host`` is not in ``allowed_hosts`` (400), so that links
+    built from the request (invitations, reset links) and origin checks never use a host
+    an attacker chose. ``"*.example.org"`` allows the subdomains of example.org."""
+
+    def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str], renderer: ErrorRenderer) -> None:
+        self.app = app
+        self.exact = {h.lower() for h in allowed_hosts if not h.startswith("*.")}
+        self.suffixes = tuple(h[1:].lower() for h in allowed_hosts if h.startswith("*."))
+        self.any = "*" in self.exact
+        self.renderer = renderer
+
+    def allowed(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.lower()
+        return self.any or name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host", "")
+        if self.allowed(host):
+            await self.app(scope, receive, send)
+            return
+        response = self.renderer.render(
+            Request(scope), 400, f"this server does not answer for the host {host[:100]!r}",
+            kind="InvalidHost",
+        )
+        await response(scope, receive, send)
 
 
 def request_origin(scope: Scope) -> str:

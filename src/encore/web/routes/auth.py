@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from encore.errors import EncoreError, InvalidInput, TooManyRequests
+from encore.errors import EncoreError, InvalidInput, PermissionDenied, TooManyRequests
 from encore.services import accounts
 from encore.store.models import User
 from encore.web.deps import (
@@ -150,8 +150,18 @@ def _end_session(request: Request, ctx: Any) -> None:
 def _sign_in_checked(
     request: Request, ctx: Any, limits: Any, email: str, password: str
 ) -> tuple[User, str]:
-    limits.check("signin", account=email.strip().lower(), ip=client_ip(request))
-    return accounts.sign_in(ctx, email=email, password=password)
+    """Sign in behind the per-address limit and the per-(account, address) slow-down."""
+    account, ip = email.strip().lower(), client_ip(request)
+    limits.check("signin", account=None, ip=ip)
+    slowdown = request.app.state.signin_slowdown
+    slowdown.check(account, ip)
+    try:
+        user, token = accounts.sign_in(ctx, email=email, password=password)
+    except PermissionDenied:
+        slowdown.failed(account, ip)
+        raise
+    slowdown.succeeded(account, ip)
+    return user, token
 
 
 def _sign_up_checked(
@@ -179,8 +189,7 @@ def api_signin(
     request: Request, body: SignInBody, ctx: CtxDep, settings: SettingsDep, limits: LimitsDep
 ) -> Response:
     """Sign in: sets the session cookie and returns the user and the CSRF token."""
-    limits.check("signin", account=body.email.strip().lower(), ip=client_ip(request))
-    user, token = accounts.sign_in(ctx, email=body.email, password=body.password)
+    user, token = _sign_in_checked(request, ctx, limits, body.email, body.password)
     return _signed_in(request, user, token, settings, 200)
 
 
