@@ -170,10 +170,14 @@ def test_csv_has_selection_pairs_and_rounds(ctx, paired_platform) -> None:
     assert base and all(r["fresh"] == "False" and r["taste_pick"] == "" for r in base)
 
 
-def test_report_page_shows_the_fair_comparison(ctx, paired_platform) -> None:
+def test_report_page_and_plots_show_the_fair_comparison(ctx, paired_platform, tmp_path) -> None:
     from encore.web.templating import make_templates
 
     rep = report.build_report(ctx, n_resamples=200)
+    paths = report.report_plots(ctx, tmp_path / "plots", report=rep)
+    assert sorted(p.name for p in paths) == ["rating_distributions.png", "ratings_per_version.png",
+                                             "version_gains.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
     html = make_templates().env.get_template("operator/report.html").render(
         report=rep, plots=[], user=None, csrf_token=None)
     assert "Versions compared fairly" in html and "Paired deliveries" in html
