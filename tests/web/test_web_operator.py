@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 OPERATOR_GETS = [
     "/api/operator/users", "/api/operator/dataset", "/api/operator/raters",
     "/api/operator/versions", "/api/operator/report", "/api/operator/ratings.csv",
-    "/api/operator/training-runs", "/api/operator/training-runs/1",
+    "/api/operator/training-runs", "/api/operator/training-runs/1", "/api/operator/taste",
 ]
 OPERATOR_POSTS = [
     ("/api/operator/invitations", None), ("/api/operator/curate", None),
@@ -25,7 +25,7 @@ OPERATOR_POSTS = [
 ]
 OPERATOR_PAGES = [
     "/operator/users", "/operator/dataset", "/operator/raters", "/operator/versions",
-    "/operator/report",
+    "/operator/report", "/operator/taste",
 ]
 
 
@@ -55,6 +55,21 @@ def test_operator_pages_render_when_empty(operator: TestClient) -> None:
     assert "No counted rating yet" in operator.get("/operator/report").text
     assert operator.get("/api/operator/report").json() == {"report": None}
     assert operator.post("/api/operator/purge").json()["removed"] == []
+    assert "No taste model yet" in operator.get("/operator/taste").text
+    assert operator.get("/api/operator/taste").json() == {"snapshot": None, "listeners": []}
+
+
+def test_taste_page_shows_the_snapshot_and_each_listeners_fit(
+    operator: TestClient, listener: TestClient, ready_delivery: int
+) -> None:
+    _rate(listener, ready_delivery, 4.0)  # curation then fits a taste snapshot
+    operator.post("/api/operator/curate")
+    data = operator.get("/api/operator/taste").json()
+    assert data["snapshot"]["reason"] == "curation" and data["snapshot"]["n_ratings"] == 1
+    assert [row["n_ratings"] for row in data["listeners"]] == [1]
+    assert data["listeners"][0]["mean_given"] == 4.0
+    page = operator.get("/operator/taste").text
+    assert "Per listener: predicted against given" in page and "latest snapshot" in page
 
 
 def test_versions_activate_weight_retire(operator: TestClient, listener: TestClient, ready_delivery: int) -> None:

@@ -15,7 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from encore.errors import NotFound
-from encore.services import accounts, curation, finetune, report, versions
+from encore.services import accounts, curation, finetune, report, taste, versions
 from encore.web import views
 from encore.web.deps import CtxDep, OperatorUser, SettingsDep, render
 from encore.web.media import file_response
@@ -72,6 +72,29 @@ def dataset_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
 def raters_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
     """Rater quality: weights, biases, and flagged raters with the reasons."""
     return render(request, "operator/raters.html", user=user, raters=curation.assess_raters(ctx))
+
+
+@router.get("/operator/taste", include_in_schema=False)
+def taste_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
+    """The taste model: held-out figures against the baselines, per-listener fits."""
+    snapshot, fits = taste.listener_fits(ctx)
+    scores = (snapshot.metrics or {}).get("scores") if snapshot is not None else None
+    return render(request, "operator/taste.html", user=user, snapshot=snapshot, fits=fits,
+                  scores=scores)
+
+
+@router.get("/api/operator/taste")
+def taste_api(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """The latest taste snapshot's figures and per-listener fits (JSON)."""
+    snapshot, fits = taste.listener_fits(ctx)
+    if snapshot is None:
+        return {"snapshot": None, "listeners": []}
+    return {
+        "snapshot": {"id": snapshot.id, "reason": snapshot.reason,
+                     "n_ratings": snapshot.n_ratings, "n_listeners": snapshot.n_listeners,
+                     "created_at": snapshot.created_at.isoformat(), "metrics": snapshot.metrics},
+        "listeners": [f.__dict__ for f in fits],
+    }
 
 
 @router.get("/operator/versions", include_in_schema=False)
