@@ -457,7 +457,8 @@ def report_plots(ctx: ServiceContext, out_dir: Path, *, report: feedback.Report 
                 label=f"dataset baselines (n={len(base)})")
     ax.set_xlabel("stars")
     ax.set_ylabel("share of ratings")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.set_title("Rating distributions")
     save(fig, "rating_distributions.png")
     return paths
