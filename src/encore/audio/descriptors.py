@@ -27,6 +27,8 @@ name               definition                                                  u
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 DESCRIPTOR_NAMES: tuple[str, ...] = (
@@ -41,6 +43,13 @@ _SILENCE = {
     "onset_rate": float(np.log2(0.05)), "onset_strength": -10.0, "loudness": -120.0,
     "dynamics": 0.0, "zcr": -6.0, "chroma_focus": 0.0,
 }
+
+
+@functools.lru_cache(maxsize=8)
+def _chroma_filters(sr: int) -> np.ndarray:
+    import librosa
+
+    return librosa.filters.chroma(sr=sr, n_fft=_N_FFT)
 
 
 def _log2(x: float, floor: float) -> float:
@@ -81,8 +90,9 @@ def audio_descriptors(y: np.ndarray, sr: int) -> dict[str, float]:
     voiced = energy > energy.max() * 1e-4
     freqs = librosa.fft_frequencies(sr=sr, n_fft=_N_FFT)
     total = float(power[:, voiced].sum())
-    centroid = librosa.feature.spectral_centroid(S=mag, sr=sr)[0]
-    bandwidth = librosa.feature.spectral_bandwidth(S=mag, sr=sr)[0]
+    weight = mag / np.maximum(mag.sum(axis=0, keepdims=True), 1e-12)
+    centroid = freqs @ weight
+    bandwidth = np.sqrt(np.sum(weight * (freqs[:, None] - centroid[None, :]) ** 2, axis=0))
     rolloff = librosa.feature.spectral_rolloff(S=mag, sr=sr, roll_percent=0.85)[0]
     flatness = librosa.feature.spectral_flatness(S=mag)[0]
     onset_env = librosa.onset.onset_strength(S=librosa.power_to_db(power), sr=sr)
@@ -90,7 +100,8 @@ def audio_descriptors(y: np.ndarray, sr: int) -> dict[str, float]:
     frame_rms = librosa.feature.rms(S=mag, frame_length=_N_FFT)[0]
     level = 20 * np.log10(np.maximum(frame_rms[voiced], 1e-6))
     zcr = librosa.feature.zero_crossing_rate(y, frame_length=_N_FFT, hop_length=_HOP)[0]
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr).mean(axis=1)
+    frames = _chroma_filters(sr) @ power[:, voiced]
+    chroma = (frames / np.maximum(frames.max(axis=0, keepdims=True), 1e-12)).mean(axis=1)
     p = chroma / max(float(chroma.sum()), 1e-12)
     entropy = -float(np.sum(p * np.log(np.maximum(p, 1e-12)))) / np.log(len(p))
     seconds = max(y.size / sr, 1e-3)
