@@ -1,16 +1,18 @@
-"""Confidence-weighted fine-tuning of a model version on curated clips (DESIGN.md §2 step 8).
+"""Confidence-weighted fine-tuning of a model version on curated clips (the paper's §4.1).
 
-Objective (the paper's §4.1): for clips ``x₀`` with confidences ``c``,
+Objective: for clips ``x₀`` with confidences ``c``,
 
     L = E[ c · ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t)‖² ]
 
 with ``t ~ U{0..T-1}`` under the *parent's* noise schedule (an imported audio-diffusion model
-keeps its linear betas). Each batch is computed with
-:func:`encore.diffusion.train.weighted_diffusion_loss` (``Σ wᵢ mseᵢ / Σ wᵢ``).
+keeps its linear betas). It runs on the shared loop (:mod:`encore.diffusion.training`) as
+:class:`~encore.diffusion.training.EpsilonLoss` over
+:class:`~encore.diffusion.finetune_data.ClipReplayBatches`; the loop provides the optimiser,
+schedule, EMA, evaluations, checkpoints, exact resume and early stopping.
 
 What else happens, because fine-tuning a generator on its own preferred outputs is known to
-lose fidelity and diversity (``research/feedback_alignment.md`` §0, §1.2: Lee et al. keep
-pre-training data in every batch; RAFT-style loops degrade over rounds):
+lose fidelity and diversity (Lee et al. keep pre-training data in every batch; RAFT-style
+loops degrade over rounds; see ``docs/finetune.md``):
 
 - **replay**: a share ``replay_fraction`` of every batch is random crops of the base corpus
   (or, where no corpus is installed, of the parent's own generations — an anchor to the
@@ -26,10 +28,10 @@ pre-training data in every batch; RAFT-style loops degrade over rounds):
   ``eval_every`` steps the EMA model's loss on fixed crops / t / noise of the training clips,
   the held-out clips and the replay set is logged; training stops early after ``patience``
   evaluations without improvement of the held-out clip loss, and the best evaluated EMA
-  weights are exported;
+  weights are exported (:class:`~encore.diffusion.training.BestWeights`);
 - **resumable**: a checkpoint (model, EMA, optimiser, samplers, RNG states, best state) at
   every evaluation; ``resume=True`` continues it exactly;
-- bf16 autocast on CPUs with native bf16 (as :mod:`encore.diffusion.train`).
+- bf16 autocast on CPUs with native bf16.
 """
 
 from __future__ import annotations
@@ -39,9 +41,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,7 @@ import numpy as np
 import torch
 
 from encore.diffusion.finetune_data import (
+    ClipReplayBatches,
     ClipSampler,
     EvalSets,
     clip_tensor,
@@ -59,21 +59,23 @@ from encore.diffusion.finetune_data import (
     fixed_clip_batch,
 )
 from encore.diffusion.folder import LoadedModel, save_model_folder
-from encore.diffusion.train import (
-    EMA,
-    CropSampler,
-    TrainConfig,
-    bf16_supported,
-    fixed_heldout_batch,
-    lr_at,
+from encore.diffusion.train import fixed_heldout_batch
+from encore.diffusion.training import (
+    BestWeights,
+    EpsilonLoss,
+    LoopConfig,
+    LoopOutcome,
+    TrainingLoop,
+    load_checkpoint,
     read_log,
-    weighted_diffusion_loss,
+    seed_everything,
+    use_bf16,
 )
-from encore.errors import ConfigurationError, InvalidInput
+from encore.diffusion.training.plots import plot_log
+from encore.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FILE = "checkpoint.pt"
 LOG_FILE = "loss_log.jsonl"
 CURVE_FILE = "loss_curve.png"
 CONFIG_FILE = "finetune_config.json"
@@ -253,32 +255,6 @@ def _round(x: float | None, digits: int = 6) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
-# ----------------------------------------------------------------------------------------------
-# RNG state (python / numpy / torch), as train.py does for exact resume
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def training_noise_scheduler(parent: LoadedModel) -> Any:
     """A DDPM scheduler with the parent's betas (the schedule its ε-predictor was trained on)."""
     from diffusers import DDPMScheduler
@@ -293,77 +269,29 @@ def training_noise_scheduler(parent: LoadedModel) -> Any:
 # the loop
 
 
-def finetune(
-    parent: LoadedModel,
-    clips: Sequence[ClipInput],
-    *,
-    cfg: FinetuneConfig | None = None,
-    out_dir: str | Path,
-    replay: Any = None,
-    replay_heldout: Any = None,
-    clip_ids: Sequence[Any] | None = None,
-    model_dir: str | Path | None = None,
-    name: str | None = None,
-    parent_name: str | None = None,
-    record: dict[str, Any] | None = None,
-    resume: bool = False,
-    progress: ProgressFn | None = None,
-) -> FinetuneResult:
-    """Fine-tune ``parent`` on confidence-weighted clips; export the result as a model folder.
 
-    Parameters
-    ----------
-    parent : LoadedModel
-        The model to start from (not modified: a copy is trained).
-    clips : sequence of (image, confidence)
-        Images ``(H, W)`` uint8 or float in [-1, 1] with ``H = parent.mel_config.y_res`` and
-        any width (crops of the training width are drawn; narrower clips are padded with
-        silence); confidences finite and ≥ 0 (the loss weight ``c``).
-    cfg : FinetuneConfig
-    out_dir : path
-        Run folder: ``checkpoint.pt``, ``loss_log.jsonl``, ``loss_curve.png``,
-        ``finetune_config.json`` (and ``model/`` unless ``model_dir`` is given).
-    replay : Dataset, optional
-        Items ``(image (1, H, W') in [-1, 1], label)`` (or bare images) whose ``__getitem__``
-        draws a random crop of the training width (``encore.corpus`` ``SpectrogramDataset``
-        or :func:`parent_replay_set`). None (or ``replay_fraction = 0``) disables replay.
-    replay_heldout : Dataset, optional
-        Held-out corpus crops for the replay loss (forgetting), logged even when there is no
-        replay; ``replay`` itself when None.
-    clip_ids : sequence, optional
-        Identifiers of the clips (recorded in the training set); positions when None.
-    model_dir : path, optional
-        Where to write the model folder (atomically); ``out_dir/model`` when None.
-    name, parent_name : str, optional
-        Recorded in the folder's ``encore.json`` (``parent_name`` defaults to the parent's name).
-    record : dict, optional
-        Extra JSON-able facts merged into ``encore.json``'s ``training`` record.
-    resume : bool
-        Continue from ``out_dir/checkpoint.pt`` when it exists (exactly: same data, same
-        config); start afresh when it does not.
-    progress : callable, optional
-        ``progress(fraction, message)``, called every step.
 
-    Returns
-    -------
-    FinetuneResult
+@dataclass(frozen=True)
+class ClipSplit:
+    """The validated clips of a fine-tune, split into training and held-out clips."""
 
-    Raises
-    ------
-    InvalidInput
-        No clip with a positive confidence, bad confidences or image shapes, or a checkpoint
-        that belongs to other data / without ``resume``.
-    ConfigurationError
-        If the loss diverges (NaN/inf).
-    """
-    cfg = cfg or FinetuneConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out / CHECKPOINT_FILE, out / LOG_FILE
-    model_dir = Path(model_dir) if model_dir is not None else out / MODEL_DIR
-    report = progress or (lambda fraction, message=None: None)
+    height: int
+    width: int
+    train_images: list[torch.Tensor]
+    train_weights: list[float]
+    held_images: list[torch.Tensor]
+    held_weights: list[float]
+    training_set: tuple[dict[str, Any], ...]
+    fingerprint: str
 
-    # -- data ------------------------------------------------------------------------------
+    @property
+    def mean_confidence(self) -> float:
+        return float(np.mean(self.train_weights))
+
+
+def split_clips(parent: LoadedModel, clips: Sequence[ClipInput], clip_ids: Sequence[Any] | None,
+                cfg: FinetuneConfig) -> ClipSplit:
+    """Validate images and confidences, drop ``c = 0``, hold out a seeded few for early stopping."""
     height = int(parent.mel_config.y_res)
     width = int(cfg.width or parent.mel_config.x_res)
     multiple = parent.denoiser.width_multiple
@@ -392,235 +320,178 @@ def finetune(
     held_idx = sorted(kept[j] for j in perm[:n_held])
     train_idx = [i for i in kept if i not in set(held_idx)]
     roles = {i: "train" for i in train_idx} | {i: "heldout" for i in held_idx} | {i: "dropped" for i in dropped}
-    training_set = tuple(
-        {"clip_id": ids[i], "confidence": round(weights[i], 6), "role": roles[i]} for i in range(len(ids))
+    return ClipSplit(
+        height=height, width=width,
+        train_images=[images[i] for i in train_idx], train_weights=[weights[i] for i in train_idx],
+        held_images=[images[i] for i in held_idx], held_weights=[weights[i] for i in held_idx],
+        training_set=tuple({"clip_id": ids[i], "confidence": round(weights[i], 6), "role": roles[i]}
+                           for i in range(len(ids))),
+        fingerprint=data_fingerprint(images, weights),
     )
-    train_images = [images[i] for i in train_idx]
-    train_weights = [weights[i] for i in train_idx]
-    held_images = [images[i] for i in held_idx]
-    held_weights = [weights[i] for i in held_idx]
-    mean_c = float(np.mean(train_weights))
+
+
+def loop_config(cfg: FinetuneConfig) -> LoopConfig:
+    """The loop settings of a fine-tune: cosine over steps, a checkpoint at every evaluation,
+    the best held-out clip loss exported, early stopping after ``patience`` evaluations."""
+    return LoopConfig(
+        max_steps=cfg.steps, max_seconds=cfg.max_minutes * 60.0 if cfg.max_minutes is not None else None,
+        batch_size=cfg.batch_size, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+        ema_decay=cfg.ema_decay, log_every=cfg.log_every, eval_every=cfg.eval_every,
+        checkpoint_on_eval=True, criterion="heldout_clip_loss", patience=cfg.patience,
+        name="fine-tune",
+    )
+
+
+def _open_run(out: Path, cfg: FinetuneConfig, fingerprint: str,
+              resume: bool) -> tuple[FinetuneConfig, dict[str, Any] | None]:
+    """The config and checkpoint to continue (the saved config, the ``max_minutes`` passed)."""
+    checkpoint = load_checkpoint(out, resume=resume, what="fine-tune", required=False)
+    if checkpoint is None:
+        if resume:
+            logger.info("no checkpoint in %s: starting the fine-tune from the parent", out)
+        return cfg, None
+    if checkpoint.get("fingerprint") != fingerprint:
+        raise InvalidInput(f"the checkpoint in {out} was made from other clips or confidences")
+    saved = FinetuneConfig.from_dict(checkpoint["config"])
+    if dataclasses.replace(saved, max_minutes=cfg.max_minutes) != cfg:
+        logger.warning("resuming %s with its saved configuration (the one passed differs)", out)
+    logger.info("resuming fine-tune %s at step %d", out, checkpoint["step"])
+    return dataclasses.replace(saved, max_minutes=cfg.max_minutes), checkpoint
+
+
+def _eval_sets(data: ClipSplit, cfg: FinetuneConfig, forgetting: Any, T: int) -> EvalSets:
+    """Fixed crops / t / noise of the training clips, the held-out clips and held-out corpus."""
+    return EvalSets(
+        fixed_clip_batch(data.train_images, data.train_weights, data.width, cfg.eval_crops, T, cfg.seed + 11),
+        fixed_clip_batch(data.held_images, data.held_weights, data.width, cfg.eval_crops, T, cfg.seed + 12),
+        fixed_heldout_batch(forgetting, cfg.eval_crops, T, cfg.seed + 13),  # even without replay
+    )
+
+
+def _no_progress(fraction: float, message: str | None = None) -> None:
+    return None
+
+
+def _batches(data: ClipSplit, cfg: FinetuneConfig, replay: Any) -> ClipReplayBatches:
     n_replay = cfg.replay_per_batch if replay is not None and len(replay) > 0 else 0
     if cfg.replay_fraction > 0 and n_replay == 0:
         logger.warning("fine-tune: replay_fraction=%s but no replay data; training on clips only",
                        cfg.replay_fraction)
-    n_clip = cfg.batch_size - n_replay
-    fingerprint = data_fingerprint(images, weights)
+    clips = ClipSampler(data.train_images, data.train_weights, data.width, cfg.seed)
+    return ClipReplayBatches(clips, cfg.batch_size - n_replay, replay, n_replay, seed=cfg.seed + 1,
+                             height=data.height, replay_weight=data.mean_confidence)
 
-    # -- resume? -----------------------------------------------------------------------------
-    checkpoint: dict[str, Any] | None = None
-    if ckpt_path.is_file():
-        if not resume:
-            raise InvalidInput(f"{out} already holds a fine-tune ({CHECKPOINT_FILE}); pass resume=True or another out_dir")
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if checkpoint.get("fingerprint") != fingerprint:
-            raise InvalidInput(f"the checkpoint in {out} was made from other clips or confidences")
-        saved = FinetuneConfig.from_dict(checkpoint["config"])
-        if dataclasses.replace(saved, max_minutes=cfg.max_minutes) != cfg:
-            logger.warning("resuming %s with its saved configuration (the one passed differs)", out)
-        cfg = dataclasses.replace(saved, max_minutes=cfg.max_minutes)
-        logger.info("resuming fine-tune %s at step %d", out, checkpoint["step"])
-    elif resume:
-        logger.info("no checkpoint in %s: starting the fine-tune from the parent", out)
 
+def finetune(
+    parent: LoadedModel,
+    clips: Sequence[ClipInput],
+    *,
+    cfg: FinetuneConfig | None = None,
+    out_dir: str | Path,
+    replay: Any = None,
+    replay_heldout: Any = None,
+    clip_ids: Sequence[Any] | None = None,
+    model_dir: str | Path | None = None,
+    name: str | None = None,
+    parent_name: str | None = None,
+    record: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``parent`` on confidence-weighted clips; export the result as a model folder.
+
+    ``parent`` is not modified (a copy is trained). ``clips``: ``(image, confidence)`` with
+    images ``(H, W)`` uint8 or float in [-1, 1], ``H = parent.mel_config.y_res``, any width
+    (narrower than the crop width: padded with silence), confidences finite and ≥ 0.
+    ``out_dir`` holds ``checkpoint.pt``, ``loss_log.jsonl``, ``loss_curve.png``,
+    ``finetune_config.json`` (and ``model/`` unless ``model_dir`` is given). ``replay``: a
+    dataset whose ``__getitem__`` draws a random crop of the training width (a corpus
+    ``SpectrogramDataset`` or :func:`~encore.diffusion.finetune_data.parent_replay_set`);
+    None disables replay. ``replay_heldout``: held-out corpus crops for the replay loss
+    (forgetting), ``replay`` when None. ``clip_ids`` are recorded in the training set
+    (positions when None); ``name``, ``parent_name`` and ``record`` go into the folder's
+    ``encore.json``. ``resume=True`` continues ``out_dir/checkpoint.pt`` exactly when it
+    exists (same data, the saved config). ``progress(fraction, message)`` is called every step.
+
+    Raises
+    ------
+    InvalidInput
+        No clip with a positive confidence, bad confidences or image shapes, or a checkpoint
+        that belongs to other data / without ``resume``.
+    ConfigurationError
+        If the loss diverges (NaN/inf).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = progress or _no_progress
+    data = split_clips(parent, clips, clip_ids, cfg or FinetuneConfig())
+    cfg, checkpoint = _open_run(out, cfg or FinetuneConfig(), data.fingerprint, resume)
+    batches = _batches(data, cfg, replay)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = parent.denoiser.device
-    use_bf16 = device.type == "cpu" and (
-        cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported())
-    )
-    _seed_everything(cfg.seed)
-
-    # -- model, optimiser, schedule -------------------------------------------------------------
-    model = copy.deepcopy(parent.denoiser).float().to(device)
-    model.requires_grad_(True)
-    model.train()
-    ema = EMA(model, cfg.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = TrainConfig(lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio, warmup_steps=cfg.warmup_steps,
-                           max_steps=cfg.steps)
+    bf16 = use_bf16(cfg.precision, parent.denoiser.device)
+    seed_everything(cfg.seed)
+    model = copy.deepcopy(parent.denoiser).float().to(parent.denoiser.device).requires_grad_(True)
     noise_scheduler = training_noise_scheduler(parent)
     T = int(noise_scheduler.config.num_train_timesteps)
-    clip_sampler = ClipSampler(train_images, train_weights, width, cfg.seed)
-    replay_sampler = CropSampler(replay, n_replay, cfg.seed + 1) if n_replay else None
-    fixed_train = fixed_clip_batch(train_images, train_weights, width, cfg.eval_crops, T, cfg.seed + 11)
-    fixed_held = fixed_clip_batch(held_images, held_weights, width, cfg.eval_crops, T, cfg.seed + 12)
-    forgetting = replay_heldout if replay_heldout is not None else replay
-    fixed_replay = None
-    if forgetting is not None and len(forgetting) > 0:  # measured even without replay
-        fixed_replay = fixed_heldout_batch(forgetting, cfg.eval_crops, T, cfg.seed + 13)
-
-    step, elapsed_before = 0, 0.0
-    best: dict[str, Any] = {"loss": None, "ft_loss": None, "step": 0, "state": None, "bad": 0,
-                            "parent": None, "figures": None}
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        ema.load_state_dict(checkpoint["ema"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        clip_sampler.load_state_dict(checkpoint["clip_sampler"])
-        if replay_sampler is not None and checkpoint.get("replay_sampler") is not None:
-            replay_sampler.load_state_dict(checkpoint["replay_sampler"])
-        _set_rng_state(checkpoint["rng"])
-        step = int(checkpoint["step"])
-        elapsed_before = float(checkpoint["elapsed_seconds"])
-        best = checkpoint["best"]
-        rows = [r for r in read_log(log_path) if r.get("step", 0) <= step]  # later rows are redone
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    else:
-        log_path.write_text("")
+    eval_sets = _eval_sets(data, cfg, replay_heldout if replay_heldout is not None else replay, T)
+    loop = TrainingLoop(
+        model, objective=EpsilonLoss(), batches=batches, config=loop_config(cfg), out=out,
+        noise_scheduler=noise_scheduler, use_bf16=bf16,
+        evaluate=lambda m: evaluate_sets(m, eval_sets, noise_scheduler, use_bf16=bf16),
+        best=BestWeights("heldout_clip_loss", cfg.patience),
+        checkpoint_extra={"config": cfg.to_dict(), "fingerprint": data.fingerprint},
+        on_step=lambda s: report(s.fraction, f"fine-tuning: step {s.step}/{cfg.steps}"),
+    )
+    loop.resume(checkpoint)
     (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     logger.info(
         "fine-tuning %s: %d training clips (%d held out, %d dropped), batch %d (%d replay), "
-        "%d steps, lr %.1e, bf16=%s",
-        parent.name, len(train_idx), len(held_idx), len(dropped), cfg.batch_size, n_replay,
-        cfg.steps, cfg.lr, use_bf16,
+        "%d steps, lr %.1e, bf16=%s", parent.name, len(data.train_images), len(data.held_images),
+        sum(e["role"] == "dropped" for e in data.training_set), cfg.batch_size,
+        batches.n_replay, cfg.steps, cfg.lr, bf16,
     )
+    report(loop.step / cfg.steps, "fine-tuning")
+    outcome = loop.run()
+    model_dir = Path(model_dir) if model_dir is not None else out / MODEL_DIR
+    return _export(loop, outcome, parent, data, cfg, model_dir=model_dir, n_replay=batches.n_replay,
+                   name=name, parent_name=parent_name, record=record, report=report)
 
-    budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes is not None else None
-    t_start = time.monotonic()
 
-    def elapsed() -> float:
-        return elapsed_before + time.monotonic() - t_start
-
-    eval_sets = EvalSets(fixed_train, fixed_held, fixed_replay)
-
-    def evaluate(m: torch.nn.Module) -> dict[str, float | None]:
-        return evaluate_sets(m, eval_sets, noise_scheduler, use_bf16=use_bf16)
-
-    def save_checkpoint() -> None:
-        _atomic_torch_save({
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "clip_sampler": clip_sampler.state_dict(),
-            "replay_sampler": replay_sampler.state_dict() if replay_sampler is not None else None,
-            "rng": _rng_state(), "step": step, "elapsed_seconds": elapsed(), "best": best,
-            "config": cfg.to_dict(), "fingerprint": fingerprint,
-        }, ckpt_path)
-
-    stop_reason = "completed"
-    window: list[float] = []
-    log_file = log_path.open("a")
-
-    def log(row: dict[str, Any]) -> None:
-        log_file.write(json.dumps(row) + "\n")
-        log_file.flush()
-
-    def evaluation_point() -> bool:
-        """Evaluate the EMA model at ``step``, keep the best weights; True = stop early.
-
-        The criterion is the held-out clip loss. ``best["loss"]`` is the best value so far,
-        the parent's (step 0) included; ``best["state"]`` the best *fine-tuned* weights (so a
-        run that never beats its parent still exports its least-bad evaluated weights).
-        Without held-out clips the last evaluated weights are kept and nothing stops early.
-        """
-        figures = evaluate(ema.model)
-        log({"step": step, **{k: _round(v) for k, v in figures.items()}, "elapsed": round(elapsed(), 1)})
-        logger.info("fine-tune step %d: %s", step,
-                    ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if v is not None))
-        criterion = figures["heldout_clip_loss"]
-        if step == 0:
-            best.update(parent=figures, loss=criterion)
-            return False
-        if criterion is None:
-            best.update(step=step, state=_cpu_state(ema.model), figures=figures)
-            return False
-        if best["state"] is None or criterion < best["ft_loss"]:
-            best.update(ft_loss=criterion, step=step, state=_cpu_state(ema.model), figures=figures)
-        if best["loss"] is None or criterion < best["loss"]:
-            best.update(loss=criterion, bad=0)
-            return False
-        best["bad"] += 1
-        return cfg.patience > 0 and best["bad"] >= cfg.patience
-
-    try:
-        if checkpoint is None:
-            evaluation_point()
-        report(step / cfg.steps, "fine-tuning")
-        while step < cfg.steps:
-            lr = lr_at(step / cfg.steps, step, schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
-            x_clip, w_clip = clip_sampler.next_batch(n_clip)
-            if replay_sampler is not None:
-                x_rep = replay_sampler.next_batch().reshape(n_replay, 1, height, -1)
-                if x_rep.shape[-1] != width:
-                    raise InvalidInput(f"replay crops are {x_rep.shape[-1]} frames wide; the fine-tune uses {width}")
-                x0 = torch.cat([x_clip, x_rep.float()])
-                w = torch.cat([w_clip, torch.full((n_replay,), mean_c)])
-            else:
-                x0, w = x_clip, w_clip
-            x0, w = x0.to(device), w.to(device)
-            noise = torch.randn_like(x0)
-            t = torch.randint(0, T, (x0.shape[0],), device=device)
-            xt = noise_scheduler.add_noise(x0, noise, t)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                pred = model(xt, t)
-            loss = weighted_diffusion_loss(pred, noise, w)
-            if not torch.isfinite(loss):
-                raise ConfigurationError(f"fine-tune diverged: loss={loss.item()!r} at step {step}")
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.update(model)
-            step += 1
-            window.append(loss.item())
-
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                log({"step": step, "loss": round(float(np.mean(window)), 6), "lr": lr,
-                     "grad_norm": round(float(grad_norm), 4), "samples": step * cfg.batch_size,
-                     "elapsed": round(elapsed(), 1)})
-                window.clear()
-            stop = False
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                stop = evaluation_point()
-                save_checkpoint()
-            report(min(step / cfg.steps, 1.0), f"fine-tuning: step {step}/{cfg.steps}")
-            if stop:
-                stop_reason = "early_stop"
-                logger.info("fine-tune: held-out clip loss did not improve for %d evaluations; stopping at step %d",
-                            cfg.patience, step)
-                break
-            if budget_s is not None and elapsed() >= budget_s:
-                stop_reason = "time_budget"
-                logger.warning("fine-tune: wall-time budget of %.1f min reached at step %d", cfg.max_minutes, step)
-                if step % cfg.eval_every:
-                    evaluation_point()
-                    save_checkpoint()
-                break
-    finally:
-        log_file.close()
-
-    # -- export the best EMA weights ---------------------------------------------------------
-    final_model = copy.deepcopy(ema.model)
+def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data: ClipSplit,
+            cfg: FinetuneConfig, *, model_dir: Path, n_replay: int, name: str | None,
+            parent_name: str | None, record: dict[str, Any] | None,
+            report: ProgressFn) -> FinetuneResult:
+    """Write the best evaluated EMA weights as a model folder (atomically); the result."""
+    assert loop.best is not None and loop.evaluate is not None
+    best = loop.best.state
+    final_model = copy.deepcopy(loop.ema.model)
     if best.get("state") is not None:
         final_model.load_state_dict(best["state"])
     final_model.eval().requires_grad_(False)
-    exported = best.get("figures") or evaluate(final_model)
+    exported = best.get("figures") or loop.evaluate(final_model)
     parent_figures = best["parent"] or {}
-    curve = plot_finetune_curve(log_path, out / CURVE_FILE, title=f"fine-tune of {parent.name}",
-                                best_step=int(best.get("step") or step))
-    rows = tuple(read_log(log_path))
+    best_step = int(best.get("step") or outcome.steps)
+    curve = plot_finetune_curve(loop.log_path, loop.out / CURVE_FILE,
+                                title=f"fine-tune of {parent.name}", best_step=best_step)
     result = FinetuneResult(
-        out_dir=out, model_dir=model_dir, steps=step, planned_steps=cfg.steps,
-        best_step=int(best.get("step") or step), stop_reason=stop_reason, wall_seconds=elapsed(),
-        samples_seen=step * cfg.batch_size,
+        out_dir=loop.out, model_dir=model_dir, steps=outcome.steps, planned_steps=cfg.steps,
+        best_step=best_step, stop_reason=outcome.stop_reason, wall_seconds=outcome.wall_seconds,
+        samples_seen=outcome.steps * cfg.batch_size,
         train_clip_loss=(parent_figures.get("train_clip_loss"), exported.get("train_clip_loss")),
         heldout_clip_loss=(parent_figures.get("heldout_clip_loss"), exported.get("heldout_clip_loss")),
         replay_loss=(parent_figures.get("replay_loss"), exported.get("replay_loss")),
-        training_set=training_set, loss_curve=rows, log_path=log_path,
-        curve_path=curve, config=cfg,
+        training_set=data.training_set, loss_curve=tuple(read_log(loop.log_path)),
+        log_path=loop.log_path, curve_path=curve, config=cfg,
     )
     training = {
-        "kind": "finetune",
-        "config": cfg.to_dict(),
-        "replay": {"crops_per_batch": n_replay, "weight": round(mean_c, 6)},
-        "training_set": list(training_set),
-        **result.summary(),
-        **(record or {}),
+        "kind": "finetune", "config": cfg.to_dict(),
+        "replay": {"crops_per_batch": n_replay, "weight": round(data.mean_confidence, 6)},
+        "training_set": list(data.training_set), **result.summary(), **(record or {}),
     }
     extra: dict[str, Any] = {CONFIG_FILE: json.dumps(cfg.to_dict(), indent=2) + "\n",
-                             LOG_FILE: log_path}
+                             LOG_FILE: loop.log_path}
     if curve is not None:
         extra[CURVE_FILE] = curve
     report(1.0, "saving the new model")
@@ -631,7 +502,7 @@ def finetune(
     )
     logger.info(
         "fine-tune done: %d steps (%s), best step %d, %.1f min; train-clip loss %s -> %s",
-        step, stop_reason, result.best_step, result.wall_seconds / 60,
+        result.steps, result.stop_reason, result.best_step, result.wall_seconds / 60,
         _round(result.train_clip_loss[0], 4), _round(result.train_clip_loss[1], 4),
     )
     return result
@@ -645,43 +516,9 @@ def plot_finetune_curve(log_path: str | Path, png_path: str | Path, *, title: st
     EMA model on fixed crops / t / noise of the training clips, the held-out clips (both
     confidence-weighted) and held-out corpus crops. A dotted line marks the exported step.
     """
-    rows = read_log(log_path)
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    train = [r for r in rows if "loss" in r]
-    if train:
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, alpha=0.5,
-                color="grey", label="training batches (window mean)")
-    labels = {"train_clip_loss": "training clips (EMA)", "heldout_clip_loss": "held-out clips (EMA)",
+    series = {"train_clip_loss": "training clips (EMA)", "heldout_clip_loss": "held-out clips (EMA)",
               "replay_loss": "held-out corpus (EMA)"}
-    for key, label in labels.items():
-        pts = [r for r in rows if r.get(key) is not None]
-        if pts:
-            ax.plot([r["step"] for r in pts], [r[key] for r in pts], "o-", ms=3, label=label)
-    if best_step is not None:
-        ax.axvline(best_step, ls=":", color="black", lw=0.8, label=f"exported (step {best_step})")
-    ax.set_xlabel("step")
-    ax.set_ylabel("epsilon MSE")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "fine-tune")
-    fig.tight_layout()
-    png_path = Path(png_path)
-    tmp = png_path.with_name(png_path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png_path)
-    return png_path
-
-
-def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return plot_log(log_path, png_path, series=series, title=title or "fine-tune", best_step=best_step)
 
 
 def evaluate_against_parent(

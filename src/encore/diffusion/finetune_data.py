@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from encore.diffusion.folder import LoadedModel
-from encore.diffusion.train import bf16_supported, heldout_loss
+from encore.diffusion.train import CropSampler, heldout_loss
+from encore.diffusion.training import WeightedBatch, bf16_supported
 from encore.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,40 @@ class ClipSampler:
         self.gen.set_state(state["gen"])
         self.order = list(state["order"])
         self.pos = int(state["pos"])
+
+
+class ClipReplayBatches:
+    """The fine-tune's batch source: clip crops with their confidences, then replay crops.
+
+    ``n_replay`` of every batch's crops come from ``replay`` (a dataset of random crops) with
+    the weight ``replay_weight`` (the training clips' mean confidence), the rest from
+    ``clips``.
+    """
+
+    def __init__(self, clips: ClipSampler, n_clip: int, replay: Any, n_replay: int, *,
+                 seed: int, height: int, replay_weight: float) -> None:
+        self.clips, self.n_clip, self.n_replay = clips, n_clip, n_replay
+        self.replay = CropSampler(replay, n_replay, seed) if n_replay else None
+        self.height, self.replay_weight = height, replay_weight
+
+    def next_batch(self) -> WeightedBatch:
+        x_clip, w_clip = self.clips.next_batch(self.n_clip)
+        if self.replay is None:
+            return WeightedBatch(x_clip, w_clip)
+        x_rep = self.replay.next_batch().reshape(self.n_replay, 1, self.height, -1)
+        if x_rep.shape[-1] != self.clips.width:
+            raise InvalidInput(f"replay crops are {x_rep.shape[-1]} frames wide; the fine-tune uses {self.clips.width}")
+        return WeightedBatch(torch.cat([x_clip, x_rep.float()]),
+                             torch.cat([w_clip, torch.full((self.n_replay,), self.replay_weight)]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"clip_sampler": self.clips.state_dict(),
+                "replay_sampler": self.replay.state_dict() if self.replay is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clips.load_state_dict(state["clip_sampler"])
+        if self.replay is not None and state.get("replay_sampler") is not None:
+            self.replay.load_state_dict(state["replay_sampler"])
 
 
 def fixed_clip_batch(

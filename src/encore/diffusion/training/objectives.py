@@ -1,0 +1,146 @@
+"""The plug-in side of the training loop: batch sources, losses and what a loss sees.
+
+A training method is a :class:`BatchSource` (what one step trains on) and an
+:class:`Objective` (the scalar loss of one batch). The loop hands the objective the model
+being trained, the batch, and a :class:`LossContext`: the noise schedule, the precision, the
+device and — for preference methods — a frozen reference model. The objective draws its own
+noise and timesteps from the global torch RNG, which the loop seeds, checkpoints and restores,
+so a resumed run draws the same ones.
+
+Batches are plain frozen dataclasses; the loop never looks inside them:
+
+- :class:`WeightedBatch` — images and optional per-sample weights (base training, the paper's
+  confidence-weighted fine-tune);
+- :class:`PairBatch` — preferred and rejected images of the same prompt (pairwise preference
+  losses such as Diffusion-DPO, which also read ``ctx.reference``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from encore.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What an objective may use besides the model and the batch.
+
+    Attributes
+    ----------
+    noise_scheduler : diffusers scheduler
+        The training (DDPM) schedule: ``add_noise(x0, noise, t)``.
+    num_train_timesteps : int
+        ``T``; objectives draw ``t ~ U{0..T-1}``.
+    use_bf16 : bool
+        Run the model's forward under bf16 autocast (:meth:`predict` does).
+    device : torch.device
+        Where the model lives; batches arrive on the CPU.
+    reference : torch.nn.Module or None
+        A frozen copy of the starting model (``eval()``, no gradients), for losses that
+        compare against it (Diffusion-DPO, Diffusion-KTO); None unless the method passes one.
+    step : int
+        Optimiser steps done before this batch.
+    """
+
+    noise_scheduler: Any
+    num_train_timesteps: int
+    use_bf16: bool
+    device: torch.device
+    reference: torch.nn.Module | None = None
+    step: int = 0
+
+    def predict(self, model: torch.nn.Module, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``model(xt, t)`` under the run's autocast."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16):
+            return model(xt, t)
+
+    def noised(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_t, ε, t)``: fresh noise and uniform timesteps for clean images ``x0``."""
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.num_train_timesteps, (x0.shape[0],), device=self.device)
+        return self.noise_scheduler.add_noise(x0, noise, t), noise, t
+
+
+class BatchSource(Protocol):
+    """Yields one training batch per step; its position is part of the checkpoint."""
+
+    def next_batch(self) -> Any: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Objective(Protocol):
+    """The scalar loss of one batch; the loop does ``backward()`` and the optimiser step."""
+
+    def __call__(self, model: torch.nn.Module, batch: Any, ctx: LossContext) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class WeightedBatch:
+    """Clean images ``(B, 1, H, W)`` in [-1, 1] and per-sample weights ``(B,)`` (None: all 1)."""
+
+    images: torch.Tensor
+    weights: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class PairBatch:
+    """``B`` preference pairs: ``winners[i]`` was preferred to ``losers[i]`` (both ``(B, 1, H, W)``)."""
+
+    winners: torch.Tensor
+    losers: torch.Tensor
+    weights: torch.Tensor | None = None
+
+
+def weighted_diffusion_loss(
+    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-sample weighted MSE between predicted and true noise.
+
+    Parameters
+    ----------
+    pred, target : torch.Tensor
+        Shape ``(B, ...)``; computed in float32 whatever their dtype.
+    weights : torch.Tensor, optional
+        Shape ``(B,)``, non-negative (e.g. listener confidences). ``None`` means all ones.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar ``sum_i w_i * mse_i / sum_i w_i`` (0 when every weight is 0), where ``mse_i``
+        is the mean squared error of sample ``i``. With all weights 1 this is the plain MSE;
+        samples with weight 0 do not contribute.
+    """
+    if pred.shape != target.shape:
+        raise InvalidInput(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none")
+    per_sample = per_sample.reshape(per_sample.shape[0], -1).mean(dim=1)
+    if weights is None:
+        return per_sample.mean()
+    weights = weights.to(per_sample).reshape(-1)
+    if weights.shape[0] != per_sample.shape[0]:
+        raise InvalidInput(f"weights has {weights.shape[0]} entries for a batch of {per_sample.shape[0]}")
+    if bool((weights < 0).any()):
+        raise InvalidInput("weights must be non-negative")
+    total = weights.sum()
+    return (per_sample * weights).sum() / total.clamp_min(1e-12)
+
+
+class EpsilonLoss:
+    """DDPM ε-prediction on a :class:`WeightedBatch`: ``Σ wᵢ ‖ε − ε_θ(x_t, t)‖²ᵢ / Σ wᵢ``.
+
+    Base training passes no weights; the paper's fine-tune passes listener confidences.
+    """
+
+    def __call__(self, model: torch.nn.Module, batch: WeightedBatch, ctx: LossContext) -> torch.Tensor:
+        x0 = batch.images.to(ctx.device)
+        weights = batch.weights.to(ctx.device) if batch.weights is not None else None
+        xt, noise, t = ctx.noised(x0)
+        return weighted_diffusion_loss(ctx.predict(model, xt, t), noise, weights)
