@@ -81,3 +81,35 @@ def test_listening_heartbeats_are_rate_limited(make_app: Callable[..., FastAPI])
     codes = [ada.post(f"/api/deliveries/{delivery}/listens", json={"ranges": [[0, 0.1]]}).status_code
              for _ in range(6)]
     assert codes == [200] * 5 + [429]
+
+
+# --- §10: listening is checked against the audio actually served ---------------------------
+
+
+def test_no_listening_is_granted_before_the_audio_is_fetched(
+    listener: TestClient, ready_delivery: int
+) -> None:
+    """The probe: never download the audio, wait, claim the whole clip, try to rate."""
+    import time
+
+    base = f"/api/deliveries/{ready_delivery}"
+    time.sleep(1.2)
+    state = listener.post(f"{base}/listens", json={"ranges": [[0, 1.0]], "final": True}).json()
+    assert state["listened_seconds"] == 0 and state["rating_allowed"] is False
+    assert listener.post(f"{base}/rating", json={"stars": 5}).status_code == 422
+
+
+def test_listening_stops_where_the_served_audio_stops(
+    listener: TestClient, ready_delivery: int
+) -> None:
+    import time
+
+    base = f"/api/deliveries/{ready_delivery}"
+    part = listener.get(f"{base}/audio", headers={"range": "bytes=0-15"})
+    assert part.status_code == 206
+    time.sleep(1.2)
+    state = listener.post(f"{base}/listens", json={"ranges": [[0, 1.0]]}).json()
+    assert state["listened_seconds"] <= 0.15 and state["rating_allowed"] is False
+    listener.get(f"{base}/audio")  # now the whole file
+    state = listener.post(f"{base}/listens", json={"ranges": [[0, 1.0]]}).json()
+    assert state["listened_seconds"] == pytest.approx(1.0) and state["rating_allowed"] is True

@@ -528,6 +528,24 @@ def delivery_status(ctx: ServiceContext, *, listener: User, delivery_id: int) ->
         return _view(ctx, session, _own_delivery(session, listener, delivery_id))
 
 
+def note_audio_served(
+    ctx: ServiceContext, *, listener: User, delivery_id: int, end: int, total: int
+) -> None:
+    """Record that bytes up to ``end`` (exclusive) of the ``total``-byte clip audio were
+    served to the delivery's listener (kept: the furthest end)."""
+    with ctx.connection() as conn:
+        conn.execute(
+            sa.update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.listener_id == listener.id)
+            .values(
+                audio_bytes_served=sa.func.max(Delivery.audio_bytes_served, int(end))
+                if conn.dialect.name == "sqlite"
+                else sa.func.greatest(Delivery.audio_bytes_served, int(end)),
+                audio_bytes_total=int(total),
+            )
+        )
+
+
 def clip_media(
     ctx: ServiceContext,
     *,
@@ -564,6 +582,9 @@ class _Heard:
     played: list[list[float]]
     started: dt.datetime | None
     rated: bool
+    # Seconds of the clip covered by the audio bytes served so far (None: not recorded,
+    # e.g. a delivery opened before the bytes were counted).
+    audible_seconds: float | None = None
 
 
 # The listening hot path runs these pre-built statements on a Core connection: a heartbeat
@@ -577,6 +598,8 @@ _HEARD = (
         Delivery.played_ranges,
         Delivery.opened_at,
         Delivery.delivered_at,
+        Delivery.audio_bytes_served,
+        Delivery.audio_bytes_total,
         Clip.status,
         Clip.seconds,
         Clip.ready_at,
@@ -607,7 +630,8 @@ def _heard(conn: sa.Connection, listener: User, delivery_id: int) -> _Heard:
     row = conn.execute(_HEARD, {"delivery_id": delivery_id}).one_or_none()
     if row is None:
         raise NotFound(f"delivery {delivery_id} does not exist")
-    owner, clip_id, listened, played, opened_at, delivered_at, status, seconds, ready_at, rating_id = row
+    (owner, clip_id, listened, played, opened_at, delivered_at, served, total, status, seconds,
+     ready_at, rating_id) = row
     if owner != listener.id:
         raise PermissionDenied(f"delivery {delivery_id} belongs to another listener")
     if status is not ClipStatus.READY or not seconds:
@@ -617,8 +641,12 @@ def _heard(conn: sa.Connection, listener: User, delivery_id: int) -> _Heard:
         clip_seconds=float(seconds),
         listened_seconds=float(listened),
         played=list(played or []),
-        started=_aware(opened_at) or _aware(ready_at) or _aware(delivered_at),
+        # Listening starts when the player first fetches the audio, never before.
+        started=_aware(opened_at),
         rated=rating_id is not None,
+        audible_seconds=(
+            float(seconds) * min(int(served) / int(total), 1.0) if total else None
+        ),
     )
 
 
@@ -647,7 +675,14 @@ def record_listen(
     slack = ctx.feedback_config().wall_clock_slack_seconds
     with ctx.connection(write=False) as conn:
         heard = _heard(conn, listener, delivery_id)
-    wall = (now - heard.started).total_seconds() if heard.started else None
+    wall = (now - heard.started).total_seconds() if heard.started else 0.0
+    if heard.started is None:
+        cleaned = []  # the audio was never fetched: nothing can have been heard
+    elif heard.audible_seconds is not None:
+        # Nothing past the audio served so far (bytes of an OGG grow about linearly with
+        # time; the header pages come first, so this errs towards the listener).
+        audible = heard.audible_seconds + 0.1 * heard.clip_seconds
+        cleaned = [(a, min(b, audible)) for a, b in cleaned if min(b, audible) > a]
 
     def merge(played: list[list[float]], granted: float) -> tuple[float, list[list[float]]]:
         summary = feedback.summarize_listen(

@@ -113,6 +113,26 @@ def file_response(path: str | PathLike[str], content_type: str) -> Response:
     )
 
 
+def served_span(request: Request, ref: object) -> tuple[int, int] | None:
+    """``(end, size)``: the byte after the last one this request will be sent of the blob,
+    and the blob's size (``None`` when nothing is sent, e.g. an unsatisfiable range)."""
+    size = getattr(ref, "size", None)
+    if size is None:
+        path = getattr(ref, "path", None)
+        data = getattr(ref, "data", None)
+        size = Path(path).stat().st_size if path is not None else len(data or b"")
+    header = request.headers.get("range")
+    if header is None:
+        return (int(size), int(size)) if size else None
+    try:
+        span = parse_single_range(header, int(size))
+    except ValueError:
+        return None
+    if span is None:  # several ranges: served whole or in parts, count the whole
+        return int(size), int(size)
+    return span[1] + 1, int(size)
+
+
 def serve_blob(request: Request, ref: object) -> Response:
     """Serve a blob reference from the services (a local file when it has a path).
 

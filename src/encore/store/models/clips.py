@@ -146,6 +146,9 @@ class Delivery(Base):
     audio_bytes_served: Mapped[int] = mapped_column(
         sa.BigInteger, default=0, server_default=sa.text("0")
     )
+    audio_bytes_total: Mapped[int] = mapped_column(
+        sa.BigInteger, default=0, server_default=sa.text("0")
+    )
     # How the served candidate was chosen: "taste" (the listener's taste model picked it),
     # "explore" (uniformly at random) or "single" (one candidate); ``propensity`` is the
     # probability that this candidate was served given the candidates and the policy.

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from encore.services import music
 from encore.web import views
 from encore.web.deps import CtxDep, CurrentUser, LimitsDep, client_ip, render, run_short_write
-from encore.web.media import serve_blob
+from encore.web.media import serve_blob, served_span
 
 router = APIRouter()
 
@@ -81,6 +81,11 @@ def api_delivery_status(delivery_id: int, user: CurrentUser, ctx: CtxDep) -> dic
 def api_clip_audio(request: Request, delivery_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
     """The clip's audio (HTTP Range supported)."""
     ref = music.clip_media(ctx, listener=user, delivery_id=delivery_id, kind="audio")
+    served = served_span(request, ref)
+    if served is not None:
+        music.note_audio_served(
+            ctx, listener=user, delivery_id=delivery_id, end=served[0], total=served[1]
+        )
     return serve_blob(request, ref)
 
 

@@ -8,8 +8,9 @@
   songs stored before; their blob is measured).
 - ``users.sessions_valid_after``: sessions created before it are void (password change,
   "sign out everywhere", deactivation).
-- ``deliveries.audio_bytes_served``: the furthest byte of the clip's audio served to the
-  listener; reported listening cannot go past the audio it covers.
+- ``deliveries.audio_bytes_served`` / ``audio_bytes_total``: the furthest byte of the
+  clip's audio served to the listener and the audio's size; reported listening cannot go
+  past the audio it covers.
 - ``password_resets``: operator-issued one-time reset links (only the token's hash).
 
 Revision ID: 0004
@@ -46,6 +47,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("audio_bytes_served", sa.BigInteger(), nullable=False, server_default="0")
         )
+        batch_op.add_column(
+            sa.Column("audio_bytes_total", sa.BigInteger(), nullable=False, server_default="0")
+        )
     op.create_table(
         "password_resets",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -73,6 +77,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_password_resets_user_id"), table_name="password_resets")
     op.drop_table("password_resets")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("audio_bytes_total")
         batch_op.drop_column("audio_bytes_served")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_column("sessions_valid_after")
