@@ -188,6 +188,10 @@ class FeedbackConfig:
     qc_power_sigma_prior: float = 0.5
     qc_power_sigma_prior_df: float = 8.0
     qc_rounds: int = 3
+    qc_taste_clusters: int = 3
+    qc_noise_quantile: float = 0.5
+    qc_honest_noise: float = 0.75
+    qc_min_reliability: float = 0.05
     saturation_share: float = 0.8
     low_listen_fraction: float = 0.6
     flagged_weight: float = 0.0
@@ -208,18 +212,19 @@ class FeedbackConfig:
 
     def __post_init__(self) -> None:
         for name in ("baseline_probability", "review_probability", "min_listen_fraction", "qc_alpha",
-                     "saturation_share", "low_listen_fraction", "flagged_weight", "qc_min_power"):
+                     "saturation_share", "low_listen_fraction", "flagged_weight", "qc_min_power",
+                     "qc_noise_quantile", "qc_min_reliability"):
             _check_unit(name, getattr(self, name))
         for name in ("min_listen_seconds", "wall_clock_slack_seconds", "admit_margin",
                      "sigma_prior_ratings"):
             _check_nonnegative(name, getattr(self, name))
         for name in ("rater_tolerance", "bias_prior_sd", "sigma_floor", "reliability_tolerance",
-                     "qc_power_sigma_prior", "qc_power_sigma_prior_df"):
+                     "qc_power_sigma_prior", "qc_power_sigma_prior_df", "qc_honest_noise"):
             value = getattr(self, name)
             if not _finite(value) or value <= 0:
                 raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be a positive number")
         for name in ("rater_max_iterations", "qc_min_ratings", "min_ratings", "cold_start_top_n",
-                     "bootstrap_resamples", "qc_rounds"):
+                     "bootstrap_resamples", "qc_rounds", "qc_taste_clusters"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be an integer >= 1")

@@ -86,7 +86,8 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
+from scipy import sparse, special, stats
+from scipy.cluster.vq import kmeans2
 
 from encore.errors import InvalidInput
 from encore.feedback.config import DEFAULT_CONFIG, FeedbackConfig
@@ -467,35 +468,20 @@ def assess_raters(
     bounds = np.searchsorted(idx.ri[order], np.arange(n_raters + 1))
     rows_of = [order[bounds[k]:bounds[k + 1]] for k in range(n_raters)]
 
+    dummies_of = [None if groups is None else _group_dummies(groups[idx.cj[rows]])
+                  for rows in rows_of]
     flagged: set[int] = set()
     verdicts: list[_Verdict] = []
     for round_no in range(1, config.qc_rounds + 1):
         omega = np.array([0.0 if k in flagged else 1.0 for k in range(n_raters)])
         fit = _alternating_fit(u, idx.ri, idx.cj, n_raters, n_clips, omega, config)
-        psi, delta, sigma = fit[0], fit[2], np.sqrt(fit[4])
-        loo, _ = _leave_one_out_quality(u, idx.ri, idx.cj, delta, sigma, omega, n_clips)
-        # The power calculation needs realistic noise levels: σ from clips with >= 2 raters
-        # only, shrunk toward a prior (the fitted σ sits at its floor where clips are rated
-        # once, which made every test look powerful).
-        sigma_p = np.sqrt(_power_sigma2(u, idx.ri, idx.cj, delta, sigma, omega, n_raters,
-                                        n_clips, config))
-        _, loo_var = _leave_one_out_quality(u, idx.ri, idx.cj, delta, sigma_p, omega, n_clips)
-        signal = _signal_variance(psi, _quality_se(idx.ri, idx.cj, sigma_p, omega, n_clips))
-        typical = float(np.median(sigma_p[omega > 0] ** 2))
+        delta, sigma = fit[2], np.sqrt(fit[4])
+        witnesses = _witnesses(u, listened, idx.ri, idx.cj, rows_of, delta, sigma, omega,
+                               n_raters, n_clips, config)
         verdicts = []
         for k, rows in enumerate(rows_of):
-            ev = _evidence(u[rows], listened[rows], loo[rows],
-                           None if groups is None else groups[idx.cj[rows]],
-                           float(sigma[k]), config)
-            # R² a rater of typical consistency would reach on these clips, given how
-            # precisely the others pin them down
-            # (without a consensus for qc_min_ratings of them, the test cannot use one)
-            tested = np.isfinite(loo[rows])
-            noise = float(np.mean(loo_var[rows][tested])) \
-                if tested.sum() >= config.qc_min_ratings else np.inf
-            expected_r2 = signal ** 2 / ((signal + typical) * (signal + noise)) \
-                if np.isfinite(noise) else 0.0
-            verdicts.append(_decide(ev, expected_r2, config))
+            ev = _evidence(rows, u, listened, dummies_of[k], witnesses, float(sigma[k]), config)
+            verdicts.append(_decide(ev, config))
         now_flagged = {k for k, v in enumerate(verdicts) if v.reasons}
         logger.debug("quality control round %d: %d raters flagged", round_no, len(now_flagged))
         if now_flagged == flagged or len(now_flagged) == n_raters:
@@ -566,7 +552,7 @@ def _leave_one_out_quality(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, delta:
 
 def _power_sigma2(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, delta: np.ndarray,
                   sigma_fit: np.ndarray, omega: np.ndarray, n_raters: int, n_clips: int,
-                  config: FeedbackConfig) -> np.ndarray:
+                  config: FeedbackConfig, labels: np.ndarray | None = None) -> np.ndarray:
     """Each rater's noise variance for the power calculation of rule B (stars²).
 
     Only clips with at least two ratings of raters that count say anything about a rater's
@@ -579,16 +565,21 @@ def _power_sigma2(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, delta: np.ndarr
     """
     x = u - delta[ri]
     active = omega[ri] > 0
-    n_j = np.bincount(cj, active.astype(float), n_clips)
+    if labels is None:
+        key, n_keys, outside = cj, n_clips, np.zeros(u.shape[0], dtype=bool)
+    else:  # the consensus of the rater's own taste cluster on the clip
+        n_lab = int(labels.max()) + 2
+        key, n_keys, outside = cj * n_lab + (labels[ri] + 1), n_clips * n_lab, labels[ri] < 0
+    n_j = np.bincount(key, active.astype(float), n_keys)
     # the clip's consensus, weighted by the fitted precisions (erratic raters barely move it)
     w = np.where(active, omega[ri] / sigma_fit[ri] ** 2, 0.0)
-    w_j = np.bincount(cj, w, n_clips)
-    mean_j = np.bincount(cj, w * x, n_clips) / np.where(w_j > 0, w_j, 1.0)
-    multi = n_j[cj] >= 2
+    w_j = np.bincount(key, w, n_keys)
+    mean_j = np.bincount(key, w * x, n_keys) / np.where(w_j > 0, w_j, 1.0)
+    multi = (n_j[key] >= 2) & ~outside
     # a rating loses its leverage on that mean from its degree of freedom (1 − 1/n_j for
     # equal weights); one outside it (a rater that does not count) keeps all of it
-    dof = np.where(multi, 1.0 - w / np.where(w_j[cj] > 0, w_j[cj], 1.0), 0.0)
-    r2 = np.where(multi, (x - mean_j[cj]) ** 2, 0.0)
+    dof = np.where(multi, 1.0 - w / np.where(w_j[key] > 0, w_j[key], 1.0), 0.0)
+    r2 = np.where(multi, (x - mean_j[key]) ** 2, 0.0)
     nu = config.qc_power_sigma_prior_df
     sigma2 = (np.bincount(ri, r2, n_raters) + nu * config.qc_power_sigma_prior ** 2) \
         / (np.bincount(ri, dof, n_raters) + nu)
@@ -613,20 +604,140 @@ def _signal_variance(psi: np.ndarray, psi_se: np.ndarray) -> float:
     return max(float(np.var(psi[ok], ddof=1) - np.mean(psi_se[ok] ** 2)), 0.0)
 
 
+# --------------------------------------------------------------------------------------
+# witnesses of a rater's taste
+
+
+@dataclass(frozen=True)
+class _Witnesses:
+    """What the population says, in one round, about what an honest rater looks like."""
+
+    labels: np.ndarray  # (n_raters,) taste cluster of each rater, -1: none
+    consensus: np.ndarray  # (n_ratings, K) leave-one-out consensus of each cluster, NaN: none
+    consensus_var: np.ndarray  # (n_ratings, K) its error variance (stars²), inf: none
+    cluster_signal: np.ndarray  # (K,) spread of true quality within each cluster (stars²)
+    cluster_share: np.ndarray  # (K,) share of clustered raters in each cluster
+    noise_ref: float  # rating-noise variance of an honest rater (stars², upper quantile)
+    listen_rho2: float  # how well listening tracks an honest rater's taste (squared corr.)
+    listen_var_ref: float  # median variance of the listened fraction of honest raters
+
+
+def _taste_clusters(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, eligible: np.ndarray,
+                    n_raters: int, n_clips: int, n_clusters: int) -> np.ndarray:
+    """Group raters by taste: spectral clustering of their agreement on shared clips.
+
+    Each eligible rater's ratings are centred on the rater's mean; the similarity of two raters
+    is the sum over the clips both rated of the products of their centred ratings, divided by
+    the norms of both raters' centred rating vectors (a cosine over sparse overlap). Raters of
+    opposed tastes have negative similarity, so the leading eigenvectors separate taste
+    groups whatever their sizes; k-means on the row-normalised embedding gives the labels.
+    Returns -1 for raters that are not eligible or share no clip with an eligible rater.
+    """
+    labels = np.full(n_raters, -1)
+    members = np.flatnonzero(eligible)
+    if members.size < 2 * n_clusters or n_clusters < 1:
+        if members.size >= 2:
+            labels[members] = 0
+        return labels
+    pos = np.full(n_raters, -1)
+    pos[members] = np.arange(members.size)
+    keep = pos[ri] >= 0
+    mean_u = np.bincount(ri, u, n_raters) / np.maximum(np.bincount(ri, minlength=n_raters), 1)
+    o = (u - mean_u[ri])[keep]
+    mat = sparse.csr_matrix((o, (cj[keep], pos[ri[keep]])), shape=(n_clips, members.size))
+    sim = (mat.T @ mat).toarray()
+    norm = np.sqrt(np.maximum(np.diag(sim).copy(), 1e-12))
+    np.fill_diagonal(sim, 0.0)
+    sim /= np.outer(norm, norm)
+    dims = min(n_clusters, members.size - 1)
+    values, vectors = np.linalg.eigh(sim)
+    emb = vectors[:, -dims:] * np.sqrt(np.maximum(values[-dims:], 0.0))
+    length = np.linalg.norm(emb, axis=1)
+    linked = length > 1e-9
+    if linked.sum() < 2 * n_clusters:
+        labels[members[linked]] = 0
+        return labels
+    unit = emb[linked] / length[linked, None]
+    _, lab = kmeans2(unit, n_clusters, minit="++", seed=0, iter=50)
+    labels[members[linked]] = lab
+    return labels
+
+
+def _witnesses(u: np.ndarray, listened: np.ndarray, ri: np.ndarray, cj: np.ndarray,
+               rows_of: list[np.ndarray], delta: np.ndarray, sigma: np.ndarray,
+               omega: np.ndarray, n_raters: int, n_clips: int,
+               config: FeedbackConfig) -> _Witnesses:
+    counts = np.bincount(ri, minlength=n_raters)
+    spread = np.array([float(np.ptp(u[r])) if r.size else 0.0 for r in rows_of])
+    eligible = (omega > 0) & (counts >= config.qc_min_ratings) & (spread > 0)
+    labels = _taste_clusters(u, ri, cj, eligible, n_raters, n_clips, config.qc_taste_clusters)
+    n_k = max(int(labels.max()) + 1, 1)
+    sigma_p2 = _power_sigma2(u, ri, cj, delta, sigma, omega, n_raters, n_clips, config,
+                             labels=labels)
+    sigma_p = np.sqrt(sigma_p2)
+    ref_pool = sigma_p2[eligible & (labels >= 0)]
+    noise_ref = float(np.quantile(ref_pool, config.qc_noise_quantile)) if ref_pool.size \
+        else 0.0
+    noise_ref = max(noise_ref, config.qc_honest_noise ** 2)
+    consensus = np.full((u.shape[0], n_k), np.nan)
+    consensus_var = np.full((u.shape[0], n_k), np.inf)
+    signal = np.zeros(n_k)
+    share = np.zeros(n_k)
+    for c in range(n_k):
+        om_c = omega * (labels == c)
+        if not om_c.any():
+            continue
+        consensus[:, c], _ = _leave_one_out_quality(u, ri, cj, delta, sigma, om_c, n_clips)
+        _, consensus_var[:, c] = _leave_one_out_quality(u, ri, cj, delta, sigma_p, om_c,
+                                                        n_clips)
+        w = om_c[ri] / sigma_p2[ri]
+        den = np.bincount(cj, w, n_clips)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            psi_c = np.where(den > 0, np.bincount(cj, w * (u - delta[ri]), n_clips) / den,
+                             np.nan)
+        signal[c] = _signal_variance(psi_c, _quality_se(ri, cj, sigma_p, om_c, n_clips))
+        share[c] = float(np.sum(labels == c))
+    share = share / max(share.sum(), 1.0)
+
+    # listening as a witness, pooled over the raters that count (within-rater correlation)
+    explained = total = signal_total = 0.0
+    listen_vars = []
+    for k in np.flatnonzero(eligible):
+        rows = rows_of[k]
+        y, x = u[rows], listened[rows]
+        tss = float(np.sum((y - y.mean()) ** 2))
+        vx = float(np.var(x, ddof=1))
+        listen_vars.append(vx)
+        if tss <= 0 or vx <= 0:
+            continue
+        r = float(np.sum((x - x.mean()) * (y - y.mean())) / np.sqrt(tss * vx * (rows.size - 1)))
+        n = rows.size
+        explained += max(r * r - 1.0 / (n - 1), 0.0) * tss  # in-sample R² less its chance
+        total += tss
+        signal_total += max(tss - (n - 1) * noise_ref, 0.0)
+    listen_rho2 = float(min(explained / signal_total, 0.95)) if signal_total > 0 else 0.0
+    listen_var_ref = float(np.median(listen_vars)) if listen_vars else 0.0
+    return _Witnesses(labels, consensus, consensus_var, signal, share, noise_ref, listen_rho2,
+                      listen_var_ref)
+
+
 @dataclass(frozen=True)
 class _Evidence:
     n: int
     median_listen: float
     modal_share: float
     modal_value: float
-    extreme_share: float
-    saturated: bool
+    top_share: float
+    bottom_share: float
     sigma: float  # SUREAL sigma
-    p_simple: float | None = None
+    p_taste: float | None = None
+    p_listen: float | None = None
     p_group: float | None = None
-    df_simple: tuple[int, int] | None = None
+    df_taste: tuple[int, int] | None = None
     n_tested: int = 0
+    expected_r2: float = 0.0
     sigma_c: float | None = None
+    signal_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -638,82 +749,116 @@ class _Verdict:
     note: str = ""
 
 
-def _evidence(u: np.ndarray, listened: np.ndarray, loo: np.ndarray, groups: np.ndarray | None,
-              sigma: float, config: FeedbackConfig) -> _Evidence:
+def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
+              dummies: np.ndarray | None, wit: _Witnesses, sigma: float,
+              config: FeedbackConfig) -> _Evidence:
+    u, listened = u_all[rows], listened_all[rows]
     n = int(u.shape[0])
     median_listen = float(np.median(listened)) if n else float("nan")
     if n == 0:
-        return _Evidence(0, median_listen, 0.0, float("nan"), 0.0, False, sigma)
+        return _Evidence(0, median_listen, 0.0, float("nan"), 0.0, 0.0, sigma)
     values, counts = np.unique(u, return_counts=True)
-    modal_share = float(counts.max() / n)
-    modal_value = float(values[np.argmax(counts)])
-    extreme_share = float(np.mean((u == RATING_MIN) | (u == RATING_MAX)))
-    saturated = max(modal_share, extreme_share) >= config.saturation_share
-    base = _Evidence(n, median_listen, modal_share, modal_value, extreme_share, saturated, sigma)
-    if n < config.qc_min_ratings or saturated:
-        return base
+    base = dict(n=n, median_listen=median_listen, modal_share=float(counts.max() / n),
+                modal_value=float(values[np.argmax(counts)]),
+                top_share=float(np.mean(u >= RATING_MAX - 0.5)),
+                bottom_share=float(np.mean(u == RATING_MIN)), sigma=sigma)
+    if n < config.qc_min_ratings or counts.size < 2:
+        return _Evidence(**base)
 
-    # rule B's witnesses: consensus (leave-one-out), own listening, clip group
-    have_loo = np.isfinite(loo)
-    if have_loo.sum() >= config.qc_min_ratings:
-        rows = have_loo
-        cols = [np.ones(int(rows.sum())), loo[rows], listened[rows]]
-    else:
-        rows = np.ones(n, dtype=bool)
-        cols = [np.ones(n), listened]
-    y = u[rows]
-    simple = _f_test(y, np.column_stack(cols))
+    # the rater's own taste model: ratings ~ own listening + each taste cluster's consensus
+    cols = [np.ones(n)]
+    rho2 = []
+    var_l = float(np.var(listened, ddof=1))
+    p_listen = None
+    if var_l > 0:
+        cols.append(listened - listened.mean())
+        alone = _f_test(u, np.column_stack(cols))
+        p_listen = None if alone is None else alone.p_value
+        scale = min(1.0, 4 * var_l / wit.listen_var_ref) if wit.listen_var_ref > 0 else 1.0
+        rho2.append(wit.listen_rho2 * scale)
+    rho2_consensus = 0.0
+    for c in range(wit.consensus.shape[1]):
+        col = wit.consensus[rows, c]
+        have = np.isfinite(col)
+        if have.sum() < 3 or np.ptp(col[have]) <= 0:
+            continue
+        # how well this cluster's consensus on these clips tracks the cluster's taste; a
+        # column that could not tell a typical rater of that cluster from noise only costs
+        # degrees of freedom (decided without the rater's ratings, so the test stays exact)
+        v = wit.cluster_signal[c]
+        e2 = float(np.mean(wit.consensus_var[rows, c][have]))
+        reliability = float(have.mean()) * v / (v + e2) if v > 0 else 0.0
+        if reliability < config.qc_min_reliability:
+            continue
+        cols.append(np.where(have, col - col[have].mean(), 0.0))
+        rho2_consensus += wit.cluster_share[c] * reliability
+    if rho2_consensus > 0:
+        rho2.append(rho2_consensus)
+    x = np.column_stack(cols)
+    taste = _f_test(u, x)
     group = None
-    if groups is not None:
-        dummies = _group_dummies(groups[rows])
-        if dummies.shape[1]:
-            group = _f_test(y, np.column_stack([*cols, dummies]))
-    richest = group if group is not None else simple
+    if dummies is not None and dummies.shape[1]:
+        group = _f_test(u, np.column_stack([x, dummies]))
+    richest = group if group is not None else taste
+    # a typical honest rater with ratings this spread: beyond rating noise, its spread is
+    # taste, which each witness tracks with its reliability (independent errors: the
+    # signal-to-error ratios add)
+    var_u = float(np.var(u, ddof=1))
+    signal_share = max(var_u - wit.noise_ref, 0.0) / var_u if var_u > 0 else 0.0
+    kappa = sum(r / (1 - r) for r in rho2 if 0 < r < 1)
+    expected = signal_share * kappa / (1 + kappa)
     return _Evidence(
-        n, median_listen, modal_share, modal_value, extreme_share, saturated, sigma,
-        p_simple=None if simple is None else simple.p_value,
+        **base,
+        p_taste=None if taste is None else taste.p_value,
+        p_listen=p_listen,
         p_group=None if group is None else group.p_value,
-        df_simple=None if simple is None else (simple.df_model, simple.df_resid),
-        n_tested=int(rows.sum()),
+        df_taste=None if taste is None else (taste.df_model, taste.df_resid),
+        n_tested=n, expected_r2=expected,
         sigma_c=None if richest is None else richest.sigma,
+        signal_share=signal_share,
     )
 
 
-def _decide(ev: _Evidence, expected_r2: float, config: FeedbackConfig) -> _Verdict:
-    reasons: list[str] = []
+def _decide(ev: _Evidence, config: FeedbackConfig) -> _Verdict:
     if ev.n < config.qc_min_ratings:
         return _Verdict((), ev.median_listen, None, None,
                         note=f"not judged: {ev.n} ratings, {config.qc_min_ratings} needed")
 
-    # rule A: extreme or identical ratings with minimal listening
-    if ev.saturated:
-        if ev.median_listen <= config.low_listen_fraction:
-            if ev.extreme_share >= ev.modal_share:
-                what = f"{ev.extreme_share:.0%} of {ev.n} ratings at an end of the scale (1 or 5)"
-            else:
-                what = f"{ev.modal_share:.0%} of {ev.n} ratings identical ({ev.modal_value:g})"
-            reasons.append(f"{what} with minimal listening (median {ev.median_listen:.0%} of "
-                           f"the clip, limit {config.low_listen_fraction:.0%})")
-        # no spread to explain: the SUREAL sigma stands in for the consistency
-        return _Verdict(tuple(reasons), ev.median_listen, None, ev.sigma)
+    # rule A: ratings that the rater's own minimal listening contradicts (unless they are
+    # shown to follow the rater's listening after all)
+    follows_listening = ev.p_listen is not None and ev.p_listen < config.qc_alpha
+    minimal = ev.median_listen <= config.low_listen_fraction and not follows_listening
+    if minimal and ev.top_share >= config.saturation_share:
+        return _Verdict((f"{ev.top_share:.0%} of {ev.n} ratings at the top of the scale (4.5 or 5) with "
+                         f"minimal listening (median {ev.median_listen:.0%} of the clip, limit "
+                         f"{config.low_listen_fraction:.0%})",),
+                        ev.median_listen, None, ev.sigma)
+    if minimal and ev.modal_share >= config.saturation_share and ev.modal_value > RATING_MIN:
+        return _Verdict((f"{ev.modal_share:.0%} of {ev.n} ratings identical ({ev.modal_value:g}) "
+                         f"with minimal listening (median {ev.median_listen:.0%} of the clip, "
+                         f"limit {config.low_listen_fraction:.0%})",),
+                        ev.median_listen, None, ev.sigma)
 
-    # rule B: ratings explained by nothing, when a typical rater's would have been
-    tested = [p for p in (ev.p_simple, ev.p_group) if p is not None]
+    # rule B: a spread of ratings that nothing explains, where a typical honest rater's
+    # taste would have been seen
+    tested = [p for p in (ev.p_taste, ev.p_group) if p is not None]
     if not tested:
-        return _Verdict((), ev.median_listen, None, ev.sigma_c,
-                        note="not judged: too few degrees of freedom for the association test")
+        return _Verdict((), ev.median_listen, None, ev.sigma_c if ev.sigma_c is not None
+                        else ev.sigma,
+                        note="not judged: ratings too uniform for the association test")
     p_min = float(min(tested))
     if p_min < config.qc_alpha:
         return _Verdict((), ev.median_listen, p_min, ev.sigma_c)
-    power = _power(expected_r2, ev.df_simple, config.qc_alpha, ev.n_tested)
+    power = _power(ev.expected_r2, ev.df_taste, config.qc_alpha, ev.n_tested)
     if power < config.qc_min_power:
         return _Verdict((), ev.median_listen, p_min, ev.sigma_c,
-                        note=f"not judged: too little overlap with other raters (p={p_min:.2g}, "
+                        note=f"not judged: too little evidence either way (p={p_min:.2g}, "
                              f"power {power:.2f} < {config.qc_min_power:g})")
-    reasons.append("ratings unrelated to the other raters' quality estimates, the clip groups "
-                   f"and the rater's own listening (p={p_min:.2g} >= {config.qc_alpha:g}, "
-                   f"n={ev.n_tested}, power {power:.2f})")
-    return _Verdict(tuple(reasons), ev.median_listen, p_min, ev.sigma_c)
+    return _Verdict((f"ratings unrelated to the rater's own listening, to raters of the same "
+                     f"taste and to the clip groups (p={p_min:.2g} >= {config.qc_alpha:g}, "
+                     f"n={ev.n_tested}, {ev.signal_share:.0%} of their spread beyond rating "
+                     f"noise, power {power:.2f})",),
+                    ev.median_listen, p_min, ev.sigma_c)
 
 
 def _power(r2: float | None, df: tuple[int, int] | None, alpha: float, n: int) -> float:
@@ -765,4 +910,5 @@ def _f_test(y: np.ndarray, x: np.ndarray) -> _FTest | None:
     if rss <= 1e-12 * tss:
         return _FTest(0.0, r2, sigma, df_model, df_resid)
     f_stat = ((tss - rss) / df_model) / (rss / df_resid)
-    return _FTest(float(stats.f.sf(f_stat, df_model, df_resid)), r2, sigma, df_model, df_resid)
+    return _FTest(float(special.fdtrc(df_model, df_resid, f_stat)), r2, sigma, df_model,
+                  df_resid)
