@@ -134,7 +134,6 @@ class Settings(BaseSettings):
     # public internet at the reverse proxy, docs/deploy.md).
     metrics_token: str = ""
 
-    secret_key: str = "dev-insecure-secret"
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -73,8 +73,10 @@ def test_signup_short_password_and_duplicate(make_app: Callable[..., FastAPI]) -
     body = {"email": "a@example.org", "password": PASSWORD, "display_name": "A"}
     assert client.post("/api/auth/signup", json=body).status_code == 201
     duplicate = TestClient(app).post("/api/auth/signup", json=body)
-    assert duplicate.status_code == 409
-    assert "already exists" in duplicate.json()["error"]["message"]
+    # Issue 18 §11: no 409 "already exists" that tells a stranger the address has an account.
+    assert duplicate.status_code == 422
+    assert "already exists" not in duplicate.json()["error"]["message"]
+    assert "a@example.org" not in duplicate.json()["error"]["message"]
 
 
 def test_malformed_json_is_422_with_the_field(anon: TestClient) -> None:

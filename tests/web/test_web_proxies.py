@@ -100,7 +100,7 @@ def test_serve_tells_uvicorn_to_trust_no_proxy_header(
 
 
 def test_hsts_in_production_only(make_app: Callable[..., FastAPI]) -> None:
-    prod = make_app(environment="production", secret_key="s" * 40)
+    prod = make_app(environment="production", allowed_hosts=["testserver"])
     r = TestClient(prod, base_url="https://testserver").get("/signin")
     assert r.headers["strict-transport-security"] == "max-age=31536000"
     dev = TestClient(make_app()).get("/signin")

@@ -27,6 +27,10 @@ SESSION_DAYS = 14
 INVITATION_DAYS = 14
 MIN_PASSWORD_LENGTH = 10
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+SIGNUP_REFUSED = (
+    "an account cannot be created with this e-mail address; if you already have one, "
+    "sign in (or ask the operator for a password reset link)"
+)
 
 
 @lru_cache(maxsize=1)
@@ -152,12 +156,15 @@ def sign_up(
                 raise InvalidInput("this invitation code is unknown or already used")
         elif not ctx.settings.open_signup:
             raise InvalidInput("an invitation code is required to sign up")
+        password_hash = _hasher().hash(password)  # before the look-up: the same time either way
         if session.scalar(sa.select(User.id).where(User.email == email)) is not None:
-            raise Conflict(f"an account for {email} already exists")
+            # Not "already exists" with its own status: sign-up must not tell a stranger
+            # which addresses have accounts (the invitation code stays unused).
+            raise InvalidInput(SIGNUP_REFUSED)
         user = User(
             email=email,
             display_name=(display_name.strip() or email.split("@")[0])[:100],
-            password_hash=_hasher().hash(password),
+            password_hash=password_hash,
             role=invitation.role if invitation else UserRole.LISTENER,
         )
         session.add(user)
@@ -181,10 +188,16 @@ def sign_in(ctx: ServiceContext, *, email: str, password: str) -> tuple[User, st
         valid, new_hash = _hasher().verify_and_update(
             password or "", user.password_hash if user else _dummy_hash()
         )
-        if user is None or not valid or not user.active:
+        if user is None or not valid or not user.active or user.deleted_at is not None:
             raise PermissionDenied("wrong e-mail address or password")
         if new_hash:
             user.password_hash = new_hash
+        # Expired sessions are purged as new ones open (indexed on expires_at).
+        session.execute(
+            sa.delete(LoginSession)
+            .where(LoginSession.expires_at < utcnow())
+            .execution_options(synchronize_session=False)
+        )
         token = secrets.token_urlsafe(32)
         session.add(
             LoginSession(

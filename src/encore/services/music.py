@@ -487,10 +487,9 @@ def _view(ctx: ServiceContext, session: Session, delivery: Delivery) -> Delivery
         status, progress = "ready", 1.0
     elif clip.status is ClipStatus.FAILED:
         status = "failed"
-        job = session.get(Job, clip.job_id) if clip.job_id else None
-        message = "making this music failed; please try again" + (
-            f" ({job.error.splitlines()[0][:200]})" if job is not None and job.error else ""
-        )
+        # The job's error stays in the logs and the operator's pages: its text (paths,
+        # exception names) is nothing for a listener.
+        message = "making this music failed; please try again"
     else:
         job = session.get(Job, clip.job_id) if clip.job_id else None
         status = "running" if job is not None and job.status is JobStatus.RUNNING else "queued"

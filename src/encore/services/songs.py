@@ -7,9 +7,10 @@ import logging
 import re
 from pathlib import PurePath
 
+import numpy as np
 import sqlalchemy as sa
 
-from encore.audio.decode import load_audio, probe_audio
+from encore.audio.decode import AudioInfo, load_audio, probe_audio
 from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied, QuotaExceeded
 from encore.services.context import ServiceContext
 from encore.services.media import BlobRef, blob_ref
@@ -58,6 +59,25 @@ def upload_song(
         max_channels=s.max_channels,
     )
     checksum = hashlib.sha256(data).hexdigest()
+    stored: list[str] = []
+    try:
+        song_id = _store_song(ctx, owner, filename, data, title, info, y, checksum, stored)
+    except BaseException:
+        for key in stored:  # the row never committed: its blob must not stay behind
+            try:
+                ctx.blobs.delete(key)
+            except Exception:  # noqa: BLE001 - the orphan collector gets it later
+                logger.warning("could not delete the orphan blob %s", key, exc_info=True)
+        raise
+    with ctx.reading() as session:  # the embedding may already have run (immediate mode)
+        return session.get(Song, song_id)  # type: ignore[return-value]
+
+
+def _store_song(
+    ctx: ServiceContext, owner: User, filename: str, data: bytes, title: str | None,
+    info: AudioInfo, y: np.ndarray, checksum: str, stored: list[str],
+) -> int:
+    """Store the blob and the row in one transaction; ``stored`` receives the blob key."""
     with ctx.session() as session:
         # The owner's row first: two uploads of one account are counted one after the other.
         session.execute(sa.select(User.id).where(User.id == owner.id).with_for_update())
@@ -69,6 +89,7 @@ def upload_song(
             raise Conflict(f"you already uploaded this song as {duplicate.title!r}")
         key = ctx.blobs.new_key("songs", f".{info.format}")
         content_type = CONTENT_TYPES.get(info.format, "application/octet-stream")
+        stored.append(key)
         ctx.blobs.put(key, data, content_type=content_type)
         song = Song(
             owner_id=owner.id,
@@ -86,8 +107,8 @@ def upload_song(
         job = enqueue_job(session, "embed_song", {"song_id": song.id})
         song.job_id = job.id
         logger.info("song %d uploaded by user %d (%.1f s)", song.id, owner.id, song.duration_seconds)
-    with ctx.reading() as session:  # the embedding may already have run (immediate mode)
-        return session.get(Song, song.id) or song
+        song_id = int(song.id)
+    return song_id
 
 
 def stored_bytes(ctx: ServiceContext, session: sa.orm.Session, owner: User) -> int:

@@ -63,8 +63,8 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
     Raises
     ------
     ConfigurationError
-        When the settings are unsafe for their environment (the development secret in
-        production).
+        When the settings are unsafe for their environment (production without
+        ``ENCORE_ALLOWED_HOSTS``).
     """
     settings = settings or get_settings()
     check_settings(settings)
@@ -118,8 +118,6 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
     if settings.allowed_hosts:
         app.add_middleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts,
                            renderer=renderer)
-    elif settings.environment == "production":
-        logger.warning("ENCORE_ALLOWED_HOSTS is empty: any Host header is served")
     if settings.trusted_proxies:
         # Outermost: the client address and scheme are those the trusted proxy reports.
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware

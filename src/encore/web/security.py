@@ -43,7 +43,6 @@ SESSION_COOKIE = "encore_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SESSION_MAX_AGE = 14 * 24 * 3600
-DEV_SECRET = "dev-insecure-secret"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_FORM_BYTES = 64 * 1024
 
@@ -76,28 +75,23 @@ SECURITY_HEADERS = (
 
 
 def check_settings(settings: Settings) -> None:
-    """Refuse to serve with unsafe settings outside development.
+    """Refuse to serve with unsafe settings in production.
+
+    encore has no secret key: session tokens, CSRF tokens, invitation codes and reset links
+    are random and only their hashes are stored, so nothing is signed with a server secret.
 
     Raises
     ------
     ConfigurationError
-        In production with the development secret, or with a secret shorter than 32
-        characters.
+        In production without ``ENCORE_ALLOWED_HOSTS``: links built from the request
+        (invitations, password resets) would carry whatever ``Host`` a client sent.
     """
     if settings.environment != "production":
-        if settings.secret_key == DEV_SECRET:
-            logger.warning("using the development secret key (fine outside production)")
         return
-    if settings.secret_key == DEV_SECRET:
+    if not settings.allowed_hosts:
         raise ConfigurationError(
-            "ENCORE_SECRET_KEY is the development default "
-            f"{DEV_SECRET!r}; set a long random secret (e.g. `python -c "
-            "'import secrets; print(secrets.token_urlsafe(48))'`) before running in production"
-        )
-    if len(settings.secret_key) < 32:
-        raise ConfigurationError(
-            f"ENCORE_SECRET_KEY has {len(settings.secret_key)} characters; use at least 32 "
-            "in production"
+            "ENCORE_ALLOWED_HOSTS is empty; in production list the host names this server "
+            "answers for, e.g. ENCORE_ALLOWED_HOSTS='[\"music.example.org\"]'"
         )
 
 

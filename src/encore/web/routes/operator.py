@@ -6,6 +6,8 @@ Every route here requires the operator role (``OperatorUser``).
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -257,11 +259,38 @@ def api_report_plot(name: str, user: OperatorUser, settings: SettingsDep) -> Res
     return file_response(path, "image/png")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def csv_without_formulas(text: str) -> str:
+    """``text`` (CSV) with every cell that starts like a formula prefixed by ``'``, so that
+    a title such as ``=HYPERLINK(…)`` is shown, not run, when the file is opened in a
+    spreadsheet. Numbers (``-1.5``) are left as they are."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for row in csv.reader(io.StringIO(text)):
+        writer.writerow([_inert(cell) for cell in row])
+    return out.getvalue()
+
+
+def _inert(cell: str) -> str:
+    if not cell.startswith(_FORMULA_START):
+        return cell
+    try:
+        float(cell)
+        return cell
+    except ValueError:
+        return "'" + cell
+
+
 @router.get("/api/operator/ratings.csv")
 def api_ratings_csv(user: OperatorUser, ctx: CtxDep) -> Response:
-    """Every rating with its listen, clip, version, branch and pseudonymous rater."""
+    """Every rating with its listen, clip, version, branch and pseudonymous rater.
+
+    Cells a spreadsheet would run as a formula (song titles come from listeners) are
+    quoted with a leading apostrophe (:func:`csv_without_formulas`)."""
     return Response(
-        report.ratings_csv(ctx),
+        csv_without_formulas(report.ratings_csv(ctx)),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": 'attachment; filename="encore-ratings.csv"'},
     )
