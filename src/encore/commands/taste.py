@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from encore.commands._context import service_context
@@ -27,6 +28,14 @@ def register(subparsers: Any) -> None:
     ev.set_defaults(handler=run_eval)
     ls = sub.add_parser("listeners", help="per-listener predicted vs given (latest snapshot)")
     ls.set_defaults(handler=run_listeners)
+    st = sub.add_parser("study", help="offline study against simulated listeners (corpus "
+                        "excerpts as candidates; no server)")
+    st.add_argument("--corpus", type=Path, required=True, help="a corpus built by encore corpus")
+    st.add_argument("--population", default="default", help="a shipped population or a path")
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--songs", type=int, default=40, help="seed songs drawn from the corpus")
+    st.add_argument("--json", type=Path, help="also write the figures here")
+    st.set_defaults(handler=run_study)
 
 
 def format_evaluation(result: dict[str, Any]) -> str:
@@ -65,6 +74,21 @@ def run_eval(args: argparse.Namespace) -> int:
     result = pure.evaluate(data.ratings, data.clips, data.profiles,
                            test_share=args.test_share).as_dict()
     print(json.dumps(result, indent=2) if args.json else format_evaluation(result))  # noqa: T201
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from encore.config import get_settings
+    from encore.sim.population import load_population
+    from encore.sim.taste_study import format_study
+    from encore.sim.taste_study import run_study as study
+
+    population = load_population(args.population)
+    result = study(population, args.corpus, get_settings().similarity_model_dir, seed=args.seed,
+                   n_songs=args.songs)
+    print(format_study(result))  # noqa: T201
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
     return 0
 
 

@@ -119,6 +119,7 @@ class PilotResult:
     plots: list[str]
     detection: dict[str, Any]
     timings: dict[str, float]
+    taste: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -463,6 +464,8 @@ def run_pilot(
         (out / "ratings_api.csv").write_text(csv_text)
         csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
         raters = op.raters()
+        # the final curation fitted a taste snapshot and evaluated it on the later ratings
+        taste_metrics = (op.get_json("/api/operator/taste").get("snapshot") or {}).get("metrics")
         users = {u["id"]: u for u in op.users()}
         versions = op.versions()
         timings["report"] = time.monotonic() - t0
@@ -497,6 +500,7 @@ def run_pilot(
         report_text=report_text, csv_rows=csv_rows, raters=raters, versions=versions,
         plots=sorted(str(x) for x in out.glob("*.png")), detection=detection,
         timings={k: round(v, 1) for k, v in timings.items()},
+        taste=taste_metrics if taste_metrics and taste_metrics.get("scores") else None,
     )
     (workdir / "summary.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
     return result
@@ -533,12 +537,15 @@ def report_from_json(data: dict[str, Any]) -> Any:
 
 
 def format_report(data: dict[str, Any]) -> str:
-    """Table 1, the changes with their intervals and the split by branch, as ``encore report``
-    prints them, plus the change per iteration of each branch."""
-    from encore.services.report import format_table
-
+    """The report as ``encore report`` prints it (the fair comparison first, then the pooled
+    Table 1), plus the change per iteration of each dispatch branch."""
     report = report_from_json(data)
-    lines = [format_table(report)]
+    if data.get("text"):
+        lines = [str(data["text"]).rstrip()]
+    else:
+        from encore.services.report import format_table
+
+        lines = [format_table(report)]
     for branch, sub in report.by_branch.items():
         for ch in sub.changes:
             if not (ch.n_ratings and ch.n_ratings_previous):
@@ -549,6 +556,51 @@ def format_report(data: dict[str, Any]) -> str:
                 f"[{ch.ci_low:+.2f}, {ch.ci_high:+.2f}] (n = {ch.n_ratings} vs {ch.n_ratings_previous})"
             )
     return "\n".join(lines)
+
+
+def selection_view(result: PilotResult) -> list[dict[str, Any]]:
+    """Per round, version and selection mode (taste pick, uniform explore) of the generated
+    deliveries: honest listeners' mean stars and mean hidden appeal — what best-of-n bought,
+    as only the simulation can see it."""
+    row_of = {int(r["delivery_id"]): r for r in result.csv_rows}
+    cells: dict[tuple[int, str, str], list[RatingEvent]] = {}
+    for e in result.events:
+        row = row_of.get(e.delivery_id)
+        if row is None or row["branch"] != "generate" or e.kind != "honest":
+            continue
+        cells.setdefault((e.round, row["version"], row.get("selection") or "-"), []).append(e)
+    return [
+        {"round": r, "version": v, "selection": sel, "n": len(evs),
+         "stars": float(np.mean([e.stars for e in evs])),
+         "appeal": float(np.mean([e.appeal for e in evs]))}
+        for (r, v, sel), evs in sorted(cells.items())
+    ]
+
+
+def paired_hidden_view(result: PilotResult) -> list[dict[str, Any]]:
+    """Pairs (same honest listener, songs, seeds; two versions): mean hidden-appeal and star
+    differences, newer minus older version, per version pair."""
+    row_of = {int(r["delivery_id"]): r for r in result.csv_rows}
+    by_pair: dict[str, list[tuple[RatingEvent, dict[str, str]]]] = {}
+    for e in result.events:
+        row = row_of.get(e.delivery_id)
+        if row is None or not row.get("pair_id") or e.kind != "honest":
+            continue
+        by_pair.setdefault(row["pair_id"], []).append((e, row))
+    version_order = {v["name"]: int(v["id"]) for v in result.versions}
+    diffs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for items in by_pair.values():
+        if len(items) != 2:
+            continue
+        (ea, ra), (eb, rb) = sorted(items, key=lambda x: version_order.get(x[1]["version"], 0))
+        diffs.setdefault((rb["version"], ra["version"]), []).append(
+            (eb.appeal - ea.appeal, eb.stars - ea.stars))  # type: ignore[operator]
+    return [
+        {"version": b, "reference": a, "pairs": len(d),
+         "appeal_diff": float(np.mean([x[0] for x in d])),
+         "stars_diff": float(np.mean([x[1] for x in d]))}
+        for (b, a), d in sorted(diffs.items())
+    ]
 
 
 def served_versions(result: PilotResult) -> dict[int, dict[str, int]]:
@@ -605,6 +657,17 @@ def format_summary(result: PilotResult) -> str:
         lines.append(f"after round {s.after_round}: dataset {s.dataset_before} -> "
                      f"{s.dataset_after_curation} (curate) -> {s.dataset_after_purge} (purge); "
                      f"{s.parent} -> {s.new_version} in {s.finetune_seconds:.0f} s; serving {s.activated}")
+    lines.append("hidden view by selection (honest listeners, generated deliveries):")
+    for h in selection_view(result):
+        lines.append(f"  round {h['round']} {h['version']} {h['selection']}: n={h['n']} "
+                     f"mean stars {h['stars']:.2f}, hidden appeal {h['appeal']:.3f}")
+    for h in paired_hidden_view(result):
+        lines.append(f"  pairs {h['version']} - {h['reference']}: {h['pairs']} pairs, "
+                     f"stars {h['stars_diff']:+.2f}, hidden appeal {h['appeal_diff']:+.3f}")
+    if result.taste:
+        from encore.commands.taste import format_evaluation
+
+        lines.append(format_evaluation(result.taste))
     lines.append("hidden view (generated clips; the simulation's own knowledge):")
     for h in hidden_view(result):
         lines.append(f"  round {h['round']} {h['version']}: n={h['n']} mean stars {h['stars_all']:.2f}, "
