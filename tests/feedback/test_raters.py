@@ -91,7 +91,7 @@ def test_reasons_name_the_evidence(population: Population) -> None:
     qc = assess_raters(population.data, clip_groups=population.clip_groups)
     lazy = _kinds(population, ("max_low_listen",))[0]
     rnd = next(r for r in _kinds(population, ("random",)) if qc[r].flagged)
-    assert "at an end of the scale" in qc[lazy].reasons[0]
+    assert "at the top of the scale" in qc[lazy].reasons[0]
     assert "minimal listening" in qc[lazy].reasons[0]
     assert "unrelated" in qc[rnd].reasons[0] and "p=" in qc[rnd].reasons[0]
 
@@ -195,7 +195,7 @@ def test_raters_who_barely_overlap_with_others_are_not_judged_by_rule_b() -> Non
     for rid in _kinds(pop, ("honest", *MINORITY, "random")):
         assert not qc[rid].flagged, qc[rid].reasons
     notes = [qc[r].note for r in _kinds(pop, ("random",))]
-    assert any("too little overlap" in n for n in notes)
+    assert any("not judged: too little evidence" in n for n in notes)
     # erratic raters still lose weight through their inconsistency
     honest_w = np.median([qc[r].weight for r in _kinds(pop, ("honest",))])
     random_w = np.median([qc[r].weight for r in _kinds(pop, ("random",))])
@@ -254,7 +254,7 @@ def test_sparse_single_rated_clips_do_not_flag_honest_raters() -> None:
         qc = assess_raters(data, clip_groups=groups)
         assert set(qc.flagged) == {adversary}, (seed, [(a.rater_id, a.reasons)
                                                        for a in qc.assessments if a.flagged])
-        assert "end of the scale" in qc[adversary].reasons[0]  # rule A needs no overlap
+        assert "top of the scale" in qc[adversary].reasons[0]  # rule A needs no overlap
         honest_notes = [a.note for a in qc.assessments if a.rater_id != adversary]
         assert all(n == "" or "not judged" in n for n in honest_notes)
 

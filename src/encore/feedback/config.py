@@ -189,6 +189,7 @@ class FeedbackConfig:
     qc_power_sigma_prior_df: float = 8.0
     qc_rounds: int = 3
     qc_taste_clusters: int = 3
+    qc_cluster_merge: float = 0.5
     qc_noise_quantile: float = 0.5
     qc_honest_noise: float = 0.75
     qc_min_reliability: float = 0.05
@@ -213,7 +214,7 @@ class FeedbackConfig:
     def __post_init__(self) -> None:
         for name in ("baseline_probability", "review_probability", "min_listen_fraction", "qc_alpha",
                      "saturation_share", "low_listen_fraction", "flagged_weight", "qc_min_power",
-                     "qc_noise_quantile", "qc_min_reliability"):
+                     "qc_noise_quantile", "qc_min_reliability", "qc_cluster_merge"):
             _check_unit(name, getattr(self, name))
         for name in ("min_listen_seconds", "wall_clock_slack_seconds", "admit_margin",
                      "sigma_prior_ratings"):

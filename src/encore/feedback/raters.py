@@ -82,6 +82,7 @@ services re-run :func:`assess_raters` on all ratings, so more evidence can clear
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -623,7 +624,8 @@ class _Witnesses:
 
 
 def _taste_clusters(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, eligible: np.ndarray,
-                    n_raters: int, n_clips: int, n_clusters: int) -> np.ndarray:
+                    n_raters: int, n_clips: int, n_clusters: int,
+                    merge_ratio: float) -> np.ndarray:
     """Group raters by taste: spectral clustering of their agreement on shared clips.
 
     Each eligible rater's ratings are centred on the rater's mean; the similarity of two raters
@@ -658,9 +660,43 @@ def _taste_clusters(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, eligible: np.
         labels[members[linked]] = 0
         return labels
     unit = emb[linked] / length[linked, None]
-    _, lab = kmeans2(unit, n_clusters, minit="++", seed=0, iter=50)
+    with warnings.catch_warnings():  # an empty cluster only means fewer tastes than clusters
+        warnings.simplefilter("ignore")
+        _, lab = kmeans2(unit, n_clusters, minit="++", seed=0, iter=50)
+    lab = _merge_alike(np.unique(lab, return_inverse=True)[1].reshape(-1),
+                       sim[np.ix_(linked, linked)], merge_ratio)
     labels[members[linked]] = lab
     return labels
+
+
+def _merge_alike(lab: np.ndarray, sim: np.ndarray, ratio: float) -> np.ndarray:
+    """Merge clusters that agree with each other nearly as much as within themselves.
+
+    k-means splits one taste into several clusters when there are fewer tastes than
+    clusters; each split halves the raters behind a consensus. Two clusters are merged while
+    the mean similarity between them is at least ``ratio`` times the mean of their mean
+    within-cluster similarities (opposed tastes have a negative one and are never merged).
+    """
+    while True:
+        k = int(lab.max()) + 1
+        if k < 2:
+            return lab
+        onehot = np.eye(k)[lab]
+        total = onehot.T @ sim @ onehot
+        sizes = onehot.sum(axis=0)
+        pairs = np.outer(sizes, sizes) - np.diag(sizes)  # within: ordered pairs i != j
+        mean = total / np.maximum(pairs, 1)
+        within = np.diag(mean)
+        best, best_ratio = None, ratio
+        for a in range(k):
+            for b in range(a + 1, k):
+                ref = 0.5 * (within[a] + within[b])
+                if within[a] > 0 and within[b] > 0 and mean[a, b] >= best_ratio * ref:
+                    best, best_ratio = (a, b), mean[a, b] / ref
+        if best is None:
+            return lab
+        lab = np.where(lab == best[1], best[0], lab)
+        lab = np.unique(lab, return_inverse=True)[1].reshape(-1)
 
 
 def _witnesses(u: np.ndarray, listened: np.ndarray, ri: np.ndarray, cj: np.ndarray,
@@ -670,7 +706,8 @@ def _witnesses(u: np.ndarray, listened: np.ndarray, ri: np.ndarray, cj: np.ndarr
     counts = np.bincount(ri, minlength=n_raters)
     spread = np.array([float(np.ptp(u[r])) if r.size else 0.0 for r in rows_of])
     eligible = (omega > 0) & (counts >= config.qc_min_ratings) & (spread > 0)
-    labels = _taste_clusters(u, ri, cj, eligible, n_raters, n_clips, config.qc_taste_clusters)
+    labels = _taste_clusters(u, ri, cj, eligible, n_raters, n_clips, config.qc_taste_clusters,
+                             config.qc_cluster_merge)
     n_k = max(int(labels.max()) + 1, 1)
     sigma_p2 = _power_sigma2(u, ri, cj, delta, sigma, omega, n_raters, n_clips, config,
                              labels=labels)
