@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "users",
     "dataset",
     "db",
+    "backup",
 )
 
 

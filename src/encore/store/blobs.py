@@ -124,7 +124,8 @@ class BlobStore:
         raise NotImplementedError
 
     def list_keys(self, prefix: str) -> list[str]:
-        """The keys under ``prefix`` (a key prefix such as ``"models/files"``), sorted.
+        """The keys under ``prefix`` (a key prefix such as ``"models/files"``; ``""`` for
+        the whole store), sorted.
 
         Temporary objects of unfinished writes are not listed.
         """
@@ -246,9 +247,9 @@ class LocalBlobStore(BlobStore):
         return path if path.is_file() else None
 
     def list_keys(self, prefix: str) -> list[str]:
-        if not _PREFIX_RE.match(prefix):
+        if prefix and not _PREFIX_RE.match(prefix):
             raise InvalidInput(f"invalid blob key prefix {prefix!r}")
-        folder = self.root.joinpath(*prefix.split("/"))
+        folder = self.root.joinpath(*prefix.split("/")) if prefix else self.root
         if not folder.is_dir():
             return []
         keys = [
@@ -256,7 +257,7 @@ class LocalBlobStore(BlobStore):
             for p in folder.rglob("*")
             if p.is_file() and not _is_temporary(p.name)
         ]
-        return sorted(keys)
+        return sorted(k for k in keys if _KEY_RE.match(k))
 
 
 class FsspecBlobStore(BlobStore):
@@ -320,11 +321,11 @@ class FsspecBlobStore(BlobStore):
         return True
 
     def list_keys(self, prefix: str) -> list[str]:
-        if not _PREFIX_RE.match(prefix):
+        if prefix and not _PREFIX_RE.match(prefix):
             raise InvalidInput(f"invalid blob key prefix {prefix!r}")
         base = f"{self.root}/".lstrip("/")
         try:
-            found = self.fs.find(f"{self.root}/{prefix}")
+            found = self.fs.find(f"{self.root}/{prefix}" if prefix else self.root)
         except FileNotFoundError:
             return []
         keys = []
