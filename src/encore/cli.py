@@ -1,41 +1,59 @@
 """The ``encore`` command.
 
 Each area keeps its sub-commands in ``encore/commands/<area>.py`` with a
-``register(subparsers)`` function; this module only assembles them, sets up logging and
-maps :class:`encore.errors.EncoreError` to a one-line message and exit status 2.
-Heavy imports (torch, diffusers) happen inside the command handlers, so ``encore --help``
-is fast.
+``register(subparsers)`` function; this module imports them by name (a new area adds its
+module to :data:`COMMANDS`), assembles them, sets up logging and maps
+:class:`encore.errors.EncoreError` to a one-line message and exit status 2. Heavy imports
+(torch, diffusers) happen inside the command handlers, so ``encore --help`` is fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
+from encore.commands import (
+    backup,
+    bench,
+    corpus,
+    dataset,
+    db,
+    finetune,
+    generate,
+    report,
+    serve,
+    similarity,
+    simulate,
+    taste,
+    train,
+    users,
+    versions,
+    worker,
+)
+from encore.commands import eval as evaluate
 from encore.errors import EncoreError
 
 # Order here is the order in ``encore --help``.
-COMMAND_MODULES = (
-    "serve",
-    "corpus",
-    "generate",
-    "train",
-    "eval",
-    "similarity",
-    "finetune",
-    "versions",
-    "report",
-    "taste",
-    "simulate",
-    "bench",
-    "worker",
-    "users",
-    "dataset",
-    "db",
-    "backup",
+COMMANDS = (
+    serve,
+    corpus,
+    generate,
+    train,
+    evaluate,
+    similarity,
+    finetune,
+    versions,
+    report,
+    taste,
+    simulate,
+    bench,
+    worker,
+    users,
+    dataset,
+    db,
+    backup,
 )
 
 
@@ -45,13 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"encore.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"encore.commands.{name}":
-                continue  # that area has not landed yet
-            raise
+    for module in COMMANDS:
         module.register(sub)
     return parser
 

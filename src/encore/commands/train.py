@@ -1,24 +1,23 @@
 """``encore train <what>``: the training commands.
 
-``encore train base`` trains a diffusion model from scratch on a corpus. The ``train`` group
-is extensible: another area adds ``encore train similarity`` by providing
-``encore/commands/train_similarity.py`` with ``register(group)``, where ``group`` is the
-``train`` group's sub-parsers object; it is picked up when that module exists.
+``encore train base`` trains a diffusion model from scratch on a corpus; ``encore train
+similarity`` (:mod:`encore.commands.train_similarity`) the similarity model. Another
+``encore train <what>`` is a module with ``register(group)`` added to :data:`EXTENSIONS`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 from pathlib import Path
 
+from encore.commands import train_similarity
 from encore.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
 # Modules that add sub-commands to ``encore train`` (each exposes ``register(group)``).
-EXTENSION_MODULES = ("encore.commands.train_similarity",)
+EXTENSIONS = (train_similarity,)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,13 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_subparsers(dest="train_command", metavar="WHAT")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 1)[1])
     register_base(group)
-    for name in EXTENSION_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for module in EXTENSIONS:
         module.register(group)
 
 

@@ -1,27 +1,24 @@
-"""Job handlers by kind: services register them, :func:`encore.jobs.runner.run_job` calls them.
+"""Job handlers by kind: :func:`encore.jobs.runner.run_job` calls the one of a job's kind.
 
-Example::
+The platform's handlers are declared in :mod:`encore.jobs.tasks` and registered at start-up
+with :func:`~encore.jobs.tasks.register_tasks`; more (tests, plug-ins) with
+:func:`register_handler` or the decorator::
 
     from encore.jobs import JobContext, job_handler
 
-    @job_handler("generate")
-    def generate_clip_job(ctx: JobContext) -> None:
-        clip_id = int(ctx.payload["clip_id"])
+    @job_handler("wait_for_release")
+    def wait_for_release(ctx: JobContext) -> None:
         ...                                   # one service call
-        ctx.report_progress(0.5, "denoising")
+        ctx.report_progress(0.5, "waiting")
 
 A handler must be idempotent: after a worker dies mid-job the job runs again from the
 start (``ctx.attempt`` says which attempt this is), so it must write its results under
 keys derived from its ids, or check whether they already exist.
-
-Workers import :data:`HANDLER_MODULES` (skipping those not written yet) so that every
-service's handlers are registered before the first job runs.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,12 +26,6 @@ from encore.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from encore.jobs.runner import JobContext
-
-logger = logging.getLogger(__name__)
-
-#: Modules that register job handlers when imported (the services' job entry points).
-HANDLER_MODULES: tuple[str, ...] = ("encore.services.jobs", "encore.services.finetune_jobs")
-
 
 class JobHandler(Protocol):
     def __call__(self, ctx: JobContext, /) -> Any: ...
@@ -85,26 +76,17 @@ def registered_kinds() -> list[str]:
     return sorted(_HANDLERS)
 
 
-def import_handler_modules(extra: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """Import :data:`HANDLER_MODULES` and ``extra``; return the modules imported.
+def import_modules(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Import ``names`` (modules that register more handlers, e.g. a worker's ``--import``).
 
-    Modules of :data:`HANDLER_MODULES` that do not exist yet are skipped; an ``extra``
-    module that cannot be imported is an error.
+    Raises
+    ------
+    ModuleNotFoundError
+        A module that does not exist: a handler that was asked for is never skipped.
     """
-    imported = []
-    for name in HANDLER_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                logger.debug("handler module %s not present", name)
-                continue
-            raise
-        imported.append(name)
-    for name in extra:
+    for name in names:
         importlib.import_module(name)
-        imported.append(name)
-    return imported
+    return list(names)
 
 
 def _qualname(func: Any) -> str:

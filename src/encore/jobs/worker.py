@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from huey.consumer import Consumer, ConsumerStopped
 
 from encore.jobs.queue import Queues, make_queues
-from encore.jobs.registry import import_handler_modules, registered_kinds
+from encore.jobs.registry import import_modules, registered_kinds
+from encore.jobs.tasks import register_tasks
 from encore.store.db import ensure_schema
 from encore.store.enums import QueueName
 
@@ -118,10 +119,11 @@ def run_worker(
 
         raise ConfigurationError("cannot run a worker with queue_immediate=true")
     ensure_schema(settings.resolved_database_url)
-    modules = import_handler_modules(tuple(imports))
+    register_tasks()
+    modules = import_modules(tuple(imports))
     queues = make_queues(settings)
     logger.info(
-        "worker on %s, queue %s, %d %s worker(s); handler modules %s; kinds %s",
+        "worker on %s, queue %s, %d %s worker(s); extra handler modules %s; kinds %s",
         settings.resolved_queue_url,
         queue,
         workers,

@@ -86,9 +86,9 @@ class ServiceContext:
             queues = make_queues(settings, bind=sessions)
         if queues:
             from encore.jobs.dispatch import install_dispatch_hook
-            from encore.jobs.registry import import_handler_modules
+            from encore.jobs.tasks import register_tasks  # local: the tasks import the services
 
-            import_handler_modules()  # the handlers run in-process in immediate mode
+            register_tasks()  # the handlers run in-process in immediate mode
 
             ctx.queues = queues  # type: ignore[assignment]
             install_dispatch_hook(sessions, queues)  # type: ignore[arg-type]
