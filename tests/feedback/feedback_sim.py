@@ -227,14 +227,14 @@ def simulate_campaign(
         clip_song.append(f"{rid[owner]}/{b % 2}")
         raters_of.append(set())
     n_base = len(clip_x)
+    open_list: list[int] = []  # generated clips with fewer than max_raters raters
     rows_r, rows_c, rows_u, rows_l, rows_a = [], [], [], [], []
     for round_no in range(rounds):
         share = 1.0 if round_no < cold_start_rounds else baseline_share
         queue = [i for i in range(n_listeners) for _ in range(requests)]
         rng.shuffle(queue)
         for i in queue:
-            open_clips = [c for c in range(n_base, len(clip_x))
-                          if len(raters_of[c]) < max_raters and i not in raters_of[c]]
+            open_clips = [c for c in open_list if i not in raters_of[c]]
             unseen_base = [c for c in range(n_base) if i not in raters_of[c]]
             if unseen_base and rng.random() < share:
                 c = int(unseen_base[rng.integers(len(unseen_base))])
@@ -247,7 +247,10 @@ def simulate_campaign(
                 clip_song.append(f"{rid[i]}/{s}")
                 raters_of.append(set())
                 c = len(clip_x) - 1
+                open_list.append(c)
             raters_of[c].add(i)
+            if c >= n_base and len(raters_of[c]) >= max_raters:
+                open_list.remove(c)
             k = kinds[i]
             if k in ("honest", "disliker"):
                 a = appeal_of(i, clip_x[c])
