@@ -21,7 +21,10 @@ SHIPPED_MODELS_DIR = PACKAGE_DIR / "models"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENCORE_", env_file=".env", extra="ignore")
 
+    # "production" refuses unsafe settings at start (e.g. the development secret) and turns
+    # on production-only protections (HSTS); "test" is what the test suite runs with.
     environment: Literal["development", "test", "production"] = "development"
+    # The folder of the embedded defaults: SQLite database, queue, local blobs, model cache.
     data_dir: Path = Path("var")
 
     # Scale-out is chosen by URL; empty means "embedded default under data_dir".
@@ -46,10 +49,12 @@ class Settings(BaseSettings):
 
     # Jobs (encore.jobs): immediate mode runs jobs synchronously in-process (tests, debugging).
     queue_immediate: bool = False
+    # Seconds between the heartbeats a worker writes for its running job (proof of life).
     job_heartbeat_seconds: float = Field(10.0, gt=0)
     # A running job whose heartbeat is older than this is presumed dead and re-queued.
     job_stale_seconds: float = Field(120.0, gt=0)
 
+    # Torch device of generation and training; "auto" takes a GPU when there is one.
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     torch_threads: int = 0  # 0 -> torch's default
 
@@ -59,10 +64,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 100 * 1024 * 1024
 
     # Models.
+    # The model registered as v0 on the first start (its files are then published to the
+    # blob store, so only the host that registers it needs this folder).
     base_model_dir: Path = SHIPPED_MODELS_DIR / "base-v0"
     # Where this host keeps its copies of model versions fetched from the blob store (the
     # blob store is the truth; a copy is made once per host and version). "" = data_dir/cache/models.
     model_cache_dir: Path | None = None
+    # The similarity model (song representations, S(a, b)); read from this folder by every
+    # process that embeds songs or clips, so each host needs it (it ships in the package).
     similarity_model_dir: Path = SHIPPED_MODELS_DIR / "similarity"
 
     # Generation defaults (docs/engine.md, "Samplers": chosen by `encore eval` and
@@ -134,6 +143,8 @@ class Settings(BaseSettings):
     # public internet at the reverse proxy, docs/deploy.md).
     metrics_token: str = ""
 
+    # Where `encore serve` listens: loopback by default, behind a reverse proxy that
+    # terminates TLS (docs/deploy.md); 0.0.0.0 in a container.
     host: str = "127.0.0.1"
     port: int = 8000
 
