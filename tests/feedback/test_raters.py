@@ -8,8 +8,13 @@ import pytest
 from encore.errors import InvalidInput
 from encore.feedback import FeedbackConfig, RatingSet, assess_raters, fit_rater_model
 
-from .feedback_sim import ADVERSARY_KINDS, Campaign, Population, simulate_campaign, \
-    simulate_population
+from .feedback_sim import (
+    ADVERSARY_KINDS,
+    Campaign,
+    Population,
+    simulate_campaign,
+    simulate_population,
+)
 
 ADVERSARIAL = ("max_low_listen", "random")
 MINORITY = ("minority_bias", "minority_group")
@@ -277,7 +282,7 @@ CAMPAIGN_VARIANTS = {
 CAMPAIGN_SEEDS = (0, 1, 2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _campaign(scenario: str, variant: str, seed: int) -> tuple[Campaign, dict]:
     camp = simulate_campaign(seed, scenario, **CAMPAIGN_VARIANTS[variant])
     qc = assess_raters(camp.data, clip_groups=camp.clip_groups)
@@ -391,3 +396,14 @@ def test_an_honest_disliker_is_not_flagged_but_a_constant_top_rater_is() -> None
     assert not qc["disliker"].flagged and qc["disliker"].weight > 0
     assert qc["lazy"].flagged and "top of the scale" in qc["lazy"].reasons[0]
     assert qc["fixed"].flagged and "identical (3.5)" in qc["fixed"].reasons[0]
+
+
+def test_quality_control_settings_are_validated() -> None:
+    c = FeedbackConfig()
+    assert (c.qc_taste_clusters, c.qc_cluster_merge, c.qc_min_reliability) == (3, 0.5, 0.05)
+    assert (c.qc_honest_noise, c.qc_noise_quantile) == (0.75, 0.5)
+    for name, value in (("qc_taste_clusters", 0), ("qc_cluster_merge", 1.5),
+                        ("qc_min_reliability", -0.1), ("qc_honest_noise", 0.0),
+                        ("qc_noise_quantile", 2.0)):
+        with pytest.raises(InvalidInput, match=f"{name}="):
+            c.replace(**{name: value})

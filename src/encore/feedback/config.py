@@ -66,34 +66,54 @@ Quality control (DESIGN §3)
     A rater is judged only after 8 ratings: below that the association test has almost no
     power and a median listen is noise. Unjudged raters keep full weight.
 ``qc_alpha = 0.01``
-    Significance level of the "ratings unrelated to quality and listening" test. A random
-    rater passes one of the two tests by chance with probability ≤ 2α, so is caught with
-    ≥ 98 %; an honest rater with a few dozen ratings is associated far beyond this level.
+    Significance level of rule B's association tests (and of rule A's listening exemption).
+    A random rater passes one of the two tests by chance with probability ≤ 2α, so is caught
+    with ≥ 98 % where the test is powered; an honest rater whose ratings spread beyond their
+    noise is associated with their own listening or their taste cluster far beyond it.
 ``qc_min_power = 0.9``
     Rule B flags only when the test had at least 90 % power to see the association of a
-    rater of typical consistency on the same clips. Where the other raters barely overlap
-    a rater's clips, "no significant association" is no evidence, and the rater is left
-    unjudged instead (simulations: 25 ratings per rater, ~4 raters per clip flag 95 % of
-    random raters and 1 % of honest ones; at 12 ratings per rater nobody is flagged by B).
+    typical honest rater whose ratings are as spread as this rater's (the share of that
+    spread beyond honest rating noise would be taste, tracked by the witnesses with their
+    reliabilities, see :mod:`encore.feedback.raters`). An honest rater who heard clips of
+    little varied appeal, or who dislikes most clips, is left "not judged" instead.
 ``qc_power_sigma_prior = 0.5`` (stars), ``qc_power_sigma_prior_df = 8``
-    The noise level of raters in that power calculation. The fitted σ says nothing where
-    clips are rated once (there it sits at its floor, and a test powered for 0.1-star raters
-    "could not have missed" an association: the simulated pilot flagged 14 of 20 raters at
-    8 ratings each). So the power calculation estimates each rater's σ only from clips with
-    at least two raters, with 8 pseudo-ratings (one judging threshold's worth) at 0.5 stars,
-    a realistic rating noise (the simulated honest raters have 0.2–0.5, the pilot's
-    listeners' half-star rounding and taste add to it). With dense data the raters' own
-    residuals dominate; with none the prior stands.
+    Each rater's noise level for the power calculation, estimated only from clips that at
+    least one other rater of the same taste cluster rated (residuals around that cluster's
+    consensus), with 8 pseudo-ratings (one judging threshold's worth) at 0.5 stars. The
+    fitted SUREAL σ says nothing where clips are rated once (it sits at its floor, which once
+    made every test look powerful: the simulated pilot flagged 14 of 20 raters at 8 ratings
+    each), and residuals around raters of another taste are disagreement, not noise.
+``qc_honest_noise = 0.75`` (stars), ``qc_noise_quantile = 0.5``
+    The rating noise a typical honest rater may have, σ_ref: the larger of 0.75 stars and
+    the median of the raters' noise estimates above. The power calculation treats only a
+    rater's spread beyond σ²_ref as taste, so noisy honest raters are not judged on noise.
+    0.75 is above the simulated populations' noisiest honest listeners (0.6 and 0.7 stars)
+    with half-star rounding; a random rater's uniform half stars spread 1.29 stars, so about
+    two thirds of their variance is still unexplained "taste". The median (not a higher
+    quantile) because before the first round adversaries are still among the raters.
+``qc_taste_clusters = 3``, ``qc_cluster_merge = 0.5``
+    At most three taste clusters (the shipped population's three groups; two opposed groups
+    fit in them), merged while two clusters agree with each other at least half as much as
+    within themselves: splitting one taste needlessly halves the raters behind each
+    consensus and costs the test degrees of freedom (with one taste and no merging, random
+    raters at ~25 ratings over ~4 raters per clip were caught 38/50 instead of 47/50).
+``qc_min_reliability = 0.05``
+    A cluster's consensus enters a rater's test only where it tracks a typical member's taste
+    with reliability ≥ 0.05 on that rater's clips (share covered × V/(V + e²)); columns that
+    could not show anything only cost degrees of freedom.
 ``qc_rounds = 3``
-    Rounds of judging; each re-estimates the consensus without the raters flagged so far.
-    The flagged set is usually stable after the second.
+    Rounds of judging; each re-estimates the clusters and consensus without the raters
+    flagged so far. The flagged set is usually stable after the second.
 ``saturation_share = 0.8``
-    "Maximal or always-identical ratings": at least 80 % of a rater's ratings are at an end
-    of the scale (1 or 5) or at a single value.
+    Rule A's "maximal or always-identical ratings": at least 80 % of a rater's ratings at the
+    top of the scale (4.5 or 5: the ``max_min_listen`` adversary gives 4.5 a tenth of the
+    time), or at a single value above 1 star.
 ``low_listen_fraction = 0.6``
     "Minimal listening": the rater's median listened fraction is at most 0.6, i.e. within
     10 points of the point where the rating button unlocks on a default clip. Both
-    conditions are needed: a rater who loves everything and listens to it is not flagged.
+    conditions are needed: a rater who loves everything and listens to it is not flagged,
+    nor is one who gives 1 star after skipping (what an honest listener does with a clip it
+    dislikes).
 ``flagged_weight = 0.0``
     A flagged rater's ratings are ignored in clip estimates and aggregates (they are kept
     in the database, and unflagging them later restores their weight).

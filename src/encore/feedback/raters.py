@@ -35,48 +35,72 @@ unidentifiable biases: the prior holds them near 0.
 
 Quality control
 ---------------
-A rater is judged once they have ``qc_min_ratings`` ratings. Two rules flag them, each with a
-recorded reason; a flagged rater gets ``flagged_weight`` (default 0: ignored):
+A rater is judged once they have ``qc_min_ratings`` ratings, **by consistency with itself and
+with raters of the same taste, never by agreement with everyone**. Two rules flag them, each
+with a recorded reason; a flagged rater gets ``flagged_weight`` (default 0: ignored):
 
-A. **Extreme or identical ratings with minimal listening** (the paper's §2.1 example): at
-   least ``saturation_share`` of their ratings are at an end of the scale (1 or 5) or at a
-   single value, *and* their median listened fraction is at most ``low_listen_fraction``.
-   Either condition alone is not misconduct (someone may love everything and listen to it).
+A. **High or identical ratings that the rater's own minimal listening contradicts** (the
+   paper's §2.1 example): their median listened fraction is at most ``low_listen_fraction``
+   *and* at least ``saturation_share`` of their ratings are at the top of the scale (4.5 or
+   5), or at a single value above the bottom (1 star). An honest listener who dislikes a clip
+   stops at the unlock point and gives it 1 star, so 1 star after minimal listening is
+   consistent, not misconduct; loving everything while listening to it is not flagged
+   either. A rater whose ratings are shown to follow their own listening (the F-test of
+   ``u ~ 1 + listen`` has p < ``qc_alpha``) is not flagged by this rule.
 
-B. **Ratings unrelated to quality and listening**: their ratings are not associated, beyond
-   chance, with any witness of taste: the other raters' quality estimate of each clip
-   (leave-one-out ψ₋ᵢ, so the rater's own ratings do not vouch for them), the rater's own
-   listened fraction, and (when clip groups are given: input song, genre, …) a per-group
-   offset. Two F-tests of a linear model against the constant model —
-   ``u ~ 1 + ψ₋ᵢ + listen`` and ``u ~ 1 + ψ₋ᵢ + listen + group`` (groups with ≥ 2 of the
-   rater's ratings) — must both give p ≥ ``qc_alpha``. The slope on ψ₋ᵢ is free (any sign,
-   any size) and groups get their own offsets, so **minority taste is not flagged**: a
-   constant bias, a different opinion of a whole group of clips, or even a reversed ranking
-   are all *consistent* and explained by the model; only ratings that nothing explains are.
-   **Absence of evidence is not evidence**: a rater is flagged only if the test had power
-   ≥ ``qc_min_power`` to find the association of a rater of typical consistency on exactly
-   these clips — expected ``R² = V² / ((V + σ²_typ)(V + e²))`` with V the spread of true
-   quality (variance of ψ̂ minus its mean squared SE), σ²_typ the median rater noise, and e²
-   the mean error variance of ψ₋ᵢ on the rater's clips (noncentral F, λ = n·R²/(1 − R²)).
-   Raters whose clips are barely rated by anyone else are therefore "not judged" (with a
-   note) instead of being flagged for the others' sparsity. Saturated raters (rule A's
-   share) are not tested here: constant ratings carry no information either way.
+B. **A spread of ratings that nothing explains, where an honest rater's taste would have
+   been seen.** The rater's ratings are regressed on the witnesses of their own taste, with
+   free slopes: their own listened fraction (listening that follows the ratings), and the
+   leave-one-out consensus ψ^c₋ᵢ of each *taste cluster* c of raters (the precision-weighted
+   mean of the bias-corrected ratings of that cluster's other raters on the clip; 0 after
+   centring where none of them rated it). Taste clusters come from the raters' agreement on
+   shared clips (spectral clustering of the cosine similarity of their mean-centred
+   ratings, ``qc_taste_clusters`` at most; clusters that agree with each other at least
+   ``qc_cluster_merge`` times as much as within themselves are merged), so two groups that
+   rank the clips in opposite orders each vouch for their own members: a slope may take any
+   sign and each cluster has its own, and the rater's own cluster need not be known (its
+   ratings choose nothing, so the test stays exact under the null). A cluster column enters
+   only where it could track a typical member's taste on these clips (reliability below,
+   ≥ ``qc_min_reliability``). Two F-tests against ``u ~ 1``, without and with per-group
+   offsets (clip groups with ≥ 2 of the rater's ratings: input song, genre), must both give
+   p ≥ ``qc_alpha``.
+   **Absence of evidence is not evidence**: the rater is flagged only if a typical honest
+   rater with ratings *as spread as theirs* would have shown the association with power
+   ≥ ``qc_min_power``. Of a rater's rating variance ``s²``, the part beyond honest rating
+   noise, ``(s² − σ²_ref)/s²``, would be taste (σ²_ref is the larger of ``qc_honest_noise``²
+   and the ``qc_noise_quantile`` quantile of the raters' noise around their own cluster's
+   consensus); each witness tracks taste with a reliability ρ² — listening: the pooled
+   within-rater R² of ratings on listening over the pooled taste share, discounted where the
+   rater's listening varies less than a quarter of the median rater's; cluster c: the share
+   of the rater's clips it covers × ``V_c / (V_c + e²)`` (V_c the spread of the cluster's
+   true quality, e² the consensus' mean error variance there), weighted by the cluster's
+   share of raters; conditionally independent witnesses add their signal-to-error ratios
+   ``ρ²/(1 − ρ²)``. The expected ``R² = taste share × ρ²_joint`` gives the power (noncentral
+   F, λ = n·R²/(1 − R²)). So a random rater (uniform stars, spread 1.3 stars, nothing
+   explains it) is judged and flagged, while an honest rater who heard clips of little
+   varied appeal, or who dislikes most clips (ratings barely spread, listening at the unlock
+   point), is "not judged" (with a note) rather than flagged for what nobody could see.
 
-Judging runs in rounds (``qc_rounds``): the consensus ψ₋ᵢ of the next round leaves out the
-raters flagged so far, so adversaries do not vouch for one another; it stops when the flagged
-set is stable.
+Judging runs in rounds (``qc_rounds``): the clusters and consensus of the next round leave
+out the raters flagged so far, so adversaries do not vouch for one another; it stops when the
+flagged set is stable.
 
 Weights of unflagged raters measure **consistency, not agreement**: σ_c is the residual SD of
-the richest fitted taste model above (for saturated raters, the SUREAL σ), and
+the richest taste model above (for raters with constant ratings, the SUREAL σ), and
 ``weight = min(1, (reliability_tolerance · median σ_c / σ_c)²)`` — an inverse-variance weight
 relative to a tolerant reference, so only clearly erratic raters lose weight. The final fit is
 the rater model refitted with ω = these weights.
 
-Known limits: an adversary who fakes long listens and rates the reverse of the consensus is
-indistinguishable from a reversed taste and is not flagged; a coordinated group that rates
-alike passes rule B (they witness each other through ψ₋ᵢ). Trap clips with known quality and
-rate limits per account (services) are the defences there. Verdicts are not permanent: the
-services re-run :func:`assess_raters` on all ratings, so more evidence can clear a rater.
+Known limits: an adversary who fakes listening that follows its ratings, or rates the reverse
+of a cluster's consensus, looks like a taste and is not flagged; a coordinated group that
+rates alike forms its own taste cluster and vouches for itself; a rater who gives random
+ratings after always listening to the unlock point leaves only the cluster consensus to judge
+them, which on clips with 1–3 raters rarely has the power to. A rater who gives 1 star to
+(nearly) everything after minimal listening is consistent and is not flagged (the
+``min_listen`` adversary with a fixed 1 star among them); after bias correction such ratings
+pull their clips' estimates towards the average, not down. Trap clips with known quality and rate limits per
+account (services) are the defences there. Verdicts are not permanent: the services re-run
+:func:`assess_raters` on all ratings, so more evidence can clear a rater.
 """
 
 from __future__ import annotations
@@ -434,9 +458,10 @@ def assess_raters(
 ) -> QualityControlResult:
     """Fit the rater model, judge every rater, and refit with the resulting weights.
 
-    Judging runs in rounds (``qc_rounds``): after each round the consensus is re-estimated
-    without the raters flagged so far, so that adversaries do not vouch for each other
-    through ψ₋ᵢ, and every rater is judged again; it stops when the flagged set is stable.
+    Judging runs in rounds (``qc_rounds``): after each round the taste clusters and their
+    consensus are re-estimated without the raters flagged so far, so that adversaries do not
+    vouch for each other, and every rater is judged again; it stops when the flagged set is
+    stable. Rules A and B are in the module docstring.
 
     Parameters
     ----------
