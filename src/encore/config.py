@@ -21,8 +21,8 @@ SHIPPED_MODELS_DIR = PACKAGE_DIR / "models"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENCORE_", env_file=".env", extra="ignore")
 
-    # "production" refuses unsafe settings at start (e.g. the development secret) and turns
-    # on production-only protections (HSTS); "test" is what the test suite runs with.
+    # "production" refuses unsafe settings at start (no ENCORE_ALLOWED_HOSTS) and turns on
+    # production-only protections (HSTS); "test" is what the test suite runs with.
     environment: Literal["development", "test", "production"] = "development"
     # The folder of the embedded defaults: SQLite database, queue, local blobs, model cache.
     data_dir: Path = Path("var")
