@@ -73,3 +73,31 @@ def test_strength_zero_variations_score_like_real_data(report) -> None:
     assert rows["vary (model)"].fd == pytest.approx(rows["real B"].fd, rel=1e-6, abs=1e-9)
     assert rows["vary (model)"].nn_train == pytest.approx(rows["real B"].nn_train, rel=1e-6)
     assert rows["generate (model)"].fd != pytest.approx(rows["real B"].fd)
+
+
+def test_compare_samplers_pairs_settings_on_the_same_clips(tiny_model) -> None:
+    from encore.diffusion.evaluate import SamplerConfig, compare_samplers, format_sampler_table
+    from encore.errors import InvalidInput
+
+    configs = [SamplerConfig.parse("ddim:4"), SamplerConfig.parse("dpmpp:2:3"),
+               SamplerConfig.parse("ddim:4")]
+    assert configs[1] == SamplerConfig("dpmpp", 2, 3)
+    rows, _, fd_real = compare_samplers(
+        tiny_model, heldout=Crops(16, seed=2), train=Crops(12, seed=3), configs=configs, n=6,
+        strength=0.5, precision="fp32", resamples=20)
+    assert fd_real > 0 and len(rows) == 9
+    by = {(r.config.label, r.task): r for r in rows}
+    first, same = by[("ddim-4 / merge ddim-4", "vary")], rows[6 + 1]
+    # the first setting's differences to itself, and a repeat of it, are exactly zero
+    assert first.d_score.value == 0 and first.d_score.low == 0 == first.d_score.high
+    assert same.d_score.high == 0 and same.d_diversity.low == 0
+    assert same.score.value == first.score.value
+    for r in rows:
+        assert r.score.low <= r.score.high and r.diversity.low <= r.diversity.high
+    assert by[("dpmpp-2 / merge ddim-3", "merge")].unet_calls == 6
+    assert by[("dpmpp-2 / merge ddim-3", "vary")].unet_calls == 1
+    assert "paired bootstrap" in format_sampler_table(rows, n=6, seed=0)
+    with pytest.raises(InvalidInput, match="euler"):
+        SamplerConfig.parse("euler:10")
+    with pytest.raises(InvalidInput, match="SAMPLER:STEPS"):
+        SamplerConfig.parse("dpmpp")

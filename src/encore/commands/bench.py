@@ -26,13 +26,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--seconds", type=float, default=None, help="clip length (vocoder)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (vocoder)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (vocoder)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (vocoder, generate)")
     parser.add_argument("--n-iter", type=int, default=None, help="Griffin-Lim iterations (vocoder)")
     parser.add_argument(
         "--threads", type=int, default=1, help="CPU threads for both vocoders, 0 = default"
     )
     parser.add_argument("--model", type=Path, default=None, help="model folder (generate)")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (generate)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="solver steps of the chosen setting (generate; default: settings)")
+    parser.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default=None,
+                        help="the chosen setting's solver (generate; default: settings)")
+    parser.add_argument("--merge-steps", type=int, default=None,
+                        help="DDIM steps of the chosen setting's merges (generate)")
+    parser.add_argument("--workers", action="store_true",
+                        help="also time one 2-thread process against two 1-thread ones (generate)")
+    parser.add_argument("--legacy", action="store_true",
+                        help="also our DDIM loop against diffusers' and by precision (generate)")
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (web)")
     parser.add_argument("--heartbeats", type=int, default=None, metavar="N",
                         help="listening heartbeats per client and phase (web; default 60, 20 with --quick)")

@@ -28,7 +28,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped base model)")
     p.add_argument("--corpus", type=Path, required=True, help="corpus folder")
     p.add_argument("--n", type=int, default=32, help="clips per set (default 32)")
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
+    p.add_argument("--steps", type=int, default=25, help="solver steps (default 25)")
+    p.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default="ddim",
+                   help="solver of generation and variation (default ddim)")
+    p.add_argument("--merge-steps", type=int, default=None,
+                   help="DDIM steps of the merges' inversion and decoding (default --steps)")
+    p.add_argument("--compare", nargs="+", default=None, metavar="SAMPLER:STEPS[:MERGE]",
+                   help="instead of one report: score and diversity of these sampler settings "
+                        "on the same clips with paired bootstrap intervals, differences to the "
+                        "first (e.g. ddim:50 dpmpp:12:20 unipc:12:20)")
+    p.add_argument("--resamples", type=int, default=100, help="bootstrap draws for --compare")
+    p.add_argument("--tasks", nargs="+", default=["generate", "vary", "merge"],
+                   choices=("generate", "vary", "merge"), help="tasks of --compare")
+    p.add_argument("--untrained-setting", default=None, metavar="SAMPLER:STEPS[:MERGE]",
+                   help="--compare: one setting for the untrained baseline of every row "
+                        "(default: each row's own)")
     p.add_argument("--strength", type=float, default=None, help="variation strength (default: settings)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
@@ -64,9 +78,30 @@ def run_eval(args: argparse.Namespace) -> int:
     heldout = SpectrogramDataset(args.corpus, split=split, width=width, seed=args.seed)
     train = SpectrogramDataset(args.corpus, split="train", width=width, seed=args.seed)
     strength = args.strength if args.strength is not None else settings.default_strength
+    if args.compare:
+        from encore.diffusion.evaluate import SamplerConfig, compare_samplers, format_sampler_table
+
+        configs = [SamplerConfig.parse(c) for c in args.compare]
+        rows, seconds, fd_real = compare_samplers(
+            model, heldout=heldout, train=train, configs=configs, n=args.n, strength=strength,
+            seed=args.seed, precision=args.precision, resamples=args.resamples,
+            tasks=tuple(args.tasks),
+            untrained_config=(SamplerConfig.parse(args.untrained_setting)
+                              if args.untrained_setting else None))
+        print(f"model {model_dir}, corpus {args.corpus} (held-out split {split!r}); "  # noqa: T201
+              f"FD real B vs real A {fd_real:.2f}; {seconds:.0f} s")
+        print(format_sampler_table(rows, n=args.n, seed=args.seed))  # noqa: T201
+        if args.json:
+            args.json.write_text(json.dumps([
+                {"task": r.task, "setting": r.config.label, "unet_calls": r.unet_calls,
+                 **{k: [getattr(r, k).value, getattr(r, k).low, getattr(r, k).high]
+                    for k in ("fd", "score", "diversity", "d_score", "d_diversity")}}
+                for r in rows], indent=2) + "\n")
+        return 0
     report = evaluate_model(model, heldout=heldout, train=train, n=args.n, steps=args.steps,
                             strength=strength, seed=args.seed, precision=args.precision,
-                            pictures_dir=args.pictures)
+                            pictures_dir=args.pictures, sampler=args.sampler,
+                            merge_steps=args.merge_steps)
     print(f"model {model_dir}, corpus {args.corpus} (held-out split {split!r})")  # noqa: T201
     print(format_table(report))  # noqa: T201
     if args.json:

@@ -1,18 +1,24 @@
-"""``encore bench generate``: end-to-end clip times and our DDIM loop against diffusers'.
+"""``encore bench generate``: clip times per task, solver against DDIM-50, batches, GFLOP/s.
 
-Prints, for a clip of ``Settings.clip_seconds`` (5.9 s) at the default settings:
+Prints, side by side in one run, for a clip of ``Settings.clip_seconds`` (5.9 s):
 
-1. our DDIM loop against :class:`diffusers.DDIMPipeline` on the same denoiser, seed and
-   steps (fp32, batch 1, the canvas of a 5.9 s clip), interleaved, with the ratio and the
-   largest difference of their images;
-2. the loop in fp32 and under bf16 autocast (and channels-last), which decides
-   ``precision="auto"``;
-3. end to end (model + vocoder) for generation, variation (default strength) and a
-   two-song merge, through :class:`encore.diffusion.Engine`.
+1. the UNet: FLOPs of one forward (``torch.utils.flop_counter``), its time at batch 1 and 8 at
+   the engine's precision, the achieved GFLOP/s against the measured matrix-multiply peak of
+   this machine in fp32 and bf16;
+2. per task, end to end through :class:`encore.diffusion.Engine` (UNet + vocoder), the
+   baseline (DDIM-50, merges DDIM-50 + 50) against the chosen setting (``Settings.sampler`` at
+   ``Settings.inference_steps``, merges DDIM at ``Settings.merge_steps``, or ``--sampler`` /
+   ``--steps`` / ``--merge-steps``): generate, vary (default strength), best-of-4 vary (4
+   candidates in one UNet batch, all 4 vocoded, the taste model's inputs of all 4: similarity
+   representation and audio descriptors, timed by name) and a two-song merge; interleaved;
+4. throughput of variations at batch 1, 2, 4, 8 (clips per second and per core);
+5. with ``--workers``: one 2-thread process serving batches of 2 against two 1-thread
+   processes serving one request at a time (throughput and p95 latency of a closed loop).
 
-Without a trained model (the shipped base model missing and no ``--model``) it benchmarks a
-randomly initialised model of the default base config and says so: timing does not depend on
-the weights.
+``--legacy`` adds the earlier sections: our DDIM loop against :class:`diffusers.DDIMPipeline`
+and the loop by precision and memory format. Without a trained model (the shipped base model
+missing and no ``--model``) it benchmarks a randomly initialised model of the default base
+config and says so: timing does not depend on the weights.
 """
 
 from __future__ import annotations
@@ -102,62 +108,35 @@ def _songs(sr: int, seconds: float = 12.0) -> list[np.ndarray]:
     ]
 
 
-def _load(model_dir: Path | None) -> tuple[LoadedModel, str]:
+def _load(model_dir: Path | None, device: str | None = None) -> tuple[LoadedModel, str]:
     from encore.config import get_settings
     from encore.diffusion.folder import build_random_model, load_model_folder
 
     settings = get_settings()
+    device = device or settings.device
     path = model_dir if model_dir is not None else settings.base_model_dir
     if path.is_dir():
-        model = load_model_folder(path, device=settings.device)
+        model = load_model_folder(path, device=device)
         return model, f"model {model.name} from {path}"
     if model_dir is not None:
         from encore.errors import NotFound
 
         raise NotFound(f"--model {model_dir} does not exist")
-    model = build_random_model(device=settings.device)
+    model = build_random_model(device=device)
     return model, (
         f"NOTE: {path} does not exist yet; benchmarking a randomly initialised model of the "
         "default base config (timing does not depend on the weights)"
     )
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    from encore.config import get_settings
+def _legacy_sections(model: LoadedModel, engine: Any, width: int, steps: int, reps: int) -> None:
+    """The earlier sections: our DDIM loop against diffusers', and by precision/layout."""
     from encore.diffusion import sampling
-    from encore.diffusion.device import (
-        autocast_dtype,
-        configure_threads,
-        cpu_has_native_bf16,
-        prepare_for_inference,
-    )
-    from encore.diffusion.engine import Engine
+    from encore.diffusion.device import autocast_dtype, prepare_for_inference
     from encore.diffusion.reference import diffusers_generate
 
-    settings = get_settings()
-    configure_threads(settings.torch_threads)
-    quick = bool(getattr(args, "quick", False))
-    reps = 1 if quick else 3
-    steps = int(getattr(args, "steps", None) or settings.inference_steps)
-    seconds = settings.clip_seconds
-    model, what = _load(getattr(args, "model", None))
     random_model = model.path is None
-    engine = Engine(model, precision="auto")
-    frames, width = engine.canvas(seconds)
     dev = model.device
-    print(f"encore bench generate: {what}")
-    print(f"  load average at start: {_load_average()}")
-    print(
-        f"  device {dev}, torch threads {torch.get_num_threads()}, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}, "
-        f"auto precision {autocast_dtype(dev, 'auto')}"
-    )
-    print(
-        f"  {model.denoiser.config.layout} layout, {model.denoiser.num_parameters() / 1e6:.2f} M "
-        f"parameters; clip {seconds} s = {frames} frames on a {model.mel_config.y_res}x{width} "
-        f"canvas; {steps} DDIM steps; median of {reps}"
-    )
-
     # 1. our loop vs diffusers' loop (fp32, same model, seed, steps)
     ours = lambda: sampling.generate(model, width=width, seed=0, steps=steps, precision="fp32")  # noqa: E731
     ref = lambda: diffusers_generate(model, width=width, seed=0, steps=steps)  # noqa: E731
@@ -224,26 +203,281 @@ def run_bench(args: argparse.Namespace) -> int:
             )
         )
 
-    # 3. end to end through the Engine at the default settings
-    songs = _songs(engine.sample_rate)
+
+
+# -- the UNet against the machine's matrix peak ----------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def unet_flops(model: LoadedModel, width: int, batch: int = 1) -> float:
+    """Floating-point operations of one denoiser forward (convolutions and matrix products,
+    counted by :class:`torch.utils.flop_counter.FlopCounterMode`: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(batch, 1, model.mel_config.y_res, width, device=model.device)
+    t = torch.full((batch,), 500, device=model.device)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model.denoiser(x, t)
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int | None = None, reps: int = 5) -> float:
+    """Best GFLOP/s of an ``n × n`` matrix product in ``dtype`` on ``device`` (this process's threads)."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    with torch.inference_mode():
+        a @ b  # warm-up
+        _sync(device)
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def _unet_seconds(model: LoadedModel, width: int, batch: int, amp: torch.dtype | None, reps: int) -> float:
+    from encore.diffusion.device import maybe_autocast
+
+    dev = model.device
+    x = torch.zeros(batch, 1, model.mel_config.y_res, width, device=dev).uniform_(-1, 1)
+    t = torch.full((batch,), 500, device=dev)
+    times = []
+    with torch.inference_mode():
+        for i in range(reps + 1):
+            t0 = time.perf_counter()
+            with maybe_autocast(dev, amp):
+                model.denoiser(x, t)
+            _sync(dev)
+            if i:  # the first is a warm-up
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# -- the work of one best-of-n request -------------------------------------------------------
+
+
+def _scoring_inputs(clips: list[Any], similarity: Any) -> None:
+    """What the taste model needs of each candidate: its similarity representation and its
+    audio descriptors (the taste model's own prediction, a few dot products, is not timed)."""
+    from encore.audio.descriptors import audio_descriptors
+
+    for clip in clips:
+        if similarity is not None:
+            similarity.represent_audio(clip.audio, clip.sample_rate)
+        audio_descriptors(clip.audio, clip.sample_rate)
+
+
+def _load_similarity() -> tuple[Any, str]:
+    try:
+        from encore.config import get_settings
+        from encore.similarity.model import SimilarityModel
+
+        return SimilarityModel.load(get_settings().similarity_model_dir), "similarity model"
+    except Exception as exc:  # noqa: BLE001 - the bench still times the descriptors
+        return None, f"no similarity model ({exc}); descriptors only"
+
+
+# -- threads against processes -----------------------------------------------------------------
+
+
+def _worker(model_dir: str, device: str, threads: int, requests: int, batch: int,
+            solver: dict[str, Any], song: np.ndarray, ready: Any, start: Any, results: Any) -> None:
+    """One generation worker process: ``requests`` variations in batches of ``batch``; puts
+    the service time of each request (its batch's time) on ``results``."""
+    torch.set_num_threads(threads)
+    from encore.diffusion.engine import Engine
+
+    engine = Engine(model_dir, device=device)
+    torch.set_num_threads(threads)
+    engine.vary_batch(song, solver["strength"], list(range(batch)), 2, seconds=solver["seconds"],
+                      sampler=solver["sampler"])  # warm-up
+    ready.put(1)
+    start.wait()
+    out = []
+    for i in range(0, requests, batch):
+        t0 = time.perf_counter()
+        engine.vary_batch(song, solver["strength"], list(range(i, i + batch)), solver["steps"],
+                          seconds=solver["seconds"], sampler=solver["sampler"])
+        out += [time.perf_counter() - t0] * batch
+    results.put(out)
+
+
+def _workers_section(model: LoadedModel, song: np.ndarray, solver: dict[str, Any], requests: int) -> None:
+    import multiprocessing as mp
+
+    if model.path is None:
+        print("\n[5] threads vs processes: skipped (needs a model folder)")
+        return
+    ctx = mp.get_context("spawn")
+    print(f"\n[5] threads vs processes: {requests} variations ({solver['sampler']}-"
+          f"{solver['steps']}), closed loop, all queued at once; latency = the request's "
+          "batch service time (this process idles meanwhile)")
+    for name, procs, threads, batch in (("1 process x 2 threads, batches of 2", 1, 2, 2),
+                                        ("2 processes x 1 thread, batch 1", 2, 1, 1)):
+        ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
+        workers = [ctx.Process(target=_worker, args=(
+            str(model.path), str(model.device), threads, requests // procs, batch, solver, song,
+            ready, start, results)) for _ in range(procs)]
+        for w in workers:
+            w.start()
+        for _ in workers:
+            ready.get()
+        t0 = time.perf_counter()
+        start.set()
+        lat = [x for _ in workers for x in results.get()]
+        wall = time.perf_counter() - t0
+        for w in workers:
+            w.join()
+        p95 = float(np.quantile(lat, 0.95))
+        print(f"  {name:<38} {len(lat) / wall:5.2f} clips/s, wall {wall:6.2f} s, "
+              f"service p50 {statistics.median(lat):5.2f} s, p95 {p95:5.2f} s")
+
+
+# -- the benchmark -------------------------------------------------------------------------------
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from encore.config import get_settings
+    from encore.diffusion.device import (
+        autocast_dtype,
+        configure_threads,
+        cpu_has_native_bf16,
+    )
+    from encore.diffusion.engine import Engine
+    from encore.diffusion.sampling import check_sampler
+
+    settings = get_settings()
+    configure_threads(settings.torch_threads)
+    quick = bool(getattr(args, "quick", False))
+    reps = 1 if quick else 3
+    sampler = check_sampler(getattr(args, "sampler", None) or settings.sampler)
+    steps = int(getattr(args, "steps", None) or settings.inference_steps)
+    merge_steps = int(getattr(args, "merge_steps", None) or settings.merge_steps)
+    seconds = settings.clip_seconds
     strength = settings.default_strength
-    imgs = engine.generate(seconds, 0, steps).image[None]
-    tv = _Timing()
-    for _ in range(reps):
-        tv.add(lambda: engine.to_audio(imgs, seconds))
-    ops = {
-        "generate": lambda: engine.generate(seconds, 0, steps),
-        "vary": lambda: engine.vary(songs[0], strength, 0, steps, seconds=seconds),
-        "merge": lambda: engine.merge(songs, None, 0, steps, seconds=seconds),
-    }
-    engine.vary(songs[0], strength, 0, 1, seconds=seconds)  # warm-up: librosa's JIT, caches
+    model, what = _load(getattr(args, "model", None), getattr(args, "device", None))
+    engine = Engine(model, precision="auto")
+    frames, width = engine.canvas(seconds)
+    dev = model.device
+    amp = autocast_dtype(dev, "auto")
+    threads = torch.get_num_threads()
+    print(f"encore bench generate: {what}")
+    print(f"  load average at start: {_load_average()}")
+    print(
+        f"  device {dev}"
+        + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+        + f", torch threads {threads}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}, "
+        f"engine precision {amp or 'fp32'}"
+    )
+    print(
+        f"  {model.denoiser.config.layout} layout, {model.denoiser.num_parameters() / 1e6:.2f} M "
+        f"parameters; clip {seconds} s = {frames} frames on a {model.mel_config.y_res}x{width} "
+        f"canvas; median of {reps}"
+    )
+    chosen = f"{sampler}-{steps}"
+    base = "ddim-50"
+    print(f"  baseline {base} (merges ddim-50 + 50); chosen {chosen} "
+          f"(merges ddim-{merge_steps} + {merge_steps}); strength {strength}")
+
+    # 1. the UNet against the matrix peak
+    flops = unet_flops(model, width)
+    t1 = _unet_seconds(model, width, 1, amp, 3 if quick else 7)
+    t8 = _unet_seconds(model, width, 8, amp, 1 if quick else 3)
+    peak32 = matmul_peak(dev, torch.float32)
+    peak16 = matmul_peak(dev, torch.bfloat16)
+    peak = peak16 if amp is not None else peak32
+    print(f"\n[1] UNet forward on the {model.mel_config.y_res}x{width} canvas: "
+          f"{flops / 1e9:.2f} GFLOP per image")
+    print(f"  matmul peak of this machine ({threads} threads): fp32 {peak32:6.1f} GFLOP/s, "
+          f"bf16 {peak16:6.1f} GFLOP/s")
+    for b, tb in ((1, t1), (8, t8)):
+        rate = flops * b / tb / 1e9
+        print(f"  batch {b}: {1000 * tb:7.1f} ms per call, {1000 * tb / b:6.1f} ms per image, "
+              f"{rate:6.1f} GFLOP/s = {rate / peak:4.0%} of the {amp or 'fp32'} matmul peak")
+
+    # 2. per task, baseline against the chosen setting, end to end
+    songs = _songs(engine.sample_rate)
+    similarity, sim_what = _load_similarity()
+    engine.vary(songs[0], strength, 0, 1, seconds=seconds, sampler="ddim")  # warm-up: librosa
+    parts: dict[str, _Timing] = {}
+
+    def best_of_4(smp: str, n_steps: int, tag: str) -> Any:
+        t_gen, t_score = parts.setdefault(f"{tag} unet+vocoder", _Timing()), parts.setdefault(
+            f"{tag} scoring inputs", _Timing())
+        clips = t_gen.add(lambda: engine.vary_batch(
+            songs[0], strength, [0, 1, 2, 3], n_steps, seconds=seconds, sampler=smp))
+        t_score.add(lambda: _scoring_inputs(clips, similarity))
+        return clips
+
+    ops: dict[str, Callable[[], Any]] = {}
+    for tag, smp, n_steps, m_steps in ((base, "ddim", 50, 50), (chosen, sampler, steps, merge_steps)):
+        ops[f"generate {tag}"] = lambda s=smp, n=n_steps: engine.generate(seconds, 0, n, sampler=s)
+        ops[f"vary {tag}"] = lambda s=smp, n=n_steps: engine.vary(
+            songs[0], strength, 0, n, seconds=seconds, sampler=s)
+        ops[f"best-of-4 {tag}"] = lambda s=smp, n=n_steps, g=tag: best_of_4(s, n, g)
+        ops[f"merge {tag}"] = lambda m=m_steps: engine.merge(songs, None, 0, m, seconds=seconds)
     te = _interleaved(ops, reps)
-    k = steps - sampling.start_step_for(strength, steps)
-    print(f"\n[3] end to end, {seconds} s clip, precision {engine.precision} (model + vocoder)")
-    print(f"  generate ({steps} steps)                  {te['generate']}")
-    print(f"  vary (strength {strength}: {k} steps)        {te['vary']}")
-    print(f"  merge (2 songs: {steps} inv. + {steps} steps) {te['merge']}")
-    print(f"  vocoder alone (Griffin-Lim, {engine.vocoder().n_iter} it.) {tv}")
-    print(f"  real-time factor of generate: {seconds / te['generate'].median:.2f}x")
-    print(f"  load average at end: {_load_average()}")
+    imgs = engine.generate(seconds, 0, 1).image[None]
+    tv1, tv4 = _Timing(), _Timing()
+    for _ in range(reps):
+        tv1.add(lambda: engine.to_audio(imgs, seconds))
+        tv4.add(lambda: engine.to_audio(np.repeat(imgs, 4, axis=0), seconds))
+    targets = {"generate": 0.8, "vary": 0.5, "best-of-4": 1.5, "merge": 2.0}
+    calls = {
+        "generate": {base: 50, chosen: steps},
+        "vary": {base: round(strength * 50), chosen: round(strength * steps)},
+        "best-of-4": {base: round(strength * 50), chosen: round(strength * steps)},
+        "merge": {base: 100, chosen: 2 * merge_steps},
+    }
+    print(f"\n[2] end to end, {seconds} s clip (UNet + vocoder {engine.vocoder().n_iter} it.); "
+          f"wall median (min), CPU median; target on 2 cores")
+    for task in ("generate", "vary", "best-of-4", "merge"):
+        a, b = te[f"{task} {base}"], te[f"{task} {chosen}"]
+        label_b = chosen if task != "merge" else f"ddim-{merge_steps}"
+        print(f"  {task:<10} {base:>9} [{calls[task][base]:3d} UNet calls] {a}")
+        print(f"  {'':<10} {label_b:>9} [{calls[task][chosen]:3d} UNet calls] {b}   "
+              f"x{a.median / b.median:.2f} faster; target <= {targets[task]} s: "
+              f"{'met' if b.median <= targets[task] else 'NOT met'}")
+        if task == "best-of-4":
+            for tag in (base, chosen):
+                print(f"  {'':<10}   {tag}: UNet batch of 4 + vocoder x4 "
+                      f"{parts[f'{tag} unet+vocoder'].median:.2f} s, scoring inputs x4 "
+                      f"({sim_what} + audio descriptors) {parts[f'{tag} scoring inputs'].median:.2f} s")
+    print(f"  vocoder alone: 1 clip {tv1.median:.3f} s, 4 clips (one batch) {tv4.median:.3f} s")
+
+    # 4. batches
+    print(f"\n[4] variations of one song at batch 1, 2, 4, 8 ({chosen}, end to end incl. vocoder)")
+    tb: dict[int, _Timing] = {}
+    for b in (1, 2, 4, 8):
+        fn = lambda b=b: engine.vary_batch(  # noqa: E731
+            songs[0], strength, list(range(b)), steps, seconds=seconds, sampler=sampler)
+        fn()
+        tb[b] = _Timing()
+        for _ in range(max(1, reps - 1)):
+            tb[b].add(fn)
+    today = te[f"vary {base}"].median
+    for b, tm in tb.items():
+        rate = b / tm.median
+        print(f"  batch {b}: {tm.median:6.2f} s per batch, {rate:5.2f} clips/s, "
+              f"{rate / threads:5.2f} clips/s per core; x{rate * today:.2f} the clips/s of "
+              f"{base} batch 1 ({1 / today:.2f} clips/s)")
+
+    if getattr(args, "workers", False):
+        _workers_section(model, songs[0], {"sampler": sampler, "steps": steps,
+                                           "strength": strength, "seconds": seconds},
+                         requests=8 if quick else 16)
+    if getattr(args, "legacy", False):
+        print("\n[legacy]")
+        _legacy_sections(model, engine, width, 50, reps)
+    print(f"\n  load average at end: {_load_average()}")
     return 0

@@ -319,6 +319,8 @@ def evaluate_model(
     n_train_reference: int = 256,
     untrained: object | None = None,
     pictures_dir: str | Path | None = None,
+    sampler: str = "ddim",
+    merge_steps: int | None = None,
 ) -> EvalReport:
     """Compare a model's generations, variations and merges with held-out real clips.
 
@@ -340,6 +342,10 @@ def evaluate_model(
         The baseline; a randomly initialised model of the same config when None.
     pictures_dir : path, optional
         Write spectrogram grids (first 8 clips of every set) as PNGs here.
+    sampler : {"ddim", "dpmpp", "unipc"}
+        Solver of generation and variation (merges always use the DDIM pair).
+    merge_steps : int, optional
+        DDIM steps of the merges' inversion and decoding (default ``steps``).
 
     Returns
     -------
@@ -373,13 +379,9 @@ def evaluate_model(
     sets: dict[str, torch.Tensor] = {"real A": real_a, "real B": real_b}
     for tag, m in (("model", model), ("untrained", untrained)):
         logger.info("eval: generating with the %s model", tag)
-        sets[f"generate ({tag})"] = sampling.generate(
-            m, batch=n, width=width, seed=seed + 1000, steps=steps, precision=precision).images
-        sets[f"vary ({tag})"] = sampling.vary(
-            m, real_b, strength=strength, seed=seed + 2000, steps=steps, precision=precision).images
-        sets[f"merge ({tag})"] = sampling.merge(
-            m, [real_b, torch.roll(real_b, -1, dims=0)], steps=steps, seed=seed + 3000,
-            precision=precision).images
+        sets.update(_task_sets(m, tag, real_b, n=n, width=width, steps=steps, strength=strength,
+                               seed=seed, precision=precision, sampler=sampler,
+                               merge_steps=merge_steps or steps))
 
     if pictures_dir is not None:
         for name, images in sets.items():
@@ -417,3 +419,230 @@ def evaluate_model(
                                    mean_pairwise_distance(z[name]), nn[name]))
     return EvalReport(tuple(rows), n, steps, width, strength, seed, precision,
                       time.monotonic() - t0, scores)
+
+
+def _task_sets(
+    model: object, tag: str, real_b: torch.Tensor, *, n: int, width: int, steps: int,
+    strength: float, seed: int, precision: str, sampler: str, merge_steps: int,
+    tasks: tuple[str, ...] = ("generate", "vary", "merge"),
+) -> dict[str, torch.Tensor]:
+    """The generated sets of one model: generation, variations of real B, merges of B pairs."""
+    import torch
+
+    from encore.diffusion import sampling
+
+    out: dict[str, torch.Tensor] = {}
+    if "generate" in tasks:
+        out[f"generate ({tag})"] = sampling.generate(
+            model, batch=n, width=width, seed=seed + 1000, steps=steps, precision=precision,  # type: ignore[arg-type]
+            sampler=sampler).images
+    if "vary" in tasks:
+        out[f"vary ({tag})"] = sampling.vary(
+            model, real_b, strength=strength, seed=seed + 2000, steps=steps,  # type: ignore[arg-type]
+            precision=precision, sampler=sampler).images
+    if "merge" in tasks:
+        out[f"merge ({tag})"] = sampling.merge(
+            model, [real_b, torch.roll(real_b, -1, dims=0)], steps=merge_steps,  # type: ignore[arg-type]
+            seed=seed + 3000, precision=precision).images
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# comparing samplers (the default sampler is chosen with this)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """A sampler setting: ``sampler`` at ``steps`` for generation and variation, merges by the
+    DDIM pair at ``merge_steps``. Written ``"dpmpp:12"`` or ``"dpmpp:12:20"`` (merge steps
+    default to ``steps``)."""
+
+    sampler: str
+    steps: int
+    merge_steps: int
+
+    @classmethod
+    def parse(cls, text: str) -> SamplerConfig:
+        from encore.diffusion.sampling import check_sampler
+
+        parts = text.split(":")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            steps = int(parts[1])
+            merge = int(parts[2]) if len(parts) == 3 else steps
+        except ValueError:
+            raise InvalidInput(
+                f"sampler setting {text!r} must be SAMPLER:STEPS[:MERGE_STEPS], e.g. dpmpp:12:20"
+            ) from None
+        if steps < 1 or merge < 1:
+            raise InvalidInput(f"sampler setting {text!r}: steps must be positive")
+        return cls(check_sampler(parts[0]), steps, merge)
+
+    @property
+    def label(self) -> str:
+        return f"{self.sampler}-{self.steps} / merge ddim-{self.merge_steps}"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a bootstrap percentile interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.value:7.3f} [{self.low:6.3f}, {self.high:6.3f}]"
+
+
+@dataclass(frozen=True)
+class SamplerRow:
+    """One setting's metrics on one task; ``d_*`` are paired differences to the first setting."""
+
+    config: SamplerConfig
+    task: str
+    fd: Interval
+    score: Interval
+    diversity: Interval
+    d_score: Interval
+    d_diversity: Interval
+    unet_calls: int
+
+
+def _bootstrap_interval(values: np.ndarray, point: float, level: float) -> Interval:
+    lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(float(point), float(lo), float(hi))
+
+
+def compare_samplers(
+    model: object,
+    *,
+    heldout: object,
+    train: object,
+    configs: list[SamplerConfig],
+    n: int = 64,
+    strength: float = 0.7,
+    seed: int = 0,
+    precision: str = "auto",
+    resamples: int = 100,
+    level: float = 0.9,
+    untrained: object | None = None,
+    untrained_config: SamplerConfig | None = None,
+    tasks: tuple[str, ...] = ("generate", "vary", "merge"),
+) -> tuple[list[SamplerRow], float, float]:
+    """Score and diversity of several sampler settings on the same clips, with intervals.
+
+    Every setting works on the same real sets, seeds and starting noises as
+    :func:`evaluate_model` (so the first setting ``ddim:50`` reproduces its numbers) and is
+    normalised by the untrained model under that same setting, or, with ``untrained_config``,
+    under that one setting for all (cheaper: then score differences are FD differences over
+    one common scale). ``tasks`` limits the tasks. Intervals: a paired bootstrap
+    over clips (the same resampled indices for every set: real A, real B and each setting's
+    clips, made from the same noises), ``resamples`` draws, percentile interval at ``level``;
+    ``d_score``/``d_diversity`` are the setting minus the first one, per draw.
+
+    Returns
+    -------
+    (rows, seconds, fd_real)
+    """
+    import time
+
+    import torch
+
+    from encore.diffusion.features import features_for_clips
+    from encore.diffusion.folder import build_random_model
+
+    if n < 4:
+        raise InvalidInput(f"n={n} must be at least 4")
+    if not configs:
+        raise InvalidInput("give at least one sampler setting")
+    t0 = time.monotonic()
+    mel = model.mel_config  # type: ignore[attr-defined]
+    if untrained is None:
+        untrained = build_random_model(
+            model.denoiser.config, mel, seed=seed + 1, scheduler=model.scheduler,  # type: ignore[attr-defined]
+            device=model.device,  # type: ignore[attr-defined]
+        )
+    real = sample_crops(heldout, 2 * n, seed=seed + 101)
+    real_a, real_b = real[:n], real[n:]
+    width = real.shape[-1]
+    del train  # nearest-neighbour distances are evaluate_model's business
+
+    cache: dict[tuple[object, ...], np.ndarray] = {}
+
+    def features(images: torch.Tensor) -> np.ndarray:
+        audio = vocode(images.cpu().float(), mel)
+        return features_for_clips(list(audio), mel.sample_rate)
+
+    def task_features(tag: str, m: object, task: str, cfg: SamplerConfig) -> np.ndarray:
+        key = (tag, task, "ddim" if task == "merge" else cfg.sampler,
+               cfg.merge_steps if task == "merge" else cfg.steps)
+        if key not in cache:
+            logger.info("compare: %s %s %s", tag, task, key[2:])
+            sets = _task_sets(m, tag, real_b, n=n, width=width, steps=cfg.steps,
+                              strength=strength, seed=seed, precision=precision,
+                              sampler=cfg.sampler, merge_steps=cfg.merge_steps, tasks=(task,))
+            cache[key] = features(sets[f"{task} ({tag})"])
+        return cache[key]
+
+    fa, fb = features(real_a), features(real_b)
+    std = Standardiser.fit(fa)
+    za, zb = std(fa), std(fb)
+    bad = set(tasks) - {"generate", "vary", "merge"}
+    if bad or not tasks:
+        raise InvalidInput(f"tasks {list(tasks)} must be among generate, vary, merge")
+    z: dict[tuple[int, str, str], np.ndarray] = {}
+    for i, cfg in enumerate(configs):
+        for task in tasks:
+            z[(i, task, "model")] = std(task_features("model", model, task, cfg))
+            z[(i, task, "untrained")] = std(
+                task_features("untrained", untrained, task, untrained_config or cfg))
+
+    rng = np.random.default_rng(seed + 404)
+    draws = [(np.arange(n), np.arange(n))] + [
+        (rng.integers(0, n, n), rng.integers(0, n, n)) for _ in range(resamples)
+    ]
+    # per draw: fd_real, then per (config, task): fd, score, diversity
+    stats = np.zeros((len(draws), len(configs), len(tasks), 3))
+    fd_reals = np.zeros(len(draws))
+    for d, (ia, ib) in enumerate(draws):
+        ref = za[ia]
+        fd_real = frechet_distance(ref, zb[ib])
+        fd_reals[d] = fd_real
+        for i in range(len(configs)):
+            for k, task in enumerate(tasks):
+                fd_m = frechet_distance(ref, z[(i, task, "model")][ib])
+                fd_u = frechet_distance(ref, z[(i, task, "untrained")][ib])
+                score = (fd_m - fd_real) / (fd_u - fd_real) if fd_u > fd_real else np.nan
+                stats[d, i, k] = (fd_m, score, mean_pairwise_distance(z[(i, task, "model")][ib]))
+    rows: list[SamplerRow] = []
+    for i, cfg in enumerate(configs):
+        for k, task in enumerate(tasks):
+            point, boot = stats[0, i, k], stats[1:, i, k]
+            diff = stats[1:, i, k] - stats[1:, 0, k]
+            calls = {"generate": cfg.steps, "vary": int(round(strength * cfg.steps)),
+                     "merge": 2 * cfg.merge_steps}[task]
+            rows.append(SamplerRow(
+                cfg, task,
+                fd=_bootstrap_interval(boot[:, 0], point[0], level),
+                score=_bootstrap_interval(boot[:, 1], point[1], level),
+                diversity=_bootstrap_interval(boot[:, 2], point[2], level),
+                d_score=_bootstrap_interval(diff[:, 1], point[1] - stats[0, 0, k, 1], level),
+                d_diversity=_bootstrap_interval(diff[:, 2], point[2] - stats[0, 0, k, 2], level),
+                unet_calls=calls,
+            ))
+    return rows, time.monotonic() - t0, float(fd_reals[0])
+
+
+def format_sampler_table(rows: list[SamplerRow], *, n: int, seed: int, level: float = 0.9) -> str:
+    """A plain-text table of :func:`compare_samplers`'s rows."""
+    header = (f"{'task':<9} {'setting':<28} {'UNet':>4} {'score [interval]':>24} "
+              f"{'Δscore vs first':>24} {'diversity':>24} {'Δdiversity':>24}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(f"{r.task:<9} {r.config.label:<28} {r.unet_calls:>4} {r.score!s:>24} "
+                     f"{r.d_score!s:>24} {r.diversity!s:>24} {r.d_diversity!s:>24}")
+    lines.append(f"n={n} clips per set, seed {seed}; intervals: {int(level * 100)} % paired bootstrap "
+                 "over clips; Δ = setting − first setting (same noises)")
+    return "\n".join(lines)
