@@ -186,7 +186,8 @@ def sign_in(ctx: ServiceContext, *, email: str, password: str) -> tuple[User, st
         user = session.scalar(sa.select(User).where(User.email == email))
         # Verify against a dummy hash for unknown e-mails: same time either way.
         valid, new_hash = _hasher().verify_and_update(
-            password or "", user.password_hash if user else _dummy_hash()
+            password or "",
+            user.password_hash if user is not None and user.deleted_at is None else _dummy_hash(),
         )
         if user is None or not valid or not user.active or user.deleted_at is not None:
             raise PermissionDenied("wrong e-mail address or password")
@@ -428,3 +429,44 @@ def purge_expired_sessions(ctx: ServiceContext) -> int:
             )
         )
         return int(n or 0)
+
+
+def delete_account(ctx: ServiceContext, *, user: User, password: str) -> int:
+    """Delete the user's account after checking the password.
+
+    Every song goes as with :func:`encore.services.songs.delete_song` (audio deleted, clips
+    made from them out of the data set and never served again); sessions, reset links end.
+    The row stays, anonymous (no e-mail, name or password), so that the ratings given stay
+    in the report under the pseudonymous rater id. Returns the number of blobs deleted.
+
+    Raises
+    ------
+    PermissionDenied
+        Wrong password, or an operator (operators are removed from the command line).
+    """
+    from encore.services import songs as songs_service
+    from encore.store import Song
+
+    now = utcnow()
+    with ctx.session() as session:
+        row = session.get(User, user.id, with_for_update=True)
+        if row is None or row.deleted_at is not None:
+            raise NotFound("this account does not exist")
+        if row.is_operator:
+            raise PermissionDenied("an operator account cannot be deleted from the web")
+        if not _hasher().verify(password or "", row.password_hash):
+            raise PermissionDenied("the password is wrong; the account was not deleted")
+        keys: list[str] = []
+        for song in session.scalars(
+            sa.select(Song).where(Song.owner_id == row.id, Song.deleted_at.is_(None))
+        ):
+            keys += songs_service._forget_song(session, song, now)
+        _end_sessions(session, row)
+        session.execute(sa.delete(PasswordReset).where(PasswordReset.user_id == row.id))
+        row.email = f"deleted-{row.id}@deleted.invalid"
+        row.display_name = "deleted listener"
+        row.password_hash = "!deleted"  # matches no password
+        row.active = False
+        row.deleted_at = now
+    logger.info("account %d deleted (%d blobs)", user.id, len(keys))
+    return songs_service.delete_blobs(ctx, keys)

@@ -22,6 +22,7 @@ from encore.errors import Conflict
 from encore.services import taste
 from encore.services.context import ServiceContext
 from encore.services.similarity import pairwise_similarities, representation_of, similarities_to
+from encore.services.songs import private_clip_ids
 from encore.store import (
     Clip,
     ClipInput,
@@ -147,6 +148,7 @@ def curate(ctx: ServiceContext) -> CurationResult:
             sa.select(DatasetEntry).where(DatasetEntry.removed_at.is_(None))
         ).all()
         in_dataset = {e.clip_id for e in active_entries}
+        private = private_clip_ids(session, list(scores))
         dataset_clips = [
             feedback.DatasetClip(
                 clip_id=e.clip_id,
@@ -166,6 +168,7 @@ def curate(ctx: ServiceContext) -> CurationResult:
             if cid not in in_dataset
             and clips[cid].kind is ClipKind.GENERATED
             and clips[cid].representation is not None
+            and cid not in private  # made from a song its listener keeps private or deleted
         ]
         sim = None
         if candidates and dataset_clips:

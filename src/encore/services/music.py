@@ -30,6 +30,7 @@ from encore.services import versions
 from encore.services.context import ServiceContext
 from encore.services.media import BlobRef, blob_ref
 from encore.services.similarity import representation_of, set_representation, similarities_to
+from encore.services.songs import private_clip_ids
 from encore.store import (
     Clip,
     ClipInput,
@@ -77,6 +78,9 @@ class DeliveryView:
     rating_allowed: bool
     rating: float | None
     delivered_at: dt.datetime
+    # What the clip was truly made from, in words (made_from_label): the listener's own
+    # songs by title, or "another listener" — never another listener's title.
+    made_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,7 +202,7 @@ def request_music(
         songs = []
         for song_id in ids:
             song = session.get(Song, song_id)
-            if song is None:
+            if song is None or song.deleted_at is not None:
                 raise NotFound(f"song {song_id} does not exist")
             if song.owner_id != listener.id:
                 raise PermissionDenied(f"song {song_id} belongs to another listener")
@@ -352,6 +356,10 @@ def _dispatch(
         )
         .order_by(DatasetEntry.clip_id)
     ).all()
+    # Music made from another listener's song that is not shared (opted out, deleted) is
+    # never served here.
+    hidden = private_clip_ids(session, except_owner=listener.id)
+    entries = [row for row in entries if row.clip_id not in hidden]
     dataset_ids = [row.clip_id for row in entries]
     query_cache: list[np.ndarray] = []
 
@@ -369,7 +377,7 @@ def _dispatch(
     rated = set(
         session.scalars(sa.select(Rating.clip_id).where(Rating.listener_id == listener.id))
     )
-    review_ids = _review_ids(ctx, session, listener, active)
+    review_ids = [c for c in _review_ids(ctx, session, listener, active) if c not in hidden]
 
     def review_similarity(clip_ids: list[int]) -> np.ndarray:  # only on the review branch
         reps = {
@@ -518,7 +526,34 @@ def _view(ctx: ServiceContext, session: Session, delivery: Delivery) -> Delivery
         ),
         rating=delivery.rating.stars if delivery.rating is not None else None,
         delivered_at=_aware(delivery.delivered_at),  # type: ignore[arg-type]
+        made_from=made_from_label(session, delivery.listener_id, clip),
     )
+
+
+OTHER_LISTENER_LABEL = "Made by another listener from a song like yours."
+COLLECTION_LABEL = "Chosen from the collection as close to your song."
+
+
+def made_from_label(session: Session, listener: User | int, clip: Clip) -> str:
+    """What ``clip`` was made from, truthfully, for ``listener``.
+
+    A clip generated from the listener's own songs names them; a clip made from another
+    listener's song (the baseline and review branches serve those) says so without naming
+    that song; a clip with no input song came from the collection.
+    """
+    listener_id = listener if isinstance(listener, int) else listener.id
+    rows = session.execute(
+        sa.select(Song.owner_id, Song.title, Song.deleted_at)
+        .join(ClipInput, ClipInput.song_id == Song.id)
+        .where(ClipInput.clip_id == clip.id)
+        .order_by(ClipInput.position)
+    ).all()
+    if not rows:
+        return COLLECTION_LABEL
+    if any(owner != listener_id for owner, _, _ in rows):
+        return OTHER_LISTENER_LABEL
+    titles = ["a deleted song" if deleted is not None else title for _, title, deleted in rows]
+    return "Made from " + ", ".join(titles) + "."
 
 
 def delivery_status(ctx: ServiceContext, *, listener: User, delivery_id: int) -> DeliveryView:
@@ -778,6 +813,7 @@ class HistoryItem:
     listened_seconds: float
     clip_seconds: float | None
     rating: float | None
+    made_from: str = ""
 
 
 def history(ctx: ServiceContext, *, listener: User, limit: int = 200) -> list[HistoryItem]:
@@ -801,6 +837,7 @@ def history(ctx: ServiceContext, *, listener: User, limit: int = 200) -> list[Hi
                     listened_seconds=view.listened_seconds,
                     clip_seconds=view.clip_seconds,
                     rating=view.rating,
+                    made_from=view.made_from,
                 )
             )
         return items

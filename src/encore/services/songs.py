@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import re
@@ -14,7 +15,17 @@ from encore.audio.decode import AudioInfo, load_audio, probe_audio
 from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied, QuotaExceeded
 from encore.services.context import ServiceContext
 from encore.services.media import BlobRef, blob_ref
-from encore.store import Song, SongStatus, User, enqueue_job
+from encore.store import (
+    Clip,
+    ClipInput,
+    DatasetEntry,
+    RemovalReason,
+    Song,
+    SongStatus,
+    User,
+    enqueue_job,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +154,7 @@ def _check_quota(
 
 def _own_song(session: sa.orm.Session, user: User, song_id: int) -> Song:
     song = session.get(Song, song_id)
-    if song is None:
+    if song is None or song.deleted_at is not None:
         raise NotFound(f"song {song_id} does not exist")
     if song.owner_id != user.id and not user.is_operator:
         raise PermissionDenied(f"song {song_id} belongs to another listener")
@@ -155,7 +166,9 @@ def list_songs(ctx: ServiceContext, *, owner: User) -> list[Song]:
     with ctx.reading() as session:
         return list(
             session.scalars(
-                sa.select(Song).where(Song.owner_id == owner.id).order_by(Song.id.desc())
+                sa.select(Song)
+                .where(Song.owner_id == owner.id, Song.deleted_at.is_(None))
+                .order_by(Song.id.desc())
             )
         )
 
@@ -170,3 +183,98 @@ def song_audio(ctx: ServiceContext, *, user: User, song_id: int) -> BlobRef:
     """The song's audio as uploaded."""
     song = get_song(ctx, user=user, song_id=song_id)
     return blob_ref(ctx.blobs, song.blob_key, song.content_type, f"the audio of song {song_id}")
+
+
+# --- deletion --------------------------------------------------------------------------------
+
+DELETED_TITLE = "a deleted song"
+DELETION_DETAIL = "the listener deleted a song it was made from"
+
+
+def _forget_song(session: sa.orm.Session, song: Song, now: dt.datetime) -> list[str]:
+    """Withdraw ``song`` and every clip made from it, in ``session``; returns the blob keys
+    to delete once the transaction has committed.
+
+    The song's row stays as an anonymous tombstone (no title, audio, slices or
+    representation) because clips made from it keep their ratings for the report; those
+    clips lose their audio, images and representation (never served or matched again) and
+    leave the data set.
+    """
+    keys = [k for k in (song.blob_key, song.mel_key) if k]
+    clip_ids = list(
+        session.scalars(sa.select(ClipInput.clip_id).where(ClipInput.song_id == song.id))
+    )
+    for clip in session.scalars(sa.select(Clip).where(Clip.id.in_(clip_ids))):
+        keys += [k for k in (clip.audio_key, clip.image_key, clip.mel_key) if k]
+        clip.audio_key = clip.image_key = clip.mel_key = None
+        clip.representation = None
+        if hasattr(clip, "descriptors"):
+            clip.descriptors = None
+    session.execute(
+        sa.update(DatasetEntry)
+        .where(DatasetEntry.clip_id.in_(clip_ids), DatasetEntry.removed_at.is_(None))
+        .values(removed_at=now, removal_reason=RemovalReason.MANUAL, removal_detail=DELETION_DETAIL)
+        .execution_options(synchronize_session=False)
+    )
+    song.title = DELETED_TITLE
+    song.blob_key = ""
+    song.mel_key = None
+    song.representation = None
+    if hasattr(song, "descriptors"):
+        song.descriptors = None
+    song.checksum_sha256 = f"deleted:{song.id}"  # the same file may be uploaded again
+    song.size_bytes = 0
+    song.shared = False
+    song.deleted_at = now
+    return keys
+
+
+def delete_blobs(ctx: ServiceContext, keys: list[str]) -> int:
+    """Delete blobs after their rows committed; failures are logged (the orphan collector
+    gets them later). Returns how many were deleted."""
+    deleted = 0
+    for key in keys:
+        try:
+            deleted += bool(ctx.blobs.delete(key))
+        except Exception:  # noqa: BLE001
+            logger.warning("could not delete blob %s", key, exc_info=True)
+    return deleted
+
+
+def delete_song(ctx: ServiceContext, *, user: User, song_id: int) -> int:
+    """Delete one of the user's songs: its audio, and the clips made from it leave the data
+    set and are never served again (their ratings stay, anonymous, for the report).
+    Returns the number of blobs deleted."""
+    now = utcnow()
+    with ctx.session() as session:
+        song = _own_song(session, user, song_id)
+        keys = _forget_song(session, song, now)
+    logger.info("song %d deleted by user %d (%d blobs)", song_id, user.id, len(keys))
+    return delete_blobs(ctx, keys)
+
+
+def set_shared(ctx: ServiceContext, *, user: User, song_id: int, shared: bool) -> Song:
+    """Allow or stop music made from the song being played to other listeners (and joining
+    the data set)."""
+    with ctx.session() as session:
+        song = _own_song(session, user, song_id)
+        song.shared = bool(shared)
+        return song
+
+
+def private_clip_ids(
+    session: sa.orm.Session, clip_ids: list[int] | None = None, *, except_owner: int | None = None
+) -> set[int]:
+    """Clips made from a song that is not shared (opted out or deleted): never served to
+    another listener, never admitted to the data set. ``except_owner``: leave out the clips
+    of that listener's own songs (they may be served to their owner)."""
+    query = (
+        sa.select(ClipInput.clip_id)
+        .join(Song, Song.id == ClipInput.song_id)
+        .where(sa.or_(Song.shared.is_(False), Song.deleted_at.is_not(None)))
+    )
+    if except_owner is not None:
+        query = query.where(Song.owner_id != except_owner)
+    if clip_ids is not None:
+        query = query.where(ClipInput.clip_id.in_(clip_ids))
+    return set(session.scalars(query))

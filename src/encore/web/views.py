@@ -46,6 +46,7 @@ def song_json(song: Song) -> dict[str, Any]:
         "duration_seconds": round(float(song.duration_seconds), 3),
         "status": _jsonable(song.status),
         "created_at": _jsonable(song.created_at),
+        "shared": bool(song.shared),
     }
 
 

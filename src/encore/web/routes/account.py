@@ -3,6 +3,7 @@ deletion (issue 18)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -122,3 +123,46 @@ async def reset_form(request: Request, token: str, ctx: CtxDep, limits: LimitsDe
         return RedirectResponse("/signin", status_code=303)
 
     return await run_in_threadpool(run)
+
+
+class AccountDeletion(BaseModel):
+    password: str = Field(min_length=1, max_length=1024)
+
+
+@router.post("/api/account/delete")
+def api_delete_account(
+    request: Request, body: AccountDeletion, user: CurrentUser, ctx: CtxDep, settings: SettingsDep
+) -> Response:
+    """Delete the account (the password confirms): songs and their music are deleted, the
+    ratings stay anonymous in the report, every session ends."""
+    deleted = accounts.delete_account(ctx, user=user, password=body.password)
+    forget_sessions(request)
+    response = JSONResponse({"deleted": True, "blobs_deleted": deleted, "next": "/signin"})
+    clear_session_cookie(response, settings)
+    return response
+
+
+@router.get("/api/account/export")
+def api_export(user: CurrentUser, ctx: CtxDep) -> Response:
+    """The account's data as a zip: songs as uploaded, the clips served, listening and
+    ratings (written to a temporary file, streamed, then removed)."""
+    import tempfile
+
+    from starlette.background import BackgroundTask
+    from starlette.responses import FileResponse
+
+    from encore.services import export
+
+    tmp = tempfile.NamedTemporaryFile(prefix="encore-export-", suffix=".zip", delete=False)
+    try:
+        with tmp:
+            export.write_export(ctx, user=user, out=tmp)
+    except BaseException:
+        os.unlink(tmp.name)
+        raise
+    return FileResponse(
+        tmp.name,
+        media_type="application/zip",
+        filename=f"encore-{user.rater_id}.zip",
+        background=BackgroundTask(os.unlink, tmp.name),
+    )

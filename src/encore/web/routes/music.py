@@ -51,6 +51,7 @@ def delivery_page(request: Request, delivery_id: int, user: CurrentUser, ctx: Ct
         user=user,
         delivery_id=delivery_id,
         inputs=views.input_titles(view),
+        made_from=view.made_from,
     )
 
 

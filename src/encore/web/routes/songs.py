@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from encore.services import songs
@@ -83,3 +84,26 @@ def api_get_song(song_id: int, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]
 def api_song_audio(request: Request, song_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
     """The song's audio as uploaded (HTTP Range supported)."""
     return serve_blob(request, songs.song_audio(ctx, user=user, song_id=song_id))
+
+
+class SharingBody(BaseModel):
+    shared: bool
+
+
+@router.post("/api/songs/{song_id}/sharing")
+def api_song_sharing(song_id: int, body: SharingBody, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
+    """Whether music made from this song may be played to other listeners and join the data
+    set (the per-song opt-out)."""
+    song = songs.set_shared(ctx, user=user, song_id=song_id, shared=body.shared)
+    text = ("may now be played to other listeners" if song.shared
+            else "will no longer be played to other listeners")
+    return {"song": views.song_json(song), "message": f"Music made from {song.title!r} {text}."}
+
+
+@router.delete("/api/songs/{song_id}")
+@router.post("/api/songs/{song_id}/delete")
+def api_delete_song(song_id: int, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
+    """Delete the song: its audio is deleted; music made from it leaves the data set and is
+    never played again (ratings stay, anonymous, in the report)."""
+    deleted = songs.delete_song(ctx, user=user, song_id=song_id)
+    return {"deleted": True, "blobs_deleted": deleted, "next": "/songs"}
