@@ -158,3 +158,25 @@ def test_engine_batches_candidates_and_records_the_setting(tiny_model_dir) -> No
     engine.default_sampler, engine.default_steps = "unipc", 4
     clip = engine.generate(1.0, seed=1)
     assert (clip.params["sampler"], clip.params["steps"]) == ("unipc", 4)
+
+
+def test_auto_precision_is_bf16_on_cuda_where_the_gpu_has_it(monkeypatch) -> None:
+    from encore.diffusion import device as dev
+
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(dev, "cuda_has_bf16", lambda: True)
+    assert dev.autocast_dtype(cuda, "auto") is torch.bfloat16
+    monkeypatch.setattr(dev, "cuda_has_bf16", lambda: False)
+    assert dev.autocast_dtype(cuda, "auto") is torch.float16
+    assert dev.autocast_dtype(torch.device("mps"), "auto") is None
+    assert dev.autocast_dtype(cuda, "fp32") is None
+
+
+def test_cuda_is_refused_with_its_name_where_there_is_none() -> None:
+    from encore.diffusion.device import pick_device
+    from encore.errors import ConfigurationError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigurationError, match="cuda"):
+        pick_device("cuda")

@@ -3,7 +3,9 @@
 ``pick_device`` resolves ``"auto"`` to CUDA, then Apple MPS, then the CPU. ``autocast_dtype``
 says whether sampling should run under ``torch.autocast``: bf16 on CPUs that have native bf16
 arithmetic (AVX512-BF16 or AMX; ``torch.backends.cpu.get_cpu_capability()`` reports the ISA
-torch dispatches to), fp16 on CUDA, nothing on MPS. The bench (``encore bench generate``)
+torch dispatches to), bf16 on CUDA GPUs that support it (Ampere and later; fp16 on older
+ones), nothing on MPS. The same sampling code runs on every device: seeds draw their noise
+on the CPU and move it, the schedulers' step maths runs in fp32 where the sample lives. The bench (``encore bench generate``)
 prints the fp32 and autocast timings side by side so the choice can be checked on any machine.
 """
 
@@ -85,7 +87,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     ----------
     device : torch.device
     precision : {"auto", "fp32", "bf16", "fp16"}
-        ``"auto"``: bf16 on a CPU with native bf16, fp16 on CUDA, fp32 otherwise.
+        ``"auto"``: bf16 on a CPU with native bf16, bf16 on CUDA (fp16 where the GPU has no
+        bf16), fp32 otherwise.
     """
     if precision == "fp32":
         return None
@@ -98,8 +101,16 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_native_bf16() else None
     if device.type == "cuda":
-        return torch.float16
+        return torch.bfloat16 if cuda_has_bf16() else torch.float16
     return None
+
+
+def cuda_has_bf16() -> bool:
+    """True if the current CUDA device computes in bf16 natively (compute capability ≥ 8)."""
+    try:
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    except (RuntimeError, AssertionError):  # no driver
+        return False
 
 
 @contextlib.contextmanager

@@ -119,7 +119,8 @@ class Engine:
     device : str, optional
         ``"auto"`` / ``None`` (``Settings.device``), ``"cpu"``, ``"cuda"``, ``"mps"``.
     precision : {"auto", "fp32", "bf16", "fp16"}
-        Autocast of the UNet (``"auto"``: bf16 on CPUs with native bf16, fp16 on CUDA).
+        Autocast of the UNet (``"auto"``: bf16 on CPUs with native bf16 and on CUDA GPUs
+        with bf16, fp16 on older GPUs, fp32 otherwise).
     vocoder_iters : int, optional
         Griffin-Lim iterations (the vocoder's default when omitted).
 
