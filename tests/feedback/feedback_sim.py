@@ -170,7 +170,9 @@ def simulate_campaign(
     unlock point, above it they listen the longer the more they like the clip. The first
     ``n_dislikers`` honest listeners have a harsh taste (appeal scaled by 0.3–0.5): they
     dislike most clips and skip them. Adversaries (default: 2 ``random``, 2 ``max_min_listen``,
-    1 ``min_listen``) behave as in ``encore.sim.listeners``.
+    1 ``min_listen``) behave as in ``encore.sim.listeners``; ``random_skip`` (uniform half
+    stars after minimal listens, not one of the platform's simulated kinds) hides from the
+    listening witness.
     """
     if scenario not in ("pilot", "opposed"):
         raise ValueError(f"unknown scenario {scenario!r}")
@@ -263,6 +265,8 @@ def simulate_campaign(
                         1.0, interest * rng.uniform(0.8, 1.4))
             elif k == "random":
                 a, u, lis = np.nan, float(rng.integers(2, 11)) / 2, rng.uniform(UNLOCK_FRACTION, 1)
+            elif k == "random_skip":  # not in encore.sim: random stars after minimal listens
+                a, u, lis = np.nan, float(rng.integers(2, 11)) / 2, UNLOCK_FRACTION
             elif k == "max_min_listen":
                 a, u, lis = np.nan, 5.0 if rng.random() < 0.9 else 4.5, UNLOCK_FRACTION
             elif k == "min_listen":
@@ -275,7 +279,7 @@ def simulate_campaign(
             rows_l.append(float(lis))
             rows_a.append(a)
     data = RatingSet(np.array(rows_r), np.array(rows_c), np.array(rows_u), np.array(rows_l))
-    adversarial = {"random", "max_min_listen", "min_listen"}
+    adversarial = {"random", "max_min_listen", "min_listen", "random_skip"}
     return Campaign(
         data=data,
         kind=dict(zip(rid, kinds, strict=True)),

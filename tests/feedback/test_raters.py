@@ -407,3 +407,53 @@ def test_quality_control_settings_are_validated() -> None:
                         ("qc_noise_quantile", 2.0)):
         with pytest.raises(InvalidInput, match=f"{name}="):
             c.replace(**{name: value})
+
+
+def test_clip_features_let_random_raters_who_never_listen_be_judged() -> None:
+    """A rater giving random stars after minimal listens hides from the listening witness; on
+    clips with 1-3 raters the clusters' consensus alone has no power, so they are "not
+    judged". Given the clips' features, each taste cluster's model of its raters' ratings
+    predicts every clip, and such raters are flagged; honest ones still are not."""
+    flagged = total = honest_flagged = honest_total = 0
+    for seed in (0, 1):
+        camp = simulate_campaign(seed, "pilot", adversaries=("random_skip",) * 5)
+        without = assess_raters(camp.data, clip_groups=camp.clip_groups)
+        qc = assess_raters(camp.data, clip_groups=camp.clip_groups,
+                           clip_features=camp.clip_features)
+        for rid in camp.raters_of("random_skip"):
+            assert not without[rid].flagged and "not judged" in without[rid].note
+            flagged += qc[rid].flagged
+            total += 1
+        for rid in camp.raters_of("honest", "disliker"):
+            honest_flagged += qc[rid].flagged
+            honest_total += 1
+    assert flagged >= 0.8 * total, (flagged, total)
+    assert honest_flagged <= 0.05 * honest_total, (honest_flagged, honest_total)
+
+
+def test_clip_features_are_validated() -> None:
+    rows = [(f"r{r}", c, 3.0 + 0.5 * ((c + r) % 3), 0.8) for r in range(3) for c in range(10)]
+    features = {c: [float(c), 1.0] for c in range(10)}
+    features[3] = [1.0, 2.0, 3.0]
+    with pytest.raises(InvalidInput, match="clip_features of clip 3"):
+        assess_raters(RatingSet.from_records(rows), clip_features=features)
+
+
+def test_a_clip_rated_twice_by_one_rater_is_a_retest() -> None:
+    """Test-retest: every clip served twice to each rater and nobody shares clips. Honest
+    raters agree with themselves; random raters do not, and are flagged."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for r in range(30):
+        kind = "random" if r < 4 else "honest"
+        for c in range(15):
+            clip = r * 100 + c
+            appeal = rng.uniform(1.5, 4.5)
+            for _ in range(2):
+                if kind == "random":
+                    rows.append((f"{kind}{r}", clip, float(rng.integers(2, 11)) / 2, 0.53))
+                else:
+                    u = float(np.clip(np.round((appeal + rng.normal(0, 0.5)) * 2) / 2, 1, 5))
+                    rows.append((f"{kind}{r}", clip, u, 0.53))  # listening says nothing
+    qc = assess_raters(RatingSet.from_records(rows))
+    assert {r for r in qc.flagged} == {f"random{r}" for r in range(4)}

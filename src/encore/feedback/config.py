@@ -213,6 +213,7 @@ class FeedbackConfig:
     qc_noise_quantile: float = 0.5
     qc_honest_noise: float = 0.75
     qc_min_reliability: float = 0.05
+    qc_feature_dims: int = 4
     saturation_share: float = 0.8
     low_listen_fraction: float = 0.6
     flagged_weight: float = 0.0
@@ -245,7 +246,8 @@ class FeedbackConfig:
             if not _finite(value) or value <= 0:
                 raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be a positive number")
         for name in ("rater_max_iterations", "qc_min_ratings", "min_ratings", "cold_start_top_n",
-                     "bootstrap_resamples", "qc_rounds", "qc_taste_clusters"):
+                     "bootstrap_resamples", "qc_rounds", "qc_taste_clusters",
+                     "qc_feature_dims"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be an integer >= 1")

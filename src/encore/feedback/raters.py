@@ -107,7 +107,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -454,6 +454,7 @@ def assess_raters(
     data: RatingSet,
     *,
     clip_groups: Mapping[Hashable, Hashable] | None = None,
+    clip_features: Mapping[Hashable, Sequence[float] | np.ndarray] | None = None,
     config: FeedbackConfig = DEFAULT_CONFIG,
 ) -> QualityControlResult:
     """Fit the rater model, judge every rater, and refit with the resulting weights.
@@ -471,6 +472,12 @@ def assess_raters(
         A grouping of clips along which taste may differ (input song, genre, similarity
         cluster). Lets rule B recognise a consistent opinion on a subgroup as taste.
         Clips missing from the mapping form no group.
+    clip_features : mapping clip_id -> 1-D array of floats, optional
+        What each clip sounds like (the similarity model's embedding, audio descriptors; all
+        of one length). Each taste cluster then also gets a *taste model*, a ridge regression
+        of its other raters' ratings on the first ``qc_feature_dims`` principal components,
+        whose prediction is one more witness of a rater's taste on every clip it rated, not
+        only on clips others rated too. Clips missing from the mapping have no prediction.
     config : FeedbackConfig
         Rater-model and quality-control settings.
 
@@ -496,6 +503,9 @@ def assess_raters(
 
     dummies_of = [None if groups is None else _group_dummies(groups[idx.cj[rows]])
                   for rows in rows_of]
+    components = None if clip_features is None else _feature_components(
+        clip_features, idx.clip_keys.tolist(), config.qc_feature_dims)
+    retest = _retest_column(u, idx.ri, idx.cj, n_clips)
     flagged: set[int] = set()
     verdicts: list[_Verdict] = []
     for round_no in range(1, config.qc_rounds + 1):
@@ -503,10 +513,11 @@ def assess_raters(
         fit = _alternating_fit(u, idx.ri, idx.cj, n_raters, n_clips, omega, config)
         delta, sigma = fit[2], np.sqrt(fit[4])
         witnesses = _witnesses(u, listened, idx.ri, idx.cj, rows_of, delta, sigma, omega,
-                               n_raters, n_clips, config)
+                               n_raters, n_clips, config, components)
         verdicts = []
         for k, rows in enumerate(rows_of):
-            ev = _evidence(rows, u, listened, dummies_of[k], witnesses, float(sigma[k]), config)
+            ev = _evidence(rows, u, listened, retest, dummies_of[k], witnesses,
+                           float(sigma[k]), config)
             verdicts.append(_decide(ev, config))
         now_flagged = {k for k, v in enumerate(verdicts) if v.reasons}
         logger.debug("quality control round %d: %d raters flagged", round_no, len(now_flagged))
@@ -646,6 +657,9 @@ class _Witnesses:
     noise_ref: float  # rating-noise variance of an honest rater (stars², upper quantile)
     listen_rho2: float  # how well listening tracks an honest rater's taste (squared corr.)
     listen_var_ref: float  # median variance of the listened fraction of honest raters
+    taste_model: np.ndarray | None = None  # (n_ratings, K) each cluster's leave-one-out
+    # feature model's prediction of the rating's clip, NaN: none
+    taste_model_rho2: np.ndarray | None = None  # (K,) its reliability
 
 
 def _taste_clusters(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, eligible: np.ndarray,
@@ -724,10 +738,110 @@ def _merge_alike(lab: np.ndarray, sim: np.ndarray, ratio: float) -> np.ndarray:
         lab = np.unique(lab, return_inverse=True)[1].reshape(-1)
 
 
+def _feature_components(clip_features: Mapping[Hashable, Sequence[float] | np.ndarray],
+                        clip_keys: list, dims: int) -> np.ndarray | None:
+    """Standardised principal components of the clips' features (NaN rows: no features)."""
+    rows, present = [], []
+    width = None
+    for j, c in enumerate(clip_keys):
+        vec = clip_features.get(c)
+        if vec is None:
+            continue
+        x = np.asarray(vec, dtype=float).reshape(-1)
+        if width is None:
+            width = x.shape[0]
+        if x.shape[0] != width or not np.isfinite(x).all():
+            raise InvalidInput(f"clip_features of clip {c!r} must be {width} finite numbers "
+                               f"like the others, got shape {x.shape}")
+        rows.append(x)
+        present.append(j)
+    out = np.full((len(clip_keys), dims), np.nan)
+    if len(rows) < 3 or not width:
+        return None
+    x = np.vstack(rows)
+    x = x - x.mean(axis=0)
+    scale = x.std(axis=0)
+    x = x[:, scale > 0] / scale[scale > 0]
+    if x.shape[1] == 0:
+        return None
+    _, sv, vt = np.linalg.svd(x, full_matrices=False)
+    k = int(min(dims, np.sum(sv > 1e-9 * sv[0]), len(rows) - 2))
+    if k < 1:
+        return None
+    z = x @ vt[:k].T
+    z /= z.std(axis=0)
+    out = out[:, :k]
+    out[np.array(present)] = z
+    return out
+
+
+def _retest_column(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, n_clips: int) -> np.ndarray:
+    """For each rating, the mean of the same rater's other ratings of the same clip (NaN: none).
+
+    A clip served twice to one rater is a test–retest pair: an honest rater's two ratings
+    share its taste for the clip and differ by its noise; a random rater's are independent.
+    """
+    pair = ri.astype(np.int64) * n_clips + cj
+    _, inv = np.unique(pair, return_inverse=True)
+    inv = inv.reshape(-1)
+    count = np.bincount(inv)[inv]
+    total = np.bincount(inv, u)[inv]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 1, (total - u) / (count - 1), np.nan)
+
+
+def _taste_models(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, rows_of: list[np.ndarray],
+                  labels: np.ndarray, omega: np.ndarray, components: np.ndarray,
+                  noise_ref: float, n_k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's ridge model of its raters' mean-centred ratings on the clip components,
+    refitted without the rater being judged (sufficient statistics minus the rater's own);
+    its predictions for every rating, and its reliability (pooled over the cluster's raters:
+    their R² on their leave-one-out predictions over their share of spread beyond noise)."""
+    z_all = components[cj]
+    has = np.isfinite(z_all).all(axis=1)
+    p = components.shape[1]
+    n_raters = len(rows_of)
+    xtx = np.zeros((n_raters, p, p))
+    xty = np.zeros((n_raters, p))
+    yc = np.zeros(u.shape[0])
+    for k, rows in enumerate(rows_of):
+        if rows.size == 0:
+            continue
+        yc[rows] = u[rows] - u[rows].mean()
+        r = rows[has[rows]]
+        if r.size:
+            xtx[k] = z_all[r].T @ z_all[r]
+            xty[k] = z_all[r].T @ yc[r]
+    ridge = np.eye(p)
+    pred = np.full((u.shape[0], n_k), np.nan)
+    rho2 = np.zeros(n_k)
+    for c in range(n_k):
+        member = (labels == c) & (omega > 0)
+        a_c, b_c = xtx[member].sum(axis=0) + ridge, xty[member].sum(axis=0)
+        num = signal = 0.0
+        for k, rows in enumerate(rows_of):
+            r = rows[has[rows]]
+            if r.size == 0:
+                continue
+            if member[k]:
+                beta = np.linalg.solve(a_c - xtx[k], b_c - xty[k])
+            else:
+                beta = np.linalg.solve(a_c, b_c)
+            pred[r, c] = z_all[r] @ beta
+            if member[k] and r.size >= 3:
+                f, y = pred[r, c] - pred[r, c].mean(), yc[r]
+                tss = float(y @ y)
+                if tss > 0 and float(f @ f) > 0:
+                    num += float(f @ y) ** 2 / float(f @ f)
+                    signal += max(tss - (r.size - 1) * noise_ref, 0.0)
+        rho2[c] = min(num / signal, 0.95) if signal > 0 and num > 0 else 0.0
+    return pred, rho2
+
+
 def _witnesses(u: np.ndarray, listened: np.ndarray, ri: np.ndarray, cj: np.ndarray,
                rows_of: list[np.ndarray], delta: np.ndarray, sigma: np.ndarray,
                omega: np.ndarray, n_raters: int, n_clips: int,
-               config: FeedbackConfig) -> _Witnesses:
+               config: FeedbackConfig, components: np.ndarray | None = None) -> _Witnesses:
     counts = np.bincount(ri, minlength=n_raters)
     spread = np.array([float(np.ptp(u[r])) if r.size else 0.0 for r in rows_of])
     eligible = (omega > 0) & (counts >= config.qc_min_ratings) & (spread > 0)
@@ -779,8 +893,12 @@ def _witnesses(u: np.ndarray, listened: np.ndarray, ri: np.ndarray, cj: np.ndarr
         signal_total += max(tss - (n - 1) * noise_ref, 0.0)
     listen_rho2 = float(min(explained / signal_total, 0.95)) if signal_total > 0 else 0.0
     listen_var_ref = float(np.median(listen_vars)) if listen_vars else 0.0
+    taste_model = taste_model_rho2 = None
+    if components is not None:
+        taste_model, taste_model_rho2 = _taste_models(u, ri, cj, rows_of, labels, omega,
+                                                      components, noise_ref, n_k)
     return _Witnesses(labels, consensus, consensus_var, signal, share, noise_ref, listen_rho2,
-                      listen_var_ref)
+                      listen_var_ref, taste_model, taste_model_rho2)
 
 
 @dataclass(frozen=True)
@@ -812,8 +930,8 @@ class _Verdict:
 
 
 def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
-              dummies: np.ndarray | None, wit: _Witnesses, sigma: float,
-              config: FeedbackConfig) -> _Evidence:
+              retest_all: np.ndarray, dummies: np.ndarray | None, wit: _Witnesses,
+              sigma: float, config: FeedbackConfig) -> _Evidence:
     u, listened = u_all[rows], listened_all[rows]
     n = int(u.shape[0])
     median_listen = float(np.median(listened)) if n else float("nan")
@@ -856,6 +974,28 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
         rho2_consensus += wit.cluster_share[c] * reliability
     if rho2_consensus > 0:
         rho2.append(rho2_consensus)
+    var_u = float(np.var(u, ddof=1))
+    signal_share = max(var_u - wit.noise_ref, 0.0) / var_u if var_u > 0 else 0.0
+    if wit.taste_model is not None and wit.taste_model_rho2 is not None:
+        rho2_model = 0.0
+        for c in range(wit.taste_model.shape[1]):
+            col = wit.taste_model[rows, c]
+            have = np.isfinite(col)
+            reliability = float(have.mean()) * float(wit.taste_model_rho2[c])
+            if have.sum() < 3 or np.ptp(col[have]) <= 0 \
+                    or reliability < config.qc_min_reliability:
+                continue
+            cols.append(np.where(have, col - col[have].mean(), 0.0))
+            rho2_model += wit.cluster_share[c] * reliability
+        if rho2_model > 0:
+            rho2.append(min(rho2_model, 0.95))
+    # test-retest: the rater's own other rating(s) of the same clip; an honest rater's
+    # agree up to its noise, so its reliability is the rater's taste share itself
+    retest = retest_all[rows]
+    have = np.isfinite(retest)
+    if have.sum() >= 3 and np.ptp(retest[have]) > 0:
+        cols.append(np.where(have, retest - retest[have].mean(), 0.0))
+        rho2.append(min(float(have.mean()) * signal_share, 0.95))
     x = np.column_stack(cols)
     taste = _f_test(u, x)
     group = None
@@ -865,8 +1005,6 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
     # a typical honest rater with ratings this spread: beyond rating noise, its spread is
     # taste, which each witness tracks with its reliability (independent errors: the
     # signal-to-error ratios add)
-    var_u = float(np.var(u, ddof=1))
-    signal_share = max(var_u - wit.noise_ref, 0.0) / var_u if var_u > 0 else 0.0
     kappa = sum(r / (1 - r) for r in rho2 if 0 < r < 1)
     expected = signal_share * kappa / (1 + kappa)
     return _Evidence(
