@@ -48,7 +48,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 
+from encore.diffusion.evaluate import evaluate_model
 from encore.diffusion.finetune_data import (
     ClipReplayBatches,
     ClipSampler,
@@ -257,8 +259,6 @@ def _round(x: float | None, digits: int = 6) -> float | None:
 
 def training_noise_scheduler(parent: LoadedModel) -> Any:
     """A DDPM scheduler with the parent's betas (the schedule its ε-predictor was trained on)."""
-    from diffusers import DDPMScheduler
-
     config = dict(parent.scheduler.config)
     keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
     kwargs = {k: config[k] for k in keep if k in config and config[k] is not None}
@@ -553,8 +553,6 @@ def evaluate_against_parent(
         as :meth:`~encore.diffusion.evaluate.EvalReport.to_dict`). A positive Δ (new − parent
         normalised score) means the new version is further from real music than its parent.
     """
-    from encore.diffusion.evaluate import evaluate_model
-
     prec = "fp32" if precision == "fp32" else "auto"
     reports: dict[str, Any] = {}
     width = int(model.mel_config.x_res)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from encore.diffusion import sampling
 from encore.diffusion.folder import LoadedModel
 from encore.diffusion.train import CropSampler, heldout_loss
 from encore.diffusion.training import WeightedBatch, bf16_supported
@@ -213,8 +214,6 @@ def parent_replay_set(
     cheap anchor in the spirit of a KL term); it is not real data, so it cannot undo a
     parent's own drift — see ``docs/finetune.md``.
     """
-    from encore.diffusion import sampling
-
     width = width or parent.mel_config.x_res
     prec = "bf16" if precision == "auto" and bf16_supported() else ("fp32" if precision == "auto" else precision)
     chunks = []

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler
 
+from encore.diffusion.folder import default_scheduler_config, save_model_folder
+from encore.diffusion.model import (
+    DenoiserConfig,
+    SpectrogramDenoiser,
+    default_base_config,
+    tiny_config,
+)
 from encore.diffusion.training import (
     EpsilonLoss,
     Evaluator,
@@ -156,8 +164,6 @@ class TrainResult:
 
 def make_noise_scheduler(cfg: TrainConfig):
     """The DDPM training scheduler; its config is what the model folder records."""
-    from diffusers import DDPMScheduler
-
     return DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_schedule=cfg.beta_schedule,
@@ -171,10 +177,6 @@ def make_noise_scheduler(cfg: TrainConfig):
 
 def sampling_scheduler(cfg: TrainConfig) -> Any:
     """The DDIM scheduler the engine samples with: the engine defaults, this run's betas."""
-    from diffusers import DDIMScheduler
-
-    from encore.diffusion.folder import default_scheduler_config
-
     return DDIMScheduler(
         **{
             **default_scheduler_config(),
@@ -194,13 +196,6 @@ def sampling_scheduler(cfg: TrainConfig) -> Any:
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """A freshly initialised denoiser from ``cfg.model_config`` (engine defaults when None)."""
-    from encore.diffusion.model import (
-        DenoiserConfig,
-        SpectrogramDenoiser,
-        default_base_config,
-        tiny_config,
-    )
-
     if cfg.model_config is None:
         config = tiny_config() if cfg.tiny else default_base_config()
     else:
@@ -351,8 +346,6 @@ def export_model_folder(
     ``train_config.json`` is written in; ``dtype=torch.float16`` stores fp16 weights (the
     engine loads them back as float32).
     """
-    from encore.diffusion.folder import save_model_folder
-
     files: dict[str, Any] = {CONFIG_FILE: json.dumps(cfg.to_dict(), indent=2) + "\n"}
     files.update(extra_files or {})
     return save_model_folder(

@@ -30,6 +30,9 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from encore.audio.mel import MelConfig
+from encore.corpus.dataset import SpectrogramDataset
+from encore.corpus.manifest import load_manifest
 from encore.errors import Conflict, InvalidInput, JobSuperseded, NotFound
 from encore.services import curation, versions
 from encore.services.context import ServiceContext
@@ -63,7 +66,7 @@ def _no_progress(fraction: float, message: str | None = None) -> None:
 
 def default_settings(ctx: ServiceContext) -> dict[str, Any]:
     """The fine-tuning configuration from :class:`~encore.config.Settings` (a plain dict)."""
-    from encore.diffusion.finetune import FinetuneConfig
+    from encore.diffusion.finetune import FinetuneConfig  # deferred: torch (web start-up)
 
     s = ctx.settings
     cfg = FinetuneConfig(
@@ -84,7 +87,7 @@ def resolve_settings(ctx: ServiceContext, overrides: dict[str, Any] | None) -> d
     InvalidInput
         An unknown key (the message lists the known ones) or a bad value.
     """
-    from encore.diffusion.finetune import FinetuneConfig
+    from encore.diffusion.finetune import FinetuneConfig  # deferred: torch (web start-up)
 
     settings = default_settings(ctx)
     unknown = sorted(set(overrides or {}) - set(settings))
@@ -295,10 +298,6 @@ def corpus_data(ctx: ServiceContext, mel_config: Any, seed: int,
     directory = Path(directory)
     if not (directory / "manifest.jsonl").is_file():
         return None, f"the corpus folder {directory} has no manifest.jsonl (run `encore corpus build`)"
-    from encore.audio.mel import MelConfig
-    from encore.corpus.dataset import SpectrogramDataset
-    from encore.corpus.manifest import load_manifest
-
     width = int(width or mel_config.x_res)
     corpus_mel = MelConfig.load(directory)
     if corpus_mel.replace(x_res=mel_config.x_res, n_iter=mel_config.n_iter) != mel_config:
@@ -372,7 +371,7 @@ def _train_and_publish(
     settings: dict[str, Any],
     progress: Progress,
 ) -> ModelVersion:
-    import torch
+    import torch  # deferred, with the diffusion imports below: only the training worker needs them
 
     from encore.diffusion.finetune import FinetuneConfig, evaluate_against_parent, finetune
     from encore.diffusion.finetune_data import parent_replay_set
