@@ -28,6 +28,10 @@ def register(subparsers: Any) -> None:
     ev.set_defaults(handler=run_eval)
     ls = sub.add_parser("listeners", help="per-listener predicted vs given (latest snapshot)")
     ls.set_defaults(handler=run_listeners)
+    bn = sub.add_parser("bench", help="time a fit on N synthetic ratings (random features)")
+    bn.add_argument("--ratings", type=int, default=10_000)
+    bn.add_argument("--listeners", type=int, default=100)
+    bn.set_defaults(handler=run_bench)
     st = sub.add_parser("study", help="offline study against simulated listeners (corpus "
                         "excerpts as candidates; no server)")
     st.add_argument("--corpus", type=Path, required=True, help="a corpus built by encore corpus")
@@ -89,6 +93,35 @@ def run_study(args: argparse.Namespace) -> int:
     print(format_study(result))  # noqa: T201
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from encore import taste as pure
+    from encore.errors import InvalidInput
+    from encore.taste.features import N_DESCRIPTORS
+
+    if args.ratings < 10 or args.listeners < 1:
+        raise InvalidInput("--ratings must be >= 10 and --listeners >= 1")
+    rng = np.random.default_rng(0)
+    clips = {i: pure.ClipFeatures(rng.normal(size=N_DESCRIPTORS), rng.normal(size=64))
+             for i in range(args.ratings)}
+    profiles = {u: pure.ListenerProfile(rng.normal(size=N_DESCRIPTORS), rng.normal(size=64))
+                for u in range(args.listeners)}
+    ratings = pure.TasteRatings(rng.integers(0, args.listeners, args.ratings),
+                                np.arange(args.ratings), rng.integers(2, 11, args.ratings) / 2,
+                                rng.uniform(0, 1, args.ratings))
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        pure.TasteModel.fit(ratings, clips, profiles)
+        times.append(time.perf_counter() - t0)
+    print(f"taste model fit on {args.ratings} ratings of {args.listeners} listeners: "  # noqa: T201
+          f"best {min(times):.2f} s, median {sorted(times)[1]:.2f} s (3 runs)")
     return 0
 
 
