@@ -17,6 +17,7 @@ import sys
 from encore.commands import (
     backup,
     bench,
+    blobs,
     corpus,
     dataset,
     db,
@@ -51,6 +52,7 @@ COMMANDS = (
     bench,
     worker,
     users,
+    blobs,
     dataset,
     db,
     backup,

@@ -87,3 +87,30 @@ def test_expired_sessions_are_purged(app: FastAPI) -> None:
     signed_in(app, "ada@example.org")  # a new sign-in sweeps the expired ones
     with ctx.reading() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(LoginSession)) == 1
+
+
+def test_orphan_blobs_are_collected_and_referenced_ones_kept(
+    app: FastAPI, listener: TestClient, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import os
+
+    from encore import cli
+    from encore.commands import blobs as blobs_cmd
+
+    ctx = app.state.ctx
+    song = upload(listener, song_bytes(1)).json()["song"]
+    orphan = ctx.blobs.new_key("songs", ".wav")
+    ctx.blobs.put(orphan, b"left behind by a failed commit", content_type="audio/wav")
+    fresh = ctx.blobs.new_key("clips", ".ogg")
+    ctx.blobs.put(fresh, b"a clip whose row is about to commit", content_type="audio/ogg")
+    old = ctx.blobs.local_path(orphan)
+    os.utime(old, (old.stat().st_atime - 7200, old.stat().st_mtime - 7200))
+    monkeypatch.setattr(blobs_cmd, "service_context", lambda **_: ctx)
+    assert cli.main(["blobs", "gc", "--dry-run"]) == 0
+    assert "1 orphan blobs would be deleted" in capsys.readouterr().out
+    assert ctx.blobs.exists(orphan)
+    assert cli.main(["blobs", "gc"]) == 0
+    assert not ctx.blobs.exists(orphan)
+    assert ctx.blobs.exists(fresh)  # too young: its row may still be on the way
+    assert listener.get(f"/api/songs/{song['id']}/audio").status_code == 200

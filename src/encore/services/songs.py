@@ -278,3 +278,45 @@ def private_clip_ids(
     if clip_ids is not None:
         query = query.where(ClipInput.clip_id.in_(clip_ids))
     return set(session.scalars(query))
+
+
+# --- orphan blobs ------------------------------------------------------------------------------
+
+#: Blob prefixes whose every key is referenced by a song or clip row.
+GC_PREFIXES = ("songs", "clips")
+
+
+def collect_orphan_blobs(
+    ctx: ServiceContext, *, min_age_seconds: float = 3600.0, dry_run: bool = False
+) -> list[str]:
+    """Delete the song and clip blobs no row refers to (a write whose transaction failed,
+    a deletion whose blob removal failed); returns their keys.
+
+    A blob is written just before its row commits, so only blobs older than
+    ``min_age_seconds`` are taken; on stores that cannot tell a blob's age (remote ones),
+    nothing is taken unless ``min_age_seconds`` is 0 (run it when no upload or generation
+    is in flight).
+    """
+    import time
+
+    with ctx.reading() as session:
+        referenced = set()
+        for row in session.execute(sa.select(Song.blob_key, Song.mel_key)):
+            referenced.update(k for k in row if k)
+        for row in session.execute(sa.select(Clip.audio_key, Clip.image_key, Clip.mel_key)):
+            referenced.update(k for k in row if k)
+    now = time.time()
+    orphans = []
+    for prefix in GC_PREFIXES:
+        for key in ctx.blobs.list_keys(prefix):
+            if key in referenced:
+                continue
+            if min_age_seconds > 0:
+                path = ctx.blobs.local_path(key)
+                if path is None or now - path.stat().st_mtime < min_age_seconds:
+                    continue
+            orphans.append(key)
+    if not dry_run:
+        delete_blobs(ctx, orphans)
+    logger.info("orphan blobs: %d %s", len(orphans), "found" if dry_run else "deleted")
+    return orphans
