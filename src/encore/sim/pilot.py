@@ -561,7 +561,8 @@ def format_report(data: dict[str, Any]) -> str:
 def selection_view(result: PilotResult) -> list[dict[str, Any]]:
     """Per round, version and selection mode (taste pick, uniform explore) of the generated
     deliveries: honest listeners' mean stars and mean hidden appeal — what best-of-n bought,
-    as only the simulation can see it."""
+    as only the simulation can see it — and the median S of the served clips to their input
+    (the guard: selection must not win by serving near-copies of the song)."""
     row_of = {int(r["delivery_id"]): r for r in result.csv_rows}
     cells: dict[tuple[int, str, str], list[RatingEvent]] = {}
     for e in result.events:
@@ -569,10 +570,16 @@ def selection_view(result: PilotResult) -> list[dict[str, Any]]:
         if row is None or row["branch"] != "generate" or e.kind != "honest":
             continue
         cells.setdefault((e.round, row["version"], row.get("selection") or "-"), []).append(e)
+    def median_similarity(evs: list[RatingEvent]) -> float:
+        values = [float(row_of[e.delivery_id]["similarity"]) for e in evs
+                  if row_of[e.delivery_id].get("similarity") not in (None, "", "None")]
+        return float(np.median(values)) if values else float("nan")
+
     return [
         {"round": r, "version": v, "selection": sel, "n": len(evs),
          "stars": float(np.mean([e.stars for e in evs])),
-         "appeal": float(np.mean([e.appeal for e in evs]))}
+         "appeal": float(np.mean([e.appeal for e in evs])),
+         "similarity": median_similarity(evs)}
         for (r, v, sel), evs in sorted(cells.items())
     ]
 
@@ -660,7 +667,8 @@ def format_summary(result: PilotResult) -> str:
     lines.append("hidden view by selection (honest listeners, generated deliveries):")
     for h in selection_view(result):
         lines.append(f"  round {h['round']} {h['version']} {h['selection']}: n={h['n']} "
-                     f"mean stars {h['stars']:.2f}, hidden appeal {h['appeal']:.3f}")
+                     f"mean stars {h['stars']:.2f}, hidden appeal {h['appeal']:.3f}, "
+                     f"median S to the input {h['similarity']:.3f}")
     for h in paired_hidden_view(result):
         lines.append(f"  pairs {h['version']} - {h['reference']}: {h['pairs']} pairs, "
                      f"stars {h['stars_diff']:+.2f}, hidden appeal {h['appeal_diff']:+.3f}")
