@@ -68,6 +68,20 @@ class PurgeSummary:
     removed: tuple[tuple[int, str, str], ...]  # (clip id, reason, detail)
 
 
+def _qc_features(session: Session, clip_ids: set[int]) -> dict[int, np.ndarray] | None:
+    """What each rated clip sounds like, for quality control's per-taste witnesses: its
+    audio descriptors and embedding, each dimension standardised over these clips."""
+    feats = taste.clip_features(session, clip_ids)
+    if len(feats) < 2:
+        return None
+    ids = sorted(feats)
+    x = np.stack([np.concatenate([feats[c].descriptors, feats[c].embedding]) for c in ids])
+    x = np.nan_to_num(x)
+    scale = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(scale > 1e-9, scale, 1.0)
+    return {c: x[i] for i, c in enumerate(ids)}
+
+
 def _aware(t: dt.datetime) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
@@ -95,7 +109,9 @@ def _assess(ctx: ServiceContext, session: Session) -> tuple[dict, dict, list[fee
     groups = {
         r.clip_id: "+".join(str(i) for i in sorted(r.input_song_ids or [])) or "none" for r in rows
     }
-    result = feedback.assess_raters(data, clip_groups=groups, config=ctx.feedback_config())
+    result = feedback.assess_raters(data, clip_groups=groups,
+                                    clip_features=_qc_features(session, set(groups)),
+                                    config=ctx.feedback_config())
     biases = {a.rater_id: float(a.bias) for a in result.assessments}
     weights = {a.rater_id: float(a.weight) for a in result.assessments}
     now = utcnow()
