@@ -945,17 +945,17 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
     if n < config.qc_min_ratings or counts.size < 2:
         return _Evidence(**base)
 
-    # the rater's own taste model: ratings ~ own listening + each taste cluster's consensus
-    cols = [np.ones(n)]
-    rho2 = []
+    # witnesses of the rater's own taste, in blocks: (centred columns, reliability ρ²)
+    blocks: list[tuple[list[np.ndarray], float]] = []
     var_l = float(np.var(listened, ddof=1))
     p_listen = None
     if var_l > 0:
-        cols.append(listened - listened.mean())
-        alone = _f_test(u, np.column_stack(cols))
+        col = listened - listened.mean()
+        alone = _f_test(u, np.column_stack([np.ones(n), col]))
         p_listen = None if alone is None else alone.p_value
         scale = min(1.0, 4 * var_l / wit.listen_var_ref) if wit.listen_var_ref > 0 else 1.0
-        rho2.append(wit.listen_rho2 * scale)
+        blocks.append(([col], wit.listen_rho2 * scale))
+    cols: list[np.ndarray] = []
     rho2_consensus = 0.0
     for c in range(wit.consensus.shape[1]):
         col = wit.consensus[rows, c]
@@ -972,12 +972,12 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
             continue
         cols.append(np.where(have, col - col[have].mean(), 0.0))
         rho2_consensus += wit.cluster_share[c] * reliability
-    if rho2_consensus > 0:
-        rho2.append(rho2_consensus)
+    if cols:
+        blocks.append((cols, min(rho2_consensus, 0.95)))
     var_u = float(np.var(u, ddof=1))
     signal_share = max(var_u - wit.noise_ref, 0.0) / var_u if var_u > 0 else 0.0
     if wit.taste_model is not None and wit.taste_model_rho2 is not None:
-        rho2_model = 0.0
+        cols, rho2_model = [], 0.0
         for c in range(wit.taste_model.shape[1]):
             col = wit.taste_model[rows, c]
             have = np.isfinite(col)
@@ -987,33 +987,53 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
                 continue
             cols.append(np.where(have, col - col[have].mean(), 0.0))
             rho2_model += wit.cluster_share[c] * reliability
-        if rho2_model > 0:
-            rho2.append(min(rho2_model, 0.95))
+        if cols:
+            blocks.append((cols, min(rho2_model, 0.95)))
     # test-retest: the rater's own other rating(s) of the same clip; an honest rater's
     # agree up to its noise, so its reliability is the rater's taste share itself
     retest = retest_all[rows]
     have = np.isfinite(retest)
     if have.sum() >= 3 and np.ptp(retest[have]) > 0:
-        cols.append(np.where(have, retest - retest[have].mean(), 0.0))
-        rho2.append(min(float(have.mean()) * signal_share, 0.95))
-    x = np.column_stack(cols)
+        blocks.append(([np.where(have, retest - retest[have].mean(), 0.0)],
+                       min(float(have.mean()) * signal_share, 0.95)))
+    if not blocks:
+        return _Evidence(**base, signal_share=signal_share)
+
+    # A typical honest rater with ratings this spread: beyond rating noise, its spread is
+    # taste, which each witness tracks with its reliability (independent errors: the
+    # signal-to-error ratios add). The test uses the most reliable blocks up to the number
+    # that gives it the most power (chosen from the spread of the ratings and the witnesses,
+    # not from their association, so the F-test stays exact): a witness that adds little
+    # costs more degrees of freedom than it brings.
+    blocks.sort(key=lambda b: -b[1])
+    best = (len(blocks), -1.0, 0.0)
+    kappa = 0.0
+    n_cols = 0
+    for m, (bcols, r2) in enumerate(blocks, start=1):
+        kappa += r2 / (1 - r2) if 0 < r2 < 1 else 0.0
+        n_cols += len(bcols)
+        expected_m = signal_share * kappa / (1 + kappa)
+        power_m = _power(expected_m, (n_cols, n - 1 - n_cols), config.qc_alpha, n) \
+            if n - 1 - n_cols >= 2 else 0.0
+        if power_m > best[1] + 1e-9:
+            best = (m, power_m, expected_m)
+    chosen = [c for bcols, _ in blocks[:best[0]] for c in bcols]
+    x = np.column_stack([np.ones(n), *chosen])
     taste = _f_test(u, x)
     group = None
     if dummies is not None and dummies.shape[1]:
         group = _f_test(u, np.column_stack([x, dummies]))
-    richest = group if group is not None else taste
-    # a typical honest rater with ratings this spread: beyond rating noise, its spread is
-    # taste, which each witness tracks with its reliability (independent errors: the
-    # signal-to-error ratios add)
-    kappa = sum(r / (1 - r) for r in rho2 if 0 < r < 1)
-    expected = signal_share * kappa / (1 + kappa)
+    # consistency (for the weight): the residual SD of the richest model, every witness in
+    richest_x = np.column_stack([np.ones(n), *[c for bcols, _ in blocks for c in bcols],
+                                 *([] if dummies is None else [dummies])])
+    richest = _f_test(u, richest_x) or group or taste
     return _Evidence(
         **base,
         p_taste=None if taste is None else taste.p_value,
         p_listen=p_listen,
         p_group=None if group is None else group.p_value,
         df_taste=None if taste is None else (taste.df_model, taste.df_resid),
-        n_tested=n, expected_r2=expected,
+        n_tested=n, expected_r2=best[2],
         sigma_c=None if richest is None else richest.sigma,
         signal_share=signal_share,
     )
