@@ -12,7 +12,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from encore.audio.decode import AudioInfo, load_audio, probe_audio
-from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied, QuotaExceeded
+from encore.errors import AudioError, Conflict, InvalidInput, NotFound, PermissionDenied, QuotaExceeded
 from encore.services.context import ServiceContext
 from encore.services.media import BlobRef, blob_ref
 from encore.store import (
@@ -60,15 +60,20 @@ def upload_song(
             f"{title_from_filename(filename)!r} is {len(data) / 1e6:.1f} MB; "
             f"the limit is {s.max_upload_bytes / 1e6:.0f} MB"
         )
-    info = probe_audio(data)
-    y = load_audio(
-        data,
-        sr=VALIDATION_SR,
-        min_seconds=s.min_song_seconds,
-        max_seconds=s.max_song_seconds,
-        max_sample_rate=s.max_sample_rate,
-        max_channels=s.max_channels,
-    )
+    try:
+        info = probe_audio(data)
+        y = load_audio(
+            data,
+            sr=VALIDATION_SR,
+            min_seconds=s.min_song_seconds,
+            max_seconds=s.max_song_seconds,
+            max_sample_rate=s.max_sample_rate,
+            max_channels=s.max_channels,
+        )
+    except AudioError as exc:  # name the file the listener chose, not "the upload"
+        shown = PurePath((filename or "").replace("\\", "/")).name or "the upload"
+        text = str(exc).replace(f"the upload ({len(data)} bytes)", repr(shown), 1)
+        raise type(exc)(text) from exc
     checksum = hashlib.sha256(data).hexdigest()
     stored: list[str] = []
     try:
