@@ -50,8 +50,8 @@ def test_strength_zero_returns_the_input_and_one_is_generation(
 @pytest.mark.parametrize("sampler", SOLVERS)
 def test_strength_runs_the_solvers_own_last_steps(tiny_model: LoadedModel, sampler: str) -> None:
     sched = make_scheduler(tiny_model, 10, sampler)
-    # leading spacing of the multistep solvers: 10 steps of 1000 // 11 = 90, ending at σ = 0
-    assert sched.timesteps.tolist() == [900, 810, 720, 630, 540, 450, 360, 270, 180, 90]
+    # trailing spacing: from t = 999 in steps of 1000 / 10, then to σ = 0
+    assert sched.timesteps.tolist() == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99]
     calls = []
     x = _images(41)
     out = vary(tiny_model, x, strength=0.3, steps=10, sampler=sampler,
@@ -94,9 +94,9 @@ def test_second_order_solvers_beat_ddim_at_few_steps(make_tiny: MakeTiny) -> Non
                        - ref).abs().mean())
         for s in SAMPLERS for n in (10, 20)
     }
-    # measured: ddim 0.046 / 0.024, dpmpp 0.024 / 0.0043, unipc 0.022 / 0.0043
+    # measured: ddim 0.045 / 0.024, dpmpp 0.031 / 0.0057, unipc 0.030 / 0.0055
     for s in SOLVERS:
-        assert err[(s, 10)] < 0.7 * err[("ddim", 10)]
+        assert err[(s, 10)] < 0.8 * err[("ddim", 10)]
         assert err[(s, 20)] < 0.3 * err[("ddim", 20)]
         assert err[(s, 20)] < err[(s, 10)] / 3  # faster than first order
     assert err[("ddim", 20)] > err[("ddim", 10)] / 2.5  # DDIM: first order
@@ -113,7 +113,7 @@ def test_inversion_then_sampling_at_few_steps_reconstructs(
     noise = invert(model, x, steps=steps).images
     recon = generate(model, noise=noise, steps=steps, clip_sample=False).images
     err = (recon - x).abs()
-    # measured at 10 / 20 steps: max 0.33 / 0.16, mean 0.08 / 0.04
+    # measured at 10 / 20 steps: max 0.27 / 0.15, mean 0.069 / 0.038
     assert float(err.max()) < bound
     assert float(err.mean()) < bound / 4
     only = merge(model, [x, x.flip(0)], weights=[1, 0], steps=steps)

@@ -44,7 +44,9 @@ The model's x̂₀ clipping (``clip_sample``) becomes the multistep solvers' thr
 with max 1 it *is* clipping to [-1, 1]). Strength uses each solver's own timesteps: the input
 is noised to ``timesteps[start_step]`` with that scheduler's ``add_noise`` and the solver
 starts there (``set_begin_index``), so ``strength`` is the fraction of that solver's steps
-re-run. Inversion and merges always use the DDIM pair (:class:`~diffusers.DDIMInverseScheduler`
+re-run. The multistep solvers use trailing timesteps (``999, 999 − 1000/N, …``, then σ = 0),
+so generation starts at t = 999 and strength ``s`` starts at t ≈ 1000·s, as DDIM's leading
+grid does (``980, 960, …, 0`` at 50 steps: 0.7 → t = 680). Inversion and merges always use the DDIM pair (:class:`~diffusers.DDIMInverseScheduler`
 then DDIM without clipping, at the merge's own step count): it is the pair whose decoding is
 the inverse of the encoding step for step.
 """
@@ -211,6 +213,11 @@ def make_scheduler(
         if eta > 0:
             raise InvalidInput(f"eta={eta!r} needs the ddim sampler ({sampler!r} is deterministic)")
         common = {
+            # Trailing spacing (999, 999 − 1000/N, …): generation starts at t = 999, where
+            # the starting noise is exact, and strength s noises to t ≈ 1000·s as DDIM's
+            # leading grid does (the model's leading grid would start these solvers at
+            # t = N·⌊1000/(N+1)⌋, e.g. 912 for 12 steps, and shift every strength down).
+            "timestep_spacing": "trailing",
             "thresholding": clip,
             "sample_max_value": float(config.get("clip_sample_range", 1.0)),
             "solver_order": 2,
