@@ -271,3 +271,73 @@ def test_played_ranges_exclude_skipped_parts(browser: Any, server: LiveServer) -
     assert result["ranges"] == [[0, 1], [3, 3.5]]
     assert result["total"] == pytest.approx(1.5)
     assert result["merged"] == [[0, 3]]
+
+
+def test_password_change_export_and_deletion_in_the_browser(
+    browser: Any, server: LiveServer, operator_page: Any
+) -> None:
+    """Issue 18: change the password (other sessions end), download the data, delete a song
+    and the account, all through the pages; and the open-redirect probe against forms.js."""
+    import zipfile
+
+    page = sign_up(browser, server, operator_page, "Bea")
+    page.on("dialog", lambda dialog: dialog.accept())  # the data-confirm questions
+    assert "may be played to other listeners" in page.locator("#sharing-notice").inner_text()
+    page.set_input_files(
+        "#files", files=[{"name": "Bea song.wav", "mimeType": "audio/wav", "buffer": song_bytes(43)}]
+    )
+    page.locator(".upload-item[data-state=done]").wait_for()
+    song_id = page.request.get("/api/songs").json()["songs"][0]["id"]
+
+    # A second browser signed in as Bea: the password change must end its session.
+    elsewhere = new_page(browser, server)
+    sign_in(elsewhere, "bea@example.org", "a-long-password")
+
+    page.goto("/account")
+    page.fill("#current_password", "a-long-password")
+    page.fill("#new_password", "a-newer-long-password")
+    page.click("#password-form button[type=submit]")
+    page.locator("#password-form .form-result", has_text="Your password is changed").wait_for()
+    elsewhere.goto("/songs")
+    elsewhere.wait_for_url(re.compile(r"/signin\?next="))
+    page.goto("/songs")
+    assert page.url.endswith("/songs")  # this session stays
+
+    # The data export downloads as a zip with the song as uploaded.
+    page.goto("/account")
+    with page.expect_download() as download_info:
+        page.click("#export-link")
+    archive = zipfile.ZipFile(download_info.value.path())
+    assert {"account.json", "songs.json", "deliveries.json", "ratings.csv"} <= set(archive.namelist())
+    assert any(n.startswith("songs/") and n.endswith(".wav") for n in archive.namelist())
+
+    # Delete the song from its page.
+    page.goto(f"/songs/{song_id}")
+    page.click("#delete-song-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/songs$"))
+    assert page.request.get("/api/songs").json()["songs"] == []
+
+    # Delete the account: signed out, and the password no longer opens anything.
+    page.goto("/account")
+    page.fill("#delete_password", "a-newer-long-password")
+    page.click("#delete-account-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/signin$"))
+    refused = page.request.post(
+        "/api/auth/signin", data={"email": "bea@example.org", "password": "a-newer-long-password"}
+    )
+    assert refused.status == 403
+    assert page.js_errors == [] and elsewhere.js_errors == []
+
+    # The open-redirect probe, in the browser's own URL parser (forms.js).
+    probe = new_page(browser, server)
+    probe.goto("/signin?next=/%09/evil.com")
+    probe.fill("#email", server.operator_email)
+    probe.fill("#password", server.operator_password)
+    probe.click("button[type=submit]")
+    probe.wait_for_url(re.compile(r"/(songs|operator/report)$"))
+    assert probe.url.startswith(server.url)
+    assert probe.evaluate(
+        "async () => { const m = await import('/static/forms.js');"
+        " return ['/\\t/evil.com', '//evil.com', '/\\\\evil.com', 'https://evil.com', '/songs?x=1']"
+        ".map((n) => m.safeNext(n)); }"
+    ) == [None, None, None, None, "/songs?x=1"]
