@@ -31,6 +31,10 @@ COMMON_SETTINGS = {
     "ENCORE_LIMIT_SIGNIN_IP": "100000/60",
     "ENCORE_LIMIT_UPLOAD_IP": "100000/60",
     "ENCORE_LIMIT_RATING_IP": "100000/60",
+    # Simulated listeners ask and listen faster than people (issue 18's per-listener limits).
+    "ENCORE_LIMIT_MUSIC_ACCOUNT": "100000/60",
+    "ENCORE_LIMIT_LISTEN_ACCOUNT": "100000/60",
+    "ENCORE_MAX_PENDING_GENERATIONS": "1000",
 }
 
 
