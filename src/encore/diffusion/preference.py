@@ -1,0 +1,401 @@
+"""Preference fine-tuning of a model version: Diffusion-DPO on pairs, Diffusion-KTO on labels.
+
+The two methods beside the paper's confidence-weighted fine-tune
+(:mod:`encore.diffusion.finetune`), on the same loop (:mod:`encore.diffusion.training`) with the
+same optimiser, schedule, EMA, checkpoints, exact resume, early stopping and model-folder
+export. What differs is the batch source and the objective
+(:mod:`encore.diffusion.training.preference`) and that the loop gets the frozen parent as its
+``reference``:
+
+- ``dpo``: pairs ``(winner, loser, weight)`` of clips one listener rated for the same songs
+  (:mod:`encore.feedback.preferences`), ``L = −log σ(β (r_w − r_l))`` with the implicit reward
+  ``r = −(‖ε − ε_θ‖² − ‖ε − ε_ref‖²)``;
+- ``kto``: clips labelled desirable / undesirable against their listener's mean,
+  ``L = 1 − σ(±β (r − z₀))``.
+
+Both keep replay: a share ``replay_fraction`` of every batch's images are corpus crops (or the
+parent's generations) trained with the plain ε-loss, weighted ``replay_weight``. Timesteps are
+drawn where serving uses them (:class:`~encore.diffusion.training.preference.TimestepRange`).
+
+Evaluated every ``eval_every`` steps on fixed crops / noise / timesteps: the preference loss,
+the implicit-reward margin (DPO) or the rewards of each kind (KTO) on the training and the
+held-out examples, and the ε-loss on held-out corpus crops (forgetting). The exported weights
+are the best by the held-out preference loss (the last ones when nothing is held out).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from encore.diffusion.finetune import CONFIG_FILE, FinetuneConfig, training_noise_scheduler
+from encore.diffusion.finetune_data import clip_tensor
+from encore.diffusion.folder import LoadedModel, save_model_folder
+from encore.diffusion.train import fixed_heldout_batch, heldout_loss
+from encore.diffusion.training import (
+    BestWeights,
+    LoopConfig,
+    LoopOutcome,
+    TrainingLoop,
+    load_checkpoint,
+    read_log,
+    seed_everything,
+    use_bf16,
+)
+from encore.diffusion.training.plots import plot_log
+from encore.diffusion.training.preference import (
+    DiffusionDPOLoss,
+    DiffusionKTOLoss,
+    LabelBatches,
+    PairBatches,
+    TimestepRange,
+    fixed_labels,
+    fixed_pairs,
+    label_figures,
+    pair_figures,
+)
+from encore.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("paper", "dpo", "kto")
+PREFERENCE_METHODS = ("dpo", "kto")
+LOG_FILE = "loss_log.jsonl"
+CURVE_FILE = "loss_curve.png"
+MODEL_DIR = "model"
+
+ProgressFn = Callable[[float, str | None], None]
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """The preference methods' own settings (the rest is :class:`FinetuneConfig`).
+
+    Attributes
+    ----------
+    method : "dpo" or "kto"
+    dpo_beta, kto_beta : float
+        β of each loss, for per-pixel mean squared errors (see ``docs/finetune.md``: the value
+        that moves the default model within one iteration, measured).
+    replay_weight : float
+        Weight of the ε-loss on the replay crops, added to the preference loss.
+    timestep_strength : float
+        Timesteps are drawn from ``U{0..⌈s·T⌉−1}`` (the default strength of variations) ...
+    full_range_share : float
+        ... except this share, drawn from the whole range (generation from noise, merges).
+    """
+
+    method: Literal["dpo", "kto"] = "dpo"
+    dpo_beta: float = 2000.0
+    kto_beta: float = 2000.0
+    replay_weight: float = 1.0
+    timestep_strength: float = 0.7
+    full_range_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in PREFERENCE_METHODS:
+            raise InvalidInput(f"method={self.method!r} must be one of {PREFERENCE_METHODS}")
+        for name in ("dpo_beta", "kto_beta"):
+            if not getattr(self, name) > 0:
+                raise InvalidInput(f"{name}={getattr(self, name)!r} must be > 0")
+        if not self.replay_weight >= 0:
+            raise InvalidInput(f"replay_weight={self.replay_weight!r} must be >= 0")
+        self.timesteps()  # validates
+
+    @property
+    def beta(self) -> float:
+        return self.dpo_beta if self.method == "dpo" else self.kto_beta
+
+    def timesteps(self) -> TimestepRange:
+        return TimestepRange(self.timestep_strength, self.full_range_share)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreferenceConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class PreferenceResult:
+    """What a preference fine-tune produced (``figures``: ``{name: (parent, exported)}``)."""
+
+    method: str
+    out_dir: Path
+    model_dir: Path
+    steps: int
+    planned_steps: int
+    best_step: int
+    stop_reason: str
+    wall_seconds: float
+    samples_seen: int
+    figures: dict[str, tuple[float | None, float | None]]
+    training_set: tuple[dict[str, Any], ...]
+    loss_curve: tuple[dict[str, Any], ...]
+    log_path: Path
+    curve_path: Path | None
+    config: FinetuneConfig
+    preference: PreferenceConfig
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": self.method, "steps": self.steps, "planned_steps": self.planned_steps,
+            "best_step": self.best_step, "stop_reason": self.stop_reason,
+            "wall_seconds": round(self.wall_seconds, 1), "samples_seen": self.samples_seen,
+            "beta": self.preference.beta,
+        }
+        for key, (before, after) in self.figures.items():
+            out[key] = {"parent": _round(before), "finetuned": _round(after)}
+        return out
+
+
+def _round(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), digits)
+
+
+def _no_progress(fraction: float, message: str | None = None) -> None:
+    return None
+
+
+def _fingerprint(images: Sequence[torch.Tensor], examples: Sequence[tuple[Any, ...]]) -> str:
+    h = hashlib.sha256()
+    for x in images:
+        h.update(np.asarray(x.shape).tobytes())
+        h.update(x.numpy().astype(np.float32).tobytes())
+    h.update(json.dumps([list(map(float, e)) for e in examples]).encode())
+    return h.hexdigest()[:16]
+
+
+def _split(n: int, cfg: FinetuneConfig) -> tuple[list[int], list[int]]:
+    """(training, held-out) example indices: the paper's rule (10 %, ≤ 10, none below 10)."""
+    n_held = 0
+    if n >= cfg.min_clips_for_heldout and cfg.heldout_fraction > 0:
+        n_held = min(max(round(cfg.heldout_fraction * n), 1), cfg.max_heldout_clips)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 7)).tolist()
+    held = sorted(perm[:n_held])
+    return [i for i in range(n) if i not in set(held)], held
+
+
+def loop_config(cfg: FinetuneConfig, method: str, criterion: str) -> LoopConfig:
+    return LoopConfig(
+        max_steps=cfg.steps, max_seconds=cfg.max_minutes * 60.0 if cfg.max_minutes is not None else None,
+        batch_size=cfg.batch_size, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
+        ema_decay=cfg.ema_decay, log_every=cfg.log_every, eval_every=cfg.eval_every,
+        checkpoint_on_eval=True, criterion=criterion, patience=cfg.patience,
+        name=f"{method} fine-tune",
+    )
+
+
+def frozen_reference(parent: LoadedModel) -> torch.nn.Module:
+    """A frozen float32 copy of the parent's denoiser: ``eval()``, no gradients."""
+    return copy.deepcopy(parent.denoiser).float().to(parent.denoiser.device).eval().requires_grad_(False)
+
+
+def preference_finetune(
+    parent: LoadedModel,
+    images: Mapping[Any, Any],
+    *,
+    pairs: Sequence[tuple[Any, Any, float]] | None = None,
+    labels: Sequence[tuple[Any, bool, float]] | None = None,
+    cfg: FinetuneConfig | None = None,
+    pref: PreferenceConfig | None = None,
+    out_dir: str | Path,
+    replay: Any = None,
+    replay_heldout: Any = None,
+    model_dir: str | Path | None = None,
+    name: str | None = None,
+    parent_name: str | None = None,
+    record: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+) -> PreferenceResult:
+    """Fine-tune ``parent`` by Diffusion-DPO (``pairs``) or Diffusion-KTO (``labels``).
+
+    ``images``: clip id → mel image ``(H, W)`` (uint8 or float in [-1, 1]); ``pairs``:
+    ``(winner id, loser id, weight)``; ``labels``: ``(clip id, desirable, weight)``. The rest as
+    :func:`encore.diffusion.finetune.finetune` (replay, resume, export, progress).
+
+    Raises
+    ------
+    InvalidInput
+        No examples for the method, an example naming a clip without an image, a negative
+        weight, bad images, or a checkpoint of other data without ``resume``.
+    """
+    cfg = cfg or FinetuneConfig()
+    pref = pref or PreferenceConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = progress or _no_progress
+    height = int(parent.mel_config.y_res)
+    width = int(cfg.width or parent.mel_config.x_res)
+    if width % parent.denoiser.width_multiple:
+        raise InvalidInput(f"crop width {width} must be a multiple of {parent.denoiser.width_multiple}")
+
+    examples: list[tuple[Any, ...]] = list((pairs if pref.method == "dpo" else labels) or [])
+    if not examples:
+        raise InvalidInput(f"{pref.method}: no {'preference pairs' if pref.method == 'dpo' else 'labelled clips'} "
+                           "to train on")
+    ids = sorted({cid for e in examples for cid in ((e[0], e[1]) if pref.method == "dpo" else (e[0],))})
+    missing = [cid for cid in ids if cid not in images]
+    if missing:
+        raise InvalidInput(f"no mel image for clips {missing[:10]}")
+    index = {cid: k for k, cid in enumerate(ids)}
+    tensors = [clip_tensor(images[cid], height) for cid in ids]
+    indexed: list[tuple[Any, ...]] = []
+    for e in examples:
+        weight = float(e[2])
+        if not (np.isfinite(weight) and weight >= 0):
+            raise InvalidInput(f"example {e!r} has weight {weight!r}; it must be finite and >= 0")
+        if pref.method == "dpo":
+            if e[0] == e[1]:
+                raise InvalidInput(f"a pair compares clip {e[0]!r} with itself")
+            indexed.append((index[e[0]], index[e[1]], weight))
+        else:
+            indexed.append((index[e[0]], bool(e[1]), weight))
+    train_idx, held_idx = _split(len(indexed), cfg)
+    train = [indexed[i] for i in train_idx if indexed[i][2] > 0]
+    held = [indexed[i] for i in held_idx if indexed[i][2] > 0]
+    if not train:
+        raise InvalidInput(f"{pref.method}: every training example has weight 0; nothing to learn")
+    roles = {i: "train" for i in train_idx} | {i: "heldout" for i in held_idx}
+    training_set = tuple(
+        ({"winner": e[0], "loser": e[1]} if pref.method == "dpo" else {"clip_id": e[0], "desirable": bool(e[1])})
+        | {"weight": round(float(e[2]), 6), "role": roles[i] if float(e[2]) > 0 else "dropped"}
+        for i, e in enumerate(examples))
+    fingerprint = _fingerprint(tensors, indexed)
+
+    checkpoint = load_checkpoint(out, resume=resume, what=f"{pref.method} fine-tune", required=False)
+    if checkpoint is not None:
+        if checkpoint.get("fingerprint") != fingerprint:
+            raise InvalidInput(f"the checkpoint in {out} was made from other clips or preferences")
+        cfg = dataclasses.replace(FinetuneConfig.from_dict(checkpoint["config"]), max_minutes=cfg.max_minutes)
+        pref = PreferenceConfig.from_dict(checkpoint["preference"])
+        logger.info("resuming %s fine-tune %s at step %d", pref.method, out, checkpoint["step"])
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    bf16 = use_bf16(cfg.precision, parent.denoiser.device)
+    seed_everything(cfg.seed)
+    model = copy.deepcopy(parent.denoiser).float().to(parent.denoiser.device).requires_grad_(True)
+    reference = frozen_reference(parent)
+    noise_scheduler = training_noise_scheduler(parent)
+    T = int(noise_scheduler.config.num_train_timesteps)
+    timesteps = pref.timesteps()
+
+    n_replay = cfg.replay_per_batch if replay is not None and len(replay) > 0 else 0
+    per_batch = max(cfg.batch_size - n_replay, 1)
+    if pref.method == "dpo":
+        batches: Any = PairBatches(tensors, train, width=width, pairs_per_batch=max(per_batch // 2, 1),
+                                   seed=cfg.seed, replay=replay, n_replay=n_replay)
+        objective: Any = DiffusionDPOLoss(pref.dpo_beta, timesteps, pref.replay_weight)
+        fixed_train = fixed_pairs(tensors, train, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
+                                  seed=cfg.seed + 11)
+        fixed_held = fixed_pairs(tensors, held, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
+                                 seed=cfg.seed + 12)
+        figures_of: Callable[..., dict[str, float]] = pair_figures
+    else:
+        batches = LabelBatches(tensors, train, width=width, per_batch=per_batch, seed=cfg.seed,
+                               replay=replay, n_replay=n_replay)
+        objective = DiffusionKTOLoss(pref.kto_beta, timesteps, pref.replay_weight)
+        fixed_train = fixed_labels(tensors, train, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
+                                   seed=cfg.seed + 11)
+        fixed_held = fixed_labels(tensors, held, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
+                                  seed=cfg.seed + 12)
+        figures_of = label_figures
+    forgetting = fixed_heldout_batch(replay_heldout if replay_heldout is not None else replay,
+                                     cfg.eval_crops, T, cfg.seed + 13)
+    criterion = f"heldout_{pref.method}_loss"
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float | None]:
+        out_figures: dict[str, float | None] = {}
+        for tag, fixed in (("train", fixed_train), ("heldout", fixed_held)):
+            if fixed is None:
+                out_figures[f"{tag}_{pref.method}_loss"] = None
+                continue
+            for key, value in figures_of(m, reference, fixed, noise_scheduler, beta=pref.beta,
+                                         use_bf16=bf16).items():
+                out_figures[f"{tag}_{key}"] = value
+        out_figures["replay_loss"] = (heldout_loss(m, forgetting, noise_scheduler, use_bf16=bf16)
+                                      if forgetting is not None else None)
+        return out_figures
+
+    loop = TrainingLoop(
+        model, objective=objective, batches=batches, config=loop_config(cfg, pref.method, criterion),
+        out=out, noise_scheduler=noise_scheduler, use_bf16=bf16, evaluate=evaluate, reference=reference,
+        best=BestWeights(criterion, cfg.patience),
+        checkpoint_extra={"config": cfg.to_dict(), "preference": pref.to_dict(), "fingerprint": fingerprint},
+        on_step=lambda s: report(s.fraction, f"{pref.method}: step {s.step}/{cfg.steps}"),
+    )
+    loop.resume(checkpoint)
+    (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), **pref.to_dict()}, indent=2) + "\n")
+    logger.info("%s fine-tune of %s: %d training examples (%d held out) over %d clips, %d per batch + "
+                "%d replay, β %g, t < %d (full range %.0f %%), %d steps, lr %.1e, bf16=%s",
+                pref.method, parent.name, len(train), len(held), len(ids), per_batch, n_replay, pref.beta,
+                timesteps.t_max(T), 100 * timesteps.full_range_share, cfg.steps, cfg.lr, bf16)
+    report(loop.step / cfg.steps, f"{pref.method} fine-tuning")
+    outcome = loop.run()
+    return _export(loop, outcome, parent, cfg, pref, training_set,
+                   model_dir=Path(model_dir) if model_dir is not None else out / MODEL_DIR,
+                   n_replay=n_replay, name=name, parent_name=parent_name, record=record, report=report)
+
+
+def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: FinetuneConfig,
+            pref: PreferenceConfig, training_set: tuple[dict[str, Any], ...], *, model_dir: Path,
+            n_replay: int, name: str | None, parent_name: str | None, record: dict[str, Any] | None,
+            report: ProgressFn) -> PreferenceResult:
+    assert loop.best is not None and loop.evaluate is not None
+    best = loop.best.state
+    final_model = copy.deepcopy(loop.ema.model)
+    if best.get("state") is not None:
+        final_model.load_state_dict(best["state"])
+    final_model.eval().requires_grad_(False)
+    exported = best.get("figures") or loop.evaluate(final_model)
+    parent_figures = best.get("parent") or {}
+    best_step = int(best.get("step") or outcome.steps)
+    m = pref.method
+    keys = ([f"{tag}_{k}" for tag in ("train", "heldout") for k in ("dpo_loss", "margin", "accuracy")]
+            if m == "dpo" else
+            [f"{tag}_{k}" for tag in ("train", "heldout") for k in ("kto_loss", "reward_desirable",
+                                                                    "reward_undesirable")])
+    keys.append("replay_loss")
+    figures = {k: (parent_figures.get(k), exported.get(k)) for k in keys
+               if parent_figures.get(k) is not None or exported.get(k) is not None}
+    series = {f"train_{m}_loss": "training examples (EMA)", f"heldout_{m}_loss": "held-out examples (EMA)"}
+    if m == "dpo":
+        series["train_margin"] = "training pairs: reward margin r_w − r_l (EMA)"
+    curve = plot_log(loop.log_path, loop.out / CURVE_FILE, series=series,
+                     title=f"{m} fine-tune of {parent.name}", best_step=best_step)
+    result = PreferenceResult(
+        method=m, out_dir=loop.out, model_dir=model_dir, steps=outcome.steps, planned_steps=cfg.steps,
+        best_step=best_step, stop_reason=outcome.stop_reason, wall_seconds=outcome.wall_seconds,
+        samples_seen=outcome.steps * cfg.batch_size, figures=figures, training_set=training_set,
+        loss_curve=tuple(read_log(loop.log_path)), log_path=loop.log_path, curve_path=curve,
+        config=cfg, preference=pref,
+    )
+    training = {"kind": f"finetune-{m}", "method": m, "config": cfg.to_dict(), "preference": pref.to_dict(),
+                "replay": {"crops_per_batch": n_replay, "weight": pref.replay_weight},
+                "training_set": list(training_set), **result.summary(), **(record or {})}
+    extra: dict[str, Any] = {CONFIG_FILE: json.dumps({**cfg.to_dict(), **pref.to_dict()}, indent=2) + "\n",
+                             LOG_FILE: loop.log_path}
+    if curve is not None:
+        extra[CURVE_FILE] = curve
+    report(1.0, "saving the new model")
+    save_model_folder(model_dir, final_model, parent.mel_config, scheduler=parent.scheduler,
+                      name=name or model_dir.name, parent=parent_name or parent.name, training=training,
+                      extra_files=extra)
+    logger.info("%s fine-tune done: %d steps (%s), best step %d, %.1f min; %s", m, result.steps,
+                result.stop_reason, best_step, result.wall_seconds / 60,
+                ", ".join(f"{k} {_round(a, 5)} -> {_round(b, 5)}" for k, (a, b) in figures.items()))
+    return result

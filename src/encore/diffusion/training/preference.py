@@ -1,0 +1,481 @@
+"""Preference objectives on the shared loop: Diffusion-DPO on pairs, Diffusion-KTO on labels.
+
+Both compare the model being trained (the *policy*, ε_θ) with a frozen copy of the parent (the
+*reference*, ε_ref, :attr:`~encore.diffusion.training.LossContext.reference`, ``eval()`` and
+no gradients) on the same noisy image: with ``x_t = √ᾱ_t x₀ + √(1−ᾱ_t) ε``,
+
+    e_θ(x₀) = ‖ε − ε_θ(x_t, t)‖²,   e_ref(x₀) = ‖ε − ε_ref(x_t, t)‖²   (mean over pixels)
+
+and the *implicit reward* of an image is ``r(x₀) = −(e_θ(x₀) − e_ref(x₀))``: how much better the
+policy denoises it than the parent (its ELBO gain, up to the timestep weighting).
+
+- **Diffusion-DPO** (Wallace et al. 2023) on a winner ``x_w`` and loser ``x_l`` with *shared*
+  ``ε`` and ``t``:  ``L = −log σ(β (r(x_w) − r(x_l)))``
+  ``  = −log σ(−β (e_θ(x_w) − e_ref(x_w) − e_θ(x_l) + e_ref(x_l)))``.
+  With the policy equal to the reference the argument is 0 and ``L = log 2``.
+- **Diffusion-KTO** (Li et al. 2024) on single images labelled desirable / undesirable:
+  ``z₀ = max(mean_batch r, 0)`` (detached: the reference point), and
+  ``L = 1 − σ(β (r − z₀))`` for a desirable image, ``1 − σ(β (z₀ − r))`` for an undesirable one.
+  With the policy equal to the reference every term is ``1/2``.
+
+Timesteps are drawn where serving uses them (:class:`TimestepRange`): a variation at strength
+``s`` starts at ``t ≈ s·T`` and never visits the timesteps above, so most draws are
+``t ~ U{0..⌈s·T⌉−1}``; a share ``full_range_share`` (generation from noise, merges) is drawn
+from the whole range.
+
+Every batch may also carry *replay* crops (the base corpus, or the parent's generations): they
+get the plain ε-loss (:func:`~encore.diffusion.training.weighted_diffusion_loss`, full
+timestep range), scaled by ``replay_weight``, as the paper's fine-tune does — the regulariser
+that keeps the model from forgetting what music sounds like.
+
+Batch sources draw crops of the clips (winner and loser at the *same* offset: same input song,
+same passage) from their own generator; the objectives draw noise and timesteps from the
+global torch RNG (the loop seeds and checkpoints both).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from encore.diffusion.train import CropSampler
+from encore.diffusion.training.objectives import LossContext, weighted_diffusion_loss
+from encore.errors import InvalidInput
+
+# ----------------------------------------------------------------------------------------------
+# batches
+
+
+@dataclass(frozen=True)
+class PreferencePairBatch:
+    """``B`` pairs (``winners[i]`` preferred to ``losers[i]``, ``(B, 1, H, W)``), their weights
+    ``(B,)`` and optional replay crops ``(R, 1, H, W)`` for the ε-loss regulariser."""
+
+    winners: torch.Tensor
+    losers: torch.Tensor
+    weights: torch.Tensor | None = None
+    replay: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class LabelledBatch:
+    """``B`` images ``(B, 1, H, W)``, ``desirable`` ``(B,)`` bool, weights ``(B,)`` and optional
+    replay crops."""
+
+    images: torch.Tensor
+    desirable: torch.Tensor
+    weights: torch.Tensor | None = None
+    replay: torch.Tensor | None = None
+
+
+def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
+    if x.shape[-1] >= width:
+        return x
+    return F.pad(x, (0, width - x.shape[-1]), value=-1.0)
+
+
+class _Epochs:
+    """Indices ``0..n-1`` in shuffled epochs from a generator (checkpointable)."""
+
+    def __init__(self, n: int, gen: torch.Generator) -> None:
+        self.n, self.gen = n, gen
+        self.order: list[int] = []
+        self.pos = 0
+
+    def next(self) -> int:
+        if self.pos >= len(self.order):
+            self.order = torch.randperm(self.n, generator=self.gen).tolist()
+            self.pos = 0
+        self.pos += 1
+        return self.order[self.pos - 1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": list(self.order), "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.pos = list(state["order"]), int(state["pos"])
+
+
+class _Replay:
+    """``n`` replay crops per batch (a dataset of random crops), or none."""
+
+    def __init__(self, replay: Any, n: int, seed: int, height: int, width: int) -> None:
+        self.n, self.height, self.width = n, height, width
+        self.sampler = CropSampler(replay, n, seed) if n > 0 and replay is not None else None
+
+    def next(self) -> torch.Tensor | None:
+        if self.sampler is None:
+            return None
+        x = self.sampler.next_batch().reshape(self.n, 1, self.height, -1).float()
+        if x.shape[-1] != self.width:
+            raise InvalidInput(f"replay crops are {x.shape[-1]} frames wide; the fine-tune uses {self.width}")
+        return x
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self.sampler.state_dict() if self.sampler is not None else None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if self.sampler is not None and state is not None:
+            self.sampler.load_state_dict(state)
+
+
+class PairBatches:
+    """The DPO batch source: ``pairs_per_batch`` pairs in shuffled epochs, winner and loser
+    cropped at the same offset, plus ``n_replay`` replay crops.
+
+    ``images``: ``(1, H, W_i)`` float tensors in [-1, 1] (any width; narrower than ``width``:
+    padded with silence); ``pairs``: ``(winner index, loser index, weight)``.
+    """
+
+    def __init__(self, images: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int, float]], *,
+                 width: int, pairs_per_batch: int, seed: int, replay: Any = None,
+                 n_replay: int = 0) -> None:
+        if not pairs:
+            raise InvalidInput("no preference pairs to train on")
+        if pairs_per_batch < 1:
+            raise InvalidInput(f"pairs_per_batch={pairs_per_batch!r} must be at least 1")
+        self.images = [_pad(x, width) for x in images]
+        self.pairs, self.width, self.per_batch = list(pairs), width, pairs_per_batch
+        self.gen = torch.Generator().manual_seed(seed)
+        self.epochs = _Epochs(len(self.pairs), self.gen)
+        self.replay = _Replay(replay, n_replay, seed + 1, int(self.images[0].shape[-2]), width)
+        self.n_replay = n_replay if self.replay.sampler is not None else 0
+
+    def next_batch(self) -> PreferencePairBatch:
+        winners, losers, weights = [], [], []
+        for _ in range(self.per_batch):
+            w, lo, weight = self.pairs[self.epochs.next()]
+            xw, xl = self.images[w], self.images[lo]
+            span = min(xw.shape[-1], xl.shape[-1]) - self.width
+            off = int(torch.randint(0, span + 1, (1,), generator=self.gen))
+            winners.append(xw[..., off : off + self.width])
+            losers.append(xl[..., off : off + self.width])
+            weights.append(float(weight))
+        return PreferencePairBatch(torch.stack(winners), torch.stack(losers),
+                                   torch.tensor(weights, dtype=torch.float32), self.replay.next())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "epochs": self.epochs.state_dict(),
+                "replay": self.replay.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        self.epochs.load_state_dict(state["epochs"])
+        self.replay.load_state_dict(state.get("replay"))
+
+
+class LabelBatches:
+    """The KTO batch source: ``per_batch`` labelled crops, half desirable and half undesirable
+    where both kinds exist (each kind in its own shuffled epochs), plus replay crops.
+
+    ``labels``: ``(image index, desirable, weight)``.
+    """
+
+    def __init__(self, images: Sequence[torch.Tensor], labels: Sequence[tuple[int, bool, float]], *,
+                 width: int, per_batch: int, seed: int, replay: Any = None, n_replay: int = 0) -> None:
+        if not labels:
+            raise InvalidInput("no desirable or undesirable clips to train on")
+        if per_batch < 1:
+            raise InvalidInput(f"per_batch={per_batch!r} must be at least 1")
+        self.images = [_pad(x, width) for x in images]
+        self.width, self.per_batch = width, per_batch
+        self.gen = torch.Generator().manual_seed(seed)
+        self.kinds = [[lab for lab in labels if lab[1]], [lab for lab in labels if not lab[1]]]
+        self.kinds = [k for k in self.kinds if k]
+        self.epochs = [_Epochs(len(k), self.gen) for k in self.kinds]
+        self.replay = _Replay(replay, n_replay, seed + 1, int(self.images[0].shape[-2]), width)
+        self.n_replay = n_replay if self.replay.sampler is not None else 0
+
+    def next_batch(self) -> LabelledBatch:
+        crops, desirable, weights = [], [], []
+        for k in range(self.per_batch):
+            kind = k % len(self.kinds)
+            i, good, weight = self.kinds[kind][self.epochs[kind].next()]
+            x = self.images[i]
+            off = int(torch.randint(0, x.shape[-1] - self.width + 1, (1,), generator=self.gen))
+            crops.append(x[..., off : off + self.width])
+            desirable.append(bool(good))
+            weights.append(float(weight))
+        return LabelledBatch(torch.stack(crops), torch.tensor(desirable),
+                             torch.tensor(weights, dtype=torch.float32), self.replay.next())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "epochs": [e.state_dict() for e in self.epochs],
+                "replay": self.replay.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gen.set_state(state["gen"])
+        for e, s in zip(self.epochs, state["epochs"], strict=True):
+            e.load_state_dict(s)
+        self.replay.load_state_dict(state.get("replay"))
+
+
+# ----------------------------------------------------------------------------------------------
+# timesteps and the shared pieces
+
+
+@dataclass(frozen=True)
+class TimestepRange:
+    """Where training timesteps are drawn: ``t ~ U{0..t_max−1}`` with ``t_max = ⌈strength·T⌉``
+    (the steps a variation at the default strength visits), except a share
+    ``full_range_share`` drawn from ``U{0..T−1}`` (generation from noise, merges)."""
+
+    strength: float = 0.7
+    full_range_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.strength <= 1.0:
+            raise InvalidInput(f"strength={self.strength!r} must be in (0, 1]")
+        if not 0.0 <= self.full_range_share <= 1.0:
+            raise InvalidInput(f"full_range_share={self.full_range_share!r} must be in [0, 1]")
+
+    def t_max(self, T: int) -> int:
+        return max(1, min(T, math.ceil(self.strength * T - 1e-9)))
+
+    def sample(self, n: int, T: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """``n`` timesteps from the global torch RNG."""
+        low = torch.randint(0, self.t_max(T), (n,))
+        if self.full_range_share <= 0:
+            return low.to(device)
+        full = torch.randint(0, T, (n,))
+        pick = torch.rand(n) < self.full_range_share
+        return torch.where(pick, full, low).to(device)
+
+    def fixed(self, n: int, T: int) -> torch.Tensor:
+        """``n`` timesteps spread evenly over the low range (fixed evaluations)."""
+        return torch.linspace(0, self.t_max(T) - 1, n).round().long()
+
+
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``‖ε − ε̂‖²`` per sample, mean over pixels, in float32: shape ``(B,)``."""
+    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+
+
+def policy_and_reference_errors(model: torch.nn.Module, reference: torch.nn.Module, x0: torch.Tensor,
+                                noise: torch.Tensor, t: torch.Tensor,
+                                ctx: LossContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(e_θ, e_ref)`` per sample on the same ``x_t``; the reference without gradients."""
+    xt = ctx.noise_scheduler.add_noise(x0, noise, t)
+    e_policy = per_sample_mse(ctx.predict(model, xt, t), noise)
+    with torch.no_grad():
+        e_ref = per_sample_mse(ctx.predict(reference, xt, t), noise)
+    return e_policy, e_ref
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    if weights is None:
+        return values.mean()
+    w = weights.to(values).reshape(-1)
+    if bool((w < 0).any()):
+        raise InvalidInput("weights must be non-negative")
+    return (values * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def _replay_loss(model: torch.nn.Module, replay: torch.Tensor | None, ctx: LossContext) -> torch.Tensor | None:
+    if replay is None or replay.shape[0] == 0:
+        return None
+    x0 = replay.to(ctx.device)
+    xt, noise, t = ctx.noised(x0)
+    return weighted_diffusion_loss(ctx.predict(model, xt, t), noise)
+
+
+def dpo_loss(e_w: torch.Tensor, ref_w: torch.Tensor, e_l: torch.Tensor, ref_l: torch.Tensor,
+             beta: float, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, margins)``: the weighted mean of ``−log σ(β·margin)`` with
+    ``margin = r_w − r_l = −(e_w − ref_w − e_l + ref_l)`` per pair."""
+    margin = -((e_w - ref_w) - (e_l - ref_l))
+    return _weighted_mean(-F.logsigmoid(beta * margin), weights), margin
+
+
+def kto_loss(e: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, beta: float,
+             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, rewards, z₀)``: ``r = −(e − ref)``, ``z₀ = max(mean r, 0)`` detached; the weighted
+    mean of ``1 − σ(β(r − z₀))`` (desirable) or ``1 − σ(β(z₀ − r))`` (undesirable)."""
+    reward = -(e - ref)
+    z0 = reward.detach().mean().clamp_min(0.0)
+    sign = torch.where(desirable.to(reward.device).bool(), 1.0, -1.0).to(reward)
+    return _weighted_mean(1.0 - torch.sigmoid(beta * sign * (reward - z0)), weights), reward, z0
+
+
+# ----------------------------------------------------------------------------------------------
+# objectives
+
+
+class DiffusionDPOLoss:
+    """Diffusion-DPO on a :class:`PreferencePairBatch` (plus ``replay_weight`` × the ε-loss on its
+    replay crops). Reads the frozen parent from ``ctx.reference``. ``last`` holds the batch's
+    figures (``dpo_loss``, ``margin``, ``accuracy``, ``replay_loss``) for logging."""
+
+    def __init__(self, beta: float, timesteps: TimestepRange, replay_weight: float = 1.0) -> None:
+        if not beta > 0:
+            raise InvalidInput(f"beta={beta!r} must be > 0")
+        if replay_weight < 0:
+            raise InvalidInput(f"replay_weight={replay_weight!r} must be >= 0")
+        self.beta, self.timesteps, self.replay_weight = float(beta), timesteps, float(replay_weight)
+        self.last: dict[str, float] = {}
+
+    def __call__(self, model: torch.nn.Module, batch: PreferencePairBatch, ctx: LossContext) -> torch.Tensor:
+        if ctx.reference is None:
+            raise InvalidInput("Diffusion-DPO needs the frozen parent as the reference model")
+        w, lo = batch.winners.to(ctx.device), batch.losers.to(ctx.device)
+        n = w.shape[0]
+        noise = torch.randn_like(w)
+        t = self.timesteps.sample(n, ctx.num_train_timesteps, ctx.device)
+        e, ref = policy_and_reference_errors(model, ctx.reference, torch.cat([w, lo]),
+                                             torch.cat([noise, noise]), torch.cat([t, t]), ctx)
+        weights = batch.weights.to(ctx.device) if batch.weights is not None else None
+        loss, margin = dpo_loss(e[:n], ref[:n], e[n:], ref[n:], self.beta, weights)
+        m = margin.detach()
+        self.last = {"dpo_loss": float(loss.detach()), "margin": float(m.mean()),
+                     "accuracy": float((m > 0).float().mean())}
+        replay = _replay_loss(model, batch.replay, ctx)
+        if replay is not None:
+            self.last["replay_loss"] = float(replay.detach())
+            loss = loss + self.replay_weight * replay
+        return loss
+
+
+class DiffusionKTOLoss:
+    """Diffusion-KTO on a :class:`LabelledBatch` (plus ``replay_weight`` × the ε-loss on its replay
+    crops). ``last``: ``kto_loss``, ``reward_desirable``, ``reward_undesirable``, ``z0``."""
+
+    def __init__(self, beta: float, timesteps: TimestepRange, replay_weight: float = 1.0) -> None:
+        if not beta > 0:
+            raise InvalidInput(f"beta={beta!r} must be > 0")
+        if replay_weight < 0:
+            raise InvalidInput(f"replay_weight={replay_weight!r} must be >= 0")
+        self.beta, self.timesteps, self.replay_weight = float(beta), timesteps, float(replay_weight)
+        self.last: dict[str, float] = {}
+
+    def __call__(self, model: torch.nn.Module, batch: LabelledBatch, ctx: LossContext) -> torch.Tensor:
+        if ctx.reference is None:
+            raise InvalidInput("Diffusion-KTO needs the frozen parent as the reference model")
+        x0 = batch.images.to(ctx.device)
+        noise = torch.randn_like(x0)
+        t = self.timesteps.sample(x0.shape[0], ctx.num_train_timesteps, ctx.device)
+        e, ref = policy_and_reference_errors(model, ctx.reference, x0, noise, t, ctx)
+        weights = batch.weights.to(ctx.device) if batch.weights is not None else None
+        good = batch.desirable.to(ctx.device).bool()
+        loss, reward, z0 = kto_loss(e, ref, good, self.beta, weights)
+        r = reward.detach()
+        self.last = {"kto_loss": float(loss.detach()), "z0": float(z0),
+                     "reward_desirable": float(r[good].mean()) if bool(good.any()) else float("nan"),
+                     "reward_undesirable": float(r[~good].mean()) if bool((~good).any()) else float("nan")}
+        replay = _replay_loss(model, batch.replay, ctx)
+        if replay is not None:
+            self.last["replay_loss"] = float(replay.detach())
+            loss = loss + self.replay_weight * replay
+        return loss
+
+
+# ----------------------------------------------------------------------------------------------
+# fixed evaluations: implicit rewards on fixed crops / noise / timesteps
+
+
+@dataclass(frozen=True)
+class FixedPairs:
+    """Fixed crops of winners and losers, shared noise and timesteps, weights."""
+
+    winners: torch.Tensor
+    losers: torch.Tensor
+    noise: torch.Tensor
+    t: torch.Tensor
+    weights: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FixedLabels:
+    images: torch.Tensor
+    desirable: torch.Tensor
+    noise: torch.Tensor
+    t: torch.Tensor
+    weights: torch.Tensor
+
+
+def fixed_pairs(images: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int, float]], *, width: int,
+                n: int, T: int, timesteps: TimestepRange, seed: int) -> FixedPairs | None:
+    """``n`` fixed pair crops (cycling over the pairs), from a generator of their own."""
+    if not pairs:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    padded = [_pad(x, width) for x in images]
+    ws, ls, weights = [], [], []
+    for k in range(n):
+        wi, li, weight = pairs[k % len(pairs)]
+        span = min(padded[wi].shape[-1], padded[li].shape[-1]) - width
+        off = int(torch.randint(0, span + 1, (1,), generator=g))
+        ws.append(padded[wi][..., off : off + width])
+        ls.append(padded[li][..., off : off + width])
+        weights.append(float(weight))
+    winners = torch.stack(ws)
+    t = timesteps.fixed(n, T)[torch.randperm(n, generator=g)]
+    return FixedPairs(winners, torch.stack(ls), torch.randn(winners.shape, generator=g), t,
+                      torch.tensor(weights))
+
+
+def fixed_labels(images: Sequence[torch.Tensor], labels: Sequence[tuple[int, bool, float]], *, width: int,
+                 n: int, T: int, timesteps: TimestepRange, seed: int) -> FixedLabels | None:
+    if not labels:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    padded = [_pad(x, width) for x in images]
+    crops, good, weights = [], [], []
+    for k in range(n):
+        i, desirable, weight = labels[k % len(labels)]
+        off = int(torch.randint(0, padded[i].shape[-1] - width + 1, (1,), generator=g))
+        crops.append(padded[i][..., off : off + width])
+        good.append(bool(desirable))
+        weights.append(float(weight))
+    x = torch.stack(crops)
+    t = timesteps.fixed(n, T)[torch.randperm(n, generator=g)]
+    return FixedLabels(x, torch.tensor(good), torch.randn(x.shape, generator=g), t, torch.tensor(weights))
+
+
+@torch.no_grad()
+def _errors(model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+            noise_scheduler: Any, use_bf16: bool, chunk: int = 16) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, x0.shape[0], chunk):
+        eps, tt = noise[i : i + chunk].to(device), t[i : i + chunk].to(device)
+        xt = noise_scheduler.add_noise(x0[i : i + chunk].to(device), eps, tt)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            out.append(per_sample_mse(model(xt, tt), eps).cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def pair_figures(model: torch.nn.Module, reference: torch.nn.Module, fixed: FixedPairs, noise_scheduler: Any,
+                 *, beta: float, use_bf16: bool) -> dict[str, float]:
+    """On fixed pairs: the DPO loss, the mean (weighted) implicit-reward margin ``r_w − r_l``,
+    the share of pairs with a positive margin, and the winners' and losers' mean rewards."""
+    e_w = _errors(model, fixed.winners, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    e_l = _errors(model, fixed.losers, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    r_w = _errors(reference, fixed.winners, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    r_l = _errors(reference, fixed.losers, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    loss, margin = dpo_loss(e_w, r_w, e_l, r_l, beta, fixed.weights)
+    return {"dpo_loss": float(loss), "margin": float(_weighted_mean(margin, fixed.weights)),
+            "accuracy": float(_weighted_mean((margin > 0).float(), fixed.weights)),
+            "reward_winners": float(_weighted_mean(-(e_w - r_w), fixed.weights)),
+            "reward_losers": float(_weighted_mean(-(e_l - r_l), fixed.weights))}
+
+
+def label_figures(model: torch.nn.Module, reference: torch.nn.Module, fixed: FixedLabels, noise_scheduler: Any,
+                  *, beta: float, use_bf16: bool) -> dict[str, float]:
+    """On fixed labelled crops: the KTO loss and the mean implicit rewards of each kind."""
+    e = _errors(model, fixed.images, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    ref = _errors(reference, fixed.images, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    loss, reward, _ = kto_loss(e, ref, fixed.desirable, beta, fixed.weights)
+    good = fixed.desirable.bool()
+    out = {"kto_loss": float(loss)}
+    out["reward_desirable"] = float(_weighted_mean(reward[good], fixed.weights[good])) if bool(good.any()) else float("nan")
+    out["reward_undesirable"] = (float(_weighted_mean(reward[~good], fixed.weights[~good]))
+                                 if bool((~good).any()) else float("nan"))
+    return out
