@@ -195,3 +195,36 @@ def test_cli_import_export_purge(tiny_models, tmp_path: Path, monkeypatch, capsy
         assert "purged the files of v1" in capsys.readouterr().out
     finally:
         config.get_settings.cache_clear()
+
+
+@pytest.mark.postgres
+def test_concurrent_first_requests_register_v0_once_on_postgresql(settings: Settings) -> None:
+    """PostgreSQL has no writer lock: many threads (or web processes) racing to register
+    v0 all get the same row (the benchmark's 20 concurrent first POST /api/music got 500)."""
+    import threading
+
+    from ..postgres import migrated_postgres_database
+
+    with migrated_postgres_database() as url:
+        ctxs = [ServiceContext.from_settings(settings.model_copy(update={"database_url": url}),
+                                             queues=False) for _ in range(8)]
+        barrier = threading.Barrier(len(ctxs))
+        got: list[int] = []
+        errors: list[BaseException] = []
+
+        def register(c: ServiceContext) -> None:
+            try:
+                barrier.wait(10)
+                got.append(versions.ensure_base_version(c).id)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=register, args=(c,)) for c in ctxs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for c in ctxs:
+            c.engine.dispose()
+        assert not errors, errors
+        assert len(got) == len(ctxs) and len(set(got)) == 1

@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="listening heartbeats per client and phase (web; default 60, 20 with --quick)")
     parser.add_argument("--web-workers", type=int, default=1, metavar="N",
                         help="uvicorn processes of the server under test (web)")
+    parser.add_argument("--database-url", default=None, metavar="URL",
+                        help="an empty PostgreSQL database for the server under test (web)")
+    parser.add_argument("--queue-url", default=None, metavar="URL",
+                        help="e.g. redis://127.0.0.1:6379/13 for the server under test (web)")
     parser.add_argument("--size-mb", type=float, default=None,
                         help="size of the song served from S3 (media; default 100)")
     parser.add_argument("--ranges", type=int, default=None,

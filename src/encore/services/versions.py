@@ -77,21 +77,30 @@ def ensure_base_version(ctx: ServiceContext) -> ModelVersion:
     if not (folder / "unet").is_dir():
         raise NotFound(f"the base model folder {folder} has no unet/; is the package complete?")
     ref = store_folder(ctx, folder)  # before the transaction (uploads may take a while)
-    with ctx.session() as session:
-        if session.scalar(sa.select(ModelVersion.id).limit(1)) is not None:
-            return session.scalar(sa.select(ModelVersion).order_by(ModelVersion.id).limit(1))
-        version = ModelVersion(
-            name=BASE_VERSION_NAME,
-            folder=ref,
-            status=VersionStatus.ACTIVE,
-            ab_weight=1.0,
-            activated_at=utcnow(),
-            notes="the shipped base model",
-        )
-        session.add(version)
-        session.flush()
-        logger.info("registered base model %s as %s", folder, BASE_VERSION_NAME)
-        return version
+    try:
+        with ctx.session() as session:
+            if session.scalar(sa.select(ModelVersion.id).limit(1)) is not None:
+                return session.scalar(sa.select(ModelVersion).order_by(ModelVersion.id).limit(1))
+            version = ModelVersion(
+                name=BASE_VERSION_NAME,
+                folder=ref,
+                status=VersionStatus.ACTIVE,
+                ab_weight=1.0,
+                activated_at=utcnow(),
+                notes="the shipped base model",
+            )
+            session.add(version)
+            session.flush()
+            logger.info("registered base model %s as %s", folder, BASE_VERSION_NAME)
+            return version
+    except sa.exc.IntegrityError:
+        # PostgreSQL has no writer lock: concurrent first requests (other threads or web
+        # processes) all found no version; the first insert won, the others read it.
+        with ctx.reading() as session:
+            existing = session.scalar(sa.select(ModelVersion).order_by(ModelVersion.id).limit(1))
+        if existing is None:
+            raise
+        return existing
 
 
 def active_weights(session: Session) -> dict[int, float]:

@@ -239,13 +239,13 @@ async def _listen_and_rate(
             tally.error(f"rating {status}: {text[:120]!r}")
 
 
-def _stored_counts(data_dir: Path) -> tuple[int, int]:
+def _stored_counts(data_dir: Path, database_url: str | None = None) -> tuple[int, int]:
     import sqlalchemy as sa
 
     from encore.store import ListenEvent, Rating
     from encore.store.db import make_engine
 
-    engine = make_engine(f"sqlite:///{(data_dir / 'encore.db').resolve()}")
+    engine = make_engine(database_url or f"sqlite:///{(data_dir / 'encore.db').resolve()}")
     try:
         with engine.connect() as conn:
             listens = conn.scalar(sa.select(sa.func.count()).select_from(ListenEvent)) or 0
@@ -336,14 +336,24 @@ def run_bench(args: Any) -> int:
             "ENCORE_LIMIT_RATING_IP": "100000/60",
             "ENCORE_LIMIT_LISTEN_ACCOUNT": "100000/60",  # heartbeats back to back
         }
+        # PostgreSQL and Redis instead of the embedded SQLite files (an empty database: the
+        # server migrates it; a Redis database the benchmark may fill).
+        database_url = getattr(args, "database_url", None)
+        if database_url:
+            env["ENCORE_DATABASE_URL"] = database_url
+        if getattr(args, "queue_url", None):
+            env["ENCORE_QUEUE_URL"] = args.queue_url
         web_workers = int(getattr(args, "web_workers", 1) or 1)
         if web_workers < 1:
             raise InvalidInput(f"--web-workers {web_workers}: must be at least 1")
         with LiveServer(root / "var", env=env, args=("--web-workers", str(web_workers))) as server:
-            print(f"server {server.url} ({web_workers} web process(es)); {clients} clients × {CLIPS_PER_CLIENT} clips × "  # noqa: T201
+            backend = "PostgreSQL" if database_url else "SQLite"
+            queue = "Redis" if getattr(args, "queue_url", None) else "Huey on SQLite"
+            print(f"server {server.url} ({web_workers} web process(es), {backend}, {queue}); "  # noqa: T201
+                  f"{clients} clients × {CLIPS_PER_CLIENT} clips × "
                   f"({heartbeats} listens per phase + 1 rating)")
             phases, setup = asyncio.run(_bench(server.url, clients, heartbeats))
-            listens, ratings = _stored_counts(server.data_dir)
+            listens, ratings = _stored_counts(server.data_dir, database_url)
     print(f"setup (sign-up, upload, generation): {setup:.1f} s")  # noqa: T201
     errors: dict[str, int] = {}
     for name, tally, seconds in phases:
