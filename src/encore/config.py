@@ -132,6 +132,25 @@ class Settings(BaseSettings):
     finetune_parent_replay_clips: int = Field(32, ge=0)  # replay without a corpus (0 = none)
     finetune_eval_clips: int = Field(32, ge=0)  # weight-free eval per new version (0 = skip)
     finetune_eval_steps: int = Field(25, ge=1)
+    # The fine-tuning method (docs/finetune.md, "Preference methods"): "paper" (confidence-
+    # weighted ε-loss on the top-N dataset clips), "dpo" (Diffusion-DPO on pairs of clips one
+    # listener rated for the same songs) or "kto" (Diffusion-KTO on clips liked / disliked
+    # against the listener's own mean). Per run: `encore finetune --method`.
+    finetune_method: Literal["paper", "dpo", "kto"] = "paper"
+    # β of Diffusion-DPO / Diffusion-KTO on per-pixel squared errors: the value measured to
+    # move the default model within one iteration without forgetting (docs/finetune.md).
+    finetune_dpo_beta: float = Field(2000.0, gt=0)
+    finetune_kto_beta: float = Field(2000.0, gt=0)
+    # Weight of the plain ε-loss on the replay crops added to the preference loss (the
+    # regulariser that keeps the corpus; the paper's fine-tune replays the same share).
+    finetune_preference_replay_weight: float = Field(1.0, ge=0.0)
+    # Pairs ranked by the taste model (an unserved best-of-n candidate against the rated
+    # served one) are at most this share of a DPO run's pairs: the taste model must not
+    # become what the generator learns.
+    finetune_taste_pair_share: float = Field(0.3, ge=0.0, lt=1.0)
+    # Share of preference timesteps drawn over the whole range (the rest below the default
+    # strength's start step); unset: the share of the run's clips made from noise or merged.
+    finetune_full_range_share: float | None = Field(None, ge=0.0, le=1.0)
 
     # Sign-up without an invitation code (operators invite by default).
     open_signup: bool = False
