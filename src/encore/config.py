@@ -140,6 +140,7 @@ class Settings(BaseSettings):
     # β of Diffusion-DPO / Diffusion-KTO on per-pixel squared errors: the value measured to
     # move the default model within one iteration without forgetting (docs/finetune.md).
     finetune_dpo_beta: float = Field(2000.0, gt=0)
+    # β of Diffusion-KTO, on the same scale as DPO's (measured with it, docs/finetune.md).
     finetune_kto_beta: float = Field(2000.0, gt=0)
     # Weight of the plain ε-loss on the replay crops added to the preference loss (the
     # regulariser that keeps the corpus; the paper's fine-tune replays the same share).
