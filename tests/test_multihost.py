@@ -64,7 +64,7 @@ def _wait_for(predicate: Callable[[], object], what: str, timeout: float = 120.0
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, s3_server) -> Iterator[dict]:  # noqa: ANN001
+def cluster(tmp_path: Path, s3_server) -> Iterator[dict]:
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()

@@ -157,7 +157,7 @@ def test_cli_errors_exit_2_with_one_line_naming_the_value(
     tiny_model_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    make_args,  # noqa: ANN001
+    make_args,
     needle: str,
 ) -> None:
     args = make_args(tiny_model_dir, tmp_path)

@@ -26,7 +26,7 @@ WIDE = 40  # clips are wider than the 16-frame crops
 
 
 @pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
+def one_thread():
     """Tiny models are overhead-bound: one thread is ~10x faster on a busy 2-core machine."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -48,11 +48,11 @@ def cfg(**changes: object) -> FinetuneConfig:
     return FinetuneConfig(**base)  # type: ignore[arg-type]
 
 
-def weights_of(folder) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def weights_of(folder) -> dict[str, torch.Tensor]:
     return load_model_folder(folder, device="cpu").denoiser.state_dict()
 
 
-def loss_on(model, images, parent) -> float:  # noqa: ANN001
+def loss_on(model, images, parent) -> float:
     batch = fixed_clip_batch([x[None] for x in images], [1.0] * len(images), 16, 32, 1000, seed=5)
     return weighted_fixed_loss(model, batch, training_noise_scheduler(parent), use_bf16=False)
 
@@ -173,7 +173,7 @@ def test_early_stopping_exports_the_best_evaluated_weights(tmp_path, tiny_model,
     script = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99])
     real = ft.evaluate_sets
 
-    def scripted(model, sets, noise_scheduler, *, use_bf16):  # noqa: ANN001, ANN202
+    def scripted(model, sets, noise_scheduler, *, use_bf16):
         figures = real(model, sets, noise_scheduler, use_bf16=use_bf16)
         return {**figures, "heldout_clip_loss": next(script)}
 

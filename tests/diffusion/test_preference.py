@@ -41,14 +41,14 @@ def stripe_data(n: int = 4) -> tuple[dict[int, np.ndarray], list[tuple[int, int,
     return images, [(k, n + k, 1.0) for k in range(n)]
 
 
-def small_cfg(steps: int, **kw) -> FinetuneConfig:  # noqa: ANN003
+def small_cfg(steps: int, **kw) -> FinetuneConfig:
     base = dict(steps=steps, max_minutes=None, batch_size=8, replay_fraction=0.0, lr=2e-3,
                 warmup_steps=1, ema_decay=0.0, eval_every=max(steps, 1), eval_crops=8, patience=0,
                 seed=0, precision="fp32", log_every=1)
     return FinetuneConfig(**{**base, **kw})
 
 
-def context(parent, reference) -> LossContext:  # noqa: ANN001
+def context(parent, reference) -> LossContext:
     sched = training_noise_scheduler(parent)
     return LossContext(noise_scheduler=sched, num_train_timesteps=int(sched.config.num_train_timesteps),
                        use_bf16=False, device=torch.device("cpu"), reference=reference)

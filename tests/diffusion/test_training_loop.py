@@ -82,7 +82,7 @@ def loop_cfg(steps: int) -> LoopConfig:
                       name="preference")
 
 
-def make_loop(tiny_model, out, steps: int, loss: PairwisePreferenceLoss) -> TrainingLoop:  # noqa: ANN001
+def make_loop(tiny_model, out, steps: int, loss: PairwisePreferenceLoss) -> TrainingLoop:
     seed_everything(0)
     reference = copy.deepcopy(tiny_model.denoiser).eval().requires_grad_(False)
     model = copy.deepcopy(tiny_model.denoiser).requires_grad_(True)
@@ -92,7 +92,7 @@ def make_loop(tiny_model, out, steps: int, loss: PairwisePreferenceLoss) -> Trai
                         evaluate=lambda m: {"margin": preference_margin(m, reference, tiny_model)})
 
 
-def preference_margin(model, reference, parent) -> float:  # noqa: ANN001
+def preference_margin(model, reference, parent) -> float:
     """Mean of (L(w) - L_ref(w)) - (L(l) - L_ref(l)) on fixed noise: < 0 = winners favoured."""
     g = torch.Generator().manual_seed(7)
     winners = torch.stack([stripes("rows", k) for k in range(4)] * 4)

@@ -69,7 +69,7 @@ def test_every_pooled_connection_can_commit_jobs_at_once(pg_url: str, tmp_path) 
             with session_scope(factory) as session:
                 ids.append(enqueue_job(session, "noop", {}).id)
                 inside.wait(timeout=10)  # every connection of the pool is held now
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     try:

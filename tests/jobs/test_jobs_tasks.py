@@ -47,7 +47,7 @@ def test_register_tasks_registers_them_all_and_is_idempotent() -> None:
 
 
 def test_register_tasks_refuses_to_replace_another_handler() -> None:
-    def impostor(ctx) -> None:  # noqa: ANN001
+    def impostor(ctx) -> None:
         raise AssertionError("never runs")
 
     registry.register_handler("embed_song", impostor, replace=True)

@@ -66,17 +66,17 @@ def ctx(settings: Settings) -> ServiceContext:
 
 
 @pytest.fixture
-def operator(ctx: ServiceContext):  # noqa: ANN201
+def operator(ctx: ServiceContext):
     return accounts.create_user(
         ctx, email="op@example.org", password="operator-pass", role=UserRole.OPERATOR
     )
 
 
 @pytest.fixture
-def make_listener(ctx: ServiceContext):  # noqa: ANN201
+def make_listener(ctx: ServiceContext):
     counter = iter(range(10_000))
 
-    def make(name: str | None = None):  # noqa: ANN202
+    def make(name: str | None = None):
         n = next(counter)
         return accounts.create_user(
             ctx, email=f"{name or 'listener'}{n}@example.org", password="listener-pass"
@@ -86,7 +86,7 @@ def make_listener(ctx: ServiceContext):  # noqa: ANN201
 
 
 @pytest.fixture
-def song_bytes():  # noqa: ANN201
+def song_bytes():
     """``song_bytes(seed, seconds, fmt=...)``: a short harmonic test song, encoded."""
     return make_song_bytes
 

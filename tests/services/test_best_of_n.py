@@ -15,7 +15,7 @@ from encore.store import Clip, Delivery, ModelVersion, TasteModel, VersionStatus
 
 
 @pytest.fixture
-def listener_with_song(ctx, make_listener, song_bytes):  # noqa: ANN201
+def listener_with_song(ctx, make_listener, song_bytes):
     listener = make_listener()
     s1 = songs.upload_song(ctx, owner=listener, filename="one.wav", data=song_bytes(21))
     return listener, s1

@@ -16,7 +16,7 @@ from .finetune_helpers import add_dataset_clips
 
 
 @pytest.fixture
-def installation(tmp_path: Path, tiny_models, monkeypatch):  # noqa: ANN001, ANN201
+def installation(tmp_path: Path, tiny_models, monkeypatch):
     base, sim = tiny_models
     env = {
         "ENCORE_DATA_DIR": str(tmp_path / "var"),

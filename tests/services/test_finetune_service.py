@@ -37,7 +37,7 @@ FAST = {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_crops": 4, "precisio
 
 
 @pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
+def one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -119,7 +119,7 @@ def test_publishing_is_atomic_when_the_save_crashes(ctx, monkeypatch) -> None:
     real_save = safetensors.torch.save_file
     calls = []
 
-    def save_file(tensors, filename, metadata=None):  # noqa: ANN001, ANN202
+    def save_file(tensors, filename, metadata=None):
         calls.append(str(filename))
         if len(calls) > 1:
             raise OSError(28, "No space left on device")
@@ -147,7 +147,7 @@ def test_a_failed_finetune_leaves_the_parent_serving(ctx, settings, make_listene
     add_dataset_clips(ctx, [0.9, 0.8], [1.0, 1.0])
     v0 = versions.ensure_base_version(ctx)
 
-    def out_of_memory(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def out_of_memory(*args, **kwargs):
         raise RuntimeError("simulated out of memory")
 
     monkeypatch.setattr(diffusion_finetune, "finetune", out_of_memory)

@@ -23,7 +23,7 @@ from encore.store import (
 
 
 @pytest.fixture
-def listener_with_songs(ctx, make_listener, song_bytes):  # noqa: ANN201
+def listener_with_songs(ctx, make_listener, song_bytes):
     listener = make_listener()
     s1 = songs.upload_song(ctx, owner=listener, filename="one.wav", data=song_bytes(11))
     s2 = songs.upload_song(ctx, owner=listener, filename="two.wav", data=song_bytes(12))

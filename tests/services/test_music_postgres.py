@@ -51,7 +51,7 @@ def test_two_heartbeats_racing_on_postgresql_keep_both_ranges(pg_ctx) -> None:
     first_thread: list[int] = []
 
     @event.listens_for(pg_ctx.engine, "after_cursor_execute")
-    def pause(conn, cursor, statement, params, context, executemany) -> None:  # noqa: ANN001
+    def pause(conn, cursor, statement, params, context, executemany) -> None:
         if (threading.get_ident() in first_thread and "FOR UPDATE" in statement
                 and not first_read.is_set()):
             first_read.set()

@@ -216,7 +216,7 @@ def test_concurrent_first_requests_register_v0_once_on_postgresql(settings: Sett
             try:
                 barrier.wait(10)
                 got.append(versions.ensure_base_version(c).id)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=register, args=(c,)) for c in ctxs]

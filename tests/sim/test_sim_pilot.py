@@ -4,7 +4,6 @@ tiny models are random)."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from pathlib import Path
 

@@ -18,7 +18,7 @@ def tiny_config() -> SimilarityConfig:
 
 
 @pytest.fixture
-def tiny_model():  # noqa: ANN201
+def tiny_model():
     """An untrained, seeded tiny model whose codebook is initialised (k-means on noise)."""
     import torch
 

@@ -11,14 +11,14 @@ from encore.similarity.index import SimilarityIndex
 from encore.similarity.representation import similarity
 
 
-def _brute_force(query, reps, ids, k, exclude=()):  # noqa: ANN001, ANN202
+def _brute_force(query, reps, ids, k, exclude=()):
     scored = [(similarity(query, r), i) for r, i in zip(reps, ids, strict=True) if i not in set(exclude)]
     scored.sort(key=lambda t: -t[0])
     return scored[:k]
 
 
 @pytest.fixture(scope="module")
-def reps():  # noqa: ANN201
+def reps():
     return random_representations(300, codebook_size=64, embedding_dim=16, feature_dim=4, alpha=0.8, seed=5)
 
 

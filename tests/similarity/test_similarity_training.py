@@ -21,7 +21,7 @@ OPTIONS = TrainOptions(minutes=5.0, batch_size=8, lr=3e-3, max_steps=40, head_st
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def trained(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("similarity_model")
     result = train_similarity(tiny_corpus, out, TINY, OPTIONS)
@@ -93,7 +93,7 @@ def test_interrupted_run_continues_where_it_stopped(tiny_corpus: Path, tmp_path:
     calls = {"n": 0}
     original = training._train_head
 
-    def crash(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def crash(*args, **kwargs):
         calls["n"] += 1
         raise KeyboardInterrupt
 

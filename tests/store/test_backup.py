@@ -20,7 +20,7 @@ from encore.store.db import make_engine, session_scope
 from ..postgres import migrated_postgres_database
 
 
-def _fill(engine: Engine, blobs: LocalBlobStore, make) -> dict[str, int]:  # noqa: ANN001
+def _fill(engine: Engine, blobs: LocalBlobStore, make) -> dict[str, int]:
     with session_scope(engine) as s:
         mk = make(s)
         user = mk.user()
@@ -43,7 +43,7 @@ def _target_url(db_url: str, tmp_path: Path) -> tuple[str, object]:
     return cm.__enter__(), cm
 
 
-def test_round_trip(db_url: str, engine: Engine, make, tmp_path: Path) -> None:  # noqa: ANN001
+def test_round_trip(db_url: str, engine: Engine, make, tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path / "blobs")
     counts = _fill(engine, blobs, make)
     manifest = backup(db_url, blobs, tmp_path / "backup")
@@ -71,7 +71,7 @@ def test_round_trip(db_url: str, engine: Engine, make, tmp_path: Path) -> None: 
             cm.__exit__(None, None, None)
 
 
-def test_refusals(sqlite_url: str, make, tmp_path: Path) -> None:  # noqa: ANN001
+def test_refusals(sqlite_url: str, make, tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path / "blobs")
     eng = make_engine(sqlite_url)
     _fill(eng, blobs, make)

@@ -10,7 +10,7 @@ from encore.config import get_settings
 
 
 @pytest.fixture
-def fresh_install(tmp_path, monkeypatch):  # noqa: ANN201
+def fresh_install(tmp_path, monkeypatch):
     monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("ENCORE_ENVIRONMENT", "test")
     get_settings.cache_clear()

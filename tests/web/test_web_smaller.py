@@ -6,7 +6,6 @@ import csv
 import datetime as dt
 import io
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from encore.services import accounts, songs
-from encore.store import Clip, ClipStatus, Delivery, Job, LoginSession
+from encore.store import ClipStatus, Delivery, Job, LoginSession
 from encore.web.routes.operator import csv_without_formulas
 
 from .web_helpers import PASSWORD, signed_in, song_bytes, upload

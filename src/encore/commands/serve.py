@@ -86,7 +86,7 @@ def start_workers(commands: list[list[str]]) -> list[subprocess.Popen[bytes]]:
                 command,
                 env=os.environ.copy(),
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         )
         logger.info("started worker pid %d: %s", procs[-1].pid, " ".join(command[2:]))

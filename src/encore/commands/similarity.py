@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmp_.set_defaults(handler=run_compare)
 
 
-def _load_model(path: Path | None):  # noqa: ANN202
+def _load_model(path: Path | None):
     from encore.similarity.model import SimilarityModel
 
     return SimilarityModel.load(path) if path is not None else SimilarityModel.default()

@@ -195,7 +195,7 @@ def render_piece(
         return PieceResult(item.piece_id, False, f"timeout:{stage}", f"over {timeout} s of CPU")
     except PieceFailed as exc:
         return PieceResult(item.piece_id, False, exc.reason, str(exc))
-    except Exception as exc:  # noqa: BLE001 - any failure of one piece is counted, never fatal
+    except Exception as exc:
         return PieceResult(item.piece_id, False, f"{stage}:{type(exc).__name__}", str(exc)[:200])
     return PieceResult(
         piece_id=item.piece_id,

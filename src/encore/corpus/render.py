@@ -81,7 +81,7 @@ def score_seconds(score: Any) -> tuple[float, list[tuple[float, float, float]]]:
     """
     try:
         regions = score.metronomeMarkBoundaries()
-    except Exception:  # noqa: BLE001 - music21 raises many kinds here; fall back to 120 bpm
+    except Exception:
         regions = []
     if not regions:
         return float(score.highestTime) * 0.5, [(0.0, 0.0, 0.5)]
@@ -124,7 +124,7 @@ def truncate_score(score: Any, max_seconds: float) -> Any:
         if cut.recurse().notes.first() is None:
             return score
         return cut
-    except Exception as exc:  # noqa: BLE001 - keep the whole score when it cannot be cut
+    except Exception as exc:
         logger.debug("cannot truncate score: %s", exc)
         return score
 

@@ -282,7 +282,7 @@ def _load_similarity() -> tuple[Any, str]:
         from encore.similarity.model import SimilarityModel
 
         return SimilarityModel.load(get_settings().similarity_model_dir), "similarity model"
-    except Exception as exc:  # noqa: BLE001 - the bench still times the descriptors
+    except Exception as exc:
         return None, f"no similarity model ({exc}); descriptors only"
 
 

@@ -356,9 +356,6 @@ def evaluate_model(
     """
     import time
 
-    import torch
-
-    from encore.diffusion import sampling
     from encore.diffusion.features import features_for_clips
     from encore.diffusion.folder import build_random_model
 
@@ -547,8 +544,6 @@ def compare_samplers(
     (rows, seconds, fd_real)
     """
     import time
-
-    import torch
 
     from encore.diffusion.features import features_for_clips
     from encore.diffusion.folder import build_random_model

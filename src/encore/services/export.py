@@ -125,6 +125,6 @@ def _copy_blob(ctx: ServiceContext, key: str, zf: zipfile.ZipFile, path: str) ->
         with ctx.blobs.open(key) as src, zf.open(path, "w") as dst:
             while chunk := src.read(1 << 20):
                 dst.write(chunk)
-    except Exception:  # noqa: BLE001 - a missing blob is left out, the rest is exported
+    except Exception:
         return False
     return True

@@ -12,7 +12,14 @@ import numpy as np
 import sqlalchemy as sa
 
 from encore.audio.decode import AudioInfo, load_audio, probe_audio
-from encore.errors import AudioError, Conflict, InvalidInput, NotFound, PermissionDenied, QuotaExceeded
+from encore.errors import (
+    AudioError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+)
 from encore.services.context import ServiceContext
 from encore.services.media import BlobRef, blob_ref
 from encore.store import (
@@ -82,7 +89,7 @@ def upload_song(
         for key in stored:  # the row never committed: its blob must not stay behind
             try:
                 ctx.blobs.delete(key)
-            except Exception:  # noqa: BLE001 - the orphan collector gets it later
+            except Exception:
                 logger.warning("could not delete the orphan blob %s", key, exc_info=True)
         raise
     with ctx.reading() as session:  # the embedding may already have run (immediate mode)
@@ -139,7 +146,7 @@ def stored_bytes(ctx: ServiceContext, session: sa.orm.Session, owner: User) -> i
         if size is None:  # stored before sizes were kept
             try:
                 size = ctx.blobs.size(key)
-            except Exception:  # noqa: BLE001 - a missing blob takes no space
+            except Exception:
                 size = 0
         total += int(size)
     return total
@@ -241,7 +248,7 @@ def delete_blobs(ctx: ServiceContext, keys: list[str]) -> int:
     for key in keys:
         try:
             deleted += bool(ctx.blobs.delete(key))
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.warning("could not delete blob %s", key, exc_info=True)
     return deleted
 

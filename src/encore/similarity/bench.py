@@ -47,12 +47,12 @@ def bench_index(n_items: int = 10_000, n_queries: int = 300, k: int = 10,
     return figures
 
 
-def _load_default_model():  # noqa: ANN202
+def _load_default_model():
     try:
         from encore.similarity.model import SimilarityModel
 
         return SimilarityModel.default(), None
-    except Exception as exc:  # noqa: BLE001 - the index figures stand on their own
+    except Exception as exc:
         return None, exc
 
 

@@ -92,7 +92,7 @@ def running_s3_server(log: Path | None = None) -> Iterator[S3Server]:
             f"moto's S3 server is not installed ({exc}): pip install 'moto[server]'"
         ) from None
     port = _free_port()
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    out = open(log, "ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [*_moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
         stdout=out,

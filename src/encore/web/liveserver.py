@@ -89,7 +89,7 @@ class LiveServer:
         if not self.workers:
             command.append("--no-workers")
         command.extend(self.args)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
+        log = open(self.log_path, "wb")
         self._proc = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )

@@ -13,7 +13,16 @@ from starlette.concurrency import run_in_threadpool
 
 from encore.errors import EncoreError
 from encore.services import accounts
-from encore.web.deps import CtxDep, CurrentUser, LimitsDep, OperatorUser, SettingsDep, client_ip, render, session_token
+from encore.web.deps import (
+    CtxDep,
+    CurrentUser,
+    LimitsDep,
+    OperatorUser,
+    SettingsDep,
+    client_ip,
+    render,
+    session_token,
+)
 from encore.web.errors import status_for
 from encore.web.security import clear_session_cookie
 
