@@ -14,9 +14,11 @@ Protocol (seeded):
 2. Clip pool: ``windows`` excerpts of ``clip_seconds`` from every seed song. Every clip gets
    the platform's features (audio descriptors, the similarity model's embedding) and the
    listeners' perceived features (:mod:`encore.sim.features`).
-3. Training phase: each listener makes ``train_requests`` requests; each request is 4
-   candidates from pieces of the genre of one of its songs, one served uniformly at random
-   (like v0), heard and rated by :func:`encore.sim.listeners.decide`.
+3. Training phase: each listener makes ``train_requests`` requests for one of its songs;
+   each request is 4 candidates — windows of pieces of that song's genre (``genre``) or
+   windows of the song itself (``own``, takes of one song: a conservative stand-in for
+   variations) — one served uniformly at random (like v0), heard and rated by
+   :func:`encore.sim.listeners.decide`.
 4. The taste model is fitted on those ratings (and evaluated on a time-ordered split
    against the baselines); then ``test_requests`` more requests per listener are served by
    the model's pick, and the pick's hidden appeal and expected stars are compared with the
@@ -100,36 +102,69 @@ def run_study(
         profiles[u] = taste.ListenerProfile(np.mean(descs, axis=0),
                                             np.mean(embs, axis=0).astype(np.float64))
 
-    def candidates(u: int, k: int) -> list[StudyClip]:
-        genre = song_by_title[specs[u].songs[k % len(specs[u].songs)]].genre
-        pool = by_genre.get(genre) or clips
-        return [pool[int(i)] for i in rng.choice(len(pool), size=n_candidates, replace=False)]
+    by_song: dict[str, list[StudyClip]] = {}
+    for c in clips:
+        by_song.setdefault(c.song, []).append(c)
+    feature_map = {c.clip_id: c.features for c in clips}
+    return {
+        "population": population.name, "seed": seed, "listeners": len(specs),
+        "clips": len(clips),
+        "modes": {mode: _protocol(mode, specs, profiles, song_by_title, by_genre, by_song, clips,
+                                  feature_map, seed, train_requests, test_requests,
+                                  n_candidates, min_listen)
+                  for mode in ("genre", "own")},
+    }
 
-    def hear(u: int, clip: StudyClip, k: int) -> tuple[float, float, float]:
+
+def _protocol(
+    mode: str, specs: list[Any], profiles: dict[int, taste.ListenerProfile],
+    song_by_title: dict[str, Any], by_genre: dict[str, list[StudyClip]],
+    by_song: dict[str, list[StudyClip]], clips: list[StudyClip],
+    feature_map: dict[int, taste.ClipFeatures], seed: int, train_requests: int,
+    test_requests: int, n_candidates: int, min_listen: float,
+) -> dict[str, Any]:
+    """Training and test phases with one way of drawing candidates: ``genre`` — windows of
+    any pieces of the requested song's genre (candidates differ like different pieces);
+    ``own`` — windows of the requested song itself (they differ like takes of one song, a
+    conservative stand-in for variations)."""
+    rng = np.random.default_rng([seed, 23, len(mode)])
+
+    def candidates(u: int, k: int) -> tuple[str, list[StudyClip]]:
+        title = specs[u].songs[int(rng.integers(len(specs[u].songs)))]
+        if mode == "own":
+            pool = by_song.get(title) or clips
+        else:
+            pool = by_genre.get(song_by_title[title].genre) or clips
+        size = min(n_candidates, len(pool))
+        return title, [pool[int(i)] for i in rng.choice(len(pool), size=size, replace=False)]
+
+    def hear(u: int, clip: StudyClip, k: int) -> tuple[float, float]:
         d = decide(specs[u], clip.perceived, clip.seconds, min_listen,
                    np.random.default_rng([seed, u, k, clip.clip_id]))
-        return d.stars, min(1.0, d.listened_seconds / clip.seconds), float(d.appeal or 0.0)
+        return d.stars, min(1.0, d.listened_seconds / clip.seconds)
 
     rows = []
     t = 0
     for k in range(train_requests):
         for u in range(len(specs)):
-            cand = candidates(u, k)
+            title, cand = candidates(u, k)
             served = cand[int(rng.integers(len(cand)))]
-            stars, listened, _ = hear(u, served, k)
-            rows.append((u, served.clip_id, stars, listened, t))
+            stars, listened = hear(u, served, k)
+            rows.append((u, served.clip_id, stars, listened, t, title))
             t += 1
-    a = np.array(rows, dtype=float)
-    ratings = taste.TasteRatings(a[:, 0].astype(int), a[:, 1].astype(int), a[:, 2], a[:, 3],
-                                 order=a[:, 4], song_keys=a[:, 0].astype(int))
-    feature_map = {c.clip_id: c.features for c in clips}
+    ratings = taste.TasteRatings(
+        np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
+        np.array([r[2] for r in rows]), np.array([r[3] for r in rows]),
+        order=np.array([r[4] for r in rows], dtype=float),
+        song_keys=np.array([r[5] for r in rows], dtype=object),
+    )
     evaluation = taste.evaluate(ratings, feature_map, profiles, test_share=0.2)
     model = taste.TasteModel.fit(ratings, feature_map, profiles)
 
     picks: dict[str, list[float]] = {"taste": [], "uniform": [], "oracle": []}
     for k in range(train_requests, train_requests + test_requests):
         for u in range(len(specs)):
-            cand = candidates(u, k)
+            _, cand = candidates(u, k)
             appeal = np.array([specs[u].taste.appeal(c.perceived) for c in cand])
             predicted, _ = model.predict(u, [c.features for c in cand], profiles[u])
             picks["taste"].append(float(appeal[int(np.argmax(predicted))]))
@@ -142,7 +177,6 @@ def run_study(
     per_listener = gain.reshape(test_requests, n_l).mean(axis=0)
     draws = [per_listener[boot.integers(n_l, size=n_l)].mean() for _ in range(2000)]
     return {
-        "population": population.name, "seed": seed, "listeners": n_l, "clips": len(clips),
         "train_ratings": len(ratings), "evaluation": evaluation.as_dict(),
         "appeal": {"taste": float(taste_a.mean()), "uniform": float(uniform_a.mean()),
                    "oracle": float(oracle_a.mean())},
@@ -157,15 +191,20 @@ def run_study(
 def format_study(result: dict[str, Any]) -> str:
     from encore.commands.taste import format_evaluation
 
-    g, ap = result["stars_gain"], result["appeal"]
-    return "\n".join([
-        f"taste study: population {result['population']}, seed {result['seed']}, "
-        f"{result['listeners']} honest listeners, {result['clips']} clips, "
-        f"{result['train_ratings']} training ratings (uniform picks)",
-        format_evaluation(result["evaluation"]),
-        f"best-of-4 on later requests: hidden appeal uniform {ap['uniform']:.3f}, "
-        f"taste pick {ap['taste']:.3f}, oracle {ap['oracle']:.3f}",
-        f"expected stars gain of the taste pick over a uniform pick: {g['taste']:+.3f} "
-        f"[{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] (listener-clustered 95 %); "
-        f"a perfect selector: {g['oracle']:+.3f}",
-    ])
+    lines = [f"taste study: population {result['population']}, seed {result['seed']}, "
+             f"{result['listeners']} honest listeners, {result['clips']} clips"]
+    for mode, m in result["modes"].items():
+        g, ap = m["stars_gain"], m["appeal"]
+        what = ("windows of pieces of the requested song's genre" if mode == "genre"
+                else "windows of the requested song itself")
+        lines += [
+            f"candidates: {mode} ({what}); {m['train_ratings']} training ratings (uniform picks)",
+            format_evaluation(m["evaluation"]),
+            f"best-of-4 on later requests: hidden appeal uniform {ap['uniform']:.3f}, "
+            f"taste pick {ap['taste']:.3f}, oracle {ap['oracle']:.3f}",
+            f"expected stars gain of the taste pick over a uniform pick: {g['taste']:+.3f} "
+            f"[{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] (listener-clustered 95 %); "
+            f"a perfect selector: {g['oracle']:+.3f}",
+            "",
+        ]
+    return "\n".join(lines)
