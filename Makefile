@@ -28,8 +28,10 @@ test: $(STAMP)
 	./scripts/ensure-system-deps
 	$(PY) -m pytest -q
 
+## ruff over src and tests; mypy over the packages in pyproject.toml's [tool.mypy] (tests/test_lint.py runs both).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/mypy
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ import logging
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,7 @@ def _bench(
 
     iters = DEFAULT_N_ITER if n_iter is None else n_iter
     # With a thread count set for both, the vocoder must not apply its own.
-    own = {} if threads is None else {"threads": None}
+    own: dict[str, Any] = {} if threads is None else {"threads": None}
     fast = GriffinLim(cfg, n_iter=iters, device=device, **own)
     same = GriffinLim(cfg, n_iter=32, device=device, **own)
 

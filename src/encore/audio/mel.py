@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +65,8 @@ class MelConfig:
         """Image width (frames) that covers ``seconds`` of audio."""
         return int(np.ceil(seconds * self.sample_rate / self.hop_length))
 
-    def replace(self, **changes: object) -> MelConfig:
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> MelConfig:
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -290,14 +291,14 @@ def normalize_db_crop(db_crop: np.ndarray, config: MelConfig) -> np.ndarray:
     return ((db + config.top_db) * (2.0 / config.top_db) - 1.0).astype(np.float32)
 
 
-def images_to_unit(images):  # type: ignore[no-untyped-def]
+def images_to_unit(images: Any) -> Any:
     """uint8 grey levels → float32 in [-1, 1] (``x / 127.5 - 1``); numpy or torch."""
     if hasattr(images, "detach"):
         return images.float() / 127.5 - 1.0
     return (np.asarray(images, dtype=np.float32) / 127.5 - 1.0).astype(np.float32)
 
 
-def unit_to_images(x):  # type: ignore[no-untyped-def]
+def unit_to_images(x: Any) -> Any:
     """Floats in [-1, 1] → uint8 grey levels (clipped and rounded, as the pipeline); numpy or torch."""
     if hasattr(x, "detach"):
         import torch

@@ -214,7 +214,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise InvalidInput(f"{path}: unknown backup format {manifest.get('format')!r}")
-    return manifest  # type: ignore[no-any-return]
+    return manifest
 
 
 def verify(folder: Path) -> dict[str, Any]:

@@ -300,7 +300,7 @@ class FsspecBlobStore(BlobStore):
 
     def open(self, key: str) -> IO[bytes]:
         try:
-            return self.fs.open(self._path(key), "rb")  # type: ignore[no-any-return]
+            return self.fs.open(self._path(key), "rb")
         except FileNotFoundError:
             raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,10 +38,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-try:
+if sys.platform == "win32":  # no fcntl: the writers of one process are still ordered
+    fcntl = None
+else:
     import fcntl
-except ImportError:  # Windows: writers of one process are still ordered
-    fcntl = None  # type: ignore[assignment]
 
 from encore.errors import ConfigurationError
 
@@ -214,7 +215,8 @@ class WriterLock:
 
     def _file(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # type: ignore[arg-type]
+            assert self.path is not None  # callers check it first
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         return self._fd
 
     def acquire(self, timeout: float) -> bool:

@@ -121,5 +121,5 @@ def running_s3_server(log: Path | None = None) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if log:
-            out.close()  # type: ignore[union-attr]
+        if not isinstance(out, int):  # a log file, not subprocess.DEVNULL
+            out.close()

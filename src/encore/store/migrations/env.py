@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 import encore.store.models  # noqa: F401  (registers the tables)
 from encore.store.base import Base
@@ -25,7 +26,7 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, **MIGRATION_OPTIONS)
     with context.begin_transaction():
         context.run_migrations()
@@ -33,7 +34,7 @@ def _run(connection: object) -> None:
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
-    if connection is not None:
+    if isinstance(connection, Connection):
         _run(connection)
         return
     url = config.get_main_option("sqlalchemy.url")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -250,7 +251,7 @@ class Rating(Base):
 
     @stars.inplace.expression
     @classmethod
-    def _stars_expression(cls) -> sa.ColumnElement[float]:
+    def _stars_expression(cls) -> sa.ColumnElement[float | Decimal]:
         return sa.cast(cls.half_stars, sa.Float) / 2.0
 
     @stars.inplace.setter
