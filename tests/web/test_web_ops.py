@@ -163,3 +163,32 @@ def test_job_durations_from_postgresql(tmp_path) -> None:
         assert samples[("encore_job_duration_seconds_bucket", "5")] == 2
         assert samples[("encore_job_duration_seconds_bucket", "+Inf")] == 3
         ctx.engine.dispose()
+
+
+def test_a_worker_log_line_names_its_job(tmp_path, caplog) -> None:
+    """Outside a request, the lines a job logs carry "job-<id>"."""
+    from encore.jobs import job_handler, run_job
+    from encore.jobs.registry import unregister_handler
+    from encore.store import enqueue_job
+    from encore.store.db import make_engine, session_scope, upgrade
+
+    logs.install()  # what every encore command does at start (cli.main)
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+
+    @job_handler("log_something")
+    def log_something(ctx) -> None:  # noqa: ANN001
+        logging.getLogger("encore.test_job").info("working")
+
+    try:
+        with session_scope(engine) as s:
+            job_id = enqueue_job(s, "log_something", {}).id
+        with caplog.at_level(logging.INFO):
+            run_job(engine, job_id, heartbeat_seconds=5)
+        line = next(r for r in caplog.records if r.getMessage() == "working")
+        assert line.request_id == f"job-{job_id}"
+        assert logs.request_id.get() == "-"
+    finally:
+        unregister_handler("log_something")
+        engine.dispose()

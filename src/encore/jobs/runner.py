@@ -276,6 +276,27 @@ def run_job(
         ``done`` or ``failed`` for a job this call ran; the current status for a job it
         did not run; ``None`` if the job does not exist or this attempt was superseded.
     """
+    from encore import logs
+
+    # A worker's log lines name the job they belong to ("job-<id>"); in immediate mode the
+    # job runs inside a web request and keeps that request's id.
+    token = logs.request_id.set(f"job-{job_id}") if logs.request_id.get() == "-" else None
+    try:
+        return _run_job(bind, job_id, worker_id=worker_id, settings=settings,
+                        heartbeat_seconds=heartbeat_seconds)
+    finally:
+        if token is not None:
+            logs.request_id.reset(token)
+
+
+def _run_job(
+    bind: Bind,
+    job_id: int,
+    *,
+    worker_id: str | None,
+    settings: Settings | None,
+    heartbeat_seconds: float,
+) -> JobStatus | None:
     engine = engine_of(bind)
     worker_id = worker_id or default_worker_id()
     claim = _claim(engine, job_id, worker_id)
