@@ -113,6 +113,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse, special, stats
 from scipy.cluster.vq import kmeans2
+from scipy.sparse.linalg import eigsh
 
 from encore.errors import InvalidInput
 from encore.feedback.config import DEFAULT_CONFIG, FeedbackConfig
@@ -686,13 +687,19 @@ def _taste_clusters(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, eligible: np.
     mean_u = np.bincount(ri, u, n_raters) / np.maximum(np.bincount(ri, minlength=n_raters), 1)
     o = (u - mean_u[ri])[keep]
     mat = sparse.csr_matrix((o, (cj[keep], pos[ri[keep]])), shape=(n_clips, members.size))
-    sim = (mat.T @ mat).toarray()
-    norm = np.sqrt(np.maximum(np.diag(sim).copy(), 1e-12))
-    np.fill_diagonal(sim, 0.0)
-    sim /= np.outer(norm, norm)
+    gram = sparse.csr_matrix(mat.T @ mat)  # sparse: raters share clips with few others
+    inv_norm = sparse.diags(1.0 / np.sqrt(np.maximum(gram.diagonal(), 1e-12)))
+    gram.setdiag(0.0)
+    gram.eliminate_zeros()
+    sim = sparse.csr_matrix(inv_norm @ gram @ inv_norm)
     dims = min(n_clusters, members.size - 1)
-    values, vectors = np.linalg.eigh(sim)
-    emb = vectors[:, -dims:] * np.sqrt(np.maximum(values[-dims:], 0.0))
+    if members.size <= 200:
+        values, vectors = np.linalg.eigh(sim.toarray())
+        values, vectors = values[-dims:], vectors[:, -dims:]
+    else:  # Lanczos on the sparse matrix: O(ratings), not O(raters³)
+        start = np.random.default_rng(0).normal(size=members.size)
+        values, vectors = eigsh(sim, k=dims, which="LA", v0=start)
+    emb = vectors * np.sqrt(np.maximum(values, 0.0))
     length = np.linalg.norm(emb, axis=1)
     linked = length > 1e-9
     if linked.sum() < 2 * n_clusters:
@@ -702,13 +709,14 @@ def _taste_clusters(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, eligible: np.
     with warnings.catch_warnings():  # an empty cluster only means fewer tastes than clusters
         warnings.simplefilter("ignore")
         _, lab = kmeans2(unit, n_clusters, minit="++", seed=0, iter=50)
+    keep = np.flatnonzero(linked)
     lab = _merge_alike(np.unique(lab, return_inverse=True)[1].reshape(-1),
-                       sim[np.ix_(linked, linked)], merge_ratio)
+                       sparse.csr_matrix(sim[keep][:, keep]), merge_ratio)
     labels[members[linked]] = lab
     return labels
 
 
-def _merge_alike(lab: np.ndarray, sim: np.ndarray, ratio: float) -> np.ndarray:
+def _merge_alike(lab: np.ndarray, sim: sparse.csr_matrix, ratio: float) -> np.ndarray:
     """Merge clusters that agree with each other nearly as much as within themselves.
 
     k-means splits one taste into several clusters when there are fewer tastes than
@@ -721,7 +729,7 @@ def _merge_alike(lab: np.ndarray, sim: np.ndarray, ratio: float) -> np.ndarray:
         if k < 2:
             return lab
         onehot = np.eye(k)[lab]
-        total = onehot.T @ sim @ onehot
+        total = onehot.T @ np.asarray(sim @ onehot)
         sizes = onehot.sum(axis=0)
         pairs = np.outer(sizes, sizes) - np.diag(sizes)  # within: ordered pairs i != j
         mean = total / np.maximum(pairs, 1)
@@ -951,8 +959,10 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
     p_listen = None
     if var_l > 0:
         col = listened - listened.mean()
-        alone = _f_test(u, np.column_stack([np.ones(n), col]))
-        p_listen = None if alone is None else alone.p_value
+        if base["median_listen"] <= config.low_listen_fraction and max(
+                base["top_share"], base["modal_share"]) >= config.saturation_share:
+            alone = _f_test(u, np.column_stack([np.ones(n), col]))  # rule A's exemption
+            p_listen = None if alone is None else alone.p_value
         scale = min(1.0, 4 * var_l / wit.listen_var_ref) if wit.listen_var_ref > 0 else 1.0
         blocks.append(([col], wit.listen_rho2 * scale))
     cols: list[np.ndarray] = []
@@ -1024,9 +1034,12 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
     if dummies is not None and dummies.shape[1]:
         group = _f_test(u, np.column_stack([x, dummies]))
     # consistency (for the weight): the residual SD of the richest model, every witness in
-    richest_x = np.column_stack([np.ones(n), *[c for bcols, _ in blocks for c in bcols],
-                                 *([] if dummies is None else [dummies])])
-    richest = _f_test(u, richest_x) or group or taste
+    if best[0] == len(blocks):
+        richest = group or taste
+    else:
+        richest_x = np.column_stack([np.ones(n), *[c for bcols, _ in blocks for c in bcols],
+                                     *([] if dummies is None else [dummies])])
+        richest = _f_test(u, richest_x) or group or taste
     return _Evidence(
         **base,
         p_taste=None if taste is None else taste.p_value,
@@ -1063,9 +1076,11 @@ def _decide(ev: _Evidence, config: FeedbackConfig) -> _Verdict:
     # taste would have been seen
     tested = [p for p in (ev.p_taste, ev.p_group) if p is not None]
     if not tested:
+        why = ("all ratings identical" if ev.modal_share >= 1.0 else
+               "nothing to test the ratings against (listening that never varies, no clip "
+               "shared with raters of a taste)")
         return _Verdict((), ev.median_listen, None, ev.sigma_c if ev.sigma_c is not None
-                        else ev.sigma,
-                        note="not judged: ratings too uniform for the association test")
+                        else ev.sigma, note=f"not judged: {why}")
     p_min = float(min(tested))
     if p_min < config.qc_alpha:
         return _Verdict((), ev.median_listen, p_min, ev.sigma_c)
@@ -1087,8 +1102,8 @@ def _power(r2: float | None, df: tuple[int, int] | None, alpha: float, n: int) -
         return 0.0
     r2 = min(r2, 0.999)
     df_model, df_resid = df
-    f_crit = float(stats.f.isf(alpha, df_model, df_resid))
-    return float(stats.ncf.sf(f_crit, df_model, df_resid, r2 / (1 - r2) * n))
+    f_crit = float(special.fdtri(df_model, df_resid, 1.0 - alpha))
+    return float(1.0 - special.ncfdtr(df_model, df_resid, r2 / (1 - r2) * n, f_crit))
 
 
 def _group_dummies(groups: np.ndarray) -> np.ndarray:
