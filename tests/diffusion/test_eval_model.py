@@ -84,7 +84,7 @@ def test_compare_samplers_pairs_settings_on_the_same_clips(tiny_model) -> None:
     assert configs[1] == SamplerConfig("dpmpp", 2, 3)
     rows, _, fd_real = compare_samplers(
         tiny_model, heldout=Crops(16, seed=2), train=Crops(12, seed=3), configs=configs, n=6,
-        strength=0.5, precision="fp32", resamples=20)
+        strength=0.5, precision="fp32", resamples=8)
     assert fd_real > 0 and len(rows) == 9
     by = {(r.config.label, r.task): r for r in rows}
     first, same = by[("ddim-4 / merge ddim-4", "vary")], rows[6 + 1]
