@@ -95,8 +95,9 @@ Quality control (DESIGN §3)
     At most three taste clusters (the shipped population's three groups; two opposed groups
     fit in them), merged while two clusters agree with each other at least half as much as
     within themselves: splitting one taste needlessly halves the raters behind each
-    consensus and costs the test degrees of freedom (with one taste and no merging, random
-    raters at ~25 ratings over ~4 raters per clip were caught 38/50 instead of 47/50).
+    consensus and costs the test degrees of freedom (with one taste, random raters at ~25
+    ratings over ~4 raters per clip were caught 38/50 without merging, 47/50 with it; since
+    rule B picks the witnesses that maximise its power, 50/50 either way).
 ``qc_min_reliability = 0.05``
     A cluster's consensus enters a rater's test only where it tracks a typical member's taste
     with reliability ≥ 0.05 on that rater's clips (share covered × V/(V + e²)); columns that
