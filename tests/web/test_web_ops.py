@@ -178,7 +178,7 @@ def test_a_worker_log_line_names_its_job(tmp_path, caplog) -> None:
     engine = make_engine(url)
 
     @job_handler("log_something")
-    def log_something(ctx) -> None:  # noqa: ANN001
+    def log_something(ctx) -> None:
         logging.getLogger("encore.test_job").info("working")
 
     try:
@@ -192,3 +192,27 @@ def test_a_worker_log_line_names_its_job(tmp_path, caplog) -> None:
     finally:
         unregister_handler("log_something")
         engine.dispose()
+
+
+def test_metrics_of_several_web_processes_add_up(tmp_path) -> None:
+    """`encore serve --web-workers 2` with PROMETHEUS_MULTIPROC_DIR: one scrape counts the
+    requests of both processes."""
+    import httpx
+
+    from encore.web.bench import _tiny_models
+    from encore.web.liveserver import LiveServer
+
+    base, sim = _tiny_models(tmp_path / "models")
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(prom), "ENCORE_BASE_MODEL_DIR": str(base),
+           "ENCORE_SIMILARITY_MODEL_DIR": str(sim)}
+    with LiveServer(tmp_path / "var", env=env, workers=False, args=("--web-workers", "2")) as s:
+        for _ in range(40):
+            with httpx.Client(base_url=s.url) as client:  # a new connection each time
+                assert client.get("/healthz").status_code == 200
+        samples = _samples(httpx.get(s.url + "/metrics").text)
+    key = ("encore_http_requests_total", (("method", "GET"), ("route", "/healthz"), ("status", "200")))
+    assert samples[key] == 40
+    pids = {p.name.rsplit("_", 1)[-1] for p in prom.glob("counter_*.db")}
+    assert len(pids) == 2, pids  # both processes answered some of them
