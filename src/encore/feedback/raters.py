@@ -61,7 +61,13 @@ B. **A spread of ratings that nothing explains, where an honest rater's taste wo
    sign and each cluster has its own, and the rater's own cluster need not be known (its
    ratings choose nothing, so the test stays exact under the null). A cluster column enters
    only where it could track a typical member's taste on these clips (reliability below,
-   ≥ ``qc_min_reliability``). Two F-tests against ``u ~ 1``, without and with per-group
+   ≥ ``qc_min_reliability``). With ``clip_features``, each cluster's taste model (a ridge
+   regression of its other raters' mean-centred ratings on the features' first
+   ``qc_feature_dims`` principal components) predicts every clip and is one more witness;
+   where the data hold a rater's repeated ratings of a clip, the other rating is one too
+   (test–retest). The witnesses enter in blocks, the most reliable first, up to the number
+   that gives the test the most power (chosen from the ratings' spread and the witnesses,
+   never from their association). Two F-tests against ``u ~ 1``, without and with per-group
    offsets (clip groups with ≥ 2 of the rater's ratings: input song, genre), must both give
    p ≥ ``qc_alpha``.
    **Absence of evidence is not evidence**: the rater is flagged only if a typical honest
@@ -74,9 +80,10 @@ B. **A spread of ratings that nothing explains, where an honest rater's taste wo
    rater's listening varies less than a quarter of the median rater's; cluster c: the share
    of the rater's clips it covers × ``V_c / (V_c + e²)`` (V_c the spread of the cluster's
    true quality, e² the consensus' mean error variance there), weighted by the cluster's
-   share of raters; conditionally independent witnesses add their signal-to-error ratios
-   ``ρ²/(1 − ρ²)``. The expected ``R² = taste share × ρ²_joint`` gives the power (noncentral
-   F, λ = n·R²/(1 − R²)). So a random rater (uniform stars, spread 1.3 stars, nothing
+   share of raters; a taste model: its pooled leave-one-out R² over the pooled taste share;
+   a retest: the share of clips rated twice × the rater's taste share. Conditionally
+   independent witnesses add their signal-to-error ratios ``ρ²/(1 − ρ²)``, and the expected
+   ``R² = taste share × ρ²_joint`` gives the power (noncentral F, λ = n·R²/(1 − R²)). So a random rater (uniform stars, spread 1.3 stars, nothing
    explains it) is judged and flagged, while an honest rater who heard clips of little
    varied appeal, or who dislikes most clips (ratings barely spread, listening at the unlock
    point), is "not judged" (with a note) rather than flagged for what nobody could see.
@@ -95,12 +102,13 @@ Known limits: an adversary who fakes listening that follows its ratings, or rate
 of a cluster's consensus, looks like a taste and is not flagged; a coordinated group that
 rates alike forms its own taste cluster and vouches for itself; a rater who gives random
 ratings after always listening to the unlock point leaves only the cluster consensus to judge
-them, which on clips with 1–3 raters rarely has the power to. A rater who gives 1 star to
-(nearly) everything after minimal listening is consistent and is not flagged (the
-``min_listen`` adversary with a fixed 1 star among them); after bias correction such ratings
-pull their clips' estimates towards the average, not down. Trap clips with known quality and rate limits per
-account (services) are the defences there. Verdicts are not permanent: the services re-run
-:func:`assess_raters` on all ratings, so more evidence can clear a rater.
+them, which on clips with 1–3 raters rarely has the power to (``clip_features`` do). Trap
+clips with known quality and rate limits per account (services) are the defences there. A
+rater who gives 1 star to (nearly) everything after minimal listening is consistent and is
+not flagged (the ``min_listen`` adversary with a fixed 1 star among them); after bias
+correction such ratings pull their clips' estimates towards the average, not down. Verdicts
+are not permanent: the services re-run :func:`assess_raters` on all ratings, so more evidence
+can clear a rater.
 """
 
 from __future__ import annotations
