@@ -180,3 +180,20 @@ def test_cuda_is_refused_with_its_name_where_there_is_none() -> None:
         pytest.skip("this machine has CUDA")
     with pytest.raises(ConfigurationError, match="cuda"):
         pick_device("cuda")
+
+
+def test_requests_of_different_songs_share_one_batch(tiny_model_dir) -> None:
+    engine = Engine(tiny_model_dir, device="cpu", precision="fp32")
+    sr = engine.sample_rate
+    t = np.arange(int(3 * sr)) / sr
+    songs = [(0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32) for f in (220.0, 330.0)]
+    clips = engine.vary_songs(songs, 0.5, [7, 8], 6, seconds=1.0, sampler="dpmpp",
+                              input_ids=["a", "b"])
+    for song, seed, clip, name in zip(songs, (7, 8), clips, ("a", "b"), strict=True):
+        alone = engine.vary(song, 0.5, seed, 6, seconds=1.0, sampler="dpmpp", input_id=name)
+        assert np.abs(clip.image.astype(int) - alone.image.astype(int)).max() <= 1
+        assert clip.params["input_ids"] == alone.params["input_ids"] == [name]
+        assert clip.params["offsets"] == alone.params["offsets"]
+        assert clip.params["seed"] == seed
+    with pytest.raises(InvalidInput, match="1 seeds for 2 songs"):
+        engine.vary_songs(songs, 0.5, [1])

@@ -397,6 +397,57 @@ class Engine:
         )
         return self._clips(result, seconds, frames, offsets=[used])
 
+    def vary_songs(
+        self,
+        audios: Sequence[AudioInput],
+        strength: float = 0.7,
+        seeds: Sequence[int] = (0,),
+        steps: int | None = None,
+        *,
+        seconds: float = 5.9,
+        eta: float = 0.0,
+        offsets: Sequence[float | None] | None = None,
+        input_ids: Sequence[str] = (),
+        progress: Progress | None = None,
+        sampler: str | None = None,
+    ) -> list[Clip]:
+        """Variations of several songs (e.g. several listeners' requests) in one UNet batch.
+
+        Item ``i`` varies ``audios[i]`` with ``seeds[i]``; strength, steps, sampler and length
+        are shared (requests that differ in them cannot share a batch). Each clip equals
+        ``vary(audios[i], strength, seeds[i], ...)`` made alone to within the batched
+        convolutions' rounding; its ``params["offsets"]`` and ``input_ids`` are its own song's.
+        """
+        if len(audios) != len(seeds):
+            raise InvalidInput(f"got {len(seeds)} seeds for {len(audios)} songs")
+        if not (isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0):
+            raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+        offs = list(offsets) if offsets is not None else [None] * len(audios)
+        ids = list(input_ids) if input_ids else [""] * len(audios)
+        if len(offs) != len(audios) or len(ids) != len(audios):
+            raise InvalidInput(f"offsets and input_ids need one entry per song ({len(audios)})")
+        steps, sampler = self._solver(steps, sampler)
+        frames, _ = self.canvas(seconds)
+        pairs = [self.song_image(a, seconds, offset=o) for a, o in zip(audios, offs, strict=True)]
+        images = torch.from_numpy(np.stack([img[None] for img, _ in pairs]))
+        result = sampling.vary(
+            self.model,
+            images,
+            strength=float(strength),
+            seed=list(seeds),
+            steps=steps,
+            eta=eta,
+            precision=self.precision,
+            callback=self._callback(progress),
+            sampler=sampler,
+        )
+        clips = self._clips(result, seconds, frames)
+        return [
+            Clip(c.image, c.audio, c.sample_rate,
+                 {**c.params, "offsets": [used], "input_ids": [i] if i else []})
+            for c, (_, used), i in zip(clips, pairs, ids, strict=True)
+        ]
+
     def vary(
         self,
         audio: AudioInput,
