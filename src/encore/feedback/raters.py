@@ -117,6 +117,7 @@ import logging
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import sparse, special, stats
@@ -954,10 +955,11 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
     if n == 0:
         return _Evidence(0, median_listen, 0.0, float("nan"), 0.0, 0.0, sigma)
     values, counts = np.unique(u, return_counts=True)
-    base = dict(n=n, median_listen=median_listen, modal_share=float(counts.max() / n),
-                modal_value=float(values[np.argmax(counts)]),
-                top_share=float(np.mean(u >= RATING_MAX - 0.5)),
-                bottom_share=float(np.mean(u == RATING_MIN)), sigma=sigma)
+    base: dict[str, Any] = dict(
+        n=n, median_listen=median_listen, modal_share=float(counts.max() / n),
+        modal_value=float(values[np.argmax(counts)]),
+        top_share=float(np.mean(u >= RATING_MAX - 0.5)),
+        bottom_share=float(np.mean(u == RATING_MIN)), sigma=sigma)
     if n < config.qc_min_ratings or counts.size < 2:
         return _Evidence(**base)
 
