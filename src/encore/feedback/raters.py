@@ -265,7 +265,8 @@ class RaterAssessment:
     consistency_sigma : float or None
         σ_c, the residual SD behind the weight (None when the rater was not judged).
     note : str
-        Why a rater was not judged (too few ratings, too little overlap), else empty.
+        Why a rater was not judged (too few ratings, too little evidence either way, nothing
+        to test the ratings against), else empty.
     """
 
     rater_id: Hashable
