@@ -123,6 +123,8 @@ def test_deleting_a_song_deletes_its_blobs_and_keeps_ratings_anonymous(
     assert ada.get(f"/api/songs/{song['id']}").status_code == 404
     assert ada.get("/api/songs").json()["songs"] == []
     assert ada.get(f"/api/deliveries/{delivery}/audio").status_code == 404
+    view = ada.get(f"/api/deliveries/{delivery}").json()
+    assert view["status"] == "failed" and "no longer available" in view["message"]
     with app.state.ctx.reading() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Rating)) == 1  # kept
         assert session.scalar(

@@ -491,7 +491,10 @@ def _view(ctx: ServiceContext, session: Session, delivery: Delivery) -> Delivery
     clip = delivery.clip
     status: DeliveryState
     progress, message = 0.0, None
-    if clip.status is ClipStatus.READY:
+    if clip.status is ClipStatus.READY and not clip.audio_key:
+        # Withdrawn: the listener whose song it was made from deleted the song.
+        status, message = "failed", WITHDRAWN_MESSAGE
+    elif clip.status is ClipStatus.READY:
         status, progress = "ready", 1.0
     elif clip.status is ClipStatus.FAILED:
         status = "failed"
@@ -531,6 +534,7 @@ def _view(ctx: ServiceContext, session: Session, delivery: Delivery) -> Delivery
 
 
 OTHER_LISTENER_LABEL = "Made by another listener from a song like yours."
+WITHDRAWN_MESSAGE = "this music is no longer available: the song it was made from was deleted"
 COLLECTION_LABEL = "Chosen from the collection as close to your song."
 
 
