@@ -379,7 +379,7 @@ class RaterView:
     rating_count: int
 
 
-def assess_raters(ctx: ServiceContext) -> list[RaterView]:
+def list_raters(ctx: ServiceContext) -> list[RaterView]:
     """Stored rater reputations (run :func:`curate` to refresh them), flagged first."""
     with ctx.reading() as session:
         rows = session.execute(

@@ -10,7 +10,7 @@ import csv
 import io
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -38,6 +38,8 @@ class WeightBody(BaseModel):
 class FinetuneBody(BaseModel):
     steps: int | None = Field(default=None, ge=1, le=1_000_000)
     top_n: int | None = Field(default=None, ge=1, le=100_000)
+    # "paper", "dpo" or "kto" (docs/finetune.md); None: ENCORE_FINETUNE_METHOD
+    method: Literal["paper", "dpo", "kto"] | None = None
     settings: dict[str, Any] | None = None
 
 
@@ -73,7 +75,7 @@ def dataset_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
 @router.get("/operator/raters", include_in_schema=False)
 def raters_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
     """Rater quality: weights, biases, and flagged raters with the reasons."""
-    return render(request, "operator/raters.html", user=user, raters=curation.assess_raters(ctx))
+    return render(request, "operator/raters.html", user=user, raters=curation.list_raters(ctx))
 
 
 @router.get("/operator/taste", include_in_schema=False)
@@ -188,7 +190,7 @@ def api_dataset(user: OperatorUser, ctx: CtxDep, include_removed: bool = True) -
 @router.get("/api/operator/raters")
 def api_raters(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
     """Rater assessments, flagged first."""
-    return {"raters": [views.dataclass_json(r) for r in curation.assess_raters(ctx)]}
+    return {"raters": [views.dataclass_json(r) for r in curation.list_raters(ctx)]}
 
 
 @router.get("/api/operator/versions")
@@ -225,6 +227,8 @@ def api_finetune(version_id: int, body: FinetuneBody, user: OperatorUser, ctx: C
     overrides = dict(body.settings or {})
     if body.steps is not None:
         overrides["steps"] = body.steps
+    if body.method is not None:
+        overrides["method"] = body.method
     run = finetune.start_finetune(
         ctx, parent_version_id=version_id, settings=overrides or None, top_n=body.top_n
     )
