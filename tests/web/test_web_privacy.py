@@ -180,3 +180,24 @@ def test_the_data_export_holds_songs_clips_and_ratings(make_app: Callable[..., F
     assert clip == ada.get(f"/api/deliveries/{delivery}/audio").content
     assert "4.5" in zf.read("ratings.csv").decode()
     assert TestClient(app).get("/api/account/export").status_code == 401
+
+
+def test_opting_out_takes_the_songs_clips_out_of_the_data_set(make_app: Callable[..., FastAPI]) -> None:
+    app = make_app(curation_min_ratings=1)
+    ada = _listener(app, "ada")
+    song = upload(ada, song_bytes(1)).json()["song"]
+    _rate(ada, _ask(ada, song["id"])["delivery_id"], 5)
+    from encore.services import curation
+
+    curation.curate(app.state.ctx)
+
+    def active() -> int:
+        with app.state.ctx.reading() as session:
+            return int(session.scalar(sa.select(sa.func.count()).select_from(DatasetEntry)
+                                      .where(DatasetEntry.removed_at.is_(None))))
+
+    assert active() == 1
+    assert ada.post(f"/api/songs/{song['id']}/sharing", json={"shared": False}).status_code == 200
+    assert active() == 0
+    curation.curate(app.state.ctx)  # and it is not admitted again
+    assert active() == 0

@@ -201,6 +201,7 @@ def song_audio(ctx: ServiceContext, *, user: User, song_id: int) -> BlobRef:
 
 DELETED_TITLE = "a deleted song"
 DELETION_DETAIL = "the listener deleted a song it was made from"
+UNSHARED_DETAIL = "the listener stopped sharing a song it was made from"
 
 
 def _forget_song(session: sa.orm.Session, song: Song, now: dt.datetime) -> list[str]:
@@ -271,6 +272,15 @@ def set_shared(ctx: ServiceContext, *, user: User, song_id: int, shared: bool) -
     with ctx.session() as session:
         song = _own_song(session, user, song_id)
         song.shared = bool(shared)
+        if not shared:  # clips already in the data set leave it (their ratings stay)
+            clip_ids = sa.select(ClipInput.clip_id).where(ClipInput.song_id == song.id)
+            session.execute(
+                sa.update(DatasetEntry)
+                .where(DatasetEntry.clip_id.in_(clip_ids), DatasetEntry.removed_at.is_(None))
+                .values(removed_at=utcnow(), removal_reason=RemovalReason.MANUAL,
+                        removal_detail=UNSHARED_DETAIL)
+                .execution_options(synchronize_session=False)
+            )
         return song
 
 
