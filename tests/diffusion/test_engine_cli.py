@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from encore.cli import main
+from encore.config import get_settings
 from encore.diffusion.engine import Engine, canvas_width
 from encore.errors import NotFound
 
@@ -112,7 +113,20 @@ def test_cli_generates_a_clip_and_its_png(
     assert sr == SR and len(audio) == round(1.2 * SR)
     assert 0.9 < np.abs(audio).max() <= 0.95 + 1e-3  # peak-normalised
     assert out.with_suffix(".png").is_file()
-    assert '"seed": 5,' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert '"seed": 5,' in printed
+    assert f'"sampler": "{get_settings().sampler}"' in printed
+
+
+def test_cli_sampler_flag_and_eta_choose_the_solver(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["generate", "--no-progress", "--model", str(tiny_model_dir), "--seconds", "1.0",
+              "--steps", "3"]
+    assert main([*common, "--out", str(tmp_path / "u.wav"), "--sampler", "unipc"]) == 0
+    assert '"sampler": "unipc"' in capsys.readouterr().out
+    assert main([*common, "--out", str(tmp_path / "e.wav"), "--eta", "0.5"]) == 0
+    assert '"sampler": "ddim"' in capsys.readouterr().out  # η > 0 needs DDIM
 
 
 def test_cli_merge_of_two_songs(tiny_model_dir: Path, tmp_path: Path) -> None:

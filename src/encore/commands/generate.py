@@ -41,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--weights", type=float, nargs="+", help="merge weights, one per song")
     p.add_argument("--seconds", type=float, default=None, help="clip length (default 5.9)")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="solver steps (default: ENCORE_INFERENCE_STEPS; merges: ENCORE_MERGE_STEPS)")
+    p.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default=None,
+                   help="solver of generation and variation (default: ENCORE_SAMPLER; ddim "
+                        "when --eta > 0); merges always use DDIM")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (default 0)")
     p.add_argument("--offset", type=float, default=None, help="start of the song window (s)")
@@ -108,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
     from encore.diffusion.engine import Engine, peak_normalise
 
     seconds = args.seconds if args.seconds is not None else settings.clip_seconds
-    steps = args.steps if args.steps is not None else settings.inference_steps
+    merging = len(args.songs) > 1
+    default_steps = settings.merge_steps if merging else settings.inference_steps
+    steps = args.steps if args.steps is not None else default_steps
+    sampler = args.sampler or ("ddim" if args.eta > 0 else settings.sampler)
     strength = args.strength if args.strength is not None else settings.default_strength
     engine = Engine(args.model, device=args.device, precision=args.precision)
     # Decode the songs before the model runs: a bad file fails fast with its name.
@@ -131,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         if kind == "generate":
-            clip = engine.generate(seconds, args.seed, steps, eta=args.eta, progress=progress)
+            clip = engine.generate(seconds, args.seed, steps, eta=args.eta, progress=progress,
+                                   sampler=sampler)
         elif kind == "vary":
             clip = engine.vary(
                 songs[0],
@@ -143,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 offset=args.offset,
                 input_id=str(args.songs[0]),
                 progress=progress,
+                sampler=sampler,
             )
         else:
             clip = engine.merge(
