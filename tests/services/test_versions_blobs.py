@@ -228,3 +228,20 @@ def test_concurrent_first_requests_register_v0_once_on_postgresql(settings: Sett
             c.engine.dispose()
         assert not errors, errors
         assert len(got) == len(ctxs) and len(set(got)) == 1
+
+
+def test_prune_model_cache_keeps_what_is_served(hosts, tiny_models, tmp_path: Path) -> None:
+    _, b = hosts
+    base, _ = tiny_models
+    v0 = versions.ensure_base_version(b)
+    other = tmp_path / "other"
+    shutil.copytree(base, other)
+    (other / "x.txt").write_text("x")
+    v1 = versions.import_version(b, other)
+    cached = {v.id: versions.local_folder(b, v) for v in (v0, v1)}
+    stray = b.settings.resolved_model_cache_dir / ("f" * 64)
+    stray.mkdir()
+    assert versions.prune_model_cache(b) == ["f" * 64]  # v0 active, v1 draft: kept
+    versions.retire_version(b, version_id=v1.id)
+    assert versions.prune_model_cache(b) == [ref_digest(v1.folder)]
+    assert cached[v0.id].is_dir() and not cached[v1.id].exists()

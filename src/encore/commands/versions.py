@@ -47,6 +47,11 @@ def register(subparsers: Any) -> None:
     )
     pur.add_argument("name")
     pur.set_defaults(handler=purge_version)
+    prune = sub.add_parser(
+        "cache-prune",
+        help="delete this host's cached copies of retired or purged versions (ENCORE_MODEL_CACHE_DIR)",
+    )
+    prune.set_defaults(handler=cache_prune)
 
 
 def _shares(rows: list[Any]) -> dict[int, float]:
@@ -140,4 +145,14 @@ def purge_version(args: argparse.Namespace) -> int:
     ctx = service_context(queues=False)
     deleted = versions.purge_version(ctx, version_id=_by_name(ctx, args.name).id)
     print(f"purged the files of {args.name} ({deleted} blobs deleted)")  # noqa: T201
+    return 0
+
+
+def cache_prune(args: argparse.Namespace) -> int:
+    from encore.services import versions
+
+    ctx = service_context(queues=False)
+    removed = versions.prune_model_cache(ctx)
+    print(f"removed {len(removed)} cached version(s) from "  # noqa: T201
+          f"{ctx.settings.resolved_model_cache_dir}")
     return 0

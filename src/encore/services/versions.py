@@ -332,3 +332,29 @@ def purge_version(ctx: ServiceContext, *, version_id: int) -> int:
     shutil.rmtree(ctx.settings.resolved_model_cache_dir / ref_digest(folder), ignore_errors=True)
     logger.info("purged the files of version %s (%d blobs)", version.name, deleted)
     return deleted
+
+
+def prune_model_cache(ctx: ServiceContext) -> list[str]:
+    """Delete this host's cached copies of versions that are no longer served or drafted
+    (retired or purged, or unknown to the database); return the digests removed.
+
+    Safe while workers run: a version that is active or a draft keeps its copy, and a copy
+    removed by mistake is fetched again at its next use.
+    """
+    import shutil
+
+    cache = ctx.settings.resolved_model_cache_dir
+    if not cache.is_dir():
+        return []
+    with ctx.reading() as session:
+        rows = session.execute(sa.select(ModelVersion.folder, ModelVersion.status)).all()
+    keep = {ref_digest(folder) for folder, status in rows
+            if is_blob_ref(folder) and status is not VersionStatus.RETIRED}
+    removed = []
+    for entry in sorted(cache.iterdir()):
+        if entry.is_dir() and not entry.name.startswith(".") and entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    if removed:
+        logger.info("removed %d cached model versions from %s", len(removed), cache)
+    return removed
