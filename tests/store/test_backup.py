@@ -14,13 +14,13 @@ from sqlalchemy.engine import Engine
 from encore.errors import ConfigurationError, Conflict, InvalidInput
 from encore.store import models as m
 from encore.store.backup import backup, restore, verify
-from encore.store.blobs import LocalBlobStore
+from encore.store.blobs import BlobStore, LocalBlobStore
 from encore.store.db import make_engine, session_scope
 
 from ..postgres import migrated_postgres_database
 
 
-def _fill(engine: Engine, blobs: LocalBlobStore, make) -> dict[str, int]:
+def _fill(engine: Engine, blobs: BlobStore, make) -> dict[str, int]:
     with session_scope(engine) as s:
         mk = make(s)
         user = mk.user()
@@ -94,3 +94,20 @@ def test_refusals(sqlite_url: str, make, tmp_path: Path) -> None:
         restore(f"sqlite:///{tmp_path / 't2.db'}", blobs, out)
     with pytest.raises(ConfigurationError, match="same kind"):
         restore("postgresql+psycopg://postgres@127.0.0.1:5432/none", target, out)
+
+
+def test_round_trip_with_blobs_on_s3(sqlite_url: str, make, tmp_path: Path, s3_server) -> None:
+    """The blobs come from one bucket and go back into another (moto's S3 server)."""
+    from encore.store.blobs import make_blob_store
+
+    source = make_blob_store(f"s3://{s3_server.new_bucket()}/encore", **s3_server.storage_options())
+    eng = make_engine(sqlite_url)
+    counts = _fill(eng, source, make)
+    eng.dispose()
+    manifest = backup(sqlite_url, source, tmp_path / "backup")
+    assert {e["key"] for e in manifest["blobs"]} == set(source.list_keys(""))
+    target = make_blob_store(f"s3://{s3_server.new_bucket()}/restored", **s3_server.storage_options())
+    report = restore(f"sqlite:///{tmp_path / 'restored.db'}", target, tmp_path / "backup")
+    assert report.rows["ratings"] == counts["ratings"] == 3
+    assert target.list_keys("") == source.list_keys("")
+    assert all(target.get(k) == source.get(k) for k in source.list_keys(""))
