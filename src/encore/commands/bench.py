@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also time one 2-thread process against two 1-thread ones (generate)")
     parser.add_argument("--legacy", action="store_true",
                         help="also our DDIM loop against diffusers' and by precision (generate)")
+    parser.add_argument("--method", choices=("paper", "dpo", "kto", "all"), default=None,
+                        help="fine-tuning method(s) to time (finetune; default paper)")
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (web)")
     parser.add_argument("--heartbeats", type=int, default=None, metavar="N",
                         help="listening heartbeats per client and phase (web; default 60, 20 with --quick)")

@@ -22,6 +22,12 @@ def register(subparsers: Any) -> None:
             "it with `encore versions activate NAME --weight W`."
         ),
     )
+    p.add_argument("--method", choices=("paper", "dpo", "kto"), default=None,
+                   help="paper: confidence-weighted loss on the top-N dataset clips; dpo: Diffusion-DPO "
+                        "on pairs one listener rated for the same songs; kto: Diffusion-KTO on clips "
+                        "rated above/below the listener's mean (default: ENCORE_FINETUNE_METHOD)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="β of the dpo / kto loss (default: ENCORE_FINETUNE_DPO_BETA / _KTO_BETA)")
     p.add_argument("--parent", default=None,
                    help="version to start from (default: the newest active version)")
     p.add_argument("--top-n", type=int, default=None, help="dataset clips to train on (default 100)")
@@ -40,8 +46,11 @@ def register(subparsers: Any) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = {"steps": "steps", "replay": "replay_fraction", "lr": "lr", "minutes": "max_minutes",
-             "seed": "seed"}
-    return {key: getattr(args, arg) for arg, key in names.items() if getattr(args, arg) is not None}
+             "seed": "seed", "method": "method"}
+    out = {key: getattr(args, arg) for arg, key in names.items() if getattr(args, arg) is not None}
+    if args.beta is not None:  # whichever preference method runs
+        out["dpo_beta"] = out["kto_beta"] = args.beta
+    return out
 
 
 def _parent(ctx: Any, name: str | None) -> Any:
@@ -81,7 +90,10 @@ def run(args: argparse.Namespace) -> int:
     parent = _parent(ctx, args.parent)
     run_row = finetune.start_finetune(ctx, parent_version_id=parent.id, settings=_overrides(args),
                                       top_n=args.top_n, enqueue=not args.wait)
-    print(f"fine-tuning run {run_row.id}: {parent.name} on {len(run_row.training_set)} clips")  # noqa: T201
+    method = run_row.settings.get("method", "paper")
+    unit = {"paper": "clips", "dpo": "preference pairs", "kto": "labelled clips"}[method]
+    tag = "" if method == "paper" else f" ({method})"
+    print(f"fine-tuning run {run_row.id}{tag}: {parent.name} on {len(run_row.training_set)} {unit}")  # noqa: T201
     if not args.wait:
         print(f"queued on the training queue; follow it with `encore finetune --status {run_row.id}`")  # noqa: T201
         return 0
@@ -118,9 +130,8 @@ def _print_view(view: Any) -> None:
         return
     metrics = versions.version_by_name(service_context(queues=False), view.version).metrics
     ft = metrics.get("finetune", {})
-    for key in ("train_clip_loss", "heldout_clip_loss", "replay_loss"):
-        pair = ft.get(key) or {}
-        if pair.get("parent") is not None:
+    for key, pair in ft.items():  # (parent, new) figures: losses; for dpo / kto the rewards too
+        if isinstance(pair, dict) and pair.get("parent") is not None and pair.get("finetuned") is not None:
             print(f"  {key:<18} {pair['parent']:.4f} → {pair['finetuned']:.4f}")  # noqa: T201
     print(f"  steps {ft.get('steps')} of {ft.get('planned_steps')} ({ft.get('stop_reason')}), "  # noqa: T201
           f"best step {ft.get('best_step')}, training {ft.get('wall_seconds')} s, "

@@ -101,6 +101,13 @@ def run_bench(args: argparse.Namespace) -> int:
     from encore.diffusion.finetune_data import parent_replay_set
     from encore.diffusion.folder import build_random_model, load_model_folder
 
+    method = getattr(args, "method", None) or "paper"
+    if method != "paper":  # Diffusion-DPO / -KTO (encore.diffusion.preference_bench); "all": paper first
+        from encore.diffusion.preference_bench import run_preference_bench
+
+        if method == "all":
+            run_bench(argparse.Namespace(**{**vars(args), "method": "paper"}))
+        return run_preference_bench(args)
     settings = get_settings()
     threads = settings.torch_threads or 2
     torch.set_num_threads(threads)

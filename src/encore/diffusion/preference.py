@@ -317,6 +317,7 @@ def preference_finetune(
     forgetting = fixed_heldout_batch(replay_heldout if replay_heldout is not None else replay,
                                      cfg.eval_crops, T, cfg.seed + 13)
     criterion = f"heldout_{pref.method}_loss"
+    reference_errors: dict[Any, torch.Tensor] = {}  # the frozen reference's, once per fixed set
 
     def evaluate(m: torch.nn.Module) -> dict[str, float | None]:
         out_figures: dict[str, float | None] = {}
@@ -325,7 +326,7 @@ def preference_finetune(
                 out_figures[f"{tag}_{pref.method}_loss"] = None
                 continue
             for key, value in figures_of(m, reference, fixed, noise_scheduler, beta=pref.beta,
-                                         use_bf16=bf16).items():
+                                         use_bf16=bf16, cache=reference_errors).items():
                 out_figures[f"{tag}_{key}"] = value
         out_figures["replay_loss"] = (heldout_loss(m, forgetting, noise_scheduler, use_bf16=bf16)
                                       if forgetting is not None else None)

@@ -34,7 +34,7 @@ from encore.audio.mel import MelConfig
 from encore.corpus.dataset import SpectrogramDataset
 from encore.corpus.manifest import load_manifest
 from encore.errors import Conflict, InvalidInput, JobSuperseded, NotFound
-from encore.services import curation, versions
+from encore.services import curation, preferences, versions
 from encore.services.context import ServiceContext
 from encore.store import (
     Clip,
@@ -76,7 +76,11 @@ def default_settings(ctx: ServiceContext) -> dict[str, Any]:
         threads=s.torch_threads,
     )
     return {**cfg.to_dict(), "parent_replay_clips": s.finetune_parent_replay_clips,
-            "eval_clips": s.finetune_eval_clips, "eval_steps": s.finetune_eval_steps}
+            "eval_clips": s.finetune_eval_clips, "eval_steps": s.finetune_eval_steps,
+            # the method, and the preference methods' own settings (encore.diffusion.preference)
+            "method": s.finetune_method, "dpo_beta": s.finetune_dpo_beta, "kto_beta": s.finetune_kto_beta,
+            "replay_weight": s.finetune_preference_replay_weight, "timestep_strength": s.default_strength,
+            "full_range_share": s.finetune_full_range_share, "taste_pair_share": s.finetune_taste_pair_share}
 
 
 def resolve_settings(ctx: ServiceContext, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -95,6 +99,12 @@ def resolve_settings(ctx: ServiceContext, overrides: dict[str, Any] | None) -> d
         raise InvalidInput(f"unknown fine-tuning settings {unknown}; known: {sorted(settings)}")
     settings.update(overrides or {})
     FinetuneConfig.from_dict(settings)  # validates
+    if settings["method"] not in ("paper", "dpo", "kto"):
+        raise InvalidInput(f"method={settings['method']!r} must be paper, dpo or kto")
+    if settings["method"] != "paper":
+        from encore.diffusion.preference import PreferenceConfig  # deferred: torch (web start-up)
+
+        PreferenceConfig.from_dict({**settings, "full_range_share": settings["full_range_share"] or 0.0})
     for key in ("parent_replay_clips", "eval_clips", "eval_steps"):
         if not isinstance(settings[key], int) or settings[key] < (1 if key == "eval_steps" else 0):
             raise InvalidInput(f"{key}={settings[key]!r} must be a whole number >= 0 (eval_steps >= 1)")
@@ -138,14 +148,23 @@ def start_finetune(
     if top_n < 1:
         raise InvalidInput(f"top_n={top_n!r} must be at least 1")
     resolved = resolve_settings(ctx, settings)
-    training_set = curation.dataset_training_set(ctx, top_n=top_n)
-    if not training_set:
-        raise InvalidInput(
-            "the curated dataset is empty: nothing to fine-tune on. Listeners must rate "
-            "clips, then `encore dataset curate` admits the best ones"
-        )
-    if not any(c > 0 for _, c in training_set):
-        raise InvalidInput(f"all {len(training_set)} dataset clips have confidence 0; nothing to learn")
+    method = resolved["method"]
+    if method == "paper":
+        training_set = curation.dataset_training_set(ctx, top_n=top_n)
+        if not training_set:
+            raise InvalidInput(
+                "the curated dataset is empty: nothing to fine-tune on. Listeners must rate "
+                "clips, then `encore dataset curate` admits the best ones"
+            )
+        if not any(c > 0 for _, c in training_set):
+            raise InvalidInput(f"all {len(training_set)} dataset clips have confidence 0; nothing to learn")
+        examples = [{"clip_id": cid, "confidence": round(c, 6)} for cid, c in training_set]
+    else:  # pairs (dpo) or labels (kto) from every counted rating; top_n does not apply
+        examples, counts = preferences.build_examples(ctx, method, taste_share=resolved["taste_pair_share"])
+        resolved["preference_data"] = counts
+        if resolved["full_range_share"] is None:
+            resolved["full_range_share"] = preferences.full_range_share(
+                ctx, preferences.example_clip_ids(method, examples))
     with ctx.session() as session:
         parent = session.get(ModelVersion, parent_version_id)
         if parent is None:
@@ -168,15 +187,16 @@ def start_finetune(
             parent_version_id=parent.id,
             status=TrainingStatus.QUEUED,
             settings={**resolved, "top_n": top_n, **({} if enqueue else {"process": _this_process()})},
-            training_set=[{"clip_id": cid, "confidence": round(c, 6)} for cid, c in training_set],
+            training_set=examples,
         )
         session.add(run)
         session.flush()
         if enqueue:
             job = enqueue_job(session, JOB_KIND, {"run_id": run.id}, queue=QueueName.TRAIN)
             run.job_id = job.id
-        logger.info("fine-tuning run %d of %s on %d clips%s", run.id, parent.name,
-                    len(training_set), " queued" if enqueue else "")
+        logger.info("fine-tuning run %d (%s) of %s on %d %s%s", run.id, method, parent.name, len(examples),
+                    {"paper": "clips", "dpo": "pairs", "kto": "labelled clips"}[method],
+                    " queued" if enqueue else "")
         return run
 
 
@@ -383,7 +403,9 @@ def _train_and_publish(
     t0 = time.monotonic()
     progress(0.01, "loading the model and the clips")
     parent_model = load_model_folder(versions.local_folder(ctx, parent), device=ctx.settings.device)
-    clip_ids, images, weights = load_clip_images(ctx, training_set)
+    method = str(settings.get("method", "paper"))
+    if method == "paper":
+        clip_ids, images, weights = load_clip_images(ctx, training_set)
     width = int(cfg.width or parent_model.mel_config.x_res)
     corpus, no_corpus_reason = corpus_data(ctx, parent_model.mel_config, cfg.seed, width)
 
@@ -414,17 +436,24 @@ def _train_and_publish(
     out = model_dir(ctx, run_id)
     with ctx.reading() as session:
         predicted_name = versions.next_version_name(session)
-    result = finetune(
-        parent_model, list(zip(images, weights, strict=True)), cfg=cfg, out_dir=work_dir(ctx, run_id),
-        replay=replay, replay_heldout=replay_heldout, clip_ids=clip_ids, model_dir=out,
-        name=predicted_name, parent_name=parent.name,
-        record={"run_id": run_id, "replay_source": replay_source}, resume=True, progress=on_train,
-    )
+    record = {"run_id": run_id, "replay_source": replay_source}
+    if method == "paper":
+        result = finetune(
+            parent_model, list(zip(images, weights, strict=True)), cfg=cfg, out_dir=work_dir(ctx, run_id),
+            replay=replay, replay_heldout=replay_heldout, clip_ids=clip_ids, model_dir=out,
+            name=predicted_name, parent_name=parent.name, record=record, resume=True, progress=on_train,
+        )
+    else:  # Diffusion-DPO / Diffusion-KTO on the run's pairs or labels
+        result = preferences.train(
+            ctx, parent_model, training_set, settings, replay=replay, replay_heldout=replay_heldout,
+            out_dir=work_dir(ctx, run_id), model_dir=out, name=predicted_name, parent_name=parent.name,
+            record=record, progress=on_train,
+        )
     curve = [_jsonable_row(r) for r in result.loss_curve]
     _set_run(ctx, run_id, loss_curve=curve, training_set=list(result.training_set),
              progress=TRAIN_SHARE)
 
-    metrics: dict[str, Any] = {"finetune": result.summary(), "replay_source": replay_source}
+    metrics: dict[str, Any] = {"method": method, "finetune": result.summary(), "replay_source": replay_source}
     eval_clips = int(settings.get("eval_clips", 0))
     if eval_clips <= 0:
         metrics["eval_skipped"] = "eval_clips=0"
@@ -446,8 +475,10 @@ def _train_and_publish(
         version = versions.register_version(
             session, folder=stored, parent_id=parent.id, metrics=metrics,
             taste_selection=ctx.settings.taste_selection_new_versions,
-            notes=f"fine-tuned from {parent.name} on {sum(e['role'] == 'train' for e in result.training_set)} "
-                  f"clips (run {run_id}, {result.steps} steps, {result.stop_reason})",
+            notes=f"fine-tuned{'' if method == 'paper' else f' ({method})'} from {parent.name} on "
+                  f"{sum(e['role'] == 'train' for e in result.training_set)} "
+                  f"{ {'paper': 'clips', 'dpo': 'pairs', 'kto': 'labelled clips'}[method]} "
+                  f"(run {run_id}, {result.steps} steps, {result.stop_reason})",
         )
         parent_row = session.get(ModelVersion, parent.id)
         if parent_row is not None and "parent_eval" in metrics and "eval" not in (parent_row.metrics or {}):

@@ -452,14 +452,27 @@ def _errors(model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: to
     return torch.cat(out)
 
 
+def _reference_errors(reference: torch.nn.Module, x0: torch.Tensor, fixed: Any, noise_scheduler: Any,
+                      use_bf16: bool, cache: dict[Any, torch.Tensor] | None) -> torch.Tensor:
+    """The frozen reference's errors on fixed crops, computed once per set when ``cache`` is given."""
+    key = (id(fixed), id(x0))
+    if cache is not None and key in cache:
+        return cache[key]
+    errors = _errors(reference, x0, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    if cache is not None:
+        cache[key] = errors
+    return errors
+
+
 def pair_figures(model: torch.nn.Module, reference: torch.nn.Module, fixed: FixedPairs, noise_scheduler: Any,
-                 *, beta: float, use_bf16: bool) -> dict[str, float]:
+                 *, beta: float, use_bf16: bool, cache: dict[Any, torch.Tensor] | None = None) -> dict[str, float]:
     """On fixed pairs: the DPO loss, the mean (weighted) implicit-reward margin ``r_w − r_l``,
-    the share of pairs with a positive margin, and the winners' and losers' mean rewards."""
+    the share of pairs with a positive margin, and the winners' and losers' mean rewards.
+    ``cache`` (a dict kept by the caller) saves the reference's forward passes after the first."""
     e_w = _errors(model, fixed.winners, fixed.noise, fixed.t, noise_scheduler, use_bf16)
     e_l = _errors(model, fixed.losers, fixed.noise, fixed.t, noise_scheduler, use_bf16)
-    r_w = _errors(reference, fixed.winners, fixed.noise, fixed.t, noise_scheduler, use_bf16)
-    r_l = _errors(reference, fixed.losers, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    r_w = _reference_errors(reference, fixed.winners, fixed, noise_scheduler, use_bf16, cache)
+    r_l = _reference_errors(reference, fixed.losers, fixed, noise_scheduler, use_bf16, cache)
     loss, margin = dpo_loss(e_w, r_w, e_l, r_l, beta, fixed.weights)
     return {"dpo_loss": float(loss), "margin": float(_weighted_mean(margin, fixed.weights)),
             "accuracy": float(_weighted_mean((margin > 0).float(), fixed.weights)),
@@ -468,10 +481,10 @@ def pair_figures(model: torch.nn.Module, reference: torch.nn.Module, fixed: Fixe
 
 
 def label_figures(model: torch.nn.Module, reference: torch.nn.Module, fixed: FixedLabels, noise_scheduler: Any,
-                  *, beta: float, use_bf16: bool) -> dict[str, float]:
+                  *, beta: float, use_bf16: bool, cache: dict[Any, torch.Tensor] | None = None) -> dict[str, float]:
     """On fixed labelled crops: the KTO loss and the mean implicit rewards of each kind."""
     e = _errors(model, fixed.images, fixed.noise, fixed.t, noise_scheduler, use_bf16)
-    ref = _errors(reference, fixed.images, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    ref = _reference_errors(reference, fixed.images, fixed, noise_scheduler, use_bf16, cache)
     loss, reward, _ = kto_loss(e, ref, fixed.desirable, beta, fixed.weights)
     good = fixed.desirable.bool()
     out = {"kto_loss": float(loss)}
