@@ -102,11 +102,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from encore.diffusion.folder import build_random_model, load_model_folder
 
     method = getattr(args, "method", None) or "paper"
-    if method != "paper":  # Diffusion-DPO / -KTO (encore.diffusion.preference_bench); "all": paper first
+    if method != "paper":  # dpo, kto, or all three on the same clips: encore.diffusion.preference_bench
         from encore.diffusion.preference_bench import run_preference_bench
 
-        if method == "all":
-            run_bench(argparse.Namespace(**{**vars(args), "method": "paper"}))
         return run_preference_bench(args)
     settings = get_settings()
     threads = settings.torch_threads or 2

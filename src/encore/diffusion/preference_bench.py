@@ -69,7 +69,14 @@ def run_preference_bench(args: argparse.Namespace) -> int:
     corpus = settings.corpus_dir if settings.corpus_dir and (Path(settings.corpus_dir) / "manifest.jsonl").is_file() else None
     print(f"parent: {model_dir} ({parent.denoiser.num_parameters() / 1e6:.2f} M parameters); corpus: "
           f"{corpus or 'none'}; torch threads {threads}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    clips, _, what = _cached_clips(Path(settings.data_dir) / "bench-finetune", parent, model_dir, corpus)
+    if args.quick and corpus is not None:  # real music, nothing generated: corpus slices as clips
+        from encore.audio.mel import unit_to_images
+        from encore.diffusion.finetune_bench import _held_out_slices
+
+        slices, what = _held_out_slices(corpus, parent.mel_config, 100, 0)
+        clips, what = list(unit_to_images(slices[:, 0]).numpy()), f"corpus slices (--quick): {what}"
+    else:
+        clips, _, what = _cached_clips(Path(settings.data_dir) / "bench-finetune", parent, model_dir, corpus)
     pairs, labels = synthetic_preferences(clips)
     print(f"dataset: {len(clips)} clips — {what}; hidden listener prefers a higher band level: "
           f"{len(pairs)} pairs, {sum(lab[1] for lab in labels)} desirable / {sum(not lab[1] for lab in labels)} "
@@ -86,30 +93,52 @@ def run_preference_bench(args: argparse.Namespace) -> int:
         replay = SpectrogramDataset(corpus, split="train", width=width, seed=cfg.seed)
     elif cfg.replay_fraction > 0:
         replay = parent_replay_set(parent, n=settings.finetune_parent_replay_clips, steps=25)
-    methods = ("dpo", "kto") if args.method == "all" else (args.method,)
+    methods = ("paper", "dpo", "kto") if args.method == "all" else (args.method,)
     images = dict(enumerate(clips))
     rows: dict[str, Any] = {}
     for method in methods:
+        if method == "paper":  # the paper's method on the same clips, confidences U(0.2, 1), timed alike
+            from encore.diffusion.finetune import finetune
+
+            out = Path(settings.data_dir) / "bench-finetune" / f"{time.strftime('%Y%m%d-%H%M%S')}-paper"
+            conf = np.random.default_rng(0).uniform(0.2, 1.0, size=len(clips)).round(3).tolist()
+            t0, c0 = time.monotonic(), time.process_time()
+            paper = finetune(parent, list(zip(clips, conf, strict=True)), cfg=cfg, out_dir=out, replay=replay,
+                             replay_heldout=replay_heldout, name="bench")
+            total, cpu = time.monotonic() - t0, time.process_time() - c0
+            print(f"\npaper: {paper.steps} steps ({paper.stop_reason}) in {paper.wall_seconds / 60:.1f} min = "
+                  f"{paper.wall_seconds / max(paper.steps, 1):.2f} s/step; CPU {cpu / max(paper.steps, 1):.2f} "
+                  f"CPU-s/step; iteration with export {total / 60:.1f} min")
+            for key in ("train_clip_loss", "heldout_clip_loss", "replay_loss"):
+                before, after = getattr(paper, key)
+                if before is not None and after is not None:
+                    print(f"  {key:<26} parent {before:.5f} → fine-tuned {after:.5f}")
+            rows["paper"] = {"summary": paper.summary(), "iteration_minutes": round(total / 60, 2),
+                             "cpu_seconds_per_step": round(cpu / max(paper.steps, 1), 3)}
+            continue
         pref = PreferenceConfig(method, dpo_beta=settings.finetune_dpo_beta, kto_beta=settings.finetune_kto_beta,
                                 replay_weight=settings.finetune_preference_replay_weight,
                                 timestep_strength=settings.default_strength,
                                 full_range_share=settings.finetune_full_range_share or 0.0)
         out = Path(settings.data_dir) / "bench-finetune" / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         result = preference_finetune(parent, images, pairs=pairs if method == "dpo" else None,
                                      labels=labels if method == "kto" else None, cfg=cfg, pref=pref,
                                      out_dir=out, replay=replay, replay_heldout=replay_heldout, name="bench")
-        total = time.monotonic() - t0
+        total, cpu = time.monotonic() - t0, time.process_time() - c0
         print(f"\n{method} (β {pref.beta:g}): {result.steps} steps ({result.stop_reason}, best step "
               f"{result.best_step}) in {result.wall_seconds / 60:.1f} min = {result.wall_seconds / max(result.steps, 1):.2f} "
               f"s/step; iteration with export {total / 60:.1f} min "
               f"(≈ {total / max(result.steps, 1) * cfg.steps / 60:.1f} min for {cfg.steps} steps)  "
               "[target ≤ 10 min on 2 cores]")
+        print(f"  CPU time {cpu / 60:.1f} min = {cpu / max(result.steps, 1):.2f} CPU-s/step over {threads} threads "
+              f"(load average now {os.getloadavg()[0]:.1f}: on an idle machine ≈ CPU time / {threads})")
         for key, (before, after) in result.figures.items():
             if before is not None and after is not None:
                 print(f"  {key:<26} parent {before:+.5f} → fine-tuned {after:+.5f}")
         rows[method] = {"summary": result.summary(), "iteration_minutes": round(total / 60, 2),
                         "seconds_per_step": round(result.wall_seconds / max(result.steps, 1), 3),
+                        "cpu_seconds_per_step": round(cpu / max(result.steps, 1), 3),
                         "out": str(out)}
         (out / "bench.json").write_text(json.dumps(rows[method], indent=2) + "\n")
         print(f"  figures: {out / 'bench.json'}")
