@@ -189,6 +189,7 @@ class Settings(BaseSettings):
     storage_quota_bytes: int = Field(2 * 1000**3, ge=0)
     # Audio limits beyond length and size (decoding cost grows with both).
     max_sample_rate: int = Field(96_000, ge=8_000)
+    # Requests for music per listener ("count/seconds"), counted in the database.
     max_channels: int = Field(8, ge=1)
 
     # Sign-in slow-down: after each failed sign-in of one account, the next attempt for that
