@@ -184,12 +184,12 @@ class Settings(BaseSettings):
     # Generation (counted in the database, so across every web process): requests for
     # music still being made per listener, and requests per listener per hour.
     max_pending_generations: int = Field(3, ge=1)
+    # Requests for music per listener ("count/seconds"), counted in the database.
     limit_music_account: str = "30/3600"
     # Bytes of uploaded songs one account may keep (deleted songs free their space).
     storage_quota_bytes: int = Field(2 * 1000**3, ge=0)
     # Audio limits beyond length and size (decoding cost grows with both).
     max_sample_rate: int = Field(96_000, ge=8_000)
-    # Requests for music per listener ("count/seconds"), counted in the database.
     max_channels: int = Field(8, ge=1)
 
     # Sign-in slow-down: after each failed sign-in of one account, the next attempt for that
