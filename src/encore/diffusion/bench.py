@@ -469,8 +469,8 @@ def run_bench(args: argparse.Namespace) -> int:
     for b, tm in tb.items():
         rate = b / tm.median
         print(f"  batch {b}: {tm.median:6.2f} s per batch, {rate:5.2f} clips/s, "
-              f"{rate / threads:5.2f} clips/s per core; x{rate * today:.2f} the clips/s of "
-              f"{base} batch 1 ({1 / today:.2f} clips/s)")
+              f"{rate / threads:5.2f} clips/s per core, CPU {tm.cpu_median / b:5.2f} s per clip; "
+              f"x{rate * today:.2f} the clips/s of {base} batch 1 ({1 / today:.2f} clips/s)")
 
     if getattr(args, "workers", False):
         _workers_section(model, songs[0], {"sampler": sampler, "steps": steps,
