@@ -41,18 +41,12 @@ def test_the_dataset_grew_by_the_update_rule(pilot: PilotResult) -> None:
     assert first.curation["cold_start"] is True and first.dataset_before == 0
     admitted = first.curation["admitted"] + second.curation["admitted"]
     assert admitted
-    # every admitted clip reached the tiny config's 2 ratings (output agreement) ...
+    # every admitted clip reached the tiny config's 2 ratings (output agreement)
     ratings_of = Counter(int(row["clip_id"]) for row in pilot.csv_rows)
     assert all(ratings_of[int(c)] >= 2 for c in admitted)
-    # ... and was rated above the clips of its song(s) on average (bias aside)
-    stars_of: dict[int, list[float]] = {}
-    song_of: dict[int, str] = {}
-    for row in pilot.csv_rows:
-        stars_of.setdefault(int(row["clip_id"]), []).append(float(row["stars"]))
-        song_of[int(row["clip_id"])] = row["input_songs"]
-    for c in admitted:
-        same_song = [s for cid, v in stars_of.items() if song_of[cid] == song_of[int(c)] for s in v]
-        assert sum(stars_of[int(c)]) / len(stars_of[int(c)]) > sum(same_song) / len(same_song)
+    # (that it beat its song's usual rating, rater bias removed, is tested on known ratings
+    # in tests/feedback/test_curation.py and tests/services/test_curation_service.py: the
+    # raters' biases are not in the CSV, so the raw means here cannot check it)
     assert second.curation["cold_start"] is False
     assert second.dataset_after_curation == second.dataset_before + len(second.curation["admitted"])
     assert second.curation["rejected"] + len(second.curation["admitted"]) > 0
