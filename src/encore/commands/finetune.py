@@ -19,7 +19,9 @@ def register(subparsers: Any) -> None:
             "own generations when no corpus is configured). The run is a job on the training "
             "queue (a running `encore serve` or `encore worker --queue train` executes it); with "
             "--wait it runs here, with a progress bar. The result is a draft version: activate "
-            "it with `encore versions activate NAME --weight W`."
+            "it with `encore versions activate NAME --weight W`. --method dpo or kto trains on "
+            "listeners' preferences instead (Diffusion-DPO on pairs, Diffusion-KTO on liked / "
+            "disliked clips; docs/finetune.md)."
         ),
     )
     p.add_argument("--method", choices=("paper", "dpo", "kto"), default=None,
