@@ -400,9 +400,9 @@ def run_bench(args: argparse.Namespace) -> int:
           f"{flops / 1e9:.2f} GFLOP per image")
     print(f"  matmul peak of this machine ({threads} threads): fp32 {peak32:6.1f} GFLOP/s, "
           f"bf16 {peak16:6.1f} GFLOP/s")
-    for b, tb in ((1, t1), (8, t8)):
-        rate = flops * b / tb / 1e9
-        print(f"  batch {b}: {1000 * tb:7.1f} ms per call, {1000 * tb / b:6.1f} ms per image, "
+    for b, secs in ((1, t1), (8, t8)):
+        rate = flops * b / secs / 1e9
+        print(f"  batch {b}: {1000 * secs:7.1f} ms per call, {1000 * secs / b:6.1f} ms per image, "
               f"{rate:6.1f} GFLOP/s = {rate / peak:4.0%} of the {amp or 'fp32'} matmul peak")
 
     # 2. per task, baseline against the chosen setting, end to end
@@ -457,16 +457,16 @@ def run_bench(args: argparse.Namespace) -> int:
 
     # 4. batches
     print(f"\n[4] variations of one song at batch 1, 2, 4, 8 ({chosen}, end to end incl. vocoder)")
-    tb: dict[int, _Timing] = {}
+    batch_times: dict[int, _Timing] = {}
     for b in (1, 2, 4, 8):
         fn = lambda b=b: engine.vary_batch(  # noqa: E731
             songs[0], strength, list(range(b)), steps, seconds=seconds, sampler=sampler)
         fn()
-        tb[b] = _Timing()
+        batch_times[b] = _Timing()
         for _ in range(max(1, reps - 1)):
-            tb[b].add(fn)
+            batch_times[b].add(fn)
     today = te[f"vary {base}"].median
-    for b, tm in tb.items():
+    for b, tm in batch_times.items():
         rate = b / tm.median
         print(f"  batch {b}: {tm.median:6.2f} s per batch, {rate:5.2f} clips/s, "
               f"{rate / threads:5.2f} clips/s per core, CPU {tm.cpu_median / b:5.2f} s per clip; "
