@@ -188,6 +188,11 @@ def test_ab_weights_set_the_version_mix_within_a_binomial_bound(settings, tmp_pa
     v0 = versions.version_by_name(ctx, "v0")
     listener = make_listener()
     song = songs.upload_song(ctx, owner=listener, filename="a.wav", data=song_bytes(4))
+    # No paired deliveries (a pair's second half goes to the other version whatever the
+    # weights) and no pending cap (nothing renders here): the A/B draw alone.
+    settings.pair_share = 0.0
+    settings.max_pending_generations = 10_000
+    settings.limit_music_account = "10000/3600"
     dispatch_only = ServiceContext.from_settings(settings, queues=False, seed=11)
     n = 160
     for w0, w1 in ((1.0, 3.0), (1.0, 1.0)):
