@@ -25,6 +25,7 @@ import io
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,22 +57,21 @@ class TasteConfig:
                 raise InvalidInput(f"TasteConfig.{name}={value!r} must be > 0")
 
 
-@dataclass(frozen=True, eq=False)
 class TasteRatings:
     """Ratings to learn from (parallel arrays, one entry per rating).
 
-    Attributes
+    Parameters
     ----------
-    listener_ids, clip_ids : np.ndarray [shape=(n,)] int
-    stars : np.ndarray [shape=(n,)]
+    listener_ids, clip_ids : array-like [shape=(n,)] int
+    stars : array-like [shape=(n,)]
         1..5.
-    listened : np.ndarray [shape=(n,)]
+    listened : array-like [shape=(n,)]
         Listened fraction of the clip when rated, in [0, 1].
-    weights : np.ndarray [shape=(n,)] or None
+    weights : array-like [shape=(n,)] or None
         Rater weights >= 0 (None: all 1).
-    order : np.ndarray [shape=(n,)] or None
+    order : array-like [shape=(n,)] or None
         Time of each rating (any increasing number); None: the given order.
-    song_keys : np.ndarray [shape=(n,)] or None
+    song_keys : array-like [shape=(n,)] or None
         The request's input songs (a hashable key), for the song-mean baseline.
     """
 
@@ -79,23 +79,32 @@ class TasteRatings:
     clip_ids: np.ndarray
     stars: np.ndarray
     listened: np.ndarray
-    weights: np.ndarray | None = None
-    order: np.ndarray | None = None
-    song_keys: np.ndarray | None = None
+    weights: np.ndarray
+    order: np.ndarray
+    song_keys: np.ndarray
 
-    def __post_init__(self) -> None:
-        n = len(np.asarray(self.stars))
+    def __init__(
+        self,
+        listener_ids: Any,
+        clip_ids: Any,
+        stars: Any,
+        listened: Any,
+        weights: Any = None,
+        order: Any = None,
+        song_keys: Any = None,
+    ) -> None:
+        n = len(np.asarray(stars))
         fields = {
-            "listener_ids": np.asarray(self.listener_ids, dtype=np.int64).reshape(-1),
-            "clip_ids": np.asarray(self.clip_ids, dtype=np.int64).reshape(-1),
-            "stars": np.asarray(self.stars, dtype=np.float64).reshape(-1),
-            "listened": np.asarray(self.listened, dtype=np.float64).reshape(-1),
-            "weights": (np.ones(n) if self.weights is None
-                        else np.asarray(self.weights, dtype=np.float64).reshape(-1)),
-            "order": (np.arange(n, dtype=np.float64) if self.order is None
-                      else np.asarray(self.order, dtype=np.float64).reshape(-1)),
-            "song_keys": (np.zeros(n, dtype=object) if self.song_keys is None
-                          else np.asarray(self.song_keys, dtype=object).reshape(-1)),
+            "listener_ids": np.asarray(listener_ids, dtype=np.int64).reshape(-1),
+            "clip_ids": np.asarray(clip_ids, dtype=np.int64).reshape(-1),
+            "stars": np.asarray(stars, dtype=np.float64).reshape(-1),
+            "listened": np.asarray(listened, dtype=np.float64).reshape(-1),
+            "weights": (np.ones(n) if weights is None
+                        else np.asarray(weights, dtype=np.float64).reshape(-1)),
+            "order": (np.arange(n, dtype=np.float64) if order is None
+                      else np.asarray(order, dtype=np.float64).reshape(-1)),
+            "song_keys": (np.zeros(n, dtype=object) if song_keys is None
+                          else np.asarray(song_keys, dtype=object).reshape(-1)),
         }
         for name, arr in fields.items():
             if arr.shape[0] != n:
@@ -108,16 +117,21 @@ class TasteRatings:
             raise InvalidInput("TasteRatings.listened must be fractions in [0, 1]")
         if n and (np.any(~np.isfinite(fields["weights"])) or fields["weights"].min() < 0):
             raise InvalidInput("TasteRatings.weights must be finite and >= 0")
-        for name, arr in fields.items():
-            object.__setattr__(self, name, arr)
+        self.listener_ids = fields["listener_ids"]
+        self.clip_ids = fields["clip_ids"]
+        self.stars = fields["stars"]
+        self.listened = fields["listened"]
+        self.weights = fields["weights"]
+        self.order = fields["order"]
+        self.song_keys = fields["song_keys"]
 
     def __len__(self) -> int:
         return int(self.stars.shape[0])
 
     def subset(self, mask: np.ndarray) -> TasteRatings:
         return TasteRatings(self.listener_ids[mask], self.clip_ids[mask], self.stars[mask],
-                            self.listened[mask], self.weights[mask],  # type: ignore[index]
-                            self.order[mask], self.song_keys[mask])  # type: ignore[index]
+                            self.listened[mask], self.weights[mask], self.order[mask],
+                            self.song_keys[mask])
 
 
 @dataclass
@@ -295,7 +309,7 @@ class TasteModel:
             "listener_n": np.array([s.n_ratings for s in ls], dtype=np.int64),
         }
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, allow_pickle=False, **arrays)
         return buf.getvalue()
 
     @classmethod
