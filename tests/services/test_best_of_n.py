@@ -50,6 +50,9 @@ def test_v0_renders_n_candidates_in_one_job_and_serves_a_uniform_pick(ctx, liste
         cands = _candidates(session, d)
         assert len(cands) == ctx.settings.best_of_n == 4
         assert len({c.seed for c in cands}) == 4 and len({c.job_id for c in cands}) == 1
+        # the solver is recorded so that each candidate replays exactly
+        assert {c.sampler for c in cands} == {ctx.settings.sampler}
+        assert {c.steps for c in cands} == {ctx.settings.inference_steps}
         assert all(c.status.value == "ready" and c.descriptors for c in cands)
         served = [c for c in cands if c.served]
         assert len(served) == 1 and d.clip_id == served[0].id
@@ -130,3 +133,18 @@ def test_a_pair_serves_the_same_song_seeds_and_strength_from_the_other_version(
         assert [c.strength for c in cb] == pytest.approx([0.8] * len(cb))
         assert ca[0].model_version_id != cb[0].model_version_id
         assert a.pair_version_id == cb[0].model_version_id
+
+
+def test_a_blend_is_one_candidate_rendered_with_ddim_at_the_merge_steps(
+    ctx, make_listener, song_bytes
+):
+    _no_review_or_baseline(ctx)
+    listener = make_listener()
+    a = songs.upload_song(ctx, owner=listener, filename="a.wav", data=song_bytes(31))
+    b = songs.upload_song(ctx, owner=listener, filename="b.wav", data=song_bytes(32))
+    d = music.request_music(ctx, listener=listener, song_ids=[a.id, b.id])
+    with ctx.reading() as session:
+        d = session.get(Delivery, d.id)
+        (clip,) = _candidates(session, d)
+        assert clip.sampler == "ddim" and clip.steps == ctx.settings.merge_steps
+        assert d.selection == "single" and d.propensity == 1.0 and clip.served

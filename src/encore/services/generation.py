@@ -124,7 +124,7 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
         if version is None:
             raise NotFound(f"clip {clip_id} has no model version")
         params = dict(seconds=clip.seconds, steps=clip.steps, eta=clip.eta or 0.0,
-                      strength=clip.strength)
+                      strength=clip.strength, sampler=clip.sampler)
         ids = [c.id for c in group]
         seeds = [int(c.seed or 0) for c in group]
     engine = diffusion_engine(ctx, version)
@@ -137,10 +137,12 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
 
     kwargs = dict(seconds=params["seconds"], steps=params["steps"], eta=params["eta"],
                   progress=on_step)
+    solver = params["sampler"] or "ddim"  # rows from before samplers were recorded
     if not inputs:
-        results = engine.generate_batch(seeds=seeds, **kwargs)
+        results = engine.generate_batch(seeds=seeds, sampler=solver, **kwargs)
     elif len(inputs) == 1:
-        results = engine.vary_batch(inputs[0], strength=params["strength"], seeds=seeds, **kwargs)
+        results = engine.vary_batch(inputs[0], strength=params["strength"], seeds=seeds,
+                                    sampler=solver, **kwargs)
     else:  # a merge is deterministic given its inputs: one candidate
         results = [engine.merge(inputs, weights=weights, seed=seeds[0], **kwargs)]
     progress(0.85, "saving")

@@ -270,7 +270,9 @@ def _new_candidates(
             status=ClipStatus.PENDING,
             model_version_id=version_id,
             seed=seed,
-            steps=ctx.settings.inference_steps,
+            # a blend inverts and decodes with DDIM at its own step count
+            steps=ctx.settings.merge_steps if len(ids) > 1 else ctx.settings.inference_steps,
+            sampler="ddim" if len(ids) > 1 else ctx.settings.sampler,
             strength=strength,
             eta=0.0,
             seconds=ctx.settings.clip_seconds,

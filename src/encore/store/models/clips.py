@@ -51,6 +51,8 @@ class Clip(Base):
     )
     seed: Mapped[int | None] = mapped_column(sa.BigInteger)
     steps: Mapped[int | None]
+    # the solver ("ddim", "dpmpp", "unipc"); merges invert and decode with DDIM
+    sampler: Mapped[str | None] = mapped_column(sa.String(16))
     start_step: Mapped[int | None]
     strength: Mapped[float | None]
     eta: Mapped[float | None]
