@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     # Weight of the plain ε-loss on the replay crops added to the preference loss (the
     # regulariser that keeps the corpus; the paper's fine-tune replays the same share).
     finetune_preference_replay_weight: float = Field(1.0, ge=0.0)
+    # Peak learning rate of dpo / kto runs (a tenth of the paper's): at 1e-4 a DPO run with
+    # β 2000 ranked held-out pairs right but forgot the corpus (+14 % loss in 24 steps); at
+    # 1e-5 it learned the preference with no forgetting (docs/finetune.md, "Measured").
+    finetune_preference_lr: float = Field(1e-5, gt=0)
     # Pairs ranked by the taste model (an unserved best-of-n candidate against the rated
     # served one) are at most this share of a DPO run's pairs: the taste model must not
     # become what the generator learns.

@@ -162,6 +162,7 @@ def test_a_kto_job_publishes_a_version_with_the_method_recorded(ctx, platform) -
                                             "eval_crops": 4, "parent_replay_clips": 2, "eval_steps": 2})
     assert run.settings["method"] == "kto" and run.settings["preference_data"]["labels"] == 8
     assert run.settings["full_range_share"] == 0.0  # every clip is a variation (strength 0.7)
+    assert run.settings["lr"] == ctx.settings.finetune_preference_lr  # the preference methods' default
     finetune.run_finetune(ctx, run.id)
     view = finetune.training_status(ctx, run.id)
     assert view.status == "done" and view.version == "v1"

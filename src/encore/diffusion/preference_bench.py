@@ -19,6 +19,7 @@ and prints one line per method.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -94,6 +95,7 @@ def run_preference_bench(args: argparse.Namespace) -> int:
     elif cfg.replay_fraction > 0:
         replay = parent_replay_set(parent, n=settings.finetune_parent_replay_clips, steps=25)
     methods = ("paper", "dpo", "kto") if args.method == "all" else (args.method,)
+    pref_cfg = dataclasses.replace(cfg, lr=settings.finetune_preference_lr)  # as the job does
     images = dict(enumerate(clips))
     rows: dict[str, Any] = {}
     for method in methods:
@@ -123,13 +125,13 @@ def run_preference_bench(args: argparse.Namespace) -> int:
         out = Path(settings.data_dir) / "bench-finetune" / f"{time.strftime('%Y%m%d-%H%M%S')}-{method}"
         t0, c0 = time.monotonic(), time.process_time()
         result = preference_finetune(parent, images, pairs=pairs if method == "dpo" else None,
-                                     labels=labels if method == "kto" else None, cfg=cfg, pref=pref,
+                                     labels=labels if method == "kto" else None, cfg=pref_cfg, pref=pref,
                                      out_dir=out, replay=replay, replay_heldout=replay_heldout, name="bench")
         total, cpu = time.monotonic() - t0, time.process_time() - c0
         print(f"\n{method} (β {pref.beta:g}): {result.steps} steps ({result.stop_reason}, best step "
               f"{result.best_step}) in {result.wall_seconds / 60:.1f} min = {result.wall_seconds / max(result.steps, 1):.2f} "
               f"s/step; iteration with export {total / 60:.1f} min "
-              f"(≈ {total / max(result.steps, 1) * cfg.steps / 60:.1f} min for {cfg.steps} steps)  "
+              f"(≈ {total / max(result.steps, 1) * cfg.steps / 60:.1f} min for {cfg.steps} steps, lr {pref_cfg.lr:g})  "
               "[target ≤ 10 min on 2 cores]")
         print(f"  CPU time {cpu / 60:.1f} min = {cpu / max(result.steps, 1):.2f} CPU-s/step over {threads} threads "
               f"(load average now {os.getloadavg()[0]:.1f}: on an idle machine ≈ CPU time / {threads})")

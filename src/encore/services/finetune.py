@@ -98,6 +98,8 @@ def resolve_settings(ctx: ServiceContext, overrides: dict[str, Any] | None) -> d
     if unknown:
         raise InvalidInput(f"unknown fine-tuning settings {unknown}; known: {sorted(settings)}")
     settings.update(overrides or {})
+    if settings["method"] != "paper" and "lr" not in (overrides or {}):
+        settings["lr"] = ctx.settings.finetune_preference_lr  # dpo / kto: their own (measured) default
     FinetuneConfig.from_dict(settings)  # validates
     if settings["method"] not in ("paper", "dpo", "kto"):
         raise InvalidInput(f"method={settings['method']!r} must be paper, dpo or kto")
