@@ -150,6 +150,10 @@ def test_finetune_needs_a_dataset_then_publishes_a_version_with_its_curve(
     assert operator.post(f"/api/operator/versions/{v0}/finetune", json={"steps": 0}).status_code == 422
     bad = operator.post(f"/api/operator/versions/{v0}/finetune", json={"settings": {"nope": 1}})
     assert bad.status_code == 422
+    # the method in the body reaches the service: Diffusion-DPO needs pairs of rated clips
+    dpo = operator.post(f"/api/operator/versions/{v0}/finetune", json={"method": "dpo"})
+    assert dpo.status_code == 422 and "no preference pairs" in dpo.json()["error"]["message"]
+    assert operator.post(f"/api/operator/versions/{v0}/finetune", json={"method": "ppo"}).status_code == 422
 
     _rate(listener, ready_delivery, 4.0)
     assert operator.post("/api/operator/curate").json()["admitted"], "cold start admits the clip"
