@@ -88,6 +88,16 @@ class Settings(BaseSettings):
     # vs 0.041) at 40 UNet calls instead of 100.
     merge_steps: int = Field(20, ge=1, le=1000)
     default_strength: float = 0.7
+    # Pieces longer than the canvas (docs/engine.md, "Longer pieces"): a request's length
+    # when it names none, and the longest a listener may ask for (6, 12, 24 or 48 s; longer
+    # pieces cost one window of clip_seconds − overlap per 4.4 s).
+    default_piece_seconds: float = Field(12.0, gt=0)
+    max_piece_seconds: float = Field(48.0, gt=0)
+    # Seconds each window shares with the previous one (fixed while it is sampled, so the
+    # piece continues seamlessly) and the equal-power crossfade that joins their audio
+    # (in the middle of the overlap; none anywhere else inside a piece).
+    piece_overlap_seconds: float = Field(1.5, gt=0)
+    piece_crossfade_seconds: float = Field(0.2, gt=0)
 
     # The loop (DESIGN.md §2).
     baseline_probability: float = Field(0.25, ge=0.0, le=1.0)

@@ -163,6 +163,10 @@ class Engine:
         self.default_sampler: str = settings.sampler
         self.default_steps: int = settings.inference_steps
         self.default_merge_steps: int = settings.merge_steps
+        # pieces longer than the canvas (piece_batch): window, overlap and crossfade lengths
+        self.window_seconds: float = settings.clip_seconds
+        self.overlap_seconds: float = settings.piece_overlap_seconds
+        self.crossfade_seconds: float = settings.piece_crossfade_seconds
 
     def _solver(self, steps: int | None, sampler: str | None) -> tuple[int, str]:
         """The steps and sampler to use (the settings' defaults for None)."""
@@ -540,3 +544,217 @@ class Engine:
             input_ids=tuple(input_ids),
         )
         return self._clips(result, seconds, frames, offsets=[o for _, o in pairs])[0]
+
+    # -- pieces longer than the canvas (encore.diffusion.continuation) ---------------------
+
+    def piece_layout(self, seconds: float, *, loop: bool = False) -> Any:
+        """The windows of a piece of ``seconds`` (None when one canvas holds it).
+
+        A piece up to 1.25 windows long that is not a loop is one (wider) canvas: the UNet
+        is convolutional, and a second window for a few frames would cost a whole window.
+        """
+        from encore.diffusion import continuation
+
+        frames, width = self.canvas(seconds)
+        window = self.canvas(self.window_seconds)[1]
+        if not loop and frames <= 1.25 * window:
+            return None
+        hop = self.mel.hop_length
+        overlap = int(round(self.overlap_seconds * self.sample_rate / hop))
+        overlap = min(max(overlap, 1), window // 2)
+        n = int(round(seconds * self.sample_rate / hop)) if loop else frames
+        return continuation.layout(n, window, overlap, loop=loop)
+
+    def _stretch(self, song: AudioInput, samples: int, offset: float | None) -> tuple[np.ndarray, float]:
+        """``samples`` of the song from ``offset`` (default: its loudest stretch of that
+        length), continuing from the song's beginning when it ends first."""
+        y = self.load_song(song)
+        if y.shape[0] < self.mel.hop_length * 2:
+            raise AudioTooShort(f"song has {y.shape[0]} samples, too short for a spectrogram")
+        if offset is None:
+            from encore.audio.slices import choose_slices
+
+            start = choose_slices(y, sr=self.sample_rate, slice_samples=min(samples, y.shape[0]),
+                                  count=1)[0]
+        else:
+            if not (math.isfinite(offset) and offset >= 0):
+                raise InvalidInput(f"offset={offset!r} must be a non-negative number of seconds")
+            start = int(round(offset * self.sample_rate))
+            if start >= y.shape[0]:
+                raise InvalidInput(
+                    f"offset={offset} s is past the end of the song ({y.shape[0] / self.sample_rate:.2f} s)"
+                )
+        parts, have = [y[start:]], y.shape[0] - start
+        while have < samples:
+            parts.append(y)
+            have += y.shape[0]
+        return np.concatenate(parts)[:samples], start / self.sample_rate
+
+    def piece_batch(
+        self,
+        audio: AudioInput | None,
+        seconds: float,
+        seeds: Sequence[int] = (0,),
+        steps: int | None = None,
+        *,
+        strength: float = 0.7,
+        offset: float | None = None,
+        loop: bool = False,
+        eta: float = 0.0,
+        progress: Progress | None = None,
+        sampler: str | None = None,
+        input_id: str = "",
+        first_windows: np.ndarray | None = None,
+        max_windows: int | None = None,
+    ) -> list[Clip]:
+        """Pieces of any length, one per seed, made window by window (continuation).
+
+        Window 0 is a variation of the song's stretch from ``offset`` (``audio`` None: new
+        music from noise) exactly as :meth:`vary_batch` makes it at the canvas length; window
+        ``k`` varies the song's next stretch with seed ``window_seed(seed, k)`` while the
+        frames it shares with the windows before it are fixed to theirs (inpainting, every
+        sampler), and a loop's last window also fixes its tail to the first window's head.
+        The windows are vocoded one by one and joined with equal-power crossfades
+        (:func:`encore.diffusion.continuation.join_windows`). A piece that one canvas holds
+        is made by :meth:`vary_batch` / :meth:`generate_batch`.
+
+        Parameters
+        ----------
+        first_windows : np.ndarray, optional
+            uint8 ``(len(seeds), H, window)``: window 0 of each piece as already made (e.g.
+            the best-of-n candidate chosen), continued instead of made again.
+        max_windows : int, optional
+            Make only the first windows (a piece's beginning: best-of-n candidates).
+
+        Returns
+        -------
+        list of Clip
+            ``params`` adds ``windows`` (first frame of each), ``window_frames``,
+            ``overlap_frames``, ``crossfade_seconds``, ``loop``, ``seams`` (samples) and
+            ``window_seeds`` (of the first piece); ``seconds`` is the audio's length.
+        """
+        from encore.audio.mel import audio_slice_to_image, images_to_unit, unit_to_images
+        from encore.diffusion import continuation
+
+        if audio is not None and not (
+            isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0
+        ):
+            raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+        lay = self.piece_layout(seconds, loop=loop)
+        if lay is None:
+            if audio is None:
+                clips = self.generate_batch(seconds, seeds, steps, eta=eta, progress=progress,
+                                            sampler=sampler)
+            else:
+                clips = self.vary_batch(audio, strength, seeds, steps, seconds=seconds, eta=eta,
+                                        offset=offset, input_id=input_id, progress=progress,
+                                        sampler=sampler)
+            return [Clip(c.image, c.audio, c.sample_rate, {**c.params, "loop": False,
+                                                           "windows": [0]}) for c in clips]
+        steps, sampler = self._solver(steps, sampler)
+        seeds = [int(s) for s in seeds]
+        batch, hop, window = len(seeds), self.mel.hop_length, lay.window
+        count = lay.windows if max_windows is None else max(1, min(int(max_windows), lay.windows))
+        cfg = self.mel.replace(x_res=window)
+        song_windows: list[torch.Tensor] = []
+        used: float | None = None
+        if audio is not None:
+            y, used = self._stretch(audio, (lay.timeline - 1) * hop + cfg.slice_samples, offset)
+            for k in range(count):
+                s = lay.starts[k] * hop
+                img = audio_slice_to_image(y[s : s + cfg.slice_samples], cfg)
+                song_windows.append(torch.from_numpy(np.repeat(img[None, None], batch, axis=0)))
+        calls_per_window = steps if audio is None else steps - sampling.start_step_for(strength, steps)
+        total_calls = max(1, count * calls_per_window)
+
+        def window_progress(k: int) -> ProgressCallback | None:
+            if progress is None:
+                return None
+            return lambda done, _t: progress(min(1.0, (k * calls_per_window + done) / total_calls))
+
+        height = self.mel.y_res
+        timeline = torch.zeros(batch, 1, height, lay.timeline)
+        results: list[SampleResult] = []
+        for k in range(count):
+            wseeds = [continuation.window_seed(s, k) for s in seeds]
+            if k == 0 and first_windows is not None:
+                first = np.asarray(first_windows, dtype=np.uint8)
+                if first.shape != (batch, height, window):
+                    raise InvalidInput(
+                        f"first_windows must be ({batch}, {height}, {window}), got {first.shape}"
+                    )
+                out = images_to_unit(torch.from_numpy(first))[:, None]
+            elif k == 0:
+                common = dict(seed=wseeds, steps=steps, eta=eta, precision=self.precision,
+                              callback=window_progress(0), sampler=sampler)
+                if audio is None:
+                    res = sampling.generate(self.model, batch=batch, width=window, **common)  # type: ignore[arg-type]
+                else:
+                    res = sampling.vary(self.model, song_windows[0], strength=float(strength),
+                                        input_ids=(input_id,) if input_id else (), **common)  # type: ignore[arg-type]
+                results.append(res)
+                out = res.images
+            else:
+                mask = torch.from_numpy(continuation.window_mask(lay, k))[None, None, None]
+                known = continuation.known_image(lay, k, timeline.numpy())
+                res = sampling.inpaint(
+                    self.model, torch.from_numpy(known), mask,
+                    images=song_windows[k] if audio is not None else None,
+                    strength=float(strength) if audio is not None else 1.0,
+                    seed=wseeds, steps=steps, eta=eta, precision=self.precision,
+                    callback=window_progress(k), sampler=sampler,
+                )
+                results.append(res)
+                out = res.images
+            continuation.place(lay, k, timeline, out)
+        if count < lay.windows:
+            lay = continuation.PieceLayout(
+                frames=lay.starts[count - 1] + window, timeline=lay.starts[count - 1] + window,
+                window=window, overlap=lay.overlap, starts=lay.starts[:count], loop=False,
+            )
+        pixels = unit_to_images(timeline).numpy()[:, 0]  # (B, H, timeline)
+        windows = np.stack([pixels[..., s : s + window] for s in lay.starts])  # (K, B, H, W)
+        audio_w = self.to_audio(windows.reshape(-1, height, window))
+        audio_w = audio_w.reshape(len(lay.starts), batch, -1)
+        xfade = int(round(self.crossfade_seconds * self.sample_rate))
+        joined, seams = continuation.join_windows(lay, audio_w, hop, xfade)
+        if not loop and count == lay.windows and max_windows is None:
+            n = int(round(seconds * self.sample_rate))
+            joined = joined[:, :n] if joined.shape[-1] >= n else np.pad(
+                joined, ((0, 0), (0, n - joined.shape[-1])))
+        first_params = results[0].params.to_dict() if results else {
+            "kind": "vary" if audio is not None else "generate", "steps": steps, "eta": float(eta),
+            "height": height, "width": window, "sampler": sampler,
+            "strength": float(strength) if audio is not None else None,
+            "start_step": sampling.start_step_for(strength, steps) if audio is not None else 0,
+            "precision": "fp32", "weights": None,
+            "input_ids": [input_id] if input_id else [], "seeds": seeds,
+        }
+        first_params.pop("seeds", None)
+        vocoder = self.vocoder()
+        base = {
+            **first_params,
+            "batch_seeds": seeds,
+            "seconds": float(joined.shape[-1] / self.sample_rate),
+            "frames": lay.frames,
+            "model": self.model.name,
+            "vocoder": {"n_iter": vocoder.n_iter, "seed": vocoder.seed},
+            "windows": list(lay.starts),
+            "window_frames": window,
+            "overlap_frames": lay.overlap,
+            "crossfade_seconds": xfade / self.sample_rate,
+            "loop": bool(loop),
+            "seams": seams,
+        }
+        if used is not None:
+            base["offsets"] = [used]
+        return [
+            Clip(
+                image=np.ascontiguousarray(pixels[i, :, : lay.frames]),
+                audio=np.ascontiguousarray(joined[i]),
+                sample_rate=self.sample_rate,
+                params={"seed": s, **base,
+                        "window_seeds": [continuation.window_seed(s, k) for k in range(count)]},
+            )
+            for i, s in enumerate(seeds)
+        ]

@@ -295,6 +295,32 @@ def as_model_images(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
     return images.to(model.device)
 
 
+@dataclass(frozen=True)
+class _Known:
+    """The known part of an inpainting: ``image`` where ``mask`` is 1, noised with ``noise``.
+
+    ``image``, ``noise``: ``(B, 1, H, W)`` on the model's device; ``mask``: ``(B, 1, 1, W)``
+    or ``(B, 1, H, W)`` float, 1 = known. At timestep ``t`` the known region of the sample
+    becomes ``√ᾱ_t · image + √(1 − ᾱ_t) · noise`` (the forward process, which is what all
+    three solvers' samples are at ``t``: DDIM's and the VP multistep solvers' alike).
+    """
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    noise: torch.Tensor
+
+    def noised(self, sched: Any, t: torch.Tensor | int) -> torch.Tensor:
+        a = sched.alphas_cumprod[int(t)].to(self.image.device, torch.float32)
+        return a.sqrt() * self.image + (1.0 - a).sqrt() * self.noise
+
+    def paste(self, sample: torch.Tensor, sched: Any, t: torch.Tensor | int) -> torch.Tensor:
+        return torch.lerp(sample, self.noised(sched, t), self.mask)
+
+    def final(self, sample: torch.Tensor) -> torch.Tensor:
+        """The clean known image in the known region (exactly), the sample elsewhere."""
+        return torch.lerp(sample, self.image, self.mask)
+
+
 @torch.inference_mode()
 def _denoise(
     model: LoadedModel,
@@ -308,8 +334,13 @@ def _denoise(
     callback: ProgressCallback | None,
     done: int = 0,
     total: int | None = None,
+    known: _Known | None = None,
 ) -> torch.Tensor:
-    """The loop of ``DDIMPipeline.__call__`` (predict ε, then ``scheduler.step``), any solver."""
+    """The loop of ``DDIMPipeline.__call__`` (predict ε, then ``scheduler.step``), any solver.
+
+    With ``known`` (inpainting, :func:`inpaint`), the known region of the sample is set to
+    the known image noised to the current timestep before every UNet evaluation.
+    """
     from diffusers import DDIMScheduler
 
     total = total if total is not None else done + len(timesteps)
@@ -317,6 +348,8 @@ def _denoise(
     shape = tuple(sample.shape[1:])
     is_ddim = isinstance(sched, DDIMScheduler)
     for t in timesteps:
+        if known is not None:
+            sample = known.paste(sample, sched, t)
         # 1. predict the noise ε_θ(x_t, t)
         with maybe_autocast(sample.device, amp):
             eps = denoiser(sample, t)
@@ -504,6 +537,107 @@ def vary(
         sampler=sampler,
     )
     return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+
+
+def inpaint(
+    model: LoadedModel,
+    known: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    images: torch.Tensor | None = None,
+    strength: float = 1.0,
+    seed: int | Sequence[int] = 0,
+    steps: int = 50,
+    eta: float = 0.0,
+    precision: str = "fp32",
+    callback: ProgressCallback | None = None,
+    input_ids: Sequence[str] = (),
+    sampler: str = "ddim",
+) -> SampleResult:
+    """Fill in the unknown part of images whose known part is fixed (continuation, loops).
+
+    At every step, before the UNet sees the sample, the known region (``mask`` = 1) is set
+    to ``known`` noised to that step's timestep with the item's starting noise (the forward
+    process); the solver only moves the rest, which the UNet makes agree with the known
+    region. After the last step the known region is ``known`` exactly. This is the usual
+    mask inpainting ("outpainting" when the known part is one edge), written around the
+    solver's own ``step``, so it works with every sampler.
+
+    Parameters
+    ----------
+    known : torch.Tensor
+        ``(B, 1, H, W)`` uint8 or float in [-1, 1]; only its masked region matters.
+    mask : torch.Tensor
+        ``(B, 1, 1, W)``, ``(1, 1, 1, W)`` or ``(B, 1, H, W)``; 1 = known, 0 = to make
+        (values in between blend).
+    images : torch.Tensor, optional
+        Start images for the unknown region (as :func:`vary`); None = from noise
+        (``strength`` must then be 1).
+    strength : float
+        As :func:`vary`: the fraction of the trajectory re-run from ``images``.
+    seed, steps, eta, precision, callback, input_ids, sampler
+        As :func:`generate`.
+
+    Returns
+    -------
+    SampleResult
+        ``params.kind`` is ``"vary"`` with start images, ``"generate"`` without.
+    """
+    x_known = as_model_images(model, known)
+    batch, _, height, width = x_known.shape
+    m = mask.float().to(x_known.device)
+    if m.ndim != 4 or m.shape[-1] != width or m.shape[1] != 1 or m.shape[2] not in (1, height) \
+            or m.shape[0] not in (1, batch):
+        raise InvalidInput(
+            f"mask must be (B, 1, 1, {width}) or (B, 1, {height}, {width}), got {tuple(m.shape)}"
+        )
+    if float(m.min()) < 0.0 or float(m.max()) > 1.0:
+        raise InvalidInput("mask values must lie in [0, 1]")
+    m = m.expand(batch, 1, height, width)
+    if images is None:
+        if float(strength) != 1.0:
+            raise InvalidInput("inpainting from noise needs strength 1 (pass start images)")
+        x0 = None
+    else:
+        x0 = as_model_images(model, images)
+        if x0.shape != x_known.shape:
+            raise InvalidInput(
+                f"start images {tuple(x0.shape)} and known images {tuple(x_known.shape)} differ"
+            )
+    sched = make_scheduler(model, steps, sampler, eta=eta)
+    start = start_step_for(strength, steps)
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(start)
+    seeds = _seeds(seed, batch)
+    gens = _generators(seeds)
+    amp, prec = _precision(model, precision)
+    noise = _randn(gens, (1, height, width), model.device)
+    fixed = _Known(x_known, m, noise)
+    timesteps = sched.timesteps[start:]
+    if start == steps:
+        out = x0 if x0 is not None else x_known
+    else:
+        if x0 is None or start == 0:
+            sample = noise * sched.init_noise_sigma
+        else:
+            sample = sched.add_noise(x0, noise, timesteps[:1].repeat(batch))
+        out = _denoise(model, sample, sched, timesteps, eta=eta, gens=gens, amp=amp,
+                       callback=callback, known=fixed)
+    out = fixed.final(out.clamp(-1, 1))
+    params = SampleParams(
+        kind="vary" if x0 is not None else "generate",
+        seeds=seeds,
+        steps=steps,
+        eta=float(eta),
+        height=height,
+        width=width,
+        precision=prec,
+        strength=float(strength) if x0 is not None else None,
+        start_step=start,
+        input_ids=tuple(input_ids),
+        sampler=sampler,
+    )
+    return SampleResult(out.float().cpu(), params)
 
 
 def _inverse_scheduler(model: LoadedModel, steps: int) -> Any:

@@ -1,0 +1,267 @@
+"""Pieces longer than the model's canvas: window geometry, the seed schedule, the audio join.
+
+A piece of ``seconds`` is a timeline of mel frames made window by window; every window is
+one canvas of the model (``window`` frames, ``Settings.clip_seconds``). Window 0 is made as
+a clip of that length is; every later window starts ``stride = window − overlap`` frames
+after the previous one (the last one is moved back so that it ends at the end of the
+piece), and its first frames — those the earlier windows already made — are fixed while it
+is sampled (:func:`encore.diffusion.sampling.inpaint`). A loop is a timeline ``overlap``
+frames longer than the piece whose last ``overlap`` frames are fixed to the first window's
+first ``overlap`` frames: the piece's end continues into its beginning.
+
+Each window is vocoded on its own (the vocoder's phase differs from window to window
+although the mel frames of an overlap are the same), and consecutive windows are joined by
+an equal-power crossfade of ``crossfade`` seconds centred in their overlap
+(:func:`join_windows`); a loop's tail is crossfaded into its head the same way. Nothing else
+touches the audio: no fade inside a piece.
+
+The engine (:meth:`encore.diffusion.engine.Engine.piece_batch`) runs the sampler; this
+module is the arithmetic, pure numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from encore.errors import InvalidInput
+
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def window_seed(seed: int, k: int) -> int:
+    """The seed of window ``k`` of a piece with seed ``seed`` (window 0: ``seed`` itself).
+
+    The same schedule for generation and variations, so that window 0 of a piece is the
+    clip that ``seed`` makes at the canvas length, and every later window has its own noise.
+    """
+    if k == 0:
+        return int(seed)
+    return (int(seed) + k * _GOLDEN) % (2**63)
+
+
+@dataclass(frozen=True)
+class PieceLayout:
+    """Where each window of a piece lies on its timeline of mel frames.
+
+    Attributes
+    ----------
+    frames : int
+        Frames of the piece (the loop's period for a loop).
+    timeline : int
+        Frames made: ``frames`` (+ ``overlap`` for a loop, whose tail repeats the head).
+    window : int
+        Frames of one window (the canvas).
+    overlap : int
+        Frames a window shares with the previous one at least (the last may share more).
+    starts : tuple of int
+        First frame of each window on the timeline.
+    loop : bool
+    """
+
+    frames: int
+    timeline: int
+    window: int
+    overlap: int
+    starts: tuple[int, ...]
+    loop: bool
+
+    @property
+    def windows(self) -> int:
+        return len(self.starts)
+
+    def known_frames(self, k: int) -> tuple[int, int]:
+        """``(head, tail)``: window ``k``'s first ``head`` frames repeat the windows before
+        it; its last ``tail`` frames repeat the first window's head (the loop's last window)."""
+        if k == 0:
+            return 0, 0
+        prev_end = self.starts[k - 1] + self.window
+        head = prev_end - self.starts[k]
+        tail = self.overlap if (self.loop and k == self.windows - 1) else 0
+        return head, tail
+
+
+def layout(frames: int, window: int, overlap: int, *, loop: bool = False) -> PieceLayout:
+    """The windows of a piece of ``frames`` mel frames.
+
+    Raises
+    ------
+    InvalidInput
+        When ``overlap`` leaves a window nothing new to make, or a loop's last window has no
+        free frame between what it continues and what it must join.
+    """
+    if window < 2 or not 0 < overlap < window:
+        raise InvalidInput(f"overlap={overlap} frames must be in (0, window={window})")
+    if frames < 1:
+        raise InvalidInput(f"a piece needs at least one frame, got {frames}")
+    timeline = frames + (overlap if loop else 0)
+    stride = window - overlap
+    # the fewest windows that cover the timeline, spread evenly: every window shares at
+    # least ``overlap`` frames with the one before it
+    gaps = max(0, -(-(timeline - window) // stride))
+    starts = [0] + [int(round(k * (timeline - window) / gaps)) for k in range(1, gaps + 1)]
+    lay = PieceLayout(frames, max(timeline, window), window, overlap, tuple(starts), loop)
+    if loop:
+        free = window - sum(lay.known_frames(lay.windows - 1)) if lay.windows > 1 else 0
+        if free < overlap:
+            raise InvalidInput(
+                f"a loop of {frames} frames is too short: its last window would make only "
+                f"{max(free, 0)} new frames between what it continues and the loop's start "
+                f"(at least {overlap} are needed; ask for a longer piece)"
+            )
+    return lay
+
+
+def window_mask(lay: PieceLayout, k: int) -> np.ndarray:
+    """``(window,)`` float32: 1 where window ``k``'s frames are fixed, 0 where it makes them."""
+    m = np.zeros(lay.window, dtype=np.float32)
+    head, tail = lay.known_frames(k)
+    m[:head] = 1.0
+    if tail:
+        m[lay.window - tail :] = 1.0
+    return m
+
+
+def known_image(lay: PieceLayout, k: int, timeline: np.ndarray) -> np.ndarray:
+    """Window ``k``'s fixed frames taken from ``timeline`` (``(..., H, timeline)``, what the
+    earlier windows made), zeros where it is free; shape ``(..., H, window)``."""
+    out = np.zeros((*timeline.shape[:-1], lay.window), dtype=timeline.dtype)
+    head, tail = lay.known_frames(k)
+    s = lay.starts[k]
+    out[..., :head] = timeline[..., s : s + head]
+    if tail:
+        out[..., lay.window - tail :] = timeline[..., :tail]
+    return out
+
+
+def place(lay: PieceLayout, k: int, timeline: np.ndarray, image: np.ndarray) -> None:
+    """Write window ``k``'s frames (``(..., H, window)``) onto ``timeline`` in place."""
+    s = lay.starts[k]
+    timeline[..., s : s + lay.window] = image
+
+
+def _fade(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-power fade-out and fade-in of ``n`` samples (their squares sum to 1)."""
+    x = (np.arange(n, dtype=np.float64) + 0.5) / n
+    return np.cos(0.5 * math.pi * x).astype(np.float32), np.sin(0.5 * math.pi * x).astype(np.float32)
+
+
+def _splice(a: np.ndarray, b: np.ndarray, centre: int, n: int) -> np.ndarray:
+    """``a`` before ``centre − n/2``, ``b`` after ``centre + n/2``, an equal-power crossfade
+    between (``a`` and ``b`` are ``(..., length)`` on the same time axis)."""
+    out = b.copy()
+    lo = max(centre - n // 2, 0)
+    hi = min(lo + n, a.shape[-1])
+    out[..., :lo] = a[..., :lo]
+    if hi > lo:
+        fo, fi = _fade(hi - lo)
+        out[..., lo:hi] = a[..., lo:hi] * fo + b[..., lo:hi] * fi
+    return out
+
+
+def join_windows(
+    lay: PieceLayout, audio: np.ndarray, hop: int, crossfade: int
+) -> tuple[np.ndarray, list[int]]:
+    """Join the windows' audio into the piece's.
+
+    Parameters
+    ----------
+    audio : np.ndarray
+        ``(windows, B, n)`` or ``(windows, n)``: each window vocoded alone, ``n =
+        (window − 1) · hop`` samples, frame ``j`` of a window at sample ``j · hop``.
+    hop : int
+        Samples per frame.
+    crossfade : int
+        Samples of each equal-power crossfade (at most the overlap's samples).
+
+    Returns
+    -------
+    (audio, seams)
+        ``(B, (frames − 1) · hop)`` (a loop: ``frames · hop``; or 1-D for 1-D input),
+        and the sample of the middle of
+        every crossfade (the seams; a loop's last seam is its tail's, near sample 0).
+    """
+    a = np.asarray(audio, dtype=np.float32)
+    squeeze = a.ndim == 2
+    if squeeze:
+        a = a[:, None]
+    if a.shape[0] != lay.windows:
+        raise InvalidInput(f"got audio of {a.shape[0]} windows for a layout of {lay.windows}")
+    n_win = a.shape[-1]
+    total = (lay.timeline - 1) * hop + 1
+    line = np.zeros((a.shape[1], max(total, lay.starts[-1] * hop + n_win)), dtype=np.float32)
+    line[..., : n_win] = a[0]
+    seams = []
+    for k in range(1, lay.windows):
+        s = lay.starts[k] * hop
+        prev_end = (lay.starts[k - 1] + lay.window - 1) * hop
+        centre = (s + prev_end) // 2
+        n = max(1, min(crossfade, prev_end - s))
+        nxt = line.copy()
+        nxt[..., s : s + n_win] = a[k]
+        line = _splice(line, nxt, centre, n)
+        seams.append(centre)
+    # a loop's period is ``frames`` hops; a piece ends at its last frame's sample
+    length = lay.frames * hop if lay.loop else (lay.frames - 1) * hop
+    if lay.loop:
+        # the timeline's frames [frames, frames + overlap) repeat frames [0, overlap): fade the
+        # tail's audio into the head's in the middle of that overlap.
+        ov = lay.overlap * hop
+        tail = line[..., length : length + ov]
+        head = line[..., :ov]
+        centre = ov // 2
+        n = max(1, min(crossfade, ov))
+        mixed = _splice(tail, head, centre, n)
+        out = line[..., :length].copy()
+        out[..., :ov] = mixed
+        seams.append(centre)
+    else:
+        out = line[..., :length]
+        if out.shape[-1] < length:
+            out = np.pad(out, ((0, 0), (0, length - out.shape[-1])))
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    return (out[0] if squeeze else out), seams
+
+
+def spectral_flux(audio: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
+    """Half-wave rectified spectral flux of mono audio, one value per STFT hop after the
+    first: ``Σ_f max(|X_t(f)| − |X_{t−1}(f)|, 0)`` over log-compressed magnitudes.
+
+    The frame ``i`` of the result is the change from frame ``i`` to ``i + 1``, centred at
+    sample ``(i + 1) · hop``.
+    """
+    y = np.asarray(audio, dtype=np.float64)
+    if y.ndim != 1 or y.shape[0] < n_fft:
+        raise InvalidInput(f"spectral flux needs mono audio of at least {n_fft} samples")
+    win = np.hanning(n_fft)
+    n = 1 + (y.shape[0] - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n)[:, None]
+    mag = np.log1p(100.0 * np.abs(np.fft.rfft(y[idx] * win, axis=1)))
+    return np.maximum(np.diff(mag, axis=0), 0.0).sum(axis=1)
+
+
+def seam_flux(
+    audio: np.ndarray, seams: list[int], *, span: int, n_fft: int = 1024, hop: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spectral flux averaged over ``span`` samples: at each seam, and everywhere else.
+
+    Returns
+    -------
+    (at_seams, inside)
+        The mean flux of the ``span`` samples centred on each seam, and the same mean at
+        every position whose span lies at least ``span`` samples from every seam (inside the
+        windows): a seam is inaudible by this measure when its value lies within the bulk of
+        ``inside`` (e.g. below its 95th percentile).
+    """
+    flux = spectral_flux(audio, n_fft, hop)
+    w = max(1, int(round(span / hop)))
+    smooth = np.convolve(flux, np.ones(w) / w, mode="valid")
+    centres = (np.arange(smooth.shape[0]) + 1) * hop + (w - 1) * hop / 2
+    far = np.ones(smooth.shape[0], dtype=bool)
+    at = []
+    for c in seams:
+        far &= np.abs(centres - c) >= 1.5 * span
+        at.append(float(smooth[int(np.argmin(np.abs(centres - c)))]))
+    return np.asarray(at), smooth[far]

@@ -1,0 +1,226 @@
+"""Pieces longer than the canvas: layout, inpainting, the audio join, loops (tiny seeded model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from encore.diffusion import continuation
+from encore.diffusion.engine import Engine
+from encore.diffusion.folder import LoadedModel
+from encore.diffusion.sampling import inpaint, vary
+from encore.errors import InvalidInput
+
+SR = 22050
+HOP = 512
+
+
+def _engine(tiny_model_dir: Path) -> Engine:
+    engine = Engine(tiny_model_dir, device="cpu", precision="fp32")
+    engine.window_seconds = 1.0  # 44 frames -> a 44-frame canvas (a multiple of 4)
+    engine.overlap_seconds = 0.3  # 13 frames
+    engine.crossfade_seconds = 0.05
+    return engine
+
+
+def _song(seconds: float = 12.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    y = 0.3 * np.sin(2 * np.pi * 220 * t * (1 + 0.1 * np.sin(2 * np.pi * 0.2 * t)))
+    y *= 0.6 + 0.4 * np.sin(2 * np.pi * 1.5 * t)
+    return y.astype(np.float32)
+
+
+def test_layout_covers_the_piece_with_overlapping_windows() -> None:
+    lay = continuation.layout(100, 40, 10)
+    assert lay.starts == (0, 30, 60)  # the last one ends at the end
+    assert lay.timeline == 100
+    assert lay.known_frames(1) == (10, 0) and lay.known_frames(2) == (10, 0)
+    lay = continuation.layout(95, 40, 10)
+    assert lay.starts == (0, 28, 55)  # spread evenly: each shares at least 10 frames
+    assert lay.known_frames(1) == (12, 0) and lay.known_frames(2) == (13, 0)
+    loop = continuation.layout(100, 40, 10, loop=True)
+    assert loop.timeline == 110 and loop.starts[-1] + 40 == 110
+    assert loop.known_frames(loop.windows - 1)[1] == 10
+    mask = continuation.window_mask(loop, loop.windows - 1)
+    head, tail = loop.known_frames(loop.windows - 1)
+    assert mask[:head].all() and mask[-tail:].all() and not mask[head:-tail].any()
+    with pytest.raises(InvalidInput):
+        continuation.layout(100, 40, 40)
+    with pytest.raises(InvalidInput, match="too short"):
+        continuation.layout(30, 40, 10, loop=True)
+    with pytest.raises(InvalidInput, match="too short"):
+        continuation.layout(45, 40, 10, loop=True)
+
+
+def test_window_seeds_start_with_the_seed_and_differ() -> None:
+    seeds = [continuation.window_seed(7, k) for k in range(5)]
+    assert seeds[0] == 7 and len(set(seeds)) == 5
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp", "unipc"])
+def test_inpaint_keeps_the_known_frames_and_moves_the_rest(
+    tiny_model: LoadedModel, sampler: str
+) -> None:
+    g = torch.Generator().manual_seed(0)
+    known = torch.rand(2, 1, 16, 32, generator=g) * 2 - 1
+    start = torch.rand(2, 1, 16, 32, generator=g) * 2 - 1
+    mask = torch.zeros(1, 1, 1, 32)
+    mask[..., :10] = 1
+    out = inpaint(tiny_model, known, mask, images=start, strength=0.7, seed=[1, 2], steps=8,
+                  sampler=sampler).images
+    assert out.shape == (2, 1, 16, 32)
+    assert torch.equal(out[..., :10], known[..., :10])
+    free = vary(tiny_model, start, strength=0.7, seed=[1, 2], steps=8, sampler=sampler).images
+    # the free frames are sampled (not copied from the start image), and the fixed frames
+    # change what the model makes next to them
+    assert not torch.allclose(out[..., 10:], start[..., 10:], atol=1e-2)
+    assert not torch.allclose(out[..., 10:12], free[..., 10:12], atol=1e-4)
+    again = inpaint(tiny_model, known, mask, images=start, strength=0.7, seed=[1, 2], steps=8,
+                    sampler=sampler).images
+    assert torch.equal(out, again)
+    from_noise = inpaint(tiny_model, known, mask, seed=[1, 2], steps=8, sampler=sampler).images
+    assert torch.equal(from_noise[..., :10], known[..., :10])
+    with pytest.raises(InvalidInput):
+        inpaint(tiny_model, known, mask, seed=1, steps=8, strength=0.5)
+    with pytest.raises(InvalidInput):
+        inpaint(tiny_model, known, torch.zeros(1, 1, 1, 31), seed=[1, 2], steps=8)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])
+def test_a_piece_continues_each_window_from_the_previous_one(
+    tiny_model_dir: Path, sampler: str
+) -> None:
+    engine = _engine(tiny_model_dir)
+    song = _song()
+    seconds = 3.0
+    clips = engine.piece_batch(song, seconds, seeds=[3, 4], steps=6, strength=0.7,
+                               offset=1.0, sampler=sampler)
+    assert len(clips) == 2
+    lay = engine.piece_layout(seconds)
+    assert lay is not None and lay.windows >= 3
+    for clip in clips:
+        assert clip.audio.shape == (round(seconds * SR),)
+        assert clip.image.shape == (16, lay.frames)
+        assert clip.params["windows"] == list(lay.starts)
+        assert clip.params["offsets"] == [pytest.approx(1.0)]
+        assert len(clip.params["seams"]) == lay.windows - 1
+        assert clip.params["window_seeds"][0] == clip.params["seed"]
+        assert np.isfinite(clip.audio).all()
+    # window 0 is exactly what vary_batch makes at the canvas length from the same stretch
+    first = engine.vary_batch(song, 0.7, [3, 4], 6, seconds=engine.window_seconds,
+                              offset=1.0, sampler=sampler)
+    assert np.array_equal(clips[0].image[:, : first[0].image.shape[1]], first[0].image)
+    # the overlap each window inpainted is the previous window's content (before the audio
+    # crossfade): made again window by window, window k's first frames are window k-1's last
+    partial = engine.piece_batch(song, seconds, seeds=[3, 4], steps=6, strength=0.7,
+                                 offset=1.0, sampler=sampler, max_windows=2)
+    w = lay.window
+    head, _ = lay.known_frames(1)
+    window0 = partial[0].image[:, :w]
+    window1 = partial[0].image[:, lay.starts[1] : lay.starts[1] + w]
+    assert np.array_equal(window1[:, :head], window0[:, w - head :])
+    assert np.array_equal(partial[0].image, clips[0].image[:, : lay.starts[1] + w])
+    # and the new frames are not a copy of the song's stretch nor of the previous window
+    assert not np.array_equal(window1[:, head:], window0[:, : w - head])
+    # the same seeds give the same piece; another seed another one
+    again = engine.piece_batch(song, seconds, seeds=[3], steps=6, strength=0.7, offset=1.0,
+                               sampler=sampler)
+    assert np.allclose(again[0].audio, clips[0].audio, atol=1e-4)
+    assert not np.allclose(clips[0].audio, clips[1].audio, atol=1e-3)
+
+
+def test_continuing_a_chosen_first_window_gives_the_same_piece(tiny_model_dir: Path) -> None:
+    engine = _engine(tiny_model_dir)
+    song = _song()
+    firsts = engine.piece_batch(song, 3.0, seeds=[5, 6], steps=6, offset=0.5, max_windows=1)
+    lay = engine.piece_layout(3.0)
+    assert firsts[1].image.shape == (16, lay.window)
+    assert firsts[1].seconds == pytest.approx((lay.window - 1) * HOP / SR)
+    whole = engine.piece_batch(song, 3.0, seeds=[6], steps=6, offset=0.5,
+                               first_windows=firsts[1].image[None])
+    direct = engine.piece_batch(song, 3.0, seeds=[6], steps=6, offset=0.5)
+    assert np.array_equal(whole[0].image[:, : lay.window], firsts[1].image)
+    # continuing from the stored (8-bit) first window or making it afresh agree closely
+    assert np.abs(whole[0].image.astype(int) - direct[0].image.astype(int)).mean() < 2.0
+
+
+def test_a_loop_ends_where_it_begins(tiny_model_dir: Path) -> None:
+    engine = _engine(tiny_model_dir)
+    song = _song()
+    seconds = 3.0
+    clip = engine.piece_batch(song, seconds, seeds=[9], steps=6, offset=2.0, loop=True,
+                              sampler="dpmpp")[0]
+    lay = engine.piece_layout(seconds, loop=True)
+    assert lay.loop and lay.timeline == lay.frames + lay.overlap
+    assert clip.params["loop"] is True
+    n = lay.frames * HOP
+    assert clip.audio.shape == (n,)
+    assert clip.seconds == pytest.approx(seconds, abs=HOP / SR)
+    # the last window's tail (fixed to the first window's head) equals it: mel frames
+    # [frames, frames + overlap) of the timeline repeat frames [0, overlap)
+    partial = engine.piece_batch(song, seconds, seeds=[9], steps=6, offset=2.0, loop=True,
+                                 sampler="dpmpp", max_windows=lay.windows)
+    assert partial[0].image.shape[1] == lay.frames  # the period, not the timeline
+    timeline = engine.piece_batch(song, seconds, seeds=[9], steps=6, offset=2.0, loop=True,
+                                  sampler="dpmpp")[0]
+    assert np.array_equal(timeline.image, clip.image)
+    # audio: played in a loop, the join end -> start is as smooth as a join inside
+    wrap = np.concatenate([clip.audio[-4096:], clip.audio[:4096]])
+    inner = clip.audio[n // 2 - 4096 : n // 2 + 4096]
+    jump = abs(float(wrap[4096] - wrap[4095]))
+    assert jump < 4 * np.abs(np.diff(inner)).max() + 1e-6
+
+
+def test_the_loops_tail_frames_are_the_first_windows_head(tiny_model_dir: Path) -> None:
+    engine = _engine(tiny_model_dir)
+    lay = engine.piece_layout(3.0, loop=True)
+    timeline = np.zeros((1, 16, lay.timeline), dtype=np.float32)
+    timeline[..., : lay.window] = np.linspace(-1, 1, lay.window)
+    k = lay.windows - 1
+    known = continuation.known_image(lay, k, timeline)
+    _, tail = lay.known_frames(k)
+    assert np.array_equal(known[..., -tail:], timeline[..., :tail])
+    # made by the engine: the generated piece's timeline tail equals its head
+    clip = engine.piece_batch(None, 3.0, seeds=[2], steps=5, loop=True)[0]
+    assert clip.params["kind"] == "generate" and clip.params["loop"]
+    assert clip.audio.shape == (lay.frames * HOP,)
+
+
+def test_join_crossfades_only_in_the_overlaps() -> None:
+    lay = continuation.layout(100, 40, 10)
+    n = 39 * HOP
+    audio = np.stack([np.full(n, float(k + 1), dtype=np.float32) for k in range(lay.windows)])
+    joined, seams = continuation.join_windows(lay, audio, HOP, 256)
+    assert joined.shape == (99 * HOP,)
+    assert len(seams) == 2
+    for k, centre in enumerate(seams, start=1):
+        assert lay.starts[k] * HOP < centre < (lay.starts[k - 1] + 39) * HOP
+        assert np.all(joined[centre - 200 : centre - 130] == k)
+        assert np.all(joined[centre + 130 : centre + 200] == k + 1)
+        mid = joined[centre - 128 : centre + 128]
+        assert (mid > min(k, k + 1) - 1e-6).all()
+    # outside the crossfades the audio is each window's own, untouched (no fade inside)
+    assert np.all(joined[:1000] == 1.0)
+    assert np.all(joined[-1000:] == 3.0)
+
+
+def test_piece_that_fits_one_canvas_is_one_window(tiny_model_dir: Path) -> None:
+    engine = _engine(tiny_model_dir)
+    assert engine.piece_layout(1.1) is None
+    clip = engine.piece_batch(_song(), 1.1, seeds=[1], steps=4, offset=0.0)[0]
+    assert clip.audio.shape == (round(1.1 * SR),) and clip.params["windows"] == [0]
+
+
+def test_seam_flux_finds_a_click() -> None:
+    t = np.arange(SR * 4) / SR
+    rng = np.random.default_rng(0)
+    y = (0.3 * np.sin(2 * np.pi * 330 * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+    smooth_at, inside = continuation.seam_flux(y, [SR * 2], span=2048)
+    y[SR * 2] += 0.9  # a click: a seam anyone would hear
+    click_at, _ = continuation.seam_flux(y, [SR * 2], span=2048)
+    assert smooth_at[0] <= np.percentile(inside, 99)
+    assert click_at[0] > np.percentile(inside, 95)
