@@ -171,11 +171,13 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
 def _store_rendering(
     ctx: ServiceContext, result: Any, sr: int, songs: list[Song]
 ) -> tuple[tuple[str, str, str], list[float], float | None, dict[str, float], float, int | None]:
-    """Blobs, representation, S(g, I) and descriptors of one rendered clip."""
+    """Blobs, representation, S(g, I) and descriptors of one rendered clip (its edges faded:
+    every served clip starts and ends without a click)."""
     from encore.audio.descriptors import audio_descriptors
     from encore.audio.encode import encode_audio
+    from encore.audio.fades import fade_edges
 
-    audio = np.asarray(result.audio, dtype=np.float32)
+    audio = fade_edges(np.asarray(result.audio, dtype=np.float32), sr)
     image = np.asarray(result.image, dtype=np.uint8)
     audio_key = ctx.blobs.new_key("clips", ".ogg")
     ctx.blobs.put(audio_key, encode_audio(audio, sr=sr, format="ogg"), content_type="audio/ogg")
