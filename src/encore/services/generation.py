@@ -109,6 +109,9 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
             raise NotFound(f"clip {clip_id} does not exist")
         if clip.status is ClipStatus.READY:
             return
+        if clip.status is ClipStatus.CANCELLED:  # the listener cancelled the request
+            logger.info("clip %d was cancelled; not generating it", clip_id)
+            return
         if clip.request_id is not None:
             group = list(session.scalars(
                 sa.select(Clip).where(Clip.request_id == clip.request_id)
@@ -245,7 +248,7 @@ def _choose(ctx: ServiceContext, clip_ids: list[int], *, version_selects: bool, 
 def mark_clip_failed(ctx: ServiceContext, clip_id: int) -> None:
     with ctx.session() as session:
         row = session.get(Clip, clip_id)
-        if row is not None and row.status is not ClipStatus.READY:
+        if row is not None and row.status not in (ClipStatus.READY, ClipStatus.CANCELLED):
             row.status = ClipStatus.FAILED
 
 

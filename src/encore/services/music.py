@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from encore import feedback
 from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooManyRequests
-from encore.services import versions
+from encore.services import versions, waiting
 from encore.services.context import ServiceContext
 from encore.services.media import BlobRef, blob_ref
 from encore.services.similarity import representation_of, set_representation, similarities_to
@@ -58,7 +58,7 @@ MAX_INPUT_SONGS = 8
 # long enough for a listener to play and rate, short enough that one who never rates does
 # not keep the clip from other listeners for long.
 REVIEW_HOLD = dt.timedelta(minutes=30)
-DeliveryState = Literal["queued", "running", "ready", "failed"]
+DeliveryState = Literal["queued", "running", "ready", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,12 @@ class DeliveryView:
     # What the clip was truly made from, in words (made_from_label): the listener's own
     # songs by title, or "another listener" — never another listener's title.
     made_from: str = ""
+    # While the music is made (services/waiting.py): 1 = the next job to start (None once
+    # it runs or is done), and the estimated seconds left (None: nothing measured yet).
+    queue_position: int | None = None
+    estimated_seconds_left: float | None = None
+    # Whether the listener can still cancel it (queued, not started).
+    cancellable: bool = False
 
 
 @dataclass(frozen=True)
@@ -489,11 +495,16 @@ def _min_listen(ctx: ServiceContext, clip_seconds: float) -> float:
     )
 
 
-def _view(ctx: ServiceContext, session: Session, delivery: Delivery) -> DeliveryView:
+def _view(
+    ctx: ServiceContext, session: Session, delivery: Delivery, *, with_wait: bool = False
+) -> DeliveryView:
     clip = delivery.clip
     status: DeliveryState
     progress, message = 0.0, None
-    if clip.status is ClipStatus.READY and not clip.audio_key:
+    wait: waiting.Wait | None = None
+    if clip.status is ClipStatus.CANCELLED:
+        status, message = "cancelled", CANCELLED_MESSAGE
+    elif clip.status is ClipStatus.READY and not clip.audio_key:
         # Withdrawn: the listener whose song it was made from deleted the song.
         status, message = "failed", WITHDRAWN_MESSAGE
     elif clip.status is ClipStatus.READY:
@@ -508,6 +519,8 @@ def _view(ctx: ServiceContext, session: Session, delivery: Delivery) -> Delivery
         status = "running" if job is not None and job.status is JobStatus.RUNNING else "queued"
         if job is not None:
             progress, message = float(job.progress), job.message
+            if with_wait and job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                wait = waiting.wait_for_job(ctx, session, job)
     seconds = clip.seconds if status == "ready" else None
     titles = {
         s.id: s.title
@@ -532,11 +545,18 @@ def _view(ctx: ServiceContext, session: Session, delivery: Delivery) -> Delivery
         rating=delivery.rating.stars if delivery.rating is not None else None,
         delivered_at=_aware(delivery.delivered_at),  # type: ignore[arg-type]
         made_from=made_from_label(session, delivery.listener_id, clip),
+        queue_position=wait.position if wait is not None else None,
+        estimated_seconds_left=(
+            round(wait.seconds_left, 1)
+            if wait is not None and wait.seconds_left is not None else None
+        ),
+        cancellable=status == "queued" and delivery.branch is DispatchBranch.GENERATE,
     )
 
 
 OTHER_LISTENER_LABEL = "Made by another listener from a song like yours."
 WITHDRAWN_MESSAGE = "this music is no longer available: the song it was made from was deleted"
+CANCELLED_MESSAGE = "you cancelled this request before it started"
 COLLECTION_LABEL = "Chosen from the collection as close to your song."
 
 
@@ -565,6 +585,64 @@ def made_from_label(session: Session, listener: User | int, clip: Clip) -> str:
 def delivery_status(ctx: ServiceContext, *, listener: User, delivery_id: int) -> DeliveryView:
     """Progress of the delivery's clip, then what the player needs."""
     with ctx.reading() as session:
+        return _view(ctx, session, _own_delivery(session, listener, delivery_id), with_wait=True)
+
+
+def cancel_request(ctx: ServiceContext, *, listener: User, delivery_id: int) -> DeliveryView:
+    """Cancel the listener's own request whose music has not started being made.
+
+    The request's job leaves the queue in the database (``cancelled``; a worker that later
+    gets its queue message finds it not queued and skips it, and
+    :func:`encore.services.generation.generate_clip` skips cancelled clips) and its clips
+    are ``cancelled``: they never count as pending and are never served. The conditional
+    update on the job (``WHERE status = 'queued'``) decides a race with a worker claiming
+    it: whichever commits first wins.
+
+    Raises
+    ------
+    NotFound, PermissionDenied
+        No such delivery, or another listener's.
+    Conflict
+        The music is being made, is ready, failed, or was cancelled already.
+    """
+    with ctx.session() as session:
+        delivery = _own_delivery(session, listener, delivery_id)
+        clip = delivery.clip
+        if clip.status is ClipStatus.CANCELLED:
+            raise Conflict("this request is already cancelled")
+        if clip.status is not ClipStatus.PENDING or delivery.branch is not DispatchBranch.GENERATE:
+            raise Conflict(
+                "this music is already made; only a request that has not started can be cancelled"
+            )
+        job_id = clip.job_id
+        taken = 0
+        if job_id is not None:
+            taken = session.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                .values(status=JobStatus.CANCELLED, finished_at=utcnow(),
+                        message="cancelled by the listener")
+                .execution_options(synchronize_session=False)
+            ).rowcount  # type: ignore[attr-defined]
+        if not taken:
+            raise Conflict(
+                "this music is already being made; only a request that has not started "
+                "can be cancelled"
+            )
+        group = sa.or_(Clip.job_id == job_id, Clip.id == clip.id)
+        if clip.request_id is not None:
+            group = sa.or_(group, Clip.request_id == clip.request_id)
+        session.execute(
+            sa.update(Clip)
+            .where(group, Clip.status == ClipStatus.PENDING)
+            .values(status=ClipStatus.CANCELLED)
+            .execution_options(synchronize_session=False)
+        )
+        if delivery.pair_open:  # the pair's second half would compare with nothing
+            delivery.pair_open = False
+        session.flush()
+        session.expire_all()
+        logger.info("delivery %d cancelled by user %d (job %s)", delivery_id, listener.id, job_id)
         return _view(ctx, session, _own_delivery(session, listener, delivery_id))
 
 
@@ -610,6 +688,84 @@ def clip_media(
                 delivery.opened_at = utcnow()
             return blob_ref(ctx.blobs, clip.audio_key, "audio/ogg", "this clip's audio")
         return blob_ref(ctx.blobs, clip.image_key, "image/png", "this clip's spectrogram")
+
+
+DownloadFormat = Literal["ogg", "wav"]
+DOWNLOAD_FORMATS: tuple[str, ...] = ("ogg", "wav")
+
+
+@dataclass(frozen=True)
+class Download:
+    """A clip to save: what to send and the file name to offer."""
+
+    ref: BlobRef
+    filename: str
+
+
+def download_filename(delivery_id: int, titles: list[str], format: str) -> str:
+    """``encore-12 from Sunrise.wav``: the delivery and the titles of the listener's own
+    songs it was asked from (never another listener's title); control characters and path
+    separators removed, at most 100 characters before the extension."""
+    name = f"encore-{delivery_id}"
+    if titles:
+        name += " from " + ", ".join(titles)
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in '/\\:*?"<>|')
+    name = " ".join(name.split())[:100].rstrip(" .") or f"encore-{delivery_id}"
+    return f"{name}.{format}"
+
+
+def ogg_to_wav(data: bytes) -> bytes:
+    """Decode a stored clip (OGG) to 16-bit PCM WAV at its own sample rate, level unchanged."""
+    from encore.audio.decode import load_audio, probe_audio  # soundfile/soxr: defer the import
+    from encore.audio.encode import encode_audio
+
+    info = probe_audio(data)
+    y = load_audio(data, sr=info.sample_rate, max_seconds=None, silence_db=-np.inf)
+    return encode_audio(np.clip(y, -1.0, 1.0), sr=info.sample_rate, format="wav", normalize=False)
+
+
+def clip_download(
+    ctx: ServiceContext, *, listener: User, delivery_id: int, format: str
+) -> Download:
+    """The delivered clip as a file to keep: the stored OGG as it is, or WAV decoded from it.
+
+    Allowed exactly when playing is (:func:`clip_media`: the delivery's own listener, the
+    clip ready and not withdrawn). A download is not listening: it neither opens the
+    delivery nor counts as audio bytes served to the player, so it never grants listening
+    time or unlocks the rating.
+
+    Raises
+    ------
+    InvalidInput
+        ``format`` is not ``ogg`` or ``wav``.
+    NotFound, PermissionDenied
+        No such delivery, another listener's, or the music is not ready (or withdrawn).
+    """
+    if format not in DOWNLOAD_FORMATS:
+        raise InvalidInput(f"download format {format!r} must be one of {', '.join(DOWNLOAD_FORMATS)}")
+    with ctx.reading() as session:
+        delivery = _own_delivery(session, listener, delivery_id)
+        clip = delivery.clip
+        if clip.status is not ClipStatus.READY:
+            raise NotFound(f"the music of delivery {delivery_id} is not ready yet")
+        ref = blob_ref(ctx.blobs, clip.audio_key, "audio/ogg", "this clip's audio")
+        own = {
+            song_id: title
+            for song_id, title in session.execute(
+                sa.select(Song.id, Song.title).where(
+                    Song.id.in_(delivery.input_song_ids),
+                    Song.owner_id == listener.id,
+                    Song.deleted_at.is_(None),
+                )
+            )
+        }
+        titles = [own[int(i)] for i in delivery.input_song_ids if int(i) in own]
+        key = clip.audio_key
+    filename = download_filename(delivery_id, titles, format)
+    if format == "ogg":
+        return Download(ref=ref, filename=filename)
+    wav = ogg_to_wav(ctx.blobs.get(str(key)))
+    return Download(ref=BlobRef(content_type="audio/wav", data=wav), filename=filename)
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,13 @@ class ClipKind(enum.StrEnum):
 
 
 class ClipStatus(enum.StrEnum):
-    """Rendering state of a clip: created with its request, ready once its blobs exist."""
+    """Rendering state of a clip: created with its request, ready once its blobs exist;
+    ``cancelled`` when its listener cancelled the request before it started."""
 
     PENDING = "pending"
     READY = "ready"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class DispatchBranch(enum.StrEnum):
@@ -85,12 +87,16 @@ class RemovalReason(enum.StrEnum):
 
 
 class JobStatus(enum.StrEnum):
-    """State of a background job; the database row is the source of truth."""
+    """State of a background job; the database row is the source of truth.
+
+    ``cancelled``: withdrawn while still queued (a listener cancelled the request); a
+    worker that later receives its queue message finds it not queued and skips it."""
 
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class QueueName(enum.StrEnum):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -88,6 +89,30 @@ def is_api_path(path: str) -> bool:
     return path == "/api" or path.startswith("/api/")
 
 
+def page_user(request: Request) -> tuple[Any, str | None]:
+    """The signed-in user of ``request`` and the session's CSRF token, for the top bar of an
+    error page: the one a route's dependency already looked up, else the session cookie's
+    (a 404 of an unknown path runs no dependency). ``(None, None)`` when signed out or when
+    the lookup itself fails: an error page must render whatever went wrong."""
+    from encore.web.security import SESSION_COOKIE  # security imports this module: a cycle
+
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None, None
+    state = request.app.state
+    try:
+        user = getattr(request.state, "user", None)
+        if user is None and hasattr(state, "session_users"):
+            user = state.session_users.lookup(token)
+        if user is None:
+            return None, None
+        csrf = state.csrf_tokens.lookup(token) if hasattr(state, "csrf_tokens") else None
+    except Exception:
+        logger.warning("could not look up the session for an error page", exc_info=True)
+        return None, None
+    return user, csrf
+
+
 class ErrorRenderer:
     """Builds error responses: JSON for the API, the ``error.html`` page otherwise.
 
@@ -117,10 +142,12 @@ class ErrorRenderer:
         if status == 401 and request.method in ("GET", "HEAD"):
             target = path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/signin?next={quote(target, safe='')}", status_code=303)
+        user, csrf = page_user(request)
         return self.templates.TemplateResponse(
             request,
             "error.html",
-            {"status": status, "title": TITLES.get(status, "Error"), "message": message},
+            {"status": status, "title": TITLES.get(status, "Error"), "message": message,
+             "user": user, "csrf_token": csrf},
             status_code=status,
             headers=dict(headers or {}),
         )

@@ -15,6 +15,7 @@ import hashlib
 import re
 from os import PathLike
 from pathlib import Path
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -55,10 +56,24 @@ def parse_single_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def bytes_response(request: Request, data: bytes, content_type: str) -> Response:
-    """Serve ``data`` with ``Accept-Ranges`` and single-range (206/416) support."""
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the file name: an ASCII ``filename`` (other characters as ``_``)
+    for old clients and the exact name as RFC 5987 ``filename*`` (UTF-8, percent-encoded)."""
+    fallback = "".join(
+        ch if 32 <= ord(ch) < 127 and ch not in '"\\' else "_" for ch in filename
+    )
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def bytes_response(
+    request: Request, data: bytes, content_type: str, *, filename: str | None = None
+) -> Response:
+    """Serve ``data`` with ``Accept-Ranges`` and single-range (206/416) support (as an
+    attachment named ``filename`` when given)."""
     etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
     headers = {"accept-ranges": "bytes", "etag": etag, "cache-control": CACHE_CONTROL}
+    if filename is not None:
+        headers["content-disposition"] = content_disposition(filename)
     header = request.headers.get("range")
     if_range = request.headers.get("if-range")
     if header is None or (if_range is not None and if_range != etag):
@@ -76,13 +91,16 @@ def bytes_response(request: Request, data: bytes, content_type: str) -> Response
     return Response(data[start : end + 1], status_code=206, media_type=content_type, headers=headers)
 
 
-def stream_response(request: Request, ref: object) -> Response:
+def stream_response(request: Request, ref: object, *, filename: str | None = None) -> Response:
     """Serve a remote blob (``ref.size``, ``ref.etag``, ``ref.chunks(start, end)``) with
-    ``Accept-Ranges`` and single-range (206/416) support, streamed in chunks."""
+    ``Accept-Ranges`` and single-range (206/416) support, streamed in chunks (as an
+    attachment named ``filename`` when given)."""
     size = int(ref.size)  # type: ignore[attr-defined]
     etag = ref.etag  # type: ignore[attr-defined]
     content_type = getattr(ref, "content_type", None) or "application/octet-stream"
     headers = {"accept-ranges": "bytes", "etag": etag, "cache-control": CACHE_CONTROL}
+    if filename is not None:
+        headers["content-disposition"] = content_disposition(filename)
     header = request.headers.get("range")
     if_range = request.headers.get("if-range")
     span: tuple[int, int] | None = None
@@ -106,11 +124,15 @@ def stream_response(request: Request, ref: object) -> Response:
     )
 
 
-def file_response(path: str | PathLike[str], content_type: str) -> Response:
-    """Serve a local file (Range handled by Starlette's ``FileResponse``), inline."""
-    return FileResponse(
-        Path(path), media_type=content_type, headers={"cache-control": CACHE_CONTROL}
-    )
+def file_response(
+    path: str | PathLike[str], content_type: str, *, filename: str | None = None
+) -> Response:
+    """Serve a local file (Range handled by Starlette's ``FileResponse``), inline, or as an
+    attachment named ``filename``."""
+    headers = {"cache-control": CACHE_CONTROL}
+    if filename is not None:
+        headers["content-disposition"] = content_disposition(filename)
+    return FileResponse(Path(path), media_type=content_type, headers=headers)
 
 
 def served_span(request: Request, ref: object) -> tuple[int, int] | None:
@@ -133,20 +155,21 @@ def served_span(request: Request, ref: object) -> tuple[int, int] | None:
     return span[1] + 1, int(size)
 
 
-def serve_blob(request: Request, ref: object) -> Response:
+def serve_blob(request: Request, ref: object, *, filename: str | None = None) -> Response:
     """Serve a blob reference from the services (a local file when it has a path).
 
     ``ref`` has ``content_type`` and either ``path`` (a local file: served by
     ``FileResponse`` with Range), ``key`` and ``size`` (a remote blob: streamed by
-    :func:`stream_response`) or ``data`` (bytes: served by :func:`bytes_response`).
+    :func:`stream_response`) or ``data`` (bytes: served by :func:`bytes_response`). With
+    ``filename`` the response is a download (``Content-Disposition: attachment``).
     """
     content_type = getattr(ref, "content_type", None) or "application/octet-stream"
     path = getattr(ref, "path", None)
     if path is not None:
-        return file_response(path, content_type)
+        return file_response(path, content_type, filename=filename)
     if getattr(ref, "key", None) is not None and getattr(ref, "size", None) is not None:
-        return stream_response(request, ref)
+        return stream_response(request, ref, filename=filename)
     data = getattr(ref, "data", None)
     if data is None:
         raise TypeError(f"blob reference {ref!r} has neither a path nor data")
-    return bytes_response(request, bytes(data), content_type)
+    return bytes_response(request, bytes(data), content_type, filename=filename)

@@ -49,7 +49,7 @@ class Job(Base):
 
     @property
     def finished(self) -> bool:
-        return self.status in (JobStatus.DONE, JobStatus.FAILED)
+        return self.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.kind} {self.status} attempt {self.attempts}>"

@@ -7,9 +7,9 @@ the JSON views list only what the player needs.
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -88,6 +88,29 @@ def api_clip_audio(request: Request, delivery_id: int, user: CurrentUser, ctx: C
             ctx, listener=user, delivery_id=delivery_id, end=served[0], total=served[1]
         )
     return serve_blob(request, ref)
+
+
+@router.get("/api/deliveries/{delivery_id}/download")
+def api_clip_download(
+    request: Request,
+    delivery_id: int,
+    user: CurrentUser,
+    ctx: CtxDep,
+    format: Annotated[Literal["ogg", "wav"], Query()] = "ogg",
+) -> Response:
+    """The clip as a file to keep (``format=ogg``: as stored; ``wav``: 16-bit PCM decoded
+    from it), ``Content-Disposition: attachment``. Only for the delivery's listener, once
+    the music is ready. Not listening: it never counts towards the minimum listen."""
+    download = music.clip_download(ctx, listener=user, delivery_id=delivery_id, format=format)
+    return serve_blob(request, download.ref, filename=download.filename)
+
+
+@router.post("/api/deliveries/{delivery_id}/cancel")
+def api_cancel(delivery_id: int, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
+    """Cancel the listener's own request that has not started (409 once it runs or is
+    done); answers the delivery as ``GET /api/deliveries/{id}`` does (``status: cancelled``)."""
+    view = music.cancel_request(ctx, listener=user, delivery_id=delivery_id)
+    return views.delivery_json(view)
 
 
 @router.get("/api/deliveries/{delivery_id}/spectrogram")

@@ -1,6 +1,7 @@
-// The "your music" page: polls the delivery until its clip is ready (progress bar and
-// message), then shows the player and the rating control. Listening heartbeats unlock the
-// rating when the server says the minimum listen is reached.
+// The "your music" page: polls the delivery until its clip is ready (progress bar,
+// message, place in the queue and the estimated time left; a queued request can be
+// cancelled), then shows the player, the rating control and the download links. Listening
+// heartbeats unlock the rating when the server says the minimum listen is reached.
 
 import { api, csrfToken, formatSeconds } from './api.js';
 import { Player } from './player.js';
@@ -14,17 +15,59 @@ const message = progressBox.querySelector('.job-message');
 const failedBox = root.querySelector('.job-failed');
 const playerBox = root.querySelector('.player');
 const listenedEl = root.querySelector('.listened');
+const queueInfo = progressBox.querySelector('.queue-info');
+const cancelButton = progressBox.querySelector('button.cancel');
+const cancelError = progressBox.querySelector('.cancel-error');
+const cancelledBox = root.querySelector('.job-cancelled');
 const POLL_MS = Number(root.dataset.pollMs || 1000);
 
 let minListen = 0;
 let rating;
+let stopped = false;
 
 function showListenState(state) {
   if (!state) return;
-  const need = minListen > 0 ? ` · rating opens after ${minListen.toFixed(minListen % 1 ? 1 : 0)} s` : '';
-  listenedEl.textContent = `Listened ${formatSeconds(state.listened_seconds)} (${Math.round(state.fraction * 100)} %)${state.rating_allowed ? '' : need}`;
-  if (state.rating_allowed) rating.setEnabled(true, 'How much do you like it?');
+  // Once rated, the rating is done: no word of when it opens.
+  const rated = Boolean(rating && rating.done);
+  const need = !rated && !state.rating_allowed && minListen > 0
+    ? ` · rating opens after ${minListen.toFixed(minListen % 1 ? 1 : 0)} s` : '';
+  listenedEl.textContent = `Listened ${formatSeconds(state.listened_seconds)} (${Math.round(state.fraction * 100)} %)${need}`;
+  if (state.rating_allowed && !rated) rating.setEnabled(true, 'How much do you like it?');
 }
+
+/** "Number 3 in the queue · about 0:40 left" (formatSeconds: whole seconds, floored). */
+function waitText(view) {
+  const parts = [];
+  if (view.status === 'queued' && view.queue_position) {
+    parts.push(view.queue_position === 1 ? 'Next in the queue' : `Number ${view.queue_position} in the queue`);
+  } else if (view.status === 'running') {
+    parts.push('Being made now');
+  }
+  const left = view.estimated_seconds_left;
+  if (left !== null && left !== undefined) {
+    parts.push(left >= 1 ? `about ${formatSeconds(left)} left` : 'ready any moment now');
+  }
+  return parts.join(' · ');
+}
+
+function showCancelled() {
+  stopped = true;
+  progressBox.hidden = true;
+  cancelledBox.hidden = false;
+}
+
+cancelButton.addEventListener('click', async () => {
+  cancelButton.disabled = true;
+  cancelError.hidden = true;
+  try {
+    await api(`${base}/cancel`, { method: 'POST' });
+    showCancelled();
+  } catch (err) {
+    cancelError.textContent = err.message;
+    cancelError.hidden = false;
+    cancelButton.hidden = true;
+  }
+});
 
 function sendRanges(ranges, { final }) {
   if (final) {
@@ -69,6 +112,7 @@ function showPlayer(view) {
 }
 
 async function poll() {
+  if (stopped) return;
   let view;
   try {
     view = await api(base);
@@ -77,7 +121,9 @@ async function poll() {
     setTimeout(poll, POLL_MS * 3);
     return;
   }
+  if (stopped) return;
   if (view.status === 'ready') { showPlayer(view); return; }
+  if (view.status === 'cancelled') { showCancelled(); return; }
   if (view.status === 'failed') {
     progressBox.hidden = true;
     failedBox.hidden = false;
@@ -86,6 +132,8 @@ async function poll() {
   }
   bar.value = Math.round((view.progress || 0) * 100);
   message.textContent = view.message || (view.status === 'queued' ? 'waiting for a free worker…' : 'making your music…');
+  queueInfo.textContent = waitText(view);
+  cancelButton.hidden = !view.cancellable;
   setTimeout(poll, POLL_MS);
 }
 
