@@ -50,6 +50,7 @@ def settings(tmp_path: Path, tiny_models: tuple[Path, Path]) -> Settings:
         base_model_dir=base,
         similarity_model_dir=sim,
         clip_seconds=1.0,
+        default_piece_seconds=1.0,  # one canvas unless a test asks for a longer piece
         inference_steps=3,
         min_listen_seconds=0.5,
         min_song_seconds=1.0,

@@ -28,6 +28,7 @@ def pg_ctx(tmp_path: Path, tiny_models: tuple[Path, Path]) -> Iterator[ServiceCo
         settings = Settings(
             environment="test", data_dir=tmp_path / "pg-var", database_url=url, queue_immediate=True,
             base_model_dir=base, similarity_model_dir=sim, clip_seconds=1.0, inference_steps=2,
+            default_piece_seconds=1.0,
             min_listen_seconds=0.5, min_song_seconds=1.0, open_signup=True,
         )
         ctx = ServiceContext.from_settings(settings, seed=5)

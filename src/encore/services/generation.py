@@ -87,8 +87,13 @@ def diffusion_engine(ctx: ServiceContext, version: ModelVersion) -> Any:
     from encore.diffusion.engine import Engine  # torch loads only in workers
 
     device = None if ctx.settings.device == "auto" else ctx.settings.device
-    return ctx.cached(("engine", version.id),
-                      lambda: Engine(local_folder(ctx, version), device=device))
+    engine = ctx.cached(("engine", version.id),
+                        lambda: Engine(local_folder(ctx, version), device=device))
+    # pieces follow this context's settings (the engine reads the process's at creation)
+    engine.window_seconds = ctx.settings.clip_seconds
+    engine.overlap_seconds = ctx.settings.piece_overlap_seconds
+    engine.crossfade_seconds = ctx.settings.piece_crossfade_seconds
+    return engine
 
 
 def spectrogram_png(image: np.ndarray) -> bytes:
@@ -124,6 +129,8 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
         version = session.get(ModelVersion, clip.model_version_id)
         songs = [i.song for i in clip.inputs]
         weights = [i.weight for i in clip.inputs]
+        offsets = [i.offset_seconds for i in clip.inputs]
+        loop = bool(clip.loop)
         if version is None:
             raise NotFound(f"clip {clip_id} has no model version")
         params = dict(seconds=clip.seconds, steps=clip.steps, eta=clip.eta or 0.0,
@@ -141,15 +148,24 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
     kwargs = dict(seconds=params["seconds"], steps=params["steps"], eta=params["eta"],
                   progress=on_step)
     solver = params["sampler"] or "ddim"  # rows from before samplers were recorded
+    if len(inputs) <= 1 and engine.piece_layout(params["seconds"], loop=loop) is not None:
+        _render_piece(ctx, engine, ids, seeds, songs, inputs[0] if inputs else None,
+                      offsets[0] if offsets else None, loop, params, solver, progress,
+                      version_selects=bool(version.taste_selection),
+                      choose=len(ids) > 1 or clip.request_id is not None)
+        logger.info("clip %d ready: a %.0f s piece (%d candidate(s))", clip_id,
+                    params["seconds"], len(ids))
+        return
     if not inputs:
         results = engine.generate_batch(seeds=seeds, sampler=solver, **kwargs)
     elif len(inputs) == 1:
         results = engine.vary_batch(inputs[0], strength=params["strength"], seeds=seeds,
-                                    sampler=solver, **kwargs)
+                                    sampler=solver, offset=offsets[0], **kwargs)
     else:  # a merge is deterministic given its inputs: one candidate
         results = [engine.merge(inputs, weights=weights, seed=seeds[0], **kwargs)]
     progress(0.85, "saving")
     rendered = [_store_rendering(ctx, r, sr, songs) for r in results]
+    result_offsets = {cid: (r.params or {}).get("offsets") for cid, r in zip(ids, results, strict=False)}
     with ctx.session() as session:
         for cid, (keys, rep, s_value, descriptors, seconds, start_step) in zip(
             ids, rendered, strict=True
@@ -164,11 +180,97 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
             row.seconds = seconds
             if start_step is not None:
                 row.start_step = int(start_step)
+            _note_offsets(row, result_offsets.get(cid))
             row.status = ClipStatus.READY
             row.ready_at = utcnow()
     if len(ids) > 1 or clip.request_id is not None:
         _choose(ctx, ids, version_selects=bool(version.taste_selection), seed=seeds[0])
     logger.info("clip %d ready (%d candidate(s))", clip_id, len(ids))
+
+
+def _note_offsets(row: Clip, offsets: list[float | None] | None) -> None:
+    """Record where in each input song the clip really started."""
+    for inp, off in zip(row.inputs, offsets or [], strict=False):
+        if off is not None:
+            inp.offset_seconds = float(off)
+
+
+def _render_piece(
+    ctx: ServiceContext, engine: Any, ids: list[int], seeds: list[int], songs: list[Song],
+    song: np.ndarray | None, offset: float | None, loop: bool, params: dict[str, Any],
+    solver: str, progress: Progress, *, version_selects: bool, choose: bool,
+) -> None:
+    """A piece longer than the canvas (:meth:`~encore.diffusion.engine.Engine.piece_batch`).
+
+    Best-of-n: the candidates are the pieces' first windows, made in one batch (the cost of
+    one window each); the one served (:func:`_choose`, on the first windows' features) is
+    then continued to the full length alone, from its own first window, so that the piece
+    the listener gets begins with the candidate that was chosen. The other candidates stay
+    as what was made of them (one window, ``seconds`` says so) for preference training.
+    Nothing is marked ready until the served piece is: the listener never sees a first
+    window in its place.
+    """
+    kwargs = dict(steps=params["steps"], eta=params["eta"], sampler=solver, loop=loop,
+                  strength=params["strength"] if params["strength"] is not None else 0.7)
+    sr = engine.sample_rate
+    chosen, first = 0, None
+    if len(ids) > 1:
+        progress(0.1, "making the beginnings")
+        firsts = engine.piece_batch(
+            song, params["seconds"], seeds, offset=offset, max_windows=1,
+            progress=lambda f: progress(0.1 + 0.25 * f, "making the beginnings"), **kwargs)
+        offset = (firsts[0].params.get("offsets") or [offset])[0]
+        rendered = [_store_rendering(ctx, r, sr, songs) for r in firsts]
+        with ctx.session() as session:
+            for cid, r, result in zip(ids, rendered, firsts, strict=True):
+                _write_rendering(session, cid, r, result.params.get("offsets"), ready=False)
+        if choose:
+            _choose(ctx, ids, version_selects=version_selects, seed=seeds[0])
+        with ctx.reading() as session:
+            request_id = session.scalar(sa.select(Clip.request_id).where(Clip.id == ids[0]))
+            served = session.scalar(
+                sa.select(Delivery.clip_id).where(Delivery.request_id == request_id)
+            )
+        chosen = ids.index(served) if served in ids else 0
+        first = firsts[chosen].image[None]
+    progress(0.35 if first is not None else 0.1, "making the piece")
+    start = 0.35 if first is not None else 0.1
+    piece = engine.piece_batch(
+        song, params["seconds"], [seeds[chosen]], offset=offset, first_windows=first,
+        progress=lambda f: progress(start + (0.8 - start) * f, "making the piece"), **kwargs,
+    )[0]
+    progress(0.85, "saving")
+    stored = _store_rendering(ctx, piece, sr, songs)
+    with ctx.session() as session:
+        _write_rendering(session, ids[chosen], stored, piece.params.get("offsets"), ready=True)
+        for cid in ids:
+            row = session.get(Clip, cid)
+            if row is not None and row.status is not ClipStatus.READY:
+                row.status = ClipStatus.READY
+                row.ready_at = utcnow()
+    if choose and len(ids) == 1:
+        _choose(ctx, ids, version_selects=version_selects, seed=seeds[0])
+
+
+def _write_rendering(
+    session: Any, cid: int, stored: tuple[Any, ...], offsets: list[float | None] | None,
+    *, ready: bool,
+) -> None:
+    keys, rep, s_value, descriptors, seconds, start_step = stored
+    row = session.get(Clip, cid)
+    if row is None:
+        raise NotFound(f"clip {cid} was deleted")
+    row.audio_key, row.image_key, row.mel_key = keys
+    row.representation = rep
+    row.similarity = s_value
+    row.descriptors = descriptors
+    row.seconds = seconds
+    if start_step is not None:
+        row.start_step = int(start_step)
+    _note_offsets(row, offsets)
+    if ready:
+        row.status = ClipStatus.READY
+        row.ready_at = utcnow()
 
 
 def _store_rendering(

@@ -172,11 +172,18 @@ def request_music(
     listener: User,
     song_ids: list[int],
     closeness: float | None = None,
+    seconds: float | None = None,
+    start: float | None = None,
+    loop: bool = False,
 ) -> Delivery:
     """Dispatch a request for music from ``song_ids`` and return the delivery.
 
     ``closeness`` in [0, 1] sets how close a variation stays to its song (strength =
-    1 − closeness; default from the settings).
+    1 − closeness; default from the settings). ``seconds`` is the piece's length (one of
+    :data:`PIECE_SECONDS` up to ``ENCORE_MAX_PIECE_SECONDS``; default
+    ``ENCORE_DEFAULT_PIECE_SECONDS``), ``start`` where in the song it starts (one song only;
+    default: the loudest stretch), ``loop`` a piece whose end continues into its beginning.
+    All three are stored on the delivery (:func:`piece_request`).
 
     Raises
     ------
@@ -201,6 +208,7 @@ def request_music(
             raise InvalidInput(f"closeness={closeness!r} must be between 0 and 1")
         strength = 1.0 - float(closeness)
     strength = min(max(strength, 0.05), 1.0)  # strength 0 would return the song itself
+    piece = piece_request(ctx, n_songs=len(ids), seconds=seconds, start=start, loop=loop)
     rng = ctx.random()
     versions.ensure_base_version(ctx)
     with ctx.session() as session:
@@ -217,6 +225,11 @@ def request_music(
             if song.status is not SongStatus.READY or song.representation is None:
                 raise Conflict(f"song {song.title!r} is still being processed; try again shortly")
             songs.append(song)
+        if piece.start is not None and piece.start >= float(songs[0].duration_seconds):
+            raise InvalidInput(
+                f"start={piece.start:g} s is past the end of {songs[0].title!r} "
+                f"({float(songs[0].duration_seconds):.1f} s); choose a start inside the song"
+            )
 
         partner = _open_pair(session, listener, ids)
         if partner is not None:
@@ -239,7 +252,7 @@ def request_music(
                 seeds = [int(rng.integers(0, 2**31 - 1)) for _ in range(n)]
                 delivery = _new_candidates(
                     session, ctx, listener, songs, ids, version_id, seeds,
-                    strength if len(ids) == 1 else None,
+                    strength if len(ids) == 1 else None, piece=piece,
                 )
                 active = versions.active_weights(session)
                 others = {v: w for v, w in active.items() if v != version_id and w > 0}
@@ -255,6 +268,69 @@ def request_music(
         return delivery
 
 
+#: The lengths a listener may ask for, seconds (up to ``ENCORE_MAX_PIECE_SECONDS``).
+PIECE_SECONDS = (6.0, 12.0, 24.0, 48.0)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What a request asks to be made: its length, where in the song it starts (None: the
+    automatic choice, the loudest stretch) and whether it loops."""
+
+    seconds: float
+    start: float | None
+    loop: bool
+
+
+def piece_lengths(ctx: ServiceContext) -> list[float]:
+    """The lengths this installation offers (:data:`PIECE_SECONDS` up to the cap)."""
+    cap = float(ctx.settings.max_piece_seconds)
+    return [s for s in PIECE_SECONDS if s <= cap] or [min(PIECE_SECONDS)]
+
+
+def piece_request(
+    ctx: ServiceContext, *, n_songs: int, seconds: float | None, start: float | None,
+    loop: bool,
+) -> Piece:
+    """Check a request's length, start and loop (the start against the song is checked
+    where the song is read).
+
+    Blends are made at the canvas length (``ENCORE_CLIP_SECONDS``) from each song's loudest
+    part: a length, start or loop is refused for them.
+
+    Raises
+    ------
+    InvalidInput
+        With what is allowed.
+    """
+    import math
+
+    allowed = piece_lengths(ctx)
+    words = ", ".join(f"{s:g}" for s in allowed)
+    if n_songs > 1:
+        if seconds is not None or start is not None or loop:
+            raise InvalidInput(
+                f"a blend of several songs is made at {ctx.settings.clip_seconds:g} s from each "
+                "song's loudest part; length, start and loop apply to music from one song"
+            )
+        return Piece(float(ctx.settings.clip_seconds), None, False)
+    if seconds is None:
+        length = min(float(ctx.settings.default_piece_seconds), max(allowed))
+    else:
+        if not (isinstance(seconds, int | float) and math.isfinite(seconds)):
+            raise InvalidInput(f"seconds={seconds!r} must be a number: one of {words}")
+        length = float(seconds)
+        if length not in allowed:
+            raise InvalidInput(f"a piece can be {words} seconds long, not {length:g}")
+    if start is not None:
+        if not (isinstance(start, int | float) and math.isfinite(start) and start >= 0):
+            raise InvalidInput(f"start={start!r} must be a number of seconds from 0")
+        start = float(start)
+    if loop and length < 12:
+        raise InvalidInput(f"a loop must be at least 12 seconds long, not {length:g}")
+    return Piece(length, start, bool(loop))
+
+
 def _new_candidates(
     session: Session,
     ctx: ServiceContext,
@@ -264,11 +340,16 @@ def _new_candidates(
     version_id: int,
     seeds: list[int],
     strength: float | None,
+    *,
+    piece: Piece | None = None,
 ) -> Delivery:
     """A generated delivery: one pending clip per seed (the request's candidates, rendered
-    in one batch by one job; :func:`encore.services.generation.generate_clip` serves one)."""
+    in one batch by one job; :func:`encore.services.generation.generate_clip` serves one).
+    ``piece``: length, start and loop asked for (None: one canvas, automatic start)."""
+    piece = piece or Piece(ctx.settings.clip_seconds, None, False)
     delivery = Delivery(listener_id=listener.id, branch=DispatchBranch.GENERATE,
-                        input_song_ids=ids, request_id=new_request_id())
+                        input_song_ids=ids, request_id=new_request_id(),
+                        piece_seconds=piece.seconds, start_seconds=piece.start, loop=piece.loop)
     clips = []
     for k, seed in enumerate(seeds):
         clip = Clip(
@@ -281,13 +362,15 @@ def _new_candidates(
             sampler="ddim" if len(ids) > 1 else ctx.settings.sampler,
             strength=strength,
             eta=0.0,
-            seconds=ctx.settings.clip_seconds,
+            seconds=piece.seconds,
+            loop=piece.loop,
             request_id=delivery.request_id,
             candidate_index=k,
             served=k == 0 and len(seeds) == 1,
         )
         clip.inputs = [
-            ClipInput(position=i, song_id=s.id, weight=1.0 / len(ids))
+            ClipInput(position=i, song_id=s.id, weight=1.0 / len(ids),
+                      offset_seconds=piece.start if i == 0 else None)
             for i, s in enumerate(songs)
         ]
         session.add(clip)
@@ -336,6 +419,8 @@ def _serve_pair(
         session, ctx, listener, ordered, [s.id for s in ordered],
         int(first.pair_version_id),  # type: ignore[arg-type]
         seeds, strength,
+        piece=Piece(first.piece_seconds or ctx.settings.clip_seconds, first.start_seconds,
+                    bool(first.loop)),
     )
     delivery.pair_id = first.pair_id
     first.pair_open = False

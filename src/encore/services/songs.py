@@ -197,6 +197,53 @@ def song_audio(ctx: ServiceContext, *, user: User, song_id: int) -> BlobRef:
     return blob_ref(ctx.blobs, song.blob_key, song.content_type, f"the audio of song {song_id}")
 
 
+#: Width in pixels of a song's spectrogram picture (its time axis is squeezed or stretched
+#: to it; the page maps a click at x to ``x / width · duration`` seconds).
+SPECTROGRAM_WIDTH = 1200
+SPECTROGRAM_HEIGHT = 128
+
+
+def song_spectrogram(ctx: ServiceContext, *, user: User, song_id: int) -> BlobRef:
+    """The whole song's mel spectrogram as a PNG (low bands at the bottom), made from its
+    audio on first use and kept as a blob (``songs.spectrogram_key``)."""
+    song = get_song(ctx, user=user, song_id=song_id)
+    if song.spectrogram_key and ctx.blobs.exists(song.spectrogram_key):
+        return blob_ref(ctx.blobs, song.spectrogram_key, "image/png",
+                        f"the spectrogram of song {song_id}")
+    png = spectrogram_picture(ctx.blobs.get(song.blob_key))
+    key = ctx.blobs.new_key("songs", ".png")
+    ctx.blobs.put(key, png, content_type="image/png")
+    with ctx.session() as session:
+        row = session.get(Song, song_id)
+        if row is None or row.deleted_at is not None:
+            delete_blobs(ctx, [key])
+            raise NotFound(f"song {song_id} does not exist")
+        old, row.spectrogram_key = row.spectrogram_key, key
+    if old and old != key:
+        delete_blobs(ctx, [old])
+    return blob_ref(ctx.blobs, key, "image/png", f"the spectrogram of song {song_id}")
+
+
+def spectrogram_picture(data: bytes, width: int = SPECTROGRAM_WIDTH,
+                        height: int = SPECTROGRAM_HEIGHT) -> bytes:
+    """A PNG of a song's mel spectrogram (80 dB range), ``width`` × ``height`` pixels."""
+    import io
+
+    from PIL import Image
+
+    from encore.audio.mel import MelConfig, mel_db
+
+    cfg = MelConfig(x_res=256, y_res=height)
+    y = load_audio(data, sr=cfg.sample_rate, max_seconds=None)
+    db = mel_db(y, cfg)
+    pixels = (np.clip((db + cfg.top_db) / cfg.top_db, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(np.flipud(pixels)))
+    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 # --- deletion --------------------------------------------------------------------------------
 
 DELETED_TITLE = "a deleted song"
@@ -213,7 +260,7 @@ def _forget_song(session: sa.orm.Session, song: Song, now: dt.datetime) -> list[
     clips lose their audio, images and representation (never served or matched again) and
     leave the data set.
     """
-    keys = [k for k in (song.blob_key, song.mel_key) if k]
+    keys = [k for k in (song.blob_key, song.mel_key, song.spectrogram_key) if k]
     clip_ids = list(
         session.scalars(sa.select(ClipInput.clip_id).where(ClipInput.song_id == song.id))
     )
@@ -232,6 +279,7 @@ def _forget_song(session: sa.orm.Session, song: Song, now: dt.datetime) -> list[
     song.title = DELETED_TITLE
     song.blob_key = ""
     song.mel_key = None
+    song.spectrogram_key = None
     song.representation = None
     if hasattr(song, "descriptors"):
         song.descriptors = None
@@ -323,7 +371,7 @@ def collect_orphan_blobs(
 
     with ctx.reading() as session:
         referenced = set()
-        for row in session.execute(sa.select(Song.blob_key, Song.mel_key)):
+        for row in session.execute(sa.select(Song.blob_key, Song.mel_key, Song.spectrogram_key)):
             referenced.update(k for k in row if k)
         for row in session.execute(sa.select(Clip.audio_key, Clip.image_key, Clip.mel_key)):
             referenced.update(k for k in row if k)

@@ -35,6 +35,9 @@ COMMON_SETTINGS = {
     "ENCORE_LIMIT_MUSIC_ACCOUNT": "100000/60",
     "ENCORE_LIMIT_LISTEN_ACCOUNT": "100000/60",
     "ENCORE_MAX_PENDING_GENERATIONS": "1000",
+    # The pilot measures the paper's loop on clips of one canvas (issue 19's longer pieces
+    # would make every round several times slower).
+    "ENCORE_DEFAULT_PIECE_SECONDS": "5.9",
 }
 
 
@@ -95,6 +98,7 @@ def tiny_config() -> PilotConfig:
         settings={
             **COMMON_SETTINGS,
             "ENCORE_CLIP_SECONDS": "1.5",
+            "ENCORE_DEFAULT_PIECE_SECONDS": "1.5",
             "ENCORE_INFERENCE_STEPS": "3",
             "ENCORE_MIN_LISTEN_SECONDS": "0.5",
             "ENCORE_MIN_SONG_SECONDS": "1",

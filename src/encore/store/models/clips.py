@@ -57,6 +57,8 @@ class Clip(Base):
     strength: Mapped[float | None]
     eta: Mapped[float | None]
     seconds: Mapped[float | None]
+    # a piece whose end continues into its beginning (encore.diffusion.continuation)
+    loop: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     audio_key: Mapped[str | None] = mapped_column(sa.String(255))
     image_key: Mapped[str | None] = mapped_column(sa.String(255))
     mel_key: Mapped[str | None] = mapped_column(sa.String(255))
@@ -108,6 +110,9 @@ class ClipInput(Base):
     position: Mapped[int] = mapped_column(primary_key=True)
     song_id: Mapped[int] = mapped_column(sa.ForeignKey("songs.id", ondelete="RESTRICT"), index=True)
     weight: Mapped[float] = mapped_column(default=1.0)
+    # Where in the song the clip starts, seconds: asked for before rendering (None: the
+    # automatic choice), where it really started after.
+    offset_seconds: Mapped[float | None]
 
     clip: Mapped[Clip] = relationship(back_populates="inputs")
     song: Mapped[Song] = relationship()
@@ -168,6 +173,11 @@ class Delivery(Base):
         sa.ForeignKey("model_versions.id", ondelete="SET NULL")
     )
     pair_open: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+    # What the listener asked for: the piece's length (None: from before pieces, the
+    # canvas length), where in the song it starts (None: the automatic choice), a loop.
+    piece_seconds: Mapped[float | None]
+    start_seconds: Mapped[float | None]
+    loop: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
     clip: Mapped[Clip] = relationship(back_populates="deliveries")
     listener: Mapped[User] = relationship()

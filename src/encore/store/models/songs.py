@@ -37,6 +37,8 @@ class Song(Base):
     blob_key: Mapped[str] = mapped_column(sa.String(255))
     content_type: Mapped[str] = mapped_column(sa.String(100), default="application/octet-stream")
     duration_seconds: Mapped[float]
+    # The whole song's spectrogram (PNG), made once when its page is first shown.
+    spectrogram_key: Mapped[str | None] = mapped_column(sa.String(255))
     sample_rate: Mapped[int]
     checksum_sha256: Mapped[str] = mapped_column(sa.String(64))
     status: Mapped[SongStatus] = mapped_column(enum_type(SongStatus), default=SongStatus.PENDING)
