@@ -172,7 +172,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeGuard
 
 from encore.errors import InvalidInput
 
@@ -289,23 +289,25 @@ class FeedbackConfig:
         """``(a_r, a_l)`` of the confidence."""
         return (self.confidence_weight_rating, self.confidence_weight_listen)
 
-    def replace(self, **changes: object) -> FeedbackConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> FeedbackConfig:
+        """A copy with some fields changed (validated again, so a value of the wrong type
+        raises :class:`InvalidInput` here rather than being ruled out by its annotation)."""
+        return dataclasses.replace(self, **changes)
 
 
 
-def _finite(value: object) -> bool:
+def _finite(value: object) -> TypeGuard[float]:
+    """A real, finite number (``bool`` excluded); narrows ``value`` for the checks after it."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_unit(name: str, value: object) -> None:
-    if not _finite(value) or not 0.0 <= value <= 1.0:  # type: ignore[operator]
+    if not _finite(value) or not 0.0 <= value <= 1.0:
         raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be in [0, 1]")
 
 
 def _check_nonnegative(name: str, value: object) -> None:
-    if not _finite(value) or value < 0:  # type: ignore[operator]
+    if not _finite(value) or value < 0:
         raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be a finite number >= 0")
 
 
