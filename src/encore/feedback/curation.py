@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from encore.errors import InvalidInput
+from encore.feedback.ids import SortableId
 
 __all__ = ["Candidate", "CurationDecision", "DatasetClip", "curate"]
 
@@ -65,7 +66,7 @@ class DatasetClip:
 
     Attributes
     ----------
-    clip_id : hashable
+    clip_id : sortable id (int, str, ...); ties go to the smaller
     score : float in [0, 1]
         Its current R (updated by the baseline ratings it collects).
     confidence : float in [0, 1]
@@ -75,7 +76,7 @@ class DatasetClip:
         The model version that generated it (the purge's retired-version rule).
     """
 
-    clip_id: Hashable
+    clip_id: SortableId
     score: float
     confidence: float = 1.0
     added_at: datetime | None = None
@@ -212,7 +213,7 @@ def curate(
         return tuple(decisions[k] for k in range(len(candidates)))
 
     sim = _check_similarity(similarity, len(candidates), len(dataset))
-    order = sorted(range(len(dataset)), key=lambda j: dataset[j].clip_id)  # type: ignore[arg-type,return-value]
+    order = sorted(range(len(dataset)), key=lambda j: dataset[j].clip_id)
     for k in judged:
         cand = candidates[k]
         best = order[0]
