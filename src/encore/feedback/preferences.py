@@ -25,9 +25,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
-RATING, TASTE = "rating", "taste"
+PairSource = Literal["rating", "taste"]
+RATING: Final = "rating"
+TASTE: Final = "taste"
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class PreferencePair:
     listener_id: int
     song_key: str
     weight: float
-    source: Literal["rating", "taste"]
+    source: PairSource
     margin: float  # stars (rated) or predicted stars (taste) between them
 
     def to_dict(self) -> dict[str, object]:

@@ -132,7 +132,8 @@ def purge(
             if clip.added_at is None:
                 raise InvalidInput(f"dataset clip {clip.clip_id!r} has no added_at, needed for "
                                    "the age rule")
-            age = now - clip.added_at  # type: ignore[operator]
+            assert now is not None  # required above whenever max_age is set
+            age = now - clip.added_at
             if age > max_age:
                 removed.append(PurgeRemoval(
                     clip.clip_id, "too_old",
