@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -188,12 +188,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
-    # Web (encore.web). Rate limits are "count/seconds", counted per web process.
+    # Web (encore.web).
     trusted_origins: list[str] = []  # extra origins allowed to POST (e.g. behind a proxy)
     web_threads: int = Field(0, ge=0)  # threads for blocking route work; 0 = anyio's 40
     # Seconds a web process reuses a session's user without reading the database; a
     # sign-out or deactivation elsewhere takes up to this long to reach it (0 = no cache).
     session_cache_seconds: float = Field(5.0, ge=0)
+
+    # Rate limits per client address (_ip) or per account (_account) as "count/seconds",
+    # at most count requests of that kind in any window of that many seconds (a sliding
+    # window; the next one gets 429 with Retry-After), counted where ENCORE_RATE_LIMIT_URL says.
     limit_signin_ip: str = "30/300"
     limit_upload_account: str = "30/600"
     limit_upload_ip: str = "60/600"
@@ -201,6 +205,15 @@ class Settings(BaseSettings):
     limit_rating_ip: str = "300/60"
     # Listening heartbeats per account (the player sends one every 3 s per clip).
     limit_listen_account: str = "120/60"
+    # Where the rate limits and the sign-in slow-down count. "" = in the Redis of
+    # ENCORE_QUEUE_URL when that is Redis (every web process on every host then shares one
+    # budget; windows in whole seconds), else in each web process (N processes allow N
+    # times each limit); "redis://host:6379/0" = that Redis; "memory://" = in each process
+    # whatever the queue. While the Redis cannot be reached, each process counts alone.
+    rate_limit_url: str = ""
+    # Put before the rate limits' Redis keys (installations sharing one Redis differ here).
+    rate_limit_prefix: str = "encore:limits"
+
     # Generation (counted in the database, so across every web process): requests for
     # music still being made per listener, and requests per listener per hour.
     max_pending_generations: int = Field(3, ge=1)
@@ -208,6 +221,7 @@ class Settings(BaseSettings):
     limit_music_account: str = "30/3600"
     # Bytes of uploaded songs one account may keep (deleted songs free their space).
     storage_quota_bytes: int = Field(2 * 1000**3, ge=0)
+
     # Audio limits beyond length and size (decoding cost grows with both).
     max_sample_rate: int = Field(96_000, ge=8_000)
     max_channels: int = Field(8, ge=1)
@@ -226,6 +240,15 @@ class Settings(BaseSettings):
     hsts_seconds: int = Field(31_536_000, ge=0)
     # Lifetime of an operator-issued password reset link.
     password_reset_hours: float = Field(24.0, gt=0)
+
+    @field_validator("rate_limit_url")
+    @classmethod
+    def _rate_limit_url_scheme(cls, value: str) -> str:
+        if value and value != "memory://" and not value.startswith(
+                ("redis://", "rediss://", "unix://")):
+            raise ValueError(f"rate_limit_url {value!r}: use redis://host:port/db, rediss://, "
+                             "unix:// or memory:// (in each process), or leave it empty")
+        return value
 
     @model_validator(mode="after")
     def _dispatch_shares(self) -> Settings:
@@ -259,6 +282,15 @@ class Settings(BaseSettings):
     @property
     def resolved_queue_url(self) -> str:
         return self.queue_url or f"sqlite:///{(self.data_dir / 'queue.db').resolve()}"
+
+    @property
+    def resolved_rate_limit_url(self) -> str:
+        """The Redis URL the rate limits count in, or ``""`` for in-process counters."""
+        if self.rate_limit_url:
+            return "" if self.rate_limit_url == "memory://" else self.rate_limit_url
+        if self.queue_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.queue_url
+        return ""
 
     @property
     def resolved_model_cache_dir(self) -> Path:

@@ -15,7 +15,7 @@ from encore.services.context import ServiceContext
 from encore.web import ops
 from encore.web.deps import CsrfTokens, SessionUsers
 from encore.web.errors import ErrorRenderer, install_error_handlers
-from encore.web.ratelimit import Limit, RateLimits, SigninSlowdown
+from encore.web.ratelimit import Limit, RateLimits, limiter_for, signin_slowdown_for
 from encore.web.routes import account, auth, music, operator, pages, songs
 from encore.web.security import (
     AllowedHostsMiddleware,
@@ -37,7 +37,8 @@ UPLOAD_PATH = "/api/songs"
 
 
 def rate_limits_from(settings: Settings) -> RateLimits:
-    """The web app's named rate limits, read from ``settings``."""
+    """The web app's named rate limits, read from ``settings``, counted in Redis when the
+    settings name one (:func:`~encore.web.ratelimit.limiter_for`)."""
     return RateLimits(
         {
             "signin_ip": Limit.parse(settings.limit_signin_ip),
@@ -46,7 +47,8 @@ def rate_limits_from(settings: Settings) -> RateLimits:
             "rating_account": Limit.parse(settings.limit_rating_account),
             "rating_ip": Limit.parse(settings.limit_rating_ip),
             "listen_account": Limit.parse(settings.limit_listen_account),
-        }
+        },
+        limiter_for(settings),
     )
 
 
@@ -92,7 +94,7 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
     app.state.ctx = ctx
     app.state.templates = templates
     app.state.limits = rate_limits_from(settings)
-    app.state.signin_slowdown = SigninSlowdown(settings.signin_max_delay_seconds)
+    app.state.signin_slowdown = signin_slowdown_for(settings)
     app.state.csrf_tokens = csrf_tokens
     app.state.session_users = SessionUsers(ctx, ttl=settings.session_cache_seconds)
 

@@ -1,21 +1,44 @@
-"""A small in-process sliding-window rate limiter.
+"""Rate limits: a sliding window per key, counted in Redis or in one process.
 
-The counters live in the memory of one web process: with several processes (uvicorn
-``--workers N``, several hosts) each process counts on its own, so the effective limit is
-N times the configured one. That is acceptable for the embedded default (one process); a
-deployment with many web processes should also limit at its reverse proxy.
+Two counter stores with one interface (:class:`Limiter`), chosen by
+:func:`limiter_for` from ``Settings.resolved_rate_limit_url``:
+
+- :class:`SlidingWindowLimiter` (no Redis configured): the counters live in the memory of
+  one web process. With several processes (uvicorn ``--workers N``, several hosts) each
+  counts on its own, so the effective limit is N times the configured one.
+- :class:`RedisLimiter` (Redis configured, by default the queue's): the same sliding
+  ("moving") window kept in Redis by the ``limits`` library, one list of timestamps per
+  key updated by a Lua script, so every web process on every host draws from one budget.
+  Windows are whole seconds there (a fraction is rounded up). While Redis cannot be reached
+  the limiter counts in-process and logs a warning (a limit must not take the site down).
+
+The sign-in slow-down (:class:`SigninSlowdown`) has the same two homes
+(:class:`RedisSigninSlowdown`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from encore.errors import TooManyRequests
+
+if TYPE_CHECKING:
+    from encore.config import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a Redis command may take before the limiter counts in-process instead.
+REDIS_TIMEOUT = 1.0
+#: At most one warning per this many seconds while Redis cannot be reached.
+_WARN_EVERY = 60.0
 
 
 class RateLimited(TooManyRequests):
@@ -98,6 +121,91 @@ class SlidingWindowLimiter:
             del self._events[key]
 
 
+class Limiter(Protocol):
+    """A counter store of :class:`RateLimits`."""
+
+    def hit(self, key: str, limit: Limit) -> float | None:
+        """``None`` when the event is accepted (and counted), else seconds to wait."""
+
+    def reset(self) -> None:
+        """Forget every counter."""
+
+
+class _Warner:
+    """Logs "Redis cannot be reached" at most once a minute per process."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._last = -math.inf
+
+    def __call__(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last >= _WARN_EVERY:
+            self._last = now
+            logger.warning("%s: Redis cannot be reached (%s); counting in this process",
+                           self.what, exc)
+
+
+def redis_client(url: str) -> Any:
+    """A Redis client for ``url`` with short timeouts (a slow Redis must not hold requests)."""
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT,
+                                socket_connect_timeout=REDIS_TIMEOUT)
+
+
+class RedisLimiter:
+    """The sliding window of :class:`SlidingWindowLimiter`, kept in Redis (``limits``'
+    moving-window strategy), so that every process sharing the Redis shares each budget.
+
+    Each key is a Redis list of the accepted events' times (at most ``limit.count`` long,
+    expiring one window after the last event); a Lua script checks and appends atomically.
+    Times come from each web host's clock (keep them in sync, e.g. NTP).
+
+    Parameters
+    ----------
+    url
+        ``redis://host:port/db`` (or ``rediss://``, ``unix://``).
+    prefix
+        Put before every key (several installations may share one Redis).
+    fallback
+        Counts while Redis cannot be reached (default: a fresh in-process limiter).
+    """
+
+    def __init__(self, url: str, *, prefix: str = "encore:limits",
+                 fallback: SlidingWindowLimiter | None = None) -> None:
+        from limits.storage import RedisStorage
+        from limits.strategies import MovingWindowRateLimiter
+
+        self.url = url
+        self.prefix = prefix
+        self.client = redis_client(url)
+        self._storage = RedisStorage(url, connection_pool=self.client.connection_pool,
+                                     key_prefix=prefix)
+        self._strategy = MovingWindowRateLimiter(self._storage)
+        self._errors = self._storage.base_exceptions
+        self._fallback = fallback or SlidingWindowLimiter()
+        self._warn = _Warner("rate limits")
+
+    def hit(self, key: str, limit: Limit) -> float | None:
+        from limits import RateLimitItemPerSecond
+
+        item = RateLimitItemPerSecond(limit.count, math.ceil(limit.seconds))
+        try:
+            if self._strategy.hit(item, key):
+                return None
+            stats = self._strategy.get_window_stats(item, key)
+        except self._errors as exc:
+            self._warn(exc)
+            return self._fallback.hit(key, limit)
+        return max(stats.reset_time - time.time(), 0.001)
+
+    def reset(self) -> None:
+        """Delete every key under this limiter's prefix (and the in-process fallback's)."""
+        self._storage.reset()
+        self._fallback.reset()
+
+
 class RateLimits:
     """The named limits of the web app, checked per account and per client address.
 
@@ -107,12 +215,12 @@ class RateLimits:
         ``name -> Limit``; a name ending in ``_account`` is keyed by user (or e-mail for
         sign-in), one ending in ``_ip`` by client address.
     limiter
-        The shared counter store.
+        The counter store (default: in-process).
     """
 
-    def __init__(self, limits: dict[str, Limit], limiter: SlidingWindowLimiter | None = None):
+    def __init__(self, limits: dict[str, Limit], limiter: Limiter | None = None):
         self.limits = dict(limits)
-        self.limiter = limiter or SlidingWindowLimiter()
+        self.limiter: Limiter = limiter or SlidingWindowLimiter()
 
     def check(self, action: str, *, account: str | None, ip: str | None) -> None:
         """Count one ``action`` for the account and the address, or raise.
@@ -143,7 +251,8 @@ class SigninSlowdown:
     forgets the failures. Someone who tries a known e-mail address from their own address
     slows down only themselves: its owner, elsewhere, signs in as usual (the per-address
     hard limit stays in :class:`RateLimits`). Memory: entries idle for ``2 * max_delay`` are
-    dropped; at most ``max_entries`` are kept.
+    dropped; at most ``max_entries`` are kept. The failures live in this process;
+    :class:`RedisSigninSlowdown` keeps them in Redis.
     """
 
     def __init__(self, max_delay: float, *, clock: Callable[[], float] = time.monotonic,
@@ -158,8 +267,7 @@ class SigninSlowdown:
         """Raise :class:`RateLimited` while the pair must still wait."""
         if self.max_delay <= 0:
             return
-        with self._lock:
-            entry = self._failures.get((account, ip))
+        entry = self._entry(account, ip)
         if entry is None:
             return
         n, last = entry
@@ -172,6 +280,7 @@ class SigninSlowdown:
             )
 
     def failed(self, account: str, ip: str) -> None:
+        """Count one failed sign-in of ``account`` from ``ip``."""
         now = self._clock()
         with self._lock:
             if len(self._failures) >= self._max_entries:
@@ -184,5 +293,80 @@ class SigninSlowdown:
             self._failures[(account, ip)] = (n + 1, now)
 
     def succeeded(self, account: str, ip: str) -> None:
+        """Forget the failures of ``account`` from ``ip``."""
         with self._lock:
             self._failures.pop((account, ip), None)
+
+    def _entry(self, account: str, ip: str) -> tuple[int, float] | None:
+        with self._lock:
+            return self._failures.get((account, ip))
+
+
+class RedisSigninSlowdown(SigninSlowdown):
+    """:class:`SigninSlowdown` with the failures in Redis, shared by every web process.
+
+    One hash per (account, address), named by a digest of the pair (no e-mail address in
+    Redis), holding the count and the wall-clock time of the last failure; it expires
+    ``2 * max_delay`` after that failure. While Redis cannot be reached, failures are
+    counted in this process.
+    """
+
+    def __init__(self, max_delay: float, url: str, *, prefix: str = "encore:limits") -> None:
+        super().__init__(max_delay, clock=time.time)
+        import redis
+
+        self.prefix = prefix
+        self.client = redis_client(url)
+        self._errors: type[Exception] = redis.RedisError
+        self._warn = _Warner("sign-in slow-down")
+
+    def _key(self, account: str, ip: str) -> str:
+        digest = hashlib.blake2b(f"{account}\0{ip}".encode(), digest_size=16).hexdigest()
+        return f"{self.prefix}:signin:{digest}"
+
+    def _entry(self, account: str, ip: str) -> tuple[int, float] | None:
+        try:
+            n, last = self.client.hmget(self._key(account, ip), ["n", "last"])
+        except self._errors as exc:
+            self._warn(exc)
+            return super()._entry(account, ip)
+        if n is None or last is None:
+            return super()._entry(account, ip)
+        return int(n), float(last)
+
+    def failed(self, account: str, ip: str) -> None:
+        key = self._key(account, ip)
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.hincrby(key, "n", 1)
+                pipe.hset(key, "last", repr(self._clock()))
+                pipe.expire(key, max(math.ceil(2 * self.max_delay), 1))
+                pipe.execute()
+        except self._errors as exc:
+            self._warn(exc)
+            super().failed(account, ip)
+
+    def succeeded(self, account: str, ip: str) -> None:
+        super().succeeded(account, ip)
+        try:
+            self.client.delete(self._key(account, ip))
+        except self._errors as exc:
+            self._warn(exc)
+
+
+def limiter_for(settings: Settings) -> Limiter:
+    """Redis when ``settings`` name one (``Settings.resolved_rate_limit_url``), else this
+    process."""
+    url = settings.resolved_rate_limit_url
+    if not url:
+        return SlidingWindowLimiter()
+    return RedisLimiter(url, prefix=settings.rate_limit_prefix)
+
+
+def signin_slowdown_for(settings: Settings) -> SigninSlowdown:
+    """The sign-in slow-down, in Redis when the rate limits are."""
+    url = settings.resolved_rate_limit_url
+    if not url:
+        return SigninSlowdown(settings.signin_max_delay_seconds)
+    return RedisSigninSlowdown(settings.signin_max_delay_seconds, url,
+                               prefix=settings.rate_limit_prefix)
