@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "finetune": "encore.diffusion.finetune_bench:run_bench",
     "web": "encore.web.bench:run_bench",
     "media": "encore.web.media_bench:run_bench",
+    "blend": "encore.diffusion.blend_bench:run_bench",
 }
 
 
@@ -57,6 +58,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="size of the song served from S3 (media; default 100)")
     parser.add_argument("--ranges", type=int, default=None,
                         help="1 MB range requests at random offsets (media; default 40)")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="blend the held-out pieces of this corpus folder (blend)")
+    parser.add_argument("--songs", type=Path, default=None,
+                        help="blend the audio files of this folder (blend)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="blends of two songs (blend; default 20, 8 with --quick)")
+    parser.add_argument("--strength", type=float, default=None,
+                        help="strength of the blends and of the reference variations "
+                             "(blend; default: settings)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                        help="merge methods to measure: slerp, mix, mix-inverted (blend; default all)")
+    parser.add_argument("--weights", type=float, nargs=2, default=None, metavar="W",
+                        help="the two inputs' weights (blend; default equal)")
+    parser.add_argument("--seed", type=int, default=0, help="draw of the songs and seeds (blend)")
+    parser.add_argument("--verbose", action="store_true", help="progress lines (blend)")
     parser.set_defaults(handler=run)
 
 

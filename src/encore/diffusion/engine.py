@@ -507,41 +507,75 @@ class Engine:
         offsets: Sequence[float | None] | None = None,
         input_ids: Sequence[str] = (),
         progress: Progress | None = None,
+        strength: float | None = None,
+        method: str | None = None,
+        sampler: str | None = None,
     ) -> Clip:
-        """One clip from N ≥ 2 songs: DDIM-invert each, SLERP the noises, denoise.
+        """One clip from N ≥ 2 songs.
+
+        Without ``strength`` (and ``method`` None or ``"slerp"``): the original merge, DDIM
+        inversion of each song all the way to noise, SLERP of the noises, DDIM decoding.
+        With ``strength``: a blend that keeps every input (:mod:`encore.diffusion.blend`,
+        ``method`` default :data:`~encore.diffusion.blend.DEFAULT_METHOD`): the songs'
+        spectrograms mixed in the power domain by ``weights``, then re-made from
+        ``strength`` as a variation is.
 
         Parameters
         ----------
         audios : sequence
             The songs (paths, bytes or arrays).
         weights : sequence of float, optional
-            Non-negative weights (normalised); equal when omitted.
+            Non-negative weights, not all zero (normalised); equal when omitted.
         offsets : sequence, optional
             Window start per song in seconds (None entries: the loudest part).
         steps : int, optional
-            DDIM steps of the inversion and of the decoding each (default
-            ``Settings.merge_steps``): merges always use the DDIM pair.
+            ``"slerp"`` and ``"mix-inverted"``: DDIM steps of the inversion and of the
+            decoding each (default ``Settings.merge_steps``); ``"mix"``: the sampler's
+            steps (default ``Settings.inference_steps``).
+        strength : float, optional
+            In [0, 1], as :meth:`vary`; required by the ``"mix"`` methods.
+        method : {"slerp", "mix", "mix-inverted"}, optional
+        sampler : str, optional
+            ``"mix"`` only (default ``Settings.sampler``); the others are DDIM.
         seed, seconds, eta, progress
-            As :meth:`generate` (with η = 0 the seed does not matter).
+            As :meth:`generate` (``"slerp"`` and ``"mix-inverted"`` with η = 0 ignore the seed).
         """
-        steps = int(steps) if steps is not None else self.default_merge_steps
+        from encore.diffusion.blend import DEFAULT_METHOD, blend, check_method
+        from encore.diffusion.slerp import validate_weights
+
+        if method is None:
+            method = DEFAULT_METHOD if strength is not None else "slerp"
+        check_method(method)
         if len(audios) < 2:
             raise InvalidInput(f"merge needs at least 2 songs, got {len(audios)}")
+        validate_weights(weights, len(audios))  # before any decoding
+        if strength is not None and not (
+            isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0
+        ):
+            raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+        if method == "mix":
+            steps, solver = self._solver(steps, sampler)
+        else:
+            steps = int(steps) if steps is not None else self.default_merge_steps
+            solver = "ddim"
         offs = list(offsets) if offsets is not None else [None] * len(audios)
         if len(offs) != len(audios):
             raise InvalidInput(f"got {len(offs)} offsets for {len(audios)} songs")
         frames, _ = self.canvas(seconds)
         pairs = [self.song_image(a, seconds, offset=o) for a, o in zip(audios, offs, strict=True)]
-        result = sampling.merge(
+        result = blend(
             self.model,
             [torch.from_numpy(img[None, None]) for img, _ in pairs],
+            method=method,
             weights=weights,
+            strength=None if strength is None else float(strength),
             steps=steps,
             seed=seed,
             eta=eta,
             precision=self.precision,
             callback=self._callback(progress),
             input_ids=tuple(input_ids),
+            sampler=solver,
         )
         return self._clips(result, seconds, frames, offsets=[o for _, o in pairs])[0]
 

@@ -103,6 +103,10 @@ class SampleParams:
     sampler : {"ddim", "dpmpp", "unipc"}
         The solver (module docstring); ``merge`` and ``invert`` are always ``"ddim"``.
         Dicts without it (made before samplers existed) mean DDIM.
+    method : str or None
+        ``merge`` only: how the inputs were blended (:data:`encore.diffusion.blend.MERGE_METHODS`);
+        None (and dicts without it) is ``"slerp"``, :func:`merge`. The ``"mix"`` methods also
+        record ``strength`` and ``start_step``.
     """
 
     kind: str
@@ -117,6 +121,7 @@ class SampleParams:
     weights: tuple[float, ...] | None = None
     input_ids: tuple[str, ...] = ()
     sampler: str = "ddim"
+    method: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -848,6 +853,21 @@ def replay(
         )
     if params.kind == "invert":
         return invert(model, inputs[0], **common, **ids)
+    if params.kind == "merge" and params.method not in (None, "slerp"):
+        from encore.diffusion.blend import blend  # blend builds on this module
+
+        return blend(
+            model,
+            list(inputs),
+            method=params.method,
+            weights=params.weights,
+            strength=params.strength,
+            seed=list(params.seeds),
+            eta=params.eta,
+            **common,
+            **ids,
+            **solver,
+        )
     if params.kind == "merge":
         return merge(
             model,

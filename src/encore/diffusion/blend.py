@@ -1,0 +1,265 @@
+"""Blends of several spectrograms that keep every input: the merge methods.
+
+``merge`` in :mod:`encore.diffusion.sampling` is the original method (``"slerp"``): DDIM-invert
+every input all the way to noise, SLERP the noises, decode. Measured on songs of the corpus
+(``encore bench blend``, docs/engine.md "Blends"), its result takes harmony and timbre from one
+input; the other one is no closer to the blend than an unrelated song. The denoiser cannot
+tell the inputs apart in the noise: a spherical mean of two inverted noises is just another
+noise, and what it decodes to is not a mixture of what each one decodes to.
+
+This module adds two methods that condition the *start image* on every input:
+
+``"mix"``
+    The start image is the inputs' mix (:func:`mix_images`: each spectrogram at the same mean
+    power, weighted, summed in the power domain, back to the codec's dB scale); the blend is a
+    variation of that mix at ``strength`` (the sampler, steps and seed of a variation). With
+    one non-zero weight it *is* that input's variation with the same seed.
+``"mix-inverted"``
+    The same start image, noised to the level of ``strength`` with the inputs' own noise:
+    each input is DDIM-inverted only down to that level, the noise each inversion implies
+    (``(x_t − √ᾱ·x₀) / √(1 − ᾱ)``) is merged by weighted SLERP, and DDIM decodes
+    ``√ᾱ·mix + √(1 − ᾱ)·ε`` without clipping. Deterministic; with one non-zero weight it is
+    that input's DDIM reconstruction (the inversion and the decoding undo each other).
+
+Why the power domain: the codec's grey levels are dB relative to the slice's maximum, so an
+average of grey levels is a geometric mean of powers: a band that is loud in one input and
+silent in the other comes out half-way in dB (−40 dB for a −0 / −80 dB pair) and the bright
+input's highs vanish. Summing powers keeps each input's bands at their own level less the
+weight (−3 dB at equal weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from encore.diffusion.folder import LoadedModel
+from encore.diffusion.sampling import (
+    ProgressCallback,
+    SampleParams,
+    SampleResult,
+    _check_steps,
+    _denoise,
+    _generators,
+    _inverse_scheduler,
+    _precision,
+    _scheduler,
+    _seeds,
+    as_model_images,
+    start_step_for,
+    vary,
+)
+from encore.diffusion.slerp import slerp_n, validate_weights
+from encore.errors import InvalidInput
+
+#: The merge methods (module docstring); ``"slerp"`` is :func:`encore.diffusion.sampling.merge`.
+MERGE_METHODS = ("slerp", "mix", "mix-inverted")
+
+#: The method of blends made with a strength (the services, the CLI, ``Engine.merge`` with
+#: ``strength``), chosen by ``encore bench blend`` (docs/engine.md, "Blends").
+DEFAULT_METHOD = "mix"
+
+
+def check_method(method: str) -> str:
+    if method not in MERGE_METHODS:
+        raise InvalidInput(
+            f"unknown merge method {method!r}; choose one of {', '.join(MERGE_METHODS)}"
+        )
+    return method
+
+
+def mix_images(
+    images: Sequence[torch.Tensor], weights: Sequence[float] | None, top_db: float
+) -> torch.Tensor:
+    """The power-domain mix of spectrogram images (the codec's scale, floats in [-1, 1]).
+
+    Parameters
+    ----------
+    images : sequence of torch.Tensor
+        N tensors ``(B, 1, H, W)`` of one shape, in [-1, 1] (grey level ↦ dB relative to the
+        slice maximum: ``dB = (x + 1) / 2 · top_db − top_db``).
+    weights : sequence of float, optional
+        N non-negative weights (normalised); equal when omitted. Inputs of weight 0 are left
+        out entirely.
+    top_db : float
+        The codec's dynamic range (``MelConfig.top_db``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 1, H, W)`` in [-1, 1]: ``Σ wᵢ·Pᵢ / mean(Pᵢ)`` per item, relative to its maximum,
+        floored at ``−top_db``. With one non-zero weight, that input (to float rounding).
+    """
+    w = validate_weights(weights, len(images))
+    shape = images[0].shape
+    total = torch.zeros(shape, dtype=torch.float64, device=images[0].device)
+    for i, (x, wi) in enumerate(zip(images, w, strict=True)):
+        if x.shape != shape:
+            raise InvalidInput(f"mix input {i} has shape {tuple(x.shape)}, input 0 has {tuple(shape)}")
+        if wi == 0:
+            continue
+        db = (x.to(torch.float64) + 1.0) * (top_db / 2.0) - top_db
+        power = torch.pow(10.0, db / 10.0)
+        mean = power.mean(dim=(1, 2, 3), keepdim=True)
+        total = total + wi * power / mean
+    peak = total.amax(dim=(1, 2, 3), keepdim=True)
+    db = 10.0 * torch.log10(total / peak)
+    db = db.clamp(min=-top_db)
+    return ((db + top_db) * (2.0 / top_db) - 1.0).clamp(-1.0, 1.0).to(torch.float32)
+
+
+def _inputs(model: LoadedModel, images_list: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    if len(images_list) < 2:
+        raise InvalidInput(f"a blend needs at least 2 inputs, got {len(images_list)}")
+    xs = [as_model_images(model, x) for x in images_list]
+    for i, x in enumerate(xs):
+        if x.shape != xs[0].shape:
+            raise InvalidInput(
+                f"blend input {i} has shape {tuple(x.shape)}, input 0 has {tuple(xs[0].shape)}"
+            )
+    return xs
+
+
+def merge_mix(
+    model: LoadedModel,
+    images_list: Sequence[torch.Tensor],
+    *,
+    weights: Sequence[float] | None = None,
+    strength: float = 0.7,
+    steps: int = 12,
+    seed: int | Sequence[int] = 0,
+    eta: float = 0.0,
+    precision: str = "fp32",
+    callback: ProgressCallback | None = None,
+    input_ids: Sequence[str] = (),
+    sampler: str = "ddim",
+) -> SampleResult:
+    """``"mix"``: a variation, at ``strength``, of the inputs' power-domain mix.
+
+    Parameters as :func:`encore.diffusion.sampling.vary` (one image batch per input, item
+    ``b`` of the result blends item ``b`` of every input). The result's params have
+    ``kind="merge"``, ``method="mix"``, the normalised weights and the strength.
+    """
+    w = validate_weights(weights, len(images_list))
+    xs = _inputs(model, images_list)
+    start = mix_images(xs, w, model.mel_config.top_db)
+    result = vary(model, start, strength=strength, seed=seed, steps=steps, eta=eta,
+                  precision=precision, callback=callback, input_ids=input_ids, sampler=sampler)
+    return SampleResult(
+        result.images, replace(result.params, kind="merge", weights=tuple(w), method="mix")
+    )
+
+
+def merge_mix_inverted(
+    model: LoadedModel,
+    images_list: Sequence[torch.Tensor],
+    *,
+    weights: Sequence[float] | None = None,
+    strength: float = 0.7,
+    steps: int = 20,
+    seed: int | Sequence[int] = 0,
+    eta: float = 0.0,
+    precision: str = "fp32",
+    callback: ProgressCallback | None = None,
+    input_ids: Sequence[str] = (),
+) -> SampleResult:
+    """``"mix-inverted"``: the mix noised with the SLERP of the inputs' partial inversions.
+
+    DDIM both ways at ``steps`` (``k = round(strength · steps)`` inversion steps of every
+    input in one batch, then ``k`` decoding steps). ``seed`` only matters for η > 0.
+    """
+    w = validate_weights(weights, len(images_list))
+    xs = _inputs(model, images_list)
+    _check_steps(steps, eta, model.scheduler)
+    batch, _, height, width = xs[0].shape
+    seeds = _seeds(seed, batch)
+    amp, prec = _precision(model, precision)
+    sched = _scheduler(model, steps, eta, clip_sample=False)
+    start = start_step_for(strength, steps)
+    k = steps - start
+    mix = mix_images(xs, w, model.mel_config.top_db).to(model.device)
+    n = len(xs)
+    if k == 0:
+        out = mix
+    else:
+        total = 2 * k
+        inv = _inverse_scheduler(model, steps)
+        x0 = torch.cat(xs)
+        sample = x0
+        with torch.inference_mode():
+            from encore.diffusion.device import maybe_autocast
+
+            for i, t in enumerate(inv.timesteps[:k]):
+                with maybe_autocast(sample.device, amp):
+                    eps = model.denoiser(sample, t)
+                sample = inv.step(eps.float(), t, sample).prev_sample
+                if callback is not None:
+                    callback(i + 1, total)
+        level = sched.timesteps[start]
+        alpha = sched.alphas_cumprod[int(level)].to(torch.float64)
+        a, s = float(alpha.sqrt()), float((1.0 - alpha).sqrt())
+        implied = ((sample.double() - a * x0.double()) / s).float().reshape(n, batch, 1, height, width)
+        active = [i for i in range(n) if w[i] > 0]
+        noise = torch.stack([
+            slerp_n([implied[i, b] for i in active], [w[i] for i in active])
+            for b in range(batch)
+        ]).to(model.device)
+        x_t = a * mix + s * noise
+        out = _denoise(model, x_t, sched, sched.timesteps[start:], eta=eta,
+                       gens=_generators(seeds), amp=amp, callback=callback, done=k, total=total)
+    params = SampleParams(
+        kind="merge",
+        seeds=seeds,
+        steps=steps,
+        eta=float(eta),
+        height=height,
+        width=width,
+        precision=prec,
+        strength=float(strength),
+        start_step=start,
+        weights=tuple(w),
+        input_ids=tuple(input_ids),
+        method="mix-inverted",
+    )
+    return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+
+
+def blend(
+    model: LoadedModel,
+    images_list: Sequence[torch.Tensor],
+    *,
+    method: str = DEFAULT_METHOD,
+    weights: Sequence[float] | None = None,
+    strength: float | None = None,
+    steps: int = 20,
+    seed: int | Sequence[int] = 0,
+    eta: float = 0.0,
+    precision: str = "fp32",
+    callback: ProgressCallback | None = None,
+    input_ids: Sequence[str] = (),
+    sampler: str = "ddim",
+) -> SampleResult:
+    """Blend N ≥ 2 spectrograms by ``method`` (:data:`MERGE_METHODS`).
+
+    ``strength`` is required by the ``"mix"`` methods and must be None for ``"slerp"`` (which
+    always inverts all the way); ``sampler`` is only used by ``"mix"`` (the others are DDIM).
+    """
+    from encore.diffusion.sampling import merge
+
+    check_method(method)
+    if method == "slerp":
+        if strength is not None:
+            raise InvalidInput(f"the slerp merge has no strength (got {strength!r})")
+        return merge(model, images_list, weights=weights, steps=steps, seed=seed, eta=eta,
+                     precision=precision, callback=callback, input_ids=input_ids)
+    if strength is None:
+        raise InvalidInput(f"the {method} blend needs a strength in [0, 1]")
+    if method == "mix":
+        return merge_mix(model, images_list, weights=weights, strength=strength, steps=steps,
+                         seed=seed, eta=eta, precision=precision, callback=callback,
+                         input_ids=input_ids, sampler=sampler)
+    return merge_mix_inverted(model, images_list, weights=weights, strength=strength,
+                              steps=steps, seed=seed, eta=eta, precision=precision,
+                              callback=callback, input_ids=input_ids)
