@@ -34,10 +34,12 @@ pseudonyms, which made the pilot's intervals move in the second decimal). With v
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 from encore.errors import InvalidInput
 from encore.feedback.config import BootstrapCluster
@@ -79,9 +81,12 @@ UNSELECTED = ("explore", "single", None)  # a uniform pick among the candidates 
 _CHUNK_ELEMENTS = 2_000_000
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class RatingRecords:
     """Ratings with what the report groups them by (parallel arrays, one entry per rating).
+
+    Each argument that may be None is filled with the default named below, so every
+    attribute of a built record set is an array of length n.
 
     Attributes
     ----------
@@ -120,85 +125,99 @@ class RatingRecords:
         Two ratings sharing a pair id are the two halves of a paired delivery; None: no pairs.
     """
 
-    ratings: np.ndarray
+    ratings: NDArray[np.float64]
     song_ids: np.ndarray
     version_ids: np.ndarray
     rater_ids: np.ndarray
-    branches: np.ndarray | None = None
-    weights: np.ndarray | None = None
-    clip_ids: np.ndarray | None = None
-    selections: np.ndarray | None = None
-    propensities: np.ndarray | None = None
-    taste_picks: np.ndarray | None = None
-    fresh: np.ndarray | None = None
-    rounds: np.ndarray | None = None
-    pair_ids: np.ndarray | None = None
+    branches: NDArray[np.object_]
+    weights: NDArray[np.float64]
+    clip_ids: np.ndarray
+    selections: NDArray[np.object_]
+    propensities: NDArray[np.float64]
+    taste_picks: NDArray[np.float64]
+    fresh: NDArray[np.bool_]
+    rounds: np.ndarray
+    pair_ids: NDArray[np.object_]
 
-    def __post_init__(self) -> None:
-        ratings = validate_ratings(self.ratings)
-        n = ratings.shape[0]
+    def __init__(
+        self,
+        ratings: np.ndarray,
+        song_ids: np.ndarray,
+        version_ids: np.ndarray,
+        rater_ids: np.ndarray,
+        branches: np.ndarray | None = None,
+        weights: np.ndarray | None = None,
+        clip_ids: np.ndarray | None = None,
+        selections: np.ndarray | None = None,
+        propensities: np.ndarray | None = None,
+        taste_picks: np.ndarray | None = None,
+        fresh: np.ndarray | None = None,
+        rounds: np.ndarray | None = None,
+        pair_ids: np.ndarray | None = None,
+    ) -> None:
+        checked = validate_ratings(ratings)
+        n = checked.shape[0]
         arrays = {}
-        for name in ("song_ids", "version_ids", "rater_ids"):
-            arr = np.asarray(getattr(self, name)).reshape(-1)
+        for name, value in (("song_ids", song_ids), ("version_ids", version_ids),
+                            ("rater_ids", rater_ids)):
+            arr = np.asarray(value).reshape(-1)
             if arr.shape[0] != n:
                 raise InvalidInput(f"RatingRecords.{name} has {arr.shape[0]} entries for {n} "
                                    "ratings")
             arrays[name] = arr
-        branches = (np.full(n, "generate", dtype=object) if self.branches is None
-                    else np.asarray(self.branches, dtype=object).reshape(-1))
-        if branches.shape[0] != n:
-            raise InvalidInput(f"RatingRecords.branches has {branches.shape[0]} entries for {n} "
+        branch_arr = (np.full(n, "generate", dtype=object) if branches is None
+                      else np.asarray(branches, dtype=object).reshape(-1))
+        if branch_arr.shape[0] != n:
+            raise InvalidInput(f"RatingRecords.branches has {branch_arr.shape[0]} entries for {n} "
                                "ratings")
-        bad = [b for b in set(branches.tolist()) if b not in BRANCHES]
+        bad = [b for b in set(branch_arr.tolist()) if b not in BRANCHES]
         if bad:
             raise InvalidInput(f"branch={bad[0]!r} must be 'generate', 'review' or 'baseline'")
-        weights = (np.ones(n) if self.weights is None
-                   else np.asarray(self.weights, dtype=float).reshape(-1))
-        if weights.shape[0] != n:
-            raise InvalidInput(f"RatingRecords.weights has {weights.shape[0]} entries for {n} "
+        weight_arr = (np.ones(n) if weights is None
+                      else np.asarray(weights, dtype=float).reshape(-1))
+        if weight_arr.shape[0] != n:
+            raise InvalidInput(f"RatingRecords.weights has {weight_arr.shape[0]} entries for {n} "
                                "ratings")
-        if np.any(~np.isfinite(weights) | (weights < 0)):
-            i = int(np.flatnonzero(~np.isfinite(weights) | (weights < 0))[0])
-            raise InvalidInput(f"weight={float(weights[i])!r} (index {i}) must be finite and >= 0")
-        object.__setattr__(self, "ratings", ratings)
+        if np.any(~np.isfinite(weight_arr) | (weight_arr < 0)):
+            i = int(np.flatnonzero(~np.isfinite(weight_arr) | (weight_arr < 0))[0])
+            raise InvalidInput(f"weight={float(weight_arr[i])!r} (index {i}) must be finite and "
+                               ">= 0")
+        object.__setattr__(self, "ratings", checked)
         for name, arr in arrays.items():
             object.__setattr__(self, name, arr)
-        object.__setattr__(self, "branches", branches)
-        object.__setattr__(self, "weights", weights)
-        self._set_delivery_fields(n, branches)
+        object.__setattr__(self, "branches", branch_arr)
+        object.__setattr__(self, "weights", weight_arr)
 
-    def _set_delivery_fields(self, n: int, branches: np.ndarray) -> None:
-        """Validate and fill the fields of the fair comparison (issue 15) with their defaults."""
-
-        def column(name: str, default: np.ndarray, dtype: object) -> np.ndarray:
-            value = getattr(self, name)
+        # the fields of the fair comparison (issue 15), validated and filled with defaults
+        def column(name: str, value: np.ndarray | None, default: np.ndarray,
+                   dtype: DTypeLike) -> np.ndarray:
             arr = default if value is None else np.asarray(value, dtype=dtype).reshape(-1)
             if arr.shape[0] != n:
                 raise InvalidInput(f"RatingRecords.{name} has {arr.shape[0]} entries for {n} "
                                    "ratings")
             return arr
 
-        clip_ids = column("clip_ids", np.arange(n), object)
-        selections = column("selections", np.full(n, None, dtype=object), object)
-        bad = [x for x in set(selections.tolist()) if x is not None and x not in SELECTIONS]
+        clip_arr = column("clip_ids", clip_ids, np.arange(n), object)
+        selection_arr = column("selections", selections, np.full(n, None, dtype=object), object)
+        bad = [x for x in set(selection_arr.tolist()) if x is not None and x not in SELECTIONS]
         if bad:
             raise InvalidInput(f"selection={bad[0]!r} must be 'taste', 'explore', 'single' or "
                                "None")
-        propensities = column("propensities", np.full(n, np.nan), float)
-        known = np.isfinite(propensities)
-        if np.any(known & ((propensities <= 0) | (propensities > 1))):
-            i = int(np.flatnonzero(known & ((propensities <= 0) | (propensities > 1)))[0])
-            raise InvalidInput(f"propensity={float(propensities[i])!r} (index {i}) must be in "
+        propensity_arr = column("propensities", propensities, np.full(n, np.nan), float)
+        known = np.isfinite(propensity_arr)
+        if np.any(known & ((propensity_arr <= 0) | (propensity_arr > 1))):
+            i = int(np.flatnonzero(known & ((propensity_arr <= 0) | (propensity_arr > 1)))[0])
+            raise InvalidInput(f"propensity={float(propensity_arr[i])!r} (index {i}) must be in "
                                "(0, 1]")
-        picks = column("taste_picks", np.full(n, np.nan), float)
+        picks = column("taste_picks", taste_picks, np.full(n, np.nan), float)
         if np.any(np.isfinite(picks) & (picks != 0) & (picks != 1)):
             raise InvalidInput("RatingRecords.taste_picks must be 1, 0 or NaN (unknown)")
-        fresh = column("fresh", branches == "generate", bool)
-        rounds = column("rounds", np.zeros(n, dtype=np.int64), object)
-        pair_ids = column("pair_ids", np.full(n, None, dtype=object), object)
-        for name, arr in (("clip_ids", clip_ids), ("selections", selections),
-                          ("propensities", propensities), ("taste_picks", picks),
-                          ("fresh", fresh), ("rounds", rounds), ("pair_ids", pair_ids)):
+        fresh_arr = column("fresh", fresh, branch_arr == "generate", bool)
+        round_arr = column("rounds", rounds, np.zeros(n, dtype=np.int64), object)
+        pair_arr = column("pair_ids", pair_ids, np.full(n, None, dtype=object), object)
+        for name, arr in (("clip_ids", clip_arr), ("selections", selection_arr),
+                          ("propensities", propensity_arr), ("taste_picks", picks),
+                          ("fresh", fresh_arr), ("rounds", round_arr), ("pair_ids", pair_arr)):
             object.__setattr__(self, name, arr)
 
     def __len__(self) -> int:
@@ -486,14 +505,14 @@ def bootstrap_mean_difference(
     return diff, float(lo), float(hi), int(draws.size)
 
 
-def _chunked(n_resamples: int, width: int, draw) -> np.ndarray:
+def _chunked(n_resamples: int, width: int, draw: Callable[[int], np.ndarray]) -> np.ndarray:
     step = max(1, _CHUNK_ELEMENTS // max(width, 1))
     out = [draw(min(step, n_resamples - start)) for start in range(0, n_resamples, step)]
     return np.concatenate(out)
 
 
-def _cluster_draw(rng: np.random.Generator, b: int, m: int, sums: list, mass: list
-                  ) -> np.ndarray:
+def _cluster_draw(rng: np.random.Generator, b: int, m: int, sums: list[np.ndarray],
+                  mass: list[np.ndarray]) -> np.ndarray:
     idx = rng.integers(0, m, size=(b, m))
     s_new, s_old = sums[0][idx].sum(axis=1), sums[1][idx].sum(axis=1)
     n_new, n_old = mass[0][idx].sum(axis=1), mass[1][idx].sum(axis=1)
@@ -501,7 +520,7 @@ def _cluster_draw(rng: np.random.Generator, b: int, m: int, sums: list, mass: li
         return np.where((n_new > 0) & (n_old > 0), s_new / n_new - s_old / n_old, np.nan)
 
 
-def _stratified_draw(rng: np.random.Generator, b: int, groups: list) -> np.ndarray:
+def _stratified_draw(rng: np.random.Generator, b: int, groups: list[np.ndarray]) -> np.ndarray:
     wr_new, w_new, wr_old, w_old = groups
     i_new = rng.integers(0, w_new.shape[0], size=(b, w_new.shape[0]))
     i_old = rng.integers(0, w_old.shape[0], size=(b, w_old.shape[0]))
@@ -539,16 +558,15 @@ def rating_table(
     -------
     RatingTable
     """
-    present = sorted(set(records.version_ids.tolist()))  # type: ignore[type-var]
+    present = sorted(set(records.version_ids.tolist()))
     order = tuple(present if versions is None else versions)
     if len(set(order)) != len(order):
         raise InvalidInput(f"versions {order!r} contain a duplicate")
     missing = [v for v in present if v not in order]
     if missing:
         raise InvalidInput(f"version {missing[0]!r} has ratings but is not in versions {order!r}")
-    songs = tuple(sorted(set(records.song_ids.tolist())))  # type: ignore[type-var]
+    songs = tuple(sorted(set(records.song_ids.tolist())))
     w = records.weights
-    assert w is not None
 
     def cell(song: Hashable | None, version: Hashable) -> Cell | None:
         mask = records.version_ids == version
@@ -589,6 +607,23 @@ def rating_table(
                        changes=changes, changes_by_song=changes_by_song)
 
 
+class _TableSettings(TypedDict):
+    """What :func:`build_report` passes to each :func:`rating_table`."""
+
+    versions: Sequence[Hashable]
+    n_resamples: int
+    level: float
+    cluster: BootstrapCluster
+
+
+class _Bootstrap(TypedDict):
+    """The bootstrap settings passed on to each comparison and estimate."""
+
+    rng: np.random.Generator
+    n_resamples: int
+    level: float
+
+
 def build_report(
     records: RatingRecords,
     *,
@@ -618,28 +653,27 @@ def build_report(
     (3.5, -0.5)
     """
     if versions is None:
-        versions = sorted(set(records.version_ids.tolist()))  # type: ignore[type-var]
-    kwargs = dict(versions=versions, n_resamples=n_resamples, level=level, cluster=cluster)
-    table = rating_table(records, rng=rng, **kwargs)  # type: ignore[arg-type]
+        versions = sorted(set(records.version_ids.tolist()))
+    kwargs: _TableSettings = {"versions": versions, "n_resamples": n_resamples, "level": level,
+                              "cluster": cluster}
+    table = rating_table(records, rng=rng, **kwargs)
     by_branch = {}
     for branch, pooled in BRANCH_SPLIT.items():
         mask = np.isin(records.branches, pooled)
         if mask.any():
-            by_branch[branch] = rating_table(records.subset(mask), rng=rng,  # type: ignore[arg-type]
-                                             **kwargs)
-    boot = dict(rng=rng, n_resamples=n_resamples, level=level)
+            by_branch[branch] = rating_table(records.subset(mask), rng=rng, **kwargs)
+    boot: _Bootstrap = {"rng": rng, "n_resamples": n_resamples, "level": level}
     headline, paired, same = fair_comparisons(records, versions=versions, parents=parents,
                                               reference=reference, min_pairs=min_pairs,
-                                              **boot)  # type: ignore[arg-type]
+                                              **boot)
     decomposition = tuple(decompose_gain(records, c.version_id, c.reference_id,
-                                         min_pairs=min_pairs, **boot)  # type: ignore[arg-type]
+                                         min_pairs=min_pairs, **boot)
                           for c in headline)
     fresh_means = tuple(
         m for v in versions
-        if (m := mean_estimate(records, records.fresh & (records.version_ids == v),  # type: ignore[operator]
-                               v, **boot)) is not None)  # type: ignore[arg-type]
-    baseline = mean_estimate(records, records.branches == "baseline", "dataset clips",
-                             **boot)  # type: ignore[arg-type]
+        if (m := mean_estimate(records, records.fresh & (records.version_ids == v),
+                               v, **boot)) is not None)
+    baseline = mean_estimate(records, records.branches == "baseline", "dataset clips", **boot)
     return Report(table=table, by_branch=by_branch, headline=headline, paired=paired,
                   same_round=same, decomposition=decomposition, fresh_means=fresh_means,
                   baseline=baseline)
@@ -927,7 +961,9 @@ def off_policy_value(
         level=level)
 
 
-def _sorted_keys(values: set) -> tuple:
+def _sorted_keys(values: set[Any]) -> tuple[Any, ...]:
+    """The values in their own order, or by ``str`` where they do not compare (mixed types,
+    which is why they are typed ``Any``: comparability is tried, not required)."""
     try:
         return tuple(sorted(values))
     except TypeError:
@@ -946,11 +982,10 @@ def record_pairs(
     """
     w = records.weights
     pids = records.pair_ids
-    assert w is not None and pids is not None
     rows: dict[Hashable, list[int]] = {}
-    for i in np.flatnonzero(w > 0):
-        if pids[i] is not None:
-            rows.setdefault(pids[i], []).append(int(i))
+    for row in np.flatnonzero(w > 0):
+        if pids[row] is not None:
+            rows.setdefault(pids[row], []).append(int(row))
     new, old = [], []
     for idx in rows.values():
         if len(idx) != 2:
@@ -962,7 +997,7 @@ def record_pairs(
             continue
         if records.rater_ids[i] != records.rater_ids[j]:
             continue
-        if reference_unselected and records.selections[j] == "taste":  # type: ignore[index]
+        if reference_unselected and records.selections[j] == "taste":
             continue
         new.append(i)
         old.append(j)
@@ -979,12 +1014,12 @@ def _paired_from_records(
     pc = paired_comparison(records.ratings[new], records.ratings[old], records.rater_ids[new],
                            rng=rng, version_id=version, reference_id=reference,
                            n_resamples=n_resamples, level=level)
-    rounds = records.rounds[np.concatenate([new, old])]  # type: ignore[index]
+    rounds = records.rounds[np.concatenate([new, old])]
     comp = Comparison(
         version_id=version, reference_id=reference, method="paired",
         difference=pc.mean_difference, ci_low=pc.ci_low, ci_high=pc.ci_high, n=pc.n_pairs,
         n_reference=pc.n_pairs, n_raters=pc.n_listeners,
-        n_clips=len(set(records.clip_ids[np.concatenate([new, old])].tolist())),  # type: ignore[index]
+        n_clips=len(set(records.clip_ids[np.concatenate([new, old])].tolist())),
         resamples_used=pc.resamples_used, level=level,
         rounds=_sorted_keys(set(rounds.tolist())), paired=pc)
     return pc, comp
@@ -997,11 +1032,9 @@ def _same_round(
 ) -> Comparison | None:
     """Fresh ratings of ``new_mask`` − those of ``old_mask`` within the common rounds."""
     w = records.weights
-    assert w is not None
-    base = records.fresh & (w > 0)  # type: ignore[operator]
+    base = records.fresh & (w > 0)
     new, old = base & new_mask, base & old_mask
     rounds = records.rounds
-    assert rounds is not None
     common = set(rounds[new].tolist()) & set(rounds[old].tolist())
     if not common:
         return None
@@ -1010,20 +1043,19 @@ def _same_round(
     old &= in_common
     sel = new | old
     diff, lo, hi, used = two_way_bootstrap(
-        records.ratings[sel], records.rater_ids[sel], records.clip_ids[sel],  # type: ignore[index]
+        records.ratings[sel], records.rater_ids[sel], records.clip_ids[sel],
         rng=rng, is_new=new[sel], strata=rounds[sel].astype(str), weights=w[sel],
         n_resamples=n_resamples, level=level)
     return Comparison(
         version_id=version, reference_id=reference, method=method, difference=diff,
         ci_low=lo, ci_high=hi, n=int(new.sum()), n_reference=int(old.sum()),
         n_raters=len(set(records.rater_ids[sel].tolist())),
-        n_clips=len(set(records.clip_ids[sel].tolist())),  # type: ignore[index]
+        n_clips=len(set(records.clip_ids[sel].tolist())),
         resamples_used=used, level=level, rounds=_sorted_keys(common))
 
 
 def _unselected(records: RatingRecords) -> np.ndarray:
     sel = records.selections
-    assert sel is not None
     return np.array([x in UNSELECTED for x in sel.tolist()], dtype=bool)
 
 
@@ -1106,14 +1138,13 @@ def decompose_gain(
     uniform = _unselected(records)
     sel = records.selections
     w = records.weights
-    assert sel is not None and w is not None
-    kw = dict(rng=rng, n_resamples=n_resamples, level=level)
+    kw: _Bootstrap = {"rng": rng, "n_resamples": n_resamples, "level": level}
 
     selection: Comparison | None = None
-    explore = records.fresh & (w > 0) & (v == reference) & (sel == "explore")  # type: ignore[operator]
-    pv = off_policy_value(records.ratings[explore], records.propensities[explore],  # type: ignore[index]
-                          records.taste_picks[explore], records.rater_ids[explore],  # type: ignore[index]
-                          version_id=reference, **kw)  # type: ignore[arg-type]
+    explore = records.fresh & (w > 0) & (v == reference) & (sel == "explore")
+    pv = off_policy_value(records.ratings[explore], records.propensities[explore],
+                          records.taste_picks[explore], records.rater_ids[explore],
+                          version_id=reference, **kw)
     off_policy = None
     if pv.n_matched > 0 and np.isfinite(pv.gain):
         off_policy = Comparison(
@@ -1121,27 +1152,26 @@ def decompose_gain(
             difference=pv.gain, ci_low=pv.gain_ci_low, ci_high=pv.gain_ci_high, n=pv.n_matched,
             n_reference=pv.n, n_raters=pv.n_listeners, n_clips=pv.n,
             resamples_used=pv.resamples_used, level=level,
-            rounds=_sorted_keys(set(records.rounds[explore].tolist())), policy=pv)  # type: ignore[index]
+            rounds=_sorted_keys(set(records.rounds[explore].tolist())), policy=pv)
     selection = off_policy
     if pv.n_matched < MIN_MATCHED:  # too few taste picks among the explore deliveries
         selection = _same_round(records, reference, reference, (v == reference) & (sel == "taste"),
                                 (v == reference) & uniform, method="taste vs explore",
-                                **kw) or off_policy  # type: ignore[arg-type]
+                                **kw) or off_policy
     weights = _same_round(records, version, reference, (v == version) & uniform,
-                          (v == reference) & uniform, **kw)  # type: ignore[arg-type]
-    p = _paired_from_records(records, version, reference, reference_unselected=True,
-                             **kw)  # type: ignore[arg-type]
+                          (v == reference) & uniform, **kw)
+    p = _paired_from_records(records, version, reference, reference_unselected=True, **kw)
     both = None
     if p is not None and p[0].n_pairs >= min_pairs:
         both = p[1]
     else:
         both = _same_round(records, version, reference, v == version,
-                           (v == reference) & uniform, **kw)  # type: ignore[arg-type]
+                           (v == reference) & uniform, **kw)
         if both is None and p is not None:
             both = p[1]
-    parts = [selection, weights, both]
-    remainder = (both.difference - selection.difference - weights.difference  # type: ignore[union-attr]
-                 if all(x is not None for x in parts) else float("nan"))
+    remainder = (both.difference - selection.difference - weights.difference
+                 if both is not None and selection is not None and weights is not None
+                 else float("nan"))
     return GainDecomposition(version_id=version, reference_id=reference, selection=selection,
                              weights=weights, both=both, remainder=float(remainder))
 
@@ -1152,14 +1182,13 @@ def mean_estimate(
 ) -> MeanEstimate | None:
     """Mean of the ratings in ``mask`` (positive weight) with a two-way bootstrap interval."""
     w = records.weights
-    assert w is not None
     sel = np.asarray(mask, dtype=bool) & (w > 0)
     if not sel.any():
         return None
     mean, lo, hi, used = two_way_bootstrap(
-        records.ratings[sel], records.rater_ids[sel], records.clip_ids[sel],  # type: ignore[index]
+        records.ratings[sel], records.rater_ids[sel], records.clip_ids[sel],
         rng=rng, weights=w[sel], n_resamples=n_resamples, level=level)
     return MeanEstimate(label=label, mean=mean, ci_low=lo, ci_high=hi, n=int(sel.sum()),
                         n_raters=len(set(records.rater_ids[sel].tolist())),
-                        n_clips=len(set(records.clip_ids[sel].tolist())),  # type: ignore[index]
+                        n_clips=len(set(records.clip_ids[sel].tolist())),
                         resamples_used=used, level=level)

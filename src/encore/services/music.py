@@ -87,6 +87,11 @@ class DeliveryView:
     estimated_seconds_left: float | None = None
     # Whether the listener can still cancel it (queued, not started).
     cancellable: bool = False
+    # What the request asked for (issue 19): the piece's length (None: one canvas, from
+    # before pieces), where in the song it starts (None: the automatic choice), a loop.
+    piece_seconds: float | None = None
+    start_seconds: float | None = None
+    loop: bool = False
 
 
 @dataclass(frozen=True)
@@ -630,6 +635,9 @@ def _view(
         rating=delivery.rating.stars if delivery.rating is not None else None,
         delivered_at=_aware(delivery.delivered_at),  # type: ignore[arg-type]
         made_from=made_from_label(session, delivery.listener_id, clip),
+        piece_seconds=delivery.piece_seconds,
+        start_seconds=delivery.start_seconds,
+        loop=bool(delivery.loop),
         queue_position=wait.position if wait is not None else None,
         estimated_seconds_left=(
             round(wait.seconds_left, 1)

@@ -27,6 +27,12 @@ MAX_RANGES = 2000
 class MusicRequest(BaseModel):
     song_ids: list[int] = Field(min_length=1, max_length=MAX_INPUT_SONGS)
     closeness: float | None = Field(default=None, ge=0.0, le=1.0)
+    # a piece's length (6, 12, 24 or 48 s, up to ENCORE_MAX_PIECE_SECONDS), where in the song
+    # it starts (seconds; one song only; default: the loudest stretch), a loop; the service
+    # checks them and says what is allowed
+    seconds: float | None = None
+    start: float | None = None
+    loop: bool = False
 
 
 Seconds = Annotated[float, Field(ge=0.0, le=24 * 3600)]
@@ -63,9 +69,11 @@ def history_page(request: Request, user: CurrentUser, ctx: CtxDep) -> Response:
 
 @router.post("/api/music", status_code=201)
 def api_request_music(body: MusicRequest, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
-    """Ask for music from one song (a variation, ``closeness`` in [0, 1]) or several (a blend)."""
+    """Ask for music from one song (a variation, ``closeness`` in [0, 1]; ``seconds``,
+    ``start``, ``loop``) or several (a blend)."""
     delivery = music.request_music(
-        ctx, listener=user, song_ids=body.song_ids, closeness=body.closeness
+        ctx, listener=user, song_ids=body.song_ids, closeness=body.closeness,
+        seconds=body.seconds, start=body.start, loop=body.loop,
     )
     return {"delivery_id": delivery.id, "url": f"/music/{delivery.id}"}
 

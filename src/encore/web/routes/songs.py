@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from encore.services import songs
+from encore.services import music, songs
 from encore.web import views
 from encore.web.deps import CtxDep, CurrentUser, LimitsDep, SettingsDep, client_ip, render
 from encore.web.media import serve_blob
@@ -44,9 +44,22 @@ def songs_page(request: Request, user: CurrentUser, ctx: CtxDep, settings: Setti
 
 
 @router.get("/songs/{song_id}", include_in_schema=False)
-def song_page(request: Request, song_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
-    """One of the user's songs (others' songs are refused by the service)."""
-    return render(request, "song.html", user=user, song=songs.get_song(ctx, user=user, song_id=song_id))
+def song_page(
+    request: Request, song_id: int, user: CurrentUser, ctx: CtxDep, settings: SettingsDep
+) -> Response:
+    """One of the user's songs (others' songs are refused by the service): its spectrogram,
+    where the listener marks the start, and the request for a piece of music from there."""
+    lengths = music.piece_lengths(ctx)
+    default = min(lengths, key=lambda s: abs(s - settings.default_piece_seconds))
+    return render(
+        request,
+        "song.html",
+        user=user,
+        song=songs.get_song(ctx, user=user, song_id=song_id),
+        piece_lengths=lengths,
+        default_seconds=default,
+        default_closeness=round(1.0 - settings.default_strength, 2),
+    )
 
 
 @router.get("/api/songs")
@@ -84,6 +97,13 @@ def api_get_song(song_id: int, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]
 def api_song_audio(request: Request, song_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
     """The song's audio as uploaded (HTTP Range supported)."""
     return serve_blob(request, songs.song_audio(ctx, user=user, song_id=song_id))
+
+
+@router.get("/api/songs/{song_id}/spectrogram")
+def api_song_spectrogram(request: Request, song_id: int, user: CurrentUser, ctx: CtxDep) -> Response:
+    """The whole song's spectrogram (PNG; time left to right over its whole duration, low
+    bands at the bottom), made on first request and kept."""
+    return serve_blob(request, songs.song_spectrogram(ctx, user=user, song_id=song_id))
 
 
 class SharingBody(BaseModel):
