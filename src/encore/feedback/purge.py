@@ -27,6 +27,7 @@ import numpy as np
 
 from encore.errors import InvalidInput
 from encore.feedback.curation import DatasetClip
+from encore.feedback.ids import SortableId
 
 __all__ = ["PurgeRemoval", "PurgeResult", "purge"]
 
@@ -174,7 +175,7 @@ def purge(
     return PurgeResult(kept=tuple(dataset[k].clip_id for k in kept), removed=tuple(removed))
 
 
-def _rank_key(clip: DatasetClip) -> tuple:
+def _rank_key(clip: DatasetClip) -> tuple[float, float, float, SortableId]:
     added = clip.added_at.timestamp() if clip.added_at is not None else -math.inf
     return (-clip.score, -clip.confidence, -added, clip.clip_id)
 

@@ -117,7 +117,7 @@ import logging
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import sparse, special, stats
@@ -216,10 +216,10 @@ class RaterModelFit:
     converged : bool
     """
 
-    clip_ids: tuple
+    clip_ids: tuple[Hashable, ...]
     quality: np.ndarray
     quality_se: np.ndarray
-    rater_ids: tuple
+    rater_ids: tuple[Hashable, ...]
     bias: np.ndarray
     bias_se: np.ndarray
     sigma: np.ndarray
@@ -288,7 +288,7 @@ class QualityControlResult:
 
     fit: RaterModelFit
     assessments: tuple[RaterAssessment, ...]
-    _by_id: dict = field(init=False, repr=False)
+    _by_id: dict[Hashable, RaterAssessment] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_id", {a.rater_id: a for a in self.assessments})
@@ -392,8 +392,21 @@ def fit_rater_model(
     )
 
 
+class _AlternatingFit(NamedTuple):
+    """What :func:`_alternating_fit` estimates (per clip: ψ; per rater: Δ, σ², counts)."""
+
+    psi: np.ndarray
+    psi_se: np.ndarray
+    delta: np.ndarray
+    delta_se: np.ndarray
+    sigma2: np.ndarray
+    n_i: np.ndarray
+    iterations: int
+    converged: bool
+
+
 def _alternating_fit(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, n_raters: int,
-                     n_clips: int, omega: np.ndarray, config: FeedbackConfig):
+                     n_clips: int, omega: np.ndarray, config: FeedbackConfig) -> _AlternatingFit:
     tau2 = config.bias_prior_sd ** 2
     nu0 = config.sigma_prior_ratings
     floor2 = config.sigma_floor ** 2
@@ -454,7 +467,7 @@ def _alternating_fit(u: np.ndarray, ri: np.ndarray, cj: np.ndarray, n_raters: in
     with np.errstate(invalid="ignore", divide="ignore"):
         d = np.where(np.isfinite(psi[cj]), 1.0 - w_obs / den[cj], 0.0)
     delta_se = np.sqrt(sigma2 / (np.bincount(ri, d, n_raters) + sigma2 / tau2))
-    return psi, psi_se, delta, delta_se, sigma2, n_i, iterations, converged
+    return _AlternatingFit(psi, psi_se, delta, delta_se, sigma2, n_i, iterations, converged)
 
 
 # --------------------------------------------------------------------------------------
@@ -522,7 +535,7 @@ def assess_raters(
     for round_no in range(1, config.qc_rounds + 1):
         omega = np.array([0.0 if k in flagged else 1.0 for k in range(n_raters)])
         fit = _alternating_fit(u, idx.ri, idx.cj, n_raters, n_clips, omega, config)
-        delta, sigma = fit[2], np.sqrt(fit[4])
+        delta, sigma = fit.delta, np.sqrt(fit.sigma2)
         witnesses = _witnesses(u, listened, idx.ri, idx.cj, rows_of, delta, sigma, omega,
                                n_raters, n_clips, config, components)
         verdicts = []
@@ -757,7 +770,7 @@ def _merge_alike(lab: np.ndarray, sim: sparse.csr_matrix, ratio: float) -> np.nd
 
 
 def _feature_components(clip_features: Mapping[Hashable, Sequence[float] | np.ndarray],
-                        clip_keys: list, dims: int) -> np.ndarray | None:
+                        clip_keys: list[Hashable], dims: int) -> np.ndarray | None:
     """Standardised principal components of the clips' features (NaN rows: no features)."""
     rows, present = [], []
     width = None
