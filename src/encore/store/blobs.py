@@ -119,6 +119,11 @@ class BlobStore:
         """The blob's size in bytes. Raises ``NotFound`` if missing."""
         raise NotImplementedError
 
+    def modified(self, key: str) -> float:
+        """When the blob was last written, in seconds since the epoch (the store's clock).
+        Raises ``NotFound`` if missing, ``NotImplementedError`` where the backend cannot tell."""
+        raise NotImplementedError
+
     def delete(self, key: str) -> bool:
         """Remove the blob; return whether it existed (deleting a missing key is not an error)."""
         raise NotImplementedError
@@ -234,6 +239,12 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
 
+    def modified(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
+
     def delete(self, key: str) -> bool:
         path = self._path(key)
         try:
@@ -312,6 +323,13 @@ class FsspecBlobStore(BlobStore):
             return int(self.fs.size(self._path(key)))
         except FileNotFoundError:
             raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
+
+    def modified(self, key: str) -> float:
+        try:
+            when = self.fs.modified(self._path(key))
+        except FileNotFoundError:
+            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
+        return float(when.timestamp())
 
     def delete(self, key: str) -> bool:
         path = self._path(key)

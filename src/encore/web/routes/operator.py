@@ -8,23 +8,17 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from encore.errors import NotFound
-from encore.services import accounts, curation, finetune, report, taste, versions
+from encore.services import accounts, curation, finetune, report, report_blobs, taste, versions
 from encore.web import views
-from encore.web.deps import CtxDep, OperatorUser, SettingsDep, render
-from encore.web.media import file_response
+from encore.web.deps import CtxDep, OperatorUser, render
 
 router = APIRouter()
-
-_PLOT_NAME = re.compile(r"^[a-z0-9_]{1,64}\.png$")
 
 
 class ActiveBody(BaseModel):
@@ -41,11 +35,6 @@ class FinetuneBody(BaseModel):
     # "paper", "dpo" or "kto" (docs/finetune.md); None: ENCORE_FINETUNE_METHOD
     method: Literal["paper", "dpo", "kto"] | None = None
     settings: dict[str, Any] | None = None
-
-
-def plots_dir(settings: Any) -> Path:
-    """Where the report's plots are written (inside the data folder)."""
-    return Path(settings.data_dir) / "web" / "report-plots"
 
 
 # --- pages ---------------------------------------------------------------------------------
@@ -114,17 +103,18 @@ def versions_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response
 
 
 @router.get("/operator/report", include_in_schema=False)
-def report_page(request: Request, user: OperatorUser, ctx: CtxDep, settings: SettingsDep) -> Response:
+def report_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
     """Table 1 (mean rating and count per input song and version), the change per iteration
-    with its bootstrap interval, the split by dispatch branch, and the plots."""
+    with its bootstrap interval, the split by dispatch branch, and the plots (stored as
+    blobs, so that any web process can serve them)."""
     built = report.build_report(ctx)
-    plots = report.report_plots(ctx, plots_dir(settings), report=built) if built else []
+    plots = report_blobs.publish_report_plots(ctx, report=built) if built else []
     return render(
         request,
         "operator/report.html",
         user=user,
         report=built,
-        plots=[p.name for p in plots],
+        plots=plots,
     )
 
 
@@ -255,12 +245,12 @@ def api_report(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
 
 
 @router.get("/api/operator/report/plots/{name}")
-def api_report_plot(name: str, user: OperatorUser, settings: SettingsDep) -> Response:
-    """A plot written by the last report page view."""
-    path = plots_dir(settings) / name
-    if not _PLOT_NAME.match(name) or not path.is_file():
-        raise NotFound(f"no plot named {name!r}; open the report page to draw the plots")
-    return file_response(path, "image/png")
+def api_report_plot(name: str, user: OperatorUser, ctx: CtxDep) -> Response:
+    """A plot drawn by a report page view (on any web process; named by its content hash,
+    so it never changes)."""
+    png = report_blobs.report_plot_png(ctx, name)
+    return Response(png, media_type="image/png",
+                    headers={"cache-control": "private, max-age=86400, immutable"})
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
