@@ -1,4 +1,4 @@
-"""The loop's pure logic (DESIGN §2–§3): dispatch, listening, rating function, rater model and
+"""The loop's pure logic (docs/feedback.md): dispatch, listening, rating function, rater model and
 quality control, dataset curation and purge, report statistics.
 
 Pure functions over numpy arrays and frozen dataclasses; no database, web, queue or torch

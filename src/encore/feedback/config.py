@@ -8,14 +8,14 @@ that needs one knob does not have to build a whole config.
 Defaults and why
 ----------------
 
-Dispatch (DESIGN §2.2)
+Dispatch (``dispatch.py``)
 
 ``baseline_probability = 0.25``
     The paper's §3.1: "a 25 % chance they receive a previously generated song from the
     dataset (d*)". High enough that every dataset clip collects baseline ratings, low
     enough that three requests in four produce new material.
 ``review_probability = 0.3``
-    The review branch (output agreement for new clips, DESIGN §3): 30 % of requests are
+    The review branch (output agreement for new clips): 30 % of requests are
     served a new clip generated for another listener's request that still has fewer than
     ``min_ratings`` ratings (the nearest to the request's inputs), instead of generating.
     Without it a new clip is rated only by its requester and never reaches ``min_ratings``.
@@ -24,7 +24,7 @@ Dispatch (DESIGN §2.2)
     spreading thin — while still generating nearly half the time; both shares together must
     not exceed 1. When nothing awaits review the request generates.
 
-Listening (DESIGN §2.4)
+Listening (``listening.py``)
 
 ``min_listen_seconds = 5.0`` and ``min_listen_fraction = 0.5``
     A rating counts after ``min(5 s, half the clip)`` of listening. 5 s is Music Arena's
@@ -35,7 +35,7 @@ Listening (DESIGN §2.4)
     much (network latency, clock granularity between the delivery timestamp and the first
     audio frame). Small against the 5 s minimum, so it cannot buy a rating.
 
-Rating function (DESIGN §2.5)
+Rating function (``rating.py``)
 
 ``weight_rating = weight_listen = weight_similarity = 1/3``
     The paper's Eq. (1) is the *unweighted* mean of r̂, l̂ and S.
@@ -43,7 +43,7 @@ Rating function (DESIGN §2.5)
     The paper defines c as "the weighted mean of the song's rating and listen time" and
     gives no weights; equal weights are the neutral choice.
 
-Rater model (P.913 / SUREAL, DESIGN §3)
+Rater model (P.913 / SUREAL, ``raters.py``)
 
 ``rater_max_iterations = 500``, ``rater_tolerance = 1e-6``
     The alternating updates converge in 5–40 iterations on realistic data; 500 is a
@@ -60,7 +60,7 @@ Rater model (P.913 / SUREAL, DESIGN §3)
     Lower bound for σ; ratings are quantised to 0.5 stars (rounding noise alone has an SD
     of 0.14), so no rater is more precise than that.
 
-Quality control (DESIGN §3)
+Quality control (``raters.py``)
 
 ``qc_min_ratings = 8``
     A rater is judged only after 8 ratings: below that the association test has almost no
@@ -123,7 +123,7 @@ Quality control (DESIGN §3)
     more than 1.5× the median rater's: weight = min(1, (1.5·σ_median/σ)²), the inverse-
     variance weight relative to a tolerant reference. Consistency, not agreement, sets it.
 
-Curation (DESIGN §2.6)
+Curation (``curation.py``)
 
 ``min_ratings = 3``
     Output agreement needs several listeners; with three, one outlier cannot carry a clip
@@ -139,9 +139,9 @@ Curation (DESIGN §2.6)
     rejected neighbours) for the first fine-tune. With ≥ 2N rated clips the top N binds.
 ``admit_margin = 0.0``
     The paper's strict rule ``R(g) > R(d*)``. A positive margin demands a clear win
-    (the research note recommends a margin; it is one setting away).
+    (it is one setting away).
 
-Purge (DESIGN §2.7)
+Purge (``purge.py``)
 
 ``near_duplicate_similarity = 0.95``
     Two dataset clips with S above 0.95 are treated as the same target; only near-identical

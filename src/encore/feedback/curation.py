@@ -1,4 +1,4 @@
-"""Updating the targets: which new clips join the dataset *D* (DESIGN §2.6, paper §3.1).
+"""Updating the targets: which new clips join the dataset *D* (the paper's §3.1).
 
 Rule: a new clip *g* with at least ``m`` counted ratings joins *D* when
 ``R(g) > R(d*) + margin``, where d* is the dataset clip most similar to *g* (by S, ties to

@@ -1,4 +1,4 @@
-"""Dispatch: what a listener gets when they ask for music from input songs *I* (DESIGN §2.2).
+"""Dispatch: what a listener gets when they ask for music from input songs *I* (the paper's §3.1).
 
 Three branches, chosen by one uniform draw ``u``:
 
@@ -7,7 +7,7 @@ Three branches, chosen by one uniform draw ``u``:
 - ``p_b <= u < p_b + p_r`` (``review_probability``, default 0.3): **review**, a new clip that
   another listener's request generated and that still needs ratings (a *pending* candidate,
   see :func:`review_eligible`), the one nearest to *I* by S. This is output agreement for new
-  clips (DESIGN §3: the same clip reaches several listeners): without it a generated clip is
+  clips (the same clip reaches several listeners): without it a generated clip is
   rated only by the listener who asked for it and never reaches the ratings curation needs;
 - otherwise, and whenever the drawn branch has no eligible clip, a new clip is **generated**
   by a model version drawn among the active versions with probabilities proportional to
@@ -272,7 +272,7 @@ def dispatch(
     review_similarity: SimilarityInput = (),
     review_probability: float = 0.3,
 ) -> DispatchDecision:
-    """Decide between the baseline d*, a pending new clip, and a new generation (DESIGN §2.2).
+    """Decide between the baseline d*, a pending new clip, and a new generation.
 
     Parameters
     ----------

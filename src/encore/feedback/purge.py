@@ -1,4 +1,4 @@
-"""The purge cycle: which dataset clips leave *D*, and why (DESIGN §2.7, paper §3.2).
+"""The purge cycle: which dataset clips leave *D*, and why (the paper's §3.2).
 
 Rules, applied in this order (a clip leaves for the first rule that applies):
 

@@ -1,4 +1,4 @@
-"""The rater model and quality control (DESIGN §3; ITU-T P.913 / Netflix SUREAL).
+"""The rater model and quality control (ITU-T P.913 / Netflix SUREAL).
 
 Rater model
 -----------

@@ -1,4 +1,4 @@
-"""The rating function R and the confidence c of a clip (DESIGN §2.5, the paper's Eq. 1).
+"""The rating function R and the confidence c of a clip (the paper's Eq. 1).
 
 Notation (code -> paper):
 

@@ -1,4 +1,4 @@
-"""Report statistics: the paper's Table 1 and the change per iteration (issue 6, DESIGN §2.9).
+"""Report statistics: the paper's Table 1 and the change per iteration (issue 6).
 
 For each input song and model version: the mean rating and the count; the overall row (all
 ratings of a version pooled, as in the paper's "Overall"); the change per iteration — version
