@@ -219,3 +219,55 @@ def test_bench_blend_runs_on_a_tiny_model(
 def test_bench_blend_names_a_bad_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "blend", "--songs", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_cli_method_names_are_the_engine_s() -> None:
+    from encore.commands.generate import MERGE_METHODS as CLI_METHODS
+    from encore.diffusion.blend import MERGE_METHODS
+
+    assert CLI_METHODS == MERGE_METHODS
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--weights", "1", "-1"], "-1.0"),
+        (["--weights", "1", "nan"], "nan"),
+        (["--weights", "0", "0"], "at least one must be above 0"),
+        (["--weights", "1", "2", "3"], "3 weights for 2 songs"),
+        (["--method", "slerp", "--strength", "0.5"], "no strength"),
+        (["--method", "average"], "invalid choice"),
+    ],
+)
+def test_cli_refuses_bad_blend_arguments_before_loading_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str
+) -> None:
+    a, b = _song(tmp_path / "a.wav", 220), _song(tmp_path / "b.wav", 440)
+    # the model folder does not exist: an error about it would mean the model was looked at first
+    args = ["generate", "--model", str(tmp_path / "later"), "--out", str(tmp_path / "o.wav"),
+            "--from", str(a), str(b), *extra]
+    if needle == "invalid choice":  # argparse's own refusal
+        with pytest.raises(SystemExit):
+            main(args)
+    else:
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "later" not in err
+
+
+def test_cli_blend_with_strength_and_weights(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    a, b = _song(tmp_path / "a.wav", 220), _song(tmp_path / "b.wav", 1760)
+    common = ["generate", "--no-progress", "--model", str(tiny_model_dir), "--seconds", "0.8",
+              "--steps", "4", "--from", str(a), str(b)]
+    assert main([*common, "--out", str(tmp_path / "m.wav"), "--weights", "3", "1",
+                 "--strength", "0.6"]) == 0
+    params = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert params["kind"] == "merge" and params["method"] == "mix"
+    assert params["weights"] == [0.75, 0.25] and params["strength"] == 0.6
+    assert main([*common, "--out", str(tmp_path / "s.wav"), "--method", "slerp"]) == 0
+    params = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert params["method"] is None and params["strength"] is None and params["sampler"] == "ddim"

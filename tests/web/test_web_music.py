@@ -171,3 +171,21 @@ def test_a_heartbeat_waits_in_the_thread_pool_while_another_writer_holds_sqlite(
     assert state.status_code == 200, state.text
     assert state.json()["listened_seconds"] == pytest.approx(0.1, abs=1e-6)
     assert waited >= 0.35  # it waited for the other writer (in a thread), then wrote
+
+
+def test_a_blend_takes_each_song_s_share(listener: TestClient) -> None:
+    ids = [upload(listener, song_bytes(s)).json()["song"]["id"] for s in (23, 24)]
+    response = listener.post("/api/music", json={"song_ids": ids, "weights": [0.8, 0.2],
+                                                 "closeness": 0.5})
+    assert response.status_code == 201
+    view = listener.get(f"/api/deliveries/{response.json()['delivery_id']}").json()
+    assert view["status"] == "ready"
+    for body, needle in (
+        ({"song_ids": ids, "weights": [1, -1]}, "-1"),
+        ({"song_ids": ids, "weights": [0, 0]}, "above 0"),
+        ({"song_ids": ids, "weights": [1, 2, 3]}, "3 weights for 2 songs"),
+        ({"song_ids": ids[:1], "weights": [1]}, "several songs"),
+    ):
+        bad = listener.post("/api/music", json=body)
+        assert bad.status_code == 422 and needle in bad.json()["error"]["message"], bad.text
+    assert listener.post("/api/music", json={"song_ids": ids, "weights": ["a", 1]}).status_code == 422

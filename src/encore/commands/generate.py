@@ -5,6 +5,7 @@
     encore generate --out clip.wav                            # from noise, shipped model
     encore generate --from song.mp3 --strength 0.6 --out v.ogg
     encore generate --from a.wav b.flac --weights 0.7 0.3 --out m.wav --seconds 8
+    encore generate --from a.wav b.flac --method slerp --out m.wav   # the original merge
 
 Writes the audio (wav, flac or ogg by the extension; peak-normalised to 0.95) and the
 spectrogram as a PNG beside it (same name, ``.png``; low frequencies at the bottom).
@@ -22,6 +23,8 @@ from pathlib import Path
 from encore.errors import InvalidInput, NotFound
 
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+#: encore.diffusion.blend.MERGE_METHODS, spelled out so that --help does not load torch
+MERGE_METHODS = ("slerp", "mix", "mix-inverted")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "generate",
         help="generate a clip (from noise, a variation of a song, or a merge of songs)",
         description="No --from: a new clip from noise. One song: a variation. "
-        "Several: a merge (DDIM inversion of each, SLERP of the noises, denoising).",
+        "Several: a blend (by default their spectrograms mixed by --weights and re-made at "
+        "--strength as a variation is; --method slerp: DDIM inversion of each, SLERP of the "
+        "noises, denoising).",
     )
     p.add_argument("--model", type=Path, help="model folder (default: the shipped base model)")
     p.add_argument("--out", type=Path, required=True, help="output audio file (.wav, .flac, .ogg)")
@@ -37,15 +42,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--from", dest="songs", nargs="+", type=Path, default=[], metavar="SONG", help="input songs"
     )
     p.add_argument(
-        "--strength", type=float, default=None, help="variation strength in [0, 1] (default 0.7)"
+        "--strength", type=float, default=None,
+        help="strength of a variation or a blend in [0, 1] (default: ENCORE_DEFAULT_STRENGTH)"
     )
-    p.add_argument("--weights", type=float, nargs="+", help="merge weights, one per song")
+    p.add_argument("--weights", type=float, nargs="+",
+                   help="blend weights, one per song: non-negative, not all zero (default equal)")
+    p.add_argument("--method", choices=MERGE_METHODS, default=None,
+                   help="how several songs are blended (default mix; docs/engine.md, 'Blends')")
     p.add_argument("--seconds", type=float, default=None, help="clip length (default 5.9)")
     p.add_argument("--steps", type=int, default=None,
                    help="solver steps (default: ENCORE_INFERENCE_STEPS; merges: ENCORE_MERGE_STEPS)")
     p.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default=None,
                    help="solver of generation and variation (default: ENCORE_SAMPLER; ddim "
-                        "when --eta > 0); merges always use DDIM")
+                        "when --eta > 0); the slerp and mix-inverted blends always use DDIM")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (default 0)")
     p.add_argument("--offset", type=float, default=None, help="start of the song window (s)")
@@ -70,8 +79,10 @@ def _check_args(args: argparse.Namespace, settings: object) -> None:
     if args.strength is not None:
         if not (math.isfinite(args.strength) and 0.0 <= args.strength <= 1.0):
             raise InvalidInput(f"--strength {args.strength} must be in [0, 1]")
-        if len(args.songs) != 1:
-            raise InvalidInput(f"--strength {args.strength} applies to one --from song only")
+        if not args.songs:
+            raise InvalidInput(f"--strength {args.strength} needs a --from song (a variation or a blend)")
+        if args.method == "slerp":
+            raise InvalidInput(f"--strength {args.strength}: the slerp merge has no strength")
     if not (math.isfinite(args.eta) and 0.0 <= args.eta <= 1.0):
         raise InvalidInput(f"--eta {args.eta} must be in [0, 1]")
     if args.seconds is not None and not (math.isfinite(args.seconds) and 0 < args.seconds <= 60):
@@ -87,6 +98,13 @@ def _check_args(args: argparse.Namespace, settings: object) -> None:
             raise InvalidInput(
                 f"--weights {args.weights}: {len(args.weights)} weights for {len(args.songs)} songs"
             )
+        bad = [w for w in args.weights if not (math.isfinite(w) and w >= 0)]
+        if bad:
+            raise InvalidInput(f"--weights {args.weights}: each must be a number >= 0 (not {bad[0]})")
+        if sum(args.weights) <= 0:
+            raise InvalidInput(f"--weights {args.weights}: at least one must be above 0")
+    if args.method is not None and len(args.songs) < 2:
+        raise InvalidInput(f"--method {args.method} needs at least two --from songs")
     if args.model is not None and not args.model.is_dir():
         raise NotFound(f"--model {args.model} does not exist")
     for song in args.songs:
@@ -113,7 +131,12 @@ def run(args: argparse.Namespace) -> int:
 
     seconds = args.seconds if args.seconds is not None else settings.clip_seconds
     merging = len(args.songs) > 1
-    default_steps = settings.merge_steps if merging else settings.inference_steps
+    from encore.diffusion.blend import DEFAULT_METHOD
+
+    method = args.method or DEFAULT_METHOD
+    # a "mix" blend is a variation of the mix: its steps; the others invert with DDIM
+    default_steps = (settings.merge_steps if merging and method != "mix"
+                     else settings.inference_steps)
     steps = args.steps if args.steps is not None else default_steps
     sampler = args.sampler or ("ddim" if args.eta > 0 else settings.sampler)
     strength = args.strength if args.strength is not None else settings.default_strength
@@ -127,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
         kind, total = "generate", steps
     elif len(songs) == 1:
         kind, total = "vary", steps - start_step_for(strength, steps)
+    elif method == "mix":
+        kind, total = "blend", steps - start_step_for(strength, steps)
+    elif method == "mix-inverted":
+        kind, total = "blend", 2 * (steps - start_step_for(strength, steps))
     else:
         kind, total = "merge", 2 * steps
     bar = tqdm(total=total, desc=kind, unit="step", disable=args.no_progress, leave=False)
@@ -164,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
                 offsets=[args.offset] * len(songs) if args.offset is not None else None,
                 input_ids=[str(s) for s in args.songs],
                 progress=progress,
+                strength=None if method == "slerp" else strength,
+                method=method,
+                sampler=sampler,
             )
     finally:
         bar.close()

@@ -149,15 +149,21 @@ def draw_blends(n_songs: int, n: int, seed: int) -> list[tuple[int, int, int, in
     rng = random.Random(seed)
     order = list(range(n_songs))
     rng.shuffle(order)
-    out = []
+    out: list[tuple[int, int]] = []
     for i in range(n):
         if 2 * n <= n_songs:  # disjoint pairs while there are songs enough
             a, b = order[2 * i], order[2 * i + 1]
         else:
             a, b = rng.sample(range(n_songs), 2)
-        others = [k for k in range(n_songs) if k not in (a, b)]
-        out.append((a, b, rng.choice(others), rng.choice(others)))
-    return out
+        out.append((a, b))
+    inputs = sorted({k for pair in out for k in pair})
+    blends = []
+    for a, b in out:
+        # an unrelated song: preferably another blend's input, whose variation is made anyway
+        others = [k for k in inputs if k not in (a, b)] or [
+            k for k in range(n_songs) if k not in (a, b)]
+        blends.append((a, b, rng.choice(others), rng.choice(others)))
+    return blends
 
 
 def measure(
@@ -173,11 +179,13 @@ def measure(
     sim_model: Any,
     merge_steps: int | None = None,
     log: Callable[[str], None] = lambda _s: None,
+    on_method: Callable[[MethodResult, float], None] = lambda _r, _h: None,
 ) -> tuple[list[MethodResult], float, float]:
     """Run the blends of every method and the references; see the module docstring.
 
     Returns the per-method results, the inputs' mean energy share above 4 kHz, and the
-    seconds spent on the references (variations and features).
+    seconds spent on the references (variations and features). ``on_method`` is called with
+    each method's result as soon as it is complete.
     """
     sr = engine.sample_rate
     t0 = time.perf_counter()
@@ -197,6 +205,7 @@ def measure(
             own[k] = features(clip.audio, sr, sim_model)
         log(f"references: {min(start + 4, len(used))}/{len(used)} songs")
     ref_seconds = time.perf_counter() - t0
+    high = float(np.mean([inputs[k].high_share for k in used]))
     results = []
     for method in methods:
         res = MethodResult(method)
@@ -222,7 +231,7 @@ def measure(
             ])
             log(f"{method}: blend {i + 1}/{len(blends)} in {res.seconds[-1]:.1f} s")
         results.append(res)
-    high = float(np.mean([inputs[k].high_share for k in used]))
+        on_method(res, high)
     return results, high, ref_seconds
 
 
@@ -315,13 +324,18 @@ def run_bench(args: argparse.Namespace) -> int:
           f"{settings.sampler}-{settings.inference_steps}, DDIM merges at "
           f"{args.merge_steps or settings.merge_steps} steps")
     print(f"before: {_uptime()}", flush=True)
+    def report(res: MethodResult, high: float) -> None:
+        if len(methods) > 1:  # the figures of a finished method while the next one runs
+            print(format_report([res], high) + f"\n  ({_uptime()})", flush=True)
+
     results, high, ref_seconds = measure(
         engine, songs, blends, methods=methods, strength=strength, seconds=seconds,
         seed=args.seed, weights=args.weights, sim_model=sim_model,
         merge_steps=args.merge_steps,
         log=(lambda s: print("  " + s, flush=True)) if args.verbose else (lambda _s: None),
+        on_method=report,
     )
-    print(f"references (inputs, own and unrelated variations): {ref_seconds:.0f} s")
+    print(f"all methods; references (inputs, own and unrelated variations): {ref_seconds:.0f} s")
     print(format_report(results, high))
     print(f"after: {_uptime()}")
     return 0

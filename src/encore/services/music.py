@@ -180,6 +180,7 @@ def request_music(
     seconds: float | None = None,
     start: float | None = None,
     loop: bool = False,
+    weights: list[float] | None = None,
 ) -> Delivery:
     """Dispatch a request for music from ``song_ids`` and return the delivery.
 
@@ -188,7 +189,9 @@ def request_music(
     :data:`PIECE_SECONDS` up to ``ENCORE_MAX_PIECE_SECONDS``; default
     ``ENCORE_DEFAULT_PIECE_SECONDS``), ``start`` where in the song it starts (one song only;
     default: the loudest stretch), ``loop`` a piece whose end continues into its beginning.
-    All three are stored on the delivery (:func:`piece_request`).
+    All three are stored on the delivery (:func:`piece_request`). ``weights`` (a blend only:
+    one per song, ≥ 0, not all 0; default equal) set each song's share of a blend
+    (:func:`blend_weights`); a blend, too, is made at the strength ``closeness`` gives.
 
     Raises
     ------
@@ -206,6 +209,7 @@ def request_music(
         raise InvalidInput(f"{len(ids)} songs chosen; at most {MAX_INPUT_SONGS} can be blended")
     if len(set(ids)) != len(ids):
         raise InvalidInput(f"song ids {ids} contain duplicates")
+    shares = blend_weights(weights, len(ids))
     if closeness is None:
         strength = ctx.settings.default_strength
     else:
@@ -257,7 +261,7 @@ def request_music(
                 seeds = [int(rng.integers(0, 2**31 - 1)) for _ in range(n)]
                 delivery = _new_candidates(
                     session, ctx, listener, songs, ids, version_id, seeds,
-                    strength if len(ids) == 1 else None, piece=piece,
+                    strength, piece=piece, weights=shares,
                 )
                 active = versions.active_weights(session)
                 others = {v: w for v, w in active.items() if v != version_id and w > 0}
@@ -336,6 +340,32 @@ def piece_request(
     return Piece(length, start, bool(loop))
 
 
+def blend_weights(weights: list[float] | None, n_songs: int) -> list[float]:
+    """Each song's share of a request (normalised to sum to 1; equal when ``weights`` is None).
+
+    Raises
+    ------
+    InvalidInput
+        Weights for a single song, a count that differs from the songs', a weight that is
+        not a finite number ≥ 0, or all zero.
+    """
+    import math
+
+    if weights is None:
+        return [1.0 / n_songs] * n_songs
+    if n_songs < 2:
+        raise InvalidInput("weights apply to a blend of several songs")
+    if len(weights) != n_songs:
+        raise InvalidInput(f"got {len(weights)} weights for {n_songs} songs; give one per song")
+    for w in weights:
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w < 0:
+            raise InvalidInput(f"weight {w!r} must be a number of at least 0")
+    total = math.fsum(float(w) for w in weights)
+    if total <= 0:
+        raise InvalidInput("at least one weight must be above 0")
+    return [float(w) / total for w in weights]
+
+
 def _new_candidates(
     session: Session,
     ctx: ServiceContext,
@@ -347,10 +377,12 @@ def _new_candidates(
     strength: float | None,
     *,
     piece: Piece | None = None,
+    weights: list[float] | None = None,
 ) -> Delivery:
     """A generated delivery: one pending clip per seed (the request's candidates, rendered
     in one batch by one job; :func:`encore.services.generation.generate_clip` serves one).
-    ``piece``: length, start and loop asked for (None: one canvas, automatic start)."""
+    ``piece``: length, start and loop asked for (None: one canvas, automatic start);
+    ``weights``: each song's share of a blend (None: equal)."""
     piece = piece or Piece(ctx.settings.clip_seconds, None, False)
     delivery = Delivery(listener_id=listener.id, branch=DispatchBranch.GENERATE,
                         input_song_ids=ids, request_id=new_request_id(),
@@ -362,9 +394,9 @@ def _new_candidates(
             status=ClipStatus.PENDING,
             model_version_id=version_id,
             seed=seed,
-            # a blend inverts and decodes with DDIM at its own step count
-            steps=ctx.settings.merge_steps if len(ids) > 1 else ctx.settings.inference_steps,
-            sampler="ddim" if len(ids) > 1 else ctx.settings.sampler,
+            # a blend, too, is a variation (of its songs' mix; encore.diffusion.blend "mix")
+            steps=ctx.settings.inference_steps,
+            sampler=ctx.settings.sampler,
             strength=strength,
             eta=0.0,
             seconds=piece.seconds,
@@ -374,7 +406,8 @@ def _new_candidates(
             served=k == 0 and len(seeds) == 1,
         )
         clip.inputs = [
-            ClipInput(position=i, song_id=s.id, weight=1.0 / len(ids),
+            ClipInput(position=i, song_id=s.id,
+                      weight=weights[i] if weights is not None else 1.0 / len(ids),
                       offset_seconds=piece.start if i == 0 else None)
             for i, s in enumerate(songs)
         ]
@@ -418,12 +451,13 @@ def _serve_pair(
     ).all()
     seeds = [int(c.seed or 0) for c in originals] or [0]
     strength = originals[0].strength if originals else None
+    shares = [i.weight for i in originals[0].inputs] if originals else None
     by_id = {s.id: s for s in songs}
     ordered = [by_id[int(i)] for i in first.input_song_ids if int(i) in by_id] or songs
     delivery = _new_candidates(
         session, ctx, listener, ordered, [s.id for s in ordered],
         int(first.pair_version_id),  # type: ignore[arg-type]
-        seeds, strength,
+        seeds, strength, weights=shares if shares and len(shares) > 1 else None,
         piece=Piece(first.piece_seconds or ctx.settings.clip_seconds, first.start_seconds,
                     bool(first.loop)),
     )

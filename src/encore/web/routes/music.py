@@ -33,6 +33,9 @@ class MusicRequest(BaseModel):
     seconds: float | None = None
     start: float | None = None
     loop: bool = False
+    # a blend: each song's share, one per song (>= 0, not all 0; default equal); the service
+    # checks them and says what is wrong
+    weights: list[float] | None = Field(default=None, max_length=MAX_INPUT_SONGS)
 
 
 Seconds = Annotated[float, Field(ge=0.0, le=24 * 3600)]
@@ -70,10 +73,10 @@ def history_page(request: Request, user: CurrentUser, ctx: CtxDep) -> Response:
 @router.post("/api/music", status_code=201)
 def api_request_music(body: MusicRequest, user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
     """Ask for music from one song (a variation, ``closeness`` in [0, 1]; ``seconds``,
-    ``start``, ``loop``) or several (a blend)."""
+    ``start``, ``loop``) or several (a blend, ``closeness`` and ``weights``)."""
     delivery = music.request_music(
         ctx, listener=user, song_ids=body.song_ids, closeness=body.closeness,
-        seconds=body.seconds, start=body.start, loop=body.loop,
+        seconds=body.seconds, start=body.start, loop=body.loop, weights=body.weights,
     )
     return {"delivery_id": delivery.id, "url": f"/music/{delivery.id}"}
 

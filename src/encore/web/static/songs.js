@@ -1,5 +1,5 @@
 // Song library: pick one song (a variation, with "how close to my song") or several
-// (a blend), then ask for music and go to its page.
+// (a blend: how close, and each song's share), then ask for music and go to its page.
 
 import { api } from './api.js';
 
@@ -15,10 +15,27 @@ function selected() {
   return boxes.filter((b) => b.checked).map((b) => Number(b.value));
 }
 
+function weightOf(box) {
+  return box.closest('li').querySelector('input[name="weight"]');
+}
+
+// Each blended song's share in per cent of all the chosen weights.
+function showShares() {
+  const chosen = boxes.filter((b) => b.checked);
+  const total = chosen.reduce((sum, b) => sum + Number(weightOf(b).value), 0);
+  for (const b of chosen) {
+    const out = b.closest('li').querySelector('.blend-weight output');
+    out.textContent = total > 0 ? `${Math.round((100 * Number(weightOf(b).value)) / total)} %` : '–';
+  }
+}
+
 function update() {
   const n = selected().length;
   button.disabled = n === 0;
-  closeness.hidden = n !== 1;
+  closeness.hidden = n === 0;
+  closeness.querySelector('.songs-word').textContent = n > 1 ? 'songs' : 'song';
+  for (const b of boxes) b.closest('li').querySelector('.blend-weight').hidden = !(n > 1 && b.checked);
+  showShares();
   button.textContent = n === 0 ? 'Pick a song' : n === 1 ? 'Make a variation' : `Blend ${n} songs`;
   for (const b of boxes) b.closest('li').classList.toggle('selected', b.checked);
 }
@@ -28,6 +45,7 @@ function showSlider() {
 }
 
 boxes.forEach((b) => b.addEventListener('change', update));
+boxes.forEach((b) => weightOf(b).addEventListener('input', showShares));
 slider.addEventListener('input', showSlider);
 
 button.addEventListener('click', async () => {
@@ -35,8 +53,10 @@ button.addEventListener('click', async () => {
   if (!ids.length) return;
   button.disabled = true;
   errorEl.hidden = true;
-  const body = { song_ids: ids };
-  if (ids.length === 1) body.closeness = Number(slider.value);
+  const body = { song_ids: ids, closeness: Number(slider.value) };
+  if (ids.length > 1) {
+    body.weights = boxes.filter((b) => b.checked).map((b) => Number(weightOf(b).value));
+  }
   try {
     const data = await api(root.dataset.api, { method: 'POST', body });
     window.location.assign(data.url);
