@@ -124,9 +124,14 @@ def test_without_redis_reachable_the_limiter_counts_in_process(caplog) -> None:
     limit = Limit(2, 60)
     with caplog.at_level("WARNING", logger="encore.web.ratelimit"):
         assert limiter.hit("k", limit) is None
+        assert not limiter._health.up()  # the next few seconds do not wait for Redis
         assert limiter.hit("k", limit) is None
         assert limiter.hit("k", limit) is not None
     assert sum("Redis cannot be reached" in r.message for r in caplog.records) == 1
+    slowdown = RedisSigninSlowdown(300.0, "redis://127.0.0.1:1/0")
+    slowdown.failed("ada@example.org", "1.2.3.4")
+    with pytest.raises(RateLimited, match="1 failed sign-ins"):
+        slowdown.check("ada@example.org", "1.2.3.4")
 
 
 def test_signin_slowdown_is_shared_and_a_success_clears_it(prefix: str) -> None:

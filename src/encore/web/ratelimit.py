@@ -9,8 +9,9 @@ Two counter stores with one interface (:class:`Limiter`), chosen by
 - :class:`RedisLimiter` (Redis configured, by default the queue's): the same sliding
   ("moving") window kept in Redis by the ``limits`` library, one list of timestamps per
   key updated by a Lua script, so every web process on every host draws from one budget.
-  Windows are whole seconds there (a fraction is rounded up). While Redis cannot be reached
-  the limiter counts in-process and logs a warning (a limit must not take the site down).
+  Windows are whole seconds there (a fraction is rounded up). When Redis cannot be reached
+  the limiter counts in-process for a few seconds, then tries again, and logs a warning (a
+  limit must not take the site down).
 
 The sign-in slow-down (:class:`SigninSlowdown`) has the same two homes
 (:class:`RedisSigninSlowdown`).
@@ -35,8 +36,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a Redis command may take before the limiter counts in-process instead.
+#: Seconds a Redis command may take before the limiter counts in-process instead. The
+#: checks run in the event loop of the async routes (a round trip, like their short database
+#: writes), so a Redis that stops answering must cost little, and rarely (below).
 REDIS_TIMEOUT = 1.0
+#: After a Redis error, count in-process for this many seconds before trying Redis again.
+RETRY_REDIS_AFTER = 5.0
 #: At most one warning per this many seconds while Redis cannot be reached.
 _WARN_EVERY = 60.0
 
@@ -131,17 +136,24 @@ class Limiter(Protocol):
         """Forget every counter."""
 
 
-class _Warner:
-    """Logs "Redis cannot be reached" at most once a minute per process."""
+class _RedisHealth:
+    """After a Redis error, Redis is skipped for :data:`RETRY_REDIS_AFTER` seconds (a hung
+    Redis then costs one timeout per process every few seconds, not one per request); the
+    error is logged at most once a minute per process."""
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self._last = -math.inf
+        self._last_warning = -math.inf
+        self._down_until = -math.inf
 
-    def __call__(self, exc: BaseException) -> None:
+    def up(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def failed(self, exc: BaseException) -> None:
         now = time.monotonic()
-        if now - self._last >= _WARN_EVERY:
-            self._last = now
+        self._down_until = now + RETRY_REDIS_AFTER
+        if now - self._last_warning >= _WARN_EVERY:
+            self._last_warning = now
             logger.warning("%s: Redis cannot be reached (%s); counting in this process",
                            self.what, exc)
 
@@ -185,18 +197,20 @@ class RedisLimiter:
         self._strategy = MovingWindowRateLimiter(self._storage)
         self._errors = self._storage.base_exceptions
         self._fallback = fallback or SlidingWindowLimiter()
-        self._warn = _Warner("rate limits")
+        self._health = _RedisHealth("rate limits")
 
     def hit(self, key: str, limit: Limit) -> float | None:
         from limits import RateLimitItemPerSecond
 
+        if not self._health.up():
+            return self._fallback.hit(key, limit)
         item = RateLimitItemPerSecond(limit.count, math.ceil(limit.seconds))
         try:
             if self._strategy.hit(item, key):
                 return None
             stats = self._strategy.get_window_stats(item, key)
         except self._errors as exc:
-            self._warn(exc)
+            self._health.failed(exc)
             return self._fallback.hit(key, limit)
         return max(stats.reset_time - time.time(), 0.001)
 
@@ -318,23 +332,28 @@ class RedisSigninSlowdown(SigninSlowdown):
         self.prefix = prefix
         self.client = redis_client(url)
         self._errors: type[Exception] = redis.RedisError
-        self._warn = _Warner("sign-in slow-down")
+        self._health = _RedisHealth("sign-in slow-down")
 
     def _key(self, account: str, ip: str) -> str:
         digest = hashlib.blake2b(f"{account}\0{ip}".encode(), digest_size=16).hexdigest()
         return f"{self.prefix}:signin:{digest}"
 
     def _entry(self, account: str, ip: str) -> tuple[int, float] | None:
+        if not self._health.up():
+            return super()._entry(account, ip)
         try:
             n, last = self.client.hmget(self._key(account, ip), ["n", "last"])
         except self._errors as exc:
-            self._warn(exc)
+            self._health.failed(exc)
             return super()._entry(account, ip)
         if n is None or last is None:
             return super()._entry(account, ip)
         return int(n), float(last)
 
     def failed(self, account: str, ip: str) -> None:
+        if not self._health.up():
+            super().failed(account, ip)
+            return
         key = self._key(account, ip)
         try:
             with self.client.pipeline(transaction=True) as pipe:
@@ -343,15 +362,17 @@ class RedisSigninSlowdown(SigninSlowdown):
                 pipe.expire(key, max(math.ceil(2 * self.max_delay), 1))
                 pipe.execute()
         except self._errors as exc:
-            self._warn(exc)
+            self._health.failed(exc)
             super().failed(account, ip)
 
     def succeeded(self, account: str, ip: str) -> None:
         super().succeeded(account, ip)
+        if not self._health.up():
+            return
         try:
             self.client.delete(self._key(account, ip))
         except self._errors as exc:
-            self._warn(exc)
+            self._health.failed(exc)
 
 
 def limiter_for(settings: Settings) -> Limiter:
