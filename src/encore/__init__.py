@@ -6,7 +6,7 @@ Package layout (imports point down this list):
 - ``services`` — the use cases, one transaction each
 - ``feedback``, ``diffusion``, ``similarity``, ``corpus``, ``audio``, ``store`` — the parts
 
-See ``DESIGN.md`` in the shared folder and the README.
+See the README and docs/architecture.md.
 """
 
 __version__ = "0.1.0"

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     piece_overlap_seconds: float = Field(1.5, gt=0)
     piece_crossfade_seconds: float = Field(0.2, gt=0)
 
-    # The loop (DESIGN.md §2).
+    # The loop (docs/feedback.md, docs/finetune.md).
     baseline_probability: float = Field(0.25, ge=0.0, le=1.0)
     # Share of requests served a pending new clip generated for another listener (output
     # agreement for new clips; baseline_probability + this must not exceed 1).

@@ -1,4 +1,4 @@
-"""The use cases (DESIGN.md §7): one transaction each, jobs enqueued after commit.
+"""The use cases (docs/architecture.md): one transaction each, jobs enqueued after commit.
 
 Entry points (web routes, job handlers, CLI commands) call these functions with a
 :class:`~encore.services.context.ServiceContext`; they never touch the database, the queue

@@ -1,4 +1,4 @@
-"""Fine-tuning a model version on the curated dataset (DESIGN.md §2 step 8), as a job.
+"""Fine-tuning a model version on the curated dataset (docs/finetune.md), as a job.
 
 :func:`start_finetune` records a :class:`TrainingRun` (parent, settings, the training set:
 the top-N dataset clips with their confidences) and enqueues a ``finetune`` job on the

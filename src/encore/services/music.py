@@ -1,6 +1,6 @@
 """Making music for a listener: dispatch, the delivery's progress, listening and rating.
 
-A request for music from input songs *I* is dispatched (DESIGN.md §2.2): with probability
+A request for music from input songs *I* is dispatched (docs/feedback.md): with probability
 ``baseline_probability`` and a non-empty dataset the listener gets the dataset clip nearest
 to *I* that they have not rated (the baseline *d\\**); with probability
 ``dispatch_review_share`` a *pending* new clip — generated for another listener by an active

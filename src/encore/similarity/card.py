@@ -26,7 +26,7 @@ def write_model_card(model_dir: Path) -> Path:
     lines = [
         "# encore similarity model",
         "",
-        "A VQ-VAE over mel-spectrogram slices with a genre metric head (DESIGN.md §6, the "
+        "A VQ-VAE over mel-spectrogram slices with a genre metric head (docs/similarity.md; the "
         "paper's §4.3). A song, or a set of songs, is represented by the normalised histogram "
         "of the codebook entries used across all its slices (Eq. 3: counts are pooled, so any "
         "number of songs gives one vector, in any order) together with the metric head's "

@@ -1,6 +1,6 @@
 """Engines, sessions and migrations.
 
-One code path, chosen by URL (DESIGN.md §7): ``sqlite:///…`` by default, PostgreSQL via
+One code path, chosen by URL (docs/store.md): ``sqlite:///…`` by default, PostgreSQL via
 psycopg 3 (``postgresql+psycopg://…``; ``postgresql://`` and ``postgres://`` are read the
 same way) at scale.
 

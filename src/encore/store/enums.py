@@ -1,4 +1,4 @@
-"""The states and kinds stored in the database, one ``StrEnum`` per idea (DESIGN.md §9).
+"""The states and kinds stored in the database, one ``StrEnum`` per idea (docs/store.md).
 
 Values are stored as their lower-case string; see :mod:`encore.store.base`.
 """
@@ -47,7 +47,7 @@ class ClipStatus(enum.StrEnum):
 
 
 class DispatchBranch(enum.StrEnum):
-    """Which dispatch branch produced a delivery (DESIGN.md §2.2); never shown to listeners.
+    """Which dispatch branch produced a delivery (docs/feedback.md); never shown to listeners.
 
     ``review``: a new clip generated for another listener's request, served again so that it
     collects several ratings (output agreement). Stored as a plain string (no database
@@ -77,7 +77,7 @@ class TrainingStatus(enum.StrEnum):
 
 
 class RemovalReason(enum.StrEnum):
-    """Why a clip left the curated data set (DESIGN.md §2.7)."""
+    """Why a clip left the curated data set (docs/feedback.md)."""
 
     DUPLICATE = "duplicate"  # a more similar, better-rated clip stays
     TOO_OLD = "too_old"

@@ -1,4 +1,4 @@
-"""The curated data set *D* (DESIGN.md §2.6–§2.7)."""
+"""The curated data set *D* (docs/feedback.md)."""
 
 from __future__ import annotations
 

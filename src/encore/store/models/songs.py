@@ -21,7 +21,7 @@ class Song(Base):
 
     The audio lives in blob storage under ``blob_key`` (a generated key, never the upload's
     file name); ``mel_key`` holds its mel slices (``.npy``) once sliced. ``representation``
-    is its similarity representation (a JSON list of floats, DESIGN.md §6) once embedded.
+    is its similarity representation (a JSON list of floats, docs/similarity.md) once embedded.
     A listener cannot upload the same bytes twice (``checksum_sha256`` is unique per owner).
     """
 
