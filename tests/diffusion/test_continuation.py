@@ -46,7 +46,13 @@ def test_layout_covers_the_piece_with_overlapping_windows() -> None:
     assert loop.known_frames(loop.windows - 1)[1] == 10
     mask = continuation.window_mask(loop, loop.windows - 1)
     head, tail = loop.known_frames(loop.windows - 1)
-    assert mask[:head].all() and mask[-tail:].all() and not mask[head:-tail].any()
+    r = continuation.ramp_frames(loop)
+    assert r == 2
+    assert (mask[: head - r] == 1).all() and (mask[-tail + r :] == 1).all()
+    assert not mask[head:-tail].any()
+    # a linear fall from the fixed frames into the free ones
+    assert np.all(np.diff(mask[head - r - 1 : head + 1]) < 0)
+    assert np.all(np.diff(mask[-tail - 1 : -tail + r + 1]) > 0)
     with pytest.raises(InvalidInput):
         continuation.layout(100, 40, 40)
     with pytest.raises(InvalidInput, match="too short"):
@@ -116,16 +122,25 @@ def test_a_piece_continues_each_window_from_the_previous_one(
     assert np.array_equal(clips[0].image[:, : first[0].image.shape[1]], first[0].image)
     # the overlap each window inpainted is the previous window's content (before the audio
     # crossfade): made again window by window, window k's first frames are window k-1's last
-    partial = engine.piece_batch(song, seconds, seeds=[3, 4], steps=6, strength=0.7,
-                                 offset=1.0, sampler=sampler, max_windows=2)
-    w = lay.window
+    one = engine.piece_batch(song, seconds, seeds=[3, 4], steps=6, strength=0.7,
+                             offset=1.0, sampler=sampler, max_windows=1)
+    two = engine.piece_batch(song, seconds, seeds=[3, 4], steps=6, strength=0.7,
+                             offset=1.0, sampler=sampler, max_windows=2)
+    w, s1 = lay.window, lay.starts[1]
     head, _ = lay.known_frames(1)
-    window0 = partial[0].image[:, :w]
-    window1 = partial[0].image[:, lay.starts[1] : lay.starts[1] + w]
-    assert np.array_equal(window1[:, :head], window0[:, w - head :])
-    assert np.array_equal(partial[0].image, clips[0].image[:, : lay.starts[1] + w])
-    # and the new frames are not a copy of the song's stretch nor of the previous window
-    assert not np.array_equal(window1[:, head:], window0[:, : w - head])
+    assert head == w - s1 and head >= lay.overlap
+    fixed = head - continuation.ramp_frames(lay)  # then the mask falls to 0 over the ramp
+    window0 = one[0].image
+    assert window0.shape == (16, w)
+    window1 = two[0].image[:, s1 : s1 + w]
+    assert np.array_equal(window1[:, :fixed], window0[:, s1 : s1 + fixed])
+    assert np.array_equal(two[0].image[:, :s1], window0[:, :s1])
+    # the whole piece has the same frames until window 2's ramp (window 2 rewrites its own)
+    s2 = lay.starts[2]
+    fixed2 = lay.known_frames(2)[0] - continuation.ramp_frames(lay)
+    assert np.array_equal(two[0].image[:, : s2 + fixed2], clips[0].image[:, : s2 + fixed2])
+    # the ramp blends into frames of its own, and what follows is new
+    assert not np.array_equal(window1[:, fixed:head], window0[:, s1 + fixed :])
     # the same seeds give the same piece; another seed another one
     again = engine.piece_batch(song, seconds, seeds=[3], steps=6, strength=0.7, offset=1.0,
                                sampler=sampler)
@@ -143,7 +158,9 @@ def test_continuing_a_chosen_first_window_gives_the_same_piece(tiny_model_dir: P
     whole = engine.piece_batch(song, 3.0, seeds=[6], steps=6, offset=0.5,
                                first_windows=firsts[1].image[None])
     direct = engine.piece_batch(song, 3.0, seeds=[6], steps=6, offset=0.5)
-    assert np.array_equal(whole[0].image[:, : lay.window], firsts[1].image)
+    # the piece is the chosen first window until window 1's ramp, where window 1 takes over
+    upto = lay.starts[1] + lay.known_frames(1)[0] - continuation.ramp_frames(lay)
+    assert np.array_equal(whole[0].image[:, :upto], firsts[1].image[:, :upto])
     # continuing from the stored (8-bit) first window or making it afresh agree closely
     assert np.abs(whole[0].image.astype(int) - direct[0].image.astype(int)).mean() < 2.0
 
@@ -161,13 +178,15 @@ def test_a_loop_ends_where_it_begins(tiny_model_dir: Path) -> None:
     assert clip.audio.shape == (n,)
     assert clip.seconds == pytest.approx(seconds, abs=HOP / SR)
     # the last window's tail (fixed to the first window's head) equals it: mel frames
-    # [frames, frames + overlap) of the timeline repeat frames [0, overlap)
-    partial = engine.piece_batch(song, seconds, seeds=[9], steps=6, offset=2.0, loop=True,
-                                 sampler="dpmpp", max_windows=lay.windows)
-    assert partial[0].image.shape[1] == lay.frames  # the period, not the timeline
-    timeline = engine.piece_batch(song, seconds, seeds=[9], steps=6, offset=2.0, loop=True,
-                                  sampler="dpmpp")[0]
-    assert np.array_equal(timeline.image, clip.image)
+    # [frames, frames + overlap) of the timeline repeat frames [0, overlap) (after the ramp)
+    made = engine.piece_batch(song, seconds, seeds=[9], steps=6, offset=2.0, loop=True,
+                              sampler="dpmpp", max_windows=lay.windows)[0].image
+    assert made.shape[1] == lay.timeline
+    r = continuation.ramp_frames(lay)
+    assert np.array_equal(made[:, lay.frames + r :], made[:, r : lay.overlap])
+    assert np.array_equal(made[:, : lay.frames], clip.image)
+    # and the frames just before the loop's end lead into it: not the song's nor a copy
+    assert not np.array_equal(made[:, lay.frames - 4 : lay.frames], made[:, -4:])
     # audio: played in a loop, the join end -> start is as smooth as a join inside
     wrap = np.concatenate([clip.audio[-4096:], clip.audio[:4096]])
     inner = clip.audio[n // 2 - 4096 : n // 2 + 4096]

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "web": "encore.web.bench:run_bench",
     "media": "encore.web.media_bench:run_bench",
     "blend": "encore.diffusion.blend_bench:run_bench",
+    "piece": "encore.diffusion.piece_bench:run_bench",
 }
 
 
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="run a benchmark and print its figures")
     parser.add_argument("what", choices=sorted(BENCHMARKS), help="which benchmark")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--seconds", type=float, default=None, help="clip length (vocoder)")
+    parser.add_argument("--seconds", type=float, default=None, help="clip length (vocoder); piece length (piece, default 24)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (vocoder)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (vocoder, generate)")
     parser.add_argument("--n-iter", type=int, default=None, help="Griffin-Lim iterations (vocoder)")
@@ -61,9 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--corpus", type=Path, default=None,
                         help="blend the held-out pieces of this corpus folder (blend)")
     parser.add_argument("--songs", type=Path, default=None,
-                        help="blend the audio files of this folder (blend)")
+                        help="blend the audio files of this folder (blend); make pieces of them (piece)")
     parser.add_argument("--n", type=int, default=None,
-                        help="blends of two songs (blend; default 20, 8 with --quick)")
+                        help="blends of two songs (blend; default 20, 8 with --quick); pieces whose seams are measured (piece; default 20, 6 with --quick)")
     parser.add_argument("--strength", type=float, default=None,
                         help="strength of the blends and of the reference variations "
                              "(blend; default: settings)")

@@ -114,13 +114,26 @@ def layout(frames: int, window: int, overlap: int, *, loop: bool = False) -> Pie
     return lay
 
 
+def ramp_frames(lay: PieceLayout) -> int:
+    """Frames at the inner edge of a fixed region where the mask falls from 1 to 0
+    (a quarter of the overlap): there the window's own frames are blended with the fixed
+    ones at every step, instead of meeting them at a hard edge."""
+    return lay.overlap // 4
+
+
 def window_mask(lay: PieceLayout, k: int) -> np.ndarray:
-    """``(window,)`` float32: 1 where window ``k``'s frames are fixed, 0 where it makes them."""
+    """``(window,)`` float32: 1 where window ``k``'s frames are fixed, 0 where it makes them,
+    falling linearly over :func:`ramp_frames` at the inner edge of each fixed region."""
     m = np.zeros(lay.window, dtype=np.float32)
     head, tail = lay.known_frames(k)
-    m[:head] = 1.0
+    r = ramp_frames(lay)
+    fall = (np.arange(r, 0, -1, dtype=np.float32) / (r + 1)) if r else np.zeros(0, np.float32)
+    if head:
+        m[:head] = 1.0
+        m[head - r : head] = fall
     if tail:
         m[lay.window - tail :] = 1.0
+        m[lay.window - tail : lay.window - tail + r] = fall[::-1]
     return m
 
 

@@ -658,7 +658,8 @@ class Engine:
             uint8 ``(len(seeds), H, window)``: window 0 of each piece as already made (e.g.
             the best-of-n candidate chosen), continued instead of made again.
         max_windows : int, optional
-            Make only the first windows (a piece's beginning: best-of-n candidates).
+            Make only the first windows (a piece's beginning: best-of-n candidates); the
+            clips' images are then all the frames made (a loop's include the tail).
 
         Returns
         -------
@@ -782,9 +783,12 @@ class Engine:
         }
         if used is not None:
             base["offsets"] = [used]
+        # a piece's image is its frames; with max_windows, everything made (a loop's
+        # timeline includes the tail that repeats its head)
+        end = lay.frames if max_windows is None else lay.timeline
         return [
             Clip(
-                image=np.ascontiguousarray(pixels[i, :, : lay.frames]),
+                image=np.ascontiguousarray(pixels[i, :, :end]),
                 audio=np.ascontiguousarray(joined[i]),
                 sample_rate=self.sample_rate,
                 params={"seed": s, **base,
