@@ -24,22 +24,27 @@ def _publish(ctx: ServiceContext, **kw) -> list[report_blobs.StoredPlot]:
 
 
 def test_plots_are_blobs_named_by_their_content(ctx, paired_platform) -> None:  # noqa: F811
+    with pytest.raises(NotFound, match="open the report page"):
+        report_blobs.report_plot_png(ctx, "ratings_per_version.png")  # none drawn yet
     plots = _publish(ctx)
     assert sorted(p.name for p in plots) == NAMES
     assert ctx.blobs.list_keys(report_blobs.PLOT_PREFIX) == sorted(p.key for p in plots)
+    assert report_blobs.latest_plots(ctx) == {p.name: p.key for p in plots}
     for plot in plots:
-        png = report_blobs.report_plot_png(ctx, plot.file_name)
-        assert png[:4] == b"\x89PNG" and report_blobs.plot_key(png) == plot.key
+        png, exact = report_blobs.report_plot_png(ctx, plot.name, plot.digest)
+        assert exact and png[:4] == b"\x89PNG" and report_blobs.plot_key(png) == plot.key
+        assert report_blobs.report_plot_png(ctx, plot.name) == (png, False)  # the latest
     assert {p.title for p in plots} >= {"ratings per version"}
     # the same ratings draw the same images: same keys, nothing added
     assert [p.key for p in _publish(ctx)] == [p.key for p in plots]
     assert len(ctx.blobs.list_keys(report_blobs.PLOT_PREFIX)) == 3
     assert not (ctx.settings.data_dir / "web" / "report-plots").exists()  # no local folder
-    for bad in ("../encore.db", "ratings_per_version.png", "0" * 32 + ".svg"):
+    for bad in ("../encore.db", "x.svg", plots[0].digest + ".png/../x.png"):
         with pytest.raises(NotFound):
-            report_blobs.report_plot_png(ctx, bad)
-    with pytest.raises(NotFound, match="open the report page"):
-        report_blobs.report_plot_png(ctx, "0" * 32 + ".png")
+            report_blobs.report_plot_png(ctx, bad, plots[0].digest)
+    # a digest no longer stored: the latest drawing of that name, not cacheable for good
+    gone, exact = report_blobs.report_plot_png(ctx, plots[0].name, "0" * 32)
+    assert not exact and report_blobs.plot_key(gone) == plots[0].key
 
 
 def test_old_plots_are_pruned_and_recent_ones_kept(ctx, paired_platform) -> None:  # noqa: F811
@@ -54,11 +59,14 @@ def test_old_plots_are_pruned_and_recent_ones_kept(ctx, paired_platform) -> None
     keys = ctx.blobs.list_keys(prefix)
     assert stale not in keys and recent in keys
     assert set(keys) == {recent, *(p.key for p in plots)}
-    # encore blobs gc --min-age 0: every plot not kept goes
-    assert report_blobs.prune_report_plots(ctx, older_than=0, dry_run=True) == sorted(keys)
+    # encore blobs gc --min-age 0: every plot but the latest drawing's goes
+    assert report_blobs.prune_report_plots(ctx, older_than=0, dry_run=True) == [recent]
     assert ctx.blobs.list_keys(prefix) == sorted(keys)
+    assert report_blobs.prune_report_plots(ctx, older_than=0) == [recent]
+    assert ctx.blobs.list_keys(prefix) == sorted(p.key for p in plots)
+    ctx.blobs.delete(report_blobs.INDEX_KEY)  # without an index only `keep` is kept
     assert report_blobs.prune_report_plots(ctx, keep=[plots[0].key], older_than=0) == \
-        sorted(k for k in keys if k != plots[0].key)
+        sorted(p.key for p in plots[1:])
     assert ctx.blobs.list_keys(prefix) == [plots[0].key]
 
 
@@ -75,14 +83,15 @@ def test_plots_on_s3_are_served_by_another_host(
     assert sorted(p.name for p in plots) == NAMES
     assert web2.blobs.list_keys(report_blobs.PLOT_PREFIX) == sorted(p.key for p in plots)
     for plot in plots:
-        png = report_blobs.report_plot_png(web2, plot.file_name)
-        assert png[:4] == b"\x89PNG" and report_blobs.plot_key(png) == plot.key
+        png, exact = report_blobs.report_plot_png(web2, plot.name, plot.digest)
+        assert exact and png[:4] == b"\x89PNG" and report_blobs.plot_key(png) == plot.key
+        assert report_blobs.report_plot_png(web2, plot.name) == (png, False)
         assert web2.blobs.fs.info(web2.blobs._path(plot.key))["ContentType"] == "image/png"
     assert abs(web2.blobs.modified(plots[0].key) - time.time()) < 120  # S3's LastModified
     other = f"{report_blobs.PLOT_PREFIX}/{'c' * 32}.png"
     web2.blobs.put(other, b"drawn just now by host 2")
     _publish(web1)  # a recent plot of another host survives a drawing here
     assert web2.blobs.exists(other)
-    assert report_blobs.prune_report_plots(web2, keep=[p.key for p in plots], older_than=0) == [other]
+    assert report_blobs.prune_report_plots(web2, older_than=0) == [other]
     assert not web1.blobs.exists(other)
     assert all(web1.blobs.exists(p.key) for p in plots)

@@ -3,9 +3,12 @@
 The operator's report page draws the plots (:func:`encore.services.report.report_plots`)
 and stores each PNG in the blob store under its content hash,
 ``reports/plots/<sha256, 32 hex digits>.png`` (the same store as songs and clips: a local
-folder or S3). The page links to those keys; the image request may reach another web
-process, which reads the blob. A plot that did not change keeps its key, so browsers may
-cache it for good.
+folder or S3), then an index of the latest drawing, ``reports/latest-plots.json``
+(``{"ratings_per_version.png": key, …}``). The page links to
+``/api/operator/report/plots/<name>.png?v=<digest>``: the image request may reach another
+web process, which reads the blob of that digest (the very image the page was drawn with;
+browsers may cache it for good), or, without a digest or once it is gone, the latest
+drawing of that name.
 
 Old plots are deleted when the report is next drawn, once nobody has drawn them for
 ``keep_seconds`` (each drawing writes the blob again, which renews its time), and by
@@ -16,6 +19,7 @@ therefore never loses its images to a newer drawing.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import tempfile
@@ -36,9 +40,12 @@ logger = logging.getLogger(__name__)
 
 #: Blob prefix of the report's plots.
 PLOT_PREFIX = "reports/plots"
+#: The latest drawing: ``{plot name: blob key}``.
+INDEX_KEY = "reports/latest-plots.json"
 #: Plots not drawn again for this long are deleted (seconds).
 KEEP_SECONDS = 3600.0
-_FILE_NAME = re.compile(r"^[0-9a-f]{32}\.png$")
+_NAME = re.compile(r"^[a-z0-9_]{1,64}\.png$")
+_DIGEST = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -49,9 +56,9 @@ class StoredPlot:
     key: str  # "reports/plots/<digest>.png"
 
     @property
-    def file_name(self) -> str:
-        """The last part of the key (what the web route takes)."""
-        return self.key.rsplit("/", 1)[-1]
+    def digest(self) -> str:
+        """The content hash in the key (the web route's ``v``)."""
+        return self.key.rsplit("/", 1)[-1].removesuffix(".png")
 
     @property
     def title(self) -> str:
@@ -77,8 +84,19 @@ def publish_report_plots(
             # written again even when it exists: that renews its time (see prune)
             key = ctx.blobs.put(plot_key(png), png, content_type="image/png")
             plots.append(StoredPlot(path.name, key))
+    index = json.dumps({p.name: p.key for p in plots}, sort_keys=True).encode()
+    ctx.blobs.put(INDEX_KEY, index, content_type="application/json")
     prune_report_plots(ctx, keep=[p.key for p in plots], older_than=keep_seconds)
     return plots
+
+
+def latest_plots(ctx: ServiceContext) -> dict[str, str]:
+    """``{plot name: blob key}`` of the latest drawing, by any process (empty before any)."""
+    try:
+        index = json.loads(ctx.blobs.get(INDEX_KEY))
+    except NotFound:
+        return {}
+    return {str(k): str(v) for k, v in index.items()}
 
 
 def prune_report_plots(
@@ -86,12 +104,13 @@ def prune_report_plots(
     dry_run: bool = False,
 ) -> list[str]:
     """Delete the plot blobs last written at least ``older_than`` seconds ago, except
-    ``keep``; returns their keys. On a store that cannot tell a blob's age, nothing is
-    deleted unless ``older_than`` is 0."""
+    ``keep`` and the latest drawing's; returns their keys. On a store that cannot tell a
+    blob's age, nothing is deleted unless ``older_than`` is 0."""
     now = time.time()
+    kept = set(keep) | set(latest_plots(ctx).values())
     old = []
     for key in ctx.blobs.list_keys(PLOT_PREFIX):
-        if key in keep:
+        if key in kept:
             continue
         if older_than > 0:
             try:
@@ -110,20 +129,29 @@ def prune_report_plots(
     return old
 
 
-def report_plot_png(ctx: ServiceContext, file_name: str) -> bytes:
-    """The PNG of the stored plot ``file_name`` (``<digest>.png``).
+def report_plot_png(
+    ctx: ServiceContext, name: str, digest: str | None = None
+) -> tuple[bytes, bool]:
+    """The PNG of plot ``name`` (``ratings_per_version.png``): the drawing with content hash
+    ``digest`` while it is stored, else the latest drawing of that name; and whether it is
+    the one of ``digest``.
 
     Raises
     ------
     NotFound
-        When the name is not a plot's, or the plot is not (or no longer) stored.
+        When the name is not a plot's, or no drawing of it is stored.
     """
-    if not _FILE_NAME.match(file_name):
-        raise NotFound(f"no plot named {file_name!r}")
-    try:
-        return ctx.blobs.get(f"{PLOT_PREFIX}/{file_name}")
-    except NotFound:
-        raise NotFound(
-            f"no plot named {file_name!r} (plots are kept {KEEP_SECONDS / 3600:g} h after their "
-            "last drawing); open the report page to draw them again"
-        ) from None
+    if not _NAME.match(name):
+        raise NotFound(f"no plot named {name!r}")
+    if digest is not None and _DIGEST.match(digest):
+        try:
+            return ctx.blobs.get(f"{PLOT_PREFIX}/{digest}.png"), True
+        except NotFound:
+            pass  # pruned: the latest drawing instead
+    key = latest_plots(ctx).get(name)
+    if key is not None:
+        try:
+            return ctx.blobs.get(key), False
+        except NotFound:
+            pass
+    raise NotFound(f"no plot named {name!r} is stored; open the report page to draw the plots")

@@ -245,12 +245,12 @@ def api_report(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
 
 
 @router.get("/api/operator/report/plots/{name}")
-def api_report_plot(name: str, user: OperatorUser, ctx: CtxDep) -> Response:
-    """A plot drawn by a report page view (on any web process; named by its content hash,
-    so it never changes)."""
-    png = report_blobs.report_plot_png(ctx, name)
-    return Response(png, media_type="image/png",
-                    headers={"cache-control": "private, max-age=86400, immutable"})
+def api_report_plot(name: str, user: OperatorUser, ctx: CtxDep, v: str | None = None) -> Response:
+    """A plot drawn by a report page view on any web process: the drawing whose content
+    hash is ``v`` (it never changes: cached for a day), else the latest drawing."""
+    png, exact = report_blobs.report_plot_png(ctx, name, v)
+    cache = "private, max-age=86400, immutable" if exact else "private, no-cache"
+    return Response(png, media_type="image/png", headers={"cache-control": cache})
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
