@@ -297,3 +297,18 @@ def test_the_file_name_of_a_download_is_safe() -> None:
     header = content_disposition('say "hi"\\ ♫.wav')
     assert header.startswith('attachment; filename="say _hi__ _.wav"; filename*=UTF-8\'\'')
     assert unquote(header.split("''", 1)[1]) == 'say "hi"\\ ♫.wav'
+
+
+def test_history_floors_durations_like_the_player(app: FastAPI, listener: TestClient) -> None:
+    """The player shows ``formatSeconds`` (whole seconds, floored); History must say the same
+    of the same clip: a 5.94 s clip is 0:05 in both, not 0:06."""
+    song = upload(listener, song_bytes(9)).json()["song"]
+    delivery_id = ask(listener, song["id"])
+    ctx: ServiceContext = app.state.ctx
+    with ctx.session() as session:
+        clip = session.get(Delivery, delivery_id).clip  # type: ignore[union-attr]
+        clip.seconds = 5.94
+        session.get(Delivery, delivery_id).listened_seconds = 4.99  # type: ignore[union-attr]
+    page = listener.get("/history").text
+    row = page.split(f'data-delivery-id="{delivery_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "0:04" in row and "of 0:05" in row, row
