@@ -243,3 +243,19 @@ def test_seam_flux_finds_a_click() -> None:
     click_at, _ = continuation.seam_flux(y, [SR * 2], span=2048)
     assert smooth_at[0] <= np.percentile(inside, 99)
     assert click_at[0] > np.percentile(inside, 95)
+
+
+def test_fine_tuning_crops_a_long_piece_at_the_models_width() -> None:
+    """A long piece's mel (here 11 windows' worth of frames) trains as crops of the model's
+    native width, taken from all over the piece, as a one-canvas clip does."""
+    from encore.diffusion.finetune_data import ClipSampler
+
+    piece = torch.linspace(-1, 1, 2100).repeat(1, 16, 1)  # (1, H, frames): frame i -> value
+    short = torch.zeros(1, 16, 256)
+    sampler = ClipSampler([piece, short], [1.0, 0.5], width=128, seed=0)
+    crops, weights = sampler.next_batch(40)
+    assert crops.shape == (40, 1, 16, 128)
+    firsts = sorted({round(float(c[0, 0, 0]), 3) for c, w in zip(crops, weights, strict=True)
+                     if w == 1.0})
+    # crops start all over the piece, not only in its first canvas
+    assert firsts[0] < -0.5 and firsts[-1] > 0.5
