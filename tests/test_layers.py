@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "services": 3,  # the use cases
     "diffusion": 2, "similarity": 2, "corpus": 2, "taste": 2, "feedback": 2, "store": 2,
     "audio": 1,
-    "errors": 0, "config": 0, "config_docs": 0, "logs": 0, "models": 0,
+    "errors": 0, "config": 0, "config_docs": 0, "logs": 0, "models": 0, "units": 0,
 }
 
 #: Function-local imports that reach up a layer: (importing module, imported package) -> why.

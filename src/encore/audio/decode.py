@@ -37,6 +37,7 @@ from encore.errors import (
     SilentAudio,
     UnsupportedAudio,
 )
+from encore.units import apart, human_duration
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +96,14 @@ class AudioInfo:
     seconds: float
 
 
-def _describe(source: AudioSource) -> str:
+def _describe(source: AudioSource, name: str | None = None) -> str:
+    """How messages name the file: ``name`` (the file name the listener chose) when given,
+    else a path's file name, else "the audio"."""
+    if name:
+        return repr(name)
     if isinstance(source, str | Path):
         return f"{Path(source).name!r}"
-    return f"the upload ({len(source)} bytes)"
+    return "the audio"
 
 
 @contextmanager
@@ -172,13 +177,15 @@ def _info_from(snd, name: str) -> AudioInfo:
     )
 
 
-def probe_audio(source: AudioSource) -> AudioInfo:
+def probe_audio(source: AudioSource, *, name: str | None = None) -> AudioInfo:
     """Read an audio file's header and check its structure, without decoding it.
 
     Parameters
     ----------
     source : str, Path or bytes
         A file path or the file's bytes.
+    name : str, optional
+        The file's name in error messages (default: a path's file name, or "the audio").
 
     Returns
     -------
@@ -190,7 +197,7 @@ def probe_audio(source: AudioSource) -> AudioInfo:
     NotAudio, UnsupportedAudio, CorruptAudio
         See the module docstring. A missing path raises :class:`encore.errors.NotFound`.
     """
-    name = _describe(source)
+    name = _describe(source, name)
     with _open_binary(source) as f:
         head = f.read(64)
         kind = containers.sniff(head, name)
@@ -208,6 +215,7 @@ def load_audio(
     silence_db: float = DEFAULT_SILENCE_DB,
     max_sample_rate: int | None = None,
     max_channels: int | None = None,
+    name: str | None = None,
 ) -> np.ndarray:
     """Decode, down-mix and resample an audio file.
 
@@ -231,6 +239,9 @@ def load_audio(
     max_sample_rate, max_channels : int or None
         Reject files whose header declares a higher rate (Hz) or more channels (checked
         before decoding); ``None``: no limit.
+    name : str, optional
+        The file's name in error messages (default: a path's file name, or "the audio").
+        Durations in messages read as people read them (``0.2 s``, ``15:00``).
 
     Returns
     -------
@@ -247,7 +258,7 @@ def load_audio(
 
     if sr <= 0:
         raise ValueError(f"sr={sr} must be positive")
-    name = _describe(source)
+    name = _describe(source, name)
     with _open_binary(source) as f:
         head = f.read(64)
         kind = containers.sniff(head, name)
@@ -257,10 +268,8 @@ def load_audio(
         with _open_sndfile(f, name, kind, head) as snd:
             info = _info_from(snd, name)
             if max_seconds is not None and info.seconds > max_seconds:
-                raise AudioTooLong(
-                    f"{name} lasts {info.seconds:.1f} s, longer than the limit of "
-                    f"{max_seconds:.1f} s"
-                )
+                lasts, limit = apart(human_duration, info.seconds, max_seconds)
+                raise AudioTooLong(f"{name} lasts {lasts}, longer than the limit of {limit}")
             _check_format_limits(info, name, max_sample_rate, max_channels)
             max_frames = (
                 None if max_seconds is None else int(np.ceil(max_seconds * info.sample_rate))
@@ -275,10 +284,10 @@ def load_audio(
                     mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
                     del block
                     decoded += mono.shape[0]
-                    if max_frames is not None and decoded > max_frames:
+                    if max_seconds is not None and max_frames is not None and decoded > max_frames:
                         raise AudioTooLong(
-                            f"{name} decodes to more than {max_seconds:.1f} s "
-                            f"(its header said {info.seconds:.1f} s)"
+                            f"{name} decodes to more than {human_duration(max_seconds)} "
+                            f"(its header said {human_duration(info.seconds)})"
                         )
                     finite = np.isfinite(mono)
                     if not finite.all():
@@ -297,9 +306,8 @@ def load_audio(
         raise CorruptAudio(f"{name} contains {bad} non-finite (NaN/inf) samples")
     seconds = decoded / info.sample_rate
     if seconds < min_seconds:
-        raise AudioTooShort(
-            f"{name} lasts {seconds:.2f} s, shorter than the minimum of {min_seconds:.2f} s"
-        )
+        lasts, minimum = apart(human_duration, seconds, min_seconds)
+        raise AudioTooShort(f"{name} lasts {lasts}, shorter than the minimum of {minimum}")
     peak_db = 20.0 * np.log10(peak) if peak > 0 else -np.inf
     if peak_db < silence_db:
         raise SilentAudio(

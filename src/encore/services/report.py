@@ -31,6 +31,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -446,19 +447,34 @@ def report_plots(ctx: ServiceContext, out_dir: Path, *, report: feedback.Report 
         save(fig, "version_gains.png")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    bins = np.arange(0.75, 5.5, 0.5)
-    for v in report.table.versions:
-        vals = [r.stars for r in rows if r.version == v and r.fresh]
+    plot_rating_distributions(
+        ax,
+        {f"{v} fresh": [r.stars for r in rows if r.version == v and r.fresh]
+         for v in report.table.versions},
+        [r.stars for r in rows if r.branch == "baseline"],
+    )
+    save(fig, "rating_distributions.png")
+    return paths
+
+
+#: Half-star bins of the rating distributions, centred on 1, 1.5, …, 5 stars.
+RATING_BINS = np.arange(0.75, 5.5, 0.5)
+
+
+def plot_rating_distributions(ax: Any, fresh: dict[str, list[float]], baseline: list[float]) -> None:
+    """Bars of each version's fresh ratings and an outline of the baselines' on ``ax``: the
+    *share* of that series' ratings at each half star (each series' bars sum to 1, as the
+    axis says; a density would read 2 for a single half-star bin)."""
+    for label, vals in fresh.items():
         if vals:
-            ax.hist(vals, bins=bins, alpha=0.5, label=f"{v} fresh (n={len(vals)})", density=True)
-    base = [r.stars for r in rows if r.branch == "baseline"]
-    if base:
-        ax.hist(base, bins=bins, histtype="step", color="black", density=True,
-                label=f"dataset baselines (n={len(base)})")
+            ax.hist(vals, bins=RATING_BINS, alpha=0.5, label=f"{label} (n={len(vals)})",
+                    weights=np.full(len(vals), 1.0 / len(vals)))
+    if baseline:
+        ax.hist(baseline, bins=RATING_BINS, histtype="step", color="black",
+                weights=np.full(len(baseline), 1.0 / len(baseline)),
+                label=f"dataset baselines (n={len(baseline)})")
     ax.set_xlabel("stars")
     ax.set_ylabel("share of ratings")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     ax.set_title("Rating distributions")
-    save(fig, "rating_distributions.png")
-    return paths

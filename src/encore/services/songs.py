@@ -12,8 +12,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from encore.audio.decode import AudioInfo, load_audio, probe_audio
+from encore.config import Settings
 from encore.errors import (
-    AudioError,
     Conflict,
     InvalidInput,
     NotFound,
@@ -33,6 +33,7 @@ from encore.store import (
     enqueue_job,
     utcnow,
 )
+from encore.units import apart, format_size
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,44 @@ def title_from_filename(filename: str) -> str:
     return (title or "untitled song")[:200]
 
 
+def shown_filename(filename: str | None) -> str:
+    """The file name an upload is called in messages: its last path part, as chosen."""
+    return PurePath((filename or "").replace("\\", "/")).name or "the upload"
+
+
+def check_song_size(settings: Settings, filename: str, size: int) -> None:
+    """Refuse a song file over ``max_upload_bytes``, naming the file and the sizes in MB."""
+    if size > settings.max_upload_bytes:
+        got, limit = apart(format_size, size, settings.max_upload_bytes)
+        raise InvalidInput(f"{shown_filename(filename)!r} is {got}; the limit is {limit}")
+
+
+def validate_song(settings: Settings, filename: str, data: bytes) -> tuple[AudioInfo, np.ndarray]:
+    """The rules every input song meets, on the web and in ``encore generate``: size,
+    format, length (``min_song_seconds``..``max_song_seconds``), sample rate, channels,
+    not silent. Messages name the file (``filename``) and give limits in MB and ``m:ss``.
+
+    Returns the header's :class:`AudioInfo` and the mono audio at :data:`VALIDATION_SR`.
+
+    Raises
+    ------
+    InvalidInput (NotAudio, CorruptAudio, SilentAudio, AudioTooShort, AudioTooLong, …)
+    """
+    check_song_size(settings, filename, len(data))
+    shown = shown_filename(filename)
+    info = probe_audio(data, name=shown)
+    y = load_audio(
+        data,
+        sr=VALIDATION_SR,
+        min_seconds=settings.min_song_seconds,
+        max_seconds=settings.max_song_seconds,
+        max_sample_rate=settings.max_sample_rate,
+        max_channels=settings.max_channels,
+        name=shown,
+    )
+    return info, y
+
+
 def upload_song(
     ctx: ServiceContext, *, owner: User, filename: str, data: bytes, title: str | None = None
 ) -> Song:
@@ -61,26 +100,7 @@ def upload_song(
     Conflict
         The listener already uploaded the same file.
     """
-    s = ctx.settings
-    if len(data) > s.max_upload_bytes:
-        raise InvalidInput(
-            f"{title_from_filename(filename)!r} is {len(data) / 1e6:.1f} MB; "
-            f"the limit is {s.max_upload_bytes / 1e6:.0f} MB"
-        )
-    try:
-        info = probe_audio(data)
-        y = load_audio(
-            data,
-            sr=VALIDATION_SR,
-            min_seconds=s.min_song_seconds,
-            max_seconds=s.max_song_seconds,
-            max_sample_rate=s.max_sample_rate,
-            max_channels=s.max_channels,
-        )
-    except AudioError as exc:  # name the file the listener chose, not "the upload"
-        shown = PurePath((filename or "").replace("\\", "/")).name or "the upload"
-        text = str(exc).replace(f"the upload ({len(data)} bytes)", repr(shown), 1)
-        raise type(exc)(text) from exc
+    info, y = validate_song(ctx.settings, filename, data)
     checksum = hashlib.sha256(data).hexdigest()
     stored: list[str] = []
     try:
@@ -104,7 +124,7 @@ def _store_song(
     with ctx.session() as session:
         # The owner's row first: two uploads of one account are counted one after the other.
         session.execute(sa.select(User.id).where(User.id == owner.id).with_for_update())
-        _check_quota(ctx, session, owner, len(data), title_from_filename(filename))
+        _check_quota(ctx, session, owner, len(data), shown_filename(filename))
         duplicate = session.scalar(
             sa.select(Song).where(Song.owner_id == owner.id, Song.checksum_sha256 == checksum)
         )
@@ -159,8 +179,8 @@ def _check_quota(
     used = stored_bytes(ctx, session, owner)
     if used + size > quota:
         raise QuotaExceeded(
-            f"{name!r} ({size / 1e6:.1f} MB) does not fit: your songs take "
-            f"{used / 1e6:.1f} MB of your {quota / 1e6:.0f} MB; delete a song to make room"
+            f"{name!r} ({format_size(size)}) does not fit: your songs take "
+            f"{format_size(used)} of your {format_size(quota)}; delete a song to make room"
         )
 
 

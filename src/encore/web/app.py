@@ -114,6 +114,7 @@ def create_app(settings: Settings | None = None, *, ctx: ServiceContext | None =
         BodyLimitMiddleware,
         default_limit=DEFAULT_BODY_LIMIT,
         limits=[(UPLOAD_PATH, settings.max_upload_bytes + MULTIPART_OVERHEAD)],
+        file_limits=[(UPLOAD_PATH, settings.max_upload_bytes)],
         renderer=renderer,
     )
     app.add_middleware(SecurityHeadersMiddleware, hsts_seconds=hsts_seconds(settings))

@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from encore.config import Settings
 from encore.errors import ConfigurationError
+from encore.units import apart, format_size
 from encore.web.errors import CsrfRefused, ErrorRenderer, RequestTooLarge
 
 logger = logging.getLogger(__name__)
@@ -392,6 +393,10 @@ class BodyLimitMiddleware:
     limits
         ``(path_prefix, bytes)`` pairs for routes that accept more (uploads); the first
         matching prefix wins.
+    file_limits
+        ``(path_prefix, bytes)`` pairs for routes whose body carries one file with its own
+        limit (the body's limit adds the multipart overhead): the 413 then states the
+        file's limit, in MB, as the listener knows it.
     renderer
         Builds the 413 response for a too-large ``Content-Length``.
 
@@ -407,12 +412,24 @@ class BodyLimitMiddleware:
         *,
         default_limit: int,
         limits: Iterable[tuple[str, int]] = (),
+        file_limits: Iterable[tuple[str, int]] = (),
         renderer: ErrorRenderer,
     ) -> None:
         self.app = app
         self.default_limit = default_limit
         self.limits = tuple(limits)
+        self.file_limits = tuple(file_limits)
         self.renderer = renderer
+
+    def _too_large(self, path: str, limit: int, length: int | None) -> str:
+        for prefix, file_limit in self.file_limits:
+            if path.startswith(prefix):
+                size = "" if length is None else f" (the request is {format_size(length)})"
+                return f"the file is over the limit of {format_size(file_limit)}{size}"
+        if length is None:
+            return f"request body is over the limit of {format_size(limit)}"
+        got, most = apart(format_size, length, limit)
+        return f"request body of {got} is over the limit of {most}"
 
     def limit_for(self, path: str) -> int:
         """The body limit (bytes) of requests to ``path``."""
@@ -428,7 +445,7 @@ class BodyLimitMiddleware:
         limit = self.limit_for(scope["path"])
         length = Headers(scope=scope).get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            message = f"request body of {int(length)} bytes is over the limit of {limit} bytes"
+            message = self._too_large(scope["path"], limit, int(length))
             response = self.renderer.render(
                 Request(scope), 413, message, kind=RequestTooLarge.__name__,
                 headers={"Connection": "close"},
@@ -443,9 +460,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise RequestTooLarge(
-                        f"request body is over the limit of {limit} bytes"
-                    )
+                    raise RequestTooLarge(self._too_large(scope["path"], limit, None))
             return message
 
         started = False

@@ -10,17 +10,11 @@ from typing import Any
 
 from fastapi.templating import Jinja2Templates
 
+from encore.units import format_duration  # one rule for every duration: m:ss, rounded down
+
 WEB_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
-
-
-def format_duration(seconds: float | None) -> str:
-    """``m:ss`` for a number of seconds (``"—"`` when unknown)."""
-    if seconds is None:
-        return "—"
-    total = max(int(round(float(seconds))), 0)
-    return f"{total // 60}:{total % 60:02d}"
 
 
 def format_date(value: dt.datetime | None) -> str:

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from starlette.datastructures import UploadFile
 
 from encore.errors import InvalidInput
+from encore.units import apart, format_size
 from encore.web.errors import RequestTooLarge
 from encore.web.security import display_filename
 
@@ -52,10 +53,15 @@ async def read_upload(request: Request) -> UploadedFile:
         if not isinstance(part, UploadFile):
             raise InvalidInput("the upload has no file (expected a 'file' field)")
         if part.size is not None and part.size > limit:
-            raise RequestTooLarge(f"{part.filename!r} is {part.size} bytes; the limit is {limit} bytes")
+            got, most = apart(format_size, part.size, limit)
+            raise RequestTooLarge(
+                f"{display_filename(part.filename)!r} is {got}; the limit is {most}"
+            )
         data = await part.read(limit + 1)
         if len(data) > limit:
-            raise RequestTooLarge(f"{part.filename!r} is over the limit of {limit} bytes")
+            raise RequestTooLarge(
+                f"{display_filename(part.filename)!r} is over the limit of {format_size(limit)}"
+            )
         title = form.get("title")
         filename = display_filename(part.filename)
     if not data:
