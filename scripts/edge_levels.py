@@ -6,7 +6,7 @@ peak-normalised), decodes the file again and prints, per clip and in summary, th
 RMS level (dBFS) of its first and last 5 ms — before (the raw clip) and after
 :func:`encore.audio.fades.fade_edges`. Issue 19's target: below −40 dBFS.
 
-    nice -n 19 .venv/bin/python scripts/edge_levels.py --songs /work/data/corpus/audio -n 20
+    nice -n 19 .venv/bin/python scripts/edge_levels.py --songs data/corpus/audio -n 20
 """
 
 from __future__ import annotations

@@ -4,11 +4,16 @@
 
     encore generate --out clip.wav                            # from noise, shipped model
     encore generate --from song.mp3 --strength 0.6 --out v.ogg
+    encore generate --from song.mp3 --seconds 24 --out piece.ogg   # a long piece
+    encore generate --from a.wav --from b.flac --out blend.wav     # = --from a.wav b.flac
     encore generate --from a.wav b.flac --weights 0.7 0.3 --out m.wav --seconds 8
     encore generate --from a.wav b.flac --method slerp --out m.wav   # the original merge
 
-Writes the audio (wav, flac or ogg by the extension; peak-normalised to 0.95) and the
-spectrogram as a PNG beside it (same name, ``.png``; low frequencies at the bottom).
+Input songs meet the web upload's rules (:func:`encore.services.songs.validate_song`),
+checked before the model loads. Writes the audio (wav, flac or ogg by the extension;
+peak-normalised to 0.95; its first and last 30 ms faded in and out, so that it does not
+click) and the spectrogram as a PNG beside it (same name, ``.png``; low frequencies at the
+bottom).
 """
 
 from __future__ import annotations
@@ -19,8 +24,14 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from encore.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from encore.config import Settings
 
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 #: encore.diffusion.blend.MERGE_METHODS, spelled out so that --help does not load torch
@@ -39,7 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="model folder (default: the shipped base model)")
     p.add_argument("--out", type=Path, required=True, help="output audio file (.wav, .flac, .ogg)")
     p.add_argument(
-        "--from", dest="songs", nargs="+", type=Path, default=[], metavar="SONG", help="input songs"
+        "--from", dest="songs", nargs="+", action="extend", type=Path, default=[],
+        metavar="SONG",
+        help="input songs (wav, flac, ogg, mp3), as for an upload; several blend them: "
+        "--from a.wav b.flac or --from a.wav --from b.flac",
     )
     p.add_argument(
         "--strength", type=float, default=None,
@@ -49,7 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="blend weights, one per song: non-negative, not all zero (default equal)")
     p.add_argument("--method", choices=MERGE_METHODS, default=None,
                    help="how several songs are blended (default mix; docs/engine.md, 'Blends')")
-    p.add_argument("--seconds", type=float, default=None, help="clip length (default 5.9)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="length in seconds (default: ENCORE_CLIP_SECONDS, one canvas); a "
+                        "longer piece from noise or one song is made window by window "
+                        "(continuation), up to ENCORE_MAX_PIECE_SECONDS")
+    p.add_argument("--loop", action="store_true",
+                   help="a piece whose end continues into its beginning (noise or one song)")
     p.add_argument("--steps", type=int, default=None,
                    help="solver steps (default: ENCORE_INFERENCE_STEPS; merges: ENCORE_MERGE_STEPS)")
     p.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default=None,
@@ -66,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _check_args(args: argparse.Namespace, settings: object) -> None:
+def _check_args(args: argparse.Namespace, settings: Settings) -> None:
     """Validate everything cheap before loading a model."""
     suffix = args.out.suffix.lower()
     if suffix not in AUDIO_FORMATS:
@@ -85,8 +104,12 @@ def _check_args(args: argparse.Namespace, settings: object) -> None:
             raise InvalidInput(f"--strength {args.strength}: the slerp merge has no strength")
     if not (math.isfinite(args.eta) and 0.0 <= args.eta <= 1.0):
         raise InvalidInput(f"--eta {args.eta} must be in [0, 1]")
-    if args.seconds is not None and not (math.isfinite(args.seconds) and 0 < args.seconds <= 60):
-        raise InvalidInput(f"--seconds {args.seconds} must be in (0, 60]")
+    most = settings.max_piece_seconds
+    if args.seconds is not None and not (math.isfinite(args.seconds) and 0 < args.seconds <= most):
+        raise InvalidInput(f"--seconds {args.seconds} must be in (0, {most:g}] "
+                           "(ENCORE_MAX_PIECE_SECONDS)")
+    if args.loop and len(args.songs) > 1:
+        raise InvalidInput("--loop makes a piece from noise or one song, not a blend")
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise InvalidInput(f"--steps {args.steps} must be in [1, 1000]")
     if args.seed < 0:
@@ -108,8 +131,27 @@ def _check_args(args: argparse.Namespace, settings: object) -> None:
     if args.model is not None and not args.model.is_dir():
         raise NotFound(f"--model {args.model} does not exist")
     for song in args.songs:
+        if song.is_dir():
+            raise InvalidInput(f"--from {song}: is a folder, not an audio file")
         if not song.is_file():
             raise NotFound(f"--from {song}: no such file")
+
+
+def _check_songs(paths: list[Path], settings: Settings) -> list[np.ndarray]:
+    """The web upload's rules for each input song (size, format, length, rate, channels,
+    not silent: :func:`encore.services.songs.validate_song`), before any model loads.
+    Returns each song's audio at the validation rate."""
+    from encore.services.songs import check_song_size, validate_song
+
+    audio = []
+    for path in paths:
+        try:
+            check_song_size(settings, path.name, path.stat().st_size)
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"--from {path}: cannot be read ({exc.strerror or exc})") from exc
+        audio.append(validate_song(settings, path.name, data)[1])
+    return audio
 
 
 def _save_png(image, path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -123,11 +165,14 @@ def run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     _check_args(args, settings)
+    validated = _check_songs(args.songs, settings)  # bad input fails before the model loads
 
     import soundfile as sf
     from tqdm import tqdm
 
+    from encore.audio.fades import fade_edges
     from encore.diffusion.engine import Engine, peak_normalise
+    from encore.services.songs import VALIDATION_SR
 
     seconds = args.seconds if args.seconds is not None else settings.clip_seconds
     merging = len(args.songs) > 1
@@ -141,8 +186,8 @@ def run(args: argparse.Namespace) -> int:
     sampler = args.sampler or ("ddim" if args.eta > 0 else settings.sampler)
     strength = args.strength if args.strength is not None else settings.default_strength
     engine = Engine(args.model, device=args.device, precision=args.precision)
-    # Decode the songs before the model runs: a bad file fails fast with its name.
-    songs = [engine.load_song(s) for s in args.songs]
+    songs = [y if engine.sample_rate == VALIDATION_SR else engine.load_song(s)
+             for s, y in zip(args.songs, validated, strict=True)]
 
     from encore.diffusion.sampling import start_step_for
 
@@ -156,6 +201,11 @@ def run(args: argparse.Namespace) -> int:
         kind, total = "blend", 2 * (steps - start_step_for(strength, steps))
     else:
         kind, total = "merge", 2 * steps
+    # a long piece (or a loop) from noise or one song: window by window (continuation)
+    layout = (engine.piece_layout(seconds, loop=args.loop) if kind in ("generate", "vary")
+              else None)
+    if layout is not None:
+        kind, total = f"{kind} piece", total * layout.windows
     bar = tqdm(total=total, desc=kind, unit="step", disable=args.no_progress, leave=False)
 
     def progress(fraction: float) -> None:
@@ -164,7 +214,13 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        if kind == "generate":
+        if layout is not None:
+            clip = engine.piece_batch(
+                songs[0] if songs else None, seconds, [args.seed], steps, strength=strength,
+                offset=args.offset, loop=args.loop, eta=args.eta, progress=progress,
+                sampler=sampler, input_id=str(args.songs[0]) if songs else "",
+            )[0]
+        elif kind == "generate":
             clip = engine.generate(seconds, args.seed, steps, eta=args.eta, progress=progress,
                                    sampler=sampler)
         elif kind == "vary":
@@ -202,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     sf.write(
         out,
-        peak_normalise(clip.audio),
+        peak_normalise(fade_edges(clip.audio, clip.sample_rate)),  # no click at either end
         clip.sample_rate,
         format=AUDIO_FORMATS[out.suffix.lower()],
     )

@@ -341,7 +341,10 @@ class SpectrogramDenoiser(nn.Module):
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         layout = meta.get("layout", "plain")
         options = dict(meta.get("denoiser", {}))
-        unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=torch.float32)
+        # low_cpu_mem_usage=False is what diffusers falls back to without `accelerate`; asking
+        # for it spares every load a five-line warning that recommends installing accelerate
+        unet = UNet2DModel.from_pretrained(unet_dir, torch_dtype=torch.float32,
+                                           low_cpu_mem_usage=False)
         unet_cfg = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
         config = DenoiserConfig(layout=layout, unet=unet_cfg, **options)
         model = cls(config, unet=unet)
