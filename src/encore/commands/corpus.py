@@ -50,6 +50,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("dir", type=Path, help="corpus folder")
     info.set_defaults(handler=run_info)
 
+    from encore.corpus.pack import LEVELS
+
+    pack = group.add_parser(
+        "pack",
+        help="the corpus's spectrograms, manifest and settings in one compact checked file",
+        description=(
+            "Write the mel spectrograms of a corpus folder (quantised to uint8 and compressed "
+            "with xz), its manifest (pieces, genres, splits, slices), mel_config.json and "
+            "build.json into one file with a SHA-256 checksum: what training and evaluation "
+            "need on a host that cannot build the corpus. The audio is left out."
+        ),
+    )
+    pack.add_argument("--corpus", required=True, type=Path, help="corpus folder")
+    pack.add_argument("--out", required=True, type=Path, help="pack file to write")
+    pack.add_argument("--levels", type=int, default=LEVELS,
+                      help=f"quantisation steps over the 100 dB range (2-255; default {LEVELS}: "
+                           f"a step of {100 / LEVELS:.2f} dB)")
+    pack.add_argument("--overwrite", action="store_true", help="replace an existing pack file")
+    pack.set_defaults(handler=run_pack)
+
+    unpack = group.add_parser(
+        "unpack",
+        help="check a corpus pack and write its corpus folder",
+        description=(
+            "Verify the pack's checksum, then write a corpus folder (mel/*.npy float16, "
+            "manifest.jsonl, mel_config.json, build.json, pack.json, READY) that `encore train "
+            "base` and `encore eval` read. A corrupted or truncated pack is refused before "
+            "anything is written."
+        ),
+    )
+    unpack.add_argument("pack", type=Path, help="pack file")
+    unpack.add_argument("--out", required=True, type=Path, help="corpus folder to create (new or empty)")
+    unpack.set_defaults(handler=run_unpack)
+
 
 def _exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so that the build stops its worker pool on the way out."""
@@ -89,6 +123,30 @@ def run_info(args: argparse.Namespace) -> int:
     from encore.corpus.manifest import load_build_summary
 
     print(_figures(load_build_summary(args.dir)))  # noqa: T201
+    return 0
+
+
+def run_pack(args: argparse.Namespace) -> int:
+    from encore.corpus.pack import pack_corpus
+
+    summary = pack_corpus(args.corpus, args.out, levels=args.levels, overwrite=args.overwrite)
+    print(  # noqa: T201
+        f"packed {summary.pieces} pieces ({summary.frames} frames) from {args.corpus} into "
+        f"{summary.path}: {summary.packed_bytes / 1e6:.1f} MB (mel files {summary.raw_bytes / 1e6:.1f} MB, "
+        f"quantised {summary.quantised_bytes / 1e6:.1f} MB) in {summary.seconds:.1f} s\n"
+        f"sha256 {summary.sha256}"
+    )
+    return 0
+
+
+def run_unpack(args: argparse.Namespace) -> int:
+    from encore.corpus.pack import unpack_corpus
+
+    summary = unpack_corpus(args.pack, args.out)
+    print(  # noqa: T201
+        f"unpacked {summary.pieces} pieces ({summary.frames} frames) from {args.pack} "
+        f"(sha256 {summary.sha256} verified) into {summary.path} in {summary.seconds:.1f} s"
+    )
     return 0
 
 

@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_subparsers(dest="train_command", metavar="WHAT")
     parser.set_defaults(handler=lambda args: (parser.print_help(), 1)[1])
     register_base(group)
+    register_export(group)
     for module in EXTENSIONS:
         module.register(group)
 
@@ -54,16 +55,65 @@ def register_base(group: argparse._SubParsersAction) -> None:
     length.add_argument("--minutes", type=float, help="wall-time budget of the whole run (default 60)")
     length.add_argument("--steps", type=int, help="number of optimiser steps of the whole run")
     p.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default 5e-4 × √(batch/16): 5e-4 at 16, 2e-3 at 256)")
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps (default 200)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 autocast where the CPU or GPU computes in bf16")
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="cpu, cuda, cuda:N or auto (default: CUDA if this torch sees a GPU, else "
+                        "the CPU). On CUDA: bf16 autocast, channels-last, crops cut on the GPU")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="train through torch.compile (backend inductor unless named)")
+    p.add_argument("--data", choices=("auto", "tensor", "items"), default="auto",
+                   help="tensor: the split's frames in one tensor on the device, a batch cut at "
+                        "once (default for a corpus); items: one crop per dataset item")
+    p.add_argument("--eval-every", type=int, default=250, help="held-out loss every N steps (default 250)")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--tiny", action="store_true", help="a tiny model (smoke tests)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=run_base)
+
+
+def register_export(group: argparse._SubParsersAction) -> None:
+    p = group.add_parser(
+        "export",
+        help="a base-training run as a shippable model folder (fp16, card, curve, pictures)",
+        description=(
+            "Write the EMA weights of a run folder of `encore train base` (RUN/model) as fp16 "
+            "safetensors into a new model folder, with the run's train_config.json and loss "
+            "curve, the pictures of an evaluation and a MODEL_CARD.md written from the run's "
+            "records (and the `encore eval --json` report, when given)."
+        ),
+    )
+    p.add_argument("--run", required=True, type=Path, help="run folder of `encore train base`")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced if it exists)")
+    p.add_argument("--name", default=None, help="model name (default: the folder name)")
+    p.add_argument("--eval", type=Path, default=None, metavar="JSON", help="report of `encore eval --json`")
+    p.add_argument("--pictures", type=Path, default=None, metavar="DIR",
+                   help="PNGs of `encore eval --pictures` to include")
+    p.add_argument("--note", action="append", default=[], metavar="KEY=VALUE",
+                   help="a fact for the card's run table (repeatable)")
+    p.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from encore.diffusion.release import export_run, load_eval_report
+
+    notes = {}
+    for item in args.note:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--note {item!r} must be KEY=VALUE")
+        notes[key.strip()] = value.strip()
+    report = load_eval_report(args.eval) if args.eval is not None else None
+    folder = export_run(args.run, args.out, name=args.name, eval_report=report,
+                        pictures=args.pictures, notes=notes)
+    print(f"model folder {folder} (fp16){' with the evaluation' if report else ''}")  # noqa: T201
+    return 0
 
 
 def heldout_split(corpus: Path) -> str | None:
@@ -88,9 +138,10 @@ def run_base(args: argparse.Namespace) -> int:
 
     from encore.audio.mel import MelConfig
     from encore.corpus.dataset import SpectrogramDataset
-    from encore.diffusion.train import TrainConfig, train
+    from encore.diffusion.train import TrainConfig, scaled_lr, train, training_device
 
     corpus: Path = args.corpus
+    device = training_device(args.device)  # a clear error for cuda without CUDA, before any work
     if not corpus.is_dir():
         raise NotFound(f"corpus folder {corpus} does not exist")
     if args.init is not None and args.resume:
@@ -108,10 +159,12 @@ def run_base(args: argparse.Namespace) -> int:
     minutes = args.minutes
     if minutes is None and args.steps is None:
         minutes = 60.0
+    mel_config = MelConfig.load(corpus)
     cfg = TrainConfig(
         tiny=args.tiny,
+        width=mel_config.x_res,  # the corpus's training crop width
         batch_size=args.batch,
-        lr=args.lr,
+        lr=args.lr if args.lr is not None else scaled_lr(args.batch),
         warmup_steps=args.warmup,
         ema_decay=args.ema,
         seed=args.seed,
@@ -120,10 +173,13 @@ def run_base(args: argparse.Namespace) -> int:
         max_minutes=minutes,
         max_steps=args.steps,
         checkpoint_minutes=args.checkpoint_minutes,
+        eval_every=args.eval_every,
+        device=str(device),
+        data=args.data,
+        compile=args.compile,
         model_config=model_config,
         init_from=str(args.init) if args.init is not None else None,
     )
-    mel_config = MelConfig.load(corpus)
     dataset = SpectrogramDataset(corpus, split="train", width=cfg.width, seed=cfg.seed)
     if len(dataset) == 0:
         raise InvalidInput(f"corpus {corpus} has no training pieces")

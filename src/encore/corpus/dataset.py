@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from encore.audio.mel import MelConfig, normalize_db_crop
+from encore.corpus.crops import CropTensor
 from encore.corpus.manifest import PieceRecord, load_manifest
 from encore.errors import InvalidInput
 
@@ -142,6 +143,13 @@ class SpectrogramDataset:
     def slice_start(self, index: int) -> tuple[str, int]:
         """``(piece_id, start frame)`` of item ``index`` before any random offset."""
         return self.pieces[int(self._piece_of[index])].piece_id, int(self._starts[index])
+
+    def crop_tensor(self, device: Any = "cpu") -> CropTensor:
+        """This split's frames in one tensor on ``device``, cropped a batch at a time the
+        way :meth:`__getitem__` crops one item (:class:`~encore.corpus.crops.CropTensor`)."""
+        return CropTensor([self._mel(p) for p in range(len(self.pieces))], self._piece_of,
+                          self._starts, width=self.width, top_db=self.mel_config.top_db,
+                          random_offset=self.random_offset, device=device)
 
     def state_dict(self) -> dict[str, Any]:
         """The crop generator's state (checkpointed by the trainer)."""

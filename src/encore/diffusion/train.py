@@ -16,13 +16,21 @@ loss = MSE(ε̂, ε).
 With ``max_minutes`` the cosine schedule runs on *elapsed wall time* (so the decay finishes when
 the budget does, whatever else is using the CPU); with ``max_steps`` it runs on steps (exactly
 reproducible).
+
+Devices: the same code trains on the CPU and on a CUDA GPU (``device``; see
+:func:`training_device`). What differs is only placement and precision: on CUDA the model is
+channels-last, bf16 autocast runs on the GPU, the crops are cut on the GPU from the corpus
+frames held there (:class:`TensorCropBatches`), and ``compile`` may route the training step
+through ``torch.compile``. Batches, noise draws, checkpoints and exports are the CPU's code.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +39,7 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from encore.diffusion.device import pick_device
 from encore.diffusion.folder import default_scheduler_config, save_model_folder
 from encore.diffusion.model import (
     DenoiserConfig,
@@ -46,6 +55,7 @@ from encore.diffusion.training import (
     LoopStatus,
     TrainingLoop,
     WeightedBatch,
+    autocast,
     load_checkpoint,
     lr_at,
     read_log,
@@ -56,7 +66,7 @@ from encore.diffusion.training import (
     weighted_diffusion_loss,
 )
 from encore.diffusion.training.plots import plot_log
-from encore.errors import InvalidInput
+from encore.errors import ConfigurationError, InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +77,17 @@ MODEL_DIR = "model"  # EMA weights exported as a model folder
 # ``lr_at``, ``read_log`` and ``weighted_diffusion_loss`` live in the shared loop; this module
 # re-exports them (``__all__``) for the callers and tests that import them from here.
 __all__ = [
-    "CONFIG_FILE", "CURVE_FILE", "MODEL_DIR", "CorpusBatches", "CropSampler", "TrainConfig",
-    "TrainResult", "build_model", "denoiser_config", "export_model_folder", "fixed_heldout_batch",
-    "heldout_loss", "loop_config", "lr_at", "make_noise_scheduler", "plot_loss_curve", "read_log",
-    "sampling_scheduler", "train", "weighted_diffusion_loss",
+    "BASE_BATCH", "BASE_LR", "CONFIG_FILE", "CURVE_FILE", "MODEL_DIR", "CorpusBatches", "CropSampler",
+    "TensorCropBatches", "TrainConfig", "TrainResult", "build_model", "denoiser_config",
+    "export_model_folder", "fixed_heldout_batch", "heldout_loss", "loop_config", "lr_at",
+    "make_noise_scheduler", "plot_loss_curve", "read_log", "sampling_scheduler", "scaled_lr",
+    "train", "training_device", "weighted_diffusion_loss",
 ]
+
+#: The learning rate tuned for batch 16 on the CPU; larger batches scale it (:func:`scaled_lr`).
+BASE_LR = 5e-4
+BASE_BATCH = 16
+DATA_MODES = ("auto", "items", "tensor")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,8 +125,15 @@ class TrainConfig:
     max_minutes: float | None = None
     # bookkeeping
     seed: int = 0
-    precision: str = "auto"  # "auto" (bf16 where the CPU supports it), "bf16" or "fp32"
+    precision: str = "auto"  # "auto" (bf16 where the CPU or GPU supports it), "bf16" or "fp32"
     threads: int = 0  # torch threads; 0 leaves torch's default
+    # where and how: "cpu", "cuda", "cuda:N" or "auto" (CUDA if available, else the CPU)
+    device: str = "cpu"
+    # batches: "tensor" (a batch cut at once from the frames held on the device; corpus
+    # datasets), "items" (one __getitem__ per crop), "auto" (tensor where the dataset can)
+    data: str = "auto"
+    channels_last: bool | None = None  # None: on CUDA only
+    compile: str | None = None  # a torch.compile backend ("inductor"), None: eager
     log_every: int = 25
     eval_every: int = 250
     eval_crops: int = 64
@@ -132,6 +155,8 @@ class TrainConfig:
             raise InvalidInput(f"precision={self.precision!r} must be auto, bf16 or fp32")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InvalidInput(f"ema_decay={self.ema_decay!r} must be in [0, 1)")
+        if self.data not in DATA_MODES:
+            raise InvalidInput(f"data={self.data!r} must be one of {', '.join(DATA_MODES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -188,6 +213,54 @@ def sampling_scheduler(cfg: TrainConfig) -> Any:
         }
     )
 
+
+
+# ----------------------------------------------------------------------------------------------
+# device, learning rate
+
+
+def training_device(name: str | None) -> torch.device:
+    """The device to train on: ``"auto"`` (or None) is CUDA if available, else the CPU.
+
+    Raises
+    ------
+    ConfigurationError
+        A named device that this machine does not have (``"cuda"`` without CUDA), or one that
+        training does not support.
+    """
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise ConfigurationError(f"cannot train on device {name!r}: choose cpu, cuda, cuda:N or auto")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigurationError(
+            f"--device {name} asked for a GPU but this torch ({torch.__version__}) sees no CUDA "
+            "device; use --device cpu or auto")
+    return pick_device(name)
+
+
+def scaled_lr(batch_size: int, base_lr: float = BASE_LR, base_batch: int = BASE_BATCH) -> float:
+    """The peak learning rate for ``batch_size``: ``base_lr`` × √(batch / base_batch).
+
+    The square-root rule (for Adam-type optimisers the gradient noise falls with √batch); the
+    warm-up (``warmup_steps``) ramps up to it. Batch 16 keeps the CPU's 5e-4, batch 256 gets 2e-3.
+    """
+    if batch_size <= 0:
+        raise InvalidInput(f"batch size {batch_size!r} must be > 0")
+    return base_lr * math.sqrt(batch_size / base_batch)
+
+
+def place_model(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """Move ``model`` to ``device`` (channels-last weights when asked); returns it."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
+
+
+def portable_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A float32 CPU copy in the default (contiguous) layout: what model folders store."""
+    return copy.deepcopy(model).float().cpu().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,6 +354,55 @@ def fixed_heldout_batch(
     return images, t, noise
 
 
+class TensorCropBatches:
+    """The loop's batch source on a :class:`~encore.corpus.crops.CropTensor` (``data="tensor"``).
+
+    Shuffled epochs of the items and the random crop offsets (up to ±width/2, as the dataset
+    draws them) come from one seeded CPU generator, so the stream is the same on every device
+    and resumes exactly; the crops are cut and normalised in one gather where the frames live
+    — on a GPU no batch crosses the bus.
+    """
+
+    def __init__(self, crops: Any, batch_size: int, seed: int) -> None:
+        if len(crops) == 0:
+            raise InvalidInput("the training dataset is empty")
+        self.crops, self.batch_size = crops, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.order = torch.empty(0, dtype=torch.long)
+        self.pos = 0
+
+    def next_batch(self) -> WeightedBatch:
+        parts, need = [], self.batch_size
+        while need > 0:
+            if self.pos >= len(self.order):
+                self.order, self.pos = torch.randperm(len(self.crops), generator=self.gen), 0
+            part = self.order[self.pos : self.pos + need]
+            parts.append(part)
+            self.pos += len(part)
+            need -= len(part)
+        index = torch.cat(parts)
+        shifts = None
+        if self.crops.random_offset:
+            half = self.crops.width // 2
+            shifts = torch.randint(-half, half + 1, (self.batch_size,), generator=self.gen)
+        return WeightedBatch(self.crops.crops(index, shifts))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "order": self.order.clone(), "pos": self.pos,
+                "n": len(self.crops)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "gen" not in state:
+            raise InvalidInput("the checkpoint's batches were drawn one item at a time (data='items'); "
+                               "resume it with data='items'")
+        self.gen.set_state(state["gen"])
+        if int(state["n"]) != len(self.crops):
+            logger.info("dataset size changed (%s -> %d items): new epoch order", state["n"], len(self.crops))
+            self.order, self.pos = torch.empty(0, dtype=torch.long), 0
+            return
+        self.order, self.pos = torch.as_tensor(state["order"], dtype=torch.long), int(state["pos"])
+
+
 class CorpusBatches:
     """The loop's batch source for base training: :class:`CropSampler` batches, unweighted."""
 
@@ -310,11 +432,12 @@ def heldout_loss(
     images, t, noise = batch
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, images.shape[0], chunk):
-        x0, tt, eps = images[i : i + chunk], t[i : i + chunk], noise[i : i + chunk]
+        x0, tt, eps = (v[i : i + chunk].to(device) for v in (images, t, noise))
         xt = noise_scheduler.add_noise(x0, eps, tt)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with autocast(device, use_bf16):
             pred = model(xt, tt)
         total += float(weighted_diffusion_loss(pred, eps)) * x0.shape[0]
         count += x0.shape[0]
@@ -344,13 +467,14 @@ def export_model_folder(
 
     The scheduler recorded is the engine's DDIM schedule with this run's training betas;
     ``train_config.json`` is written in; ``dtype=torch.float16`` stores fp16 weights (the
-    engine loads them back as float32).
+    engine loads them back as float32). A model on a GPU or in channels-last layout is
+    written from a contiguous CPU copy (:func:`portable_copy`).
     """
     files: dict[str, Any] = {CONFIG_FILE: json.dumps(cfg.to_dict(), indent=2) + "\n"}
     files.update(extra_files or {})
     return save_model_folder(
         folder,
-        model,  # type: ignore[arg-type]
+        portable_copy(model),  # type: ignore[arg-type]
         mel_config,
         scheduler=sampling_scheduler(cfg),
         name=name,
@@ -387,10 +511,33 @@ def loop_config(cfg: TrainConfig) -> LoopConfig:
 
 
 def _resumed_config(cfg: TrainConfig, checkpoint: dict[str, Any]) -> TrainConfig:
-    """The run's saved config; the length, threads and checkpoint interval come from ``cfg``."""
-    saved = TrainConfig.from_dict(checkpoint["config"])
+    """The run's saved config; the length, threads, checkpoint interval, device, layout and
+    compilation come from ``cfg`` (a run started on a GPU may continue on the CPU and back).
+
+    Checkpoints written before ``data`` existed drew their batches item by item.
+    """
+    saved = TrainConfig.from_dict({"data": "items", **checkpoint["config"]})
     return dataclasses.replace(saved, max_steps=cfg.max_steps, max_minutes=cfg.max_minutes,
-                               threads=cfg.threads, checkpoint_minutes=cfg.checkpoint_minutes)
+                               threads=cfg.threads, checkpoint_minutes=cfg.checkpoint_minutes,
+                               device=cfg.device, channels_last=cfg.channels_last, compile=cfg.compile)
+
+
+def _data_mode(cfg: TrainConfig, dataset: Any) -> str:
+    """``cfg.data`` resolved for ``dataset``: "tensor" needs a dataset with ``crop_tensor``."""
+    can_tensor = callable(getattr(dataset, "crop_tensor", None))
+    if cfg.data == "tensor" and not can_tensor:
+        raise InvalidInput(f"data='tensor' needs a corpus dataset (with crop_tensor); got {type(dataset).__name__}")
+    if cfg.data == "auto":
+        return "tensor" if can_tensor else "items"
+    return cfg.data
+
+
+def _batch_source(cfg: TrainConfig, dataset: Any, device: torch.device) -> Any:
+    if cfg.data == "tensor":
+        crops = dataset.crop_tensor(device)
+        logger.info("training crops cut on %s from %.0f MB of frames", device, crops.nbytes / 1e6)
+        return TensorCropBatches(crops, cfg.batch_size, cfg.seed)
+    return CorpusBatches(dataset, cfg.batch_size, cfg.seed)
 
 
 def _export(loop: TrainingLoop, cfg: TrainConfig, mel_config: Any) -> None:
@@ -504,27 +651,32 @@ def train(
         logger.info("resuming %s at step %d", out, checkpoint["step"])
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    bf16 = use_bf16(cfg.precision)
+    device = training_device(cfg.device)
+    cfg = dataclasses.replace(cfg, device=str(device), data=_data_mode(cfg, dataset))
+    bf16 = use_bf16(cfg.precision, device)
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
     seed_everything(cfg.seed)
     model = build_model(cfg)  # a random initialisation from the seeded RNG
     if init_state_dict is not None:
         model.load_state_dict(init_state_dict)
     if cfg.model_config is None:
         cfg = dataclasses.replace(cfg, model_config=denoiser_config(model))
+    place_model(model, device, channels_last)
     noise_scheduler = make_noise_scheduler(cfg)
     held = fixed_heldout_batch(heldout, cfg.eval_crops, cfg.num_train_timesteps, cfg.seed)
     loop = TrainingLoop(
-        model, objective=EpsilonLoss(), batches=CorpusBatches(dataset, cfg.batch_size, cfg.seed),
+        model, objective=EpsilonLoss(), batches=_batch_source(cfg, dataset, device),
         config=loop_config(cfg), out=out, noise_scheduler=noise_scheduler, use_bf16=bf16,
         evaluate=_heldout_evaluator(held, noise_scheduler, bf16), checkpoint_extra={"config": cfg.to_dict()},
-        on_checkpoint=_on_checkpoint(cfg, mel_config),
+        on_checkpoint=_on_checkpoint(cfg, mel_config), compile_backend=cfg.compile,
     )
     loop.resume(checkpoint)
     (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     logger.info(
-        "training %.2f M parameters, batch %d, bf16=%s, threads=%d, max_steps=%s, max_minutes=%s",
-        sum(p.numel() for p in model.parameters()) / 1e6, cfg.batch_size, bf16,
-        torch.get_num_threads(), cfg.max_steps, cfg.max_minutes,
+        "training %.2f M parameters on %s, batch %d, lr %.1e, bf16=%s, channels_last=%s, "
+        "compile=%s, data=%s, threads=%d, max_steps=%s, max_minutes=%s",
+        sum(p.numel() for p in model.parameters()) / 1e6, device, cfg.batch_size, cfg.lr, bf16,
+        channels_last, cfg.compile, cfg.data, torch.get_num_threads(), cfg.max_steps, cfg.max_minutes,
     )
     bar = _ProgressBar(cfg, loop) if progress else None
     loop.on_step = bar

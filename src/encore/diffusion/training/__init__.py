@@ -33,6 +33,7 @@ from encore.diffusion.training.state import (
     EMA,
     LOG_FILE,
     atomic_torch_save,
+    autocast,
     bf16_supported,
     load_checkpoint,
     lr_at,
@@ -46,7 +47,7 @@ from encore.diffusion.training.state import (
 __all__ = [
     "CHECKPOINT_FILE", "EMA", "LOG_FILE", "BatchSource", "BestWeights", "EpsilonLoss", "Evaluator",
     "LoopConfig", "LoopOutcome", "LoopStatus", "LossContext", "Objective", "PairBatch",
-    "TrainingLoop", "WeightedBatch", "atomic_torch_save", "bf16_supported", "cpu_state",
+    "TrainingLoop", "WeightedBatch", "atomic_torch_save", "autocast", "bf16_supported", "cpu_state",
     "load_checkpoint", "lr_at", "read_log", "rng_state", "seed_everything", "set_rng_state",
     "use_bf16", "weighted_diffusion_loss",
 ]

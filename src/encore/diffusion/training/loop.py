@@ -171,6 +171,11 @@ class TrainingLoop:
         ``on_step(LoopStatus)`` after every step (progress bars, job progress).
     on_checkpoint : callable, optional
         ``on_checkpoint(loop)`` after every checkpoint (plots, model-folder exports).
+    compile_backend : str, optional
+        Train through ``torch.compile(model, backend=...)`` (``"inductor"`` on a GPU; ``"eager"``
+        traces without generating code, for tests). Only the training forward/backward goes
+        through the compiled module; it shares its parameters with ``model``, so the EMA,
+        checkpoints, evaluations and exports see ``model`` itself (no ``_orig_mod.`` keys).
     """
 
     def __init__(
@@ -189,8 +194,12 @@ class TrainingLoop:
         checkpoint_extra: Mapping[str, Any] | None = None,
         on_step: Callable[[LoopStatus], None] | None = None,
         on_checkpoint: Callable[[TrainingLoop], None] | None = None,
+        compile_backend: str | None = None,
     ) -> None:
         self.model, self.objective, self.batches, self.cfg = model, objective, batches, config
+        self.train_model: torch.nn.Module = (
+            torch.compile(model, backend=compile_backend) if compile_backend else model  # type: ignore[assignment]
+        )
         self.out = Path(out)
         self.log_path, self.checkpoint_path = self.out / LOG_FILE, self.out / CHECKPOINT_FILE
         self.evaluate, self.best = evaluate, best
@@ -323,7 +332,7 @@ class TrainingLoop:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = self.batches.next_batch()
-        loss = self.objective(self.model, batch, dataclasses.replace(self.context, step=self.step))
+        loss = self.objective(self.train_model, batch, dataclasses.replace(self.context, step=self.step))
         if not torch.isfinite(loss):
             raise ConfigurationError(f"{cfg.name} diverged: loss={loss.item()!r} at step {self.step}")
         loss.backward()

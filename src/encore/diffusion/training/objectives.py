@@ -39,7 +39,7 @@ class LossContext:
     use_bf16 : bool
         Run the model's forward under bf16 autocast (:meth:`predict` does).
     device : torch.device
-        Where the model lives; batches arrive on the CPU.
+        Where the model lives; batches arrive on the CPU (or already on it).
     reference : torch.nn.Module or None
         A frozen copy of the starting model (``eval()``, no gradients), for losses that
         compare against it (Diffusion-DPO, Diffusion-KTO); None unless the method passes one.
@@ -55,8 +55,8 @@ class LossContext:
     step: int = 0
 
     def predict(self, model: torch.nn.Module, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``model(xt, t)`` under the run's autocast."""
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16):
+        """``model(xt, t)`` under the run's autocast (bf16 on the CPU or the GPU)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             return model(xt, t)
 
     def noised(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -446,7 +446,7 @@ def _errors(model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: to
     for i in range(0, x0.shape[0], chunk):
         eps, tt = noise[i : i + chunk].to(device), t[i : i + chunk].to(device)
         xt = noise_scheduler.add_noise(x0[i : i + chunk].to(device), eps, tt)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out.append(per_sample_mse(model(xt, tt), eps).cpu())
     model.train(was_training)
     return torch.cat(out)

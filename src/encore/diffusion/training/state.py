@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from encore.diffusion.device import cuda_has_bf16
 from encore.errors import InvalidInput
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -30,13 +31,21 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The python, numpy and torch RNG states; the CUDA generators' too once CUDA is in use
+    (noise drawn on a GPU comes from them, so an exact resume there needs them)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 # -- EMA, learning rate, precision -------------------------------------------------------------
@@ -102,10 +111,25 @@ def bf16_supported() -> bool:
 
 
 def use_bf16(precision: str, device: torch.device | str = "cpu") -> bool:
-    """bf16 autocast for ``precision`` (``"auto"``, ``"bf16"`` or ``"fp32"``): CPU only."""
-    if torch.device(device).type != "cpu" or precision == "fp32":
+    """bf16 autocast for ``precision`` (``"auto"``, ``"bf16"`` or ``"fp32"``) on ``device``.
+
+    ``"auto"``: on a CPU with native bf16 instructions, on a CUDA GPU that computes in bf16
+    (compute capability 8 and later); never elsewhere (MPS) — ``"bf16"`` forces it on CPU and
+    CUDA.
+    """
+    kind = torch.device(device).type
+    if kind not in ("cpu", "cuda") or precision == "fp32":
         return False
-    return precision == "bf16" or bf16_supported()
+    if precision == "bf16":
+        return True
+    if kind == "cuda":
+        return cuda_has_bf16()
+    return bf16_supported()
+
+
+def autocast(device: torch.device | str, enabled: bool) -> Any:
+    """bf16 autocast for ``device``'s kind (CPU or CUDA); a no-op context when not ``enabled``."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
 
 
 # -- files: checkpoints and the loss log -------------------------------------------------------
