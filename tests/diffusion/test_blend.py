@@ -77,6 +77,26 @@ def test_mix_blend_uses_every_input(tiny_model: LoadedModel) -> None:
     assert ab.params.weights == (0.5, 0.5) and ab.params.strength == 0.6
 
 
+def test_splice_puts_the_inputs_one_after_the_other(tiny_model: LoadedModel) -> None:
+    from encore.diffusion.blend import splice_images
+
+    low, high = _band(0, 4), _band(12, 16)
+    spliced = (splice_images([low, high], [1, 3], TOP_DB, crossfade=4) + 1) / 2 * TOP_DB - TOP_DB
+    # the first quarter of the frames is the first input, the rest the second
+    assert float(spliced[0, 0, 0:4, :6].min()) > -1 and float(spliced[0, 0, 12:16, :6].max()) < -70
+    assert float(spliced[0, 0, 12:16, 10:].min()) > -1 and float(spliced[0, 0, 0:4, 10:].max()) < -70
+    a, b = _images(1), _images(2)
+    assert torch.allclose(splice_images([a, b], [1, 0], TOP_DB), a, atol=1e-5)
+    common = {"strength": 0.6, "steps": 10, "seed": 5, "method": "splice"}
+    ab = blend(tiny_model, [a, b], **common)
+    assert not torch.allclose(ab.images, blend(tiny_model, [a, _images(3)], **common).images,
+                              atol=1e-3)
+    only_b = blend(tiny_model, [a, b], weights=[0, 1], **common)
+    assert torch.allclose(only_b.images, vary(tiny_model, b, strength=0.6, steps=10, seed=5).images,
+                          atol=1e-6)
+    assert ab.params.method == "splice"
+
+
 def test_mix_inverted_blend_uses_every_input(tiny_model: LoadedModel) -> None:
     a, b, c = _images(1), _images(2), _images(3)
     common = {"strength": 0.6, "steps": 10}
@@ -111,7 +131,7 @@ def test_mix_inverted_with_one_weight_reconstructs_that_input(make_tiny) -> None
     assert (both - a).abs().mean() < (both - b).abs().mean()  # the heavier input dominates
 
 
-@pytest.mark.parametrize("method", ["mix", "mix-inverted"])
+@pytest.mark.parametrize("method", ["mix", "mix-inverted", "splice"])
 def test_blends_replay_bit_for_bit(tiny_model: LoadedModel, method: str) -> None:
     xs = [_images(s, batch=2) for s in (4, 5, 6)]
     out = blend(tiny_model, xs, method=method, weights=[0.5, 0.3, 0.2], strength=0.7, steps=6,
@@ -151,7 +171,7 @@ def test_bad_blend_arguments_are_named(
         blend(tiny_model, [_images(1), _images(2)], **args)
 
 
-def _song(path: Path, freq: float, seconds: float = 2.0) -> Path:
+def _song(path: Path, freq: float, seconds: float = 4.0) -> Path:
     t = np.arange(int(seconds * SR)) / SR
     y = 0.3 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
     sf.write(path, y.astype(np.float32), SR)

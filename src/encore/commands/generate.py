@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 #: encore.diffusion.blend.MERGE_METHODS, spelled out so that --help does not load torch
-MERGE_METHODS = ("slerp", "mix", "mix-inverted")
+MERGE_METHODS = ("slerp", "mix", "mix-inverted", "splice")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -179,8 +179,9 @@ def run(args: argparse.Namespace) -> int:
     from encore.diffusion.blend import DEFAULT_METHOD
 
     method = args.method or DEFAULT_METHOD
-    # a "mix" blend is a variation of the mix: its steps; the others invert with DDIM
-    default_steps = (settings.merge_steps if merging and method != "mix"
+    # a "mix" or "splice" blend is a variation of its start image: its steps; the others
+    # invert with DDIM
+    default_steps = (settings.merge_steps if merging and method in ("slerp", "mix-inverted")
                      else settings.inference_steps)
     steps = args.steps if args.steps is not None else default_steps
     sampler = args.sampler or ("ddim" if args.eta > 0 else settings.sampler)
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         kind, total = "generate", steps
     elif len(songs) == 1:
         kind, total = "vary", steps - start_step_for(strength, steps)
-    elif method == "mix":
+    elif method in ("mix", "splice"):
         kind, total = "blend", steps - start_step_for(strength, steps)
     elif method == "mix-inverted":
         kind, total = "blend", 2 * (steps - start_step_for(strength, steps))

@@ -21,6 +21,12 @@ This module adds two methods that condition the *start image* on every input:
     ``√ᾱ·mix + √(1 − ᾱ)·ε`` without clipping. Deterministic; with one non-zero weight it is
     that input's DDIM reconstruction (the inversion and the decoding undo each other).
 
+``"splice"``
+    The start image is the inputs one after the other in time (:func:`splice_images`: input
+    ``i`` gives its own frames over a share ``wᵢ`` of the canvas, joined by a short
+    power-domain crossfade), re-made at ``strength`` as ``"mix"`` is: the songs take turns
+    instead of sounding together.
+
 Why the power domain: the codec's grey levels are dB relative to the slice's maximum, so an
 average of grey levels is a geometric mean of powers: a band that is loud in one input and
 silent in the other comes out half-way in dB (−40 dB for a −0 / −80 dB pair) and the bright
@@ -55,7 +61,7 @@ from encore.diffusion.slerp import slerp_n, validate_weights
 from encore.errors import InvalidInput
 
 #: The merge methods (module docstring); ``"slerp"`` is :func:`encore.diffusion.sampling.merge`.
-MERGE_METHODS = ("slerp", "mix", "mix-inverted")
+MERGE_METHODS = ("slerp", "mix", "mix-inverted", "splice")
 
 #: The method of blends made with a strength (the services, the CLI, ``Engine.merge`` with
 #: ``strength``), chosen by ``encore bench blend`` (docs/engine.md, "Blends").
@@ -110,6 +116,44 @@ def mix_images(
     return ((db + top_db) * (2.0 / top_db) - 1.0).clamp(-1.0, 1.0).to(torch.float32)
 
 
+def splice_images(
+    images: Sequence[torch.Tensor], weights: Sequence[float] | None, top_db: float,
+    crossfade: int = 4,
+) -> torch.Tensor:
+    """The inputs one after the other in time: input ``i`` over a share ``wᵢ`` of the frames.
+
+    Each input keeps its own frames at their own positions (the canvas is cut, not
+    squeezed); around each cut, ``crossfade`` frames fade from one input to the next in the
+    power domain. Inputs of weight 0 are left out; with one non-zero weight, that input.
+    """
+    w = validate_weights(weights, len(images))
+    shape = images[0].shape
+    for i, x in enumerate(images):
+        if x.shape != shape:
+            raise InvalidInput(f"splice input {i} has shape {tuple(x.shape)}, input 0 has {tuple(shape)}")
+    width = shape[-1]
+    frames = torch.arange(width, dtype=torch.float64, device=images[0].device) + 0.5
+    bounds = torch.tensor([0.0, *[sum(w[: i + 1]) for i in range(len(w))]], dtype=torch.float64)
+    bounds = bounds * width
+    half = max(crossfade, 1) / 2.0
+    total = torch.zeros(shape, dtype=torch.float64, device=images[0].device)
+    for i, (x, wi) in enumerate(zip(images, w, strict=True)):
+        if wi == 0:
+            continue
+        lo, hi = float(bounds[i]), float(bounds[i + 1])
+        # 1 inside [lo, hi], linear ramps of ``crossfade`` frames across inner cuts
+        rise = torch.ones_like(frames) if lo <= 0 else ((frames - lo + half) / (2 * half)).clamp(0, 1)
+        fall = torch.ones_like(frames) if hi >= width else ((hi + half - frames) / (2 * half)).clamp(0, 1)
+        gain = rise * fall
+        db = (x.to(torch.float64) + 1.0) * (top_db / 2.0) - top_db
+        power = torch.pow(10.0, db / 10.0)
+        power = power / power.mean(dim=(1, 2, 3), keepdim=True)
+        total = total + power * gain
+    peak = total.amax(dim=(1, 2, 3), keepdim=True)
+    db = (10.0 * torch.log10(torch.clamp(total / peak, min=1e-30))).clamp(min=-top_db)
+    return ((db + top_db) * (2.0 / top_db) - 1.0).clamp(-1.0, 1.0).to(torch.float32)
+
+
 def _inputs(model: LoadedModel, images_list: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     if len(images_list) < 2:
         raise InvalidInput(f"a blend needs at least 2 inputs, got {len(images_list)}")
@@ -135,8 +179,10 @@ def merge_mix(
     callback: ProgressCallback | None = None,
     input_ids: Sequence[str] = (),
     sampler: str = "ddim",
+    method: str = "mix",
 ) -> SampleResult:
-    """``"mix"``: a variation, at ``strength``, of the inputs' power-domain mix.
+    """``"mix"``: a variation, at ``strength``, of the inputs' power-domain mix (``"splice"``:
+    of the inputs one after the other, :func:`splice_images`).
 
     Parameters as :func:`encore.diffusion.sampling.vary` (one image batch per input, item
     ``b`` of the result blends item ``b`` of every input). The result's params have
@@ -144,11 +190,12 @@ def merge_mix(
     """
     w = validate_weights(weights, len(images_list))
     xs = _inputs(model, images_list)
-    start = mix_images(xs, w, model.mel_config.top_db)
+    combine = splice_images if method == "splice" else mix_images
+    start = combine(xs, w, model.mel_config.top_db)
     result = vary(model, start, strength=strength, seed=seed, steps=steps, eta=eta,
                   precision=precision, callback=callback, input_ids=input_ids, sampler=sampler)
     return SampleResult(
-        result.images, replace(result.params, kind="merge", weights=tuple(w), method="mix")
+        result.images, replace(result.params, kind="merge", weights=tuple(w), method=method)
     )
 
 
@@ -256,10 +303,10 @@ def blend(
                      precision=precision, callback=callback, input_ids=input_ids)
     if strength is None:
         raise InvalidInput(f"the {method} blend needs a strength in [0, 1]")
-    if method == "mix":
+    if method in ("mix", "splice"):
         return merge_mix(model, images_list, weights=weights, strength=strength, steps=steps,
                          seed=seed, eta=eta, precision=precision, callback=callback,
-                         input_ids=input_ids, sampler=sampler)
+                         input_ids=input_ids, sampler=sampler, method=method)
     return merge_mix_inverted(model, images_list, weights=weights, strength=strength,
                               steps=steps, seed=seed, eta=eta, precision=precision,
                               callback=callback, input_ids=input_ids)

@@ -214,7 +214,7 @@ def measure(
             kwargs: dict[str, Any] = {"seconds": seconds, "seed": seed, "method": method}
             if method != "slerp":
                 kwargs["strength"] = strength
-            if method != "mix" and merge_steps is not None:
+            if method in ("slerp", "mix-inverted") and merge_steps is not None:
                 kwargs["steps"] = merge_steps
             clip = engine.merge([audio[a], audio[b]], weights, **kwargs)
             blended = features(clip.audio, sr, sim_model)

@@ -553,7 +553,7 @@ class Engine:
             isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0
         ):
             raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
-        if method == "mix":
+        if method in ("mix", "splice"):
             steps, solver = self._solver(steps, sampler)
         else:
             steps = int(steps) if steps is not None else self.default_merge_steps
