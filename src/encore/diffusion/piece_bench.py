@@ -2,18 +2,20 @@
 
 Prints, with the machine's load (a shared machine's figures mean little without it):
 
-1. the time of one piece of ``--seconds`` (24) from one song (the song's file bytes in,
+1. (``--repeats`` runs, 0 skips it) the time of one piece of ``--seconds`` (24) from one song (the song's file bytes in,
    piece audio out: decoding, the windows' sampling, the vocoder, the crossfades) with the
    old sampler (DDIM, 50 steps) and the chosen one (``Settings.sampler`` at
    ``Settings.inference_steps`` or ``--sampler`` / ``--steps``), wall and CPU seconds, and
    the service's best-of-n recipe (``Settings.best_of_n`` first windows in one batch, then
    the chosen one continued);
-2. the seams of ``--n`` (20) pieces of the chosen sampler, each from another song and seed:
+2. (``--n 0`` skips it) the seams of ``--n`` (20) pieces of the chosen sampler, each from another song and seed:
    the spectral flux around every window boundary — the crossfade's middle, and the first
    frame a window made itself (where the fixed overlap ends) — against the 95th percentile
    of the same measure inside that piece's windows
    (:func:`encore.diffusion.continuation.seam_flux`); the target is every boundary within it.
 
+``--threads`` (default 1; 0 = all cores) sets torch's threads: on a loaded machine two
+OpenMP threads spin-wait on each other, so one thread's CPU time is the honest figure there.
 Songs: the audio files of ``--songs DIR`` (or of ``--corpus DIR``'s ``audio/``), else two
 synthetic songs.
 """
@@ -79,13 +81,14 @@ def run_bench(args: argparse.Namespace) -> int:
     from encore.diffusion.engine import Engine
 
     settings = get_settings()
-    # all the machine's cores (2 here), unless --threads asks for more than the default 1
-    threads = int(getattr(args, "threads", 1) or 1)
-    threads = threads if threads > 1 else (os.cpu_count() or 2)
+    # --threads (default 1; 0 = all the machine's cores): on a loaded machine two OpenMP
+    # threads spin-wait on each other and burn CPU for nothing, so one is the honest measure
+    threads = int(getattr(args, "threads", 1))
+    threads = threads if threads > 0 else (os.cpu_count() or 2)
     torch.set_num_threads(threads)
     seconds = float(args.seconds) if getattr(args, "seconds", None) else 24.0
     quick = bool(getattr(args, "quick", False))
-    n_pieces = int(args.n) if getattr(args, "n", None) else (6 if quick else 20)
+    n_pieces = int(args.n) if getattr(args, "n", None) is not None else (6 if quick else 20)
     repeats = int(args.repeats) if getattr(args, "repeats", None) is not None else (1 if quick else 3)
     sampler = args.sampler or settings.sampler
     steps = int(args.steps) if args.steps else settings.inference_steps
@@ -120,8 +123,9 @@ def run_bench(args: argparse.Namespace) -> int:
     if repeats > 0:
         _timing_section(engine, songs, seconds, lay, strength, sampler, steps, repeats,
                         settings.best_of_n)
-    _seams_section(engine, songs, seconds, strength, sampler, steps, n_pieces,
-                   bool(getattr(args, "verbose", False)))
+    if n_pieces > 0:
+        _seams_section(engine, songs, seconds, strength, sampler, steps, n_pieces,
+                       bool(getattr(args, "verbose", False)))
     print(f"load average at the end: {_load_text()}")
     return 0
 
@@ -143,7 +147,7 @@ def _timing_section(engine: Any, songs: list[bytes], seconds: float, lay: Any, s
             cpus.append(cpu)
         print(f"{name:34s} {calls:10d} {statistics.median(walls):16.2f} "
               f"{statistics.median(cpus):8.2f}  " + ", ".join(f"{w:.2f}" for w in walls))
-    walls = []
+    walls, cpus = [], []
     for r in range(repeats):
         def best_of_n(r: int = r) -> Any:
             firsts = engine.piece_batch(songs[r % len(songs)], seconds, list(range(n_best)),
@@ -152,10 +156,12 @@ def _timing_section(engine: Any, songs: list[bytes], seconds: float, lay: Any, s
             return engine.piece_batch(songs[r % len(songs)], seconds, [1], steps,
                                       strength=strength, sampler=sampler, offset=offset,
                                       first_windows=firsts[1].image[None])
-        _, wall, _ = _timed(best_of_n)
+        _, wall, cpu = _timed(best_of_n)
         walls.append(wall)
+        cpus.append(cpu)
     print(f"{'chosen, best-of-' + str(n_best) + ' (first windows)':34s} {'':10s} "
-          f"{statistics.median(walls):16.2f} {'':8s}  " + ", ".join(f"{w:.2f}" for w in walls))
+          f"{statistics.median(walls):16.2f} {statistics.median(cpus):8.2f}  "
+          + ", ".join(f"{w:.2f}" for w in walls))
     print(f"load average after [1]: {_load_text()}")
 
 
