@@ -41,6 +41,7 @@ from dataclasses import replace
 
 import torch
 
+from encore.diffusion.device import maybe_autocast
 from encore.diffusion.folder import LoadedModel
 from encore.diffusion.sampling import (
     ProgressCallback,
@@ -235,9 +236,7 @@ def merge_mix_inverted(
         inv = _inverse_scheduler(model, steps)
         x0 = torch.cat(xs)
         sample = x0
-        with torch.inference_mode():
-            from encore.diffusion.device import maybe_autocast
-
+        with torch.inference_mode():  # the first k steps of the DDIM inversion
             for i, t in enumerate(inv.timesteps[:k]):
                 with maybe_autocast(sample.device, amp):
                     eps = model.denoiser(sample, t)
