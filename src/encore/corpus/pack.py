@@ -165,6 +165,7 @@ def pack_corpus(corpus_dir: str | Path, out_file: str | Path, *, levels: int = L
                 write(compressor.compress(np.ascontiguousarray(values).tobytes()))
             write(compressor.flush())
             fh.write(digest.digest())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a pack is meant to be copied
         os.replace(tmp_name, out)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
