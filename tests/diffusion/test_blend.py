@@ -181,7 +181,8 @@ def _song(path: Path, freq: float, seconds: float = 4.0) -> Path:
 def test_engine_blend_with_a_strength_and_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
     engine = Engine(tiny_model_dir, device="cpu")
     a, b = _song(tmp_path / "a.wav", 220), _song(tmp_path / "b.wav", 1760)
-    common = {"seconds": 0.8, "seed": 3, "steps": 6, "strength": 0.5, "sampler": "dpmpp"}
+    common = {"seconds": 0.8, "seed": 3, "steps": 6, "strength": 0.5, "sampler": "dpmpp",
+              "method": "mix"}
     only_a = engine.merge([a, b], [1, 0], **common)
     var_a = engine.vary(a, 0.5, 3, 6, seconds=0.8, sampler="dpmpp")
     assert np.allclose(only_a.audio, var_a.audio, atol=1e-4)
@@ -189,6 +190,9 @@ def test_engine_blend_with_a_strength_and_weights(tiny_model_dir: Path, tmp_path
     assert not np.allclose(both.audio, var_a.audio, atol=1e-3)
     assert both.params["method"] == "mix" and both.params["strength"] == 0.5
     assert both.params["sampler"] == "dpmpp" and len(both.params["offsets"]) == 2
+    # a strength and no method: the default, mix-inverted (DDIM both ways)
+    default = engine.merge([a, b], [1, 0], seconds=0.8, steps=6, strength=0.5)
+    assert default.params["method"] == "mix-inverted" and default.params["sampler"] == "ddim"
     # no strength: the original SLERP merge, as before
     old = engine.merge([a, b], None, seconds=0.8, steps=3)
     assert old.params["method"] is None and old.params["strength"] is None
@@ -286,7 +290,7 @@ def test_cli_blend_with_strength_and_weights(
     assert main([*common, "--out", str(tmp_path / "m.wav"), "--weights", "3", "1",
                  "--strength", "0.6"]) == 0
     params = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert params["kind"] == "merge" and params["method"] == "mix"
+    assert params["kind"] == "merge" and params["method"] == "mix-inverted"
     assert params["weights"] == [0.75, 0.25] and params["strength"] == 0.6
     assert main([*common, "--out", str(tmp_path / "s.wav"), "--method", "slerp"]) == 0
     params = json.loads(capsys.readouterr().out.splitlines()[-1])

@@ -135,7 +135,7 @@ def test_a_pair_serves_the_same_song_seeds_and_strength_from_the_other_version(
         assert a.pair_version_id == cb[0].model_version_id
 
 
-def test_a_blend_is_one_candidate_rendered_as_a_variation_of_the_mix(
+def test_a_blend_is_one_candidate_rendered_with_ddim_at_the_merge_steps(
     ctx, make_listener, song_bytes
 ):
     _no_review_or_baseline(ctx)
@@ -146,7 +146,7 @@ def test_a_blend_is_one_candidate_rendered_as_a_variation_of_the_mix(
     with ctx.reading() as session:
         d = session.get(Delivery, d.id)
         (clip,) = _candidates(session, d)
-        # a blend is a variation of its songs' mix (encore.diffusion.blend, "mix")
-        assert clip.sampler == ctx.settings.sampler and clip.steps == ctx.settings.inference_steps
+        # the mix-inverted blend (encore.diffusion.blend) inverts and decodes with DDIM
+        assert clip.sampler == "ddim" and clip.steps == ctx.settings.merge_steps
         assert clip.strength == pytest.approx(ctx.settings.default_strength)
         assert d.selection == "single" and d.propensity == 1.0 and clip.served

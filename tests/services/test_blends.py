@@ -36,7 +36,7 @@ def test_a_blend_keeps_the_listener_s_weights_and_closeness(ctx, two_songs) -> N
     clip, weights = _clip(ctx, d.id)
     assert weights == pytest.approx([0.75, 0.25])
     assert clip.strength == pytest.approx(0.6)
-    assert clip.sampler == ctx.settings.sampler and clip.steps == ctx.settings.inference_steps
+    assert clip.sampler == "ddim" and clip.steps == ctx.settings.merge_steps  # mix-inverted
     assert clip.similarity is not None
     # equal shares when none are given
     d = music.request_music(ctx, listener=listener, song_ids=[b.id, a.id])

@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=float, nargs="+",
                    help="blend weights, one per song: non-negative, not all zero (default equal)")
     p.add_argument("--method", choices=MERGE_METHODS, default=None,
-                   help="how several songs are blended (default mix; docs/engine.md, 'Blends')")
+                   help="how several songs are blended (default mix-inverted; docs/engine.md, 'Blends')")
     p.add_argument("--seconds", type=float, default=None,
                    help="length in seconds (default: ENCORE_CLIP_SECONDS, one canvas); a "
                         "longer piece from noise or one song is made window by window "

@@ -65,8 +65,9 @@ from encore.errors import InvalidInput
 MERGE_METHODS = ("slerp", "mix", "mix-inverted", "splice")
 
 #: The method of blends made with a strength (the services, the CLI, ``Engine.merge`` with
-#: ``strength``), chosen by ``encore bench blend`` (docs/engine.md, "Blends").
-DEFAULT_METHOD = "mix"
+#: ``strength``), chosen by ``encore bench blend`` (docs/engine.md, "Blends": on 20 blends
+#: the best of the four on all three similarities, and fewer UNet calls than ``"slerp"``).
+DEFAULT_METHOD = "mix-inverted"
 
 
 def check_method(method: str) -> str:

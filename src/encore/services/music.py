@@ -394,9 +394,10 @@ def _new_candidates(
             status=ClipStatus.PENDING,
             model_version_id=version_id,
             seed=seed,
-            # a blend, too, is a variation (of its songs' mix; encore.diffusion.blend "mix")
-            steps=ctx.settings.inference_steps,
-            sampler=ctx.settings.sampler,
+            # a blend (encore.diffusion.blend "mix-inverted": the songs' mix noised with their
+            # own inverted noise to the strength's step) inverts and decodes with DDIM
+            steps=ctx.settings.merge_steps if len(ids) > 1 else ctx.settings.inference_steps,
+            sampler="ddim" if len(ids) > 1 else ctx.settings.sampler,
             strength=strength,
             eta=0.0,
             seconds=piece.seconds,
