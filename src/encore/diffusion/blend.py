@@ -7,7 +7,8 @@ input; the other one is no closer to the blend than an unrelated song. The denoi
 tell the inputs apart in the noise: a spherical mean of two inverted noises is just another
 noise, and what it decodes to is not a mixture of what each one decodes to.
 
-This module adds two methods that condition the *start image* on every input:
+This module adds three methods that condition the *start image* on every input (the default,
+``DEFAULT_METHOD``, is ``"mix-inverted"``):
 
 ``"mix"``
     The start image is the inputs' mix (:func:`mix_images`: each spectrogram at the same mean
