@@ -43,6 +43,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Pa
         "ENCORE_BASE_MODEL_DIR": str(base),
         "ENCORE_SIMILARITY_MODEL_DIR": str(sim),
         "ENCORE_CLIP_SECONDS": "2.0",
+        # one canvas per request: this test is about the loop (pieces: test_web_browser_pieces.py)
+        "ENCORE_DEFAULT_PIECE_SECONDS": "2.0",
         "ENCORE_INFERENCE_STEPS": "3",
         "ENCORE_MIN_LISTEN_SECONDS": str(MIN_LISTEN),
         "ENCORE_MIN_SONG_SECONDS": "1",

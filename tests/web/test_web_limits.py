@@ -66,7 +66,7 @@ def test_storage_quota_is_413_and_names_the_space(make_app: Callable[..., FastAP
     r = upload(ada, song_bytes(3), "three.wav")
     assert r.status_code == 413, r.text
     message = r.json()["error"]["message"]
-    assert "'three' " in message and "does not fit" in message and "delete a song" in message
+    assert "'three.wav' " in message and "does not fit" in message and "delete a song" in message
     assert len(ada.get("/api/songs").json()["songs"]) == 2  # nothing stored, nothing lost
     bob = _listener(app, "bob")  # the quota is per account
     assert upload(bob, song_bytes(3), "three.wav").status_code == 201
