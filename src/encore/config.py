@@ -92,11 +92,13 @@ class Settings(BaseSettings):
     # when it names none, and the longest a listener may ask for (6, 12, 24 or 48 s; longer
     # pieces cost one window of clip_seconds − overlap per 4.4 s).
     default_piece_seconds: float = Field(12.0, gt=0)
+    # The longest piece a listener may ask for (web, API and CLI refuse longer).
     max_piece_seconds: float = Field(48.0, gt=0)
     # Seconds each window shares with the previous one (fixed while it is sampled, so the
     # piece continues seamlessly) and the equal-power crossfade that joins their audio
     # (in the middle of the overlap; none anywhere else inside a piece).
     piece_overlap_seconds: float = Field(1.5, gt=0)
+    # Length of the equal-power crossfade in the middle of each overlap.
     piece_crossfade_seconds: float = Field(0.2, gt=0)
 
     # The loop (docs/feedback.md, docs/finetune.md).
