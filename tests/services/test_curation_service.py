@@ -215,3 +215,15 @@ def test_centred_rule_judges_a_clip_against_its_songs_usual_not_its_closeness(
     result = curation.curate(ctx)
     assert result.admitted == (ids[1],)
     assert result.rejected == 4
+
+
+def test_feedback_config_takes_each_setting_by_its_name(ctx) -> None:
+    s = ctx.settings
+    s.dispatch_review_share, s.curation_min_ratings, s.purge_similarity = 0.2, 5, 0.9
+    s.dataset_max_size, s.dataset_max_age_days = 50, 0.0  # 0: no age rule
+    cfg = ctx.feedback_config()
+    assert (cfg.dispatch_review_share, cfg.curation_min_ratings, cfg.purge_similarity,
+            cfg.dataset_max_size, cfg.min_listen_seconds) == (0.2, 5, 0.9, 50, 0.5)
+    assert cfg.dataset_max_age_days is None
+    s.dataset_max_age_days = 30.0
+    assert ctx.feedback_config().dataset_max_age_days == 30.0

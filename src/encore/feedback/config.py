@@ -1,9 +1,11 @@
 """Settings of the loop's logic, with their defaults and the reason for each.
 
 :class:`FeedbackConfig` is a frozen dataclass; the services fill it from
-``encore.config.Settings`` (this package never reads the environment). Every function in
-``encore.feedback`` also takes the individual values as keyword arguments, so a caller
-that needs one knob does not have to build a whole config.
+``encore.config.Settings`` (this package never reads the environment): a field and the
+setting it comes from share one name (``ENCORE_`` + the name in upper case), so the
+services copy them by name. Every function in ``encore.feedback`` also takes the individual
+values as keyword arguments, so a caller that needs one knob does not have to build a whole
+config.
 
 Defaults and why
 ----------------
@@ -14,11 +16,12 @@ Dispatch (``dispatch.py``)
     The paper's §3.1: "a 25 % chance they receive a previously generated song from the
     dataset (d*)". High enough that every dataset clip collects baseline ratings, low
     enough that three requests in four produce new material.
-``review_probability = 0.3``
+``dispatch_review_share = 0.3``
     The review branch (output agreement for new clips): 30 % of requests are
     served a new clip generated for another listener's request that still has fewer than
-    ``min_ratings`` ratings (the nearest to the request's inputs), instead of generating.
-    Without it a new clip is rated only by its requester and never reaches ``min_ratings``.
+    ``curation_min_ratings`` ratings (the nearest to the request's inputs), instead of
+    generating. Without it a new clip is rated only by its requester and never reaches
+    ``curation_min_ratings``.
     With 45 % of requests generating, 30 % reviewing gives each new clip about 0.67 extra
     ratings on average — the nearest-first choice fills some clips to ``m`` = 3 rather than
     spreading thin — while still generating nearly half the time; both shares together must
@@ -125,7 +128,7 @@ Quality control (``raters.py``)
 
 Curation (``curation.py``)
 
-``min_ratings = 3``
+``curation_min_ratings = 3``
     Output agreement needs several listeners; with three, one outlier cannot carry a clip
     in, and the bias-corrected mean of three ratings of σ ≈ 0.5 stars has an SE of about
     0.3 stars (0.07 on the [0, 1] scale of r̂).
@@ -143,15 +146,15 @@ Curation (``curation.py``)
 
 Purge (``purge.py``)
 
-``near_duplicate_similarity = 0.95``
+``purge_similarity = 0.95``
     Two dataset clips with S above 0.95 are treated as the same target; only near-identical
     clips are merged, so the dataset keeps its variety. Calibrate against the similarity
     model (clips of the same input song with different seeds should fall below it).
-``max_age_days = 180.0``
+``dataset_max_age_days = 180.0``
     Long enough to span several fine-tune iterations at the pilot's pace (weeks each),
     short enough that targets chosen by a rater pool of half a year ago stop steering the
     model. ``None`` disables the rule.
-``max_dataset_size = 1000``
+``dataset_max_size = 1000``
     Ten times the fine-tuning top-N: enough pool for the top 100 to be selective, small
     enough that nearest-neighbour search and the pairwise purge stay cheap.
     ``None`` disables the cap.
@@ -185,7 +188,7 @@ class FeedbackConfig:
 
     # dispatch
     baseline_probability: float = 0.25
-    review_probability: float = 0.3
+    dispatch_review_share: float = 0.3
     # listening
     min_listen_seconds: float = 5.0
     min_listen_fraction: float = 0.5
@@ -220,21 +223,21 @@ class FeedbackConfig:
     flagged_weight: float = 0.0
     reliability_tolerance: float = 1.5
     # curation
-    min_ratings: int = 3
+    curation_min_ratings: int = 3
     cold_start_top_n: int = 100
     cold_start_max_share: float = 0.5
     admit_margin: float = 0.0
     # purge
-    near_duplicate_similarity: float = 0.95
-    max_age_days: float | None = 180.0
-    max_dataset_size: int | None = 1000
+    purge_similarity: float = 0.95
+    dataset_max_age_days: float | None = 180.0
+    dataset_max_size: int | None = 1000
     # report statistics
     bootstrap_resamples: int = 2000
     confidence_level: float = 0.95
     bootstrap_cluster: BootstrapCluster = "rater"
 
     def __post_init__(self) -> None:
-        for name in ("baseline_probability", "review_probability", "min_listen_fraction", "qc_alpha",
+        for name in ("baseline_probability", "dispatch_review_share", "min_listen_fraction", "qc_alpha",
                      "saturation_share", "low_listen_fraction", "flagged_weight", "qc_min_power",
                      "qc_noise_quantile", "qc_min_reliability", "qc_cluster_merge"):
             _check_unit(name, getattr(self, name))
@@ -246,8 +249,8 @@ class FeedbackConfig:
             value = getattr(self, name)
             if not _finite(value) or value <= 0:
                 raise InvalidInput(f"FeedbackConfig.{name}={value!r} must be a positive number")
-        for name in ("rater_max_iterations", "qc_min_ratings", "min_ratings", "cold_start_top_n",
-                     "bootstrap_resamples", "qc_rounds", "qc_taste_clusters",
+        for name in ("rater_max_iterations", "qc_min_ratings", "curation_min_ratings",
+                     "cold_start_top_n", "bootstrap_resamples", "qc_rounds", "qc_taste_clusters",
                      "qc_feature_dims"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -256,21 +259,21 @@ class FeedbackConfig:
                       (self.weight_rating, self.weight_listen, self.weight_similarity))
         check_weights("confidence weights",
                       (self.confidence_weight_rating, self.confidence_weight_listen))
-        _check_unit("near_duplicate_similarity", self.near_duplicate_similarity)
-        if self.baseline_probability + self.review_probability > 1.0 + 1e-12:
+        _check_unit("purge_similarity", self.purge_similarity)
+        if self.baseline_probability + self.dispatch_review_share > 1.0 + 1e-12:
             raise InvalidInput(f"FeedbackConfig.baseline_probability={self.baseline_probability!r}"
-                               f" + review_probability={self.review_probability!r} must not "
+                               f" + dispatch_review_share={self.dispatch_review_share!r} must not "
                                "exceed 1")
         if not _finite(self.cold_start_max_share) or not 0 < self.cold_start_max_share <= 1:
             raise InvalidInput(f"FeedbackConfig.cold_start_max_share={self.cold_start_max_share!r}"
                                " must be in (0, 1]")
-        if self.max_age_days is not None and (not _finite(self.max_age_days)
-                                              or self.max_age_days <= 0):
-            raise InvalidInput(f"FeedbackConfig.max_age_days={self.max_age_days!r} must be > 0 "
+        max_age = self.dataset_max_age_days
+        if max_age is not None and (not _finite(max_age) or max_age <= 0):
+            raise InvalidInput(f"FeedbackConfig.dataset_max_age_days={max_age!r} must be > 0 "
                                "or None")
-        if self.max_dataset_size is not None and (not isinstance(self.max_dataset_size, int)
-                                                  or self.max_dataset_size < 1):
-            raise InvalidInput(f"FeedbackConfig.max_dataset_size={self.max_dataset_size!r} must "
+        max_size = self.dataset_max_size
+        if max_size is not None and (not isinstance(max_size, int) or max_size < 1):
+            raise InvalidInput(f"FeedbackConfig.dataset_max_size={max_size!r} must "
                                "be an integer >= 1 or None")
         if not (_finite(self.confidence_level) and 0 < self.confidence_level < 1):
             raise InvalidInput(f"FeedbackConfig.confidence_level={self.confidence_level!r} must "

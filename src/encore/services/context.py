@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -145,21 +145,14 @@ class ServiceContext:
             return np.random.default_rng(self._rng.integers(0, 2**63))
 
     def feedback_config(self) -> FeedbackConfig:
-        """The loop's settings (``encore.feedback``) filled from :class:`Settings`."""
+        """The loop's settings (``encore.feedback``) filled from :class:`Settings`: every
+        field that is also a setting, by its name; the rest keep the package's defaults."""
         s = self.settings
-        return FeedbackConfig(
-            baseline_probability=s.baseline_probability,
-            review_probability=s.dispatch_review_share,
-            min_listen_seconds=s.min_listen_seconds,
-            min_listen_fraction=s.min_listen_fraction,
-            min_ratings=s.curation_min_ratings,
-            cold_start_top_n=s.cold_start_top_n,
-            cold_start_max_share=s.cold_start_max_share,
-            qc_power_sigma_prior=s.qc_power_sigma_prior,
-            near_duplicate_similarity=s.purge_similarity,
-            max_age_days=s.dataset_max_age_days,
-            max_dataset_size=s.dataset_max_size,
-        )
+        values = {f.name: getattr(s, f.name) for f in fields(FeedbackConfig)
+                  if f.name in Settings.model_fields}
+        # the setting says 0 for "no age rule", the logic None
+        values["dataset_max_age_days"] = s.dataset_max_age_days or None
+        return FeedbackConfig(**values)
 
     # -- models, cached per process -------------------------------------------------------
 
