@@ -56,6 +56,7 @@ from encore.diffusion.sampling import (
     _scheduler,
     _seeds,
     as_model_images,
+    predict_noise,
     start_step_for,
     vary,
 )
@@ -241,7 +242,7 @@ def merge_mix_inverted(
         with torch.inference_mode():  # the first k steps of the DDIM inversion
             for i, t in enumerate(inv.timesteps[:k]):
                 with maybe_autocast(sample.device, amp):
-                    eps = model.denoiser(sample, t)
+                    eps = predict_noise(model, sample, t)
                 sample = inv.step(eps.float(), t, sample).prev_sample
                 if callback is not None:
                     callback(i + 1, total)

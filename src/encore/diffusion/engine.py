@@ -29,6 +29,7 @@ reproducible as its image) and the audio is cut to exactly ``seconds``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -168,6 +169,25 @@ class Engine:
         self.overlap_seconds: float = settings.piece_overlap_seconds
         self.crossfade_seconds: float = settings.piece_crossfade_seconds
 
+    def for_group(self, group: int | None, scale: float = 1.0) -> Engine:
+        """This engine sampling for taste group ``group`` with guidance ``scale`` (a shallow
+        copy sharing the weights and the vocoder; :func:`encore.diffusion.sampling.guided`).
+
+        A model that is not conditioned on taste groups ignores the group (``self`` is
+        returned), as does ``group`` None.
+        """
+        model = sampling.guided(self.model, group, scale)
+        if model is self.model:
+            return self
+        self.vocoder()  # built once, shared with the copy
+        other = copy.copy(self)
+        other.model = model
+        return other
+
+    def _guidance_params(self) -> dict[str, Any]:
+        g = self.model.guidance
+        return {"guidance": g.to_dict()} if g is not None else {}
+
     def _solver(self, steps: int | None, sampler: str | None) -> tuple[int, str]:
         """The steps and sampler to use (the settings' defaults for None)."""
         return (
@@ -284,6 +304,7 @@ class Engine:
             frames=frames,
             model=self.model.name,
             vocoder={"n_iter": vocoder.n_iter, "seed": vocoder.seed},
+            **self._guidance_params(),
             **extra,
         )
         return [
@@ -774,6 +795,7 @@ class Engine:
             "frames": lay.frames,
             "model": self.model.name,
             "vocoder": {"n_iter": vocoder.n_iter, "seed": vocoder.seed},
+            **self._guidance_params(),
             "windows": list(lay.starts),
             "window_frames": window,
             "overlap_frames": lay.overlap,

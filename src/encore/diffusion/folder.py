@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from encore.audio.mel import MEL_CONFIG_FILE, MelConfig
-from encore.diffusion.model import META_FILE, SpectrogramDenoiser
+from encore.diffusion.model import META_FILE, Guidance, SpectrogramDenoiser
 from encore.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,9 @@ class LoadedModel:
         ``encore.json`` (empty for a foreign folder).
     path : Path or None
         The folder it came from.
+    guidance : Guidance or None
+        A conditioned model's taste group and guidance scale, applied by every sampler
+        (:func:`encore.diffusion.sampling.guided`); None: the null label (unconditioned).
     """
 
     denoiser: SpectrogramDenoiser
@@ -100,6 +103,7 @@ class LoadedModel:
     mel_config: MelConfig
     meta: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    guidance: Guidance | None = None
 
     @property
     def name(self) -> str:

@@ -20,6 +20,16 @@ Layouts
     and can even out the phases. An optional 3×3 *stem* (``stem_channels > 0``) adds feature
     channels before the unshuffle; it is off by default because the UNet's first 3×3
     convolution at half resolution already sees a 6×6 full-resolution window.
+
+Taste groups
+------------
+A *conditioned* denoiser's UNet has a class embedding (diffusers' ``num_class_embeds``,
+``class_embed_type=None``) of ``k + 1`` rows: one per taste group and, last, the *null label*
+(no group). diffusers adds the row to the timestep embedding (``emb = emb + class_emb``) before
+any block sees it, so a zero row changes nothing: :func:`conditioned_denoiser` turns an
+unconditioned parent into a conditioned child whose rows are all zero and which therefore
+reproduces the parent exactly, whatever the label. ``forward`` without labels uses the null
+label; an unconditioned denoiser refuses labels.
 """
 
 from __future__ import annotations
@@ -91,6 +101,25 @@ class DenoiserConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> DenoiserConfig:
         known = {"layout", "unet", "stem_channels", "head_channels"}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """Sample for taste group ``group`` with classifier-free guidance of weight ``scale``:
+    ``ε = ε_null + scale · (ε_group − ε_null)`` (:func:`encore.diffusion.sampling.predict_noise`;
+    ``scale = 1`` is the conditional prediction alone, one UNet call)."""
+
+    group: int
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.group, bool) or not isinstance(self.group, int) or self.group < 0:
+            raise InvalidInput(f"group={self.group!r} must be a whole number >= 0")
+        if not (isinstance(self.scale, int | float) and 0.0 <= float(self.scale) < float("inf")):
+            raise InvalidInput(f"guidance scale={self.scale!r} must be a finite number >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "scale": float(self.scale)}
 
 
 def _jsonable(value: Any) -> Any:
@@ -238,9 +267,47 @@ class SpectrogramDenoiser(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # -- taste groups ----------------------------------------------------------------------
+
+    @property
+    def num_groups(self) -> int:
+        """Taste groups the UNet is conditioned on (0: an unconditioned denoiser)."""
+        n = self.unet.config.get("num_class_embeds")
+        if not n or self.unet.config.get("class_embed_type") is not None:
+            return 0
+        return int(n) - 1
+
+    @property
+    def null_label(self) -> int | None:
+        """The class label meaning "no group" (``num_groups``); None when unconditioned."""
+        return self.num_groups if self.num_groups else None
+
+    def _labels(self, labels: torch.Tensor | int | None, batch: int,
+                device: torch.device) -> torch.Tensor | None:
+        k = self.num_groups
+        if k == 0:
+            if labels is not None:
+                raise InvalidInput("this denoiser is not conditioned on taste groups; it takes no labels")
+            return None
+        if labels is None:
+            return torch.full((batch,), k, dtype=torch.long, device=device)
+        out = torch.as_tensor(labels, device=device).long().reshape(-1)
+        if out.numel() == 1:
+            out = out.expand(batch)
+        if out.shape[0] != batch:
+            raise InvalidInput(f"{out.shape[0]} group labels for a batch of {batch}")
+        if bool(((out < 0) | (out > k)).any()):
+            raise InvalidInput(f"group labels must lie in [0, {k}] ({k} = no group), got {out.tolist()}")
+        return out
+
     # -- forward ---------------------------------------------------------------------------
 
-    def forward(self, sample: torch.Tensor, timesteps: torch.Tensor | int) -> torch.Tensor:
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor | int,
+        class_labels: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
         """Predict the noise.
 
         Parameters
@@ -250,6 +317,9 @@ class SpectrogramDenoiser(nn.Module):
             H and W must be multiples of :attr:`width_multiple`.
         timesteps : torch.Tensor or int
             Training-schedule timesteps, a scalar or ``(B,)``.
+        class_labels : torch.Tensor or int, optional
+            Conditioned denoisers only: taste group per item (``(B,)`` or one for all) in
+            ``[0, num_groups]``; None is the null label (``num_groups``).
 
         Returns
         -------
@@ -263,10 +333,13 @@ class SpectrogramDenoiser(nn.Module):
             raise InvalidInput(
                 f"sample height and width {tuple(sample.shape[2:])} must be multiples of {m}"
             )
+        labels = self._labels(class_labels, sample.shape[0], sample.device)
         if self.config.layout == "plain":
-            return self.unet(sample, timesteps).sample
+            return self.unet(sample, timesteps, class_labels=labels).sample
         x = self.stem(sample) if self.stem is not None else sample
-        eps = F.pixel_shuffle(self.unet(F.pixel_unshuffle(x, 2), timesteps).sample, 2)
+        eps = F.pixel_shuffle(
+            self.unet(F.pixel_unshuffle(x, 2), timesteps, class_labels=labels).sample, 2
+        )
         if self.head is not None:
             eps = eps + self.head(torch.cat([eps, sample.to(eps.dtype)], dim=1))
         return eps
@@ -372,3 +445,40 @@ class SpectrogramDenoiser(nn.Module):
             model.num_parameters() / 1e6,
         )
         return model
+
+
+def conditioned_denoiser(parent: SpectrogramDenoiser, num_groups: int) -> SpectrogramDenoiser:
+    """A copy of ``parent`` whose UNet also takes a taste group (module docstring).
+
+    The UNet gets ``num_groups + 1`` class embeddings (the last is the null label); every other
+    weight is copied. The new rows start as the parent's null row — zero for an unconditioned
+    parent — so the child's output equals the parent's (unconditioned) output for every label
+    until it is trained. ``parent`` is not changed; the child has its device, dtype and mode.
+
+    Raises
+    ------
+    InvalidInput
+        ``num_groups`` below 1.
+    """
+    if not isinstance(num_groups, int) or num_groups < 1:
+        raise InvalidInput(f"num_groups={num_groups!r} must be a whole number >= 1")
+    unet_kwargs = {**dict(parent.config.unet), "num_class_embeds": num_groups + 1,
+                   "class_embed_type": None}
+    config = DenoiserConfig(layout=parent.config.layout, unet=unet_kwargs,
+                            stem_channels=parent.config.stem_channels,
+                            head_channels=parent.config.head_channels)
+    with torch.random.fork_rng(devices=[]):  # the fresh weights are all overwritten
+        child = SpectrogramDenoiser(config)
+    state = {k: v for k, v in parent.state_dict().items() if k != "unet.class_embedding.weight"}
+    missing, unexpected = child.load_state_dict(state, strict=False)
+    if missing != ["unet.class_embedding.weight"] or unexpected:
+        raise InvalidInput(f"cannot condition this denoiser: missing {missing}, unexpected {unexpected}")
+    embedding = child.unet.class_embedding
+    assert embedding is not None
+    with torch.no_grad():
+        if parent.num_groups:
+            null = parent.unet.class_embedding.weight[parent.num_groups]
+            embedding.weight.copy_(null.expand_as(embedding.weight))
+        else:
+            embedding.weight.zero_()
+    return child.to(device=parent.device, dtype=parent.dtype).train(parent.training)

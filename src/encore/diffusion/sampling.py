@@ -49,19 +49,28 @@ so generation starts at t = 999 and strength ``s`` starts at t ≈ 1000·s, as D
 grid does (``980, 960, …, 0`` at 50 steps: 0.7 → t = 680). Inversion and merges always use the DDIM pair (:class:`~diffusers.DDIMInverseScheduler`
 then DDIM without clipping, at the merge's own step count): it is the pair whose decoding is
 the inverse of the encoding step for step.
+
+Taste groups
+------------
+A model conditioned on taste groups (:func:`encore.diffusion.model.conditioned_denoiser`)
+samples for a group once :func:`guided` has given it one: every UNet evaluation here — the
+solvers, the inversion, blends and pieces — goes through :func:`predict_noise`, which applies
+classifier-free guidance ``ε = ε_null + s·(ε_group − ε_null)`` (``s = 1``: the group's
+prediction alone, one UNet call). Without a group a conditioned model uses its null label.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
 from encore.diffusion.device import autocast_dtype, maybe_autocast
 from encore.diffusion.folder import LoadedModel
+from encore.diffusion.model import Guidance
 from encore.diffusion.slerp import slerp_n, validate_weights
 from encore.errors import ConfigurationError, InvalidInput
 
@@ -300,6 +309,49 @@ def as_model_images(model: LoadedModel, images: torch.Tensor) -> torch.Tensor:
     return images.to(model.device)
 
 
+def guided(model: LoadedModel, group: int | None, scale: float = 1.0) -> LoadedModel:
+    """``model`` sampling for taste group ``group`` (a shallow copy; the weights are shared).
+
+    Every sampler, inversion and blend of this module then predicts the noise with
+    classifier-free guidance (:func:`predict_noise`). ``group`` None, or a model that is not
+    conditioned on taste groups, gives the model unconditioned (the group is ignored).
+
+    Raises
+    ------
+    InvalidInput
+        ``group`` is not one of the model's groups, or ``scale`` is negative or not finite.
+    """
+    k = model.denoiser.num_groups
+    if group is None or k == 0:
+        return replace(model, guidance=None) if model.guidance is not None else model
+    guidance = Guidance(group, float(scale))
+    if group >= k:
+        raise InvalidInput(f"group {group} does not exist: the model {model.name!r} has {k} taste groups")
+    return replace(model, guidance=guidance)
+
+
+def predict_noise(model: LoadedModel, sample: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    """ε for ``sample`` at ``t``: the denoiser's, with classifier-free guidance where the model
+    has a group (:func:`guided`): ``ε = ε_null + s · (ε_group − ε_null)``.
+
+    ``s = 1`` is the conditional prediction alone (one UNet call); otherwise the null and the
+    group pass run as one batch of twice the size. Without a group the null label is used
+    (for a conditioned model) and nothing is passed (for an unconditioned one).
+    """
+    guidance, denoiser = model.guidance, model.denoiser
+    if guidance is None or denoiser.num_groups == 0:
+        return denoiser(sample, t)
+    batch = sample.shape[0]
+    group = torch.full((batch,), guidance.group, dtype=torch.long, device=sample.device)
+    if guidance.scale == 1.0:
+        return denoiser(sample, t, group)
+    null = torch.full_like(group, denoiser.num_groups)
+    tt = torch.cat([t, t]) if isinstance(t, torch.Tensor) and t.ndim > 0 else t
+    eps = denoiser(torch.cat([sample, sample]), tt, torch.cat([null, group])).float()
+    eps_null, eps_group = eps[:batch], eps[batch:]
+    return eps_null + guidance.scale * (eps_group - eps_null)
+
+
 @dataclass(frozen=True)
 class _Known:
     """The known part of an inpainting: ``image`` where ``mask`` is 1, noised with ``noise``.
@@ -349,7 +401,6 @@ def _denoise(
     from diffusers import DDIMScheduler
 
     total = total if total is not None else done + len(timesteps)
-    denoiser = model.denoiser
     shape = tuple(sample.shape[1:])
     is_ddim = isinstance(sched, DDIMScheduler)
     for t in timesteps:
@@ -357,7 +408,7 @@ def _denoise(
             sample = known.paste(sample, sched, t)
         # 1. predict the noise ε_θ(x_t, t)
         with maybe_autocast(sample.device, amp):
-            eps = denoiser(sample, t)
+            eps = predict_noise(model, sample, t)
         eps = eps.float()
         # 2. x_t -> x_{t-1} (DDIM: plus η-scaled noise from each item's own generator)
         if is_ddim:
@@ -675,7 +726,7 @@ def _invert(
     total = total if total is not None else steps
     for i, t in enumerate(inv.timesteps):
         with maybe_autocast(sample.device, amp):
-            eps = model.denoiser(sample, t)
+            eps = predict_noise(model, sample, t)
         sample = inv.step(eps.float(), t, sample).prev_sample
         if callback is not None:
             callback(i + 1, total)
