@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -165,3 +166,121 @@ def test_a_conditioned_folder_round_trips_and_the_engine_records_the_group(
     plain_dir = save_model_folder(tmp_path / "plain", make_tiny().denoiser, model.mel_config)
     plain_engine = Engine(plain_dir, device="cpu")
     assert plain_engine.for_group(1, 2.0) is plain_engine
+
+
+# -- training: group labels in batches, label dropout, conditioned fine-tunes -------------------
+
+
+def test_group_labels_flow_into_pair_and_label_batches() -> None:
+    from encore.diffusion.training.preference import LabelBatches, PairBatches
+
+    # image i is constant i / 10, so a crop tells which example it came from
+    images = [torch.full((1, H, 16), i / 10) for i in range(6)]
+    pairs = [(0, 1, 1.0), (2, 3, 1.0), (4, 5, 1.0)]
+    groups = [2, 0, 1]
+    batches = PairBatches(images, pairs, width=16, pairs_per_batch=5, seed=0, groups=groups)
+    for _ in range(3):
+        b = batches.next_batch()
+        winners = [round(float(x.mean()) * 10) for x in b.winners]
+        assert b.groups is not None and b.groups.tolist() == [groups[w // 2] for w in winners]
+    assert PairBatches(images, pairs, width=16, pairs_per_batch=2, seed=0).next_batch().groups is None
+    labels = [(0, True, 1.0), (1, False, 1.0), (2, True, 1.0), (3, False, 1.0)]
+    lb = LabelBatches(images, labels, width=16, per_batch=6, seed=1, groups=[0, 1, 1, 0])
+    b = lb.next_batch()
+    ids = [round(float(x.mean()) * 10) for x in b.images]
+    assert b.groups.tolist() == [[0, 1, 1, 0][i] for i in ids]
+    with pytest.raises(InvalidInput, match="taste groups"):
+        PairBatches(images, pairs, width=16, pairs_per_batch=2, seed=0, groups=[0, 1])
+
+
+def test_label_dropout_replaces_labels_by_the_null_label_at_its_rate() -> None:
+    from encore.diffusion.training.objectives import drop_groups
+
+    groups = torch.randint(0, 3, (4000,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    assert torch.equal(drop_groups(groups, 0.0, 3), groups)
+    assert bool((drop_groups(groups, 1.0, 3) == 3).all())
+    dropped = drop_groups(groups, 0.2, 3)
+    changed = dropped != groups
+    assert bool((dropped[changed] == 3).all())
+    assert 0.17 < float(changed.float().mean()) < 0.23
+    assert drop_groups(None, 0.2, 3) is None
+    with pytest.raises(InvalidInput):
+        drop_groups(groups, 1.5, 3)
+
+
+def test_a_conditioned_dpo_fine_tune_learns_opposite_tastes_per_group(tiny_model, tmp_path) -> None:
+    from encore.diffusion.preference import Conditioning, PreferenceConfig, preference_finetune
+    from tests.diffusion.test_preference import small_cfg, stripe_data
+
+    images, pairs = stripe_data()
+    # group 0 prefers rows to columns, group 1 the opposite: one unconditioned model cannot
+    # serve both; a conditioned one can
+    opposite = pairs + [(lo, w, 1.0) for w, lo, _ in pairs]
+    groups = [0] * len(pairs) + [1] * len(pairs)
+    cond = Conditioning(2, groups, dropout=0.2, embedding_lr_scale=30.0, record={"groups_id": 7})
+    frozen = {k: v.clone() for k, v in tiny_model.denoiser.state_dict().items()}
+    result = preference_finetune(tiny_model, images, pairs=opposite, cfg=small_cfg(20, lr=2e-4),
+                                 pref=PreferenceConfig("dpo", dpo_beta=5000.0), out_dir=tmp_path / "run",
+                                 conditioning=cond)
+    loss0 = result.figures["train_dpo_loss"][0]
+    assert loss0 == pytest.approx(math.log(2), abs=1e-6)  # the child starts as the parent
+    assert all(torch.equal(v, frozen[k]) for k, v in tiny_model.denoiser.state_dict().items())
+    child = load_model_folder(result.model_dir, device="cpu")
+    assert child.denoiser.num_groups == 2
+    assert child.meta["taste_groups"] == {"num_groups": 2, "null_label": 2, "dropout": 0.2,
+                                          "embedding_lr_scale": 30.0, "examples_per_group": [4, 4],
+                                          "groups_id": 7}
+    assert child.meta["training"]["conditioning"]["groups_id"] == 7
+    assert [e["group"] for e in child.meta["training"]["training_set"]] == groups
+    emb = child.denoiser.unet.class_embedding.weight.detach()
+    assert all(float(emb[g].abs().max()) > 0 for g in range(3))  # groups and (by dropout) null trained
+    # the groups' implicit rewards now disagree as their listeners do: on "rows beat columns"
+    # pairs, group 0's margin is the highest, group 1's the lowest, the null label's between
+    from encore.diffusion.finetune import training_noise_scheduler
+    from encore.diffusion.training.preference import TimestepRange, fixed_pairs, pair_figures
+
+    tensors = [torch.as_tensor(images[k]).float()[None] / 127.5 - 1 for k in sorted(images)]
+    sched = training_noise_scheduler(tiny_model)
+    rows_first = [(w, lo, 1.0) for w, lo, _ in pairs]
+    margins = {}
+    for g in (0, 1, 2):
+        fixed = fixed_pairs(tensors, rows_first, width=16, n=16, T=1000, timesteps=TimestepRange(0.7), seed=3,
+                            groups=[g] * len(rows_first))
+        ref = conditioned_denoiser(tiny_model.denoiser, 2).eval()
+        margins[g] = pair_figures(child.denoiser, ref, fixed, sched, beta=5000.0, use_bf16=False)["margin"]
+    assert margins[0] > margins[2] > margins[1]
+
+
+def test_the_group_embedding_gets_its_own_learning_rate(tiny_model) -> None:
+    from encore.diffusion.training.loop import param_groups
+
+    child = conditioned_denoiser(tiny_model.denoiser, 2)
+    groups = param_groups(child, (("unet.class_embedding.", 30.0),))
+    assert [g["lr_scale"] for g in groups] == [1.0, 30.0]
+    assert groups[1]["params"] == [child.unet.class_embedding.weight]
+    assert sum(len(g["params"]) for g in groups) == len(list(child.parameters()))
+    assert param_groups(child, ()) == [{"params": list(child.parameters())}]
+
+
+def test_a_conditioned_kto_fine_tune_and_bad_conditioning(tiny_model, tmp_path) -> None:
+    from encore.diffusion.preference import Conditioning, PreferenceConfig, preference_finetune
+    from tests.diffusion.test_preference import small_cfg, stripe_data
+
+    images, pairs = stripe_data()
+    labels = [(w, True, 1.0) for w, _, _ in pairs] + [(lo, False, 1.0) for _, lo, _ in pairs]
+    result = preference_finetune(tiny_model, images, labels=labels, cfg=small_cfg(4, lr=2e-4),
+                                 pref=PreferenceConfig("kto", kto_beta=5000.0), out_dir=tmp_path / "kto",
+                                 conditioning=Conditioning(3, [0, 1, 2, 0, 1, 2, 0, 1], dropout=0.0))
+    assert result.figures["train_kto_loss"][0] == pytest.approx(0.5, abs=1e-6)
+    child = load_model_folder(result.model_dir, device="cpu")
+    assert child.denoiser.num_groups == 3
+    # without label dropout the null label is never trained: it stays the parent's (zero)
+    assert float(child.denoiser.unet.class_embedding.weight[3].detach().abs().max()) == 0.0
+    with pytest.raises(InvalidInput, match="taste groups"):
+        preference_finetune(tiny_model, images, labels=labels, cfg=small_cfg(1), out_dir=tmp_path / "x",
+                            pref=PreferenceConfig("kto"), conditioning=Conditioning(2, [0, 1]))
+    with pytest.raises(InvalidInput, match="outside"):
+        Conditioning(2, [0, 2])
+    with pytest.raises(InvalidInput, match="dropout"):
+        Conditioning(2, [0, 1], dropout=1.5)

@@ -60,7 +60,7 @@ from encore.diffusion.finetune_data import (
     evaluate_sets,
     fixed_clip_batch,
 )
-from encore.diffusion.folder import LoadedModel, save_model_folder
+from encore.diffusion.folder import LoadedModel, carry_taste_groups, save_model_folder
 from encore.diffusion.train import fixed_heldout_batch
 from encore.diffusion.training import (
     BestWeights,
@@ -500,6 +500,7 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data:
         name=name or model_dir.name, parent=parent_name or parent.name, training=training,
         extra_files=extra,
     )
+    carry_taste_groups(model_dir, final_model, parent, None)  # a conditioned parent stays conditioned
     logger.info(
         "fine-tune done: %d steps (%s), best step %d, %.1f min; train-clip loss %s -> %s",
         result.steps, result.stop_reason, result.best_step, result.wall_seconds / 60,

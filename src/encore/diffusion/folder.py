@@ -40,6 +40,7 @@ from encore.errors import InvalidInput, NotFound
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+TASTE_GROUPS_KEY = "taste_groups"  # encore.json: what a conditioned model's group numbers mean
 SCHEDULER_DIR = "scheduler"
 
 
@@ -314,3 +315,15 @@ def build_random_model(
     sched = to_ddim(scheduler) if scheduler is not None else default_scheduler()
     denoiser.eval().to(pick_device(device))
     return LoadedModel(denoiser, sched, mel, {"name": "random", "layout": config.layout}, None)
+
+
+def carry_taste_groups(model_dir: Path, model: torch.nn.Module, parent: LoadedModel,
+                       record: Mapping[str, Any] | None) -> None:
+    """Write what a conditioned model's group numbers mean into its folder's ``encore.json``
+    (``taste_groups``): this fine-tune's record, else the parent's (a conditioned parent
+    fine-tuned without conditioning stays conditioned on the same groups)."""
+    if not getattr(model, "num_groups", 0):
+        return
+    groups = dict(record) if record is not None else parent.meta.get(TASTE_GROUPS_KEY)
+    if groups:
+        update_model_meta(model_dir, **{TASTE_GROUPS_KEY: groups})

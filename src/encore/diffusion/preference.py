@@ -17,6 +17,15 @@ Both keep replay: a share ``replay_fraction`` of every batch's images are corpus
 parent's generations) trained with the plain ε-loss, weighted ``replay_weight``. Timesteps are
 drawn where serving uses them (:class:`~encore.diffusion.training.preference.TimestepRange`).
 
+**Taste-conditioned** (``conditioning``, :class:`Conditioning`): the child's UNet gets a class
+embedding of ``k + 1`` rows (the taste groups and the null label,
+:func:`~encore.diffusion.model.conditioned_denoiser`), zero at the start so the child starts as
+the parent; each example is labelled with the taste group of the listener whose ratings made
+it, and with probability ``dropout`` the label becomes the null label (label dropout, so that
+classifier-free guidance has an unconditioned prediction to start from). Replay crops always get
+the null label. The reference is the starting model (for an unconditioned parent: the parent
+with zero embeddings, which is the parent exactly), seeing the same labels as the policy.
+
 Evaluated every ``eval_every`` steps on fixed crops / noise / timesteps: the preference loss,
 the implicit-reward margin (DPO) or the rewards of each kind (KTO) on the training and the
 held-out examples, and the ε-loss on held-out corpus crops (forgetting). The exported weights
@@ -40,7 +49,12 @@ import torch
 
 from encore.diffusion.finetune import CONFIG_FILE, FinetuneConfig, training_noise_scheduler
 from encore.diffusion.finetune_data import clip_tensor
-from encore.diffusion.folder import LoadedModel, save_model_folder
+from encore.diffusion.folder import (
+    TASTE_GROUPS_KEY,
+    LoadedModel,
+    carry_taste_groups,
+    save_model_folder,
+)
 from encore.diffusion.train import fixed_heldout_batch, heldout_loss
 from encore.diffusion.training import (
     BestWeights,
@@ -126,6 +140,66 @@ class PreferenceConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> PreferenceConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """A taste-conditioned fine-tune.
+
+    Attributes
+    ----------
+    num_groups : int
+        ``k``: the UNet gets ``k + 1`` class embeddings (the last is the null label).
+    groups : sequence of int
+        The taste group of every example (aligned with ``pairs`` / ``labels``), in ``[0, k)``.
+    dropout : float
+        Probability that an example's label becomes the null label (label dropout).
+    embedding_lr_scale : float
+        The group embedding learns this many times faster than the other weights. Adam moves a
+        weight by about the learning rate per step whatever its gradient, so at a preference
+        fine-tune's 1e-5 a zero-initialised embedding would stay below 3e-3 in 300 steps, where
+        the timestep embedding it is added to is ~0.2–0.5 per coordinate (the shipped model).
+    record : mapping
+        What the group numbers refer to (the stored taste groups), kept in the model folder's
+        ``encore.json`` under ``taste_groups`` so that serving can check it.
+    """
+
+    num_groups: int
+    groups: Sequence[int]
+    dropout: float = 0.1
+    embedding_lr_scale: float = 100.0
+    record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_groups, int) or self.num_groups < 1:
+            raise InvalidInput(f"num_groups={self.num_groups!r} must be a whole number >= 1")
+        if not 0.0 <= float(self.dropout) <= 1.0:
+            raise InvalidInput(f"label dropout {self.dropout!r} must be in [0, 1]")
+        if not 0.0 < float(self.embedding_lr_scale) < float("inf"):
+            raise InvalidInput(f"embedding_lr_scale={self.embedding_lr_scale!r} must be a finite number > 0")
+        bad = [g for g in self.groups if not 0 <= int(g) < self.num_groups]
+        if bad:
+            raise InvalidInput(f"taste groups {sorted(set(bad))[:10]} outside 0..{self.num_groups - 1}")
+
+    def to_dict(self) -> dict[str, Any]:
+        sizes = np.bincount(np.asarray(list(self.groups), dtype=int), minlength=self.num_groups)
+        return {"num_groups": self.num_groups, "null_label": self.num_groups, "dropout": float(self.dropout),
+                "embedding_lr_scale": float(self.embedding_lr_scale),
+                "examples_per_group": [int(n) for n in sizes], **dict(self.record)}
+
+
+def starting_model(parent: LoadedModel, conditioning: Conditioning | None) -> torch.nn.Module:
+    """The weights a fine-tune starts from (a float32 copy on the parent's device): the parent's,
+    or — for a conditioned fine-tune — the parent with zero-initialised group embeddings
+    (unless the parent is already conditioned on the same groups: then its own)."""
+    from encore.diffusion.model import conditioned_denoiser
+
+    model = copy.deepcopy(parent.denoiser).float().to(parent.denoiser.device)
+    if conditioning is None:
+        return model
+    same = (model.num_groups == conditioning.num_groups
+            and dict(parent.meta.get(TASTE_GROUPS_KEY) or {}).get("groups_id") == conditioning.record.get("groups_id"))
+    return model if same else conditioned_denoiser(model, conditioning.num_groups)
 
 
 @dataclass(frozen=True)
@@ -221,12 +295,14 @@ def preference_finetune(
     record: dict[str, Any] | None = None,
     resume: bool = False,
     progress: ProgressFn | None = None,
+    conditioning: Conditioning | None = None,
 ) -> PreferenceResult:
     """Fine-tune ``parent`` by Diffusion-DPO (``pairs``) or Diffusion-KTO (``labels``).
 
     ``images``: clip id → mel image ``(H, W)`` (uint8 or float in [-1, 1]); ``pairs``:
     ``(winner id, loser id, weight)``; ``labels``: ``(clip id, desirable, weight)``. The rest as
     :func:`encore.diffusion.finetune.finetune` (replay, resume, export, progress).
+    ``conditioning``: a taste-conditioned child (module docstring), with each example's group.
 
     Raises
     ------
@@ -265,17 +341,28 @@ def preference_finetune(
             indexed.append((index[e[0]], index[e[1]], weight))
         else:
             indexed.append((index[e[0]], bool(e[1]), weight))
+    if conditioning is not None and len(conditioning.groups) != len(indexed):
+        raise InvalidInput(f"{len(conditioning.groups)} taste groups for {len(indexed)} examples")
     train_idx, held_idx = _split(len(indexed), cfg)
-    train = [indexed[i] for i in train_idx if indexed[i][2] > 0]
-    held = [indexed[i] for i in held_idx if indexed[i][2] > 0]
+    train_idx = [i for i in train_idx if indexed[i][2] > 0]
+    held_idx = [i for i in held_idx if indexed[i][2] > 0]
+    train = [indexed[i] for i in train_idx]
+    held = [indexed[i] for i in held_idx]
+    group_of = list(conditioning.groups) if conditioning is not None else None
+    train_groups = [group_of[i] for i in train_idx] if group_of is not None else None
+    held_groups = [group_of[i] for i in held_idx] if group_of is not None else None
     if not train:
         raise InvalidInput(f"{pref.method}: every training example has weight 0; nothing to learn")
     roles = {i: "train" for i in train_idx} | {i: "heldout" for i in held_idx}
+    if conditioning is not None:
+        group_note = {i: {"group": int(g)} for i, g in enumerate(conditioning.groups)}
     training_set = tuple(
         ({"winner": e[0], "loser": e[1]} if pref.method == "dpo" else {"clip_id": e[0], "desirable": bool(e[1])})
-        | {"weight": round(float(e[2]), 6), "role": roles[i] if float(e[2]) > 0 else "dropped"}
+        | {"weight": round(float(e[2]), 6), "role": roles.get(i, "dropped")}
+        | (group_note[i] if conditioning is not None else {})
         for i, e in enumerate(examples))
-    fingerprint = _fingerprint(tensors, indexed)
+    fingerprint = _fingerprint(tensors, [(*e, group_of[i]) for i, e in enumerate(indexed)]
+                               if group_of is not None else indexed)
 
     checkpoint = load_checkpoint(out, resume=resume, what=f"{pref.method} fine-tune", required=False)
     if checkpoint is not None:
@@ -288,35 +375,42 @@ def preference_finetune(
         torch.set_num_threads(cfg.threads)
     bf16 = use_bf16(cfg.precision, parent.denoiser.device)
     seed_everything(cfg.seed)
-    model = copy.deepcopy(parent.denoiser).float().to(parent.denoiser.device).requires_grad_(True)
-    reference = frozen_reference(parent)
+    model = starting_model(parent, conditioning).requires_grad_(True)
+    # the frozen reference is where the policy starts: the parent, or the parent with zero group
+    # embeddings (the same function) for a newly conditioned child
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
     noise_scheduler = training_noise_scheduler(parent)
     T = int(noise_scheduler.config.num_train_timesteps)
     timesteps = pref.timesteps()
+    dropout = conditioning.dropout if conditioning is not None else 0.0
 
     n_replay = cfg.replay_per_batch if replay is not None and len(replay) > 0 else 0
     per_batch = max(cfg.batch_size - n_replay, 1)
     if pref.method == "dpo":
         batches: Any = PairBatches(tensors, train, width=width, pairs_per_batch=max(per_batch // 2, 1),
-                                   seed=cfg.seed, replay=replay, n_replay=n_replay)
-        objective: Any = DiffusionDPOLoss(pref.dpo_beta, timesteps, pref.replay_weight)
+                                   seed=cfg.seed, replay=replay, n_replay=n_replay, groups=train_groups)
+        objective: Any = DiffusionDPOLoss(pref.dpo_beta, timesteps, pref.replay_weight, dropout)
         fixed_train = fixed_pairs(tensors, train, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
-                                  seed=cfg.seed + 11)
+                                  seed=cfg.seed + 11, groups=train_groups)
         fixed_held = fixed_pairs(tensors, held, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
-                                 seed=cfg.seed + 12)
+                                 seed=cfg.seed + 12, groups=held_groups)
         figures_of: Callable[..., dict[str, float]] = pair_figures
     else:
         batches = LabelBatches(tensors, train, width=width, per_batch=per_batch, seed=cfg.seed,
-                               replay=replay, n_replay=n_replay)
-        objective = DiffusionKTOLoss(pref.kto_beta, timesteps, pref.replay_weight)
+                               replay=replay, n_replay=n_replay, groups=train_groups)
+        objective = DiffusionKTOLoss(pref.kto_beta, timesteps, pref.replay_weight, dropout)
         fixed_train = fixed_labels(tensors, train, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
-                                   seed=cfg.seed + 11)
+                                   seed=cfg.seed + 11, groups=train_groups)
         fixed_held = fixed_labels(tensors, held, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
-                                  seed=cfg.seed + 12)
+                                  seed=cfg.seed + 12, groups=held_groups)
         figures_of = label_figures
     forgetting = fixed_heldout_batch(replay_heldout if replay_heldout is not None else replay,
                                      cfg.eval_crops, T, cfg.seed + 13)
     criterion = f"heldout_{pref.method}_loss"
+    loop_settings = loop_config(cfg, pref.method, criterion)
+    if conditioning is not None:
+        loop_settings = dataclasses.replace(
+            loop_settings, lr_scales=(("unet.class_embedding.", float(conditioning.embedding_lr_scale)),))
     reference_errors: dict[Any, torch.Tensor] = {}  # the frozen reference's, once per fixed set
 
     def evaluate(m: torch.nn.Module) -> dict[str, float | None]:
@@ -333,10 +427,11 @@ def preference_finetune(
         return out_figures
 
     loop = TrainingLoop(
-        model, objective=objective, batches=batches, config=loop_config(cfg, pref.method, criterion),
+        model, objective=objective, batches=batches, config=loop_settings,
         out=out, noise_scheduler=noise_scheduler, use_bf16=bf16, evaluate=evaluate, reference=reference,
         best=BestWeights(criterion, cfg.patience),
-        checkpoint_extra={"config": cfg.to_dict(), "preference": pref.to_dict(), "fingerprint": fingerprint},
+        checkpoint_extra={"config": cfg.to_dict(), "preference": pref.to_dict(), "fingerprint": fingerprint,
+                          "conditioning": conditioning.to_dict() if conditioning is not None else None},
         on_step=lambda s: report(s.fraction, f"{pref.method}: step {s.step}/{cfg.steps}"),
     )
     loop.resume(checkpoint)
@@ -349,13 +444,14 @@ def preference_finetune(
     outcome = loop.run()
     return _export(loop, outcome, parent, cfg, pref, training_set,
                    model_dir=Path(model_dir) if model_dir is not None else out / MODEL_DIR,
-                   n_replay=n_replay, name=name, parent_name=parent_name, record=record, report=report)
+                   n_replay=n_replay, name=name, parent_name=parent_name, record=record, report=report,
+                   conditioning=conditioning)
 
 
 def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: FinetuneConfig,
             pref: PreferenceConfig, training_set: tuple[dict[str, Any], ...], *, model_dir: Path,
             n_replay: int, name: str | None, parent_name: str | None, record: dict[str, Any] | None,
-            report: ProgressFn) -> PreferenceResult:
+            report: ProgressFn, conditioning: Conditioning | None = None) -> PreferenceResult:
     assert loop.best is not None and loop.evaluate is not None
     best = loop.best.state
     final_model = copy.deepcopy(loop.ema.model)
@@ -388,6 +484,8 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: 
     training = {"kind": f"finetune-{m}", "method": m, "config": cfg.to_dict(), "preference": pref.to_dict(),
                 "replay": {"crops_per_batch": n_replay, "weight": pref.replay_weight},
                 "training_set": list(training_set), **result.summary(), **(record or {})}
+    if conditioning is not None:
+        training["conditioning"] = conditioning.to_dict()
     extra: dict[str, Any] = {CONFIG_FILE: json.dumps({**cfg.to_dict(), **pref.to_dict()}, indent=2) + "\n",
                              LOG_FILE: loop.log_path}
     if curve is not None:
@@ -396,7 +494,9 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: 
     save_model_folder(model_dir, final_model, parent.mel_config, scheduler=parent.scheduler,
                       name=name or model_dir.name, parent=parent_name or parent.name, training=training,
                       extra_files=extra)
+    carry_taste_groups(model_dir, final_model, parent, conditioning.to_dict() if conditioning else None)
     logger.info("%s fine-tune done: %d steps (%s), best step %d, %.1f min; %s", m, result.steps,
                 result.stop_reason, best_step, result.wall_seconds / 60,
                 ", ".join(f"{k} {_round(a, 5)} -> {_round(b, 5)}" for k, (a, b) in figures.items()))
     return result
+

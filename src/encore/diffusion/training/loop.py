@@ -72,6 +72,9 @@ class LoopConfig:
     criterion: str | None = None
     patience: int = 0
     name: str = "training"
+    #: ``(parameter-name prefix, learning-rate multiplier)``: parameters that learn faster than
+    #: the rest (a conditioned fine-tune's zero-initialised group embedding)
+    lr_scales: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_steps is None and self.max_seconds is None:
@@ -96,6 +99,19 @@ class LoopOutcome:
     stop_reason: str  # "completed", "early_stop" or "time_budget"
     wall_seconds: float
     figures: dict[str, float | None]  # the last evaluation ({} without an evaluator)
+
+
+def param_groups(model: torch.nn.Module, lr_scales: tuple[tuple[str, float], ...]) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: one, or one per ``lr_scales`` prefix (first match wins)
+    plus the rest (``lr_scale`` 1)."""
+    if not lr_scales:
+        return [{"params": list(model.parameters())}]
+    groups: list[dict[str, Any]] = [{"params": [], "lr_scale": float(k)} for _, k in lr_scales]
+    rest: dict[str, Any] = {"params": [], "lr_scale": 1.0}
+    for name, p in model.named_parameters():
+        i = next((i for i, (prefix, _) in enumerate(lr_scales) if name.startswith(prefix)), None)
+        (rest if i is None else groups[i])["params"].append(p)
+    return [g for g in [rest, *groups] if g["params"]]
 
 
 def _round(x: float | None, digits: int = 6) -> float | None:
@@ -207,8 +223,8 @@ class TrainingLoop:
         self.on_step, self.on_checkpoint = on_step, on_checkpoint
         model.train()
         self.ema = EMA(model, config.ema_decay)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.adam_betas,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(model, config.lr_scales), lr=config.lr,
+                                           betas=config.adam_betas, weight_decay=config.weight_decay)
         self.noise_scheduler = noise_scheduler
         self.context = LossContext(
             noise_scheduler=noise_scheduler,
@@ -330,7 +346,7 @@ class TrainingLoop:
         cfg = self.cfg
         lr = lr_at(self.fraction(), self.step, cfg)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         batch = self.batches.next_batch()
         loss = self.objective(self.train_model, batch, dataclasses.replace(self.context, step=self.step))
         if not torch.isfinite(loss):

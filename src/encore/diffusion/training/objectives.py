@@ -54,10 +54,12 @@ class LossContext:
     reference: torch.nn.Module | None = None
     step: int = 0
 
-    def predict(self, model: torch.nn.Module, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """``model(xt, t)`` under the run's autocast (bf16 on the CPU or the GPU)."""
+    def predict(self, model: torch.nn.Module, xt: torch.Tensor, t: torch.Tensor,
+                groups: torch.Tensor | None = None) -> torch.Tensor:
+        """``model(xt, t)`` under the run's autocast (bf16 on the CPU or the GPU); with
+        ``groups``, ``model(xt, t, groups)`` (a denoiser conditioned on taste groups)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            return model(xt, t)
+            return model(xt, t) if groups is None else model(xt, t, groups)
 
     def noised(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_t, ε, t)``: fresh noise and uniform timesteps for clean images ``x0``."""
@@ -80,6 +82,18 @@ class Objective(Protocol):
     """The scalar loss of one batch; the loop does ``backward()`` and the optimiser step."""
 
     def __call__(self, model: torch.nn.Module, batch: Any, ctx: LossContext) -> torch.Tensor: ...
+
+
+def drop_groups(groups: torch.Tensor | None, p: float, null_label: int) -> torch.Tensor | None:
+    """Label dropout for classifier-free guidance: each taste-group label becomes the null label
+    with probability ``p`` (drawn from the global torch RNG, which the loop checkpoints), so the
+    model keeps learning the unconditioned prediction that guidance subtracts from."""
+    if groups is None:
+        return None
+    if not 0.0 <= p <= 1.0:
+        raise InvalidInput(f"label dropout p={p!r} must be in [0, 1]")
+    drop = torch.rand(groups.shape[0]) < p
+    return torch.where(drop.to(groups.device), torch.full_like(groups, null_label), groups)
 
 
 @dataclass(frozen=True)

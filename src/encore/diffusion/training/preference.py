@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from encore.diffusion.train import CropSampler
-from encore.diffusion.training.objectives import LossContext, weighted_diffusion_loss
+from encore.diffusion.training.objectives import LossContext, drop_groups, weighted_diffusion_loss
 from encore.errors import InvalidInput
 
 # ----------------------------------------------------------------------------------------------
@@ -54,23 +54,35 @@ from encore.errors import InvalidInput
 @dataclass(frozen=True)
 class PreferencePairBatch:
     """``B`` pairs (``winners[i]`` preferred to ``losers[i]``, ``(B, 1, H, W)``), their weights
-    ``(B,)`` and optional replay crops ``(R, 1, H, W)`` for the ε-loss regulariser."""
+    ``(B,)``, optional replay crops ``(R, 1, H, W)`` for the ε-loss regulariser and, for a
+    taste-conditioned fine-tune, each pair's taste group ``(B,)`` (its listener's)."""
 
     winners: torch.Tensor
     losers: torch.Tensor
     weights: torch.Tensor | None = None
     replay: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class LabelledBatch:
-    """``B`` images ``(B, 1, H, W)``, ``desirable`` ``(B,)`` bool, weights ``(B,)`` and optional
-    replay crops."""
+    """``B`` images ``(B, 1, H, W)``, ``desirable`` ``(B,)`` bool, weights ``(B,)``, optional
+    replay crops and optional taste groups ``(B,)`` (the rating listener's)."""
 
     images: torch.Tensor
     desirable: torch.Tensor
     weights: torch.Tensor | None = None
     replay: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+
+
+def _check_groups(groups: Sequence[int] | None, n: int, what: str) -> list[int] | None:
+    if groups is None:
+        return None
+    out = [int(g) for g in groups]
+    if len(out) != n or any(g < 0 for g in out):
+        raise InvalidInput(f"{len(out)} taste groups (each >= 0) for {n} {what}")
+    return out
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -129,27 +141,31 @@ class PairBatches:
     cropped at the same offset, plus ``n_replay`` replay crops.
 
     ``images``: ``(1, H, W_i)`` float tensors in [-1, 1] (any width; narrower than ``width``:
-    padded with silence); ``pairs``: ``(winner index, loser index, weight)``.
+    padded with silence); ``pairs``: ``(winner index, loser index, weight)``; ``groups``: each
+    pair's taste group (conditioned fine-tunes), carried into the batches.
     """
 
     def __init__(self, images: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int, float]], *,
                  width: int, pairs_per_batch: int, seed: int, replay: Any = None,
-                 n_replay: int = 0) -> None:
+                 n_replay: int = 0, groups: Sequence[int] | None = None) -> None:
         if not pairs:
             raise InvalidInput("no preference pairs to train on")
         if pairs_per_batch < 1:
             raise InvalidInput(f"pairs_per_batch={pairs_per_batch!r} must be at least 1")
         self.images = [_pad(x, width) for x in images]
         self.pairs, self.width, self.per_batch = list(pairs), width, pairs_per_batch
+        self.groups = _check_groups(groups, len(self.pairs), "pairs")
         self.gen = torch.Generator().manual_seed(seed)
         self.epochs = _Epochs(len(self.pairs), self.gen)
         self.replay = _Replay(replay, n_replay, seed + 1, int(self.images[0].shape[-2]), width)
         self.n_replay = n_replay if self.replay.sampler is not None else 0
 
     def next_batch(self) -> PreferencePairBatch:
-        winners, losers, weights = [], [], []
+        winners, losers, weights, groups = [], [], [], []
         for _ in range(self.per_batch):
-            w, lo, weight = self.pairs[self.epochs.next()]
+            k = self.epochs.next()
+            w, lo, weight = self.pairs[k]
+            groups.append(self.groups[k] if self.groups is not None else 0)
             xw, xl = self.images[w], self.images[lo]
             span = min(xw.shape[-1], xl.shape[-1]) - self.width
             off = int(torch.randint(0, span + 1, (1,), generator=self.gen))
@@ -157,7 +173,8 @@ class PairBatches:
             losers.append(xl[..., off : off + self.width])
             weights.append(float(weight))
         return PreferencePairBatch(torch.stack(winners), torch.stack(losers),
-                                   torch.tensor(weights, dtype=torch.float32), self.replay.next())
+                                   torch.tensor(weights, dtype=torch.float32), self.replay.next(),
+                                   torch.tensor(groups) if self.groups is not None else None)
 
     def state_dict(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state(), "epochs": self.epochs.state_dict(),
@@ -173,11 +190,12 @@ class LabelBatches:
     """The KTO batch source: ``per_batch`` labelled crops, half desirable and half undesirable
     where both kinds exist (each kind in its own shuffled epochs), plus replay crops.
 
-    ``labels``: ``(image index, desirable, weight)``.
+    ``labels``: ``(image index, desirable, weight)``; ``groups``: each label's taste group.
     """
 
     def __init__(self, images: Sequence[torch.Tensor], labels: Sequence[tuple[int, bool, float]], *,
-                 width: int, per_batch: int, seed: int, replay: Any = None, n_replay: int = 0) -> None:
+                 width: int, per_batch: int, seed: int, replay: Any = None, n_replay: int = 0,
+                 groups: Sequence[int] | None = None) -> None:
         if not labels:
             raise InvalidInput("no desirable or undesirable clips to train on")
         if per_batch < 1:
@@ -185,24 +203,28 @@ class LabelBatches:
         self.images = [_pad(x, width) for x in images]
         self.width, self.per_batch = width, per_batch
         self.gen = torch.Generator().manual_seed(seed)
-        self.kinds = [[lab for lab in labels if lab[1]], [lab for lab in labels if not lab[1]]]
+        self.groups = _check_groups(groups, len(labels), "labels")
+        tagged = [(*lab, self.groups[j] if self.groups is not None else 0) for j, lab in enumerate(labels)]
+        self.kinds = [[lab for lab in tagged if lab[1]], [lab for lab in tagged if not lab[1]]]
         self.kinds = [k for k in self.kinds if k]
         self.epochs = [_Epochs(len(k), self.gen) for k in self.kinds]
         self.replay = _Replay(replay, n_replay, seed + 1, int(self.images[0].shape[-2]), width)
         self.n_replay = n_replay if self.replay.sampler is not None else 0
 
     def next_batch(self) -> LabelledBatch:
-        crops, desirable, weights = [], [], []
+        crops, desirable, weights, groups = [], [], [], []
         for k in range(self.per_batch):
             kind = k % len(self.kinds)
-            i, good, weight = self.kinds[kind][self.epochs[kind].next()]
+            i, good, weight, group = self.kinds[kind][self.epochs[kind].next()]
+            groups.append(group)
             x = self.images[i]
             off = int(torch.randint(0, x.shape[-1] - self.width + 1, (1,), generator=self.gen))
             crops.append(x[..., off : off + self.width])
             desirable.append(bool(good))
             weights.append(float(weight))
         return LabelledBatch(torch.stack(crops), torch.tensor(desirable),
-                             torch.tensor(weights, dtype=torch.float32), self.replay.next())
+                             torch.tensor(weights, dtype=torch.float32), self.replay.next(),
+                             torch.tensor(groups) if self.groups is not None else None)
 
     def state_dict(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state(), "epochs": [e.state_dict() for e in self.epochs],
@@ -257,13 +279,15 @@ def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def policy_and_reference_errors(model: torch.nn.Module, reference: torch.nn.Module, x0: torch.Tensor,
-                                noise: torch.Tensor, t: torch.Tensor,
-                                ctx: LossContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(e_θ, e_ref)`` per sample on the same ``x_t``; the reference without gradients."""
+                                noise: torch.Tensor, t: torch.Tensor, ctx: LossContext,
+                                groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(e_θ, e_ref)`` per sample on the same ``x_t``; the reference without gradients. With
+    ``groups`` both models see the same taste groups (the reference of a conditioned fine-tune
+    is the conditioned model it started from)."""
     xt = ctx.noise_scheduler.add_noise(x0, noise, t)
-    e_policy = per_sample_mse(ctx.predict(model, xt, t), noise)
+    e_policy = per_sample_mse(ctx.predict(model, xt, t, groups), noise)
     with torch.no_grad():
-        e_ref = per_sample_mse(ctx.predict(reference, xt, t), noise)
+        e_ref = per_sample_mse(ctx.predict(reference, xt, t, groups), noise)
     return e_policy, e_ref
 
 
@@ -282,6 +306,14 @@ def _replay_loss(model: torch.nn.Module, replay: torch.Tensor | None, ctx: LossC
     x0 = replay.to(ctx.device)
     xt, noise, t = ctx.noised(x0)
     return weighted_diffusion_loss(ctx.predict(model, xt, t), noise)
+
+
+def _dropped(model: torch.nn.Module, groups: torch.Tensor | None, p: float,
+             device: torch.device) -> torch.Tensor | None:
+    """A batch's taste groups after label dropout (None: an unconditioned fine-tune)."""
+    if groups is None:
+        return None
+    return drop_groups(groups, p, int(model.num_groups)).to(device)
 
 
 def dpo_loss(e_w: torch.Tensor, ref_w: torch.Tensor, e_l: torch.Tensor, ref_l: torch.Tensor,
@@ -311,12 +343,14 @@ class DiffusionDPOLoss:
     replay crops). Reads the frozen parent from ``ctx.reference``. ``last`` holds the batch's
     figures (``dpo_loss``, ``margin``, ``accuracy``, ``replay_loss``) for logging."""
 
-    def __init__(self, beta: float, timesteps: TimestepRange, replay_weight: float = 1.0) -> None:
+    def __init__(self, beta: float, timesteps: TimestepRange, replay_weight: float = 1.0,
+                 group_dropout: float = 0.0) -> None:
         if not beta > 0:
             raise InvalidInput(f"beta={beta!r} must be > 0")
         if replay_weight < 0:
             raise InvalidInput(f"replay_weight={replay_weight!r} must be >= 0")
         self.beta, self.timesteps, self.replay_weight = float(beta), timesteps, float(replay_weight)
+        self.group_dropout = float(group_dropout)
         self.last: dict[str, float] = {}
 
     def __call__(self, model: torch.nn.Module, batch: PreferencePairBatch, ctx: LossContext) -> torch.Tensor:
@@ -326,8 +360,10 @@ class DiffusionDPOLoss:
         n = w.shape[0]
         noise = torch.randn_like(w)
         t = self.timesteps.sample(n, ctx.num_train_timesteps, ctx.device)
+        g = _dropped(model, batch.groups, self.group_dropout, ctx.device)
         e, ref = policy_and_reference_errors(model, ctx.reference, torch.cat([w, lo]),
-                                             torch.cat([noise, noise]), torch.cat([t, t]), ctx)
+                                             torch.cat([noise, noise]), torch.cat([t, t]), ctx,
+                                             torch.cat([g, g]) if g is not None else None)
         weights = batch.weights.to(ctx.device) if batch.weights is not None else None
         loss, margin = dpo_loss(e[:n], ref[:n], e[n:], ref[n:], self.beta, weights)
         m = margin.detach()
@@ -344,12 +380,14 @@ class DiffusionKTOLoss:
     """Diffusion-KTO on a :class:`LabelledBatch` (plus ``replay_weight`` × the ε-loss on its replay
     crops). ``last``: ``kto_loss``, ``reward_desirable``, ``reward_undesirable``, ``z0``."""
 
-    def __init__(self, beta: float, timesteps: TimestepRange, replay_weight: float = 1.0) -> None:
+    def __init__(self, beta: float, timesteps: TimestepRange, replay_weight: float = 1.0,
+                 group_dropout: float = 0.0) -> None:
         if not beta > 0:
             raise InvalidInput(f"beta={beta!r} must be > 0")
         if replay_weight < 0:
             raise InvalidInput(f"replay_weight={replay_weight!r} must be >= 0")
         self.beta, self.timesteps, self.replay_weight = float(beta), timesteps, float(replay_weight)
+        self.group_dropout = float(group_dropout)
         self.last: dict[str, float] = {}
 
     def __call__(self, model: torch.nn.Module, batch: LabelledBatch, ctx: LossContext) -> torch.Tensor:
@@ -358,7 +396,8 @@ class DiffusionKTOLoss:
         x0 = batch.images.to(ctx.device)
         noise = torch.randn_like(x0)
         t = self.timesteps.sample(x0.shape[0], ctx.num_train_timesteps, ctx.device)
-        e, ref = policy_and_reference_errors(model, ctx.reference, x0, noise, t, ctx)
+        e, ref = policy_and_reference_errors(model, ctx.reference, x0, noise, t, ctx,
+                                             _dropped(model, batch.groups, self.group_dropout, ctx.device))
         weights = batch.weights.to(ctx.device) if batch.weights is not None else None
         good = batch.desirable.to(ctx.device).bool()
         loss, reward, z0 = kto_loss(e, ref, good, self.beta, weights)
@@ -386,6 +425,7 @@ class FixedPairs:
     noise: torch.Tensor
     t: torch.Tensor
     weights: torch.Tensor
+    groups: torch.Tensor | None = None  # conditioned fine-tunes: each example's taste group
 
 
 @dataclass(frozen=True)
@@ -395,10 +435,12 @@ class FixedLabels:
     noise: torch.Tensor
     t: torch.Tensor
     weights: torch.Tensor
+    groups: torch.Tensor | None = None  # conditioned fine-tunes: each example's taste group
 
 
 def fixed_pairs(images: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int, float]], *, width: int,
-                n: int, T: int, timesteps: TimestepRange, seed: int) -> FixedPairs | None:
+                n: int, T: int, timesteps: TimestepRange, seed: int,
+                groups: Sequence[int] | None = None) -> FixedPairs | None:
     """``n`` fixed pair crops (cycling over the pairs), from a generator of their own."""
     if not pairs:
         return None
@@ -415,11 +457,12 @@ def fixed_pairs(images: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int, 
     winners = torch.stack(ws)
     t = timesteps.fixed(n, T)[torch.randperm(n, generator=g)]
     return FixedPairs(winners, torch.stack(ls), torch.randn(winners.shape, generator=g), t,
-                      torch.tensor(weights))
+                      torch.tensor(weights), _cycled(groups, n))
 
 
 def fixed_labels(images: Sequence[torch.Tensor], labels: Sequence[tuple[int, bool, float]], *, width: int,
-                 n: int, T: int, timesteps: TimestepRange, seed: int) -> FixedLabels | None:
+                 n: int, T: int, timesteps: TimestepRange, seed: int,
+                 groups: Sequence[int] | None = None) -> FixedLabels | None:
     if not labels:
         return None
     g = torch.Generator().manual_seed(seed)
@@ -433,12 +476,19 @@ def fixed_labels(images: Sequence[torch.Tensor], labels: Sequence[tuple[int, boo
         weights.append(float(weight))
     x = torch.stack(crops)
     t = timesteps.fixed(n, T)[torch.randperm(n, generator=g)]
-    return FixedLabels(x, torch.tensor(good), torch.randn(x.shape, generator=g), t, torch.tensor(weights))
+    return FixedLabels(x, torch.tensor(good), torch.randn(x.shape, generator=g), t, torch.tensor(weights),
+                       _cycled(groups, n))
+
+
+def _cycled(groups: Sequence[int] | None, n: int) -> torch.Tensor | None:
+    """The groups of ``n`` fixed examples that cycle over the examples (as the crops do)."""
+    return None if not groups else torch.tensor([int(groups[k % len(groups)]) for k in range(n)])
 
 
 @torch.no_grad()
 def _errors(model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-            noise_scheduler: Any, use_bf16: bool, chunk: int = 16) -> torch.Tensor:
+            noise_scheduler: Any, use_bf16: bool, chunk: int = 16,
+            groups: torch.Tensor | None = None) -> torch.Tensor:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -447,7 +497,10 @@ def _errors(model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: to
         eps, tt = noise[i : i + chunk].to(device), t[i : i + chunk].to(device)
         xt = noise_scheduler.add_noise(x0[i : i + chunk].to(device), eps, tt)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out.append(per_sample_mse(model(xt, tt), eps).cpu())
+            if groups is None:
+                out.append(per_sample_mse(model(xt, tt), eps).cpu())
+            else:
+                out.append(per_sample_mse(model(xt, tt, groups[i : i + chunk].to(device)), eps).cpu())
     model.train(was_training)
     return torch.cat(out)
 
@@ -458,7 +511,7 @@ def _reference_errors(reference: torch.nn.Module, x0: torch.Tensor, fixed: Any, 
     key = (id(fixed), id(x0))
     if cache is not None and key in cache:
         return cache[key]
-    errors = _errors(reference, x0, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    errors = _errors(reference, x0, fixed.noise, fixed.t, noise_scheduler, use_bf16, groups=fixed.groups)
     if cache is not None:
         cache[key] = errors
     return errors
@@ -469,8 +522,8 @@ def pair_figures(model: torch.nn.Module, reference: torch.nn.Module, fixed: Fixe
     """On fixed pairs: the DPO loss, the mean (weighted) implicit-reward margin ``r_w − r_l``,
     the share of pairs with a positive margin, and the winners' and losers' mean rewards.
     ``cache`` (a dict kept by the caller) saves the reference's forward passes after the first."""
-    e_w = _errors(model, fixed.winners, fixed.noise, fixed.t, noise_scheduler, use_bf16)
-    e_l = _errors(model, fixed.losers, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    e_w = _errors(model, fixed.winners, fixed.noise, fixed.t, noise_scheduler, use_bf16, groups=fixed.groups)
+    e_l = _errors(model, fixed.losers, fixed.noise, fixed.t, noise_scheduler, use_bf16, groups=fixed.groups)
     r_w = _reference_errors(reference, fixed.winners, fixed, noise_scheduler, use_bf16, cache)
     r_l = _reference_errors(reference, fixed.losers, fixed, noise_scheduler, use_bf16, cache)
     loss, margin = dpo_loss(e_w, r_w, e_l, r_l, beta, fixed.weights)
@@ -483,7 +536,7 @@ def pair_figures(model: torch.nn.Module, reference: torch.nn.Module, fixed: Fixe
 def label_figures(model: torch.nn.Module, reference: torch.nn.Module, fixed: FixedLabels, noise_scheduler: Any,
                   *, beta: float, use_bf16: bool, cache: dict[Any, torch.Tensor] | None = None) -> dict[str, float]:
     """On fixed labelled crops: the KTO loss and the mean implicit rewards of each kind."""
-    e = _errors(model, fixed.images, fixed.noise, fixed.t, noise_scheduler, use_bf16)
+    e = _errors(model, fixed.images, fixed.noise, fixed.t, noise_scheduler, use_bf16, groups=fixed.groups)
     ref = _reference_errors(reference, fixed.images, fixed, noise_scheduler, use_bf16, cache)
     loss, reward, _ = kto_loss(e, ref, fixed.desirable, beta, fixed.weights)
     good = fixed.desirable.bool()
