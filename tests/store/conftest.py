@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from encore.store import models as m
 from encore.store.base import Base
-from encore.store.db import make_engine, upgrade
+from encore.store.db import alembic_config, make_engine, session_scope, upgrade
 from encore.store.enums import DispatchBranch
 
 from ..postgres import migrated_postgres_database
@@ -130,3 +132,49 @@ class Make:
 @pytest.fixture
 def make() -> type[Make]:
     return Make
+
+
+# -- migrations with rows in them -----------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_with_rows(tmp_path: Path) -> Callable[[Callable[[Make], Any]], tuple[str, Any]]:
+    """``url, made = sqlite_with_rows(add)``: a SQLite file at head holding the rows that
+    ``add(Make(session))`` writes; ``made`` is what ``add`` returns (e.g. their ids)."""
+
+    def fill(add: Callable[[Make], Any]) -> tuple[str, Any]:
+        url = f"sqlite:///{tmp_path / 'm.db'}"
+        upgrade(url)
+        engine = make_engine(url)
+        try:
+            with session_scope(sa.orm.sessionmaker(engine)) as session:
+                made = add(Make(session))
+        finally:
+            engine.dispose()
+        return url, made
+
+    return fill
+
+
+@pytest.fixture
+def downgraded() -> Callable[[str, str], AbstractContextManager[sa.Connection]]:
+    """``with downgraded(url, revision) as conn:`` the database at ``url`` migrated down to
+    ``revision`` (foreign keys off, as SQLite's table rebuilds need), for checks on the old
+    schema; ``upgrade(url)`` afterwards brings it back to head."""
+
+    @contextmanager
+    def down(url: str, revision: str) -> Iterator[sa.Connection]:
+        from alembic import command
+
+        engine = make_engine(url, foreign_keys=False)
+        try:
+            with engine.connect() as conn:
+                cfg = alembic_config(url)
+                cfg.attributes["connection"] = conn
+                command.downgrade(cfg, revision)
+                conn.commit()
+                yield conn
+        finally:
+            engine.dispose()
+
+    return down

@@ -3,8 +3,6 @@ song's spectrogram."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sqlalchemy as sa
 
 from encore.store.db import make_engine, schema_diff, upgrade
@@ -14,33 +12,22 @@ def _columns(conn: sa.Connection, table: str) -> set[str]:
     return {c["name"] for c in sa.inspect(conn).get_columns(table)}
 
 
-def test_0006_adds_the_piece_columns_and_keeps_the_rows(tmp_path: Path, make) -> None:
-    from alembic import command
-
-    from encore.store.db import alembic_config, session_scope
+def test_0006_adds_the_piece_columns_and_keeps_the_rows(sqlite_with_rows, downgraded) -> None:
+    from encore.store.db import session_scope
     from encore.store.models import Clip, ClipInput, Delivery, Song
 
-    url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with session_scope(sa.orm.sessionmaker(engine)) as session:
-        mk = make(session)
+    def add(mk):
         owner = mk.user()
         clip = mk.clip([mk.song(owner)], seconds=5.9)
         mk.delivery(clip, owner)
-        ids = clip.id
-    engine.dispose()
-    engine = make_engine(url, foreign_keys=False)
-    with engine.connect() as conn:
-        cfg = alembic_config(url)
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0005")
-        conn.commit()
+        return clip.id
+
+    url, ids = sqlite_with_rows(add)
+    with downgraded(url, "0005") as conn:
         assert "piece_seconds" not in _columns(conn, "deliveries")
         assert "loop" not in _columns(conn, "clips")
         assert "offset_seconds" not in _columns(conn, "clip_inputs")
         assert "spectrogram_key" not in _columns(conn, "songs")
-    engine.dispose()
     upgrade(url)
     engine = make_engine(url)
     assert schema_diff(engine) == []

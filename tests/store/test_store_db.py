@@ -100,21 +100,11 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
     engine.dispose()
 
 
-def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
+def test_downgrade_to_base_and_back(tmp_path: Path, downgraded) -> None:
     url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
     upgrade(url)
-    from alembic import command
-
-    from encore.store.db import alembic_config
-
-    engine = make_engine(url, foreign_keys=False)
-    with engine.connect() as conn:
-        cfg = alembic_config(url)
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "base")
-        conn.commit()
+    with downgraded(url, "base") as conn:
         assert sa.inspect(conn).get_table_names() == ["alembic_version"]
-    engine.dispose()
     upgrade(url)
     engine = make_engine(url)
     assert schema_diff(engine) == []
@@ -166,33 +156,23 @@ def test_a_writer_that_vanishes_mid_transaction_releases_the_write_lock(sqlite_u
     engine.dispose()
 
 
-def test_migration_0002_fills_played_ranges_from_the_listen_events(tmp_path: Path, make) -> None:
+def test_migration_0002_fills_played_ranges_from_the_listen_events(
+    sqlite_with_rows, downgraded
+) -> None:
     """Deliveries that existed before 0002 get the merged union of their reports."""
-    from alembic import command
-
-    from encore.store.db import alembic_config, session_scope
     from encore.store.models import Delivery, ListenEvent
 
-    url = f"sqlite:///{tmp_path / 'm.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    with session_scope(sa.orm.sessionmaker(engine)) as session:
-        mk = make(session)
+    def add(mk):
         owner = mk.user()
         clip = mk.clip([mk.song(owner)], seconds=10.0)
         heard, silent = mk.delivery(clip, owner), mk.delivery(clip, owner)
         for ranges in ([[0, 2], [1, 3]], [[9, 12], [5, "x"]], [[7, 6], [2.5, 4]]):
-            session.add(ListenEvent(delivery_id=heard.id, ranges=ranges))
-        ids = heard.id, silent.id
-    engine.dispose()
-    engine = make_engine(url, foreign_keys=False)
-    with engine.connect() as conn:
-        cfg = alembic_config(url)
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0001")
-        conn.commit()
+            mk.session.add(ListenEvent(delivery_id=heard.id, ranges=ranges))
+        return heard.id, silent.id
+
+    url, ids = sqlite_with_rows(add)
+    with downgraded(url, "0001") as conn:
         assert "played_ranges" not in {c["name"] for c in sa.inspect(conn).get_columns("deliveries")}
-    engine.dispose()
     upgrade(url)
     engine = make_engine(url)
     with engine.connect() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from encore.services import accounts
 from encore.services.context import ServiceContext
 from encore.store import UserRole
 from encore.store.db import upgrade
+from encore.web.liveserver import LiveServer
 
+from .browser_helpers import CHROMIUM, CHROMIUM_ARGS, LIVE_ENV
 from .web_helpers import PASSWORD, signed_in, song_bytes, upload
 
 TINY_MEL = MelConfig(x_res=32, y_res=16)
@@ -182,3 +185,38 @@ def ready_delivery(listener: TestClient) -> int:
     status = listener.get(f"/api/deliveries/{delivery_id}").json()
     assert status["status"] == "ready", status
     return int(delivery_id)
+
+
+# -- the browser tests (test_web_browser*.py; helpers in browser_helpers.py) ---------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright, one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def start_live_server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Path]
+) -> Callable[..., AbstractContextManager[LiveServer]]:
+    """``with start_live_server(name, workers=True, **env) as live:`` a real ``encore serve``
+    on the tiny models with :data:`LIVE_ENV` and ``env`` (``ENCORE_*`` values), in a folder
+    of its own; its operator's password is known."""
+    base, sim = tiny_models
+
+    @contextmanager
+    def start(name: str, workers: bool = True, **env: str) -> Iterator[LiveServer]:
+        env = {**LIVE_ENV, "ENCORE_BASE_MODEL_DIR": str(base),
+               "ENCORE_SIMILARITY_MODEL_DIR": str(sim), **env}
+        folder = tmp_path_factory.mktemp(name) / "var"
+        with LiveServer(folder, env=env, workers=workers) as live:
+            assert live.operator_password, live.log()
+            yield live
+
+    return start

@@ -11,49 +11,33 @@ import csv
 import io
 import re
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from encore.web.liveserver import LiveServer
 
+from .browser_helpers import (
+    BROWSER_MARKS,
+    new_page,
+    operator_client,
+    sign_in,
+    wait_analysed,
+    wait_until,
+)
 from .web_helpers import song_bytes
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    "--autoplay-policy=no-user-gesture-required",
-]
 MIN_LISTEN = 1.0
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/ensure-system-deps)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Path]) -> Iterator[LiveServer]:
-    base, sim = tiny_models
-    env = {
-        "ENCORE_BASE_MODEL_DIR": str(base),
-        "ENCORE_SIMILARITY_MODEL_DIR": str(sim),
-        "ENCORE_CLIP_SECONDS": "2.0",
-        # one canvas per request: this test is about the loop (pieces: test_web_browser_pieces.py)
-        "ENCORE_DEFAULT_PIECE_SECONDS": "2.0",
-        "ENCORE_INFERENCE_STEPS": "3",
-        "ENCORE_MIN_LISTEN_SECONDS": str(MIN_LISTEN),
-        "ENCORE_MIN_SONG_SECONDS": "1",
-        "ENCORE_BASELINE_PROBABILITY": "0",
-        "ENCORE_TORCH_THREADS": "1",
-        "OMP_NUM_THREADS": "1",  # the workers' similarity model too
-    }
-    with LiveServer(tmp_path_factory.mktemp("live") / "var", env=env) as live:
-        assert live.operator_password, live.log()
+def server(start_live_server: Any) -> Iterator[LiveServer]:
+    # one canvas per request: this test is about the loop (pieces: test_web_browser_pieces.py)
+    with start_live_server("live", ENCORE_DEFAULT_PIECE_SECONDS="2.0",
+                           ENCORE_MIN_LISTEN_SECONDS=str(MIN_LISTEN)) as live:
         warm = threading.Thread(target=warm_up_worker, args=(live,), daemon=True)
         warm.start()  # runs while Chromium starts and the first pages are driven
         yield live
@@ -63,59 +47,11 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Pa
 def warm_up_worker(live: LiveServer) -> None:
     """Have the generation worker load its code and models once (the operator uploads a
     song and asks for music), so the browser flow does not wait for that first load."""
-    import httpx
-
-    with httpx.Client(base_url=live.url, timeout=120) as http:
-        r = http.post("/api/auth/signin", json={"email": live.operator_email, "password": live.operator_password})
-        headers = {"x-csrf-token": r.json()["csrf_token"]}
-        r = http.post("/api/songs", files={"file": ("warm.wav", song_bytes(40), "audio/wav")}, headers=headers)
+    with operator_client(live) as http:
+        r = http.post("/api/songs", files={"file": ("warm.wav", song_bytes(40), "audio/wav")})
         song_id = r.json()["song"]["id"]
-        for _ in range(600):
-            if http.get(f"/api/songs/{song_id}").json()["song"]["status"] != "pending":
-                break
-            time.sleep(0.2)
-        http.post("/api/music", json={"song_ids": [song_id]}, headers=headers)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-def new_page(browser: Any, server: LiveServer) -> Any:
-    context = browser.new_context(base_url=server.url)
-    context.set_default_timeout(180_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors  # checked by the tests: no uncaught script errors
-    return page
-
-
-def wait_until(page: Any, expression: str, timeout: float = 60.0) -> Any:
-    """Poll a JS expression until it is truthy (``wait_for_function`` evaluates strings with
-    ``eval``, which the app's CSP rightly forbids)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = page.evaluate(f"() => ({expression})")
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still false after {timeout:.0f} s: {expression}")
-        time.sleep(0.1)
-
-
-def sign_in(page: Any, email: str, password: str) -> None:
-    page.goto("/signin")
-    page.fill("#email", email)
-    page.fill("#password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/(songs|operator/report)$"))
+        wait_analysed(http, song_id)
+        http.post("/api/music", json={"song_ids": [song_id]})
 
 
 @pytest.fixture(scope="module")

@@ -5,73 +5,27 @@ is refused with the reason, nothing made."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from encore.web.liveserver import LiveServer
 
-from .test_web_browser import CHROMIUM, CHROMIUM_ARGS, new_page, sign_in, wait_until
+from .browser_helpers import BROWSER_MARKS, new_page, sign_in, upload_as_operator, wait_until
 from .web_helpers import song_bytes
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/ensure-system-deps)"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Path]) -> Iterator[LiveServer]:
-    base, sim = tiny_models
-    env = {
-        "ENCORE_BASE_MODEL_DIR": str(base),
-        "ENCORE_SIMILARITY_MODEL_DIR": str(sim),
-        "ENCORE_CLIP_SECONDS": "2.0",
-        "ENCORE_INFERENCE_STEPS": "3",
-        "ENCORE_MIN_SONG_SECONDS": "1",
-        "ENCORE_BASELINE_PROBABILITY": "0",
-        "ENCORE_DISPATCH_REVIEW_SHARE": "0",
-        "ENCORE_TORCH_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    with LiveServer(tmp_path_factory.mktemp("blend") / "var", env=env) as live:
-        assert live.operator_password, live.log()
+def server(start_live_server: Any) -> Iterator[LiveServer]:
+    with start_live_server("blend", ENCORE_DISPATCH_REVIEW_SHARE="0") as live:
         yield live
 
 
 def _upload(live: LiveServer, seeds: tuple[int, ...]) -> list[int]:
-    import httpx
-
-    ids = []
-    with httpx.Client(base_url=live.url, timeout=120) as http:
-        r = http.post("/api/auth/signin", json={"email": live.operator_email,
-                                                 "password": live.operator_password})
-        headers = {"x-csrf-token": r.json()["csrf_token"]}
-        for seed in seeds:
-            r = http.post("/api/songs", files={"file": (f"s{seed}.wav", song_bytes(seed, 4.0),
-                                                        "audio/wav")}, headers=headers)
-            ids.append(int(r.json()["song"]["id"]))
-        for song_id in ids:
-            for _ in range(600):
-                if http.get(f"/api/songs/{song_id}").json()["song"]["status"] != "pending":
-                    break
-                time.sleep(0.2)
-            else:
-                raise AssertionError("a song was never analysed")
-    return ids
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    return upload_as_operator(live, [(f"s{seed}.wav", song_bytes(seed, 4.0)) for seed in seeds])
 
 
 def _share(page: Any, song_id: int) -> Any:

@@ -26,26 +26,18 @@ import soundfile as sf
 
 from encore.web.liveserver import LiveServer
 
-from .test_web_browser import CHROMIUM, CHROMIUM_ARGS, sign_in, wait_until
+from .browser_helpers import BROWSER_MARKS, sign_in, wait_until
+from .browser_helpers import new_page as browser_page
 from .web_helpers import song_bytes
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/ensure-system-deps)"),
-]
+pytestmark = BROWSER_MARKS
 
 WIDE, PHONE = 1280, 390
 LONG_TITLE = ("Nocturne" * 16)[:120]  # 120 characters, one word: the worst case for a layout
 assert len(LONG_TITLE) == 120
 ENV = {
-    "ENCORE_CLIP_SECONDS": "2.0",
     "ENCORE_DEFAULT_PIECE_SECONDS": "6",
-    "ENCORE_INFERENCE_STEPS": "3",
     "ENCORE_MIN_LISTEN_SECONDS": "1.0",
-    "ENCORE_MIN_SONG_SECONDS": "1",
-    "ENCORE_BASELINE_PROBABILITY": "0",
-    "ENCORE_TORCH_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
 }
 
 
@@ -81,11 +73,8 @@ class Worker:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_models: tuple[Path, Path]) -> Iterator[LiveServer]:
-    base, sim = tiny_models
-    env = {**ENV, "ENCORE_BASE_MODEL_DIR": str(base), "ENCORE_SIMILARITY_MODEL_DIR": str(sim)}
-    with LiveServer(tmp_path_factory.mktemp("live-listener") / "var", env=env, workers=False) as live:
-        assert live.operator_password, live.log()
+def server(start_live_server: Any) -> Iterator[LiveServer]:
+    with start_live_server("live-listener", workers=False, **ENV) as live:
         yield live
 
 
@@ -96,25 +85,9 @@ def worker(server: LiveServer) -> Iterator[Worker]:
     w.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 def new_page(browser: Any, server: LiveServer, width: int = WIDE) -> Any:
-    context = browser.new_context(base_url=server.url, viewport={"width": width, "height": 860},
-                                  accept_downloads=True)
-    context.set_default_timeout(180_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.js_errors = errors
-    return page
+    return browser_page(browser, server, viewport={"width": width, "height": 860},
+                        accept_downloads=True)
 
 
 def csrf(page: Any) -> str:
