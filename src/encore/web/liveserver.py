@@ -24,10 +24,16 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from encore.errors import EncoreError
+
 logger = logging.getLogger(__name__)
 
 _PASSWORD = re.compile(r"password:\s+(\S+)")
 _EMAIL = re.compile(r"e-mail:\s+(\S+)")
+
+
+class ServerError(EncoreError, RuntimeError):
+    """The server did not start, or an operator command against its data failed."""
 
 
 def free_port() -> int:
@@ -54,6 +60,9 @@ class LiveServer:
         Seconds to wait for the server to answer.
     """
 
+    #: ``ENCORE_ENVIRONMENT`` of the server; ``None`` keeps the caller's
+    environment: str | None = "test"
+
     def __init__(
         self,
         data_dir: Path,
@@ -74,45 +83,59 @@ class LiveServer:
         self.operator_email: str | None = None
         self.operator_password: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._launched = 0.0
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of the server and of the operator's CLI commands (:meth:`cli`)."""
+        own = {"ENCORE_DATA_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        if self.environment is not None:
+            own["ENCORE_ENVIRONMENT"] = self.environment
+        return {**os.environ, **own, **self.extra_env}
 
     def start(self) -> LiveServer:
         """Start the server and wait until it answers (raises with its log otherwise)."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> LiveServer:
+        """Start the server process without waiting (see :meth:`wait_ready`)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "ENCORE_DATA_DIR": str(self.data_dir),
-            "ENCORE_ENVIRONMENT": "test",
-            "PYTHONUNBUFFERED": "1",
-            **self.extra_env,
-        }
         command = [sys.executable, "-m", "encore.cli", "serve", "--port", str(self.port)]
         if not self.workers:
             command.append("--no-workers")
         command.extend(self.args)
-        log = open(self.log_path, "wb")
-        self._proc = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(command, env=self.env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self._launched = time.monotonic()
+        return self
+
+    def wait_ready(self) -> LiveServer:
+        """Wait until the launched server answers; read the operator's credentials."""
+        if self._proc is None:
+            raise ServerError("the server was not launched")
+        deadline = self._launched + self.startup_timeout
+        while True:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"encore serve exited with {self._proc.returncode}:\n{self.log()}")
+                raise ServerError(f"encore serve exited with {self._proc.returncode}:\n"
+                                  f"{self.log()[-3000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/robots.txt", timeout=2) as response:
                     if response.status == 200:
                         break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.2)
-        else:
-            self.stop()
-            raise RuntimeError(f"encore serve did not answer in {self.startup_timeout:.0f} s:\n{self.log()}")
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"encore serve did not answer in {self.startup_timeout:.0f} s:\n"
+                                  f"{self.log()[-3000:]}")
+            time.sleep(0.2)
         text = self.log()
         if (m := _PASSWORD.search(text)) is not None:
             self.operator_password = m.group(1)
         if (m := _EMAIL.search(text)) is not None:
             self.operator_email = m.group(1)
-        logger.info("live server at %s (pid %d)", self.url, self._proc.pid)
+        logger.info("server at %s (pid %d, data %s)", self.url, self._proc.pid, self.data_dir)
         return self
 
     def log(self) -> str:
@@ -122,20 +145,50 @@ class LiveServer:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server like Ctrl-C does (it stops its workers); kill it if it hangs."""
+    def cli(self, *args: str, timeout: float = 3600.0) -> str:
+        """Run ``encore ARGS`` against this server's data (the operator's CLI); its stdout.
+
+        Raises
+        ------
+        ServerError
+            On a non-zero exit (the message has its stderr).
+        """
+        command = [sys.executable, "-m", "encore.cli", *args]
+        proc = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise ServerError(f"`encore {' '.join(args)}` exited with {proc.returncode}: "
+                              f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
+        return proc.stdout
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop like Ctrl-C (the server stops its workers); kill what is left if it hangs.
+
+        The server's worker processes are remembered before the signal, so a worker still
+        busy when the server is gone is ended too (by its id).
+        """
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        children = _children(proc.pid)
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the server's own process group only
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this server was started in
             proc.wait()
+        deadline = time.monotonic() + 20.0
+        for pid in children:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if _alive(pid):
+                logger.warning("worker pid %d of the server is still running; killing it", pid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def __enter__(self) -> LiveServer:
-        return self.start()
+        return self.start() if self._proc is None else self.wait_ready()
 
     def __exit__(
         self,
@@ -144,3 +197,24 @@ class LiveServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux ``/proc``; empty elsewhere)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
