@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,6 +46,17 @@ def _url(args: argparse.Namespace) -> str:
     return str(args.url or get_settings().resolved_database_url)
 
 
+def _on_engine(args: argparse.Namespace, use: Callable[[Engine], T]) -> T:
+    """``use(engine)`` on an engine for the database of ``--url``, disposed afterwards."""
+    from encore.store.db import make_engine
+
+    engine = make_engine(_url(args))
+    try:
+        return use(engine)
+    finally:
+        engine.dispose()
+
+
 def _upgrade(args: argparse.Namespace) -> int:
     from encore.store.db import upgrade
 
@@ -48,25 +66,17 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 
 def _current(args: argparse.Namespace) -> int:
-    from encore.store.db import current_revision, head_revision, make_engine
+    from encore.store.db import current_revision, head_revision
 
-    engine = make_engine(_url(args))
-    try:
-        current = current_revision(engine)
-    finally:
-        engine.dispose()
+    current = _on_engine(args, current_revision)
     print(f"current: {current or '(empty database)'}  head: {head_revision()}")  # noqa: T201
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from encore.store.db import make_engine, schema_diff
+    from encore.store.db import schema_diff
 
-    engine = make_engine(_url(args))
-    try:
-        diff = schema_diff(engine)
-    finally:
-        engine.dispose()
+    diff = _on_engine(args, schema_diff)
     for item in diff:
         print(item)  # noqa: T201
     print("schema matches the models" if not diff else f"{len(diff)} differences")  # noqa: T201

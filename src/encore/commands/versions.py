@@ -87,17 +87,19 @@ def list_versions(args: argparse.Namespace) -> int:
     return 0
 
 
-def _by_name(ctx: Any, name: str) -> Any:
+def _named(args: argparse.Namespace) -> tuple[Any, int]:
+    """A service context and the id of the version ``args.name`` names (raises if none)."""
     from encore.services import versions
 
-    return versions.version_by_name(ctx, name)
+    ctx = service_context(queues=False)
+    return ctx, versions.version_by_name(ctx, args.name).id
 
 
 def activate(args: argparse.Namespace) -> int:
     from encore.services import versions
 
-    ctx = service_context(queues=False)
-    v = versions.activate_version(ctx, version_id=_by_name(ctx, args.name).id, ab_weight=args.weight)
+    ctx, version_id = _named(args)
+    v = versions.activate_version(ctx, version_id=version_id, ab_weight=args.weight)
     print(f"{v.name} is active with weight {v.ab_weight:g}")  # noqa: T201
     return 0
 
@@ -105,8 +107,8 @@ def activate(args: argparse.Namespace) -> int:
 def weight(args: argparse.Namespace) -> int:
     from encore.services import versions
 
-    ctx = service_context(queues=False)
-    v = versions.set_ab_weight(ctx, version_id=_by_name(ctx, args.name).id, ab_weight=args.weight)
+    ctx, version_id = _named(args)
+    v = versions.set_ab_weight(ctx, version_id=version_id, ab_weight=args.weight)
     print(f"{v.name}: weight {v.ab_weight:g} ({v.status})")  # noqa: T201
     return 0
 
@@ -114,8 +116,8 @@ def weight(args: argparse.Namespace) -> int:
 def retire(args: argparse.Namespace) -> int:
     from encore.services import versions
 
-    ctx = service_context(queues=False)
-    v = versions.retire_version(ctx, version_id=_by_name(ctx, args.name).id)
+    ctx, version_id = _named(args)
+    v = versions.retire_version(ctx, version_id=version_id)
     print(f"{v.name} is retired")  # noqa: T201
     return 0
 
@@ -133,8 +135,8 @@ def import_version(args: argparse.Namespace) -> int:
 def export_version(args: argparse.Namespace) -> int:
     from encore.services import versions
 
-    ctx = service_context(queues=False)
-    target = versions.export_version(ctx, version_id=_by_name(ctx, args.name).id, target=args.dir)
+    ctx, version_id = _named(args)
+    target = versions.export_version(ctx, version_id=version_id, target=args.dir)
     print(f"exported {args.name} to {target}")  # noqa: T201
     return 0
 
@@ -142,8 +144,8 @@ def export_version(args: argparse.Namespace) -> int:
 def purge_version(args: argparse.Namespace) -> int:
     from encore.services import versions
 
-    ctx = service_context(queues=False)
-    deleted = versions.purge_version(ctx, version_id=_by_name(ctx, args.name).id)
+    ctx, version_id = _named(args)
+    deleted = versions.purge_version(ctx, version_id=version_id)
     print(f"purged the files of {args.name} ({deleted} blobs deleted)")  # noqa: T201
     return 0
 

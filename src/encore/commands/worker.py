@@ -19,17 +19,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _worker(args: argparse.Namespace) -> int:
     from encore.config import get_settings
-    from encore.errors import InvalidInput
-    from encore.jobs.worker import run_worker
+    from encore.jobs.worker import run_from_args
 
-    if args.workers < 1:
-        raise InvalidInput(f"--workers must be at least 1, got {args.workers}")
-    run_worker(
-        get_settings(),
-        queue=args.queue,
-        workers=args.workers,
-        worker_type=args.worker_type,
-        periodic=not args.no_periodic,
-        imports=args.imports,
-    )
-    return 0
+    return run_from_args(get_settings(), args)

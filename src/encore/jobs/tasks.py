@@ -48,23 +48,28 @@ def _progress(job: JobContext) -> Callable[[float, str | None], None]:
 
 def embed_song(job: JobContext) -> None:
     """Embed the uploaded song ``payload["song_id"]`` (generate queue)."""
-    ctx = service_context(job)
-    song_id = int(job.payload["song_id"])
-    try:
-        generation.embed_song(ctx, song_id, _progress(job))
-    except Exception:
-        generation.mark_song_failed(ctx, song_id)
-        raise
+    _marking_failure(job, "song_id", generation.embed_song, generation.mark_song_failed)
 
 
 def generate_clip(job: JobContext) -> None:
     """Generate the clip ``payload["clip_id"]`` (generate queue)."""
+    _marking_failure(job, "clip_id", generation.generate_clip, generation.mark_clip_failed)
+
+
+def _marking_failure(
+    job: JobContext,
+    key: str,
+    run: Callable[[ServiceContext, int, Callable[[float, str | None], None]], object],
+    mark_failed: Callable[[ServiceContext, int], object],
+) -> None:
+    """``run(ctx, payload[key], progress)``; if it raises, ``mark_failed(ctx, payload[key])``
+    (the listener sees the failure) and raise again (the runner records the error)."""
     ctx = service_context(job)
-    clip_id = int(job.payload["clip_id"])
+    row_id = int(job.payload[key])
     try:
-        generation.generate_clip(ctx, clip_id, _progress(job))
+        run(ctx, row_id, _progress(job))
     except Exception:
-        generation.mark_clip_failed(ctx, clip_id)
+        mark_failed(ctx, row_id)
         raise
 
 

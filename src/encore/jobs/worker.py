@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from huey.consumer import Consumer, ConsumerStopped
 
+from encore.errors import InvalidInput
 from encore.jobs.queue import Queues, make_queues
 from encore.jobs.registry import import_modules, registered_kinds
 from encore.jobs.tasks import register_tasks
@@ -170,8 +171,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    return run_from_args(Settings(), args)
+
+
+def run_from_args(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the worker that the options of :func:`add_arguments` ask for (``encore worker``
+    and ``python -m encore.jobs.worker``); returns the exit status.
+
+    Raises
+    ------
+    InvalidInput
+        If ``--workers`` is below 1.
+    """
+    if args.workers < 1:
+        raise InvalidInput(f"--workers must be at least 1, got {args.workers}")
     run_worker(
-        Settings(),
+        settings,
         queue=args.queue,
         workers=args.workers,
         worker_type=args.worker_type,

@@ -146,14 +146,8 @@ def sign_up(
             if _aware(invitation.expires_at) < utcnow():
                 raise InvalidInput("this invitation code has expired")
             # And the use itself is conditional: of two racing sign-ups one updates the row.
-            claimed = session.execute(
-                sa.update(Invitation)
-                .where(Invitation.id == invitation.id, Invitation.used_at.is_(None))
-                .values(used_at=utcnow())
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if claimed != 1:
-                raise InvalidInput("this invitation code is unknown or already used")
+            _use_once(session, Invitation, invitation.id,
+                      "this invitation code is unknown or already used")
         elif not ctx.settings.open_signup:
             raise InvalidInput("an invitation code is required to sign up")
         password_hash = _hasher().hash(password)  # before the look-up: the same time either way
@@ -392,6 +386,20 @@ def password_reset_user(ctx: ServiceContext, token: str) -> User:
         return user
 
 
+def _use_once(session: sa.orm.Session, model: type[Invitation] | type[PasswordReset], row_id: int,
+              refusal: str) -> None:
+    """Mark a one-time code's row used, on condition that it is still unused: of two racing
+    uses exactly one updates the row; the other gets :class:`InvalidInput` (``refusal``)."""
+    claimed = session.execute(
+        sa.update(model)
+        .where(model.id == row_id, model.used_at.is_(None))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise InvalidInput(refusal)
+
+
 def reset_password(ctx: ServiceContext, *, token: str, new_password: str) -> User:
     """Use a reset token once: set the password and end every session of the account."""
     with ctx.session() as session:
@@ -402,14 +410,8 @@ def reset_password(ctx: ServiceContext, *, token: str, new_password: str) -> Use
         )
         if reset is None or reset.used_at is not None or _aware(reset.expires_at) < utcnow():
             raise InvalidInput("this password reset link is unknown, used or expired")
-        claimed = session.execute(
-            sa.update(PasswordReset)
-            .where(PasswordReset.id == reset.id, PasswordReset.used_at.is_(None))
-            .values(used_at=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if claimed != 1:
-            raise InvalidInput("this password reset link is unknown, used or expired")
+        _use_once(session, PasswordReset, reset.id,
+                  "this password reset link is unknown, used or expired")
         user = session.get(User, reset.user_id)
         if user is None or user.deleted_at is not None:
             raise InvalidInput("this password reset link is unknown, used or expired")

@@ -612,6 +612,14 @@ def _own_delivery(session: Session, listener: User, delivery_id: int) -> Deliver
     return delivery
 
 
+def _own_ready_delivery(session: Session, listener: User, delivery_id: int) -> Delivery:
+    """The listener's own delivery whose clip is ready (to play or download)."""
+    delivery = _own_delivery(session, listener, delivery_id)
+    if delivery.clip.status is not ClipStatus.READY:
+        raise NotFound(f"the music of delivery {delivery_id} is not ready yet")
+    return delivery
+
+
 def _min_listen(ctx: ServiceContext, clip_seconds: float) -> float:
     return feedback.minimum_listen_seconds(
         clip_seconds,
@@ -807,10 +815,8 @@ def clip_media(
     if kind not in ("audio", "spectrogram"):
         raise InvalidInput(f"media kind {kind!r} must be 'audio' or 'spectrogram'")
     with ctx.session() as session:
-        delivery = _own_delivery(session, listener, delivery_id)
+        delivery = _own_ready_delivery(session, listener, delivery_id)
         clip = delivery.clip
-        if clip.status is not ClipStatus.READY:
-            raise NotFound(f"the music of delivery {delivery_id} is not ready yet")
         if kind == "audio":
             if delivery.opened_at is None:
                 delivery.opened_at = utcnow()
@@ -872,10 +878,8 @@ def clip_download(
     if format not in DOWNLOAD_FORMATS:
         raise InvalidInput(f"download format {format!r} must be one of {', '.join(DOWNLOAD_FORMATS)}")
     with ctx.reading() as session:
-        delivery = _own_delivery(session, listener, delivery_id)
+        delivery = _own_ready_delivery(session, listener, delivery_id)
         clip = delivery.clip
-        if clip.status is not ClipStatus.READY:
-            raise NotFound(f"the music of delivery {delivery_id} is not ready yet")
         ref = blob_ref(ctx.blobs, clip.audio_key, "audio/ogg", "this clip's audio")
         own = {
             song_id: title

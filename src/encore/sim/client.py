@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -131,16 +132,9 @@ class ApiClient:
 
     def wait_song_ready(self, song_id: int, *, timeout: float = 600.0, poll: float = 0.3) -> dict[str, Any]:
         """Poll a song until it is processed (``ready``); raise if it failed."""
-        deadline = time.monotonic() + timeout
-        while True:
-            song = self.song(song_id)
-            if song["status"] == "ready":
-                return song
-            if song["status"] == "failed":
-                raise ApiError("GET", f"/api/songs/{song_id}", 200, f"song processing failed: {song}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"song {song_id} not ready after {timeout:.0f} s: {song}")
-            self.sleep(poll)
+        return self._wait_ready(f"/api/songs/{song_id}", lambda: self.song(song_id),
+                                lambda song: f"song processing failed: {song}",
+                                timeout=timeout, poll=poll)
 
     def request_music(self, song_ids: list[int], closeness: float | None = None) -> int:
         """``POST /api/music``; returns the delivery id."""
@@ -154,16 +148,25 @@ class ApiClient:
 
     def wait_delivery(self, delivery_id: int, *, timeout: float = 1800.0, poll: float = 0.5) -> dict[str, Any]:
         """Poll the delivery until its music is ready (raise if it failed)."""
+        return self._wait_ready(f"/api/deliveries/{delivery_id}", lambda: self.delivery(delivery_id),
+                                lambda view: f"generation failed: {view.get('message')}",
+                                timeout=timeout, poll=poll)
+
+    def _wait_ready(self, path: str, fetch: Callable[[], dict[str, Any]],
+                    failure: Callable[[dict[str, Any]], str], *, timeout: float,
+                    poll: float) -> dict[str, Any]:
+        """Poll ``fetch()`` (the view at ``path``) until its status is ``ready``: raise
+        :class:`ApiError` with ``failure(view)`` if it failed, ``TimeoutError`` after
+        ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            view = self.delivery(delivery_id)
+            view = fetch()
             if view["status"] == "ready":
                 return view
             if view["status"] == "failed":
-                raise ApiError("GET", f"/api/deliveries/{delivery_id}", 200,
-                               f"generation failed: {view.get('message')}")
+                raise ApiError("GET", path, 200, failure(view))
             if time.monotonic() > deadline:
-                raise TimeoutError(f"delivery {delivery_id} not ready after {timeout:.0f} s")
+                raise TimeoutError(f"{path} not ready after {timeout:.0f} s: {view}")
             self.sleep(poll)
 
     def audio(self, delivery_id: int) -> bytes:
