@@ -364,16 +364,9 @@ def build_corpus(
     mel_config = options.mel_config
     mel_config.save(out)
 
-    source_items = list(items) if items is not None else all_items(options.collections)
-    if not source_items:
-        raise InvalidInput("no work items: the collections hold no score files")
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for item in source_items:
-        counts[item.collection][item.source] += 1
-    splits = assign_splits(counts, options.seed, options.heldout_fraction)
-    order = ordered_items(source_items, options.seed, options.max_items_per_collection, splits)
-    budget = None if options.hours is None else options.hours * 3600.0
-    balancer = HourBalancer(order, budget)
+    order, splits = _plan(list(items) if items is not None else all_items(options.collections),
+                          options)
+    balancer = HourBalancer(order, None if options.hours is None else options.hours * 3600.0)
     logger.info("corpus build: %d items in %d genres, budget %s h, %d workers, seed %d",
                 len(order), len(balancer.used), options.hours, options.workers, options.seed)
 
@@ -397,13 +390,9 @@ def build_corpus(
     # not leave the other workers idle.
     window = 32 * options.workers if options.workers > 0 else 0
 
-    records: list[PieceRecord] = []
-    failures: Counter[str] = Counter()
-    examples: dict[str, list[str]] = defaultdict(list)
-    cpu: dict[str, Counter[str]] = defaultdict(Counter)
+    tally = _Tally()
     pending: dict[int, Any] = {}
     next_submit = 0
-    processed = 0
     bar = _progress_bar(options, len(order))
 
     def submit(index: int) -> None:
@@ -431,31 +420,64 @@ def build_corpus(
                 result: PieceResult = pending.pop(cursor).get(timeout=hard_timeout)
             except multiprocessing.TimeoutError:
                 result = PieceResult(item.piece_id, False, "timeout:hard", f"over {hard_timeout} s")
-            processed += 1
             balancer.passed(cursor, item.genre)
-            if not result.ok:
-                failures[result.reason or "unknown"] += 1
-                if len(examples[result.reason or "unknown"]) < 3:
-                    examples[result.reason or "unknown"].append(f"{item.piece_id}: {result.detail}")
-                logger.debug("skipped %s: %s %s", item.piece_id, result.reason, result.detail)
-            else:
-                records.append(_record(item, result, splits[item.source]))
-                logger.debug("accepted %s (%.1f s of audio, CPU %s) at %.1f s", item.piece_id,
-                             result.seconds, result.timings, time.perf_counter() - started)
-                cpu[item.genre].update(result.timings)
-                balancer.add(item.genre, result.seconds)
-            _update_bar(bar, options, result, balancer, len(records), sum(failures.values()))
+            tally.take(item, result, splits[item.source], balancer, started)
+            _update_bar(bar, options, result, balancer, len(tally.records),
+                        sum(tally.failures.values()))
     finally:
         pool.terminate()
         pool.join()
         if bar is not None:
             bar.close()
-    _sweep(out, {r.piece_id for r in records})
-    write_manifest(out / MANIFEST_FILE, records)
+    _sweep(out, {r.piece_id for r in tally.records})
+    write_manifest(out / MANIFEST_FILE, tally.records)
     wall = time.perf_counter() - started
-    summary = _summary(out, records, failures, len(order), processed, wall)
-    _write_build_json(out, summary, options, examples, cpu, _cpu_seconds() - cpu_started)
+    summary = _summary(out, tally.records, tally.failures, len(order), tally.processed, wall)
+    _write_build_json(out, summary, options, tally.examples, tally.cpu,
+                      _cpu_seconds() - cpu_started)
     return summary
+
+
+def _plan(source_items: list[WorkItem],
+          options: BuildOptions) -> tuple[list[WorkItem], dict[str, str]]:
+    """The items in the order they are tried, and each source's split (whole sources go
+    to one split, so no held-out tune shares a book with a training one)."""
+    if not source_items:
+        raise InvalidInput("no work items: the collections hold no score files")
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for item in source_items:
+        counts[item.collection][item.source] += 1
+    splits = assign_splits(counts, options.seed, options.heldout_fraction)
+    return ordered_items(source_items, options.seed, options.max_items_per_collection,
+                         splits), splits
+
+
+@dataclass
+class _Tally:
+    """What the build accepted and skipped so far, in the order the pieces were tried."""
+
+    records: list[PieceRecord] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    cpu: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    processed: int = 0
+
+    def take(self, item: WorkItem, result: PieceResult, split: str, balancer: HourBalancer,
+             started: float) -> None:
+        """Count one rendered (or failed) piece; an accepted one fills its genre's hours."""
+        self.processed += 1
+        if not result.ok:
+            reason = result.reason or "unknown"
+            self.failures[reason] += 1
+            if len(self.examples[reason]) < 3:
+                self.examples[reason].append(f"{item.piece_id}: {result.detail}")
+            logger.debug("skipped %s: %s %s", item.piece_id, result.reason, result.detail)
+            return
+        self.records.append(_record(item, result, split))
+        logger.debug("accepted %s (%.1f s of audio, CPU %s) at %.1f s", item.piece_id,
+                     result.seconds, result.timings, time.perf_counter() - started)
+        self.cpu[item.genre].update(result.timings)
+        balancer.add(item.genre, result.seconds)
 
 
 def _cpu_seconds() -> float:

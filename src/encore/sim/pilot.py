@@ -359,6 +359,73 @@ def run_pilot(
     timings: dict[str, float] = {}
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    server, songs, specs = _start(population, cfg, seed, workdir)
+    log(f"pilot {cfg.name}: {len(specs)} listeners "
+        f"({sum(s.adversarial for s in specs)} adversarial), {len(songs)} seed songs, "
+        f"{rounds + 1} rounds of {population.requests_per_round} requests each")
+    timings["setup"] = time.monotonic() - t_start
+
+    with server:
+        if server.operator_password is None:
+            raise ConfigurationError(f"the server in {server.data_dir} did not print an operator "
+                                     "password (not a fresh data folder?)")
+        stop = threading.Event()
+        op = ApiClient(server.url, stop=stop)
+        op.sign_in(server.operator_email or "", server.operator_password)
+        t0 = time.monotonic()
+        participants = _enrol(server, op, specs, {s.title: s for s in songs}, stop)
+        timings["sign_up_and_upload"] = time.monotonic() - t0
+        log(f"signed up {len(participants)} listeners and uploaded "
+            f"{sum(len(p.song_ids) for p in participants)} songs in {timings['sign_up_and_upload']:.0f} s")
+
+        round_records: list[RoundRecord] = []
+        steps: list[OperatorStep] = []
+        events: list[RatingEvent] = []
+        pool = ThreadPoolExecutor(max_workers=max(1, len(participants)))
+        try:
+            for r in range(rounds + 1):
+                record = _play_round(r, op, participants, population, pool, events, seed, cfg, log)
+                round_records.append(record)
+                timings[f"round_{r}"] = record.seconds
+                if r < rounds:
+                    t0 = time.monotonic()
+                    steps.append(operator_step(op, server, cfg, r, seed, log))
+                    timings[f"operator_after_round_{r}"] = time.monotonic() - t0
+        except BaseException:
+            stop.set()  # listeners waiting or playing give up at once
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+        t0 = time.monotonic()
+        final = _final_report(op, workdir / "report", log)
+        timings["report"] = time.monotonic() - t0
+        for p in participants:
+            p.client.close()
+        op.close()
+
+    timings["total"] = time.monotonic() - t_start
+    taste_metrics = final["taste"]
+    result = PilotResult(
+        config=cfg.name, population=population.name, seed=seed, workdir=str(workdir),
+        listeners=[{"name": p.spec.name, "kind": p.spec.kind, "group": p.spec.group,
+                    "user_id": p.user_id, "songs": list(p.spec.songs)} for p in participants],
+        rounds=round_records, operator_steps=steps, events=events, report=final["report"],
+        report_text=final["report_text"], csv_rows=final["csv_rows"], raters=final["raters"],
+        versions=final["versions"],
+        plots=sorted(str(x) for x in (workdir / "report").glob("*.png")),
+        detection=_detection(final["raters"], final["users"], participants),
+        timings={k: round(v, 1) for k, v in timings.items()},
+        taste=taste_metrics if taste_metrics and taste_metrics.get("scores") else None,
+    )
+    (workdir / "summary.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
+    return result
+
+
+def _start(population: Population, cfg: PilotConfig, seed: int,
+           workdir: Path) -> tuple[PilotServer, list[SeedSong], list[ListenerSpec]]:
+    """Launch the server (tiny models first if the config asks) and, while it starts, make
+    the seed songs and draw the listeners."""
     settings = {**cfg.settings, "ENCORE_RANDOM_SEED": str(seed)}
     if cfg.tiny_models:
         base, sim = build_tiny_models(workdir / "tiny-models", seed=seed)
@@ -373,112 +440,99 @@ def run_pilot(
     except BaseException:
         server.stop()
         raise
-    by_title = {s.title: s for s in songs}
-    log(f"pilot {cfg.name}: {len(specs)} listeners "
-        f"({sum(s.adversarial for s in specs)} adversarial), {len(songs)} seed songs, "
-        f"{rounds + 1} rounds of {population.requests_per_round} requests each")
-    timings["setup"] = time.monotonic() - t_start
+    return server, songs, specs
 
-    with server:
-        if server.operator_password is None:
-            raise ConfigurationError(f"the server in {server.data_dir} did not print an operator "
-                                     "password (not a fresh data folder?)")
-        stop = threading.Event()
-        op = ApiClient(server.url, stop=stop)
-        op.sign_in(server.operator_email or "", server.operator_password)
-        t0 = time.monotonic()
-        participants = []
-        for i, spec in enumerate(specs):
-            client = ApiClient(server.url, stop=stop)
-            email = f"{spec.name}@pilot.invalid"
-            user = client.sign_up(email, PASSWORD, spec.name, invitation_code=op.invite())
-            p = Participant(spec=spec, index=i, client=client, email=email, user_id=int(user["id"]))
-            for title in spec.songs:
-                song = by_title[title]
-                p.song_ids.append(int(client.upload_song(song.data, song.filename, song.title)["id"]))
-            participants.append(p)
-        for p in participants:
-            for sid in p.song_ids:
-                p.client.wait_song_ready(sid)
-        timings["sign_up_and_upload"] = time.monotonic() - t0
-        log(f"signed up {len(participants)} listeners and uploaded "
-            f"{sum(len(p.song_ids) for p in participants)} songs in {timings['sign_up_and_upload']:.0f} s")
 
-        round_records: list[RoundRecord] = []
-        steps: list[OperatorStep] = []
-        events: list[RatingEvent] = []
-        pool = ThreadPoolExecutor(max_workers=max(1, len(participants)))
-        try:
-            for r in range(rounds + 1):
-                t_round = time.monotonic()
-                record = RoundRecord(round=r, active_versions=_active(op.versions()))
-                for w in range(population.requests_per_round):
-                    jobs = []
-                    for p in participants:  # one after another: a fixed order for dispatch
-                        choice_rng = np.random.default_rng([seed, p.index, r, w, 0])
-                        inputs = _choose_inputs(p, population, choice_rng)
-                        did = p.client.request_music(inputs, population.closeness)
-                        record.deliveries.append(did)
-                        jobs.append((p, did, inputs))
-                    if w == 0:  # v0 is registered by the platform on the first request
-                        record.active_versions = _active(op.versions())
-                        log(f"round {r}: serving {record.active_versions}")
-                    futures = [pool.submit(_hear_and_rate, p, did, inputs, r, w, seed, cfg)
-                               for p, did, inputs in jobs]
-                    for f in futures:
-                        try:
-                            ev = f.result()
-                        except (ApiError, TimeoutError) as exc:
-                            record.failures.append(str(exc))
-                            logger.warning("round %d wave %d: %s", r, w, exc)
-                            continue
-                        events.append(ev)
-                        record.ratings_sent += 1
-                    log(f"  round {r} wave {w + 1}/{population.requests_per_round}: "
-                        f"{record.ratings_sent} ratings so far ({time.monotonic() - t_round:.0f} s)")
-                record.seconds = round(time.monotonic() - t_round, 1)
-                round_records.append(record)
-                timings[f"round_{r}"] = record.seconds
-                if r < rounds:
-                    t0 = time.monotonic()
-                    steps.append(operator_step(op, server, cfg, r, seed, log))
-                    timings[f"operator_after_round_{r}"] = time.monotonic() - t0
-        except BaseException:
-            stop.set()  # listeners waiting or playing give up at once
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+def _enrol(server: PilotServer, op: ApiClient, specs: list[ListenerSpec],
+           by_title: dict[str, SeedSong], stop: threading.Event) -> list[Participant]:
+    """Sign every listener up (by the operator's invitation), upload their songs and wait
+    until all are processed."""
+    participants = []
+    for i, spec in enumerate(specs):
+        client = ApiClient(server.url, stop=stop)
+        email = f"{spec.name}@pilot.invalid"
+        user = client.sign_up(email, PASSWORD, spec.name, invitation_code=op.invite())
+        p = Participant(spec=spec, index=i, client=client, email=email, user_id=int(user["id"]))
+        for title in spec.songs:
+            song = by_title[title]
+            p.song_ids.append(int(client.upload_song(song.data, song.filename, song.title)["id"]))
+        participants.append(p)
+    for p in participants:
+        for sid in p.song_ids:
+            p.client.wait_song_ready(sid)
+    return participants
 
-        # The final verdicts on raters use every rating; then the report.
-        t0 = time.monotonic()
-        final_curation = op.curate()
-        log(f"final curation: {final_curation.get('message')}")
-        out = workdir / "report"
-        out.mkdir(exist_ok=True)
-        report = op.report()
-        report_text = format_report(report) if report is not None else "no counted ratings yet"
-        (out / "table1.txt").write_text(report_text + "\n")
-        for name, data in op.report_plots().items():
-            (out / name).write_bytes(data)
-        csv_text = op.ratings_csv()
-        (out / "ratings_api.csv").write_text(csv_text)
-        csv_rows = list(csv.DictReader(io.StringIO(csv_text)))
-        raters = op.raters()
+
+def _play_round(r: int, op: ApiClient, participants: list[Participant], population: Population,
+                pool: ThreadPoolExecutor, events: list[RatingEvent], seed: int, cfg: PilotConfig,
+                log: Log) -> RoundRecord:
+    """Round ``r``: waves of one request per listener (sent in a fixed order, for dispatch),
+    each heard and rated in parallel; the ratings go to ``events``."""
+    t_round = time.monotonic()
+    record = RoundRecord(round=r, active_versions=_active(op.versions()))
+    for w in range(population.requests_per_round):
+        jobs = []
+        for p in participants:  # one after another: a fixed order for dispatch
+            choice_rng = np.random.default_rng([seed, p.index, r, w, 0])
+            inputs = _choose_inputs(p, population, choice_rng)
+            did = p.client.request_music(inputs, population.closeness)
+            record.deliveries.append(did)
+            jobs.append((p, did, inputs))
+        if w == 0:  # v0 is registered by the platform on the first request
+            record.active_versions = _active(op.versions())
+            log(f"round {r}: serving {record.active_versions}")
+        futures = [pool.submit(_hear_and_rate, p, did, inputs, r, w, seed, cfg)
+                   for p, did, inputs in jobs]
+        for f in futures:
+            try:
+                ev = f.result()
+            except (ApiError, TimeoutError) as exc:
+                record.failures.append(str(exc))
+                logger.warning("round %d wave %d: %s", r, w, exc)
+                continue
+            events.append(ev)
+            record.ratings_sent += 1
+        log(f"  round {r} wave {w + 1}/{population.requests_per_round}: "
+            f"{record.ratings_sent} ratings so far ({time.monotonic() - t_round:.0f} s)")
+    record.seconds = round(time.monotonic() - t_round, 1)
+    return record
+
+
+def _final_report(op: ApiClient, out: Path, log: Log) -> dict[str, Any]:
+    """The final curation (its verdicts on raters use every rating), then the report, its
+    plots and the ratings CSV written to ``out``; what the summary needs from the server."""
+    final_curation = op.curate()
+    log(f"final curation: {final_curation.get('message')}")
+    out.mkdir(exist_ok=True)
+    report = op.report()
+    report_text = format_report(report) if report is not None else "no counted ratings yet"
+    (out / "table1.txt").write_text(report_text + "\n")
+    for name, data in op.report_plots().items():
+        (out / name).write_bytes(data)
+    csv_text = op.ratings_csv()
+    (out / "ratings_api.csv").write_text(csv_text)
+    return {
+        "report": report,
+        "report_text": report_text,
+        "csv_rows": list(csv.DictReader(io.StringIO(csv_text))),
+        "raters": op.raters(),
         # the final curation fitted a taste snapshot and evaluated it on the later ratings
-        taste_metrics = (op.get_json("/api/operator/taste").get("snapshot") or {}).get("metrics")
-        users = {u["id"]: u for u in op.users()}
-        versions = op.versions()
-        timings["report"] = time.monotonic() - t0
-        for p in participants:
-            p.client.close()
-        op.close()
+        "taste": (op.get_json("/api/operator/taste").get("snapshot") or {}).get("metrics"),
+        "users": {u["id"]: u for u in op.users()},
+        "versions": op.versions(),
+    }
 
+
+def _detection(raters: list[dict[str, Any]], users: dict[Any, dict[str, Any]],
+               participants: list[Participant]) -> dict[str, Any]:
+    """How many adversaries (and honest listeners) the rater model flagged, by kind, with
+    the reasons it gave."""
     flagged_ids = {r["user_id"] for r in raters if r.get("flagged")}
     email_of = {uid: u["email"] for uid, u in users.items()}
     flagged_names = {email_of.get(uid, "").split("@")[0] for uid in flagged_ids}
     adversaries = [p.spec.name for p in participants if p.spec.adversarial]
     honest = [p.spec.name for p in participants if not p.spec.adversarial]
-    detection = {
+    return {
         "adversaries": len(adversaries),
         "adversaries_flagged": sum(n in flagged_names for n in adversaries),
         "honest": len(honest),
@@ -491,19 +545,6 @@ def run_pilot(
         "reasons": {email_of.get(r["user_id"], "?").split("@")[0]: r.get("reasons")
                     for r in raters if r.get("flagged")},
     }
-    timings["total"] = time.monotonic() - t_start
-    result = PilotResult(
-        config=cfg.name, population=population.name, seed=seed, workdir=str(workdir),
-        listeners=[{"name": p.spec.name, "kind": p.spec.kind, "group": p.spec.group,
-                    "user_id": p.user_id, "songs": list(p.spec.songs)} for p in participants],
-        rounds=round_records, operator_steps=steps, events=events, report=report,
-        report_text=report_text, csv_rows=csv_rows, raters=raters, versions=versions,
-        plots=sorted(str(x) for x in out.glob("*.png")), detection=detection,
-        timings={k: round(v, 1) for k, v in timings.items()},
-        taste=taste_metrics if taste_metrics and taste_metrics.get("scores") else None,
-    )
-    (workdir / "summary.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
-    return result
 
 
 # --- summaries ---------------------------------------------------------------------------------

@@ -110,6 +110,36 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
+def _config_and_checkpoint(
+    corpus: Corpus, train_pieces: list, ckpt_path: Path, config: SimilarityConfig | None,
+    resume: bool,
+) -> tuple[SimilarityConfig, dict | None]:
+    """The run's architecture and, when resuming, its checkpoint (whose config wins); a new
+    run takes the corpus's genres and mel height. Checked against the corpus either way."""
+    checkpoint = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise NotFound(f"nothing to resume: no {ckpt_path}")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        config = SimilarityConfig.from_dict(checkpoint["config"])
+        logger.info("resuming from %s at step %d (%.0f s done)", ckpt_path, checkpoint["step"],
+                    checkpoint["elapsed"])
+    else:
+        if ckpt_path.is_file():
+            raise Conflict(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
+        base = config or SimilarityConfig()
+        config = base.replace(
+            genres=corpus.genres,
+            image_height=corpus.mel_config.y_res if corpus.mel_config.y_res else base.image_height,
+        )
+    n_mels = corpus.mel(train_pieces[0]).shape[0]
+    if n_mels != config.image_height:
+        raise InvalidInput(f"corpus mels have {n_mels} bands, the config expects {config.image_height}")
+    if tuple(config.genres) != corpus.genres:
+        raise InvalidInput(f"corpus genres {corpus.genres} differ from the model's {config.genres}")
+    return config, checkpoint
+
+
 def train_similarity(
     corpus_dir: str | Path,
     out_dir: str | Path,
@@ -150,28 +180,7 @@ def train_similarity(
     if not train_pieces:
         raise InvalidInput(f"corpus {corpus_dir} has no pieces with split 'train'")
 
-    checkpoint = None
-    if resume:
-        if not ckpt_path.is_file():
-            raise NotFound(f"nothing to resume: no {ckpt_path}")
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        config = SimilarityConfig.from_dict(checkpoint["config"])
-        logger.info("resuming from %s at step %d (%.0f s done)", ckpt_path, checkpoint["step"],
-                    checkpoint["elapsed"])
-    else:
-        if ckpt_path.is_file():
-            raise Conflict(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out")
-        base = config or SimilarityConfig()
-        config = base.replace(
-            genres=corpus.genres,
-            image_height=corpus.mel_config.y_res if corpus.mel_config.y_res else base.image_height,
-        )
-    n_mels = corpus.mel(train_pieces[0]).shape[0]
-    if n_mels != config.image_height:
-        raise InvalidInput(f"corpus mels have {n_mels} bands, the config expects {config.image_height}")
-    if tuple(config.genres) != corpus.genres:
-        raise InvalidInput(f"corpus genres {corpus.genres} differ from the model's {config.genres}")
-
+    config, checkpoint = _config_and_checkpoint(corpus, train_pieces, ckpt_path, config, resume)
     torch.manual_seed(options.seed)
     vqvae = VQVAE(config)
     slice_head = SliceHead(config)
