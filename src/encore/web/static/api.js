@@ -53,6 +53,19 @@ export async function api(path, { method = 'GET', body, keepalive = false } = {}
   return text ? JSON.parse(text) : null;
 }
 
+// Ask for music (POST to path) and open the delivery's page; on a refusal show the reason
+// in errorEl and enable the button again.
+export async function requestMusic(path, body, button, errorEl) {
+  try {
+    const data = await api(path, { method: 'POST', body });
+    window.location.assign(data.url);
+  } catch (err) {
+    errorEl.textContent = err.message;
+    errorEl.hidden = false;
+    button.disabled = false;
+  }
+}
+
 export function formatSeconds(s) {
   if (!Number.isFinite(s) || s < 0) s = 0;
   const m = Math.floor(s / 60);

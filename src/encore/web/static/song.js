@@ -1,7 +1,7 @@
 // The song page: click the spectrogram (or type seconds) to mark where the music starts,
 // choose a length, a loop and the closeness, then ask for the piece and go to its page.
 
-import { api, formatSeconds } from './api.js';
+import { formatSeconds, requestMusic } from './api.js';
 
 const root = document.getElementById('make-piece');
 const duration = Number(root.dataset.duration);
@@ -74,14 +74,7 @@ button.addEventListener('click', async () => {
     body.start = s;
   }
   button.disabled = true;
-  try {
-    const data = await api(root.dataset.api, { method: 'POST', body });
-    window.location.assign(data.url);
-  } catch (err) {
-    errorEl.textContent = err.message;
-    errorEl.hidden = false;
-    button.disabled = false;
-  }
+  await requestMusic(root.dataset.api, body, button, errorEl);
 });
 
 draw();

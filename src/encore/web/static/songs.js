@@ -1,7 +1,7 @@
 // Song library: pick one song (a variation, with "how close to my song") or several
 // (a blend: how close, and each song's share), then ask for music and go to its page.
 
-import { api } from './api.js';
+import { api, requestMusic } from './api.js';
 
 const root = document.querySelector('[data-make-music]');
 const boxes = [...root.querySelectorAll('input[name="song"]')];
@@ -57,14 +57,7 @@ button.addEventListener('click', async () => {
   if (ids.length > 1) {
     body.weights = boxes.filter((b) => b.checked).map((b) => Number(weightOf(b).value));
   }
-  try {
-    const data = await api(root.dataset.api, { method: 'POST', body });
-    window.location.assign(data.url);
-  } catch (err) {
-    errorEl.textContent = err.message;
-    errorEl.hidden = false;
-    button.disabled = false;
-  }
+  await requestMusic(root.dataset.api, body, button, errorEl);
 });
 
 // Songs are analysed by a worker after upload: poll until none is pending.
