@@ -29,6 +29,7 @@ import dataclasses
 import datetime as dt
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -342,35 +343,13 @@ def format_fair(report: feedback.Report) -> str:
              "fresh clips in the same rounds; 95 % intervals"]
     if not report.headline:
         lines.append("  (one version only, or none shares a round or a pair with another)")
-    for c in report.headline:
-        lines.append(f"{c.version_id} vs {c.reference_id}: {describe_comparison(c)}")
-    if report.paired:
-        lines.append("")
-        lines.append("Paired deliveries (same listener, songs, seeds and strength; blind):")
-        for p in report.paired:
-            q = ", ".join(f"{x:+.2f}" for x in p.gain_quantiles)
-            lines.append(
-                f"{p.version_id} vs {p.reference_id}: {p.n_pairs} pairs, {p.n_listeners} "
-                f"listeners, mean {p.mean_difference:+.2f} {_ci(p.ci_low, p.ci_high)}; win rate "
-                f"{p.win_rate:.2f} [{p.win_rate_ci_low:.2f}, {p.win_rate_ci_high:.2f}]; "
-                f"per-listener gain min/25 %/median/75 %/max {q}; improved "
-                f"{100 * p.share_improved:.0f} %, worse {100 * p.share_worse:.0f} %")
-    if report.same_round:
-        lines.append("")
-        lines.append("Fresh clips, same rounds (two-way intervals: raters and clips):")
-        for c in report.same_round:
-            lines.append(f"{c.version_id} vs {c.reference_id}: {describe_comparison(c)}")
-    if report.decomposition:
-        lines.append("")
-        lines.append("Decomposition of the gain over the reference's uniform pick:")
-        for d in report.decomposition:
-            lines.append(f"{d.version_id} vs {d.reference_id}:")
-            for name, part in (("selection alone", d.selection), ("weights alone", d.weights),
-                               ("both", d.both)):
-                text = describe_comparison(part) if part is not None else "no data"
-                lines.append(f"  {name}: {text}")
-            if np.isfinite(d.remainder):
-                lines.append(f"  remainder (both − selection − weights): {d.remainder:+.2f}")
+    lines += _comparison_lines(report.headline)
+    _section(lines, "Paired deliveries (same listener, songs, seeds and strength; blind):",
+             [_paired_line(p) for p in report.paired])
+    _section(lines, "Fresh clips, same rounds (two-way intervals: raters and clips):",
+             _comparison_lines(report.same_round))
+    _section(lines, "Decomposition of the gain over the reference's uniform pick:",
+             [line for d in report.decomposition for line in _decomposition_lines(d)])
     if report.fresh_means:
         lines.append("")
         lines.append("Fresh clips by version, all rounds (two-way 95 % intervals; the plot): "
@@ -381,6 +360,35 @@ def format_fair(report: feedback.Report) -> str:
         lines.append(f"Dataset clips served as baselines (counted for no version): "
                      f"{b.mean:.2f} [{b.ci_low:.2f}, {b.ci_high:.2f}] (n={b.n})")
     return "\n".join(lines)
+
+
+def _section(lines: list[str], title: str, rows: list[str]) -> None:
+    """A blank line, ``title`` and ``rows``, if there are rows."""
+    if rows:
+        lines += ["", title, *rows]
+
+
+def _comparison_lines(comparisons: Sequence[feedback.Comparison]) -> list[str]:
+    return [f"{c.version_id} vs {c.reference_id}: {describe_comparison(c)}" for c in comparisons]
+
+
+def _paired_line(p: feedback.PairedComparison) -> str:
+    q = ", ".join(f"{x:+.2f}" for x in p.gain_quantiles)
+    return (f"{p.version_id} vs {p.reference_id}: {p.n_pairs} pairs, {p.n_listeners} "
+            f"listeners, mean {p.mean_difference:+.2f} {_ci(p.ci_low, p.ci_high)}; win rate "
+            f"{p.win_rate:.2f} [{p.win_rate_ci_low:.2f}, {p.win_rate_ci_high:.2f}]; "
+            f"per-listener gain min/25 %/median/75 %/max {q}; improved "
+            f"{100 * p.share_improved:.0f} %, worse {100 * p.share_worse:.0f} %")
+
+
+def _decomposition_lines(d: feedback.GainDecomposition) -> list[str]:
+    lines = [f"{d.version_id} vs {d.reference_id}:"]
+    for name, part in (("selection alone", d.selection), ("weights alone", d.weights),
+                       ("both", d.both)):
+        lines.append(f"  {name}: {describe_comparison(part) if part is not None else 'no data'}")
+    if np.isfinite(d.remainder):
+        lines.append(f"  remainder (both − selection − weights): {d.remainder:+.2f}")
+    return lines
 
 
 def format_report(report: feedback.Report) -> str:
