@@ -115,7 +115,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -960,6 +960,29 @@ class _Verdict:
     note: str = ""
 
 
+def _witness_block(
+    columns: np.ndarray, reliability: Callable[[int, np.ndarray], float],
+    cluster_share: np.ndarray, config: FeedbackConfig,
+) -> tuple[list[np.ndarray], float] | None:
+    """The columns of ``columns`` (the rater's clips × clusters: a consensus or a taste
+    model) that the rater's ratings are tested against, centred, with the share-weighted
+    reliability of the block (at most 0.95); a column enters with at least 3 finite, not
+    all equal values and ``reliability(c, have)`` of at least ``qc_min_reliability``."""
+    cols: list[np.ndarray] = []
+    rho2 = 0.0
+    for c in range(columns.shape[1]):
+        col = columns[:, c]
+        have = np.isfinite(col)
+        if have.sum() < 3 or np.ptp(col[have]) <= 0:
+            continue
+        r = reliability(c, have)
+        if r < config.qc_min_reliability:
+            continue
+        cols.append(np.where(have, col - col[have].mean(), 0.0))
+        rho2 += cluster_share[c] * r
+    return (cols, min(rho2, 0.95)) if cols else None
+
+
 def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
               retest_all: np.ndarray, dummies: np.ndarray | None, wit: _Witnesses,
               sigma: float, config: FeedbackConfig) -> _Evidence:
@@ -989,40 +1012,26 @@ def _evidence(rows: np.ndarray, u_all: np.ndarray, listened_all: np.ndarray,
             p_listen = None if alone is None else alone.p_value
         scale = min(1.0, 4 * var_l / wit.listen_var_ref) if wit.listen_var_ref > 0 else 1.0
         blocks.append(([col], wit.listen_rho2 * scale))
-    cols: list[np.ndarray] = []
-    rho2_consensus = 0.0
-    for c in range(wit.consensus.shape[1]):
-        col = wit.consensus[rows, c]
-        have = np.isfinite(col)
-        if have.sum() < 3 or np.ptp(col[have]) <= 0:
-            continue
+    def consensus_reliability(c: int, have: np.ndarray) -> float:
         # how well this cluster's consensus on these clips tracks the cluster's taste; a
         # column that could not tell a typical rater of that cluster from noise only costs
         # degrees of freedom (decided without the rater's ratings, so the test stays exact)
         v = wit.cluster_signal[c]
         e2 = float(np.mean(wit.consensus_var[rows, c][have]))
-        reliability = float(have.mean()) * v / (v + e2) if v > 0 else 0.0
-        if reliability < config.qc_min_reliability:
-            continue
-        cols.append(np.where(have, col - col[have].mean(), 0.0))
-        rho2_consensus += wit.cluster_share[c] * reliability
-    if cols:
-        blocks.append((cols, min(rho2_consensus, 0.95)))
+        return float(have.mean()) * v / (v + e2) if v > 0 else 0.0
+
+    block = _witness_block(wit.consensus[rows], consensus_reliability, wit.cluster_share, config)
+    if block is not None:
+        blocks.append(block)
     var_u = float(np.var(u, ddof=1))
     signal_share = max(var_u - wit.noise_ref, 0.0) / var_u if var_u > 0 else 0.0
     if wit.taste_model is not None and wit.taste_model_rho2 is not None:
-        cols, rho2_model = [], 0.0
-        for c in range(wit.taste_model.shape[1]):
-            col = wit.taste_model[rows, c]
-            have = np.isfinite(col)
-            reliability = float(have.mean()) * float(wit.taste_model_rho2[c])
-            if have.sum() < 3 or np.ptp(col[have]) <= 0 \
-                    or reliability < config.qc_min_reliability:
-                continue
-            cols.append(np.where(have, col - col[have].mean(), 0.0))
-            rho2_model += wit.cluster_share[c] * reliability
-        if cols:
-            blocks.append((cols, min(rho2_model, 0.95)))
+        model_rho2 = wit.taste_model_rho2
+        block = _witness_block(wit.taste_model[rows],
+                               lambda c, have: float(have.mean()) * float(model_rho2[c]),
+                               wit.cluster_share, config)
+        if block is not None:
+            blocks.append(block)
     # test-retest: the rater's own other rating(s) of the same clip; an honest rater's
     # agree up to its noise, so its reliability is the rater's taste share itself
     retest = retest_all[rows]
