@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +176,17 @@ class _Reader:
         if extra:
             raise self.fail(path + extra[0], f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
+    def tables(self, items: list[Any], allowed: set[str],
+               path: str) -> Iterator[tuple[int, Mapping[str, Any], str]]:
+        """Each table of an array of tables with the prefix of its keys (``groups[0].``),
+        checked to be a table with only ``allowed`` keys."""
+        for i, item in enumerate(items):
+            prefix = f"{path}[{i}]."
+            if not isinstance(item, dict):
+                raise self.fail(prefix[:-1], "must be a table")
+            self.unknown(item, allowed, prefix)
+            yield i, item, prefix
+
 
 def parse_population(text: str, *, source: str = "<string>") -> Population:
     """Parse a population from TOML text.
@@ -208,11 +219,7 @@ def parse_population(text: str, *, source: str = "<string>") -> Population:
     if not isinstance(groups_raw, list) or not groups_raw:
         raise r.fail("groups", "at least one [[groups]] table is required")
     groups = []
-    for i, g in enumerate(groups_raw):
-        path = f"groups[{i}]."
-        if not isinstance(g, dict):
-            raise r.fail(path[:-1], "must be a table")
-        r.unknown(g, _GROUP_KEYS, path)
+    for i, g, path in r.tables(groups_raw, _GROUP_KEYS, "groups"):
         genres = g.get("genres", [])
         if not isinstance(genres, list) or not all(isinstance(x, str) for x in genres):
             raise r.fail(path + "genres", f"{genres!r} must be a list of genre names")
@@ -220,11 +227,7 @@ def parse_population(text: str, *, source: str = "<string>") -> Population:
         if not isinstance(prefs_raw, list) or not prefs_raw:
             raise r.fail(path + "preferences", "at least one [[groups.preferences]] is required")
         prefs = []
-        for j, p in enumerate(prefs_raw):
-            ppath = f"{path}preferences[{j}]."
-            if not isinstance(p, dict):
-                raise r.fail(ppath[:-1], "must be a table")
-            r.unknown(p, _PREF_KEYS, ppath)
+        for _, p, ppath in r.tables(prefs_raw, _PREF_KEYS, f"{path}preferences"):
             feature = p.get("feature")
             if feature not in FEATURE_NAMES:
                 raise r.fail(ppath + "feature", f"{feature!r} is not one of {', '.join(FEATURE_NAMES)}")
