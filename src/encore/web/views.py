@@ -80,13 +80,20 @@ def history_json(item: HistoryItem) -> dict[str, Any]:
     return dataclass_json(item)
 
 
-def user_admin_json(user: User) -> dict[str, Any]:
-    """An account as the operator sees it."""
+def user_json(user: User) -> dict[str, Any]:
+    """What the API tells a user about their own account."""
     return {
         "id": user.id,
         "email": user.email,
         "display_name": user.display_name,
         "role": _jsonable(user.role),
+    }
+
+
+def user_admin_json(user: User) -> dict[str, Any]:
+    """An account as the operator sees it: :func:`user_json` and its state."""
+    return {
+        **user_json(user),
         "active": bool(user.active),
         "rater_id": user.rater_id,
         "created_at": _jsonable(user.created_at),

@@ -24,6 +24,7 @@ from encore.web.deps import (
 )
 from encore.web.errors import status_for
 from encore.web.security import clear_session_cookie, safe_next, set_session_cookie
+from encore.web.views import user_json
 
 router = APIRouter()
 
@@ -38,16 +39,6 @@ class SignUpBody(BaseModel):
     password: str = Field(min_length=1, max_length=1024)
     display_name: str = Field(min_length=1, max_length=100)
     invitation_code: str | None = Field(default=None, max_length=200)
-
-
-def user_json(user: User) -> dict[str, Any]:
-    """What the API tells a user about their own account."""
-    return {
-        "id": user.id,
-        "email": user.email,
-        "display_name": user.display_name,
-        "role": str(user.role),
-    }
 
 
 def _signed_in(request: Request, user: User, token: str, settings: Any, status: int) -> Response:
