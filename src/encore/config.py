@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     pair_share: float = Field(0.3, ge=0.0, le=1.0)
     # Refit the taste model after this many new counted ratings (0: only after curation).
     taste_refit_ratings: int = Field(50, ge=0)
+    # Ratings a listener needs to be clustered into a taste group on its own taste-model
+    # weights; with fewer its group comes from its songs (docs/taste.md, taste groups).
+    taste_group_min_ratings: int = Field(8, ge=1)
     # New fine-tuned versions serve with the taste model (v0 serves a uniform pick).
     taste_selection_new_versions: bool = True
     # Curation rule: "centred" (judge a clip against its song's and rater's usual ratings,

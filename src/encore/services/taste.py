@@ -147,6 +147,7 @@ def fit_snapshot(ctx: ServiceContext, *, reason: str = "manual", evaluate: bool 
             metrics = {"skipped": str(exc)}
     key = ctx.blobs.new_key("taste", ".npz")
     ctx.blobs.put(key, model.to_bytes(), content_type="application/octet-stream")
+    metrics["groups"] = _store_groups(ctx, model, data.profiles)
     with ctx.session() as session:
         row = TasteModel(reason=reason, blob_key=key, n_ratings=model.n_ratings,
                          n_listeners=len(model.listeners), metrics=metrics)
@@ -155,6 +156,58 @@ def fit_snapshot(ctx: ServiceContext, *, reason: str = "manual", evaluate: bool 
         session.expunge(row)
     logger.info("taste model %d fitted on %d ratings (%s)", row.id, model.n_ratings, reason)
     return row
+
+
+def _store_groups(
+    ctx: ServiceContext, model: taste.TasteModel, profiles: dict[int, taste.ListenerProfile]
+) -> dict[str, object]:
+    """Fit the taste groups of a new snapshot, store them as a JSON blob and return the
+    summary kept in the snapshot row's ``metrics["groups"]`` (``skipped`` with the reason
+    when there are too few listeners with ratings)."""
+    try:
+        groups = taste.fit_taste_groups(
+            model, profiles, min_ratings=ctx.settings.taste_group_min_ratings, seed=0)
+    except InvalidInput as exc:
+        return {"skipped": str(exc)}
+    key = ctx.blobs.new_key("taste-groups", ".json")
+    ctx.blobs.put(key, groups.to_json().encode(), content_type="application/json")
+    return {"blob_key": key, "k": groups.k, "structured": groups.structured,
+            "sizes": groups.sizes}
+
+
+def load_groups(ctx: ServiceContext, row: TasteModel) -> taste.TasteGroups | None:
+    """The taste groups stored with a snapshot row (cached per process), or None when the
+    snapshot has none (too few listeners with ratings, or fitted before groups existed)."""
+    info = (row.metrics or {}).get("groups") or {}
+    key = info.get("blob_key") if isinstance(info, dict) else None
+    if not key:
+        return None
+    return ctx.cached(("taste-groups", row.id),
+                      lambda: taste.TasteGroups.from_json(ctx.blobs.get(str(key))))
+
+
+def latest_groups(ctx: ServiceContext) -> tuple[int, taste.TasteGroups] | None:
+    """The groups of the newest snapshot that has groups: ``(snapshot id, groups)``."""
+    with ctx.reading() as session:
+        rows = session.scalars(sa.select(TasteModel).order_by(TasteModel.id.desc())).all()
+        for row in rows:
+            session.expunge(row)
+    for row in rows:
+        groups = load_groups(ctx, row)
+        if groups is not None:
+            return row.id, groups
+    return None
+
+
+def group_of_listener(ctx: ServiceContext, groups: taste.TasteGroups, listener_id: int) -> int | None:
+    """The taste group to serve a listener with: its fitted group, else the one its analysed
+    songs predict, else None (serve unconditioned)."""
+    known = groups.group_of(listener_id)
+    if known is not None:
+        return known
+    with ctx.reading() as session:
+        profile = listener_profiles(session, [listener_id])[int(listener_id)]
+    return groups.assign_from_songs(profile)
 
 
 def load_snapshot(ctx: ServiceContext, row_id: int, blob_key: str) -> taste.TasteModel:

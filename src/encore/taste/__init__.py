@@ -2,6 +2,7 @@
 
 - :mod:`encore.taste.features`: what the model reads (descriptors, embeddings, history).
 - :mod:`encore.taste.model`: global + per-listener ridge model, its storage.
+- :mod:`encore.taste.groups`: listeners clustered into taste groups.
 - :mod:`encore.taste.evaluate`: time-ordered held-out evaluation against baselines.
 - :mod:`encore.taste.selection`: best-of-n with ε-exploration and propensities.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from encore.taste.evaluate import Evaluation, Scores, evaluate, pairwise_accuracy, time_split
 from encore.taste.features import ClipFeatures, ListenerProfile
+from encore.taste.groups import TasteGroups, fit_taste_groups
 from encore.taste.model import TasteConfig, TasteModel, TasteRatings
 from encore.taste.selection import Selection, select
 
@@ -23,9 +25,11 @@ __all__ = [
     "Scores",
     "Selection",
     "TasteConfig",
+    "TasteGroups",
     "TasteModel",
     "TasteRatings",
     "evaluate",
+    "fit_taste_groups",
     "pairwise_accuracy",
     "select",
     "time_split",
