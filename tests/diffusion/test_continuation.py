@@ -259,3 +259,57 @@ def test_fine_tuning_crops_a_long_piece_at_the_models_width() -> None:
                      if w == 1.0})
     # crops start all over the piece, not only in its first canvas
     assert firsts[0] < -0.5 and firsts[-1] > 0.5
+
+
+def _song_b(seconds: float = 12.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    rng = np.random.default_rng(7)
+    y = 0.2 * np.sign(np.sin(2 * np.pi * 330 * t)) + 0.05 * rng.standard_normal(t.shape[0])
+    return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["mix-inverted", "mix"])
+def test_a_long_blend_is_made_window_by_window(tiny_model_dir: Path, method: str) -> None:
+    engine = _engine(tiny_model_dir)
+    songs = [_song(), _song_b()]
+    seconds = 3.0
+    lay = engine.piece_layout(seconds)
+    assert lay is not None and lay.windows >= 3
+    clip = engine.merge(songs, [0.6, 0.4], seed=4, steps=6, seconds=seconds, strength=0.6,
+                        method=method, offsets=[1.0, 2.0])
+    assert clip.audio.shape == (round(seconds * SR),) and np.isfinite(clip.audio).all()
+    assert clip.image.shape == (16, lay.frames)
+    assert clip.params["kind"] == "merge" and clip.params["method"] == method
+    assert clip.params["windows"] == list(lay.starts)
+    assert clip.params["offsets"] == [pytest.approx(1.0), pytest.approx(2.0)]
+    assert len(clip.params["seams"]) == lay.windows - 1
+    assert clip.params["weights"] == [pytest.approx(0.6), pytest.approx(0.4)]
+    # window 0 is the blend of the songs' windows at the canvas length, and it stays the
+    # piece until window 1's ramp: window 1 continued it (inpainting), it did not replace it
+    short = engine.merge(songs, [0.6, 0.4], seed=4, steps=6, seconds=engine.window_seconds,
+                         strength=0.6, method=method, offsets=[1.0, 2.0])
+    upto = min(short.image.shape[1],
+               lay.starts[1] + lay.known_frames(1)[0] - continuation.ramp_frames(lay))
+    assert np.array_equal(clip.image[:, :upto], short.image[:, :upto])
+    # and later windows are not copies of the first: the blend goes on with the songs
+    s2 = lay.starts[2]
+    assert not np.array_equal(clip.image[:, s2 : s2 + 8], clip.image[:, :8])
+    # another weight makes another piece
+    other = engine.merge(songs, [0.1, 0.9], seed=4, steps=6, seconds=seconds, strength=0.6,
+                         method=method, offsets=[1.0, 2.0])
+    assert not np.array_equal(other.image, clip.image)
+
+
+def test_a_blend_can_loop_and_slerp_cannot(tiny_model_dir: Path) -> None:
+    engine = _engine(tiny_model_dir)
+    songs = [_song(), _song_b()]
+    lay = engine.piece_layout(3.0, loop=True)
+    clip = engine.merge(songs, seed=1, steps=6, seconds=3.0, strength=0.7, loop=True)
+    assert clip.params["loop"] is True and clip.params["method"] == "mix-inverted"
+    assert clip.audio.shape == (lay.frames * HOP,)
+    with pytest.raises(InvalidInput, match="cannot loop"):
+        engine.merge(songs, seed=1, steps=6, seconds=3.0, loop=True)
+    # a slerp merge is still one canvas of the length asked for
+    wide = engine.merge(songs, seed=1, steps=3, seconds=3.0)
+    assert wide.params["method"] is None or wide.params["method"] == "slerp"
+    assert "windows" not in wide.params and wide.audio.shape == (round(3.0 * SR),)

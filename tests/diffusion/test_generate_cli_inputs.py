@@ -103,9 +103,11 @@ def test_the_size_limit_of_uploads_applies(broken_model, tmp_path, capsys, env) 
 def test_long_pieces_and_loops_with_seconds(tiny_model_dir, tmp_path, capsys, env) -> None:
     env.setenv("ENCORE_CLIP_SECONDS", "1.0")  # 1-second windows: 2.5 s takes three
     env.setenv("ENCORE_PIECE_OVERLAP_SECONDS", "0.3")
-    song = _song(tmp_path / "s.wav")
+    song, other = _song(tmp_path / "s.wav"), _song(tmp_path / "o.wav", f0=550.0)
     for seconds, extra in ((2.5, []), (2.5, ["--from", str(song)]),
-                           (3.0, ["--from", str(song), "--loop"])):
+                           (3.0, ["--from", str(song), "--loop"]),
+                           (2.5, ["--from", str(song), str(other)]),  # a long blend
+                           (3.0, ["--from", str(song), "--from", str(other), "--loop"])):
         out_path = tmp_path / f"piece{len(extra)}.wav"
         code, out, err = _run(capsys, "--model", str(tiny_model_dir), "--seconds", str(seconds),
                               "--out", str(out_path), *extra)
@@ -118,6 +120,10 @@ def test_long_pieces_and_loops_with_seconds(tiny_model_dir, tmp_path, capsys, en
     code, _, err = _run(capsys, "--model", str(tiny_model_dir), "--seconds", "49",
                         "--out", str(tmp_path / "x.wav"))
     assert code == 2 and "--seconds 49.0 must be in (0, 48]" in err
+    code, _, err = _run(capsys, "--model", str(tiny_model_dir), "--seconds", "3", "--loop",
+                        "--method", "slerp", "--from", str(song), str(other),
+                        "--out", str(tmp_path / "x.wav"))
+    assert code == 2 and "cannot loop" in err and not (tmp_path / "x.wav").exists()
 
 
 def test_written_clips_start_and_end_quietly(tiny_model_dir, tmp_path, capsys, env) -> None:

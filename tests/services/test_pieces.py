@@ -123,14 +123,42 @@ def test_bad_lengths_and_starts_are_refused_with_the_reason(
         assert session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 0
 
 
-def test_blends_refuse_a_length_or_start(piece_ctx, listener_song, song_bytes) -> None:
+def test_a_blend_is_a_piece_of_the_length_asked_for(piece_ctx, listener_song, song_bytes) -> None:
     ctx = piece_ctx
     listener, song = listener_song
-    other = songs.upload_song(ctx, owner=listener, filename="b.wav", data=song_bytes(4))
+    other = songs.upload_song(ctx, owner=listener, filename="b.wav",
+                              data=song_bytes(4, seconds=5.0))
+    ids = [song.id, other.id]
+    # a start is a place in one song: refused for a blend, nothing stored
     with pytest.raises(InvalidInput, match="blend"):
-        music.request_music(ctx, listener=listener, song_ids=[song.id, other.id], start=1.0)
-    with pytest.raises(InvalidInput, match="blend"):
-        music.request_music(ctx, listener=listener, song_ids=[song.id, other.id], seconds=24)
+        music.request_music(ctx, listener=listener, song_ids=ids, start=1.0)
+    with pytest.raises(InvalidInput, match="6, 12"):
+        music.request_music(ctx, listener=listener, song_ids=ids, seconds=7)
+    with ctx.reading() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Delivery)) == 0
+    delivery = music.request_music(ctx, listener=listener, song_ids=ids, seconds=6,
+                                   weights=[0.7, 0.3])
+    view = music.delivery_status(ctx, listener=listener, delivery_id=delivery.id)
+    assert view.status == "ready"
+    assert view.clip_seconds == pytest.approx(6.0, abs=0.01)  # two 3 s windows would not do
+    with ctx.reading() as session:
+        d, cands = _candidates(session, delivery.id)
+        assert d.piece_seconds == 6.0 and not d.loop
+        (clip,) = cands
+        assert clip.seconds == pytest.approx(6.0, abs=0.01)
+        # each song's stretch is recorded where it really started
+        offsets = [i.offset_seconds for i in sorted(clip.inputs, key=lambda i: i.position)]
+        assert all(o is not None and o >= 0 for o in offsets)
+        assert [i.weight for i in sorted(clip.inputs, key=lambda i: i.position)] == \
+            [pytest.approx(0.7), pytest.approx(0.3)]
+        audio_key = clip.audio_key
+    y = load_audio(ctx.blobs.get(audio_key), sr=22050, max_seconds=None)
+    assert len(y) / 22050 == pytest.approx(6.0, abs=0.05)
+    # a blend can loop, as a piece from one song can
+    looped = music.request_music(ctx, listener=listener, song_ids=ids, seconds=12, loop=True)
+    view = music.delivery_status(ctx, listener=listener, delivery_id=looped.id)
+    assert view.status == "ready" and view.loop
+    assert view.clip_seconds == pytest.approx(12.0, abs=0.05)
 
 
 def test_the_song_spectrogram_is_made_once_and_deleted_with_the_song(

@@ -1,6 +1,6 @@
 """The blend form in Debian's Chromium (issue 19): choosing several songs shows how close to
-stay and each song's share; the request carries both, and a blend whose shares are all zero
-is refused with the reason, nothing made."""
+stay, each song's share and the length; the request carries them, a blend whose shares are
+all zero is refused with the reason, nothing made, and the blend is as long as asked."""
 
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ def test_the_blend_form_sends_each_song_s_share(browser: Any, server: LiveServer
     assert _share(page, a).locator("output").text_content() == "80 %"
     assert _share(page, b).locator("output").text_content() == "20 %"
     page.fill("#closeness", "0.6")
+    assert page.is_visible("#make-seconds") and page.is_visible("#make-loop")
+    page.select_option("#make-seconds", "6")  # three 2-s windows
     with page.expect_request(lambda r: r.url.endswith("/api/music") and r.method == "POST") as sent:
         page.click("button.make")
     body = sent.value.post_data_json
@@ -74,6 +76,7 @@ def test_the_blend_form_sends_each_song_s_share(browser: Any, server: LiveServer
     assert sorted(body["song_ids"]) == [a, b]
     assert dict(zip(body["song_ids"], body["weights"], strict=True)) == {a: 0.8, b: 0.2}
     assert body["closeness"] == pytest.approx(0.6)
+    assert body["seconds"] == 6 and body["loop"] is False
     page.wait_for_url(re.compile(r"/music/\d+$"))
     delivery_id = int(page.url.rsplit("/", 1)[1])
     wait_until(page, f"fetch('/api/deliveries/{delivery_id}').then((r) => r.json())"
@@ -81,4 +84,5 @@ def test_the_blend_form_sends_each_song_s_share(browser: Any, server: LiveServer
     view = page.evaluate(f"() => fetch('/api/deliveries/{delivery_id}').then((r) => r.json())")
     assert view["status"] == "ready", (view, server.log())
     assert view["input_song_ids"] == body["song_ids"]
+    assert view["clip_seconds"] == pytest.approx(6.0, abs=0.05)
     assert page.js_errors == []

@@ -65,10 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how several songs are blended (default mix-inverted; docs/engine.md, 'Blends')")
     p.add_argument("--seconds", type=float, default=None,
                    help="length in seconds (default: ENCORE_CLIP_SECONDS, one canvas); a "
-                        "longer piece from noise or one song is made window by window "
-                        "(continuation), up to ENCORE_MAX_PIECE_SECONDS")
+                        "longer piece (from noise, one song or a blend) is made window by "
+                        "window (continuation), up to ENCORE_MAX_PIECE_SECONDS")
     p.add_argument("--loop", action="store_true",
-                   help="a piece whose end continues into its beginning (noise or one song)")
+                   help="a piece whose end continues into its beginning (not --method slerp)")
     p.add_argument("--steps", type=int, default=None,
                    help="solver steps (default: ENCORE_INFERENCE_STEPS; merges: ENCORE_MERGE_STEPS)")
     p.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default=None,
@@ -108,8 +108,9 @@ def _check_args(args: argparse.Namespace, settings: Settings) -> None:
     if args.seconds is not None and not (math.isfinite(args.seconds) and 0 < args.seconds <= most):
         raise InvalidInput(f"--seconds {args.seconds} must be in (0, {most:g}] "
                            "(ENCORE_MAX_PIECE_SECONDS)")
-    if args.loop and len(args.songs) > 1:
-        raise InvalidInput("--loop makes a piece from noise or one song, not a blend")
+    if args.loop and len(args.songs) > 1 and args.method == "slerp":
+        raise InvalidInput("--loop: a slerp merge is one canvas and cannot loop; use another "
+                           "--method (default mix-inverted)")
     if args.steps is not None and not 1 <= args.steps <= 1000:
         raise InvalidInput(f"--steps {args.steps} must be in [1, 1000]")
     if args.seed < 0:
@@ -202,9 +203,8 @@ def run(args: argparse.Namespace) -> int:
         kind, total = "blend", 2 * (steps - start_step_for(strength, steps))
     else:
         kind, total = "merge", 2 * steps
-    # a long piece (or a loop) from noise or one song: window by window (continuation)
-    layout = (engine.piece_layout(seconds, loop=args.loop) if kind in ("generate", "vary")
-              else None)
+    # a long piece (or a loop): window by window (continuation); a slerp merge is one canvas
+    layout = engine.piece_layout(seconds, loop=args.loop) if kind != "merge" else None
     if layout is not None:
         kind, total = f"{kind} piece", total * layout.windows
     bar = tqdm(total=total, desc=kind, unit="step", disable=args.no_progress, leave=False)
@@ -215,16 +215,16 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        if layout is not None:
+        if layout is not None and len(songs) < 2:
             clip = engine.piece_batch(
                 songs[0] if songs else None, seconds, [args.seed], steps, strength=strength,
                 offset=args.offset, loop=args.loop, eta=args.eta, progress=progress,
                 sampler=sampler, input_id=str(args.songs[0]) if songs else "",
             )[0]
-        elif kind == "generate":
+        elif not songs:
             clip = engine.generate(seconds, args.seed, steps, eta=args.eta, progress=progress,
                                    sampler=sampler)
-        elif kind == "vary":
+        elif len(songs) == 1:
             clip = engine.vary(
                 songs[0],
                 strength,
@@ -251,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
                 strength=None if method == "slerp" else strength,
                 method=method,
                 sampler=sampler,
+                loop=args.loop,
             )
     finally:
         bar.close()

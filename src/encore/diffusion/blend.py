@@ -52,10 +52,12 @@ from encore.diffusion.sampling import (
     _denoise,
     _generators,
     _inverse_scheduler,
+    _Known,
     _precision,
     _scheduler,
     _seeds,
     as_model_images,
+    inpaint,
     predict_noise,
     start_step_for,
     vary,
@@ -170,6 +172,27 @@ def _inputs(model: LoadedModel, images_list: Sequence[torch.Tensor]) -> list[tor
     return xs
 
 
+def _fixed(
+    model: LoadedModel, known: torch.Tensor | None, mask: torch.Tensor | None, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The known frames of a blend window of a longer piece (continuation): ``known`` as model
+    images of ``like``'s shape and ``mask`` ``(1 or B, 1, 1, W)`` in [0, 1] broadcast to it."""
+    if known is None and mask is None:
+        return None
+    if known is None or mask is None:
+        raise InvalidInput("a blend continues known frames only with both known and mask")
+    x = as_model_images(model, known)
+    if x.shape != like.shape:
+        raise InvalidInput(f"known images {tuple(x.shape)} and blend inputs {tuple(like.shape)} differ")
+    m = mask.float().to(x.device)
+    if m.ndim != 4 or m.shape[1:3] != (1, 1) or m.shape[0] not in (1, x.shape[0]) \
+            or m.shape[-1] != x.shape[-1]:
+        raise InvalidInput(f"mask must be (B, 1, 1, {x.shape[-1]}), got {tuple(m.shape)}")
+    if float(m.min()) < 0.0 or float(m.max()) > 1.0:
+        raise InvalidInput("mask values must lie in [0, 1]")
+    return x, m.expand_as(x)
+
+
 def merge_mix(
     model: LoadedModel,
     images_list: Sequence[torch.Tensor],
@@ -184,6 +207,8 @@ def merge_mix(
     input_ids: Sequence[str] = (),
     sampler: str = "ddim",
     method: str = "mix",
+    known: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> SampleResult:
     """``"mix"``: a variation, at ``strength``, of the inputs' power-domain mix (``"splice"``:
     of the inputs one after the other, :func:`splice_images`).
@@ -191,13 +216,23 @@ def merge_mix(
     Parameters as :func:`encore.diffusion.sampling.vary` (one image batch per input, item
     ``b`` of the result blends item ``b`` of every input). The result's params have
     ``kind="merge"``, ``method="mix"``, the normalised weights and the strength.
+
+    ``known`` and ``mask`` (a window of a longer piece): the frames where ``mask`` is 1 are
+    fixed to ``known`` while the rest is made (:func:`~encore.diffusion.sampling.inpaint`).
     """
     w = validate_weights(weights, len(images_list))
     xs = _inputs(model, images_list)
     combine = splice_images if method == "splice" else mix_images
     start = combine(xs, w, model.mel_config.top_db)
-    result = vary(model, start, strength=strength, seed=seed, steps=steps, eta=eta,
-                  precision=precision, callback=callback, input_ids=input_ids, sampler=sampler)
+    fixed = _fixed(model, known, mask, xs[0])
+    if fixed is None:
+        result = vary(model, start, strength=strength, seed=seed, steps=steps, eta=eta,
+                      precision=precision, callback=callback, input_ids=input_ids,
+                      sampler=sampler)
+    else:
+        result = inpaint(model, fixed[0], fixed[1], images=start, strength=strength, seed=seed,
+                         steps=steps, eta=eta, precision=precision, callback=callback,
+                         input_ids=input_ids, sampler=sampler)
     return SampleResult(
         result.images, replace(result.params, kind="merge", weights=tuple(w), method=method)
     )
@@ -215,14 +250,21 @@ def merge_mix_inverted(
     precision: str = "fp32",
     callback: ProgressCallback | None = None,
     input_ids: Sequence[str] = (),
+    known: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> SampleResult:
     """``"mix-inverted"``: the mix noised with the SLERP of the inputs' partial inversions.
 
     DDIM both ways at ``steps`` (``k = round(strength · steps)`` inversion steps of every
     input in one batch, then ``k`` decoding steps). ``seed`` only matters for η > 0.
+
+    ``known`` and ``mask`` (a window of a longer piece): before every decoding step the
+    frames where ``mask`` is 1 are set to ``known`` noised with the same merged noise as the
+    rest (inpainting); after the last they are ``known`` exactly.
     """
     w = validate_weights(weights, len(images_list))
     xs = _inputs(model, images_list)
+    fixed = _fixed(model, known, mask, xs[0])
     _check_steps(steps, eta, model.scheduler)
     batch, _, height, width = xs[0].shape
     seeds = _seeds(seed, batch)
@@ -233,7 +275,7 @@ def merge_mix_inverted(
     mix = mix_images(xs, w, model.mel_config.top_db).to(model.device)
     n = len(xs)
     if k == 0:
-        out = mix
+        out = mix if fixed is None else torch.lerp(mix, fixed[0], fixed[1])
     else:
         total = 2 * k
         inv = _inverse_scheduler(model, steps)
@@ -256,8 +298,12 @@ def merge_mix_inverted(
             for b in range(batch)
         ]).to(model.device)
         x_t = a * mix + s * noise
+        region = None if fixed is None else _Known(fixed[0], fixed[1], noise)
         out = _denoise(model, x_t, sched, sched.timesteps[start:], eta=eta,
-                       gens=_generators(seeds), amp=amp, callback=callback, done=k, total=total)
+                       gens=_generators(seeds), amp=amp, callback=callback, done=k, total=total,
+                       known=region)
+        if region is not None:
+            out = region.final(out.clamp(-1, 1))
     params = SampleParams(
         kind="merge",
         seeds=seeds,
@@ -289,11 +335,15 @@ def blend(
     callback: ProgressCallback | None = None,
     input_ids: Sequence[str] = (),
     sampler: str = "ddim",
+    known: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> SampleResult:
     """Blend N ≥ 2 spectrograms by ``method`` (:data:`MERGE_METHODS`).
 
     ``strength`` is required by the ``"mix"`` methods and must be None for ``"slerp"`` (which
     always inverts all the way); ``sampler`` is only used by ``"mix"`` (the others are DDIM).
+    ``known`` and ``mask``: fixed frames (a later window of a longer piece, continuation);
+    not for ``"slerp"``.
     """
     from encore.diffusion.sampling import merge
 
@@ -301,6 +351,8 @@ def blend(
     if method == "slerp":
         if strength is not None:
             raise InvalidInput(f"the slerp merge has no strength (got {strength!r})")
+        if known is not None or mask is not None:
+            raise InvalidInput("the slerp merge cannot continue known frames; use mix-inverted")
         return merge(model, images_list, weights=weights, steps=steps, seed=seed, eta=eta,
                      precision=precision, callback=callback, input_ids=input_ids)
     if strength is None:
@@ -308,7 +360,8 @@ def blend(
     if method in ("mix", "splice"):
         return merge_mix(model, images_list, weights=weights, strength=strength, steps=steps,
                          seed=seed, eta=eta, precision=precision, callback=callback,
-                         input_ids=input_ids, sampler=sampler, method=method)
+                         input_ids=input_ids, sampler=sampler, method=method,
+                         known=known, mask=mask)
     return merge_mix_inverted(model, images_list, weights=weights, strength=strength,
                               steps=steps, seed=seed, eta=eta, precision=precision,
-                              callback=callback, input_ids=input_ids)
+                              callback=callback, input_ids=input_ids, known=known, mask=mask)

@@ -531,6 +531,7 @@ class Engine:
         strength: float | None = None,
         method: str | None = None,
         sampler: str | None = None,
+        loop: bool = False,
     ) -> Clip:
         """One clip from N ≥ 2 songs.
 
@@ -560,6 +561,14 @@ class Engine:
             ``"mix"`` only (default ``Settings.sampler``); the others are DDIM.
         seed, seconds, eta, progress
             As :meth:`generate` (``"slerp"`` and ``"mix-inverted"`` with η = 0 ignore the seed).
+        loop : bool
+            A piece whose end continues into its beginning (not ``"slerp"``).
+
+        A blend longer than the canvas (:meth:`piece_layout`; not ``"slerp"``, which is one
+        canvas of any width) is made window by window as :meth:`piece_batch` makes a
+        variation: window ``k`` blends each song's ``k``-th window of its stretch from its
+        offset (default: the loudest stretch of the piece's length) with the frames it shares
+        with the windows before it fixed (inpainting), seed ``window_seed(seed, k)``.
         """
         from encore.diffusion.blend import DEFAULT_METHOD, blend, check_method
         from encore.diffusion.slerp import validate_weights
@@ -582,6 +591,17 @@ class Engine:
         offs = list(offsets) if offsets is not None else [None] * len(audios)
         if len(offs) != len(audios):
             raise InvalidInput(f"got {len(offs)} offsets for {len(audios)} songs")
+        if method == "slerp":
+            if loop:
+                raise InvalidInput("a slerp merge cannot loop; give a strength (mix-inverted)")
+            lay = None
+        else:
+            lay = self.piece_layout(seconds, loop=loop)
+        if lay is not None:
+            return self._merge_piece(
+                audios, lay, seconds, seed, weights=weights, steps=steps, strength=strength,
+                method=method, sampler=solver, eta=eta, offsets=offs, input_ids=input_ids,
+                progress=progress, loop=loop)
         frames, _ = self.canvas(seconds)
         pairs = [self.song_image(a, seconds, offset=o) for a, o in zip(audios, offs, strict=True)]
         result = blend(
@@ -599,6 +619,48 @@ class Engine:
             sampler=solver,
         )
         return self._clips(result, seconds, frames, offsets=[o for _, o in pairs])[0]
+
+    def _merge_piece(
+        self,
+        audios: Sequence[AudioInput],
+        lay: Any,
+        seconds: float,
+        seed: int,
+        *,
+        weights: Sequence[float] | None,
+        steps: int,
+        strength: float | None,
+        method: str,
+        sampler: str,
+        eta: float,
+        offsets: list[float | None],
+        input_ids: Sequence[str],
+        progress: Progress | None,
+        loop: bool,
+    ) -> Clip:
+        """A blend longer than the canvas, window by window (see :meth:`merge`)."""
+        from encore.diffusion import continuation
+        from encore.diffusion.blend import blend
+
+        if strength is None:
+            raise InvalidInput(f"the {method} blend needs a strength in [0, 1]")
+        stretches = [self._song_windows(a, lay, lay.windows, 1, o)
+                     for a, o in zip(audios, offsets, strict=True)]
+        k_steps = steps - sampling.start_step_for(float(strength), steps)
+        calls_per_window = 2 * k_steps if method == "mix-inverted" else k_steps
+
+        def make(k: int, known: torch.Tensor | None, mask: torch.Tensor | None,
+                 callback: ProgressCallback | None) -> SampleResult:
+            return blend(self.model, [windows[k] for windows, _ in stretches], method=method,
+                         weights=weights, strength=float(strength), steps=steps,
+                         seed=continuation.window_seed(seed, k), eta=eta,
+                         precision=self.precision, callback=callback,
+                         input_ids=tuple(input_ids), sampler=sampler, known=known, mask=mask)
+
+        timeline, results = self._continue(lay, lay.windows, 1, make, calls_per_window, progress)
+        return self._piece_clips(lay, lay.windows, timeline, [int(seed)],
+                                 results[0].params.to_dict(), seconds=seconds, loop=loop,
+                                 max_windows=None, offsets=[used for _, used in stretches])[0]
 
     # -- pieces longer than the canvas (encore.diffusion.continuation) ---------------------
 
@@ -689,7 +751,6 @@ class Engine:
             ``overlap_frames``, ``crossfade_seconds``, ``loop``, ``seams`` (samples) and
             ``window_seeds`` (of the first piece); ``seconds`` is the audio's length.
         """
-        from encore.audio.mel import audio_slice_to_image, images_to_unit, unit_to_images
         from encore.diffusion import continuation
 
         if audio is not None and not (
@@ -709,18 +770,77 @@ class Engine:
                                                            "windows": [0]}) for c in clips]
         steps, sampler = self._solver(steps, sampler)
         seeds = [int(s) for s in seeds]
-        batch, hop, window = len(seeds), self.mel.hop_length, lay.window
+        batch = len(seeds)
         count = lay.windows if max_windows is None else max(1, min(int(max_windows), lay.windows))
-        cfg = self.mel.replace(x_res=window)
         song_windows: list[torch.Tensor] = []
         used: float | None = None
         if audio is not None:
-            y, used = self._stretch(audio, (lay.timeline - 1) * hop + cfg.slice_samples, offset)
-            for k in range(count):
-                s = lay.starts[k] * hop
-                img = audio_slice_to_image(y[s : s + cfg.slice_samples], cfg)
-                song_windows.append(torch.from_numpy(np.repeat(img[None, None], batch, axis=0)))
+            song_windows, used = self._song_windows(audio, lay, count, batch, offset)
         calls_per_window = steps if audio is None else steps - sampling.start_step_for(strength, steps)
+        ids = (input_id,) if input_id else ()
+
+        def make(k: int, known: torch.Tensor | None, mask: torch.Tensor | None,
+                 callback: ProgressCallback | None) -> SampleResult:
+            common = dict(seed=[continuation.window_seed(s, k) for s in seeds], steps=steps,
+                          eta=eta, precision=self.precision, callback=callback, sampler=sampler)
+            if known is not None and mask is not None:
+                return sampling.inpaint(
+                    self.model, known, mask, images=song_windows[k] if audio is not None else None,
+                    strength=float(strength) if audio is not None else 1.0, **common)  # type: ignore[arg-type]
+            if audio is None:
+                return sampling.generate(self.model, batch=batch, width=lay.window, **common)  # type: ignore[arg-type]
+            return sampling.vary(self.model, song_windows[0], strength=float(strength),
+                                 input_ids=ids, **common)  # type: ignore[arg-type]
+
+        timeline, results = self._continue(lay, count, batch, make, calls_per_window, progress,
+                                           first_windows)
+        first_params = results[0].params.to_dict() if results else {
+            "kind": "vary" if audio is not None else "generate", "steps": steps, "eta": float(eta),
+            "height": self.mel.y_res, "width": lay.window, "sampler": sampler,
+            "strength": float(strength) if audio is not None else None,
+            "start_step": sampling.start_step_for(strength, steps) if audio is not None else 0,
+            "precision": "fp32", "weights": None,
+            "input_ids": list(ids), "seeds": seeds,
+        }
+        return self._piece_clips(lay, count, timeline, seeds, first_params, seconds=seconds,
+                                 loop=loop, max_windows=max_windows,
+                                 offsets=None if used is None else [used])
+
+    def _song_windows(
+        self, audio: AudioInput, lay: Any, count: int, batch: int, offset: float | None
+    ) -> tuple[list[torch.Tensor], float]:
+        """The first ``count`` windows of a song's stretch from ``offset`` (the loudest
+        stretch of the piece's length by default), each ``(batch, 1, H, window)`` uint8, and
+        the offset used."""
+        from encore.audio.mel import audio_slice_to_image
+
+        hop = self.mel.hop_length
+        cfg = self.mel.replace(x_res=lay.window)
+        y, used = self._stretch(audio, (lay.timeline - 1) * hop + cfg.slice_samples, offset)
+        windows = []
+        for k in range(count):
+            s = lay.starts[k] * hop
+            img = audio_slice_to_image(y[s : s + cfg.slice_samples], cfg)
+            windows.append(torch.from_numpy(np.repeat(img[None, None], batch, axis=0)))
+        return windows, used
+
+    def _continue(
+        self,
+        lay: Any,
+        count: int,
+        batch: int,
+        make: Callable[[int, torch.Tensor | None, torch.Tensor | None, ProgressCallback | None],
+                       SampleResult],
+        calls_per_window: int,
+        progress: Progress | None,
+        first_windows: np.ndarray | None = None,
+    ) -> tuple[torch.Tensor, list[SampleResult]]:
+        """The first ``count`` windows of a piece on its timeline of frames: ``make(k, known,
+        mask, callback)`` samples window ``k`` (``known``/``mask`` None for window 0; else the
+        frames the earlier windows made, fixed where the mask is 1)."""
+        from encore.audio.mel import images_to_unit
+        from encore.diffusion import continuation
+
         total_calls = max(1, count * calls_per_window)
 
         def window_progress(k: int) -> ProgressCallback | None:
@@ -728,11 +848,10 @@ class Engine:
                 return None
             return lambda done, _t: progress(min(1.0, (k * calls_per_window + done) / total_calls))
 
-        height = self.mel.y_res
+        height, window = self.mel.y_res, lay.window
         timeline = torch.zeros(batch, 1, height, lay.timeline)
         results: list[SampleResult] = []
         for k in range(count):
-            wseeds = [continuation.window_seed(s, k) for s in seeds]
             if k == 0 and first_windows is not None:
                 first = np.asarray(first_windows, dtype=np.uint8)
                 if first.shape != (batch, height, window):
@@ -740,29 +859,36 @@ class Engine:
                         f"first_windows must be ({batch}, {height}, {window}), got {first.shape}"
                     )
                 out = images_to_unit(torch.from_numpy(first))[:, None]
-            elif k == 0:
-                common = dict(seed=wseeds, steps=steps, eta=eta, precision=self.precision,
-                              callback=window_progress(0), sampler=sampler)
-                if audio is None:
-                    res = sampling.generate(self.model, batch=batch, width=window, **common)  # type: ignore[arg-type]
-                else:
-                    res = sampling.vary(self.model, song_windows[0], strength=float(strength),
-                                        input_ids=(input_id,) if input_id else (), **common)  # type: ignore[arg-type]
-                results.append(res)
-                out = res.images
             else:
-                mask = torch.from_numpy(continuation.window_mask(lay, k))[None, None, None]
-                known = continuation.known_image(lay, k, timeline.numpy())
-                res = sampling.inpaint(
-                    self.model, torch.from_numpy(known), mask,
-                    images=song_windows[k] if audio is not None else None,
-                    strength=float(strength) if audio is not None else 1.0,
-                    seed=wseeds, steps=steps, eta=eta, precision=self.precision,
-                    callback=window_progress(k), sampler=sampler,
-                )
+                known = mask = None
+                if k > 0:
+                    mask = torch.from_numpy(continuation.window_mask(lay, k))[None, None, None]
+                    known = torch.from_numpy(continuation.known_image(lay, k, timeline.numpy()))
+                res = make(k, known, mask, window_progress(k))
                 results.append(res)
                 out = res.images
             continuation.place(lay, k, timeline, out)
+        return timeline, results
+
+    def _piece_clips(
+        self,
+        lay: Any,
+        count: int,
+        timeline: torch.Tensor,
+        seeds: Sequence[int],
+        first_params: dict[str, Any],
+        *,
+        seconds: float,
+        loop: bool,
+        max_windows: int | None,
+        offsets: list[float] | None,
+    ) -> list[Clip]:
+        """Vocode a piece's windows one by one, join them (crossfades) and describe it."""
+        from encore.audio.mel import unit_to_images
+        from encore.diffusion import continuation
+
+        window, height, hop = lay.window, self.mel.y_res, self.mel.hop_length
+        batch = len(seeds)
         if count < lay.windows:
             lay = continuation.PieceLayout(
                 frames=lay.starts[count - 1] + window, timeline=lay.starts[count - 1] + window,
@@ -778,19 +904,12 @@ class Engine:
             n = int(round(seconds * self.sample_rate))
             joined = joined[:, :n] if joined.shape[-1] >= n else np.pad(
                 joined, ((0, 0), (0, n - joined.shape[-1])))
-        first_params = results[0].params.to_dict() if results else {
-            "kind": "vary" if audio is not None else "generate", "steps": steps, "eta": float(eta),
-            "height": height, "width": window, "sampler": sampler,
-            "strength": float(strength) if audio is not None else None,
-            "start_step": sampling.start_step_for(strength, steps) if audio is not None else 0,
-            "precision": "fp32", "weights": None,
-            "input_ids": [input_id] if input_id else [], "seeds": seeds,
-        }
+        first_params = dict(first_params)
         first_params.pop("seeds", None)
         vocoder = self.vocoder()
         base = {
             **first_params,
-            "batch_seeds": seeds,
+            "batch_seeds": list(seeds),
             "seconds": float(joined.shape[-1] / self.sample_rate),
             "frames": lay.frames,
             "model": self.model.name,
@@ -803,8 +922,8 @@ class Engine:
             "loop": bool(loop),
             "seams": seams,
         }
-        if used is not None:
-            base["offsets"] = [used]
+        if offsets is not None:
+            base["offsets"] = list(offsets)
         # a piece's image is its frames; with max_windows, everything made (a loop's
         # timeline includes the tail that repeats its head)
         end = lay.frames if max_windows is None else lay.timeline

@@ -163,8 +163,10 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
                                     sampler=solver, offset=offsets[0], **kwargs)
     else:  # a blend: one candidate
         # strength None: a blend made before blends had one, replayed as it was (SLERP)
-        results = [engine.merge(inputs, weights=weights, seed=seeds[0],
-                                strength=params["strength"], sampler=solver, **kwargs)]
+        # a long blend (or a loop) is made window by window, as a long variation is
+        results = [engine.merge(inputs, weights=weights, seed=seeds[0], offsets=offsets,
+                                strength=params["strength"], sampler=solver, loop=loop,
+                                **kwargs)]
     progress(0.85, "saving")
     rendered = [_store_rendering(ctx, r, sr, songs) for r in results]
     result_offsets = {cid: (r.params or {}).get("offsets") for cid, r in zip(ids, results, strict=False)}

@@ -304,8 +304,8 @@ def piece_request(
     """Check a request's length, start and loop (the start against the song is checked
     where the song is read).
 
-    Blends are made at the canvas length (``ENCORE_CLIP_SECONDS``) from each song's loudest
-    part: a length, start or loop is refused for them.
+    Blends take a length and a loop as variations do; each song's stretch is its loudest
+    part of that length, so a start is refused for them.
 
     Raises
     ------
@@ -316,13 +316,11 @@ def piece_request(
 
     allowed = piece_lengths(ctx)
     words = ", ".join(f"{s:g}" for s in allowed)
-    if n_songs > 1:
-        if seconds is not None or start is not None or loop:
-            raise InvalidInput(
-                f"a blend of several songs is made at {ctx.settings.clip_seconds:g} s from each "
-                "song's loudest part; length, start and loop apply to music from one song"
-            )
-        return Piece(float(ctx.settings.clip_seconds), None, False)
+    if n_songs > 1 and start is not None:
+        raise InvalidInput(
+            "a blend of several songs starts from each song's loudest part; a start applies "
+            "to music from one song"
+        )
     if seconds is None:
         length = min(float(ctx.settings.default_piece_seconds), max(allowed))
     else:

@@ -33,13 +33,15 @@ def upload_page(request: Request, user: CurrentUser, settings: SettingsDep) -> R
 
 @router.get("/songs", include_in_schema=False)
 def songs_page(request: Request, user: CurrentUser, ctx: CtxDep, settings: SettingsDep) -> Response:
-    """The library, where music is made from one song or a blend of several."""
+    """The library, where music is made from one song or a blend of several (of a length
+    the listener chooses, as on a song's page)."""
     return render(
         request,
         "songs.html",
         user=user,
         songs=songs.list_songs(ctx, owner=user),
         default_closeness=round(1.0 - settings.default_strength, 2),
+        **_lengths(ctx, settings),
     )
 
 
@@ -49,17 +51,21 @@ def song_page(
 ) -> Response:
     """One of the user's songs (others' songs are refused by the service): its spectrogram,
     where the listener marks the start, and the request for a piece of music from there."""
-    lengths = music.piece_lengths(ctx)
-    default = min(lengths, key=lambda s: abs(s - settings.default_piece_seconds))
     return render(
         request,
         "song.html",
         user=user,
         song=songs.get_song(ctx, user=user, song_id=song_id),
-        piece_lengths=lengths,
-        default_seconds=default,
         default_closeness=round(1.0 - settings.default_strength, 2),
+        **_lengths(ctx, settings),
     )
+
+
+def _lengths(ctx: Any, settings: Any) -> dict[str, Any]:
+    """The piece lengths offered and the one selected at first (the setting's nearest)."""
+    lengths = music.piece_lengths(ctx)
+    return {"piece_lengths": lengths,
+            "default_seconds": min(lengths, key=lambda s: abs(s - settings.default_piece_seconds))}
 
 
 @router.get("/api/songs")

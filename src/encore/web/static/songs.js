@@ -1,5 +1,6 @@
 // Song library: pick one song (a variation, with "how close to my song") or several
-// (a blend: how close, and each song's share), then ask for music and go to its page.
+// (a blend: how close, and each song's share), the length and a loop, then ask for music
+// and go to its page.
 
 import { api, requestMusic } from './api.js';
 
@@ -9,6 +10,9 @@ const closeness = root.querySelector('.closeness');
 const slider = closeness.querySelector('input[type="range"]');
 const sliderValue = closeness.querySelector('output');
 const button = root.querySelector('button.make');
+const lengthBox = root.querySelector('.piece-length');
+const lengthSelect = document.getElementById('make-seconds');
+const loopBox = document.getElementById('make-loop');
 const errorEl = root.querySelector('.form-error');
 
 function selected() {
@@ -33,6 +37,7 @@ function update() {
   const n = selected().length;
   button.disabled = n === 0;
   closeness.hidden = n === 0;
+  lengthBox.hidden = n === 0;
   closeness.querySelector('.songs-word').textContent = n > 1 ? 'songs' : 'song';
   for (const b of boxes) b.closest('li').querySelector('.blend-weight').hidden = !(n > 1 && b.checked);
   showShares();
@@ -53,7 +58,10 @@ button.addEventListener('click', async () => {
   if (!ids.length) return;
   button.disabled = true;
   errorEl.hidden = true;
-  const body = { song_ids: ids, closeness: Number(slider.value) };
+  const body = {
+    song_ids: ids, closeness: Number(slider.value),
+    seconds: Number(lengthSelect.value), loop: loopBox.checked,
+  };
   if (ids.length > 1) {
     body.weights = boxes.filter((b) => b.checked).map((b) => Number(weightOf(b).value));
   }
