@@ -229,9 +229,10 @@ def test_a_conditioned_dpo_fine_tune_learns_opposite_tastes_per_group(tiny_model
     child = load_model_folder(result.model_dir, device="cpu")
     assert child.denoiser.num_groups == 2
     assert child.meta["taste_groups"] == {"num_groups": 2, "null_label": 2, "dropout": 0.2,
-                                          "embedding_lr_scale": 30.0, "examples_per_group": [4, 4],
+                                          "embedding_lr_scale": 30.0, "examples_per_group": [4, 4, 0],
                                           "groups_id": 7}
     assert child.meta["training"]["conditioning"]["groups_id"] == 7
+    assert result.summary()["conditioning"] == child.meta["taste_groups"]
     assert [e["group"] for e in child.meta["training"]["training_set"]] == groups
     emb = child.denoiser.unet.class_embedding.weight.detach()
     assert all(float(emb[g].abs().max()) > 0 for g in range(3))  # groups and (by dropout) null trained
@@ -281,6 +282,6 @@ def test_a_conditioned_kto_fine_tune_and_bad_conditioning(tiny_model, tmp_path) 
         preference_finetune(tiny_model, images, labels=labels, cfg=small_cfg(1), out_dir=tmp_path / "x",
                             pref=PreferenceConfig("kto"), conditioning=Conditioning(2, [0, 1]))
     with pytest.raises(InvalidInput, match="outside"):
-        Conditioning(2, [0, 2])
+        Conditioning(2, [0, 3])
     with pytest.raises(InvalidInput, match="dropout"):
         Conditioning(2, [0, 1], dropout=1.5)

@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also our DDIM loop against diffusers' and by precision (generate)")
     parser.add_argument("--method", choices=("paper", "dpo", "kto", "all"), default=None,
                         help="fine-tuning method(s) to time (finetune; default paper)")
+    parser.add_argument("--conditioned", action="store_true",
+                        help="finetune --method dpo: a taste-conditioned run on two hidden listeners with "
+                             "opposite tastes, each a taste group; prints what each group's label does")
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (web)")
     parser.add_argument("--heartbeats", type=int, default=None, metavar="N",
                         help="listening heartbeats per client and phase (web; default 60, 20 with --quick)")

@@ -151,7 +151,8 @@ class Conditioning:
     num_groups : int
         ``k``: the UNet gets ``k + 1`` class embeddings (the last is the null label).
     groups : sequence of int
-        The taste group of every example (aligned with ``pairs`` / ``labels``), in ``[0, k)``.
+        The taste group of every example (aligned with ``pairs`` / ``labels``), in ``[0, k]``
+        (``k``, the null label: a listener without a group).
     dropout : float
         Probability that an example's label becomes the null label (label dropout).
     embedding_lr_scale : float
@@ -177,12 +178,13 @@ class Conditioning:
             raise InvalidInput(f"label dropout {self.dropout!r} must be in [0, 1]")
         if not 0.0 < float(self.embedding_lr_scale) < float("inf"):
             raise InvalidInput(f"embedding_lr_scale={self.embedding_lr_scale!r} must be a finite number > 0")
-        bad = [g for g in self.groups if not 0 <= int(g) < self.num_groups]
+        bad = [g for g in self.groups if not 0 <= int(g) <= self.num_groups]
         if bad:
-            raise InvalidInput(f"taste groups {sorted(set(bad))[:10]} outside 0..{self.num_groups - 1}")
+            raise InvalidInput(f"taste groups {sorted(set(bad))[:10]} outside 0..{self.num_groups} "
+                               f"({self.num_groups} = no group)")
 
     def to_dict(self) -> dict[str, Any]:
-        sizes = np.bincount(np.asarray(list(self.groups), dtype=int), minlength=self.num_groups)
+        sizes = np.bincount(np.asarray(list(self.groups), dtype=int), minlength=self.num_groups + 1)
         return {"num_groups": self.num_groups, "null_label": self.num_groups, "dropout": float(self.dropout),
                 "embedding_lr_scale": float(self.embedding_lr_scale),
                 "examples_per_group": [int(n) for n in sizes], **dict(self.record)}
@@ -222,6 +224,7 @@ class PreferenceResult:
     curve_path: Path | None
     config: FinetuneConfig
     preference: PreferenceConfig
+    conditioning: dict[str, Any] | None = None  # Conditioning.to_dict() of a conditioned child
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -230,6 +233,8 @@ class PreferenceResult:
             "wall_seconds": round(self.wall_seconds, 1), "samples_seen": self.samples_seen,
             "beta": self.preference.beta,
         }
+        if self.conditioning is not None:
+            out["conditioning"] = self.conditioning
         for key, (before, after) in self.figures.items():
             out[key] = {"parent": _round(before), "finetuned": _round(after)}
         return out
@@ -479,7 +484,7 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: 
         best_step=best_step, stop_reason=outcome.stop_reason, wall_seconds=outcome.wall_seconds,
         samples_seen=outcome.steps * cfg.batch_size, figures=figures, training_set=training_set,
         loss_curve=tuple(read_log(loop.log_path)), log_path=loop.log_path, curve_path=curve,
-        config=cfg, preference=pref,
+        config=cfg, preference=pref, conditioning=conditioning.to_dict() if conditioning is not None else None,
     )
     training = {"kind": f"finetune-{m}", "method": m, "config": cfg.to_dict(), "preference": pref.to_dict(),
                 "replay": {"crops_per_batch": n_replay, "weight": pref.replay_weight},

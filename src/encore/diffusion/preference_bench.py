@@ -14,6 +14,15 @@ iteration, seconds per step, and parent → fine-tuned figures: the preference l
 margin / accuracy or the KTO rewards on training and held-out examples, and the ε-loss on
 held-out corpus crops (forgetting). ``--method all`` runs paper, dpo and kto one after another
 and prints one line per method.
+
+``--conditioned`` (with ``--method dpo``): two hidden listeners with opposite tastes — one
+prefers a higher band level, the other a lower — each its own taste group; each rates its own
+pairs (seeded permutations of the clips). One taste-conditioned DPO run learns both
+(:class:`~encore.diffusion.preference.Conditioning`, the settings' label dropout and embedding
+learning-rate scale); the bench prints, for each group's label and the null label, the
+implicit-reward margin on "higher level wins" pairs (group 0 should be highest, group 1
+lowest) and the band level of variations of held-out clips sampled for that group, beside the
+parent's.
 """
 
 from __future__ import annotations
@@ -79,6 +88,8 @@ def run_preference_bench(args: argparse.Namespace) -> int:
     else:
         clips, _, what = _cached_clips(Path(settings.data_dir) / "bench-finetune", parent, model_dir, corpus)
     pairs, labels = synthetic_preferences(clips)
+    if getattr(args, "conditioned", False):
+        return _conditioned_bench(args, settings, parent, clips, threads)
     print(f"dataset: {len(clips)} clips — {what}; hidden listener prefers a higher band level: "
           f"{len(pairs)} pairs, {sum(lab[1] for lab in labels)} desirable / {sum(not lab[1] for lab in labels)} "
           "undesirable")
@@ -144,4 +155,89 @@ def run_preference_bench(args: argparse.Namespace) -> int:
                         "out": str(out)}
         (out / "bench.json").write_text(json.dumps(rows[method], indent=2) + "\n")
         print(f"  figures: {out / 'bench.json'}")
+    return 0
+
+
+def _replay_sets(settings: Any, parent: Any, seed: int) -> tuple[Any, Any]:
+    corpus = settings.corpus_dir
+    if not corpus or not (Path(corpus) / "manifest.jsonl").is_file():
+        return None, None
+    from encore.corpus.dataset import SpectrogramDataset
+
+    width = parent.mel_config.x_res
+    return (SpectrogramDataset(corpus, split="train", width=width, seed=seed),
+            SpectrogramDataset(corpus, split="heldout", width=width, seed=1))
+
+
+def _conditioned_bench(args: argparse.Namespace, settings: Any, parent: Any, clips: list[np.ndarray],
+                       threads: int) -> int:
+    """Two opposite hidden listeners, one conditioned DPO run (module docstring)."""
+    from encore.diffusion.finetune import FinetuneConfig, training_noise_scheduler
+    from encore.diffusion.folder import load_model_folder
+    from encore.diffusion.model import conditioned_denoiser
+    from encore.diffusion.preference import Conditioning, PreferenceConfig, preference_finetune
+    from encore.diffusion.sampling import guided, vary
+    from encore.diffusion.training.preference import fixed_pairs, pair_figures
+
+    n_eval = 16
+    train_clips, eval_clips = clips[:-n_eval], clips[-n_eval:]
+    up, _ = synthetic_preferences(train_clips, seed=0)
+    other, _ = synthetic_preferences(train_clips, seed=1)
+    down = [(lo, w, weight) for w, lo, weight in other]  # the second listener wants the opposite
+    pairs, groups = up + down, [0] * len(up) + [1] * len(down)
+    cond = Conditioning(2, groups, dropout=settings.finetune_group_dropout,
+                        embedding_lr_scale=settings.finetune_group_lr_scale, record={"bench": "opposite band levels"})
+    cfg = FinetuneConfig(steps=args.steps or settings.finetune_steps, max_minutes=settings.finetune_max_minutes,
+                         batch_size=settings.finetune_batch_size, lr=settings.finetune_preference_lr,
+                         replay_fraction=settings.finetune_replay_fraction, threads=threads)
+    replay, replay_heldout = _replay_sets(settings, parent, cfg.seed)
+    pref = PreferenceConfig("dpo", dpo_beta=settings.finetune_dpo_beta,
+                            replay_weight=settings.finetune_preference_replay_weight,
+                            timestep_strength=settings.default_strength,
+                            full_range_share=settings.finetune_full_range_share or 0.0)
+    print(f"conditioned dpo: {len(up)} pairs of a listener preferring a higher band level (group 0), {len(down)} of "
+          f"one preferring a lower (group 1); label dropout {cond.dropout}, embedding lr × {cond.embedding_lr_scale:g}, "
+          f"lr {cfg.lr:g}, {cfg.steps} steps; {n_eval} clips kept out for the variations")
+    out = Path(settings.data_dir) / "bench-finetune" / f"{time.strftime('%Y%m%d-%H%M%S')}-dpo-conditioned"
+    t0 = time.monotonic()
+    result = preference_finetune(parent, dict(enumerate(train_clips)), pairs=pairs, cfg=cfg, pref=pref, out_dir=out,
+                                 replay=replay, replay_heldout=replay_heldout, name="bench", conditioning=cond)
+    print(f"  {result.steps} steps ({result.stop_reason}, best step {result.best_step}) in "
+          f"{(time.monotonic() - t0) / 60:.1f} min; load average {os.getloadavg()[0]:.1f}")
+    child = load_model_folder(result.model_dir, device="cpu")
+    emb = child.denoiser.unet.class_embedding.weight.detach()
+    print("  group embedding RMS: " + ", ".join(f"{name} {float(emb[i].pow(2).mean().sqrt()):.4f}"
+                                                 for i, name in enumerate(("group 0", "group 1", "null"))))
+    from encore.audio.mel import unit_to_images
+    from encore.diffusion.finetune_data import clip_tensor
+
+    height = int(parent.mel_config.y_res)
+    tensors = [clip_tensor(c, height) for c in train_clips]
+    sched = training_noise_scheduler(parent)
+    start = conditioned_denoiser(parent.denoiser, 2).eval()
+    width = parent.mel_config.x_res
+    T = int(sched.config.num_train_timesteps)
+    rows: dict[str, Any] = {"summary": result.summary()}
+    for g, name in ((0, "group 0"), (1, "group 1"), (2, "null label")):
+        fixed = fixed_pairs(tensors, up, width=width, n=cfg.eval_crops, T=T, timesteps=pref.timesteps(),
+                            seed=cfg.seed + 21, groups=[g] * len(up))
+        assert fixed is not None
+        f = pair_figures(child.denoiser, start, fixed, sched, beta=pref.beta, use_bf16=False)
+        rows[f"margin_{g}"] = f["margin"]
+        print(f"  {name:<10} on higher-level-wins pairs: margin {f['margin']:+.6f}, accuracy {f['accuracy']:.0%}")
+    x = torch.stack([clip_tensor(c, height)[..., :width] for c in eval_clips])
+    levels = {}
+    for name, model in (("parent", parent), ("null label", child), ("group 0", guided(child, 0)),
+                        ("group 1", guided(child, 1))):
+        res = vary(model, x, strength=settings.default_strength, seed=0, steps=12, sampler="dpmpp")
+        images = unit_to_images(res.images[:, 0]).numpy()
+        levels[name] = [band_level(im) for im in images]
+    base = np.asarray(levels["parent"])
+    for name, vals in levels.items():
+        d = np.asarray(vals) - base
+        print(f"  variations, {name:<10}: band level {np.mean(vals):6.2f} (− parent {d.mean():+.3f} ± "
+              f"{d.std(ddof=1) / np.sqrt(len(d)):.3f} s.e., {n_eval} clips, strength {settings.default_strength})")
+        rows[f"band_level_{name}"] = float(np.mean(vals))
+    (out / "bench.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    print(f"  figures: {out / 'bench.json'}")
     return 0
