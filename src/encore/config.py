@@ -177,6 +177,22 @@ class Settings(BaseSettings):
     # Share of preference timesteps drawn over the whole range (the rest below the default
     # strength's start step); unset: the share of the run's clips made from noise or merged.
     finetune_full_range_share: float | None = Field(None, ge=0.0, le=1.0)
+    # Taste-conditioned fine-tunes (docs/finetune.md, "Taste-conditioned generation"; dpo / kto
+    # only): the child's UNet gets one embedding per taste group of the listeners, zero at the
+    # start. Per run: `encore finetune --conditioned`.
+    finetune_conditioned: bool = False
+    # Label dropout of a conditioned fine-tune: the share of examples trained with the null
+    # label, so that the child keeps an unconditioned prediction (0.1, as classifier-free
+    # guidance is usually trained).
+    finetune_group_dropout: float = Field(0.1, ge=0.0, le=1.0)
+    # The group embedding learns this many times faster than the other weights: Adam moves a
+    # weight by about the learning rate per step, so at 1e-5 a zero embedding would stay below
+    # 3e-3 in 300 steps against a timestep embedding of ~0.2-0.5 per coordinate.
+    finetune_group_lr_scale: float = Field(100.0, gt=0)
+    # Classifier-free guidance when a conditioned version serves a listener's group:
+    # ε = ε_null + s·(ε_group − ε_null). 1 = the group's prediction alone (one UNet call; any
+    # other value runs two, docs/engine.md, "Taste groups").
+    guidance_scale: float = Field(1.0, ge=0.0, le=20.0)
 
     # Sign-up without an invitation code (operators invite by default).
     open_signup: bool = False

@@ -30,6 +30,9 @@ def register(subparsers: Any) -> None:
                         "rated above/below the listener's mean (default: ENCORE_FINETUNE_METHOD)")
     p.add_argument("--beta", type=float, default=None,
                    help="β of the dpo / kto loss (default: ENCORE_FINETUNE_DPO_BETA / _KTO_BETA)")
+    p.add_argument("--conditioned", action="store_true", default=None,
+                   help="dpo / kto: a taste-conditioned child (one UNet embedding per taste group of the "
+                        "listeners, label dropout; default: ENCORE_FINETUNE_CONDITIONED)")
     p.add_argument("--parent", default=None,
                    help="version to start from (default: the newest active version)")
     p.add_argument("--top-n", type=int, default=None, help="dataset clips to train on (default 100)")
@@ -48,7 +51,7 @@ def register(subparsers: Any) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     names = {"steps": "steps", "replay": "replay_fraction", "lr": "lr", "minutes": "max_minutes",
-             "seed": "seed", "method": "method"}
+             "seed": "seed", "method": "method", "conditioned": "conditioned"}
     out = {key: getattr(args, arg) for arg, key in names.items() if getattr(args, arg) is not None}
     if args.beta is not None:  # whichever preference method runs
         out["dpo_beta"] = out["kto_beta"] = args.beta
@@ -132,6 +135,10 @@ def _print_view(view: Any) -> None:
         return
     metrics = versions.version_by_name(service_context(queues=False), view.version).metrics
     ft = metrics.get("finetune", {})
+    cond = ft.get("conditioning")
+    if cond:  # a taste-conditioned child
+        print(f"  conditioned on {cond['num_groups']} taste groups (label dropout {cond['dropout']}); "  # noqa: T201
+              f"examples per group {cond['examples_per_group'][:-1]}, without a group {cond['examples_per_group'][-1]}")
     for key, pair in ft.items():  # (parent, new) figures: losses; for dpo / kto the rewards too
         if isinstance(pair, dict) and pair.get("parent") is not None and pair.get("finetuned") is not None:
             print(f"  {key:<18} {pair['parent']:.4f} → {pair['finetuned']:.4f}")  # noqa: T201

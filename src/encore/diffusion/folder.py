@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 TASTE_GROUPS_KEY = "taste_groups"  # encore.json: what a conditioned model's group numbers mean
+TASTE_GROUPS_FILE = "taste_groups.json"  # the groups themselves (encore.services.conditioning)
 SCHEDULER_DIR = "scheduler"
 
 
@@ -327,3 +328,5 @@ def carry_taste_groups(model_dir: Path, model: torch.nn.Module, parent: LoadedMo
     groups = dict(record) if record is not None else parent.meta.get(TASTE_GROUPS_KEY)
     if groups:
         update_model_meta(model_dir, **{TASTE_GROUPS_KEY: groups})
+    if record is None and parent.path is not None and (parent.path / TASTE_GROUPS_FILE).is_file():
+        shutil.copyfile(parent.path / TASTE_GROUPS_FILE, Path(model_dir) / TASTE_GROUPS_FILE)

@@ -34,7 +34,7 @@ from encore.audio.mel import MelConfig
 from encore.corpus.dataset import SpectrogramDataset
 from encore.corpus.manifest import load_manifest
 from encore.errors import Conflict, InvalidInput, JobSuperseded, NotFound
-from encore.services import curation, preferences, versions
+from encore.services import conditioning, curation, preferences, versions
 from encore.services.context import ServiceContext
 from encore.store import (
     Clip,
@@ -80,7 +80,10 @@ def default_settings(ctx: ServiceContext) -> dict[str, Any]:
             # the method, and the preference methods' own settings (encore.diffusion.preference)
             "method": s.finetune_method, "dpo_beta": s.finetune_dpo_beta, "kto_beta": s.finetune_kto_beta,
             "replay_weight": s.finetune_preference_replay_weight, "timestep_strength": s.default_strength,
-            "full_range_share": s.finetune_full_range_share, "taste_pair_share": s.finetune_taste_pair_share}
+            "full_range_share": s.finetune_full_range_share, "taste_pair_share": s.finetune_taste_pair_share,
+            # a taste-conditioned child (encore.services.preferences.conditioning)
+            "conditioned": s.finetune_conditioned, "group_dropout": s.finetune_group_dropout,
+            "group_lr_scale": s.finetune_group_lr_scale}
 
 
 def resolve_settings(ctx: ServiceContext, overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -107,6 +110,15 @@ def resolve_settings(ctx: ServiceContext, overrides: dict[str, Any] | None) -> d
         from encore.diffusion.preference import PreferenceConfig  # deferred: torch (web start-up)
 
         PreferenceConfig.from_dict({**settings, "full_range_share": settings["full_range_share"] or 0.0})
+    if not isinstance(settings["conditioned"], bool):
+        raise InvalidInput(f"conditioned={settings['conditioned']!r} must be true or false")
+    if settings["conditioned"]:
+        if settings["method"] == "paper":
+            raise InvalidInput("a taste-conditioned fine-tune needs method dpo or kto (their examples "
+                               "come from one listener, whose taste group labels them)")
+        from encore.diffusion.preference import Conditioning  # deferred: torch (web start-up)
+
+        Conditioning(1, [], dropout=settings["group_dropout"], embedding_lr_scale=settings["group_lr_scale"])
     for key in ("parent_replay_clips", "eval_clips", "eval_steps"):
         if not isinstance(settings[key], int) or settings[key] < (1 if key == "eval_steps" else 0):
             raise InvalidInput(f"{key}={settings[key]!r} must be a whole number >= 0 (eval_steps >= 1)")
@@ -164,6 +176,9 @@ def start_finetune(
     else:  # pairs (dpo) or labels (kto) from every counted rating; top_n does not apply
         examples, counts = preferences.build_examples(ctx, method, taste_share=resolved["taste_pair_share"])
         resolved["preference_data"] = counts
+        if resolved["conditioned"]:  # the taste groups are fixed when the run starts
+            groups, resolved["taste_groups_record"] = conditioning.run_groups(ctx, examples)
+            resolved["taste_groups"] = groups.to_dict()
         if resolved["full_range_share"] is None:
             resolved["full_range_share"] = preferences.full_range_share(
                 ctx, preferences.example_clip_ids(method, examples))

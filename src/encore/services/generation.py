@@ -15,6 +15,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from encore.errors import NotFound
+from encore.services.conditioning import serving_group
 from encore.services.context import ServiceContext
 from encore.services.similarity import (
     representation_of,
@@ -137,7 +138,11 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
                       strength=clip.strength, sampler=clip.sampler)
         ids = [c.id for c in group]
         seeds = [int(c.seed or 0) for c in group]
+        listener_id = session.scalar(sa.select(Delivery.listener_id).where(
+            Delivery.request_id == clip.request_id)) if clip.request_id is not None else None
     engine = diffusion_engine(ctx, version)
+    # a version conditioned on taste groups samples for the requesting listener's group
+    engine = engine.for_group(serving_group(ctx, engine.model, listener_id), ctx.settings.guidance_scale)
     sr = engine.sample_rate
     progress(0.05, "reading your songs")
     inputs = [decode_song(ctx, s, sr) for s in songs]

@@ -22,8 +22,10 @@ from sqlalchemy.orm import Session
 
 from encore.errors import InvalidInput
 from encore.feedback import preferences as rules
+from encore.services import conditioning
 from encore.services.context import ServiceContext
 from encore.store import Clip, ClipInput, ClipKind, ClipStatus, Delivery, RaterReputation, Rating
+from encore.taste.groups import TasteGroups
 
 logger = logging.getLogger(__name__)
 
@@ -162,12 +164,17 @@ def train(ctx: ServiceContext, parent_model: Any, training_set: list[dict[str, A
     pref = PreferenceConfig.from_dict({**settings, "full_range_share": float(settings.get("full_range_share") or 0.0)})
     images = load_mel_images(ctx, example_clip_ids(method, training_set))
     if method == "dpo":
-        pairs = [(int(e["winner"]), int(e["loser"]), float(e["weight"])) for e in training_set
-                 if int(e["winner"]) in images and int(e["loser"]) in images]
-        kwargs: dict[str, Any] = {"pairs": pairs}
+        kept = [e for e in training_set if int(e["winner"]) in images and int(e["loser"]) in images]
+        kwargs: dict[str, Any] = {"pairs": [(int(e["winner"]), int(e["loser"]), float(e["weight"])) for e in kept]}
     else:
-        kwargs = {"labels": [(int(e["clip_id"]), bool(e["desirable"]), float(e["weight"])) for e in training_set
-                             if int(e["clip_id"]) in images]}
-    return preference_finetune(parent_model, images, cfg=cfg, pref=pref, out_dir=out_dir, replay=replay,
-                               replay_heldout=replay_heldout, model_dir=model_dir, name=name,
-                               parent_name=parent_name, record=record, resume=True, progress=progress, **kwargs)
+        kept = [e for e in training_set if int(e["clip_id"]) in images]
+        kwargs = {"labels": [(int(e["clip_id"]), bool(e["desirable"]), float(e["weight"])) for e in kept]}
+    cond = conditioning.training_conditioning(settings, kept)  # None unless --conditioned
+    result = preference_finetune(parent_model, images, cfg=cfg, pref=pref, out_dir=out_dir, replay=replay,
+                                 replay_heldout=replay_heldout, model_dir=model_dir, name=name,
+                                 parent_name=parent_name, record=record, resume=True, progress=progress,
+                                 conditioning=cond, **kwargs)
+    if cond is not None:  # the groups the version's numbers refer to, in its folder (serving reads them)
+        (Path(model_dir) / conditioning.GROUPS_FILE).write_text(
+            TasteGroups.from_dict(settings["taste_groups"]).to_json())
+    return result
