@@ -24,10 +24,10 @@ from tests.services.test_preferences import Platform
 def _groups(assignments: dict[int, int]) -> TasteGroups:
     """Two groups; listeners not assigned are put in group 0 by their songs."""
     return TasteGroups(k=2, structured=True, assignments=dict(assignments),
-                       sources={u: "ratings" for u in assignments}, bic={1: 0.0, 2: -1.0},
+                       sources={u: "ratings" for u in assignments}, bic={1: 0.0, 2: -1.0}, silhouette={2: 0.5},
                        song_mean=np.zeros(N_DESCRIPTORS), song_scale=np.ones(N_DESCRIPTORS),
                        song_coef=np.zeros((2, N_DESCRIPTORS)), song_intercept=np.array([1.0, 0.0]),
-                       min_ratings=8, seed=0, sizes=[0, len(assignments)])
+                       min_ratings=8, seed=0)
 
 
 def _conditioned_version(ctx, tmp_path: Path, groups: TasteGroups | None) -> Path:
@@ -99,8 +99,8 @@ def test_conditioned_settings_are_checked(ctx, platform_rows) -> None:
     with pytest.raises(InvalidInput, match="dropout"):
         finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False,
                                 settings={"method": "dpo", "conditioned": True, "group_dropout": 2.0})
-    # ratings of clips without analysed audio: no taste model to cluster listeners with
-    with pytest.raises(InvalidInput, match="taste"):
+    # no taste-model snapshot with groups yet
+    with pytest.raises(InvalidInput, match="no taste-model snapshot"):
         finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False,
                                 settings={"method": "dpo", "conditioned": True})
 

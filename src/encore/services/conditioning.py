@@ -1,8 +1,9 @@
 """Taste-conditioned versions in the services (docs/finetune.md, "Taste-conditioned generation").
 
 A conditioned fine-tune (``encore finetune --conditioned``, ``dpo`` / ``kto``) fixes its taste
-groups when the run starts: the listeners of the latest taste-model snapshot clustered by
-:func:`encore.taste.groups.fit_taste_groups`, stored on the run (:func:`run_groups`). Each
+groups when the run starts: the groups stored with the newest taste-model snapshot that has
+them (:func:`encore.services.taste.latest_groups`; :mod:`encore.taste.groups` fits them with
+every snapshot), copied onto the run (:func:`run_groups`). Each
 example is labelled with the group of the listener whose ratings made it
 (:func:`training_conditioning`), and the groups go into the new version's folder
 (``taste_groups.json``, :data:`~encore.diffusion.folder.TASTE_GROUPS_FILE`): the group numbers
@@ -23,8 +24,8 @@ from typing import Any
 
 from encore.errors import InvalidInput
 from encore.services.context import ServiceContext
-from encore.services.taste import latest_snapshot, listener_profiles
-from encore.taste.groups import TasteGroups, fit_taste_groups
+from encore.services.taste import group_of_listener, latest_groups, listener_profiles
+from encore.taste.groups import TasteGroups
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +39,15 @@ def run_groups(ctx: ServiceContext, examples: Sequence[dict[str, Any]]) -> tuple
     Raises
     ------
     InvalidInput
-        No taste model yet, or too few listeners with enough ratings to cluster (the message
-        says how many are needed).
+        No snapshot with taste groups yet (no taste model, or too few listeners with enough
+        ratings to cluster).
     """
-    snapshot = latest_snapshot(ctx, refit_after=0)
-    if snapshot is None:
-        raise InvalidInput("a taste-conditioned fine-tune needs a taste model: no listener has rated "
-                           "analysed clips yet")
-    snapshot_id, model = snapshot
-    with ctx.reading() as session:
-        profiles = listener_profiles(session, list(model.listeners))
-    try:
-        groups = fit_taste_groups(model, profiles)
-    except InvalidInput as exc:
-        raise InvalidInput(f"a taste-conditioned fine-tune needs taste groups: {exc}") from exc
+    latest = latest_groups(ctx)
+    if latest is None:
+        raise InvalidInput("a taste-conditioned fine-tune needs taste groups, and no taste-model snapshot "
+                           "has any yet: they are fitted with each snapshot (`encore taste fit`) once enough "
+                           "listeners have rated enough analysed clips")
+    snapshot_id, groups = latest
     of = listener_groups(ctx, groups, [int(e["listener_id"]) for e in examples])
     for e in examples:
         g = of[int(e["listener_id"])]
@@ -111,7 +107,7 @@ def serving_group(ctx: ServiceContext, model: Any, listener_id: int | None) -> i
     groups = version_groups(ctx, model)
     if groups is None:
         return None
-    group = listener_groups(ctx, groups, [int(listener_id)])[int(listener_id)]
+    group = group_of_listener(ctx, groups, int(listener_id))
     if group is None or group >= model.denoiser.num_groups:
         return None
     return int(group)
