@@ -41,8 +41,8 @@ from encore.jobs import make_queues, sweep_jobs
 from encore.store import Clip, Job, ModelVersion, enqueue_job
 from encore.store.db import make_engine, session_scope
 from encore.store.enums import JobStatus
-from encore.web.bench import _song, _tiny_models
-from encore.web.liveserver import LiveServer
+from encore.web.bench import _song
+from encore.web.liveserver import LiveServer, build_tiny_models
 
 from .postgres import migrated_postgres_database
 
@@ -70,7 +70,7 @@ def cluster(tmp_path: Path, s3_server) -> Iterator[dict]:
         client.ping()
     except redis.exceptions.ConnectionError as exc:
         pytest.skip(f"Redis is not reachable at {REDIS_URL}: {exc}")
-    base, sim = _tiny_models(tmp_path / "models")
+    base, sim = build_tiny_models(tmp_path / "models")
     bucket = s3_server.new_bucket()
     with migrated_postgres_database() as pg_url:
         env = {

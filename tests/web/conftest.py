@@ -13,38 +13,21 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from encore.audio.mel import MelConfig
 from encore.config import Settings
 from encore.services import accounts
 from encore.services.context import ServiceContext
 from encore.store import UserRole
 from encore.store.db import upgrade
-from encore.web.liveserver import LiveServer
+from encore.web.liveserver import LiveServer, build_tiny_models
 
 from .browser_helpers import CHROMIUM, CHROMIUM_ARGS, LIVE_ENV
 from .web_helpers import PASSWORD, signed_in, song_bytes, upload
-
-TINY_MEL = MelConfig(x_res=32, y_res=16)
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(diffusion model folder, similarity model folder), randomly initialised, seeded."""
-    from encore.diffusion.folder import build_random_model, save_model_folder
-    from encore.diffusion.model import tiny_config
-    from encore.similarity.config import SimilarityConfig
-    from encore.similarity.model import SimilarityModel
-
-    root = tmp_path_factory.mktemp("web-models")
-    loaded = build_random_model(tiny_config(height=TINY_MEL.y_res), TINY_MEL, seed=0)
-    diffusion_dir = save_model_folder(root / "base", loaded.denoiser, TINY_MEL, name="v0")
-    sim_config = SimilarityConfig(
-        image_height=TINY_MEL.y_res, image_width=TINY_MEL.x_res, pool=1, channels=(8, 8),
-        latent_dim=8, codebook_size=16, head_hidden=16, embedding_dim=8,
-    )
-    sim_dir = root / "similarity"
-    SimilarityModel.create(sim_config, seed=0, mel_config=TINY_MEL).save(sim_dir)
-    return Path(diffusion_dir), sim_dir
+    return build_tiny_models(tmp_path_factory.mktemp("web-models"))
 
 
 def web_settings(data_dir: Path, tiny_models: tuple[Path, Path], **changes: Any) -> Settings:

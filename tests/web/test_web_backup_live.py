@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from encore.store.blobs import LocalBlobStore
-from encore.web.bench import _song, _tiny_models
-from encore.web.liveserver import LiveServer
+from encore.web.bench import _song
+from encore.web.liveserver import LiveServer, build_tiny_models
 
 PASSWORD = "backup-password-123"
 
@@ -88,7 +88,7 @@ def _rows(db: Path, query: str) -> set:
 
 
 def test_backup_under_load_then_restore_into_an_empty_installation(tmp_path: Path) -> None:
-    tiny = _tiny_models(tmp_path / "models")
+    tiny = build_tiny_models(tmp_path / "models")
     env = _env(tiny)
     source = tmp_path / "source"
     with LiveServer(source, env=env, workers=True) as server:

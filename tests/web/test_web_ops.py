@@ -199,10 +199,9 @@ def test_metrics_of_several_web_processes_add_up(tmp_path) -> None:
     requests of both processes."""
     import httpx
 
-    from encore.web.bench import _tiny_models
-    from encore.web.liveserver import LiveServer
+    from encore.web.liveserver import LiveServer, build_tiny_models
 
-    base, sim = _tiny_models(tmp_path / "models")
+    base, sim = build_tiny_models(tmp_path / "models")
     prom = tmp_path / "prom"
     prom.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(prom), "ENCORE_BASE_MODEL_DIR": str(base),

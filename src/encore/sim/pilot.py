@@ -47,6 +47,7 @@ from encore.sim.features import decode_features
 from encore.sim.listeners import Decision, ListenerSpec, decide
 from encore.sim.population import Population, SeedSong, draw_listeners
 from encore.sim.server import PilotServer, ServerError
+from encore.web.liveserver import build_tiny_models
 
 logger = logging.getLogger(__name__)
 
@@ -125,32 +126,6 @@ class PilotResult:
         d = asdict(self)
         d.pop("csv_rows")
         return d
-
-
-# --- models for the tiny configuration -----------------------------------------------------
-
-
-def build_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Tiny random (seeded) diffusion and similarity models, as in the web tests."""
-    from encore.audio.mel import MelConfig
-    from encore.diffusion.folder import build_random_model, save_model_folder
-    from encore.diffusion.model import tiny_config
-    from encore.similarity.config import SimilarityConfig
-    from encore.similarity.model import SimilarityModel
-
-    mel = MelConfig(x_res=32, y_res=16)
-    base = root / "base-v0"
-    if not (base / "unet").is_dir():
-        loaded = build_random_model(tiny_config(height=mel.y_res), mel, seed=seed)
-        save_model_folder(base, loaded.denoiser, mel, name="v0")
-    sim = root / "similarity"
-    if not sim.is_dir():
-        cfg = SimilarityConfig(
-            image_height=mel.y_res, image_width=mel.x_res, pool=1, channels=(8, 8),
-            latent_dim=8, codebook_size=16, head_hidden=16, embedding_dim=8,
-        )
-        SimilarityModel.create(cfg, seed=seed, mel_config=mel).save(sim)
-    return base, sim
 
 
 # --- the listeners' side ----------------------------------------------------------------------

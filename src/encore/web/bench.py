@@ -125,24 +125,6 @@ class Tally:
         self.errors[what] = self.errors.get(what, 0) + 1
 
 
-def _tiny_models(root: Path) -> tuple[Path, Path]:
-    from encore.audio.mel import MelConfig
-    from encore.diffusion.folder import build_random_model, save_model_folder
-    from encore.diffusion.model import tiny_config
-    from encore.similarity.config import SimilarityConfig
-    from encore.similarity.model import SimilarityModel
-
-    mel = MelConfig(x_res=32, y_res=16)
-    loaded = build_random_model(tiny_config(height=mel.y_res), mel, seed=0)
-    base = save_model_folder(root / "base", loaded.denoiser, mel, name="v0")
-    sim_config = SimilarityConfig(
-        image_height=mel.y_res, image_width=mel.x_res, pool=1, channels=(8, 8),
-        latent_dim=8, codebook_size=16, head_hidden=16, embedding_dim=8,
-    )
-    SimilarityModel.create(sim_config, seed=0, mel_config=mel).save(root / "similarity")
-    return Path(base), root / "similarity"
-
-
 def _song(seed: int) -> bytes:
     import io
 
@@ -309,7 +291,7 @@ async def _bench(
 
 def run_bench(args: Any) -> int:
     """Entry point of ``encore bench web`` (prints the figures)."""
-    from encore.web.liveserver import LiveServer
+    from encore.web.liveserver import LiveServer, build_tiny_models
 
     clients = int(getattr(args, "clients", None) or (20 if args.quick else 50))
     heartbeats = int(getattr(args, "heartbeats", None) or (20 if args.quick else HEARTBEATS_PER_CLIP))
@@ -317,7 +299,7 @@ def run_bench(args: Any) -> int:
         raise InvalidInput(f"--clients {clients} and --heartbeats {heartbeats} must be at least 1")
     with tempfile.TemporaryDirectory(prefix="encore-bench-web-") as tmp:
         root = Path(tmp)
-        base, sim = _tiny_models(root / "models")
+        base, sim = build_tiny_models(root / "models")
         env = {
             "ENCORE_BASE_MODEL_DIR": str(base),
             "ENCORE_SIMILARITY_MODEL_DIR": str(sim),

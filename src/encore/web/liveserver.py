@@ -1,4 +1,5 @@
-"""Run a real ``encore serve`` in a subprocess (browser tests, screenshots, the web benchmark).
+"""Run a real ``encore serve`` in a subprocess (browser tests, screenshots, the web benchmark,
+the simulated pilot), and the tiny seeded models such a server runs on in tests.
 
 ::
 
@@ -197,6 +198,31 @@ class LiveServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def build_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path]:
+    """Tiny random (seeded) diffusion and similarity models in ``root`` — ``(base model
+    folder, similarity model folder)`` — for tests, benchmarks and the tiny pilot: seconds
+    to build, 32×16 mel images. Folders already there are kept."""
+    from encore.audio.mel import MelConfig
+    from encore.diffusion.folder import build_random_model, save_model_folder
+    from encore.diffusion.model import tiny_config
+    from encore.similarity.config import SimilarityConfig
+    from encore.similarity.model import SimilarityModel
+
+    mel = MelConfig(x_res=32, y_res=16)
+    base = root / "base"
+    if not (base / "unet").is_dir():
+        loaded = build_random_model(tiny_config(height=mel.y_res), mel, seed=seed)
+        save_model_folder(base, loaded.denoiser, mel, name="v0")
+    sim = root / "similarity"
+    if not sim.is_dir():
+        cfg = SimilarityConfig(
+            image_height=mel.y_res, image_width=mel.x_res, pool=1, channels=(8, 8),
+            latent_dim=8, codebook_size=16, head_hidden=16, embedding_dim=8,
+        )
+        SimilarityModel.create(cfg, seed=seed, mel_config=mel).save(sim)
+    return base, sim
 
 
 def _children(pid: int) -> list[int]:
