@@ -96,3 +96,38 @@ def test_finetune_without_wait_queues_a_job(installation, capsys) -> None:
     assert "run 1: queued (0%) — v0 → -, 1 clips" in capsys.readouterr().out
     assert cli.main(["finetune", "--parent", "v0"]) == 2
     assert "already queued or running" in capsys.readouterr().err
+
+
+def test_finetune_wait_under_torchrun_trains_what_one_process_trains(installation, capsys) -> None:
+    """``torchrun --nproc_per_node 2 encore finetune --wait``: one run, made and published by rank
+    0, whose weights are the single-process run's on the same clips and settings."""
+    import os
+    import subprocess
+    import sys
+
+    from encore.diffusion.folder import load_model_folder
+
+    ctx = installation
+    add_dataset_clips(ctx, [0.9, 0.6, 0.8, 0.7], [1.0, 0.5, 0.8, 0.9])
+    args = ["finetune", "--wait", "--steps", "3", "--top-n", "4", "--parent", "v0", "--seed", "2", "--lr", "3e-3"]
+    assert cli.main(args) == 0
+    assert "run 1: done (100%) — v0 → v1" in capsys.readouterr().out
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "encore.cli", *args], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("fine-tuning run 2: v0 on 4 clips") == 1  # rank 0 alone makes the run
+    assert "run 2: done (100%) — v0 → v2" in done.stdout
+    assert [v.name for v in versions.list_versions(ctx)] == ["v0", "v1", "v2"]
+    parent, one, two = (
+        load_model_folder(versions.local_folder(ctx, versions.version_by_name(ctx, name)), device="cpu").denoiser
+        for name in ("v0", "v1", "v2"))
+    x = torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([10, 300, 600, 950])
+    with torch.no_grad():
+        start, ref, out = parent(x, t), one(x, t), two(x, t)
+    # the CPU here computes in bf16 (precision "auto"): per-row round-off differs with the rows a
+    # process holds, so "equal" is within bf16 round-off, far below what the fine-tune moved
+    moved, apart = float((ref - start).abs().max()), float((out - ref).abs().max())
+    assert moved > 1e-2 and apart < 0.05 * moved

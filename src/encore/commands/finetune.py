@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from encore.commands._context import service_context
+from encore.errors import InvalidInput
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +22,9 @@ def register(subparsers: Any) -> None:
             "--wait it runs here, with a progress bar. The result is a draft version: activate "
             "it with `encore versions activate NAME --weight W`. --method dpo or kto trains on "
             "listeners' preferences instead (Diffusion-DPO on pairs, Diffusion-KTO on liked / "
-            "disliked clips; docs/finetune.md)."
+            "disliked clips; docs/finetune.md). Started by torchrun with --wait (python -m "
+            "torch.distributed.run --nproc_per_node N -m encore.cli finetune --wait ...) the run "
+            "trains data-parallel in N processes; rank 0 records and publishes it (docs/training.md)."
         ),
     )
     p.add_argument("--method", choices=("paper", "dpo", "kto"), default=None,
@@ -91,7 +94,28 @@ def run(args: argparse.Namespace) -> int:
             _print_view(view)
         return 0
 
+    from encore.diffusion.training import distributed
+
     ctx = service_context(queues=not args.wait)
+    if not distributed.launched():
+        run_id = _start(ctx, args)
+        return _run_here(ctx, run_id) if args.wait else 0
+    if not args.wait:
+        raise InvalidInput("under torchrun, encore finetune trains in the launched processes: pass --wait")
+    from encore.diffusion.device import pick_device
+
+    with distributed.process_group(pick_device(ctx.settings.device)):  # data-parallel (docs/training.md)
+        run_id = distributed.on_main(lambda: _start(ctx, args))  # rank 0 makes the run's row
+        if not distributed.is_main():
+            finetune.run_finetune(ctx, run_id)  # trains; rank 0 records and publishes
+            return 0
+        return _run_here(ctx, run_id)
+
+
+def _start(ctx: Any, args: argparse.Namespace) -> int:
+    """Make the run (queued unless ``--wait``) and say so; its id."""
+    from encore.services import finetune
+
     parent = _parent(ctx, args.parent)
     run_row = finetune.start_finetune(ctx, parent_version_id=parent.id, settings=_overrides(args),
                                       top_n=args.top_n, enqueue=not args.wait)
@@ -101,9 +125,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"fine-tuning run {run_row.id}{tag}: {parent.name} on {len(run_row.training_set)} {unit}")  # noqa: T201
     if not args.wait:
         print(f"queued on the training queue; follow it with `encore finetune --status {run_row.id}`")  # noqa: T201
-        return 0
+    return int(run_row.id)
 
+
+def _run_here(ctx: Any, run_id: int) -> int:
+    """Run the fine-tune in this process with a progress bar; print the outcome."""
     from tqdm.auto import tqdm
+
+    from encore.services import finetune
 
     bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/{total}% [{elapsed}<{remaining}] {postfix}")
 
@@ -114,13 +143,13 @@ def run(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        finetune.run_finetune(ctx, run_row.id, progress)
+        finetune.run_finetune(ctx, run_id, progress)
     except KeyboardInterrupt:
-        finetune.abandon_run(ctx, run_row.id, "interrupted (Ctrl-C)")
+        finetune.abandon_run(ctx, run_id, "interrupted (Ctrl-C)")
         raise
     finally:
         bar.close()
-    _print_view(finetune.training_status(ctx, run_row.id))
+    _print_view(finetune.training_status(ctx, run_id))
     return 0
 
 

@@ -40,7 +40,10 @@ def register_base(group: argparse._SubParsersAction) -> None:
             "EMA weights as a model folder (OUT/model). The learning rate warms up then decays "
             "along a cosine over the planned run (--minutes of wall time or --steps). With "
             "--resume the run continues exactly from OUT/checkpoint.pt; --minutes/--steps are "
-            "the run's total (a larger total extends it)."
+            "the run's total (a larger total extends it). Started by torchrun (python -m "
+            "torch.distributed.run --nproc_per_node N -m encore.cli train base ...) it trains "
+            "data-parallel: --batch stays the global batch, each process computes 1/N of it, rank 0 "
+            "writes the run folder (docs/training.md)."
         ),
     )
     p.add_argument("--corpus", required=True, type=Path, help="corpus folder (mel_config.json, manifest.jsonl)")
@@ -60,7 +63,8 @@ def register_base(group: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps (default 200)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads (default 2; per process under torchrun)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 autocast where the CPU or GPU computes in bf16")
     p.add_argument("--device", default="auto", metavar="DEVICE",
@@ -139,6 +143,7 @@ def run_base(args: argparse.Namespace) -> int:
     from encore.audio.mel import MelConfig
     from encore.corpus.dataset import SpectrogramDataset
     from encore.diffusion.train import TrainConfig, scaled_lr, train, training_device
+    from encore.diffusion.training import distributed
 
     corpus: Path = args.corpus
     device = training_device(args.device)  # a clear error for cuda without CUDA, before any work
@@ -187,8 +192,11 @@ def run_base(args: argparse.Namespace) -> int:
     heldout = SpectrogramDataset(corpus, split=split, width=cfg.width, seed=cfg.seed + 1) if split else None
     if heldout is None:
         logger.warning("corpus %s has no held-out split; no held-out loss", corpus)
-    result = train(cfg, dataset=dataset, heldout=heldout, out_dir=args.out, mel_config=mel_config,
-                   resume=args.resume, progress=not args.no_progress, init_state_dict=init_state)
+    with distributed.process_group(device):  # torchrun: one process of a data-parallel run
+        result = train(cfg, dataset=dataset, heldout=heldout, out_dir=args.out, mel_config=mel_config,
+                       resume=args.resume, progress=not args.no_progress, init_state_dict=init_state)
+        if not distributed.is_main():
+            return 0
     print(  # noqa: T201
         f"trained {result.steps} steps ({result.samples_seen} samples) in "
         f"{result.wall_seconds / 60:.1f} min; loss {result.final_loss:.4f}; held-out "

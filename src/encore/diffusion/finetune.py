@@ -68,6 +68,7 @@ from encore.diffusion.training import (
     LoopConfig,
     LoopOutcome,
     TrainingLoop,
+    distributed,
     load_checkpoint,
     read_log,
     seed_everything,
@@ -445,7 +446,8 @@ def finetune(
         on_step=lambda s: report(s.fraction, f"fine-tuning: step {s.step}/{cfg.steps}"),
     )
     loop.resume(checkpoint)
-    (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if distributed.is_main():
+        (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     logger.info(
         "fine-tuning %s: %d training clips (%d held out, %d dropped), batch %d (%d replay), "
         "%d steps, lr %.1e, bf16=%s", parent.name, len(data.train_images), len(data.held_images),
@@ -463,7 +465,8 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data:
             cfg: FinetuneConfig, *, model_dir: Path, n_replay: int, name: str | None,
             parent_name: str | None, record: dict[str, Any] | None,
             report: ProgressFn) -> FinetuneResult:
-    """Write the best evaluated EMA weights as a model folder (atomically); the result."""
+    """Write the best evaluated EMA weights as a model folder (atomically, rank 0 alone under
+    ``torchrun``); the result."""
     assert loop.best is not None and loop.evaluate is not None
     best = loop.best.state
     final_model = copy.deepcopy(loop.ema.model)
@@ -473,8 +476,9 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data:
     exported = best.get("figures") or loop.evaluate(final_model)
     parent_figures = best["parent"] or {}
     best_step = int(best.get("step") or outcome.steps)
-    curve = plot_finetune_curve(loop.log_path, loop.out / CURVE_FILE,
-                                title=f"fine-tune of {parent.name}", best_step=best_step)
+    main = distributed.is_main()
+    curve = plot_finetune_curve(loop.log_path, loop.out / CURVE_FILE, title=f"fine-tune of {parent.name}",
+                                best_step=best_step) if main else None
     result = FinetuneResult(
         out_dir=loop.out, model_dir=model_dir, steps=outcome.steps, planned_steps=cfg.steps,
         best_step=best_step, stop_reason=outcome.stop_reason, wall_seconds=outcome.wall_seconds,
@@ -494,6 +498,8 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data:
                              LOG_FILE: loop.log_path}
     if curve is not None:
         extra[CURVE_FILE] = curve
+    if not main:
+        return result
     report(1.0, "saving the new model")
     save_model_folder(
         model_dir, final_model, parent.mel_config, scheduler=parent.scheduler,

@@ -61,6 +61,7 @@ from encore.diffusion.training import (
     LoopConfig,
     LoopOutcome,
     TrainingLoop,
+    distributed,
     load_checkpoint,
     read_log,
     seed_everything,
@@ -440,7 +441,8 @@ def preference_finetune(
         on_step=lambda s: report(s.fraction, f"{pref.method}: step {s.step}/{cfg.steps}"),
     )
     loop.resume(checkpoint)
-    (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), **pref.to_dict()}, indent=2) + "\n")
+    if distributed.is_main():
+        (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), **pref.to_dict()}, indent=2) + "\n")
     logger.info("%s fine-tune of %s: %d training examples (%d held out) over %d clips, %d per batch + "
                 "%d replay, β %g, t < %d (full range %.0f %%), %d steps, lr %.1e, bf16=%s",
                 pref.method, parent.name, len(train), len(held), len(ids), per_batch, n_replay, pref.beta,
@@ -477,8 +479,9 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: 
     series = {f"train_{m}_loss": "training examples (EMA)", f"heldout_{m}_loss": "held-out examples (EMA)"}
     if m == "dpo":
         series["train_margin"] = "training pairs: reward margin r_w − r_l (EMA)"
-    curve = plot_log(loop.log_path, loop.out / CURVE_FILE, series=series,
-                     title=f"{m} fine-tune of {parent.name}", best_step=best_step)
+    main = distributed.is_main()
+    curve = plot_log(loop.log_path, loop.out / CURVE_FILE, series=series, title=f"{m} fine-tune of {parent.name}",
+                     best_step=best_step) if main else None
     result = PreferenceResult(
         method=m, out_dir=loop.out, model_dir=model_dir, steps=outcome.steps, planned_steps=cfg.steps,
         best_step=best_step, stop_reason=outcome.stop_reason, wall_seconds=outcome.wall_seconds,
@@ -495,6 +498,8 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: 
                              LOG_FILE: loop.log_path}
     if curve is not None:
         extra[CURVE_FILE] = curve
+    if not main:  # under torchrun rank 0 alone writes the folder
+        return result
     report(1.0, "saving the new model")
     save_model_folder(model_dir, final_model, parent.mel_config, scheduler=parent.scheduler,
                       name=name or model_dir.name, parent=parent_name or parent.name, training=training,

@@ -56,6 +56,7 @@ from encore.diffusion.training import (
     TrainingLoop,
     WeightedBatch,
     autocast,
+    distributed,
     load_checkpoint,
     lr_at,
     read_log,
@@ -651,7 +652,7 @@ def train(
         logger.info("resuming %s at step %d", out, checkpoint["step"])
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = training_device(cfg.device)
+    device = distributed.local_device(training_device(cfg.device))  # torchrun: the GPU LOCAL_RANK
     cfg = dataclasses.replace(cfg, device=str(device), data=_data_mode(cfg, dataset))
     bf16 = use_bf16(cfg.precision, device)
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
@@ -671,21 +672,23 @@ def train(
         on_checkpoint=_on_checkpoint(cfg, mel_config), compile_backend=cfg.compile,
     )
     loop.resume(checkpoint)
-    (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    main = distributed.is_main()  # under torchrun rank 0 alone writes files and shows progress
+    if main:
+        (out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     logger.info(
         "training %.2f M parameters on %s, batch %d, lr %.1e, bf16=%s, channels_last=%s, "
         "compile=%s, data=%s, threads=%d, max_steps=%s, max_minutes=%s",
         sum(p.numel() for p in model.parameters()) / 1e6, device, cfg.batch_size, cfg.lr, bf16,
         channels_last, cfg.compile, cfg.data, torch.get_num_threads(), cfg.max_steps, cfg.max_minutes,
     )
-    bar = _ProgressBar(cfg, loop) if progress else None
+    bar = _ProgressBar(cfg, loop) if progress and main else None
     loop.on_step = bar
     try:
         outcome = loop.run()
     finally:
         if bar is not None:
             bar.close()
-    if mel_config is not None and not cfg.export_every_checkpoint:
+    if main and mel_config is not None and not cfg.export_every_checkpoint:
         _export(loop, cfg, mel_config)
     return _result(loop, outcome, cfg)
 

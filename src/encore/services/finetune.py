@@ -356,7 +356,12 @@ def run_finetune(ctx: ServiceContext, run_id: int, progress: Progress = _no_prog
     Idempotent: a run that is done returns at once; a run interrupted by a dead worker
     resumes from its checkpoint. Any error marks the run ``failed`` with the message and is
     re-raised (the job fails too); the parent version is not touched.
+
+    Under ``torchrun`` (``encore finetune --wait``, data-parallel) every process calls this;
+    rank 0 alone writes the run's row, evaluates and publishes, the others only train.
     """
+    from encore.diffusion.training import distributed  # deferred: torch (web start-up)
+
     with ctx.reading() as session:
         run = session.get(TrainingRun, run_id)
         if run is None:
@@ -367,6 +372,9 @@ def run_finetune(ctx: ServiceContext, run_id: int, progress: Progress = _no_prog
         parent = session.get(ModelVersion, run.parent_version_id)
         training_set = list(run.training_set)
         settings = dict(run.settings)
+    if not distributed.is_main():
+        _train_and_publish(ctx, run_id, parent, training_set, settings, progress)
+        return run
     _set_run(ctx, run_id, status=TrainingStatus.RUNNING, started_at=utcnow(), error=None,
              finished_at=None, progress=0.0)
     try:
@@ -407,12 +415,15 @@ def _train_and_publish(
     training_set: list[dict[str, Any]],
     settings: dict[str, Any],
     progress: Progress,
-) -> ModelVersion:
+) -> ModelVersion | None:
+    """Train run ``run_id``, evaluate and publish it; None on a process other than rank 0
+    of a ``torchrun`` launch (it trains, rank 0 does the rest)."""
     import torch  # deferred, with the diffusion imports below: only the training worker needs them
 
     from encore.diffusion.finetune import FinetuneConfig, evaluate_against_parent, finetune
     from encore.diffusion.finetune_data import parent_replay_set
     from encore.diffusion.folder import load_model_folder, update_model_meta
+    from encore.diffusion.training import distributed
 
     cfg = FinetuneConfig.from_dict(settings)
     if cfg.threads > 0:
@@ -445,7 +456,8 @@ def _train_and_publish(
         else:
             logger.warning("fine-tune run %d: %s and parent_replay_clips=0: no replay", run_id,
                            no_corpus_reason)
-    _set_run(ctx, run_id, settings={**settings, "replay_source": replay_source})
+    if distributed.is_main():
+        _set_run(ctx, run_id, settings={**settings, "replay_source": replay_source})
 
     def on_train(fraction: float, message: str | None = None) -> None:
         progress(0.05 + (TRAIN_SHARE - 0.05) * fraction, message)
@@ -466,6 +478,8 @@ def _train_and_publish(
             out_dir=work_dir(ctx, run_id), model_dir=out, name=predicted_name, parent_name=parent.name,
             record=record, progress=on_train,
         )
+    if not distributed.is_main():
+        return None
     curve = [_jsonable_row(r) for r in result.loss_curve]
     _set_run(ctx, run_id, loss_curve=curve, training_set=list(result.training_set),
              progress=TRAIN_SHARE)

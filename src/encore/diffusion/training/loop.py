@@ -9,6 +9,11 @@ methods: a log row every ``log_every`` steps, an evaluation of the EMA weights a
 (:class:`BestWeights`), checkpoints (every evaluation and/or every ``checkpoint_seconds``, and
 at the end) holding everything an exact resume needs, and the stop (``max_steps``, the
 wall-time budget ``max_seconds`` or early stopping).
+
+Started by ``torchrun`` (a process group is active, :mod:`encore.diffusion.training.distributed`),
+the loop trains data-parallel: the model through ``DistributedDataParallel``, each process
+computing its share of every global batch; rank 0 writes the log and checkpoints and calls
+``on_step`` / ``on_checkpoint``; the clock and the evaluations are rank 0's.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from encore.diffusion.training import distributed
 from encore.diffusion.training.objectives import BatchSource, LossContext, Objective
 from encore.diffusion.training.state import (
     CHECKPOINT_FILE,
@@ -192,6 +198,7 @@ class TrainingLoop:
         traces without generating code, for tests). Only the training forward/backward goes
         through the compiled module; it shares its parameters with ``model``, so the EMA,
         checkpoints, evaluations and exports see ``model`` itself (no ``_orig_mod.`` keys).
+        Under ``torchrun`` it compiles the ``DistributedDataParallel`` wrapper.
     """
 
     def __init__(
@@ -213,15 +220,22 @@ class TrainingLoop:
         compile_backend: str | None = None,
     ) -> None:
         self.model, self.objective, self.batches, self.cfg = model, objective, batches, config
+        device = next(model.parameters()).device
+        self.parallel = distributed.active()
+        model.train()
+        wrapped: torch.nn.Module = model
+        if self.parallel:  # one process of a torchrun launch: rank 0's weights everywhere, then DDP
+            wrapped = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index if device.index is not None else torch.cuda.current_device()]
+                if device.type == "cuda" else None)
         self.train_model: torch.nn.Module = (
-            torch.compile(model, backend=compile_backend) if compile_backend else model  # type: ignore[assignment]
+            torch.compile(wrapped, backend=compile_backend) if compile_backend else wrapped  # type: ignore[assignment]
         )
         self.out = Path(out)
         self.log_path, self.checkpoint_path = self.out / LOG_FILE, self.out / CHECKPOINT_FILE
         self.evaluate, self.best = evaluate, best
         self.checkpoint_extra = dict(checkpoint_extra or {})
         self.on_step, self.on_checkpoint = on_step, on_checkpoint
-        model.train()
         self.ema = EMA(model, config.ema_decay)
         self.optimizer = torch.optim.AdamW(param_groups(model, config.lr_scales), lr=config.lr,
                                            betas=config.adam_betas, weight_decay=config.weight_decay)
@@ -229,13 +243,14 @@ class TrainingLoop:
         self.context = LossContext(
             noise_scheduler=noise_scheduler,
             num_train_timesteps=int(noise_scheduler.config.num_train_timesteps),
-            use_bf16=use_bf16, device=next(model.parameters()).device, reference=reference)
+            use_bf16=use_bf16, device=device, reference=reference, data_parallel=self.parallel)
         self.step, self.figures = 0, {}
         self._elapsed_before, self._t_start = 0.0, time.monotonic()
+        self._now = 0.0  # the run's elapsed seconds at the top of this step (rank 0's)
         self._window: list[float] = []
         self._evaluated_at: int | None = None
         self._saved: tuple[int, int | None] | None = None
-        self._last_save = self._t_start
+        self._last_save = 0.0  # elapsed seconds at the last checkpoint
         self._resumed = self._opened = False
 
     # -- state ---------------------------------------------------------------------------------
@@ -245,24 +260,34 @@ class TrainingLoop:
         """Training seconds over all sessions of the run."""
         return self._elapsed_before + time.monotonic() - self._t_start
 
-    def fraction(self) -> float:
-        """The planned run done: steps, or the larger of steps and wall time."""
+    def fraction(self, elapsed: float | None = None) -> float:
+        """The planned run done: steps, or the larger of steps and wall time (``elapsed``
+        seconds; now when None)."""
         parts = []
         if self.cfg.max_steps is not None:
             parts.append(self.step / self.cfg.max_steps)
         if self.cfg.max_seconds is not None and (self.cfg.schedule_on_time or not parts):
-            parts.append(self.elapsed / self.cfg.max_seconds)
+            parts.append((self.elapsed if elapsed is None else elapsed) / self.cfg.max_seconds)
         return max(parts)
 
     def _over_budget(self) -> bool:
-        return self.cfg.max_seconds is not None and self.elapsed >= self.cfg.max_seconds
+        return self.cfg.max_seconds is not None and self._now >= self.cfg.max_seconds
+
+    def _tick(self) -> float:
+        """Read the clock for this step: rank 0's elapsed seconds on every process, so all
+        take the same learning rate and stop or checkpoint at the same step."""
+        self._now = distributed.broadcast(self.elapsed) if self.parallel else self.elapsed
+        return self._now
 
     def resume(self, checkpoint: dict[str, Any] | None) -> None:
         """Continue from ``checkpoint`` exactly (None: a fresh run, the log emptied)."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        main = distributed.is_main()
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         self._opened = True
         if checkpoint is None:
-            self.log_path.write_text("")
+            if main:
+                self.log_path.write_text("")
             return
         self.model.load_state_dict(checkpoint["model"])
         self.ema.load_state_dict(checkpoint["ema"])
@@ -277,20 +302,24 @@ class TrainingLoop:
         self._t_start = time.monotonic()
         self.figures = dict(checkpoint.get("figures") or {})
         self._resumed = True
-        truncate_log(self.log_path, self.step)
+        if main:
+            truncate_log(self.log_path, self.step)
 
     def save_checkpoint(self) -> None:
-        atomic_torch_save({
-            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "data": self.batches.state_dict(),
-            "rng": rng_state(), "step": self.step, "elapsed_seconds": self.elapsed,
-            "figures": self.figures, "best": self.best.state_dict() if self.best else None,
-            **self.checkpoint_extra,
-        }, self.checkpoint_path)
+        """Write the checkpoint (rank 0; every process waits for it) and call ``on_checkpoint``."""
+        if distributed.is_main():
+            atomic_torch_save({
+                "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "data": self.batches.state_dict(),
+                "rng": rng_state(), "step": self.step, "elapsed_seconds": self.elapsed,
+                "figures": self.figures, "best": self.best.state_dict() if self.best else None,
+                **self.checkpoint_extra,
+            }, self.checkpoint_path)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(self)
         self._saved = (self.step, self._evaluated_at)
-        self._last_save = time.monotonic()
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(self)
+        self._last_save = self._now
+        distributed.barrier()
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -301,7 +330,8 @@ class TrainingLoop:
         """
         if not self._opened:
             self.resume(None)
-        self._t_start = self._last_save = time.monotonic()
+        self._t_start = time.monotonic()
+        self._last_save = self._tick()
         if not self._resumed and self.evaluate is not None:
             self._evaluation()
         stop_reason, lr = "completed", 0.0
@@ -319,9 +349,9 @@ class TrainingLoop:
                 if self.cfg.checkpoint_on_eval:
                     self.save_checkpoint()
             seconds = self.cfg.checkpoint_seconds
-            if seconds is not None and time.monotonic() - self._last_save >= seconds:
+            if seconds is not None and self._now - self._last_save >= seconds:
                 self.save_checkpoint()
-            if self.on_step is not None:
+            if self.on_step is not None and distributed.is_main():
                 self.on_step(LoopStatus(self.step, min(self.fraction(), 1.0), loss, lr))
             if stop:
                 stop_reason = "early_stop"
@@ -340,11 +370,13 @@ class TrainingLoop:
         return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
 
     def _finished(self) -> bool:
+        """Whether to stop before another step (reads the clock for it: :meth:`_tick`)."""
+        self._tick()
         return self._at_max_steps() or self._over_budget()
 
     def _train_step(self) -> tuple[float, float, float]:
         cfg = self.cfg
-        lr = lr_at(self.fraction(), self.step, cfg)
+        lr = lr_at(self.fraction(self._now), self.step, cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         batch = self.batches.next_batch()
@@ -360,6 +392,9 @@ class TrainingLoop:
         return loss.item(), lr, float(grad_norm)
 
     def _log_window(self, lr: float, grad_norm: float | None) -> None:
+        if not distributed.is_main():
+            self._window.clear()
+            return
         row: dict[str, Any] = {"step": self.step, "loss": round(float(np.mean(self._window)), 6), "lr": lr}
         if grad_norm is not None:
             row["grad_norm"] = round(grad_norm, 4)
@@ -370,10 +405,12 @@ class TrainingLoop:
     def _evaluation(self) -> bool:
         """Evaluate the EMA weights at this step and log the figures; True = stop early."""
         assert self.evaluate is not None
-        self.figures = self.evaluate(self.ema.model)
+        # every process evaluates (the same weights, the same RNG draws); rank 0's figures count
+        self.figures = distributed.broadcast(self.evaluate(self.ema.model))
         self._evaluated_at = self.step
-        append_log(self.log_path, {"step": self.step, **{k: _round(v) for k, v in self.figures.items()},
-                                   "elapsed": round(self.elapsed, 1)})
+        if distributed.is_main():
+            append_log(self.log_path, {"step": self.step, **{k: _round(v) for k, v in self.figures.items()},
+                                       "elapsed": round(self.elapsed, 1)})
         logger.info("%s step %d: %s", self.cfg.name, self.step,
                     ", ".join(f"{k} {v:.4f}" for k, v in self.figures.items() if v is not None))
         return self.best is not None and self.best.observe(self.step, self.figures, self.ema.model)

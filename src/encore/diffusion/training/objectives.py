@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
+from encore.diffusion.training import distributed
 from encore.errors import InvalidInput
 
 
@@ -45,6 +46,10 @@ class LossContext:
         compare against it (Diffusion-DPO, Diffusion-KTO); None unless the method passes one.
     step : int
         Optimiser steps done before this batch.
+    data_parallel : bool
+        Training runs in several processes (DDP, :mod:`encore.diffusion.training.distributed`):
+        :meth:`predict` computes this process's rows and gathers the others', so objectives
+        see the whole batch's predictions and need not know.
     """
 
     noise_scheduler: Any
@@ -53,13 +58,20 @@ class LossContext:
     device: torch.device
     reference: torch.nn.Module | None = None
     step: int = 0
+    data_parallel: bool = False
 
     def predict(self, model: torch.nn.Module, xt: torch.Tensor, t: torch.Tensor,
                 groups: torch.Tensor | None = None) -> torch.Tensor:
         """``model(xt, t)`` under the run's autocast (bf16 on the CPU or the GPU); with
-        ``groups``, ``model(xt, t, groups)`` (a denoiser conditioned on taste groups)."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            return model(xt, t) if groups is None else model(xt, t, groups)
+        ``groups``, ``model(xt, t, groups)`` (a denoiser conditioned on taste groups); with
+        ``data_parallel``, this process's rows computed and the rest gathered."""
+
+        def forward(x: torch.Tensor, tt: torch.Tensor, *g: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+                return model(x, tt, *g)
+
+        inputs = (xt, t) if groups is None else (xt, t, groups)
+        return distributed.gather_rows(forward, *inputs) if self.data_parallel else forward(*inputs)
 
     def noised(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_t, ε, t)``: fresh noise and uniform timesteps for clean images ``x0``."""

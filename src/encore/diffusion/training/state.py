@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from encore.diffusion.device import cuda_has_bf16
+from encore.diffusion.training import distributed
 from encore.errors import InvalidInput
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -144,11 +145,18 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 def load_checkpoint(out: Path, *, resume: bool, what: str, required: bool) -> dict[str, Any] | None:
     """The run's checkpoint when resuming; None for a fresh run.
 
+    Under ``torchrun`` rank 0 reads it and every process gets rank 0's checkpoint (or error),
+    so the other processes need not see the run folder.
+
     Raises
     ------
     InvalidInput
         ``out`` holds a checkpoint and ``resume`` is False, or ``required`` and there is none.
     """
+    return distributed.on_main(lambda: _read_checkpoint(out, resume=resume, what=what, required=required))
+
+
+def _read_checkpoint(out: Path, *, resume: bool, what: str, required: bool) -> dict[str, Any] | None:
     path = out / CHECKPOINT_FILE
     if not path.is_file():
         if resume and required:
