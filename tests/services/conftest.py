@@ -4,7 +4,10 @@ that generation and embedding run the real code in milliseconds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,7 @@ from encore.store import UserRole
 from encore.store.db import upgrade
 from encore.web.liveserver import build_tiny_models
 
+from ..postgres import migrated_postgres_database
 from ..songs import harmonic_song
 
 
@@ -79,3 +83,27 @@ def song_bytes():
 def make_song_bytes(seed: int = 0, seconds: float = 3.0, sr: int = 22050, fmt: str = "WAV") -> bytes:
     """A short harmonic test song (different per seed), encoded in memory."""
     return harmonic_song(seed, seconds, sr, fmt)
+
+
+@pytest.fixture
+def pg_context(
+    tmp_path: Path, tiny_models: tuple[Path, Path]
+) -> Callable[..., AbstractContextManager[ServiceContext]]:
+    """``with pg_context(**setting_changes) as ctx:`` a service context on a fresh, migrated
+    PostgreSQL database (dropped afterwards) with the tiny models and short clips."""
+
+    @contextmanager
+    def context(**changes: Any) -> Iterator[ServiceContext]:
+        with migrated_postgres_database() as url:
+            base, sim = tiny_models
+            settings = Settings(**{
+                "environment": "test", "data_dir": tmp_path / "pg-var", "database_url": url,
+                "base_model_dir": base, "similarity_model_dir": sim, "clip_seconds": 1.0,
+                "inference_steps": 2, "default_piece_seconds": 1.0, "min_listen_seconds": 0.5,
+                "min_song_seconds": 1.0, "open_signup": True, **changes,
+            })
+            ctx = ServiceContext.from_settings(settings, seed=5)
+            yield ctx
+            ctx.engine.dispose()
+
+    return context

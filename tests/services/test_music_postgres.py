@@ -6,34 +6,22 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import event
 
-from encore.config import Settings
 from encore.services import music, songs
 from encore.services.context import ServiceContext
 from encore.store import Delivery
 
-from ..postgres import migrated_postgres_database
 from .conftest import make_song_bytes
 
 pytestmark = pytest.mark.postgres
 
 @pytest.fixture
-def pg_ctx(tmp_path: Path, tiny_models: tuple[Path, Path]) -> Iterator[ServiceContext]:
-    with migrated_postgres_database() as url:
-        base, sim = tiny_models
-        settings = Settings(
-            environment="test", data_dir=tmp_path / "pg-var", database_url=url, queue_immediate=True,
-            base_model_dir=base, similarity_model_dir=sim, clip_seconds=1.0, inference_steps=2,
-            default_piece_seconds=1.0,
-            min_listen_seconds=0.5, min_song_seconds=1.0, open_signup=True,
-        )
-        ctx = ServiceContext.from_settings(settings, seed=5)
+def pg_ctx(pg_context) -> Iterator[ServiceContext]:
+    with pg_context(queue_immediate=True) as ctx:
         yield ctx
-        ctx.engine.dispose()
 
 
 def test_two_heartbeats_racing_on_postgresql_keep_both_ranges(pg_ctx) -> None:
