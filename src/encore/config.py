@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     # Ratings a listener needs to be clustered into a taste group on its own taste-model
     # weights; with fewer its group comes from its songs (docs/taste.md, taste groups).
     taste_group_min_ratings: int = Field(8, ge=1)
+    # Gate every fine-tuned version against its parent before it may be activated
+    # (docs/finetune.md, gating): a panel of songs x seeds varied by both, scored by a taste
+    # model fitted on half the ratings per taste group; diversity within the tolerance.
+    gate_new_versions: bool = True
+    gate_panel_songs: int = Field(8, ge=1)
+    gate_panel_seeds: int = Field(3, ge=2)
+    # A group passes when the child's mean predicted stars beat the parent's and the lower
+    # end of the 95 % paired interval is above minus this margin (stars).
+    gate_rating_margin: float = Field(0.05, ge=0.0)
+    gate_diversity_tolerance: float = Field(0.10, gt=0.0, lt=1.0)
     # New fine-tuned versions serve with the taste model (v0 serves a uniform pick).
     taste_selection_new_versions: bool = True
     # Curation rule: "centred" (judge a clip against its song's and rater's usual ratings,

@@ -48,8 +48,17 @@ def test_finetune_wait_then_versions_activate_weight_and_import(installation, ca
     assert "fine-tuning run 1: v0 on 2 clips" in out
     assert "run 1: done (100%) — v0 → v1, 2 clips" in out
     assert "train_clip_loss" in out and "no evaluation: no corpus configured" in out
+    # no rating yet: the child could not be gated, stays a draft, and the CLI says why
+    assert "gate FAILED: could not be gated: no counted rating" in out
+    assert cli.main(["versions", "activate", "v1", "--weight", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "v1 failed its gate against its parent (could not be gated" in err and "--force" in err
+    assert cli.main(["versions", "list"]) == 0
+    assert "gate FAILED: could not be gated" in capsys.readouterr().out
+    assert cli.main(["versions", "gate", "v1"]) == 1  # rerun: same verdict, exit 1
+    assert "v1 vs v0: gate FAILED" in capsys.readouterr().out
 
-    assert cli.main(["versions", "activate", "v1", "--weight", "3"]) == 0
+    assert cli.main(["versions", "activate", "v1", "--weight", "3", "--force"]) == 0
     assert cli.main(["versions", "list"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("v")}

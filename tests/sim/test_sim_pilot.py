@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from encore.sim.config import tiny_config
-from encore.sim.pilot import PilotResult, run_pilot, served_versions
+from encore.sim.pilot import PilotResult, format_summary, gate_verdict, run_pilot, served_versions
 from encore.sim.population import load_population
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -101,6 +101,14 @@ def test_new_versions_were_trained_and_activated(pilot: PilotResult) -> None:
     assert versions["v2"]["parent_id"] == versions["v1"]["id"]
     for name in ("v0", "v1", "v2"):
         assert versions[name]["status"] == "active" and versions[name]["ab_weight"] > 0
+    # every new version was gated by the platform before the pilot's operator activated it
+    # (forced when it failed: the pilot measures every fine-tune), and the verdict is reported
+    for step in pilot.operator_steps:
+        gate = versions[step.new_version]["metrics"]["gate"]
+        assert "pending" not in gate and step.gate == gate_verdict(gate)
+        assert gate["panel"]["songs"] and gate["similarity"]["child"] is not None, gate
+        assert set(gate["diversity"]) == {"parent", "child", "ratio"}
+        assert step.gate in format_summary(pilot)
 
 
 def test_the_report_counts_match_the_ratings_sent(pilot: PilotResult) -> None:

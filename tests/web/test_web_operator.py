@@ -86,6 +86,29 @@ def test_versions_activate_weight_retire(operator: TestClient, listener: TestCli
     assert "v0" in page.text and "2.5" in page.text
 
 
+def test_a_draft_that_failed_its_gate_shows_why_and_activates_only_when_forced(
+    operator: TestClient, ctx, ready_delivery: int
+) -> None:
+    from encore.services import gating, versions
+
+    v0 = versions.version_by_name(ctx, "v0")
+    with ctx.session() as session:
+        child = versions.register_version(session, folder=v0.folder, parent_id=v0.id).id
+    verdict = gating.gate_version(ctx, child)  # nothing rated yet: it cannot be gated
+    assert verdict["passed"] is False
+    page = operator.get("/operator/versions").text
+    assert 'data-gate="failed"' in page and "gate FAILED: could not be gated" in page
+    assert 'name="force"' in page and "activate despite the failed gate" in page
+    refused = operator.post(f"/api/operator/versions/{child}/activate", json={"ab_weight": 1})
+    assert refused.status_code == 409
+    assert "failed its gate against its parent (could not be gated" in refused.json()["error"]["message"]
+    listed = {v["id"]: v for v in operator.get("/api/operator/versions").json()["versions"]}
+    assert listed[child]["status"] == "draft" and listed[child]["metrics"]["gate"] == verdict
+    forced = operator.post(f"/api/operator/versions/{child}/activate",
+                           json={"ab_weight": 1, "force": True})
+    assert forced.status_code == 200 and forced.json()["version"]["status"] == "active"
+
+
 def _rate(listener: TestClient, delivery_id: int, stars: float) -> None:
     base = f"/api/deliveries/{delivery_id}"
     listener.get(f"{base}/audio")

@@ -154,7 +154,7 @@ def _run_here(ctx: Any, run_id: int) -> int:
 
 
 def _print_view(view: Any) -> None:
-    from encore.services import versions
+    from encore.services import gating, versions
 
     print(f"run {view.run_id}: {view.status} ({view.progress:.0%}) — {view.parent} → {view.version or '-'}, "  # noqa: T201
           f"{view.n_clips} clips" + (f"; {view.message}" if view.message else ""))
@@ -181,3 +181,4 @@ def _print_view(view: Any) -> None:
             print(f"    {task:<9} {old.get(task, float('nan')):.3f} → {new[task]:.3f}")  # noqa: T201
     elif "eval_skipped" in metrics:
         print(f"  no evaluation: {metrics['eval_skipped']}")  # noqa: T201
+    print(f"  {gating.summary(metrics.get('gate'))}")  # noqa: T201

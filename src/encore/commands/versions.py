@@ -1,4 +1,4 @@
-"""``encore versions list|activate|weight|retire|import|export|purge``: the model versions and
+"""``encore versions list|activate|gate|weight|retire|import|export|purge``: the model versions and
 their A/B mix. A version's files live in the blob store (``encore.store.folders``)."""
 
 from __future__ import annotations
@@ -20,7 +20,13 @@ def register(subparsers: Any) -> None:
     act = sub.add_parser("activate", help="serve a version (alongside the other active ones)")
     act.add_argument("name")
     act.add_argument("--weight", type=float, default=1.0, help="A/B weight (default 1)")
+    act.add_argument("--force", action="store_true",
+                     help="activate a draft that failed its gate against its parent")
     act.set_defaults(handler=activate)
+    gate = sub.add_parser("gate", help="gate a draft against its parent (panel, taste groups, "
+                                       "diversity, quality) and store the verdict")
+    gate.add_argument("name")
+    gate.set_defaults(handler=gate_version)
     wt = sub.add_parser("weight", help="change the A/B weight of a version (0 = not served)")
     wt.add_argument("name")
     wt.add_argument("weight", type=float)
@@ -64,7 +70,7 @@ def _shares(rows: list[Any]) -> dict[int, float]:
 
 def list_versions(args: argparse.Namespace) -> int:
     from encore.errors import NotFound
-    from encore.services import versions
+    from encore.services import gating, versions
 
     ctx = service_context(queues=False)
     try:
@@ -83,6 +89,8 @@ def list_versions(args: argparse.Namespace) -> int:
         scores = (v.metrics or {}).get("eval", {}).get("scores")
         if scores:
             print("         score " + ", ".join(f"{k} {s:.3f}" for k, s in scores.items()))  # noqa: T201
+        if v.parent_id:
+            print(f"         {gating.summary((v.metrics or {}).get('gate'))}")  # noqa: T201
         print(f"         {v.folder}")  # noqa: T201
     return 0
 
@@ -99,9 +107,24 @@ def activate(args: argparse.Namespace) -> int:
     from encore.services import versions
 
     ctx, version_id = _named(args)
-    v = versions.activate_version(ctx, version_id=version_id, ab_weight=args.weight)
+    v = versions.activate_version(ctx, version_id=version_id, ab_weight=args.weight,
+                                  force=args.force)
     print(f"{v.name} is active with weight {v.ab_weight:g}")  # noqa: T201
     return 0
+
+
+def gate_version(args: argparse.Namespace) -> int:
+    """Gate a draft; exit 0 when it passed, 1 when it failed (the verdict is stored)."""
+    from encore.services import gating
+
+    ctx, version_id = _named(args)
+    verdict = gating.gate_version(ctx, version_id)
+    print(f"{args.name} vs {verdict.get('parent')}: {gating.summary(verdict)}")  # noqa: T201
+    for g in verdict.get("groups", []):
+        print(f"  group {g['group']} ({g['listeners']} listeners): predicted stars "  # noqa: T201
+              f"{g['parent']:.3f} -> {g['child']:.3f}, {g['delta']:+.3f} "
+              f"[{g['interval'][0]:+.3f}, {g['interval'][1]:+.3f}] {'pass' if g['passed'] else 'FAIL'}")
+    return 0 if verdict.get("passed") else 1
 
 
 def weight(args: argparse.Namespace) -> int:

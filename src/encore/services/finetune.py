@@ -6,7 +6,9 @@ training queue. :func:`run_finetune` is the job's work: load the parent and the 
 images, choose the replay data, train (:func:`encore.diffusion.finetune.finetune`), evaluate
 the new model with the weight-free metrics when a corpus is installed, and publish it
 atomically — the model folder is complete before the one transaction that adds the
-version row (a draft), links it to the run and marks the run done. On failure the run is
+version row (a draft), links it to the run and marks the run done — then, with
+``Settings.gate_new_versions``, gate it against its parent (:mod:`encore.services.gating`:
+the verdict is on the draft before anyone can activate it). On failure the run is
 ``failed`` with the error and nothing else changes: the parent keeps serving.
 
 Work files live under ``data_dir/finetune/run-<id>/`` (checkpoint, loss log: a retried job
@@ -500,6 +502,8 @@ def _train_and_publish(
     metrics["wall_seconds"] = round(time.monotonic() - t0, 1)
     update_model_meta(out, metrics=metrics)  # the folder is complete before its row exists
 
+    if ctx.settings.gate_new_versions:  # refused activation until the verdict replaces it
+        metrics["gate"] = dict(versions.GATE_PENDING)
     progress(0.99, "publishing")
     stored = versions.store_folder(ctx, out)  # the blob store holds the files before the row
     with ctx.session() as session:
@@ -521,6 +525,12 @@ def _train_and_publish(
         run.finished_at = utcnow()  # type: ignore[union-attr]
         logger.info("training run %d published %s (draft) from %s in %.1f min", run_id,
                     version.name, parent.name, (time.monotonic() - t0) / 60)
+    if ctx.settings.gate_new_versions:
+        from encore.services import gating
+
+        progress(0.995, f"gating {version.name} against {parent.name}")
+        verdict = gating.gate_version(ctx, version.id)
+        logger.info("training run %d: %s %s", run_id, version.name, gating.summary(verdict))
     progress(1.0, f"published {version.name}")
     return version
 

@@ -141,8 +141,31 @@ def _check_weight(ab_weight: float) -> float:
     return w
 
 
-def activate_version(ctx: ServiceContext, *, version_id: int, ab_weight: float = 1.0) -> ModelVersion:
-    """Serve ``version_id`` with weight ``ab_weight`` (alongside the other active versions)."""
+#: The gate record of a fine-tuned draft whose gate has not finished (activation refused).
+GATE_PENDING = {"passed": False, "pending": True,
+                "reasons": ["its gate has not finished (`encore versions gate NAME` reruns it)"]}
+
+
+def gate_failure(version: ModelVersion) -> str | None:
+    """Why a version failed its gate (:mod:`encore.services.gating`), or None (passed, or
+    never gated: v0, imported versions)."""
+    gate = (version.metrics or {}).get("gate")
+    if not isinstance(gate, dict) or gate.get("passed", True):
+        return None
+    return "; ".join(str(r) for r in gate.get("reasons", [])) or "the gate failed"
+
+
+def activate_version(
+    ctx: ServiceContext, *, version_id: int, ab_weight: float = 1.0, force: bool = False
+) -> ModelVersion:
+    """Serve ``version_id`` with weight ``ab_weight`` (alongside the other active versions).
+
+    Raises
+    ------
+    Conflict
+        The version is retired, or it is a draft that failed its gate and ``force`` is not
+        set (the message gives the reasons).
+    """
     w = _check_weight(ab_weight)
     with ctx.session() as session:
         version = session.get(ModelVersion, version_id)
@@ -150,6 +173,14 @@ def activate_version(ctx: ServiceContext, *, version_id: int, ab_weight: float =
             raise NotFound(f"model version {version_id} does not exist")
         if version.status is VersionStatus.RETIRED:
             raise Conflict(f"version {version.name} is retired and cannot be served again")
+        failure = gate_failure(version)
+        if failure and not force and version.status is VersionStatus.DRAFT:
+            raise Conflict(f"version {version.name} failed its gate against its parent ({failure}); "
+                           "it stays a draft unless the operator forces its activation "
+                           "(`encore versions activate NAME --force`, or the versions page's "
+                           "checkbox)")
+        if failure and force:
+            logger.warning("version %s activated despite its failed gate: %s", version.name, failure)
         version.status = VersionStatus.ACTIVE
         version.ab_weight = w
         version.activated_at = version.activated_at or utcnow()

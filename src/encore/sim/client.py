@@ -211,8 +211,9 @@ class ApiClient:
     def versions(self) -> list[dict[str, Any]]:
         return self.get_json("/api/operator/versions")["versions"]
 
-    def activate(self, version_id: int, ab_weight: float) -> dict[str, Any]:
-        return self.post_json(f"/api/operator/versions/{version_id}/activate", {"ab_weight": ab_weight})
+    def activate(self, version_id: int, ab_weight: float, *, force: bool = False) -> dict[str, Any]:
+        return self.post_json(f"/api/operator/versions/{version_id}/activate",
+                              {"ab_weight": ab_weight, "force": force})
 
     def report(self) -> dict[str, Any] | None:
         return self.get_json("/api/operator/report")["report"]

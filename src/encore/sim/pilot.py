@@ -98,6 +98,8 @@ class OperatorStep:
     finetune_seconds: float
     activated: dict[str, float]
     finetune_via: str
+    # the platform's gate verdict on the new version (the pilot activates it either way)
+    gate: str = "not gated"
 
 
 @dataclass
@@ -244,13 +246,14 @@ def _run_failed(server: PilotServer, run_id: int) -> str | None:
 
 def wait_new_version(op: ApiClient, parent_id: int, known: set[int], timeout: float,
                      server: PilotServer, run_id: int | None = None) -> dict[str, Any]:
-    """Poll the versions until a child of ``parent_id`` appears (and, every 30 s, the run's
-    status, so that a failed run stops the pilot with its error)."""
+    """Poll the versions until a child of ``parent_id`` appears with its gate finished (and,
+    every 30 s, the run's status, so that a failed run stops the pilot with its error)."""
     deadline = time.monotonic() + timeout
     next_status = time.monotonic() + 30.0
     while True:
         for v in op.versions():
-            if v["id"] not in known and v.get("parent_id") == parent_id:
+            if (v["id"] not in known and v.get("parent_id") == parent_id
+                    and not ((v.get("metrics") or {}).get("gate") or {}).get("pending")):
                 return v
         if run_id is not None and time.monotonic() > next_status:
             next_status = time.monotonic() + 30.0
@@ -281,15 +284,29 @@ def operator_step(op: ApiClient, server: PilotServer, cfg: PilotConfig, after_ro
     new = wait_new_version(op, parent["id"], {v["id"] for v in versions}, cfg.finetune_timeout,
                            server, run_id)
     seconds = time.monotonic() - t0
-    op.activate(new["id"], cfg.ab_weight)
+    gate = gate_verdict((new.get("metrics") or {}).get("gate"))
+    log(f"  {new['name']}: {gate}")
+    # The pilot measures every fine-tune, so it activates a version that failed its gate too
+    # (forced, as an operator may; docs/pilot.md) and reports the verdict next to the ratings.
+    op.activate(new["id"], cfg.ab_weight, force=True)
     active = _active(op.versions())
     log(f"  {new['name']} trained in {seconds:.0f} s and activated; serving {active}")
     return OperatorStep(
         after_round=after_round, curation=curation, dataset_before=before,
         dataset_after_curation=after_curation, purge=purge, dataset_after_purge=after_purge,
         parent=parent["name"], new_version=new["name"], finetune_seconds=round(seconds, 1),
-        activated=active, finetune_via=via,
+        activated=active, finetune_via=via, gate=gate,
     )
+
+
+def gate_verdict(gate: dict[str, Any] | None) -> str:
+    """The platform's gate verdict of a version in one line."""
+    if not gate:
+        return "not gated"
+    if gate.get("passed"):
+        return "gate passed" + "".join(
+            f"; group {g['group']} {g['delta']:+.3f} stars" for g in gate.get("groups", []))
+    return "gate FAILED: " + "; ".join(str(r) for r in gate.get("reasons", []))
 
 
 # --- the pilot --------------------------------------------------------------------------------
@@ -679,7 +696,8 @@ def format_summary(result: PilotResult) -> str:
     for s in result.operator_steps:
         lines.append(f"after round {s.after_round}: dataset {s.dataset_before} -> "
                      f"{s.dataset_after_curation} (curate) -> {s.dataset_after_purge} (purge); "
-                     f"{s.parent} -> {s.new_version} in {s.finetune_seconds:.0f} s; serving {s.activated}")
+                     f"{s.parent} -> {s.new_version} in {s.finetune_seconds:.0f} s; serving {s.activated}; "
+                     f"{s.gate}")
     lines.append("hidden view by selection (honest listeners, generated deliveries):")
     for h in selection_view(result):
         lines.append(f"  round {h['round']} {h['version']} {h['selection']}: n={h['n']} "

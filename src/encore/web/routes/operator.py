@@ -14,7 +14,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from encore.services import accounts, curation, finetune, report, report_blobs, taste, versions
+from encore.services import (
+    accounts,
+    curation,
+    finetune,
+    gating,
+    report,
+    report_blobs,
+    taste,
+    versions,
+)
 from encore.web import views
 from encore.web.deps import CtxDep, OperatorUser, render
 
@@ -27,6 +36,11 @@ class ActiveBody(BaseModel):
 
 class WeightBody(BaseModel):
     ab_weight: float = Field(ge=0.0, le=1e6)
+
+
+class ActivateBody(WeightBody):
+    # activate a draft that failed its gate against its parent (docs/finetune.md, gating)
+    force: bool = False
 
 
 class FinetuneBody(BaseModel):
@@ -92,12 +106,16 @@ def taste_api(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
 
 @router.get("/operator/versions", include_in_schema=False)
 def versions_page(request: Request, user: OperatorUser, ctx: CtxDep) -> Response:
-    """Model versions: status, A/B weights, lineage; activate, weigh, retire, fine-tune."""
+    """Model versions: status, A/B weights, lineage, gate verdicts; activate, weigh, retire,
+    fine-tune."""
+    rows = versions.list_versions(ctx)
     return render(
         request,
         "operator/versions.html",
         user=user,
-        versions=versions.list_versions(ctx),
+        versions=rows,
+        gates={v.id: gating.summary((v.metrics or {}).get("gate")) for v in rows if v.parent_id},
+        gate_failed={v.id for v in rows if versions.gate_failure(v)},
         runs=finetune.list_runs(ctx),
     )
 
@@ -190,9 +208,11 @@ def api_versions(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
 
 
 @router.post("/api/operator/versions/{version_id}/activate")
-def api_activate(version_id: int, body: WeightBody, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
-    """Serve a version alongside the other active ones, with A/B weight ``ab_weight``."""
-    version = versions.activate_version(ctx, version_id=version_id, ab_weight=body.ab_weight)
+def api_activate(version_id: int, body: ActivateBody, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
+    """Serve a version alongside the other active ones, with A/B weight ``ab_weight``; a
+    draft that failed its gate is refused (409, with the reasons) unless ``force``."""
+    version = versions.activate_version(ctx, version_id=version_id, ab_weight=body.ab_weight,
+                                        force=body.force)
     return {"version": views.version_json(version), "message": f"{version.name} is active"}
 
 
