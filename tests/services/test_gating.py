@@ -17,18 +17,15 @@ from tests.services.test_best_of_n import _no_review_or_baseline, _rate
 def rated_platform(ctx, make_listener, song_bytes, tmp_path):
     """v0 and an imported model ``liked`` (other seeded weights); three listeners rated
     liked's clips 5 stars and v0's 1 star. Returns (v0, liked)."""
-    from encore.diffusion.folder import build_random_model, save_model_folder
-    from encore.diffusion.model import tiny_config
-    from tests.services.conftest import TINY_MEL
+    from encore.web.liveserver import build_tiny_models
 
     _no_review_or_baseline(ctx)
     ctx.settings.taste_refit_ratings = 0
     ctx.settings.gate_panel_songs = 3
     ctx.settings.gate_panel_seeds = 2
     v0 = versions.ensure_base_version(ctx)
-    other = build_random_model(tiny_config(height=TINY_MEL.y_res), TINY_MEL, seed=5)
-    liked = versions.import_version(
-        ctx, save_model_folder(tmp_path / "liked", other.denoiser, TINY_MEL, name="liked"))
+    liked_folder, _ = build_tiny_models(tmp_path / "liked", seed=5)  # other seeded weights
+    liked = versions.import_version(ctx, liked_folder)
     listeners = []
     for i in range(3):
         listener = make_listener()
@@ -92,3 +89,26 @@ def test_a_version_that_cannot_be_gated_fails_with_the_reason(ctx):
         versions.activate_version(ctx, version_id=child_id)
     with pytest.raises(Conflict, match="no parent"):
         gating.gate_version(ctx, v0.id)
+
+
+def test_a_conditioned_child_is_gated_per_group_with_its_serving_labels(ctx, rated_platform, tmp_path):
+    from tests.services.test_conditioning import _conditioned_version, _groups
+
+    v0, _ = rated_platform
+    raters = sorted(_raters(ctx))
+    groups = _groups({raters[0]: 1, raters[1]: 0, raters[2]: 0})
+    folder = _conditioned_version(ctx, tmp_path, groups)
+    with ctx.session() as session:
+        child = versions.register_version(session, folder=versions.store_folder(ctx, folder),
+                                          parent_id=v0.id).id
+    verdict = gating.gate_version(ctx, child)
+    assert verdict["groups_from"] == "the child's own taste groups (k = 2)"
+    rows = verdict["groups"]
+    assert [(r["group"], r["listeners"]) for r in rows] == [(0, 2), (1, 1)]
+    # each group's panel is the child's rendering for that group; v0 has no labels
+    assert [r["labels"] for r in rows] == [{"parent": None, "child": 0}, {"parent": None, "child": 1}]
+
+
+def _raters(ctx) -> set[int]:
+    model, _ = gating.gating_taste_model(ctx)
+    return set(model.listeners)

@@ -4,8 +4,10 @@ An offline **panel** — ``Settings.gate_panel_songs`` input songs × ``gate_pan
 chosen deterministically from the platform's analysed songs (round-robin over the taste
 groups' members' songs, lowest id first, then any song) — is varied by the parent and by the
 child with the same seeds and the platform's serving sampler, steps, clip length and default
-strength. Every panel clip is scored for every listener of each taste group by a **gating
-taste model**, and the child passes when, for every group:
+strength. A version conditioned on taste groups renders the panel for each group with the
+label that group's listeners are served with. Every panel clip is scored for every listener
+of each taste group (a conditioned child's own groups, else the newest stored ones) by a
+**gating taste model**, and the child passes when, for every group:
 
 - the mean paired difference (child − parent) of the group's mean predicted stars over the
   panel items is above 0, and the lower end of its 95 % paired bootstrap interval (over panel
@@ -97,9 +99,13 @@ def gating_taste_model(ctx: ServiceContext) -> tuple[taste.TasteModel, dict[str,
     return model, info
 
 
-def _groups(ctx: ServiceContext, model: taste.TasteModel) -> tuple[list[list[int]], str]:
-    """Listeners of each taste group (the newest stored groups; else one group of every
-    listener the gating model knows)."""
+def _groups(ctx: ServiceContext, model: taste.TasteModel,
+            child_groups: taste.TasteGroups | None) -> tuple[list[list[int]], str]:
+    """Listeners of each taste group: a conditioned child's own groups, else the newest
+    stored groups, else one group of every listener the gating model knows."""
+    if child_groups is not None:
+        members = [child_groups.members(g) for g in range(child_groups.k)]
+        return [m for m in members if m], f"the child's own taste groups (k = {child_groups.k})"
     latest = taste_service.latest_groups(ctx)
     if latest is None:
         return [sorted(model.listeners)], "one group (no taste groups stored yet)"
@@ -138,14 +144,28 @@ def panel_songs(ctx: ServiceContext, groups: list[list[int]], n: int) -> list[in
 # --- the panel ------------------------------------------------------------------------------
 
 
-def _render_panel(ctx: ServiceContext, version: ModelVersion, song_ids: list[int], seeds: list[int],
+def _labels(ctx: ServiceContext, engine: Any, groups: list[list[int]]) -> list[int | None]:
+    """The taste-group label ``engine``'s version samples each gate group with, as it serves
+    (:func:`encore.services.conditioning.serving_group`): the label most of the group's
+    listeners get (ties: the smaller); None for an unconditioned version."""
+    from collections import Counter
+
+    from encore.services.conditioning import serving_group
+
+    out: list[int | None] = []
+    for members in groups:
+        votes = Counter(serving_group(ctx, engine.model, u) for u in members)
+        out.append(min(votes, key=lambda g: (-votes[g], -1 if g is None else g)) if votes else None)
+    return out
+
+
+def _render_panel(ctx: ServiceContext, engine: Any, song_ids: list[int], seeds: list[int],
                   progress: Callable[[float], None]) -> list[dict[str, Any]]:
-    """Variations of each panel song by ``version`` (one batch per song): descriptors,
+    """Variations of each panel song by ``engine`` (one batch per song): descriptors,
     embedding and S of each clip, in (song, seed) order."""
     from encore.audio.descriptors import audio_descriptors
-    from encore.services.generation import decode_song, diffusion_engine
+    from encore.services.generation import decode_song
 
-    engine = diffusion_engine(ctx, version)
     sim = similarity_model(ctx)
     s = ctx.settings
     out = []
@@ -267,17 +287,25 @@ def _judge(ctx: ServiceContext, child: ModelVersion, parent: ModelVersion,
            child_metrics: dict[str, Any], progress: Progress) -> dict[str, Any]:
     s = ctx.settings
     progress(0.02, "fitting the gating taste model")
+    from encore.services.conditioning import version_groups
+    from encore.services.generation import diffusion_engine
+
     model, model_info = gating_taste_model(ctx)
-    groups, groups_info = _groups(ctx, model)
+    engines = {"parent": diffusion_engine(ctx, parent), "child": diffusion_engine(ctx, child)}
+    groups, groups_info = _groups(ctx, model, version_groups(ctx, engines["child"].model))
     song_ids = panel_songs(ctx, groups, s.gate_panel_songs)
     if not song_ids:
         raise Conflict("no analysed song for the panel")
     seeds = [PANEL_SEED_BASE + i for i in range(s.gate_panel_seeds)]
-    panels = {}
-    for j, (tag, version) in enumerate((("parent", parent), ("child", child))):
-        panels[tag] = _render_panel(
-            ctx, version, song_ids, seeds,
-            lambda f, j=j, tag=tag: progress(0.05 + 0.45 * (j + f), f"panel of {tag}"))  # type: ignore[misc]
+    # a conditioned version renders the panel once per label its groups are served with
+    labels = {tag: _labels(ctx, engines[tag], groups) for tag in engines}
+    renders = [(tag, label) for tag in engines for label in dict.fromkeys(labels[tag])]
+    rendered: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    for j, (tag, label) in enumerate(renders):
+        rendered[tag, label] = _render_panel(
+            ctx, engines[tag].for_group(label, s.guidance_scale), song_ids, seeds,
+            lambda f, j=j, tag=tag: progress(0.05 + 0.9 * (j + f) / len(renders),  # type: ignore[misc]
+                                             f"panel of {tag}"))
     progress(0.95, "scoring the panel")
     with ctx.reading() as session:
         profiles = taste_service.listener_profiles(session, [u for g in groups for u in g])
@@ -287,7 +315,7 @@ def _judge(ctx: ServiceContext, child: ModelVersion, parent: ModelVersion,
     for g, members in enumerate(groups):
         scores = {}
         for tag in ("parent", "child"):
-            feats = [item["features"] for item in panels[tag]]
+            feats = [item["features"] for item in rendered[tag, labels[tag][g]]]
             preds = np.stack([model.predict(u, feats, profiles.get(u, taste.ListenerProfile(None, None)))[0]
                               for u in members])
             scores[tag] = preds.mean(axis=0)  # per panel item: the group's mean prediction
@@ -296,6 +324,7 @@ def _judge(ctx: ServiceContext, child: ModelVersion, parent: ModelVersion,
         mean = float(diffs.mean())
         ok = mean > 0 and lo > -s.gate_rating_margin
         group_rows.append({"group": g, "listeners": len(members),
+                           "labels": {"parent": labels["parent"][g], "child": labels["child"][g]},
                            "parent": round(float(scores["parent"].mean()), 4),
                            "child": round(float(scores["child"].mean()), 4),
                            "delta": round(mean, 4), "interval": [round(lo, 4), round(hi, 4)],
@@ -304,14 +333,16 @@ def _judge(ctx: ServiceContext, child: ModelVersion, parent: ModelVersion,
             reasons.append(f"group {g} ({len(members)} listeners): predicted stars {mean:+.3f} "
                            f"[{lo:+.3f}, {hi:+.3f}] vs parent (needs > 0 and lower end > "
                            f"{-s.gate_rating_margin:+.2f})")
-    div = {tag: _diversity(model, panels[tag]) for tag in ("parent", "child")}
+    div = {tag: float(np.mean([_diversity(model, items) for (t, _), items in rendered.items() if t == tag]))
+           for tag in ("parent", "child")}
     div_ratio = div["child"] / div["parent"] if div["parent"] > 0 else float("nan")
     if np.isfinite(div_ratio) and abs(div_ratio - 1.0) > s.gate_diversity_tolerance:
         reasons.append(f"diversity {div_ratio:.2f}× the parent's (allowed "
                        f"{1 - s.gate_diversity_tolerance:.2f}–{1 + s.gate_diversity_tolerance:.2f})")
     quality, quality_reasons = _quality(child_metrics, s.gate_diversity_tolerance)
     reasons += quality_reasons
-    sim = {tag: round(float(np.mean([i["similarity"] for i in panels[tag]])), 4)
+    sim = {tag: round(float(np.mean([i["similarity"] for (t, _), items in rendered.items() if t == tag
+                                     for i in items])), 4)
            for tag in ("parent", "child")}
     return {
         "passed": not reasons, "reasons": reasons, "parent": parent.name,
