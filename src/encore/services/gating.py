@@ -41,6 +41,7 @@ refuses it unless forced.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -270,8 +271,10 @@ def gate_version(ctx: ServiceContext, version_id: int, progress: Progress = _no_
         parent = session.get(ModelVersion, child.parent_id)
         child_metrics = dict(child.metrics or {})
     assert parent is not None
+    t0 = time.monotonic()
     try:
         verdict = _judge(ctx, child, parent, child_metrics, progress)
+        verdict["seconds"] = round(time.monotonic() - t0, 1)
     except (Conflict, InvalidInput, NotFound) as exc:
         verdict = {"passed": False, "reasons": [f"could not be gated: {exc}"], "parent": parent.name}
     except Exception as exc:  # a broken panel must not publish an ungated version as gated
