@@ -91,3 +91,55 @@ def test_every_pooled_connection_can_commit_jobs_at_once(pg_url: str, tmp_path) 
         assert queues.pending_count("generate") == pool
     finally:
         engine.dispose()
+
+
+def _backend_pid(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("select pg_backend_pid()")).scalar_one())
+
+
+def test_a_connection_idle_past_the_ping_age_is_pinged_and_a_dead_one_replaced(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping on every checkout (a round trip each); a pooled connection idle at least
+    ``POSTGRES_PING_AFTER_IDLE_SECONDS`` is pinged first, and one the server closed is
+    replaced before the caller sees it."""
+    from encore.store import db
+
+    monkeypatch.setattr(db, "POSTGRES_PING_AFTER_IDLE_SECONDS", 0.3)
+    engine = make_engine(pg_url, pool_size=1, max_overflow=0)
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    pings: list[int] = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(1) or real_ping(c))
+    try:
+        first = _backend_pid(engine)
+        assert _backend_pid(engine) == first and pings == []  # in use moments ago: no ping
+        time.sleep(0.4)
+        assert _backend_pid(engine) == first and pings == [1]  # idle: pinged, alive
+        with admin.connect() as conn:
+            conn.execute(sa.text("select pg_terminate_backend(:pid)"), {"pid": first})
+        time.sleep(0.4)
+        second = _backend_pid(engine)  # the ping finds it dead: a new connection, no error
+        assert second != first and len(pings) == 2
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+def test_short_core_reads_on_postgresql_run_in_autocommit(pg_url: str, tmp_path) -> None:
+    """``ctx.connection(write=False)``: no BEGIN/COMMIT round trips on PostgreSQL; the pooled
+    connection is back in transactions for the next writer."""
+    from encore.services.context import ServiceContext
+
+    ctx = ServiceContext.from_settings(Settings(database_url=pg_url, data_dir=tmp_path / "var"))
+    try:
+        with ctx.connection(write=False) as conn:
+            assert conn.connection.dbapi_connection.autocommit is True  # type: ignore[union-attr]
+            assert conn.execute(sa.text("select count(*) from users")).scalar_one() == 0
+        with ctx.connection() as conn:
+            assert conn.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+            conn.execute(sa.text("select pg_sleep(0.01)"))
+            assert conn.execute(sa.text("select now() < statement_timestamp()")).scalar_one()
+    finally:
+        ctx.engine.dispose()

@@ -187,3 +187,32 @@ def test_without_redis_each_app_counts_on_its_own(make_app: Callable[..., FastAP
     codes = [[c.post("/api/auth/signin", json={"email": f"z{i}@example.org", "password": "x"}
                      ).status_code for i in range(3)] for c in clients]
     assert codes == [[403, 403, 429], [403, 403, 429]]  # each process allows the limit
+
+
+def test_heartbeats_counted_in_redis_refuse_past_the_budget_and_write_nothing(
+    make_app: Callable[..., FastAPI], prefix: str
+) -> None:
+    """The listen limit in Redis is checked in the thread pool with the write (never in the
+    event loop): past the budget a heartbeat is refused and stores no listen event."""
+    import sqlalchemy as sa
+
+    from encore.services import accounts
+    from encore.store import ListenEvent
+
+    from .web_helpers import PASSWORD, signed_in, song_bytes, upload
+
+    app = make_app(rate_limit_url=REDIS_URL, rate_limit_prefix=prefix, limit_listen_account="3/60")
+    assert not app.state.limits.in_process
+    accounts.create_user(app.state.ctx, email="ada@example.org", password=PASSWORD)
+    ada = signed_in(app, "ada@example.org")
+    song = upload(ada, song_bytes(1)).json()["song"]
+    delivery = ada.post("/api/music", json={"song_ids": [song["id"]]}).json()["delivery_id"]
+    ada.get(f"/api/deliveries/{delivery}/audio")
+    codes = [ada.post(f"/api/deliveries/{delivery}/listens", json={"ranges": [[0, 0.1]]}).status_code
+             for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    assert any(b"listen" in key for key in _keys(prefix))
+    with app.state.ctx.reading() as session:
+        stored = session.scalar(sa.select(sa.func.count()).select_from(ListenEvent)
+                                .where(ListenEvent.delivery_id == delivery))
+    assert stored == 3

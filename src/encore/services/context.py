@@ -23,9 +23,9 @@ from encore.feedback import FeedbackConfig
 from encore.store.blobs import BlobStore, make_blob_store
 from encore.store.db import WriterBusy as WriterBusy  # re-exported for the web
 from encore.store.db import (
+    core_read_engine,
     make_engine,
     make_session_factory,
-    read_only_engine,
     session_scope,
     writer_does_not_wait,
 )
@@ -108,10 +108,12 @@ class ServiceContext:
 
         For the hot paths (a listening heartbeat, a session lookup), where the ORM's cost
         per statement is most of the request: pre-built statements with bound parameters,
-        plain rows. ``write=False`` is a read-only transaction, like :meth:`reading`.
-        Jobs are not sent from here (the dispatch hook lives on the ORM sessions).
+        plain rows. ``write=False`` reads without writing: a read-only transaction on SQLite,
+        autocommit on PostgreSQL (no ``BEGIN``/``COMMIT`` round trips; each statement sees its
+        own snapshot, :func:`~encore.store.db.core_read_engine`). Jobs are not sent from here
+        (the dispatch hook lives on the ORM sessions).
         """
-        with (self.engine if write else read_only_engine(self.engine)).begin() as conn:
+        with (self.engine if write else core_read_engine(self.engine)).begin() as conn:
             yield conn
 
     @property

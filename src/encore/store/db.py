@@ -93,6 +93,11 @@ SQLITE_POOL_TIMEOUT = 60.0
 #: for a web process's 40 route threads: see :func:`pool_size_for`).
 POSTGRES_MAX_OVERFLOW = 10
 POSTGRES_POOL_TIMEOUT = 30.0
+#: A pooled PostgreSQL connection idle at least this long is pinged before it is handed out
+#: (a server restart or a dropped idle connection is found there, not by the request); one in
+#: steady use is not. SQLAlchemy's ``pool_pre_ping`` pings every checkout: a round trip
+#: each, two of the ten a listening heartbeat used to make.
+POSTGRES_PING_AFTER_IDLE_SECONDS = 5.0
 
 
 def pool_size_for(threads: int) -> int:
@@ -139,14 +144,15 @@ def make_engine(
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(
+        engine = sa.create_engine(
             url,
             echo=echo,
-            pool_pre_ping=True,
             pool_size=pool_size if pool_size is not None else pool_size_for(40),
             max_overflow=max_overflow if max_overflow is not None else POSTGRES_MAX_OVERFLOW,
             pool_timeout=pool_timeout if pool_timeout is not None else POSTGRES_POOL_TIMEOUT,
         )
+        _ping_when_idle(engine, POSTGRES_PING_AFTER_IDLE_SECONDS)
+        return engine
 
     database = parsed.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
@@ -337,6 +343,39 @@ def _configure_sqlite(engine: Engine, *, foreign_keys: bool) -> None:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory bound to ``engine``; objects stay usable after commit."""
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def _ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection before handing it out when it sat idle ``idle_seconds`` or
+    more; a dead one is replaced (SQLAlchemy retries the checkout on ``DisconnectionError``)."""
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["encore_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checking_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("encore_idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return  # a new connection, or one in use moments ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the driver's error for a closed or broken connection
+            raise sa.exc.DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+
+
+def core_read_engine(engine: Engine) -> Engine:
+    """``engine`` for short Core reads (cached on it; shares its pool): SQLite's read-only
+    ``BEGIN`` (:func:`read_only_engine`); PostgreSQL in autocommit, so a read is its
+    statements' round trips alone, without ``BEGIN`` and ``COMMIT`` (each statement then sees
+    its own snapshot)."""
+    if engine.dialect.name != "postgresql":
+        return read_only_engine(engine)
+    auto: Engine | None = engine.__dict__.get("_encore_autocommit")
+    if auto is None:
+        auto = engine.execution_options(isolation_level="AUTOCOMMIT")
+        engine.__dict__["_encore_autocommit"] = auto
+    return auto
 
 
 def read_only_engine(engine: Engine) -> Engine:

@@ -23,7 +23,7 @@ from encore.services import accounts
 from encore.services.context import ServiceContext, WriterBusy
 from encore.store.models import User
 from encore.web.errors import AuthenticationRequired
-from encore.web.ratelimit import RateLimits
+from encore.web.ratelimit import PendingCheck, RateLimits
 from encore.web.security import SESSION_COOKIE
 
 T = TypeVar("T")
@@ -126,23 +126,35 @@ class SessionUsers(_PerSession[User]):
         return accounts.user_for_session(self.ctx, session_token)
 
 
-async def run_short_write(ctx: ServiceContext, call: Callable[[], T]) -> T:
+async def run_short_write(ctx: ServiceContext, call: Callable[[], T], *,
+                          check: PendingCheck | None = None) -> T:
     """Run ``call``, a service call of a few short statements, without a thread-pool hop
-    when it cannot block.
+    when it cannot block; ``check`` (a rate limit) first, raising before ``call`` when used up.
 
     On SQLite reads never wait (WAL) and writers queue on encore's writer lock: the call
     runs in the event loop and, if another writer holds the lock, stops at ``BEGIN``
     (nothing written) and runs again in the thread pool, where waiting is fine. A hop
     costs more than a listening heartbeat's own work, and the route threads fight the event
     loop for the GIL. On PostgreSQL every statement is a network round trip: thread pool.
+    A check counted in Redis is a round trip too: it never runs in the event loop, but with
+    the call in the same hop (counted once, also when the call is retried).
     """
-    if ctx.writers_queue_in_process:
+    if ctx.writers_queue_in_process and (check is None or check.in_process):
+        if check is not None:
+            check()
         try:
             with ctx.without_waiting():
                 return call()
         except WriterBusy:
             pass
-    return await run_in_threadpool(call)
+        return await run_in_threadpool(call)
+
+    def checked() -> T:
+        if check is not None:
+            check()
+        return call()
+
+    return await run_in_threadpool(checked)
 
 
 async def get_ctx(request: Request) -> ServiceContext:

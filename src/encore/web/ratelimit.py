@@ -236,6 +236,27 @@ class RateLimits:
         self.limits = dict(limits)
         self.limiter: Limiter = limiter or SlidingWindowLimiter()
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the counts live in this process (a check is a few µs of CPU and may run in
+        the event loop); False when they live in Redis (a network round trip)."""
+        return isinstance(self.limiter, SlidingWindowLimiter)
+
+    def pending(self, action: str, *, account: str | None, ip: str | None) -> PendingCheck:
+        """:meth:`check` of ``action``, to be run later (by :func:`encore.web.deps.run_short_write`,
+        where it runs with the write)."""
+        return PendingCheck(self, action, account, ip)
+
+    async def check_async(self, action: str, *, account: str | None, ip: str | None) -> None:
+        """:meth:`check` from the event loop: in it when the counts are in-process, in the thread
+        pool when they are in Redis (the loop never waits on the network)."""
+        if self.in_process:
+            self.check(action, account=account, ip=ip)
+        else:
+            from starlette.concurrency import run_in_threadpool
+
+            await run_in_threadpool(self.check, action, account=account, ip=ip)
+
     def check(self, action: str, *, account: str | None, ip: str | None) -> None:
         """Count one ``action`` for the account and the address, or raise.
 
@@ -255,6 +276,23 @@ class RateLimits:
                     f"try again in {math.ceil(wait)} s",
                     retry_after=wait,
                 )
+
+
+@dataclass(frozen=True)
+class PendingCheck:
+    """One rate-limit check of :class:`RateLimits`, called later (:meth:`RateLimits.pending`)."""
+
+    limits: RateLimits
+    action: str
+    account: str | None
+    ip: str | None
+
+    @property
+    def in_process(self) -> bool:
+        return self.limits.in_process
+
+    def __call__(self) -> None:
+        self.limits.check(self.action, account=self.account, ip=self.ip)
 
 
 class SigninSlowdown:

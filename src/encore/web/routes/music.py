@@ -142,7 +142,6 @@ async def api_record_listen(
     whether rating is allowed. The busiest route: it runs without a thread hop when it can
     (:func:`~encore.web.deps.run_short_write`). At most ``ENCORE_LIMIT_LISTEN_ACCOUNT``
     per account."""
-    limits.check("listen", account=str(user.id), ip=None)
     state = await run_short_write(
         ctx,
         partial(
@@ -153,6 +152,7 @@ async def api_record_listen(
             ranges=[(a, b) for a, b in body.ranges],
             final=body.final,
         ),
+        check=limits.pending("listen", account=str(user.id), ip=None),
     )
     return views.listen_json(state)
 
@@ -167,9 +167,9 @@ async def api_rate(
     limits: LimitsDep,
 ) -> dict[str, Any]:
     """Rate the clip 1–5 in steps of 0.5, once, after the minimum listen (422 before)."""
-    limits.check("rating", account=str(user.id), ip=client_ip(request))
     rating = await run_short_write(
-        ctx, partial(music.rate, ctx, listener=user, delivery_id=delivery_id, stars=body.stars)
+        ctx, partial(music.rate, ctx, listener=user, delivery_id=delivery_id, stars=body.stars),
+        check=limits.pending("rating", account=str(user.id), ip=client_ip(request)),
     )
     return views.rating_json(rating)
 

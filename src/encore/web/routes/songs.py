@@ -80,7 +80,7 @@ async def api_upload_song(
 ) -> dict[str, Any]:
     """Upload one song (multipart ``file``, optional ``title``); 413 past the size limit,
     422 with the reason when it is not usable audio."""
-    limits.check("upload", account=str(user.id), ip=client_ip(request))
+    await limits.check_async("upload", account=str(user.id), ip=client_ip(request))
     upload = await read_upload(request)  # after auth and the rate limit: no body read before
     song = await run_in_threadpool(
         songs.upload_song,
