@@ -141,3 +141,40 @@ def test_a_conditioned_dpo_training_labels_each_pair_with_its_listeners_group(ct
         sum(e["group"] == g for e in examples) for g in (0, 1)]
     # serving reads the groups the version was trained on from its folder
     assert conditioning.version_groups(ctx, child).assignments == groups.assignments
+
+
+def test_a_conditioned_dpo_job_end_to_end(ctx, make_listener, song_bytes) -> None:
+    """Six listeners rate two clips of their song each; the snapshot's taste groups label their
+    pairs; the job publishes a conditioned child that serves each rater its group."""
+    from encore.services import taste
+    from tests.services.test_best_of_n import _no_review_or_baseline, _rate
+
+    _no_review_or_baseline(ctx)
+    ctx.settings.taste_refit_ratings = 0
+    ctx.settings.taste_group_min_ratings = 2
+    ctx.settings.best_of_n = 1
+    raters = []
+    for i in range(6):
+        listener = make_listener()
+        song = songs.upload_song(ctx, owner=listener, filename="s.wav", data=song_bytes(40 + i))
+        for stars in (1.5 + (i % 3), 4.5 - (i % 3)):
+            d = music.request_music(ctx, listener=listener, song_ids=[song.id])
+            _rate(ctx, listener, d.id, stars)
+        raters.append(listener)
+    row = taste.fit_snapshot(ctx, reason="manual", evaluate=False)
+    groups = taste.load_groups(ctx, row)
+    v0 = versions.ensure_base_version(ctx)
+    run = finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False,
+                                  settings={"method": "dpo", "conditioned": True, "steps": 2, "batch_size": 4,
+                                            "eval_every": 2, "eval_crops": 4, "parent_replay_clips": 2,
+                                            "eval_steps": 2, "eval_clips": 0, "taste_pair_share": 0.0})
+    assert run.settings["taste_groups_record"]["taste_model_id"] == row.id
+    assert [e["group"] for e in run.training_set] == [groups.group_of(e["listener_id"]) for e in run.training_set]
+    finetune.run_finetune(ctx, run.id)
+    v1 = versions.version_by_name(ctx, "v1")
+    cond = v1.metrics["finetune"]["conditioning"]
+    assert cond["num_groups"] == groups.k and cond["taste_model_id"] == row.id
+    model = load_model_folder(versions.local_folder(ctx, v1), device="cpu")
+    assert model.denoiser.num_groups == groups.k
+    for listener in raters:  # served its own group by the child, as the snapshot clustered it
+        assert conditioning.serving_group(ctx, model, listener.id) == groups.group_of(listener.id)
