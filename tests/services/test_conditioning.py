@@ -147,20 +147,10 @@ def test_a_conditioned_dpo_job_end_to_end(ctx, make_listener, song_bytes) -> Non
     """Six listeners rate two clips of their song each; the snapshot's taste groups label their
     pairs; the job publishes a conditioned child that serves each rater its group."""
     from encore.services import taste
-    from tests.services.test_best_of_n import _no_review_or_baseline, _rate
+    from tests.services.test_taste_groups import six_raters
 
-    _no_review_or_baseline(ctx)
-    ctx.settings.taste_refit_ratings = 0
-    ctx.settings.taste_group_min_ratings = 2
     ctx.settings.best_of_n = 1
-    raters = []
-    for i in range(6):
-        listener = make_listener()
-        song = songs.upload_song(ctx, owner=listener, filename="s.wav", data=song_bytes(40 + i))
-        for stars in (1.5 + (i % 3), 4.5 - (i % 3)):
-            d = music.request_music(ctx, listener=listener, song_ids=[song.id])
-            _rate(ctx, listener, d.id, stars)
-        raters.append(listener)
+    raters = six_raters(ctx, make_listener, song_bytes)
     row = taste.fit_snapshot(ctx, reason="manual", evaluate=False)
     groups = taste.load_groups(ctx, row)
     v0 = versions.ensure_base_version(ctx)

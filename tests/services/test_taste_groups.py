@@ -8,9 +8,9 @@ from encore.services import music, songs, taste
 from tests.services.test_best_of_n import _no_review_or_baseline, _rate
 
 
-def test_groups_are_stored_with_the_snapshot_and_serve_new_listeners(
-    ctx, make_listener, song_bytes
-):
+def six_raters(ctx, make_listener, song_bytes) -> list:
+    """Six listeners who each rate two variations of their own song (two ratings each, the
+    groups' minimum here), in three rating patterns."""
     _no_review_or_baseline(ctx)
     ctx.settings.taste_refit_ratings = 0
     ctx.settings.taste_group_min_ratings = 2
@@ -22,6 +22,13 @@ def test_groups_are_stored_with_the_snapshot_and_serve_new_listeners(
             d = music.request_music(ctx, listener=listener, song_ids=[song.id])
             _rate(ctx, listener, d.id, stars)
         raters.append(listener)
+    return raters
+
+
+def test_groups_are_stored_with_the_snapshot_and_serve_new_listeners(
+    ctx, make_listener, song_bytes
+):
+    raters = six_raters(ctx, make_listener, song_bytes)
     newcomer = make_listener()
     songs.upload_song(ctx, owner=newcomer, filename="n.wav", data=song_bytes(41))
     nobody = make_listener()
