@@ -35,3 +35,46 @@ def test_steal_share_is_the_hypervisors_part_of_the_cpu_time() -> None:
     after = [160, 0, 70, 880, 0, 0, 0, 90, 0, 0]  # +60 user, +20 system, +80 idle, +40 steal
     assert _steal_share(before, after) == 40 / 200
     assert _steal_share(None, after) is None
+
+
+def test_the_raw_client_reopens_a_connection_the_server_closed_while_idle(monkeypatch) -> None:
+    """uvicorn closes an idle keep-alive connection (here after 1 s); a request sent into it
+    would get no answer, so the client reopens a connection idle past its margin."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from encore.web import bench
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def run() -> list[tuple[int, bytes]]:
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, timeout_keep_alive=1,
+                                               log_level="warning", lifespan="off"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.02)
+        client = bench.RawClient(f"http://127.0.0.1:{port}", {})
+        try:
+            answers = [await client.post("/x", {"a": 1})]
+            await asyncio.sleep(1.5)  # the server closes the idle connection meanwhile
+            answers.append(await client.post("/x", {"a": 2}))
+        finally:
+            await client.close()
+            server.should_exit = True
+            await task
+        return answers
+
+    monkeypatch.setattr(bench, "REOPEN_AFTER_IDLE_SECONDS", 0.5)
+    assert asyncio.run(run()) == [(200, b"ok"), (200, b"ok")]

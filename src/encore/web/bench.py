@@ -43,6 +43,9 @@ PASSWORD = "bench-password-123"
 HEARTBEATS_PER_CLIP = 60  # per client and phase (--heartbeats)
 CLIPS_PER_CLIENT = 1
 TARGET_RATE = 300.0  # offered writes per second in the paced phase
+#: A connection idle this long is reopened before the next request: uvicorn closes idle
+#: keep-alive connections after 5 s, and a request written to one it closed gets no answer.
+REOPEN_AFTER_IDLE_SECONDS = 4.0
 
 
 class RawClient:
@@ -61,11 +64,14 @@ class RawClient:
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._last_answer = 0.0
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
         """POST ``body`` as JSON; returns (status, response body)."""
         import json
 
+        if self._writer is not None and time.monotonic() - self._last_answer >= REOPEN_AFTER_IDLE_SECONDS:
+            await self.close()  # the server may have closed it: never send into a closed one
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
@@ -83,12 +89,18 @@ class RawClient:
                 length = int(value)
             elif name.strip().lower() == "transfer-encoding":
                 raise RuntimeError(f"unexpected transfer-encoding {value.strip()} from {path}")
-        return status, (await self._reader.readexactly(length) if length else b"")
+        answer = await self._reader.readexactly(length) if length else b""
+        self._last_answer = time.monotonic()
+        return status, answer
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            await self._writer.wait_closed()
+            writer, self._reader, self._writer = self._writer, None, None
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass  # closed by the server already
 
 
 def _cpu_times() -> list[int] | None:
