@@ -3,8 +3,10 @@
 
 Starts a real ``encore serve`` in a temporary folder, walks through the platform in
 Debian's Chromium (an operator invites two listeners; they upload songs — one of them a
-file that is not audio — make music, listen and rate; the operator curates and reads the
-report) and saves a screenshot of each page on the way.
+file that is not audio — make music of the length they choose (a variation, a blend with
+each song's share, a piece from a start marked on a song's spectrogram, waiting in the queue
+with its place and the time left), listen, rate and download; the operator curates and
+reads the report) and saves a screenshot of each page on the way.
 
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--tiny]
 
@@ -39,7 +41,7 @@ SONGS = [("Morning walk.wav", 1, 196.0, 100.0), ("Night train.wav", 2, 164.8, 13
          ("Harbour lights.wav", 3, 246.9, 88.0)]
 
 
-def song(seed: int, tonic: float, tempo: float, seconds: float = 8.0) -> bytes:
+def song(seed: int, tonic: float, tempo: float, seconds: float = 20.0) -> bytes:
     from encore.audio.synth import demo_music
 
     y = demo_music(seconds, 22050, seed=seed, tonic_hz=tonic, tempo_bpm=tempo)
@@ -161,7 +163,9 @@ class Shooter:
         page.click("button.rate")
         page.locator(".rating-hint", has_text="You rated").wait_for()
 
-    def make_music(self, page, pick: list[int], closeness: str | None = None, shot: str | None = None) -> str:  # noqa: ANN001
+    def make_music(self, page, pick: list[int], closeness: str | None = None,  # noqa: ANN001
+                   shot: str | None = None, seconds: str | None = None,
+                   shares: list[str] | None = None) -> str:
         page.goto("/songs")
         boxes = page.locator("input[name=song]")
         for i in pick:
@@ -169,11 +173,43 @@ class Shooter:
         if closeness is not None:
             page.fill("#closeness", closeness)
             page.locator("#closeness").dispatch_event("input")
+        for i, share in zip(pick, shares or [], strict=False):
+            weight = page.locator(".song-list li").nth(i).locator("input[name=weight]")
+            weight.fill(share)
+            weight.dispatch_event("input")
+        if seconds is not None:
+            page.select_option("#make-seconds", seconds)
         if shot:
             self.snap(page, shot)
         page.click("button.make")
         page.wait_for_url(re.compile(r"/music/\d+$"))
         return page.url
+
+    def piece_from_song_page(self, page, index: int, at: float, seconds: str) -> str:  # noqa: ANN001
+        """On a song's page: mark the start at a fraction ``at`` of the spectrogram, choose
+        the length (screenshot ``song``), ask, and photograph the request waiting
+        (``progress``: its place in the queue, the time left, the cancel button)."""
+        page.goto("/songs")
+        page.locator(".song-list li").nth(index).locator("a", has_text="listen").click()
+        page.wait_for_url(re.compile(r"/songs/\d+$"))
+        picture = page.locator(".song-spectrogram")
+        wait_until(page, "document.querySelector('.song-spectrogram img').naturalWidth > 0")
+        box = picture.bounding_box()
+        picture.click(position={"x": box["width"] * at, "y": box["height"] / 2})
+        page.select_option("#piece-seconds", seconds)
+        page.locator("#piece-seconds").dispatch_event("change")
+        self.snap(page, "song")
+        page.click("#piece-make")
+        page.wait_for_url(re.compile(r"/music/\d+$"))
+        url = page.url
+        try:  # the blend before it is still being made: it waits, with its place in the queue
+            wait_until(page, "/queue/.test(document.querySelector('.queue-info').textContent)"
+                       " && /left/.test(document.querySelector('.queue-info').textContent)",
+                       timeout=20)
+            self.snap(page, "progress")
+        except TimeoutError:
+            print("  (the request did not wait in the queue: no progress screenshot)")
+        return url
 
     def run(self) -> None:
         s = self.server
@@ -198,17 +234,15 @@ class Shooter:
             time.sleep(0.5)
 
         first = self.make_music(ada, [0], closeness="0.7", shot="make-music")
-        page_progress = ada
-        try:
-            page_progress.locator(".job-progress").wait_for(state="visible", timeout=2000)
-            self.snap(page_progress, "progress")
-        except Exception:  # noqa: BLE001 - the tiny model may already be done
-            pass
         self.listen_and_rate(ada, first, ["End", "ArrowLeft"], shot="player")
-        blend = self.make_music(ada, [0, 1], shot="blend")
+        blend = self.make_music(ada, [0, 1], shot="blend", shares=["0.7", "0.3"])
+        # while the blend is made: a piece from a start marked on a song's spectrogram, which
+        # waits in the queue behind it (its place, the time left once a job has been measured)
+        waiting = ada.context.new_page()
+        third = self.piece_from_song_page(waiting, index=2, at=0.4, seconds="12")
         self.listen_and_rate(ada, blend, ["Home", "ArrowRight", "ArrowRight", "ArrowRight"])
-        third = self.make_music(ada, [2], closeness="0.3")
-        self.listen_and_rate(ada, third, ["ArrowRight"])
+        self.listen_and_rate(waiting, third, ["ArrowRight"])
+        waiting.close()
         ada.goto("/history")
         self.snap(ada, "history")
 
@@ -220,7 +254,8 @@ class Shooter:
                 break
             time.sleep(0.5)
         for pick, keys in (([0], ["End"]), ([1], ["Home"]), ([0, 1], ["ArrowLeft"])):
-            url = self.make_music(bob, pick, closeness="0.5" if len(pick) == 1 else None)
+            url = self.make_music(bob, pick, closeness="0.5" if len(pick) == 1 else None,
+                                  seconds="6")
             self.listen_and_rate(bob, url, keys)
 
         op.goto("/operator/dataset")
