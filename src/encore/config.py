@@ -166,8 +166,13 @@ class Settings(BaseSettings):
     # The fine-tuning method (docs/finetune.md, "Preference methods"): "paper" (confidence-
     # weighted ε-loss on the top-N dataset clips), "dpo" (Diffusion-DPO on pairs of clips one
     # listener rated for the same songs) or "kto" (Diffusion-KTO on clips liked / disliked
-    # against the listener's own mean). Per run: `encore finetune --method`.
-    finetune_method: Literal["paper", "dpo", "kto"] = "paper"
+    # against the listener's own mean). Per run: `encore finetune --method`. Default dpo: on the
+    # full pilot's campaign it moved the ratings where the paper's rule did not (docs/pilot.md).
+    finetune_method: Literal["paper", "dpo", "kto"] = "dpo"
+    # A dpo / kto run taken from this default setting (not asked for by name) with fewer pairs
+    # / labels than this falls back to the paper method on the curated dataset, and the run
+    # records why: a handful of pairs is too little to learn a preference from.
+    finetune_min_preference_examples: int = Field(16, ge=1)
     # β of Diffusion-DPO / Diffusion-KTO on per-pixel squared errors: the value measured to
     # move the default model within one iteration without forgetting (docs/finetune.md).
     finetune_dpo_beta: float = Field(2000.0, gt=0)

@@ -174,6 +174,41 @@ def test_a_kto_job_publishes_a_version_with_the_method_recorded(ctx, platform) -
         finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False, settings={"method": "ppo"})
 
 
+FAST = {"steps": 3, "batch_size": 4, "eval_every": 3, "eval_crops": 4, "parent_replay_clips": 2, "eval_steps": 2}
+
+
+def test_the_default_method_falls_back_to_paper_when_pairs_are_few(ctx, platform, monkeypatch) -> None:
+    from .finetune_helpers import add_dataset_clips
+
+    v0 = versions.ensure_base_version(ctx)
+    n_pairs = len(preferences.build_examples(ctx, "dpo", taste_share=0.3)[0])
+    assert ctx.settings.finetune_method == "dpo" and 0 < n_pairs < ctx.settings.finetune_min_preference_examples
+    # too few pairs and nothing curated: refused, and the message says both
+    with pytest.raises(InvalidInput, match=rf"curated dataset is empty.*only {n_pairs} preference pairs"):
+        finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False, settings=FAST)
+    # asked for by name, dpo runs on the pairs there are
+    asked = finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False, settings={**FAST, "method": "dpo"})
+    assert asked.settings["method"] == "dpo" and "fallback" not in asked.settings
+    assert len(asked.training_set) == n_pairs
+    finetune.abandon_run(ctx, asked.id, "test")
+    # with curated clips, the default run is the paper method's, and says why
+    add_dataset_clips(ctx, [0.9, 0.8], [0.9, 0.8])
+    run = finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False, settings=FAST)
+    assert run.settings["method"] == "paper" and run.settings["method_requested"] == "dpo"
+    assert run.settings["fallback"] == (f"dpo: only {n_pairs} preference pairs "
+                                        f"(fewer than {ctx.settings.finetune_min_preference_examples})")
+    assert run.settings["lr"] == ctx.settings.finetune_lr  # the paper method's own default
+    assert {"clip_id", "confidence"} <= set(run.training_set[0])
+    finetune.run_finetune(ctx, run.id)
+    v1 = versions.version_by_name(ctx, "v1")
+    assert v1.metrics["method"] == "paper" and v1.metrics["fallback"] == run.settings["fallback"]
+    assert "instead of dpo: only" in v1.notes
+    # enough pairs: the default method is dpo itself
+    monkeypatch.setattr(ctx.settings, "finetune_min_preference_examples", n_pairs)
+    again = finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False, settings=FAST)
+    assert again.settings["method"] == "dpo" and "fallback" not in again.settings
+
+
 @pytest.fixture
 def installation(tmp_path: Path, tiny_models, monkeypatch):
     base, sim = tiny_models

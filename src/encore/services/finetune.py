@@ -165,25 +165,26 @@ def start_finetune(
         raise InvalidInput(f"top_n={top_n!r} must be at least 1")
     resolved = resolve_settings(ctx, settings)
     method = resolved["method"]
+    examples: list[dict[str, Any]] = []
+    if method != "paper":  # pairs (dpo) or labels (kto) from every counted rating; top_n does not apply
+        asked = "method" in (settings or {}) or bool((settings or {}).get("conditioned"))
+        examples, fallback = _preference_examples(ctx, resolved, asked=asked)
+        if fallback is not None:  # (a conditioned run from the setting falls back unconditioned)
+            resolved = {**resolve_settings(ctx, {**(settings or {}), "method": "paper", "conditioned": False}),
+                        "method_requested": method, "fallback": fallback}
+            logger.info("fine-tuning falls back to the paper method: %s", fallback)
+            method = "paper"
     if method == "paper":
         training_set = curation.dataset_training_set(ctx, top_n=top_n)
         if not training_set:
             raise InvalidInput(
                 "the curated dataset is empty: nothing to fine-tune on. Listeners must rate "
                 "clips, then `encore dataset curate` admits the best ones"
-            )
+                + (f" (the default method fell back to the dataset: {resolved['fallback']})"
+                   if "fallback" in resolved else ""))
         if not any(c > 0 for _, c in training_set):
             raise InvalidInput(f"all {len(training_set)} dataset clips have confidence 0; nothing to learn")
         examples = [{"clip_id": cid, "confidence": round(c, 6)} for cid, c in training_set]
-    else:  # pairs (dpo) or labels (kto) from every counted rating; top_n does not apply
-        examples, counts = preferences.build_examples(ctx, method, taste_share=resolved["taste_pair_share"])
-        resolved["preference_data"] = counts
-        if resolved["conditioned"]:  # the taste groups are fixed when the run starts
-            groups, resolved["taste_groups_record"] = conditioning.run_groups(ctx, examples)
-            resolved["taste_groups"] = groups.to_dict()
-        if resolved["full_range_share"] is None:
-            resolved["full_range_share"] = preferences.full_range_share(
-                ctx, preferences.example_clip_ids(method, examples))
     with ctx.session() as session:
         parent = session.get(ModelVersion, parent_version_id)
         if parent is None:
@@ -217,6 +218,33 @@ def start_finetune(
                     {"paper": "clips", "dpo": "pairs", "kto": "labelled clips"}[method],
                     " queued" if enqueue else "")
         return run
+
+
+def _preference_examples(ctx: ServiceContext, resolved: dict[str, Any], *,
+                         asked: bool) -> tuple[list[dict[str, Any]], str | None]:
+    """A dpo / kto run's examples (``resolved`` gains their counts), or why the run falls
+    back to the paper method: a method taken from the default setting, not ``asked`` for by
+    name, falls back when there are fewer examples than ``finetune_min_preference_examples``.
+    A method asked for by name runs on whatever there is (InvalidInput when nothing)."""
+    method = resolved["method"]
+    minimum = ctx.settings.finetune_min_preference_examples
+    what = "preference pairs" if method == "dpo" else "labelled clips"
+    try:
+        examples, counts = preferences.build_examples(ctx, method, taste_share=resolved["taste_pair_share"])
+    except InvalidInput as exc:
+        if asked:
+            raise
+        return [], f"{method}: {exc}"
+    if not asked and len(examples) < minimum:
+        return [], f"{method}: only {len(examples)} {what} (fewer than {minimum})"
+    resolved["preference_data"] = counts
+    if resolved["conditioned"]:  # the taste groups are fixed when the run starts
+        groups, resolved["taste_groups_record"] = conditioning.run_groups(ctx, examples)
+        resolved["taste_groups"] = groups.to_dict()
+    if resolved["full_range_share"] is None:
+        resolved["full_range_share"] = preferences.full_range_share(
+            ctx, preferences.example_clip_ids(method, examples))
+    return examples, None
 
 
 def _this_process() -> str:
@@ -487,6 +515,8 @@ def _train_and_publish(
              progress=TRAIN_SHARE)
 
     metrics: dict[str, Any] = {"method": method, "finetune": result.summary(), "replay_source": replay_source}
+    if settings.get("fallback"):
+        metrics["fallback"] = settings["fallback"]  # the default method had too little data
     eval_clips = int(settings.get("eval_clips", 0))
     if eval_clips <= 0:
         metrics["eval_skipped"] = "eval_clips=0"
@@ -513,7 +543,8 @@ def _train_and_publish(
             notes=f"fine-tuned{'' if method == 'paper' else f' ({method})'} from {parent.name} on "
                   f"{sum(e['role'] == 'train' for e in result.training_set)} "
                   f"{ {'paper': 'clips', 'dpo': 'pairs', 'kto': 'labelled clips'}[method]} "
-                  f"(run {run_id}, {result.steps} steps, {result.stop_reason})",
+                  f"(run {run_id}, {result.steps} steps, {result.stop_reason})"
+                  + (f"; instead of {settings['fallback']}" if settings.get("fallback") else ""),
         )
         parent_row = session.get(ModelVersion, parent.id)
         if parent_row is not None and "parent_eval" in metrics and "eval" not in (parent_row.metrics or {}):
