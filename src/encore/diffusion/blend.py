@@ -42,7 +42,6 @@ from dataclasses import replace
 
 import torch
 
-from encore.diffusion.device import maybe_autocast
 from encore.diffusion.folder import LoadedModel
 from encore.diffusion.sampling import (
     ProgressCallback,
@@ -51,14 +50,14 @@ from encore.diffusion.sampling import (
     _check_steps,
     _denoise,
     _generators,
-    _inverse_scheduler,
+    _invert,
     _Known,
     _precision,
     _scheduler,
     _seeds,
     as_model_images,
     inpaint,
-    predict_noise,
+    model_inputs,
     start_step_for,
     vary,
 )
@@ -160,18 +159,6 @@ def splice_images(
     return ((db + top_db) * (2.0 / top_db) - 1.0).clamp(-1.0, 1.0).to(torch.float32)
 
 
-def _inputs(model: LoadedModel, images_list: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    if len(images_list) < 2:
-        raise InvalidInput(f"a blend needs at least 2 inputs, got {len(images_list)}")
-    xs = [as_model_images(model, x) for x in images_list]
-    for i, x in enumerate(xs):
-        if x.shape != xs[0].shape:
-            raise InvalidInput(
-                f"blend input {i} has shape {tuple(x.shape)}, input 0 has {tuple(xs[0].shape)}"
-            )
-    return xs
-
-
 def _fixed(
     model: LoadedModel, known: torch.Tensor | None, mask: torch.Tensor | None, like: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -221,7 +208,7 @@ def merge_mix(
     fixed to ``known`` while the rest is made (:func:`~encore.diffusion.sampling.inpaint`).
     """
     w = validate_weights(weights, len(images_list))
-    xs = _inputs(model, images_list)
+    xs = model_inputs(model, images_list, "blend")
     combine = splice_images if method == "splice" else mix_images
     start = combine(xs, w, model.mel_config.top_db)
     fixed = _fixed(model, known, mask, xs[0])
@@ -263,7 +250,7 @@ def merge_mix_inverted(
     rest (inpainting); after the last they are ``known`` exactly.
     """
     w = validate_weights(weights, len(images_list))
-    xs = _inputs(model, images_list)
+    xs = model_inputs(model, images_list, "blend")
     fixed = _fixed(model, known, mask, xs[0])
     _check_steps(steps, eta, model.scheduler)
     batch, _, height, width = xs[0].shape
@@ -278,16 +265,8 @@ def merge_mix_inverted(
         out = mix if fixed is None else torch.lerp(mix, fixed[0], fixed[1])
     else:
         total = 2 * k
-        inv = _inverse_scheduler(model, steps)
         x0 = torch.cat(xs)
-        sample = x0
-        with torch.inference_mode():  # the first k steps of the DDIM inversion
-            for i, t in enumerate(inv.timesteps[:k]):
-                with maybe_autocast(sample.device, amp):
-                    eps = predict_noise(model, sample, t)
-                sample = inv.step(eps.float(), t, sample).prev_sample
-                if callback is not None:
-                    callback(i + 1, total)
+        sample = _invert(model, x0, steps, amp=amp, callback=callback, total=total, count=k)
         level = sched.timesteps[start]
         alpha = sched.alphas_cumprod[int(level)].to(torch.float64)
         a, s = float(alpha.sqrt()), float((1.0 - alpha).sqrt())

@@ -519,6 +519,57 @@ def start_step_for(strength: float, steps: int) -> int:
     return steps - int(round(s * steps))
 
 
+@dataclass
+class _PartialRun:
+    """The set-up of a run of the last part of a sampler's trajectory (:func:`vary`,
+    :func:`inpaint`): the scheduler, the index of its first re-run timestep, the seeded
+    generators and each item's starting noise."""
+
+    sched: Any
+    start: int
+    seeds: tuple[int, ...]
+    gens: list[torch.Generator]
+    amp: torch.dtype | None
+    precision: str
+    noise: torch.Tensor
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.sched.timesteps[self.start:]
+
+    def start_sample(self, x0: torch.Tensor | None) -> torch.Tensor:
+        """Pure noise when the whole trajectory runs (or there is no start image), else
+        ``x0`` noised to the first re-run timestep."""
+        if x0 is None or self.start == 0:
+            return self.noise * self.sched.init_noise_sigma
+        return self.sched.add_noise(x0, self.noise, self.timesteps[:1].repeat(x0.shape[0]))
+
+
+def _partial_run(
+    model: LoadedModel,
+    shape: Sequence[int],
+    *,
+    steps: int,
+    sampler: str,
+    eta: float,
+    strength: float,
+    seed: int | Sequence[int],
+    precision: str,
+) -> _PartialRun:
+    """Set up a run that re-runs the fraction ``strength`` of the trajectory for images of
+    ``shape`` ``(B, 1, H, W)``."""
+    sched = make_scheduler(model, steps, sampler, eta=eta)
+    start = start_step_for(strength, steps)
+    if hasattr(sched, "set_begin_index"):  # multistep solvers keep a step index
+        sched.set_begin_index(start)
+    batch, _, height, width = shape
+    seeds = _seeds(seed, batch)
+    gens = _generators(seeds)
+    amp, prec = _precision(model, precision)
+    noise = _randn(gens, (1, height, width), model.device)
+    return _PartialRun(sched, start, seeds, gens, amp, prec, noise)
+
+
 def vary(
     model: LoadedModel,
     images: torch.Tensor,
@@ -551,44 +602,24 @@ def vary(
         ``params.start_step`` records where denoising started.
     """
     x0 = as_model_images(model, images)
-    sched = make_scheduler(model, steps, sampler, eta=eta)
-    start = start_step_for(strength, steps)
-    if hasattr(sched, "set_begin_index"):  # multistep solvers keep a step index
-        sched.set_begin_index(start)
-    batch, _, height, width = x0.shape
-    seeds = _seeds(seed, batch)
-    gens = _generators(seeds)
-    amp, prec = _precision(model, precision)
-    noise = _randn(gens, (1, height, width), model.device)
-    timesteps = sched.timesteps[start:]
-    if start == steps:
+    run = _partial_run(model, x0.shape, steps=steps, sampler=sampler, eta=eta,
+                       strength=strength, seed=seed, precision=precision)
+    if run.start == steps:
         out = x0
-    elif start == 0:
-        out = _denoise(
-            model,
-            noise * sched.init_noise_sigma,
-            sched,
-            timesteps,
-            eta=eta,
-            gens=gens,
-            amp=amp,
-            callback=callback,
-        )
     else:
-        noisy = sched.add_noise(x0, noise, timesteps[:1].repeat(batch))
-        out = _denoise(
-            model, noisy, sched, timesteps, eta=eta, gens=gens, amp=amp, callback=callback
-        )
+        out = _denoise(model, run.start_sample(x0), run.sched, run.timesteps, eta=eta,
+                       gens=run.gens, amp=run.amp, callback=callback)
+    batch, _, height, width = x0.shape
     params = SampleParams(
         kind="vary",
-        seeds=seeds,
+        seeds=run.seeds,
         steps=steps,
         eta=float(eta),
         height=height,
         width=width,
-        precision=prec,
+        precision=run.precision,
         strength=float(strength),
-        start_step=start,
+        start_step=run.start,
         input_ids=tuple(input_ids),
         sampler=sampler,
     )
@@ -660,36 +691,25 @@ def inpaint(
             raise InvalidInput(
                 f"start images {tuple(x0.shape)} and known images {tuple(x_known.shape)} differ"
             )
-    sched = make_scheduler(model, steps, sampler, eta=eta)
-    start = start_step_for(strength, steps)
-    if hasattr(sched, "set_begin_index"):
-        sched.set_begin_index(start)
-    seeds = _seeds(seed, batch)
-    gens = _generators(seeds)
-    amp, prec = _precision(model, precision)
-    noise = _randn(gens, (1, height, width), model.device)
-    fixed = _Known(x_known, m, noise)
-    timesteps = sched.timesteps[start:]
-    if start == steps:
+    run = _partial_run(model, x_known.shape, steps=steps, sampler=sampler, eta=eta,
+                       strength=strength, seed=seed, precision=precision)
+    fixed = _Known(x_known, m, run.noise)
+    if run.start == steps:
         out = x0 if x0 is not None else x_known
     else:
-        if x0 is None or start == 0:
-            sample = noise * sched.init_noise_sigma
-        else:
-            sample = sched.add_noise(x0, noise, timesteps[:1].repeat(batch))
-        out = _denoise(model, sample, sched, timesteps, eta=eta, gens=gens, amp=amp,
-                       callback=callback, known=fixed)
+        out = _denoise(model, run.start_sample(x0), run.sched, run.timesteps, eta=eta,
+                       gens=run.gens, amp=run.amp, callback=callback, known=fixed)
     out = fixed.final(out.clamp(-1, 1))
     params = SampleParams(
         kind="vary" if x0 is not None else "generate",
-        seeds=seeds,
+        seeds=run.seeds,
         steps=steps,
         eta=float(eta),
         height=height,
         width=width,
-        precision=prec,
+        precision=run.precision,
         strength=float(strength) if x0 is not None else None,
-        start_step=start,
+        start_step=run.start,
         input_ids=tuple(input_ids),
         sampler=sampler,
     )
@@ -720,11 +740,13 @@ def _invert(
     amp: torch.dtype | None,
     callback: ProgressCallback | None,
     total: int | None = None,
+    count: int | None = None,
 ) -> torch.Tensor:
+    """The first ``count`` (default all) of ``steps`` DDIM inversion steps of ``x0``."""
     inv = _inverse_scheduler(model, steps)
     sample = x0
     total = total if total is not None else steps
-    for i, t in enumerate(inv.timesteps):
+    for i, t in enumerate(inv.timesteps[:count]):
         with maybe_autocast(sample.device, amp):
             eps = predict_noise(model, sample, t)
         sample = inv.step(eps.float(), t, sample).prev_sample
@@ -773,6 +795,22 @@ def invert(
     return SampleResult(out.float().cpu(), params)
 
 
+def model_inputs(
+    model: LoadedModel, images_list: Sequence[torch.Tensor], name: str
+) -> list[torch.Tensor]:
+    """The N ≥ 2 inputs of a merge or blend as model images of one shape (``name`` words the
+    errors)."""
+    if len(images_list) < 2:
+        raise InvalidInput(f"{name} needs at least 2 inputs, got {len(images_list)}")
+    xs = [as_model_images(model, x) for x in images_list]
+    for i, x in enumerate(xs):
+        if x.shape != xs[0].shape:
+            raise InvalidInput(
+                f"{name} input {i} has shape {tuple(x.shape)}, input 0 has {tuple(xs[0].shape)}"
+            )
+    return xs
+
+
 def merge(
     model: LoadedModel,
     images_list: Sequence[torch.Tensor],
@@ -808,16 +846,9 @@ def merge(
     -------
     SampleResult
     """
-    if len(images_list) < 2:
-        raise InvalidInput(f"merge needs at least 2 inputs, got {len(images_list)}")
+    xs = model_inputs(model, images_list, "merge")
     w = validate_weights(weights, len(images_list))
-    xs = [as_model_images(model, x) for x in images_list]
     shape = xs[0].shape
-    for i, x in enumerate(xs):
-        if x.shape != shape:
-            raise InvalidInput(
-                f"merge input {i} has shape {tuple(x.shape)}, input 0 has {tuple(shape)}"
-            )
     _check_steps(steps, eta, model.scheduler)
     batch, _, height, width = shape
     seeds = _seeds(seed, batch)
@@ -830,7 +861,7 @@ def merge(
         torch.cat(xs),
         steps,
         amp=amp,
-        callback=(lambda d, _t: callback(d, total)) if callback else None,
+        callback=callback,
         total=total,
     ).float()
     per_input = noises.reshape(n, batch, 1, height, width)
