@@ -64,6 +64,7 @@ from encore.diffusion.folder import LoadedModel, carry_taste_groups, save_model_
 from encore.diffusion.train import fixed_heldout_batch
 from encore.diffusion.training import (
     BestWeights,
+    DictConfig,
     EpsilonLoss,
     LoopConfig,
     LoopOutcome,
@@ -94,7 +95,7 @@ ClipInput = tuple[Any, float]
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(DictConfig):
     """Fine-tuning hyper-parameters (defaults measured in ``docs/finetune.md``).
 
     Attributes
@@ -181,15 +182,6 @@ class FinetuneConfig:
         if self.replay_fraction <= 0:
             return 0
         return min(max(round(self.replay_fraction * self.batch_size), 1), self.batch_size - 1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        """Build from a dict, ignoring unknown keys (e.g. service-level settings)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)

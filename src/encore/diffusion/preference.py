@@ -58,6 +58,7 @@ from encore.diffusion.folder import (
 from encore.diffusion.train import fixed_heldout_batch, heldout_loss
 from encore.diffusion.training import (
     BestWeights,
+    DictConfig,
     LoopConfig,
     LoopOutcome,
     TrainingLoop,
@@ -93,7 +94,7 @@ ProgressFn = Callable[[float, str | None], None]
 
 
 @dataclass(frozen=True)
-class PreferenceConfig:
+class PreferenceConfig(DictConfig):
     """The preference methods' own settings (the rest is :class:`FinetuneConfig`).
 
     Attributes
@@ -133,14 +134,6 @@ class PreferenceConfig:
 
     def timesteps(self) -> TimestepRange:
         return TimestepRange(self.timestep_strength, self.full_range_share)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PreferenceConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)

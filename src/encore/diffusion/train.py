@@ -48,6 +48,7 @@ from encore.diffusion.model import (
     tiny_config,
 )
 from encore.diffusion.training import (
+    DictConfig,
     EpsilonLoss,
     Evaluator,
     LoopConfig,
@@ -96,7 +97,7 @@ DATA_MODES = ("auto", "items", "tensor")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Training hyper-parameters; saved as ``train_config.json`` in the run and the model folder."""
 
     # model: None -> the engine's default_base_config() (or tiny_config() when ``tiny``)
@@ -158,14 +159,6 @@ class TrainConfig:
             raise InvalidInput(f"ema_decay={self.ema_decay!r} must be in [0, 1)")
         if self.data not in DATA_MODES:
             raise InvalidInput(f"data={self.data!r} must be one of {', '.join(DATA_MODES)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ log, seeding and RNG state. A method supplies a model, a :class:`BatchSource` an
 
 from encore.diffusion.training.loop import (
     BestWeights,
+    DictConfig,
     Evaluator,
     LoopConfig,
     LoopOutcome,
@@ -45,7 +46,7 @@ from encore.diffusion.training.state import (
 )
 
 __all__ = [
-    "CHECKPOINT_FILE", "EMA", "LOG_FILE", "BatchSource", "BestWeights", "EpsilonLoss", "Evaluator",
+    "CHECKPOINT_FILE", "EMA", "LOG_FILE", "BatchSource", "BestWeights", "DictConfig", "EpsilonLoss", "Evaluator",
     "LoopConfig", "LoopOutcome", "LoopStatus", "LossContext", "Objective", "PairBatch",
     "TrainingLoop", "WeightedBatch", "atomic_torch_save", "autocast", "bf16_supported", "cpu_state",
     "load_checkpoint", "lr_at", "read_log", "rng_state", "seed_everything", "set_rng_state",

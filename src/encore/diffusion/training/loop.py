@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -45,6 +45,21 @@ from encore.diffusion.training.state import (
 from encore.errors import ConfigurationError, InvalidInput
 
 logger = logging.getLogger(__name__)
+
+class DictConfig:
+    """For a method's config dataclass: ``to_dict`` for JSON, ``from_dict`` ignoring keys it
+    does not know (service-level settings, keys of other versions in a checkpoint)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
 
 #: ``evaluate(ema_model) -> {figure name: value or None}`` (lower is better)
 Evaluator = Callable[[torch.nn.Module], dict[str, float | None]]
