@@ -282,6 +282,16 @@ class ClipSplit:
         return float(np.mean(self.train_weights))
 
 
+def heldout_positions(n: int, cfg: FinetuneConfig) -> list[int]:
+    """Which of ``n`` examples are held out, seeded: the paper's rule (10 %, at most 10, none
+    below 10 examples)."""
+    n_held = 0
+    if n >= cfg.min_clips_for_heldout and cfg.heldout_fraction > 0:
+        n_held = min(max(round(cfg.heldout_fraction * n), 1), cfg.max_heldout_clips)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 7)).tolist()
+    return perm[:n_held]
+
+
 def split_clips(parent: LoadedModel, clips: Sequence[ClipInput], clip_ids: Sequence[Any] | None,
                 cfg: FinetuneConfig) -> ClipSplit:
     """Validate images and confidences, drop ``c = 0``, hold out a seeded few for early stopping."""
@@ -306,11 +316,7 @@ def split_clips(parent: LoadedModel, clips: Sequence[ClipInput], clip_ids: Seque
         raise InvalidInput(f"none of the {len(clips)} clips has a positive confidence; nothing to learn")
     if dropped:
         logger.info("fine-tune: %d clip(s) with confidence 0 dropped", len(dropped))
-    n_held = 0
-    if len(kept) >= cfg.min_clips_for_heldout and cfg.heldout_fraction > 0:
-        n_held = min(max(round(cfg.heldout_fraction * len(kept)), 1), cfg.max_heldout_clips)
-    perm = torch.randperm(len(kept), generator=torch.Generator().manual_seed(cfg.seed + 7)).tolist()
-    held_idx = sorted(kept[j] for j in perm[:n_held])
+    held_idx = sorted(kept[j] for j in heldout_positions(len(kept), cfg))
     train_idx = [i for i in kept if i not in set(held_idx)]
     roles = {i: "train" for i in train_idx} | {i: "heldout" for i in held_idx} | {i: "dropped" for i in dropped}
     return ClipSplit(
@@ -323,34 +329,45 @@ def split_clips(parent: LoadedModel, clips: Sequence[ClipInput], clip_ids: Seque
     )
 
 
-def loop_config(cfg: FinetuneConfig) -> LoopConfig:
+def loop_config(cfg: FinetuneConfig, criterion: str = "heldout_clip_loss",
+                name: str = "fine-tune") -> LoopConfig:
     """The loop settings of a fine-tune: cosine over steps, a checkpoint at every evaluation,
-    the best held-out clip loss exported, early stopping after ``patience`` evaluations."""
+    the best ``criterion`` exported, early stopping after ``patience`` evaluations."""
     return LoopConfig(
         max_steps=cfg.steps, max_seconds=cfg.max_minutes * 60.0 if cfg.max_minutes is not None else None,
         batch_size=cfg.batch_size, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
         ema_decay=cfg.ema_decay, log_every=cfg.log_every, eval_every=cfg.eval_every,
-        checkpoint_on_eval=True, criterion="heldout_clip_loss", patience=cfg.patience,
-        name="fine-tune",
+        checkpoint_on_eval=True, criterion=criterion, patience=cfg.patience, name=name,
     )
 
 
-def _open_run(out: Path, cfg: FinetuneConfig, fingerprint: str,
-              resume: bool) -> tuple[FinetuneConfig, dict[str, Any] | None]:
-    """The config and checkpoint to continue (the saved config, the ``max_minutes`` passed)."""
-    checkpoint = load_checkpoint(out, resume=resume, what="fine-tune", required=False)
+def open_run(out: Path, cfg: FinetuneConfig, fingerprint: str, resume: bool, *,
+             what: str = "fine-tune",
+             data: str = "clips or confidences") -> tuple[FinetuneConfig, dict[str, Any] | None]:
+    """The config and checkpoint to continue (the saved config, the ``max_minutes`` passed); a
+    checkpoint of other ``data`` (its fingerprint) is an error."""
+    checkpoint = load_checkpoint(out, resume=resume, what=what, required=False)
     if checkpoint is None:
         if resume:
-            logger.info("no checkpoint in %s: starting the fine-tune from the parent", out)
+            logger.info("no checkpoint in %s: starting the %s from the parent", out, what)
         return cfg, None
     if checkpoint.get("fingerprint") != fingerprint:
-        raise InvalidInput(f"the checkpoint in {out} was made from other clips or confidences")
+        raise InvalidInput(f"the checkpoint in {out} was made from other {data}")
     saved = FinetuneConfig.from_dict(checkpoint["config"])
     if dataclasses.replace(saved, max_minutes=cfg.max_minutes) != cfg:
         logger.warning("resuming %s with its saved configuration (the one passed differs)", out)
-    logger.info("resuming fine-tune %s at step %d", out, checkpoint["step"])
+    logger.info("resuming %s %s at step %d", what, out, checkpoint["step"])
     return dataclasses.replace(saved, max_minutes=cfg.max_minutes), checkpoint
+
+
+def set_up_torch(cfg: FinetuneConfig, device: torch.device) -> bool:
+    """Threads and seeds for a fine-tune; whether it runs in bf16."""
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    bf16 = use_bf16(cfg.precision, device)
+    seed_everything(cfg.seed)
+    return bf16
 
 
 def _eval_sets(data: ClipSplit, cfg: FinetuneConfig, forgetting: Any, T: int) -> EvalSets:
@@ -419,12 +436,9 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     report = progress or _no_progress
     data = split_clips(parent, clips, clip_ids, cfg or FinetuneConfig())
-    cfg, checkpoint = _open_run(out, cfg or FinetuneConfig(), data.fingerprint, resume)
+    cfg, checkpoint = open_run(out, cfg or FinetuneConfig(), data.fingerprint, resume)
     batches = _batches(data, cfg, replay)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    bf16 = use_bf16(cfg.precision, parent.denoiser.device)
-    seed_everything(cfg.seed)
+    bf16 = set_up_torch(cfg, parent.denoiser.device)
     model = copy.deepcopy(parent.denoiser).float().to(parent.denoiser.device).requires_grad_(True)
     noise_scheduler = training_noise_scheduler(parent)
     T = int(noise_scheduler.config.num_train_timesteps)
@@ -453,12 +467,10 @@ def finetune(
                    name=name, parent_name=parent_name, record=record, report=report)
 
 
-def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data: ClipSplit,
-            cfg: FinetuneConfig, *, model_dir: Path, n_replay: int, name: str | None,
-            parent_name: str | None, record: dict[str, Any] | None,
-            report: ProgressFn) -> FinetuneResult:
-    """Write the best evaluated EMA weights as a model folder (atomically, rank 0 alone under
-    ``torchrun``); the result."""
+def best_weights(loop: TrainingLoop, outcome: LoopOutcome) -> tuple[torch.nn.Module, dict[str, Any],
+                                                                    dict[str, Any], int]:
+    """The EMA model with the best evaluated weights (the last when none was picked), frozen;
+    its figures, the parent's, and its step."""
     assert loop.best is not None and loop.evaluate is not None
     best = loop.best.state
     final_model = copy.deepcopy(loop.ema.model)
@@ -466,8 +478,35 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data:
         final_model.load_state_dict(best["state"])
     final_model.eval().requires_grad_(False)
     exported = best.get("figures") or loop.evaluate(final_model)
-    parent_figures = best["parent"] or {}
-    best_step = int(best.get("step") or outcome.steps)
+    return final_model, exported, best.get("parent") or {}, int(best.get("step") or outcome.steps)
+
+
+def save_export(loop: TrainingLoop, model: torch.nn.Module, parent: LoadedModel, *, model_dir: Path,
+                config_json: dict[str, Any], curve: Path | None, training: dict[str, Any],
+                name: str | None, parent_name: str | None, report: ProgressFn,
+                taste_groups: dict[str, Any] | None) -> None:
+    """Write a fine-tune's model folder (rank 0 alone under ``torchrun``): the weights, the
+    config, the loss log and curve, ``training`` in ``encore.json``, the taste groups."""
+    extra: dict[str, Any] = {CONFIG_FILE: json.dumps(config_json, indent=2) + "\n",
+                             LOG_FILE: loop.log_path}
+    if curve is not None:
+        extra[CURVE_FILE] = curve
+    report(1.0, "saving the new model")
+    save_model_folder(
+        model_dir, model, parent.mel_config, scheduler=parent.scheduler,
+        name=name or model_dir.name, parent=parent_name or parent.name, training=training,
+        extra_files=extra,
+    )
+    carry_taste_groups(model_dir, model, parent, taste_groups)
+
+
+def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data: ClipSplit,
+            cfg: FinetuneConfig, *, model_dir: Path, n_replay: int, name: str | None,
+            parent_name: str | None, record: dict[str, Any] | None,
+            report: ProgressFn) -> FinetuneResult:
+    """Write the best evaluated EMA weights as a model folder (atomically, rank 0 alone under
+    ``torchrun``); the result."""
+    final_model, exported, parent_figures, best_step = best_weights(loop, outcome)
     main = distributed.is_main()
     curve = plot_finetune_curve(loop.log_path, loop.out / CURVE_FILE, title=f"fine-tune of {parent.name}",
                                 best_step=best_step) if main else None
@@ -486,19 +525,11 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data:
         "replay": {"crops_per_batch": n_replay, "weight": round(data.mean_confidence, 6)},
         "training_set": list(data.training_set), **result.summary(), **(record or {}),
     }
-    extra: dict[str, Any] = {CONFIG_FILE: json.dumps(cfg.to_dict(), indent=2) + "\n",
-                             LOG_FILE: loop.log_path}
-    if curve is not None:
-        extra[CURVE_FILE] = curve
     if not main:
         return result
-    report(1.0, "saving the new model")
-    save_model_folder(
-        model_dir, final_model, parent.mel_config, scheduler=parent.scheduler,
-        name=name or model_dir.name, parent=parent_name or parent.name, training=training,
-        extra_files=extra,
-    )
-    carry_taste_groups(model_dir, final_model, parent, None)  # a conditioned parent stays conditioned
+    save_export(loop, final_model, parent, model_dir=model_dir, config_json=cfg.to_dict(), curve=curve,
+                training=training, name=name, parent_name=parent_name, report=report,
+                taste_groups=None)  # a conditioned parent stays conditioned
     logger.info(
         "fine-tune done: %d steps (%s), best step %d, %.1f min; train-clip loss %s -> %s",
         result.steps, result.stop_reason, result.best_step, result.wall_seconds / 60,

@@ -47,13 +47,22 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from encore.diffusion.finetune import CONFIG_FILE, FinetuneConfig, training_noise_scheduler
+from encore.diffusion.finetune import (
+    CONFIG_FILE,
+    FinetuneConfig,
+    _no_progress,
+    best_weights,
+    heldout_positions,
+    open_run,
+    save_export,
+    set_up_torch,
+    training_noise_scheduler,
+)
+from encore.diffusion.finetune import loop_config as finetune_loop_config
 from encore.diffusion.finetune_data import clip_tensor
 from encore.diffusion.folder import (
     TASTE_GROUPS_KEY,
     LoadedModel,
-    carry_taste_groups,
-    save_model_folder,
 )
 from encore.diffusion.train import fixed_heldout_batch, heldout_loss
 from encore.diffusion.training import (
@@ -63,10 +72,7 @@ from encore.diffusion.training import (
     LoopOutcome,
     TrainingLoop,
     distributed,
-    load_checkpoint,
     read_log,
-    seed_everything,
-    use_bf16,
 )
 from encore.diffusion.training.plots import plot_log
 from encore.diffusion.training.preference import (
@@ -238,10 +244,6 @@ def _round(x: float | None, digits: int = 6) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), digits)
 
 
-def _no_progress(fraction: float, message: str | None = None) -> None:
-    return None
-
-
 def _fingerprint(images: Sequence[torch.Tensor], examples: Sequence[tuple[Any, ...]]) -> str:
     h = hashlib.sha256()
     for x in images:
@@ -251,30 +253,142 @@ def _fingerprint(images: Sequence[torch.Tensor], examples: Sequence[tuple[Any, .
     return h.hexdigest()[:16]
 
 
-def _split(n: int, cfg: FinetuneConfig) -> tuple[list[int], list[int]]:
-    """(training, held-out) example indices: the paper's rule (10 %, ≤ 10, none below 10)."""
-    n_held = 0
-    if n >= cfg.min_clips_for_heldout and cfg.heldout_fraction > 0:
-        n_held = min(max(round(cfg.heldout_fraction * n), 1), cfg.max_heldout_clips)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 7)).tolist()
-    held = sorted(perm[:n_held])
-    return [i for i in range(n) if i not in set(held)], held
-
-
 def loop_config(cfg: FinetuneConfig, method: str, criterion: str) -> LoopConfig:
-    return LoopConfig(
-        max_steps=cfg.steps, max_seconds=cfg.max_minutes * 60.0 if cfg.max_minutes is not None else None,
-        batch_size=cfg.batch_size, lr=cfg.lr, min_lr_ratio=cfg.min_lr_ratio,
-        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip,
-        ema_decay=cfg.ema_decay, log_every=cfg.log_every, eval_every=cfg.eval_every,
-        checkpoint_on_eval=True, criterion=criterion, patience=cfg.patience,
-        name=f"{method} fine-tune",
-    )
+    return finetune_loop_config(cfg, criterion, f"{method} fine-tune")
 
 
 def frozen_reference(parent: LoadedModel) -> torch.nn.Module:
     """A frozen float32 copy of the parent's denoiser: ``eval()``, no gradients."""
     return copy.deepcopy(parent.denoiser).float().to(parent.denoiser.device).eval().requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class _Examples:
+    """The validated examples of a preference fine-tune, split into training and held-out ones.
+
+    ``tensors[k]`` is the image of clip ``ids[k]``; an example names its clips by that index:
+    ``(winner, loser, weight)`` (DPO) or ``(clip, desirable, weight)`` (KTO)."""
+
+    ids: list[Any]
+    tensors: list[torch.Tensor]
+    train: list[tuple[Any, ...]]
+    held: list[tuple[Any, ...]]
+    train_groups: list[int] | None
+    held_groups: list[int] | None
+    training_set: tuple[dict[str, Any], ...]
+    fingerprint: str
+
+
+def _index_examples(images: Mapping[Any, Any], examples: Sequence[tuple[Any, ...]], method: str,
+                    height: int) -> tuple[list[Any], list[torch.Tensor], list[tuple[Any, ...]]]:
+    """Check the examples and their images; the clip ids, their images and the examples with
+    clips by index."""
+    if not examples:
+        raise InvalidInput(f"{method}: no {'preference pairs' if method == 'dpo' else 'labelled clips'} "
+                           "to train on")
+    ids = sorted({cid for e in examples for cid in ((e[0], e[1]) if method == "dpo" else (e[0],))})
+    missing = [cid for cid in ids if cid not in images]
+    if missing:
+        raise InvalidInput(f"no mel image for clips {missing[:10]}")
+    index = {cid: k for k, cid in enumerate(ids)}
+    tensors = [clip_tensor(images[cid], height) for cid in ids]
+    indexed: list[tuple[Any, ...]] = []
+    for e in examples:
+        weight = float(e[2])
+        if not (np.isfinite(weight) and weight >= 0):
+            raise InvalidInput(f"example {e!r} has weight {weight!r}; it must be finite and >= 0")
+        if method == "dpo":
+            if e[0] == e[1]:
+                raise InvalidInput(f"a pair compares clip {e[0]!r} with itself")
+            indexed.append((index[e[0]], index[e[1]], weight))
+        else:
+            indexed.append((index[e[0]], bool(e[1]), weight))
+    return ids, tensors, indexed
+
+
+def _split_examples(images: Mapping[Any, Any], examples: Sequence[tuple[Any, ...]], method: str,
+                    height: int, cfg: FinetuneConfig, conditioning: Conditioning | None) -> _Examples:
+    """Validate the examples, hold out a seeded few (:func:`heldout_positions`), drop weight 0."""
+    ids, tensors, indexed = _index_examples(images, examples, method, height)
+    if conditioning is not None and len(conditioning.groups) != len(indexed):
+        raise InvalidInput(f"{len(conditioning.groups)} taste groups for {len(indexed)} examples")
+    held_idx = sorted(heldout_positions(len(indexed), cfg))
+    train_idx = [i for i in range(len(indexed)) if i not in set(held_idx) and indexed[i][2] > 0]
+    held_idx = [i for i in held_idx if indexed[i][2] > 0]
+    if not train_idx:
+        raise InvalidInput(f"{method}: every training example has weight 0; nothing to learn")
+    group_of = list(conditioning.groups) if conditioning is not None else None
+    roles = {i: "train" for i in train_idx} | {i: "heldout" for i in held_idx}
+    training_set = tuple(
+        ({"winner": e[0], "loser": e[1]} if method == "dpo" else {"clip_id": e[0], "desirable": bool(e[1])})
+        | {"weight": round(float(e[2]), 6), "role": roles.get(i, "dropped")}
+        | ({"group": int(group_of[i])} if group_of is not None else {})
+        for i, e in enumerate(examples))
+    return _Examples(
+        ids=ids, tensors=tensors, train=[indexed[i] for i in train_idx], held=[indexed[i] for i in held_idx],
+        train_groups=[group_of[i] for i in train_idx] if group_of is not None else None,
+        held_groups=[group_of[i] for i in held_idx] if group_of is not None else None,
+        training_set=training_set,
+        fingerprint=_fingerprint(tensors, [(*e, group_of[i]) for i, e in enumerate(indexed)]
+                                 if group_of is not None else indexed),
+    )
+
+
+@dataclass(frozen=True)
+class _MethodParts:
+    """What DPO and KTO do differently: the batches, the objective, the fixed evaluation sets
+    of the training and the held-out examples, and the figures measured on them."""
+
+    batches: Any
+    objective: Any
+    fixed_train: Any
+    fixed_held: Any
+    figures_of: Callable[..., dict[str, float]]
+
+
+def _method_parts(data: _Examples, cfg: FinetuneConfig, pref: PreferenceConfig, *, width: int, T: int,
+                  replay: Any, n_replay: int, per_batch: int, dropout: float) -> _MethodParts:
+    timesteps = pref.timesteps()
+    fixed = fixed_pairs if pref.method == "dpo" else fixed_labels
+    if pref.method == "dpo":
+        batches: Any = PairBatches(data.tensors, data.train, width=width, pairs_per_batch=max(per_batch // 2, 1),
+                                   seed=cfg.seed, replay=replay, n_replay=n_replay, groups=data.train_groups)
+        objective: Any = DiffusionDPOLoss(pref.dpo_beta, timesteps, pref.replay_weight, dropout)
+    else:
+        batches = LabelBatches(data.tensors, data.train, width=width, per_batch=per_batch, seed=cfg.seed,
+                               replay=replay, n_replay=n_replay, groups=data.train_groups)
+        objective = DiffusionKTOLoss(pref.kto_beta, timesteps, pref.replay_weight, dropout)
+    return _MethodParts(
+        batches=batches, objective=objective,
+        fixed_train=fixed(data.tensors, data.train, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
+                          seed=cfg.seed + 11, groups=data.train_groups),
+        fixed_held=fixed(data.tensors, data.held, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
+                         seed=cfg.seed + 12, groups=data.held_groups),
+        figures_of=pair_figures if pref.method == "dpo" else label_figures,
+    )
+
+
+def _evaluator(parts: _MethodParts, pref: PreferenceConfig, reference: torch.nn.Module,
+               forgetting: Any, noise_scheduler: Any, bf16: bool) -> Callable[[torch.nn.Module],
+                                                                          dict[str, float | None]]:
+    """The loop's evaluation: the method's figures on the fixed training and held-out sets (the
+    frozen reference's errors computed once per set) and the ε-loss on held-out corpus crops."""
+    reference_errors: dict[Any, torch.Tensor] = {}
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float | None]:
+        out_figures: dict[str, float | None] = {}
+        for tag, fixed in (("train", parts.fixed_train), ("heldout", parts.fixed_held)):
+            if fixed is None:
+                out_figures[f"{tag}_{pref.method}_loss"] = None
+                continue
+            for key, value in parts.figures_of(m, reference, fixed, noise_scheduler, beta=pref.beta,
+                                               use_bf16=bf16, cache=reference_errors).items():
+                out_figures[f"{tag}_{key}"] = value
+        out_figures["replay_loss"] = (heldout_loss(m, forgetting, noise_scheduler, use_bf16=bf16)
+                                      if forgetting is not None else None)
+        return out_figures
+
+    return evaluate
 
 
 def preference_finetune(
@@ -314,95 +428,27 @@ def preference_finetune(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report = progress or _no_progress
-    height = int(parent.mel_config.y_res)
     width = int(cfg.width or parent.mel_config.x_res)
     if width % parent.denoiser.width_multiple:
         raise InvalidInput(f"crop width {width} must be a multiple of {parent.denoiser.width_multiple}")
+    data = _split_examples(images, list((pairs if pref.method == "dpo" else labels) or []), pref.method,
+                           int(parent.mel_config.y_res), cfg, conditioning)
 
-    examples: list[tuple[Any, ...]] = list((pairs if pref.method == "dpo" else labels) or [])
-    if not examples:
-        raise InvalidInput(f"{pref.method}: no {'preference pairs' if pref.method == 'dpo' else 'labelled clips'} "
-                           "to train on")
-    ids = sorted({cid for e in examples for cid in ((e[0], e[1]) if pref.method == "dpo" else (e[0],))})
-    missing = [cid for cid in ids if cid not in images]
-    if missing:
-        raise InvalidInput(f"no mel image for clips {missing[:10]}")
-    index = {cid: k for k, cid in enumerate(ids)}
-    tensors = [clip_tensor(images[cid], height) for cid in ids]
-    indexed: list[tuple[Any, ...]] = []
-    for e in examples:
-        weight = float(e[2])
-        if not (np.isfinite(weight) and weight >= 0):
-            raise InvalidInput(f"example {e!r} has weight {weight!r}; it must be finite and >= 0")
-        if pref.method == "dpo":
-            if e[0] == e[1]:
-                raise InvalidInput(f"a pair compares clip {e[0]!r} with itself")
-            indexed.append((index[e[0]], index[e[1]], weight))
-        else:
-            indexed.append((index[e[0]], bool(e[1]), weight))
-    if conditioning is not None and len(conditioning.groups) != len(indexed):
-        raise InvalidInput(f"{len(conditioning.groups)} taste groups for {len(indexed)} examples")
-    train_idx, held_idx = _split(len(indexed), cfg)
-    train_idx = [i for i in train_idx if indexed[i][2] > 0]
-    held_idx = [i for i in held_idx if indexed[i][2] > 0]
-    train = [indexed[i] for i in train_idx]
-    held = [indexed[i] for i in held_idx]
-    group_of = list(conditioning.groups) if conditioning is not None else None
-    train_groups = [group_of[i] for i in train_idx] if group_of is not None else None
-    held_groups = [group_of[i] for i in held_idx] if group_of is not None else None
-    if not train:
-        raise InvalidInput(f"{pref.method}: every training example has weight 0; nothing to learn")
-    roles = {i: "train" for i in train_idx} | {i: "heldout" for i in held_idx}
-    if conditioning is not None:
-        group_note = {i: {"group": int(g)} for i, g in enumerate(conditioning.groups)}
-    training_set = tuple(
-        ({"winner": e[0], "loser": e[1]} if pref.method == "dpo" else {"clip_id": e[0], "desirable": bool(e[1])})
-        | {"weight": round(float(e[2]), 6), "role": roles.get(i, "dropped")}
-        | (group_note[i] if conditioning is not None else {})
-        for i, e in enumerate(examples))
-    fingerprint = _fingerprint(tensors, [(*e, group_of[i]) for i, e in enumerate(indexed)]
-                               if group_of is not None else indexed)
-
-    checkpoint = load_checkpoint(out, resume=resume, what=f"{pref.method} fine-tune", required=False)
+    cfg, checkpoint = open_run(out, cfg, data.fingerprint, resume, what=f"{pref.method} fine-tune",
+                               data="clips or preferences")
     if checkpoint is not None:
-        if checkpoint.get("fingerprint") != fingerprint:
-            raise InvalidInput(f"the checkpoint in {out} was made from other clips or preferences")
-        cfg = dataclasses.replace(FinetuneConfig.from_dict(checkpoint["config"]), max_minutes=cfg.max_minutes)
         pref = PreferenceConfig.from_dict(checkpoint["preference"])
-        logger.info("resuming %s fine-tune %s at step %d", pref.method, out, checkpoint["step"])
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    bf16 = use_bf16(cfg.precision, parent.denoiser.device)
-    seed_everything(cfg.seed)
+    bf16 = set_up_torch(cfg, parent.denoiser.device)
     model = starting_model(parent, conditioning).requires_grad_(True)
     # the frozen reference is where the policy starts: the parent, or the parent with zero group
     # embeddings (the same function) for a newly conditioned child
     reference = copy.deepcopy(model).eval().requires_grad_(False)
     noise_scheduler = training_noise_scheduler(parent)
     T = int(noise_scheduler.config.num_train_timesteps)
-    timesteps = pref.timesteps()
-    dropout = conditioning.dropout if conditioning is not None else 0.0
-
     n_replay = cfg.replay_per_batch if replay is not None and len(replay) > 0 else 0
     per_batch = max(cfg.batch_size - n_replay, 1)
-    if pref.method == "dpo":
-        batches: Any = PairBatches(tensors, train, width=width, pairs_per_batch=max(per_batch // 2, 1),
-                                   seed=cfg.seed, replay=replay, n_replay=n_replay, groups=train_groups)
-        objective: Any = DiffusionDPOLoss(pref.dpo_beta, timesteps, pref.replay_weight, dropout)
-        fixed_train = fixed_pairs(tensors, train, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
-                                  seed=cfg.seed + 11, groups=train_groups)
-        fixed_held = fixed_pairs(tensors, held, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
-                                 seed=cfg.seed + 12, groups=held_groups)
-        figures_of: Callable[..., dict[str, float]] = pair_figures
-    else:
-        batches = LabelBatches(tensors, train, width=width, per_batch=per_batch, seed=cfg.seed,
-                               replay=replay, n_replay=n_replay, groups=train_groups)
-        objective = DiffusionKTOLoss(pref.kto_beta, timesteps, pref.replay_weight, dropout)
-        fixed_train = fixed_labels(tensors, train, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
-                                   seed=cfg.seed + 11, groups=train_groups)
-        fixed_held = fixed_labels(tensors, held, width=width, n=cfg.eval_crops, T=T, timesteps=timesteps,
-                                  seed=cfg.seed + 12, groups=held_groups)
-        figures_of = label_figures
+    parts = _method_parts(data, cfg, pref, width=width, T=T, replay=replay, n_replay=n_replay,
+                          per_batch=per_batch, dropout=conditioning.dropout if conditioning is not None else 0.0)
     forgetting = fixed_heldout_batch(replay_heldout if replay_heldout is not None else replay,
                                      cfg.eval_crops, T, cfg.seed + 13)
     criterion = f"heldout_{pref.method}_loss"
@@ -410,26 +456,12 @@ def preference_finetune(
     if conditioning is not None:
         loop_settings = dataclasses.replace(
             loop_settings, lr_scales=(("unet.class_embedding.", float(conditioning.embedding_lr_scale)),))
-    reference_errors: dict[Any, torch.Tensor] = {}  # the frozen reference's, once per fixed set
-
-    def evaluate(m: torch.nn.Module) -> dict[str, float | None]:
-        out_figures: dict[str, float | None] = {}
-        for tag, fixed in (("train", fixed_train), ("heldout", fixed_held)):
-            if fixed is None:
-                out_figures[f"{tag}_{pref.method}_loss"] = None
-                continue
-            for key, value in figures_of(m, reference, fixed, noise_scheduler, beta=pref.beta,
-                                         use_bf16=bf16, cache=reference_errors).items():
-                out_figures[f"{tag}_{key}"] = value
-        out_figures["replay_loss"] = (heldout_loss(m, forgetting, noise_scheduler, use_bf16=bf16)
-                                      if forgetting is not None else None)
-        return out_figures
-
     loop = TrainingLoop(
-        model, objective=objective, batches=batches, config=loop_settings,
-        out=out, noise_scheduler=noise_scheduler, use_bf16=bf16, evaluate=evaluate, reference=reference,
+        model, objective=parts.objective, batches=parts.batches, config=loop_settings,
+        out=out, noise_scheduler=noise_scheduler, use_bf16=bf16, reference=reference,
+        evaluate=_evaluator(parts, pref, reference, forgetting, noise_scheduler, bf16),
         best=BestWeights(criterion, cfg.patience),
-        checkpoint_extra={"config": cfg.to_dict(), "preference": pref.to_dict(), "fingerprint": fingerprint,
+        checkpoint_extra={"config": cfg.to_dict(), "preference": pref.to_dict(), "fingerprint": data.fingerprint,
                           "conditioning": conditioning.to_dict() if conditioning is not None else None},
         on_step=lambda s: report(s.fraction, f"{pref.method}: step {s.step}/{cfg.steps}"),
     )
@@ -438,11 +470,11 @@ def preference_finetune(
         (out / CONFIG_FILE).write_text(json.dumps({**cfg.to_dict(), **pref.to_dict()}, indent=2) + "\n")
     logger.info("%s fine-tune of %s: %d training examples (%d held out) over %d clips, %d per batch + "
                 "%d replay, β %g, t < %d (full range %.0f %%), %d steps, lr %.1e, bf16=%s",
-                pref.method, parent.name, len(train), len(held), len(ids), per_batch, n_replay, pref.beta,
-                timesteps.t_max(T), 100 * timesteps.full_range_share, cfg.steps, cfg.lr, bf16)
+                pref.method, parent.name, len(data.train), len(data.held), len(data.ids), per_batch, n_replay,
+                pref.beta, pref.timesteps().t_max(T), 100 * pref.full_range_share, cfg.steps, cfg.lr, bf16)
     report(loop.step / cfg.steps, f"{pref.method} fine-tuning")
     outcome = loop.run()
-    return _export(loop, outcome, parent, cfg, pref, training_set,
+    return _export(loop, outcome, parent, cfg, pref, data.training_set,
                    model_dir=Path(model_dir) if model_dir is not None else out / MODEL_DIR,
                    n_replay=n_replay, name=name, parent_name=parent_name, record=record, report=report,
                    conditioning=conditioning)
@@ -452,15 +484,7 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: 
             pref: PreferenceConfig, training_set: tuple[dict[str, Any], ...], *, model_dir: Path,
             n_replay: int, name: str | None, parent_name: str | None, record: dict[str, Any] | None,
             report: ProgressFn, conditioning: Conditioning | None = None) -> PreferenceResult:
-    assert loop.best is not None and loop.evaluate is not None
-    best = loop.best.state
-    final_model = copy.deepcopy(loop.ema.model)
-    if best.get("state") is not None:
-        final_model.load_state_dict(best["state"])
-    final_model.eval().requires_grad_(False)
-    exported = best.get("figures") or loop.evaluate(final_model)
-    parent_figures = best.get("parent") or {}
-    best_step = int(best.get("step") or outcome.steps)
+    final_model, exported, parent_figures, best_step = best_weights(loop, outcome)
     m = pref.method
     keys = ([f"{tag}_{k}" for tag in ("train", "heldout") for k in ("dpo_loss", "margin", "accuracy")]
             if m == "dpo" else
@@ -487,17 +511,11 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: 
                 "training_set": list(training_set), **result.summary(), **(record or {})}
     if conditioning is not None:
         training["conditioning"] = conditioning.to_dict()
-    extra: dict[str, Any] = {CONFIG_FILE: json.dumps({**cfg.to_dict(), **pref.to_dict()}, indent=2) + "\n",
-                             LOG_FILE: loop.log_path}
-    if curve is not None:
-        extra[CURVE_FILE] = curve
     if not main:  # under torchrun rank 0 alone writes the folder
         return result
-    report(1.0, "saving the new model")
-    save_model_folder(model_dir, final_model, parent.mel_config, scheduler=parent.scheduler,
-                      name=name or model_dir.name, parent=parent_name or parent.name, training=training,
-                      extra_files=extra)
-    carry_taste_groups(model_dir, final_model, parent, conditioning.to_dict() if conditioning else None)
+    save_export(loop, final_model, parent, model_dir=model_dir, config_json={**cfg.to_dict(), **pref.to_dict()},
+                curve=curve, training=training, name=name, parent_name=parent_name, report=report,
+                taste_groups=conditioning.to_dict() if conditioning else None)
     logger.info("%s fine-tune done: %d steps (%s), best step %d, %.1f min; %s", m, result.steps,
                 result.stop_reason, best_step, result.wall_seconds / 60,
                 ", ".join(f"{k} {_round(a, 5)} -> {_round(b, 5)}" for k, (a, b) in figures.items()))
