@@ -109,6 +109,12 @@ def canvas_width(seconds: float, mel: MelConfig, multiple: int) -> tuple[int, in
     return frames, width
 
 
+def _check_strength(strength: Any) -> None:
+    """A variation's or blend's strength: a number in [0, 1]."""
+    if not (isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0):
+        raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+
+
 class Engine:
     """Generate, vary and merge audio clips with one model.
 
@@ -323,6 +329,24 @@ class Engine:
             return None
         return lambda done, total: progress(done / total)
 
+    def _vary(self, images: torch.Tensor, strength: float, seeds: Sequence[int], steps: int,
+              sampler: str, eta: float, progress: Progress | None,
+              input_ids: Sequence[str] = ()) -> SampleResult:
+        """:func:`encore.diffusion.sampling.vary` of a batch of song images with this engine's
+        model and precision."""
+        return sampling.vary(
+            self.model,
+            images,
+            strength=float(strength),
+            seed=list(seeds),
+            steps=steps,
+            eta=eta,
+            precision=self.precision,
+            callback=self._callback(progress),
+            input_ids=input_ids,
+            sampler=sampler,
+        )
+
     # -- the three operations ------------------------------------------------------------
 
     def generate_batch(
@@ -402,24 +426,13 @@ class Engine:
         ``len(seeds)`` candidates. Each clip equals ``vary(audio, strength, seed, ...)`` made
         alone to within the batched convolutions' rounding (tested to bf16 tolerance).
         """
-        if not (isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0):
-            raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+        _check_strength(strength)
         steps, sampler = self._solver(steps, sampler)
         frames, _ = self.canvas(seconds)
         image, used = self.song_image(audio, seconds, offset=offset)
         images = torch.from_numpy(np.repeat(image[None, None], len(seeds), axis=0))
-        result = sampling.vary(
-            self.model,
-            images,
-            strength=float(strength),
-            seed=list(seeds),
-            steps=steps,
-            eta=eta,
-            precision=self.precision,
-            callback=self._callback(progress),
-            input_ids=(input_id,) if input_id else (),
-            sampler=sampler,
-        )
+        result = self._vary(images, strength, seeds, steps, sampler, eta, progress,
+                            input_ids=(input_id,) if input_id else ())
         return self._clips(result, seconds, frames, offsets=[used])
 
     def vary_songs(
@@ -445,8 +458,7 @@ class Engine:
         """
         if len(audios) != len(seeds):
             raise InvalidInput(f"got {len(seeds)} seeds for {len(audios)} songs")
-        if not (isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0):
-            raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+        _check_strength(strength)
         offs = list(offsets) if offsets is not None else [None] * len(audios)
         ids = list(input_ids) if input_ids else [""] * len(audios)
         if len(offs) != len(audios) or len(ids) != len(audios):
@@ -455,17 +467,7 @@ class Engine:
         frames, _ = self.canvas(seconds)
         pairs = [self.song_image(a, seconds, offset=o) for a, o in zip(audios, offs, strict=True)]
         images = torch.from_numpy(np.stack([img[None] for img, _ in pairs]))
-        result = sampling.vary(
-            self.model,
-            images,
-            strength=float(strength),
-            seed=list(seeds),
-            steps=steps,
-            eta=eta,
-            precision=self.precision,
-            callback=self._callback(progress),
-            sampler=sampler,
-        )
+        result = self._vary(images, strength, seeds, steps, sampler, eta, progress)
         clips = self._clips(result, seconds, frames)
         return [
             Clip(c.image, c.audio, c.sample_rate,
@@ -579,10 +581,8 @@ class Engine:
         if len(audios) < 2:
             raise InvalidInput(f"merge needs at least 2 songs, got {len(audios)}")
         validate_weights(weights, len(audios))  # before any decoding
-        if strength is not None and not (
-            isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0
-        ):
-            raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+        if strength is not None:
+            _check_strength(strength)
         if method in ("mix", "splice"):
             steps, solver = self._solver(steps, sampler)
         else:
@@ -753,10 +753,8 @@ class Engine:
         """
         from encore.diffusion import continuation
 
-        if audio is not None and not (
-            isinstance(strength, int | float) and 0.0 <= float(strength) <= 1.0
-        ):
-            raise InvalidInput(f"strength={strength!r} must be in [0, 1]")
+        if audio is not None:
+            _check_strength(strength)
         lay = self.piece_layout(seconds, loop=loop)
         if lay is None:
             if audio is None:
