@@ -35,7 +35,8 @@ pytestmark = BROWSER_MARKS
 
 @pytest.fixture(scope="module")
 def server(start_live_server: Any) -> Iterator[LiveServer]:
-    # one canvas per request: this test is about the loop (pieces: test_web_browser_pieces.py)
+    # API requests without a length get one canvas; the page asks for its shortest length, 6 s
+    # (pieces: test_web_browser_pieces.py)
     with start_live_server("live", ENCORE_DEFAULT_PIECE_SECONDS="2.0",
                            ENCORE_MIN_LISTEN_SECONDS=str(MIN_LISTEN)) as live:
         warm = threading.Thread(target=warm_up_worker, args=(live,), daemon=True)
@@ -112,6 +113,7 @@ def test_the_whole_loop_in_the_browser(ada: Any, operator_page: Any) -> None:
     page.check("input[name=song]")
     assert page.locator(".closeness").is_visible()
     page.fill("#closeness", "0.8")
+    page.select_option("#make-seconds", "6")  # the shortest length offered
     page.click("button.make")
     page.wait_for_url(re.compile(r"/music/\d+$"))
     delivery_id = int(page.url.rsplit("/", 1)[1])
@@ -149,7 +151,9 @@ def test_the_whole_loop_in_the_browser(ada: Any, operator_page: Any) -> None:
     rows = list(csv.DictReader(io.StringIO(operator_page.request.get("/api/operator/ratings.csv").text())))
     mine = [r for r in rows if int(r["delivery_id"]) == delivery_id]
     assert len(mine) == 1 and float(mine[0]["stars"]) == 4.5
-    assert float(mine[0]["listened_fraction"]) >= MIN_LISTEN / 2.0 - 0.01
+    clip_seconds = page.request.get(f"/api/deliveries/{delivery_id}").json()["clip_seconds"]
+    assert 5.5 < clip_seconds < 6.5  # the length asked for on /songs
+    assert float(mine[0]["listened_fraction"]) >= (MIN_LISTEN - 0.05) / clip_seconds
     operator_page.goto("/operator/report")
     assert "4.50" in operator_page.locator("table.table1").first.inner_text()
     wait_until(operator_page, "[...document.querySelectorAll('.plots img')].every(i => i.naturalWidth > 0)")
