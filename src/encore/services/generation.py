@@ -176,22 +176,8 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
     rendered = [_store_rendering(ctx, r, sr, songs) for r in results]
     result_offsets = {cid: (r.params or {}).get("offsets") for cid, r in zip(ids, results, strict=False)}
     with ctx.session() as session:
-        for cid, (keys, rep, s_value, descriptors, seconds, start_step) in zip(
-            ids, rendered, strict=True
-        ):
-            row = session.get(Clip, cid)
-            if row is None:
-                raise NotFound(f"clip {cid} was deleted")
-            row.audio_key, row.image_key, row.mel_key = keys
-            row.representation = rep
-            row.similarity = s_value
-            row.descriptors = descriptors
-            row.seconds = seconds
-            if start_step is not None:
-                row.start_step = int(start_step)
-            _note_offsets(row, result_offsets.get(cid))
-            row.status = ClipStatus.READY
-            row.ready_at = utcnow()
+        for cid, stored in zip(ids, rendered, strict=True):
+            _write_rendering(session, cid, stored, result_offsets.get(cid), ready=True)
     if len(ids) > 1 or clip.request_id is not None:
         _choose(ctx, ids, version_selects=bool(version.taste_selection), seed=seeds[0])
     logger.info("clip %d ready (%d candidate(s))", clip_id, len(ids))
