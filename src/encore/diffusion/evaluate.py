@@ -306,6 +306,31 @@ def vocode(images: torch.Tensor, mel_config: object) -> np.ndarray:
     return np.asarray(image_to_audio(grey, mel_config))  # type: ignore[arg-type]
 
 
+def clip_features(images: torch.Tensor, mel_config: object) -> np.ndarray:
+    """The evaluation features of model images: vocoded, then
+    :func:`encore.diffusion.features.features_for_clips`."""
+    from encore.diffusion.features import features_for_clips
+
+    audio = vocode(images.cpu().float(), mel_config)
+    return features_for_clips(list(audio), mel_config.sample_rate)  # type: ignore[attr-defined]
+
+
+def _untrained_like(model: object, seed: int) -> object:
+    """The untrained model of the normalised score: ``model``'s architecture, random weights."""
+    from encore.diffusion.folder import build_random_model
+
+    return build_random_model(
+        model.denoiser.config, model.mel_config, seed=seed + 1,  # type: ignore[attr-defined]
+        scheduler=model.scheduler, device=model.device,  # type: ignore[attr-defined]
+    )
+
+
+def _real_halves(heldout: object, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sets of ``n`` held-out crops (real A, the reference, and real B)."""
+    real = sample_crops(heldout, 2 * n, seed=seed + 101)
+    return real[:n], real[n:]
+
+
 def evaluate_model(
     model: object,
     *,
@@ -356,21 +381,13 @@ def evaluate_model(
     """
     import time
 
-    from encore.diffusion.features import features_for_clips
-    from encore.diffusion.folder import build_random_model
-
     if n < 4:
         raise InvalidInput(f"n={n} must be at least 4")
     t0 = time.monotonic()
     mel = model.mel_config  # type: ignore[attr-defined]
-    if untrained is None:
-        untrained = build_random_model(
-            model.denoiser.config, mel, seed=seed + 1, scheduler=model.scheduler,  # type: ignore[attr-defined]
-            device=model.device,  # type: ignore[attr-defined]
-        )
-    real = sample_crops(heldout, 2 * n, seed=seed + 101)
-    real_a, real_b = real[:n], real[n:]
-    width = real.shape[-1]
+    untrained = untrained if untrained is not None else _untrained_like(model, seed)
+    real_a, real_b = _real_halves(heldout, n, seed)
+    width = real_a.shape[-1]
     train_ref = sample_crops(train, n_train_reference, seed=seed + 202).reshape(n_train_reference, -1).numpy()
 
     sets: dict[str, torch.Tensor] = {"real A": real_a, "real B": real_b}
@@ -387,8 +404,7 @@ def evaluate_model(
     logger.info("eval: vocoding and computing features of %d sets", len(sets))
     feats: dict[str, np.ndarray] = {}
     for name, images in sets.items():
-        audio = vocode(images.cpu().float(), mel)
-        feats[name] = features_for_clips(list(audio), mel.sample_rate)
+        feats[name] = clip_features(images, mel)
     std = Standardiser.fit(feats["real A"])
     z = {name: std(f) for name, f in feats.items()}
     nn = {name: float(nearest_neighbour_distances(images.reshape(len(images), -1).numpy(), train_ref).mean())
@@ -545,30 +561,18 @@ def compare_samplers(
     """
     import time
 
-    from encore.diffusion.features import features_for_clips
-    from encore.diffusion.folder import build_random_model
-
     if n < 4:
         raise InvalidInput(f"n={n} must be at least 4")
     if not configs:
         raise InvalidInput("give at least one sampler setting")
     t0 = time.monotonic()
     mel = model.mel_config  # type: ignore[attr-defined]
-    if untrained is None:
-        untrained = build_random_model(
-            model.denoiser.config, mel, seed=seed + 1, scheduler=model.scheduler,  # type: ignore[attr-defined]
-            device=model.device,  # type: ignore[attr-defined]
-        )
-    real = sample_crops(heldout, 2 * n, seed=seed + 101)
-    real_a, real_b = real[:n], real[n:]
-    width = real.shape[-1]
+    untrained = untrained if untrained is not None else _untrained_like(model, seed)
+    real_a, real_b = _real_halves(heldout, n, seed)
+    width = real_a.shape[-1]
     del train  # nearest-neighbour distances are evaluate_model's business
 
     cache: dict[tuple[object, ...], np.ndarray] = {}
-
-    def features(images: torch.Tensor) -> np.ndarray:
-        audio = vocode(images.cpu().float(), mel)
-        return features_for_clips(list(audio), mel.sample_rate)
 
     def task_features(tag: str, m: object, task: str, cfg: SamplerConfig) -> np.ndarray:
         key = (tag, task, "ddim" if task == "merge" else cfg.sampler,
@@ -578,10 +582,10 @@ def compare_samplers(
             sets = _task_sets(m, tag, real_b, n=n, width=width, steps=cfg.steps,
                               strength=strength, seed=seed, precision=precision,
                               sampler=cfg.sampler, merge_steps=cfg.merge_steps, tasks=(task,))
-            cache[key] = features(sets[f"{task} ({tag})"])
+            cache[key] = clip_features(sets[f"{task} ({tag})"], mel)
         return cache[key]
 
-    fa, fb = features(real_a), features(real_b)
+    fa, fb = clip_features(real_a, mel), clip_features(real_b, mel)
     std = Standardiser.fit(fa)
     za, zb = std(fa), std(fb)
     bad = set(tasks) - {"generate", "vary", "merge"}

@@ -338,10 +338,9 @@ def kto_loss(e: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, beta: 
 # objectives
 
 
-class DiffusionDPOLoss:
-    """Diffusion-DPO on a :class:`PreferencePairBatch` (plus ``replay_weight`` × the ε-loss on its
-    replay crops). Reads the frozen parent from ``ctx.reference``. ``last`` holds the batch's
-    figures (``dpo_loss``, ``margin``, ``accuracy``, ``replay_loss``) for logging."""
+class _PreferenceLoss:
+    """What the two preference objectives share: β, where timesteps are drawn, the weight of
+    the ε-loss on the replay crops, label dropout, and ``last`` (the batch's figures)."""
 
     def __init__(self, beta: float, timesteps: TimestepRange, replay_weight: float = 1.0,
                  group_dropout: float = 0.0) -> None:
@@ -352,6 +351,21 @@ class DiffusionDPOLoss:
         self.beta, self.timesteps, self.replay_weight = float(beta), timesteps, float(replay_weight)
         self.group_dropout = float(group_dropout)
         self.last: dict[str, float] = {}
+
+    def _with_replay(self, loss: torch.Tensor, model: torch.nn.Module, replay_crops: torch.Tensor | None,
+                     ctx: LossContext) -> torch.Tensor:
+        """``loss`` plus ``replay_weight`` × the ε-loss on the batch's replay crops (if any)."""
+        replay = _replay_loss(model, replay_crops, ctx)
+        if replay is not None:
+            self.last["replay_loss"] = float(replay.detach())
+            loss = loss + self.replay_weight * replay
+        return loss
+
+
+class DiffusionDPOLoss(_PreferenceLoss):
+    """Diffusion-DPO on a :class:`PreferencePairBatch` (plus ``replay_weight`` × the ε-loss on its
+    replay crops). Reads the frozen parent from ``ctx.reference``. ``last`` holds the batch's
+    figures (``dpo_loss``, ``margin``, ``accuracy``, ``replay_loss``) for logging."""
 
     def __call__(self, model: torch.nn.Module, batch: PreferencePairBatch, ctx: LossContext) -> torch.Tensor:
         if ctx.reference is None:
@@ -369,26 +383,12 @@ class DiffusionDPOLoss:
         m = margin.detach()
         self.last = {"dpo_loss": float(loss.detach()), "margin": float(m.mean()),
                      "accuracy": float((m > 0).float().mean())}
-        replay = _replay_loss(model, batch.replay, ctx)
-        if replay is not None:
-            self.last["replay_loss"] = float(replay.detach())
-            loss = loss + self.replay_weight * replay
-        return loss
+        return self._with_replay(loss, model, batch.replay, ctx)
 
 
-class DiffusionKTOLoss:
+class DiffusionKTOLoss(_PreferenceLoss):
     """Diffusion-KTO on a :class:`LabelledBatch` (plus ``replay_weight`` × the ε-loss on its replay
     crops). ``last``: ``kto_loss``, ``reward_desirable``, ``reward_undesirable``, ``z0``."""
-
-    def __init__(self, beta: float, timesteps: TimestepRange, replay_weight: float = 1.0,
-                 group_dropout: float = 0.0) -> None:
-        if not beta > 0:
-            raise InvalidInput(f"beta={beta!r} must be > 0")
-        if replay_weight < 0:
-            raise InvalidInput(f"replay_weight={replay_weight!r} must be >= 0")
-        self.beta, self.timesteps, self.replay_weight = float(beta), timesteps, float(replay_weight)
-        self.group_dropout = float(group_dropout)
-        self.last: dict[str, float] = {}
 
     def __call__(self, model: torch.nn.Module, batch: LabelledBatch, ctx: LossContext) -> torch.Tensor:
         if ctx.reference is None:
@@ -405,11 +405,7 @@ class DiffusionKTOLoss:
         self.last = {"kto_loss": float(loss.detach()), "z0": float(z0),
                      "reward_desirable": float(r[good].mean()) if bool(good.any()) else float("nan"),
                      "reward_undesirable": float(r[~good].mean()) if bool((~good).any()) else float("nan")}
-        replay = _replay_loss(model, batch.replay, ctx)
-        if replay is not None:
-            self.last["replay_loss"] = float(replay.detach())
-            loss = loss + self.replay_weight * replay
-        return loss
+        return self._with_replay(loss, model, batch.replay, ctx)
 
 
 # ----------------------------------------------------------------------------------------------
