@@ -345,51 +345,51 @@ def _workers_section(model: LoadedModel, song: np.ndarray, solver: dict[str, Any
 # -- the benchmark -------------------------------------------------------------------------------
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    from encore.config import get_settings
-    from encore.diffusion.device import (
-        autocast_dtype,
-        configure_threads,
-        cpu_has_native_bf16,
-    )
-    from encore.diffusion.engine import Engine
-    from encore.diffusion.sampling import check_sampler
+@dataclass(frozen=True)
+class _Plan:
+    """What ``encore bench generate`` compares: the baseline (DDIM 50 steps, merges 50 + 50)
+    against the chosen solver and steps, at the serving clip length and strength."""
 
-    settings = get_settings()
-    configure_threads(settings.torch_threads)
-    quick = bool(getattr(args, "quick", False))
-    reps = 1 if quick else 3
-    sampler = check_sampler(getattr(args, "sampler", None) or settings.sampler)
-    steps = int(getattr(args, "steps", None) or settings.inference_steps)
-    merge_steps = int(getattr(args, "merge_steps", None) or settings.merge_steps)
-    seconds = settings.clip_seconds
-    strength = settings.default_strength
-    model, what = _load(getattr(args, "model", None), getattr(args, "device", None))
-    engine = Engine(model, precision="auto")
-    frames, width = engine.canvas(seconds)
+    seconds: float
+    strength: float
+    sampler: str
+    steps: int
+    merge_steps: int
+    reps: int
+
+    base = "ddim-50"
+
+    @property
+    def chosen(self) -> str:
+        return f"{self.sampler}-{self.steps}"
+
+
+def _print_header(model: LoadedModel, engine: Any, what: str, plan: _Plan, amp: torch.dtype | None) -> None:
+    from encore.diffusion.device import cpu_has_native_bf16
+
+    frames, width = engine.canvas(plan.seconds)
     dev = model.device
-    amp = autocast_dtype(dev, "auto")
-    threads = torch.get_num_threads()
     print(f"encore bench generate: {what}")
     print(f"  load average at start: {_load_average()}")
     print(
         f"  device {dev}"
         + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
-        + f", torch threads {threads}, CPU capability "
+        + f", torch threads {torch.get_num_threads()}, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, native bf16 {cpu_has_native_bf16()}, "
         f"engine precision {amp or 'fp32'}"
     )
     print(
         f"  {model.denoiser.config.layout} layout, {model.denoiser.num_parameters() / 1e6:.2f} M "
-        f"parameters; clip {seconds} s = {frames} frames on a {model.mel_config.y_res}x{width} "
-        f"canvas; median of {reps}"
+        f"parameters; clip {plan.seconds} s = {frames} frames on a {model.mel_config.y_res}x{width} "
+        f"canvas; median of {plan.reps}"
     )
-    chosen = f"{sampler}-{steps}"
-    base = "ddim-50"
-    print(f"  baseline {base} (merges ddim-50 + 50); chosen {chosen} "
-          f"(merges ddim-{merge_steps} + {merge_steps}); strength {strength}")
+    print(f"  baseline {plan.base} (merges ddim-50 + 50); chosen {plan.chosen} "
+          f"(merges ddim-{plan.merge_steps} + {plan.merge_steps}); strength {plan.strength}")
 
-    # 1. the UNet against the matrix peak
+
+def _unet_section(model: LoadedModel, width: int, amp: torch.dtype | None, quick: bool) -> None:
+    """[1] The UNet against the matrix peak."""
+    dev = model.device
     flops = unet_flops(model, width)
     t1 = _unet_seconds(model, width, 1, amp, 3 if quick else 7)
     t8 = _unet_seconds(model, width, 8, amp, 1 if quick else 3)
@@ -398,15 +398,17 @@ def run_bench(args: argparse.Namespace) -> int:
     peak = peak16 if amp is not None else peak32
     print(f"\n[1] UNet forward on the {model.mel_config.y_res}x{width} canvas: "
           f"{flops / 1e9:.2f} GFLOP per image")
-    print(f"  matmul peak of this machine ({threads} threads): fp32 {peak32:6.1f} GFLOP/s, "
+    print(f"  matmul peak of this machine ({torch.get_num_threads()} threads): fp32 {peak32:6.1f} GFLOP/s, "
           f"bf16 {peak16:6.1f} GFLOP/s")
     for b, secs in ((1, t1), (8, t8)):
         rate = flops * b / secs / 1e9
         print(f"  batch {b}: {1000 * secs:7.1f} ms per call, {1000 * secs / b:6.1f} ms per image, "
               f"{rate:6.1f} GFLOP/s = {rate / peak:4.0%} of the {amp or 'fp32'} matmul peak")
 
-    # 2. per task, baseline against the chosen setting, end to end
-    songs = _songs(engine.sample_rate)
+
+def _end_to_end_section(engine: Any, songs: list[np.ndarray], plan: _Plan) -> dict[str, _Timing]:
+    """[2] Per task, the baseline against the chosen setting, end to end; the timings."""
+    seconds, strength, base, chosen = plan.seconds, plan.strength, plan.base, plan.chosen
     similarity, sim_what = _load_similarity()
     engine.vary(songs[0], strength, 0, 1, seconds=seconds, sampler="ddim")  # warm-up: librosa
     parts: dict[str, _Timing] = {}
@@ -420,30 +422,31 @@ def run_bench(args: argparse.Namespace) -> int:
         return clips
 
     ops: dict[str, Callable[[], Any]] = {}
-    for tag, smp, n_steps, m_steps in ((base, "ddim", 50, 50), (chosen, sampler, steps, merge_steps)):
+    for tag, smp, n_steps, m_steps in ((base, "ddim", 50, 50),
+                                       (chosen, plan.sampler, plan.steps, plan.merge_steps)):
         ops[f"generate {tag}"] = lambda s=smp, n=n_steps: engine.generate(seconds, 0, n, sampler=s)
         ops[f"vary {tag}"] = lambda s=smp, n=n_steps: engine.vary(
             songs[0], strength, 0, n, seconds=seconds, sampler=s)
         ops[f"best-of-4 {tag}"] = lambda s=smp, n=n_steps, g=tag: best_of_4(s, n, g)
         ops[f"merge {tag}"] = lambda m=m_steps: engine.merge(songs, None, 0, m, seconds=seconds)
-    te = _interleaved(ops, reps)
+    te = _interleaved(ops, plan.reps)
     imgs = engine.generate(seconds, 0, 1).image[None]
     tv1, tv4 = _Timing(), _Timing()
-    for _ in range(reps):
+    for _ in range(plan.reps):
         tv1.add(lambda: engine.to_audio(imgs, seconds))
         tv4.add(lambda: engine.to_audio(np.repeat(imgs, 4, axis=0), seconds))
     targets = {"generate": 0.8, "vary": 0.5, "best-of-4": 1.5, "merge": 2.0}
     calls = {
-        "generate": {base: 50, chosen: steps},
-        "vary": {base: round(strength * 50), chosen: round(strength * steps)},
-        "best-of-4": {base: round(strength * 50), chosen: round(strength * steps)},
-        "merge": {base: 100, chosen: 2 * merge_steps},
+        "generate": {base: 50, chosen: plan.steps},
+        "vary": {base: round(strength * 50), chosen: round(strength * plan.steps)},
+        "best-of-4": {base: round(strength * 50), chosen: round(strength * plan.steps)},
+        "merge": {base: 100, chosen: 2 * plan.merge_steps},
     }
     print(f"\n[2] end to end, {seconds} s clip (UNet + vocoder {engine.vocoder().n_iter} it.); "
           f"wall median (min), CPU median; target on 2 cores")
     for task in ("generate", "vary", "best-of-4", "merge"):
         a, b = te[f"{task} {base}"], te[f"{task} {chosen}"]
-        label_b = chosen if task != "merge" else f"ddim-{merge_steps}"
+        label_b = chosen if task != "merge" else f"ddim-{plan.merge_steps}"
         print(f"  {task:<10} {base:>9} [{calls[task][base]:3d} UNet calls] {a}")
         print(f"  {'':<10} {label_b:>9} [{calls[task][chosen]:3d} UNet calls] {b}   "
               f"x{a.median / b.median:.2f} faster; target <= {targets[task]} s: "
@@ -454,30 +457,60 @@ def run_bench(args: argparse.Namespace) -> int:
                       f"{parts[f'{tag} unet+vocoder'].median:.2f} s, scoring inputs x4 "
                       f"({sim_what} + audio descriptors) {parts[f'{tag} scoring inputs'].median:.2f} s")
     print(f"  vocoder alone: 1 clip {tv1.median:.3f} s, 4 clips (one batch) {tv4.median:.3f} s")
+    return te
 
-    # 4. batches
-    print(f"\n[4] variations of one song at batch 1, 2, 4, 8 ({chosen}, end to end incl. vocoder)")
+
+def _batch_section(engine: Any, song: np.ndarray, plan: _Plan, today: float) -> None:
+    """[4] Variations of one song at batch 1, 2, 4, 8 against the baseline at batch 1
+    (``today``: its seconds per clip)."""
+    print(f"\n[4] variations of one song at batch 1, 2, 4, 8 ({plan.chosen}, end to end incl. vocoder)")
     batch_times: dict[int, _Timing] = {}
     for b in (1, 2, 4, 8):
         fn = lambda b=b: engine.vary_batch(  # noqa: E731
-            songs[0], strength, list(range(b)), steps, seconds=seconds, sampler=sampler)
+            song, plan.strength, list(range(b)), plan.steps, seconds=plan.seconds, sampler=plan.sampler)
         fn()
         batch_times[b] = _Timing()
-        for _ in range(max(1, reps - 1)):
+        for _ in range(max(1, plan.reps - 1)):
             batch_times[b].add(fn)
-    today = te[f"vary {base}"].median
+    threads = torch.get_num_threads()
     for b, tm in batch_times.items():
         rate = b / tm.median
         print(f"  batch {b}: {tm.median:6.2f} s per batch, {rate:5.2f} clips/s, "
               f"{rate / threads:5.2f} clips/s per core, CPU {tm.cpu_median / b:5.2f} s per clip; "
-              f"x{rate * today:.2f} the clips/s of {base} batch 1 ({1 / today:.2f} clips/s)")
+              f"x{rate * today:.2f} the clips/s of {plan.base} batch 1 ({1 / today:.2f} clips/s)")
 
+
+def run_bench(args: argparse.Namespace) -> int:
+    from encore.config import get_settings
+    from encore.diffusion.device import autocast_dtype, configure_threads
+    from encore.diffusion.engine import Engine
+    from encore.diffusion.sampling import check_sampler
+
+    settings = get_settings()
+    configure_threads(settings.torch_threads)
+    quick = bool(getattr(args, "quick", False))
+    plan = _Plan(
+        seconds=settings.clip_seconds, strength=settings.default_strength,
+        sampler=check_sampler(getattr(args, "sampler", None) or settings.sampler),
+        steps=int(getattr(args, "steps", None) or settings.inference_steps),
+        merge_steps=int(getattr(args, "merge_steps", None) or settings.merge_steps),
+        reps=1 if quick else 3,
+    )
+    model, what = _load(getattr(args, "model", None), getattr(args, "device", None))
+    engine = Engine(model, precision="auto")
+    width = engine.canvas(plan.seconds)[1]
+    amp = autocast_dtype(model.device, "auto")
+    _print_header(model, engine, what, plan, amp)
+    _unet_section(model, width, amp, quick)
+    songs = _songs(engine.sample_rate)
+    te = _end_to_end_section(engine, songs, plan)
+    _batch_section(engine, songs[0], plan, today=te[f"vary {plan.base}"].median)
     if getattr(args, "workers", False):
-        _workers_section(model, songs[0], {"sampler": sampler, "steps": steps,
-                                           "strength": strength, "seconds": seconds},
+        _workers_section(model, songs[0], {"sampler": plan.sampler, "steps": plan.steps,
+                                           "strength": plan.strength, "seconds": plan.seconds},
                          requests=8 if quick else 16)
     if getattr(args, "legacy", False):
         print("\n[legacy]")
-        _legacy_sections(model, engine, width, 50, reps)
+        _legacy_sections(model, engine, width, 50, plan.reps)
     print(f"\n  load average at end: {_load_average()}")
     return 0

@@ -600,6 +600,30 @@ class _ProgressBar:
         self.bar.close()
 
 
+def _starting_model(cfg: TrainConfig, init_state_dict: dict[str, torch.Tensor] | None,
+                    device: torch.device, channels_last: bool) -> tuple[torch.nn.Module, TrainConfig]:
+    """The seeded random initialisation (or ``init_state_dict``) placed on ``device``, and
+    ``cfg`` with its denoiser config recorded."""
+    seed_everything(cfg.seed)
+    model = build_model(cfg)  # a random initialisation from the seeded RNG
+    if init_state_dict is not None:
+        model.load_state_dict(init_state_dict)
+    if cfg.model_config is None:
+        cfg = dataclasses.replace(cfg, model_config=denoiser_config(model))
+    place_model(model, device, channels_last)
+    return model, cfg
+
+
+def _run(loop: TrainingLoop, bar: _ProgressBar | None) -> LoopOutcome:
+    """Run the loop, with the progress bar (if any) as its step callback."""
+    loop.on_step = bar
+    try:
+        return loop.run()
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -649,13 +673,7 @@ def train(
     cfg = dataclasses.replace(cfg, device=str(device), data=_data_mode(cfg, dataset))
     bf16 = use_bf16(cfg.precision, device)
     channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    seed_everything(cfg.seed)
-    model = build_model(cfg)  # a random initialisation from the seeded RNG
-    if init_state_dict is not None:
-        model.load_state_dict(init_state_dict)
-    if cfg.model_config is None:
-        cfg = dataclasses.replace(cfg, model_config=denoiser_config(model))
-    place_model(model, device, channels_last)
+    model, cfg = _starting_model(cfg, init_state_dict, device, channels_last)
     noise_scheduler = make_noise_scheduler(cfg)
     held = fixed_heldout_batch(heldout, cfg.eval_crops, cfg.num_train_timesteps, cfg.seed)
     loop = TrainingLoop(
@@ -674,13 +692,7 @@ def train(
         sum(p.numel() for p in model.parameters()) / 1e6, device, cfg.batch_size, cfg.lr, bf16,
         channels_last, cfg.compile, cfg.data, torch.get_num_threads(), cfg.max_steps, cfg.max_minutes,
     )
-    bar = _ProgressBar(cfg, loop) if progress and main else None
-    loop.on_step = bar
-    try:
-        outcome = loop.run()
-    finally:
-        if bar is not None:
-            bar.close()
+    outcome = _run(loop, _ProgressBar(cfg, loop) if progress and main else None)
     if main and mel_config is not None and not cfg.export_every_checkpoint:
         _export(loop, cfg, mel_config)
     return _result(loop, outcome, cfg)
