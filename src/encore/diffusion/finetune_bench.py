@@ -95,11 +95,25 @@ def _cached_clips(folder: Path, parent: Any, model_dir: Path, corpus: Path | Non
     return clips, confidences, what
 
 
+def bench_parent(args: argparse.Namespace, settings: Any) -> tuple[Any, Any, Any, int]:
+    """The fine-tune benches' set-up: torch threads (set), the parent (``--model`` or the base
+    model; a randomly initialised default-config model when there is none, for timing only),
+    its folder, the corpus (None without one) and the thread count."""
+    from encore.diffusion.folder import build_random_model, load_model_folder
+
+    threads = settings.torch_threads or 2
+    torch.set_num_threads(threads)
+    model_dir = args.model or settings.base_model_dir
+    parent = load_model_folder(model_dir, device="cpu") if Path(model_dir).is_dir() else build_random_model(seed=0)
+    corpus_ok = settings.corpus_dir and (Path(settings.corpus_dir) / "manifest.jsonl").is_file()
+    return parent, model_dir, settings.corpus_dir if corpus_ok else None, threads
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from encore.config import get_settings
     from encore.diffusion.finetune import FinetuneConfig, evaluate_against_parent, finetune
     from encore.diffusion.finetune_data import parent_replay_set
-    from encore.diffusion.folder import build_random_model, load_model_folder
+    from encore.diffusion.folder import load_model_folder
 
     method = getattr(args, "method", None) or "paper"
     if method != "paper":  # dpo, kto, or all three on the same clips: encore.diffusion.preference_bench
@@ -107,17 +121,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
         return run_preference_bench(args)
     settings = get_settings()
-    threads = settings.torch_threads or 2
-    torch.set_num_threads(threads)
-    model_dir = args.model or settings.base_model_dir
+    parent, model_dir, corpus, threads = bench_parent(args, settings)
     if Path(model_dir).is_dir():
-        parent = load_model_folder(model_dir, device="cpu")
         print(f"parent: {model_dir} ({parent.denoiser.num_parameters() / 1e6:.2f} M parameters)")
     else:
-        parent = build_random_model(seed=0)
         print(f"parent: no model at {model_dir}; a randomly initialised default-config model "
               "(timing only)")
-    corpus = settings.corpus_dir if settings.corpus_dir and (Path(settings.corpus_dir) / "manifest.jsonl").is_file() else None
     print(f"corpus: {corpus or 'none (replay = the parent generations)'}; torch threads {threads}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 

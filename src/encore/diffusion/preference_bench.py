@@ -63,20 +63,12 @@ def synthetic_preferences(clips: list[np.ndarray], seed: int = 0) -> tuple[list[
 def run_preference_bench(args: argparse.Namespace) -> int:
     from encore.config import get_settings
     from encore.diffusion.finetune import FinetuneConfig
-    from encore.diffusion.finetune_bench import _cached_clips
+    from encore.diffusion.finetune_bench import _cached_clips, bench_parent
     from encore.diffusion.finetune_data import parent_replay_set
-    from encore.diffusion.folder import build_random_model, load_model_folder
     from encore.diffusion.preference import PreferenceConfig, preference_finetune
 
     settings = get_settings()
-    threads = settings.torch_threads or 2
-    torch.set_num_threads(threads)
-    model_dir = args.model or settings.base_model_dir
-    if Path(model_dir).is_dir():
-        parent = load_model_folder(model_dir, device="cpu")
-    else:
-        parent = build_random_model(seed=0)
-    corpus = settings.corpus_dir if settings.corpus_dir and (Path(settings.corpus_dir) / "manifest.jsonl").is_file() else None
+    parent, model_dir, corpus, threads = bench_parent(args, settings)
     print(f"parent: {model_dir} ({parent.denoiser.num_parameters() / 1e6:.2f} M parameters); corpus: "
           f"{corpus or 'none'}; torch threads {threads}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if args.quick and corpus is not None:  # real music, nothing generated: corpus slices as clips
