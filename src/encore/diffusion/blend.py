@@ -45,7 +45,6 @@ import torch
 from encore.diffusion.folder import LoadedModel
 from encore.diffusion.sampling import (
     ProgressCallback,
-    SampleParams,
     SampleResult,
     _check_steps,
     _denoise,
@@ -57,6 +56,7 @@ from encore.diffusion.sampling import (
     _seeds,
     as_model_images,
     inpaint,
+    make_result,
     model_inputs,
     start_step_for,
     vary,
@@ -283,21 +283,9 @@ def merge_mix_inverted(
                        known=region)
         if region is not None:
             out = region.final(out.clamp(-1, 1))
-    params = SampleParams(
-        kind="merge",
-        seeds=seeds,
-        steps=steps,
-        eta=float(eta),
-        height=height,
-        width=width,
-        precision=prec,
-        strength=float(strength),
-        start_step=start,
-        weights=tuple(w),
-        input_ids=tuple(input_ids),
-        method="mix-inverted",
-    )
-    return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+    return make_result(out, "merge", seeds=seeds, steps=steps, eta=eta, precision=prec,
+                       input_ids=input_ids, strength=float(strength), start_step=start,
+                       weights=tuple(w), method="mix-inverted")
 
 
 def blend(

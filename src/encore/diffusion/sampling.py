@@ -167,6 +167,28 @@ class SampleResult:
 # -- helpers ---------------------------------------------------------------------------------
 
 
+def make_result(
+    images: torch.Tensor,
+    kind: str,
+    *,
+    seeds: tuple[int, ...],
+    steps: int,
+    eta: float,
+    precision: str,
+    input_ids: Sequence[str],
+    clamp: bool = True,
+    **extra: Any,
+) -> SampleResult:
+    """An operation's result: ``images`` ``(B, 1, H, W)`` (clamped to [-1, 1] unless ``clamp``
+    is False) as float32 on the CPU, with the params that made them (their size read from
+    the images; ``extra``: the kind's own fields)."""
+    out = images.clamp(-1, 1) if clamp else images
+    params = SampleParams(kind=kind, seeds=seeds, steps=steps, eta=float(eta), height=int(images.shape[2]),
+                          width=int(images.shape[3]), precision=precision, input_ids=tuple(input_ids),
+                          **extra)
+    return SampleResult(out.float().cpu(), params)
+
+
 def _seeds(seed: int | Sequence[int], batch: int) -> tuple[int, ...]:
     if isinstance(seed, int):
         if batch < 1:
@@ -497,18 +519,8 @@ def generate(
     out = _denoise(
         model, sample, sched, sched.timesteps, eta=eta, gens=gens, amp=amp, callback=callback
     )
-    params = SampleParams(
-        kind="generate",
-        seeds=seeds,
-        steps=steps,
-        eta=float(eta),
-        height=height,
-        width=width,
-        precision=prec,
-        input_ids=tuple(input_ids),
-        sampler=sampler,
-    )
-    return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+    return make_result(out, "generate", seeds=seeds, steps=steps, eta=eta, precision=prec,
+                       input_ids=input_ids, sampler=sampler)
 
 
 def start_step_for(strength: float, steps: int) -> int:
@@ -609,21 +621,9 @@ def vary(
     else:
         out = _denoise(model, run.start_sample(x0), run.sched, run.timesteps, eta=eta,
                        gens=run.gens, amp=run.amp, callback=callback)
-    batch, _, height, width = x0.shape
-    params = SampleParams(
-        kind="vary",
-        seeds=run.seeds,
-        steps=steps,
-        eta=float(eta),
-        height=height,
-        width=width,
-        precision=run.precision,
-        strength=float(strength),
-        start_step=run.start,
-        input_ids=tuple(input_ids),
-        sampler=sampler,
-    )
-    return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+    return make_result(out, "vary", seeds=run.seeds, steps=steps, eta=eta, precision=run.precision,
+                       input_ids=input_ids, sampler=sampler, strength=float(strength),
+                       start_step=run.start)
 
 
 def inpaint(
@@ -700,20 +700,10 @@ def inpaint(
         out = _denoise(model, run.start_sample(x0), run.sched, run.timesteps, eta=eta,
                        gens=run.gens, amp=run.amp, callback=callback, known=fixed)
     out = fixed.final(out.clamp(-1, 1))
-    params = SampleParams(
-        kind="vary" if x0 is not None else "generate",
-        seeds=run.seeds,
-        steps=steps,
-        eta=float(eta),
-        height=height,
-        width=width,
-        precision=run.precision,
-        strength=float(strength) if x0 is not None else None,
-        start_step=run.start,
-        input_ids=tuple(input_ids),
-        sampler=sampler,
-    )
-    return SampleResult(out.float().cpu(), params)
+    return make_result(out, "vary" if x0 is not None else "generate", seeds=run.seeds, steps=steps,
+                       eta=eta, precision=run.precision, input_ids=input_ids, sampler=sampler,
+                       strength=float(strength) if x0 is not None else None, start_step=run.start,
+                       clamp=False)  # clamped before the known region was set
 
 
 def _inverse_scheduler(model: LoadedModel, steps: int) -> Any:
@@ -781,18 +771,8 @@ def invert(
     _check_steps(steps, 0.0, model.scheduler)
     amp, prec = _precision(model, precision)
     out = _invert(model, x0, steps, amp=amp, callback=callback)
-    batch, _, height, width = x0.shape
-    params = SampleParams(
-        kind="invert",
-        seeds=(0,) * batch,
-        steps=steps,
-        eta=0.0,
-        height=height,
-        width=width,
-        precision=prec,
-        input_ids=tuple(input_ids),
-    )
-    return SampleResult(out.float().cpu(), params)
+    return make_result(out, "invert", seeds=(0,) * x0.shape[0], steps=steps, eta=0.0, precision=prec,
+                       input_ids=input_ids, clamp=False)  # noise is not clamped
 
 
 def model_inputs(
@@ -879,18 +859,8 @@ def merge(
         done=steps,
         total=total,
     )
-    params = SampleParams(
-        kind="merge",
-        seeds=seeds,
-        steps=steps,
-        eta=float(eta),
-        height=height,
-        width=width,
-        precision=prec,
-        weights=tuple(w),
-        input_ids=tuple(input_ids),
-    )
-    return SampleResult(out.clamp(-1, 1).float().cpu(), params)
+    return make_result(out, "merge", seeds=seeds, steps=steps, eta=eta, precision=prec,
+                       input_ids=input_ids, weights=tuple(w))
 
 
 def replay(
