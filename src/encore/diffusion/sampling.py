@@ -877,57 +877,22 @@ def replay(
     inputs : sequence of torch.Tensor
         None for ``generate``, one image batch for ``vary`` / ``invert``, N for ``merge``.
     """
-    prec = params.precision
-    common = {"steps": params.steps, "precision": prec, "callback": callback}
+    common = {"steps": params.steps, "precision": params.precision, "callback": callback,
+              "input_ids": params.input_ids}
+    seeded = {**common, "seed": list(params.seeds), "eta": params.eta}
     solver = {"sampler": params.sampler}
-    ids = {"input_ids": params.input_ids}
     if params.kind == "generate":
-        return generate(
-            model,
-            batch=len(params.seeds),
-            width=params.width,
-            seed=list(params.seeds),
-            eta=params.eta,
-            **common,
-            **ids,
-            **solver,
-        )
+        return generate(model, batch=len(params.seeds), width=params.width, **seeded, **solver)
     if params.kind == "vary":
-        return vary(
-            model,
-            inputs[0],
-            strength=float(params.strength if params.strength is not None else 0.0),
-            seed=list(params.seeds),
-            eta=params.eta,
-            **common,
-            **ids,
-            **solver,
-        )
+        strength = float(params.strength if params.strength is not None else 0.0)
+        return vary(model, inputs[0], strength=strength, **seeded, **solver)
     if params.kind == "invert":
-        return invert(model, inputs[0], **common, **ids)
+        return invert(model, inputs[0], **common)
     if params.kind == "merge" and params.method not in (None, "slerp"):
         from encore.diffusion.blend import blend  # blend builds on this module
 
-        return blend(
-            model,
-            list(inputs),
-            method=params.method,
-            weights=params.weights,
-            strength=params.strength,
-            seed=list(params.seeds),
-            eta=params.eta,
-            **common,
-            **ids,
-            **solver,
-        )
+        return blend(model, list(inputs), method=params.method, weights=params.weights,
+                     strength=params.strength, **seeded, **solver)
     if params.kind == "merge":
-        return merge(
-            model,
-            list(inputs),
-            weights=params.weights,
-            seed=list(params.seeds),
-            eta=params.eta,
-            **common,
-            **ids,
-        )
+        return merge(model, list(inputs), weights=params.weights, **seeded)
     raise InvalidInput(f"unknown kind {params.kind!r}; expected one of {KINDS}")
