@@ -451,7 +451,6 @@ def _train_and_publish(
     import torch  # deferred, with the diffusion imports below: only the training worker needs them
 
     from encore.diffusion.finetune import FinetuneConfig, evaluate_against_parent, finetune
-    from encore.diffusion.finetune_data import parent_replay_set
     from encore.diffusion.folder import load_model_folder, update_model_meta
     from encore.diffusion.training import distributed
 
@@ -467,25 +466,9 @@ def _train_and_publish(
     width = int(cfg.width or parent_model.mel_config.x_res)
     corpus, no_corpus_reason = corpus_data(ctx, parent_model.mel_config, cfg.seed, width)
 
-    replay, replay_source = None, "none"
     replay_heldout = corpus.heldout if corpus is not None else None  # forgetting, always measured
-    if cfg.replay_fraction > 0:
-        if corpus is not None:
-            replay = corpus.train
-            replay_source = f"corpus {corpus.directory}"
-        elif int(settings.get("parent_replay_clips", 0)) > 0:
-            n = int(settings["parent_replay_clips"])
-            logger.warning("fine-tune run %d: %s; replaying %d generations of %s instead",
-                           run_id, no_corpus_reason, n, parent.name)
-            replay = parent_replay_set(
-                parent_model, n=n, steps=int(settings.get("eval_steps", 25)), seed=cfg.seed,
-                precision=cfg.precision, width=width,
-                progress=lambda f: progress(0.01 + 0.04 * f, "generating replay clips"),
-            )
-            replay_source = f"{n} generations of {parent.name}"
-        else:
-            logger.warning("fine-tune run %d: %s and parent_replay_clips=0: no replay", run_id,
-                           no_corpus_reason)
+    replay, replay_source = _replay(ctx, run_id, parent, parent_model, settings, cfg, corpus,
+                                    no_corpus_reason, width, progress)
     if distributed.is_main():
         _set_run(ctx, run_id, settings={**settings, "replay_source": replay_source})
 
@@ -564,6 +547,31 @@ def _train_and_publish(
         logger.info("training run %d: %s %s", run_id, version.name, gating.summary(verdict))
     progress(1.0, f"published {version.name}")
     return version
+
+
+def _replay(ctx: ServiceContext, run_id: int, parent: ModelVersion, parent_model: Any,
+            settings: dict[str, Any], cfg: Any, corpus: Any, no_corpus_reason: str | None,
+            width: int, progress: Progress) -> tuple[Any, str]:
+    """The run's replay crops and where they come from: the corpus, else the parent's own
+    generations (``parent_replay_clips``), else none."""
+    from encore.diffusion.finetune_data import parent_replay_set
+
+    if cfg.replay_fraction <= 0:
+        return None, "none"
+    if corpus is not None:
+        return corpus.train, f"corpus {corpus.directory}"
+    n = int(settings.get("parent_replay_clips", 0))
+    if n <= 0:
+        logger.warning("fine-tune run %d: %s and parent_replay_clips=0: no replay", run_id, no_corpus_reason)
+        return None, "none"
+    logger.warning("fine-tune run %d: %s; replaying %d generations of %s instead",
+                   run_id, no_corpus_reason, n, parent.name)
+    replay = parent_replay_set(
+        parent_model, n=n, steps=int(settings.get("eval_steps", 25)), seed=cfg.seed,
+        precision=cfg.precision, width=width,
+        progress=lambda f: progress(0.01 + 0.04 * f, "generating replay clips"),
+    )
+    return replay, f"{n} generations of {parent.name}"
 
 
 def _stored_eval(parent: ModelVersion, parent_model: Any) -> dict[str, Any] | None:
