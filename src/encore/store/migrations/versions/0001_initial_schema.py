@@ -3,11 +3,18 @@
 Revision ID: 0001
 Revises: (none)
 Create Date: 2026-11-23 13:48:21.361550
+
+Each table is one function returning its columns and constraints (in the order they were
+first written, which is the order of the CREATE TABLE statement), and ``_INDEXES`` lists its
+indexes; ``upgrade`` creates the tables in order and ``downgrade`` drops them in reverse. The
+helpers below are this migration's own (a migration never imports encore's code), so that the
+schema it creates stays as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -20,564 +27,402 @@ depends_on: str | Sequence[str] | None = None
 
 # JSON on SQLite, JSONB on PostgreSQL (encore.store.base.JSONType).
 JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
+AT = sa.DateTime(timezone=True)  # encore.store.base.UTCDateTime
+ID = "id"
 
 
-def upgrade() -> None:
-    op.create_table(
-        "jobs",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("kind", sa.String(length=64), nullable=False),
-        sa.Column(
-            "queue",
-            sa.Enum("generate", "train", name="queuename", native_enum=False, length=32),
-            nullable=False,
-        ),
-        sa.Column(
-            "status",
-            sa.Enum(
-                "queued",
-                "running",
-                "done",
-                "failed",
-                name="jobstatus",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
-        ),
-        sa.Column("payload", JSON, nullable=False),
-        sa.Column("progress", sa.Double(), nullable=False),
-        sa.Column("message", sa.String(length=500), nullable=True),
-        sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("max_attempts", sa.Integer(), nullable=False),
-        sa.Column("worker_id", sa.String(length=200), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("attempts >= 0", name=op.f("ck_jobs_attempts_nonnegative")),
-        sa.CheckConstraint("progress >= 0 AND progress <= 1", name=op.f("ck_jobs_progress_range")),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
-    )
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_jobs_kind"), ["kind"], unique=False)
-        batch_op.create_index(
-            "ix_jobs_status_heartbeat_at", ["status", "heartbeat_at"], unique=False
-        )
-        batch_op.create_index("ix_jobs_status_queue", ["status", "queue"], unique=False)
+def _col(name: str, type_: Any, *, null: bool = False) -> sa.Column:
+    return sa.Column(name, type_, nullable=null)
 
-    op.create_table(
-        "model_versions",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=32), nullable=False),
-        sa.Column("folder", sa.String(length=1024), nullable=False),
-        sa.Column("parent_id", sa.Integer(), nullable=True),
-        sa.Column(
-            "status",
-            sa.Enum(
-                "draft", "active", "retired", name="versionstatus", native_enum=False, length=32
-            ),
-            nullable=False,
-        ),
-        sa.Column("ab_weight", sa.Double(), nullable=False),
-        sa.Column("metrics", JSON, nullable=False),
-        sa.Column("notes", sa.Text(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("activated_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("ab_weight >= 0", name=op.f("ck_model_versions_ab_weight_nonnegative")),
-        sa.ForeignKeyConstraint(
-            ["parent_id"],
-            ["model_versions.id"],
-            name=op.f("fk_model_versions_parent_id_model_versions"),
-            ondelete="RESTRICT",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_model_versions")),
-        sa.UniqueConstraint("name", name=op.f("uq_model_versions_name")),
-    )
-    with op.batch_alter_table("model_versions", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_model_versions_status"), ["status"], unique=False)
 
-    op.create_table(
-        "users",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("email", sa.String(length=320), nullable=False),
-        sa.Column("display_name", sa.String(length=100), nullable=False),
-        sa.Column("password_hash", sa.String(length=255), nullable=False),
-        sa.Column(
-            "role",
-            sa.Enum("listener", "operator", name="userrole", native_enum=False, length=32),
-            nullable=False,
-        ),
-        sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("rater_id", sa.String(length=32), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
-        sa.UniqueConstraint("email", name=op.f("uq_users_email")),
-        sa.UniqueConstraint("rater_id", name=op.f("uq_users_rater_id")),
-    )
-    op.create_table(
-        "clips",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column(
-            "kind",
-            sa.Enum("generated", "dataset", name="clipkind", native_enum=False, length=32),
-            nullable=False,
-        ),
-        sa.Column(
-            "status",
-            sa.Enum("pending", "ready", "failed", name="clipstatus", native_enum=False, length=32),
-            nullable=False,
-        ),
-        sa.Column("model_version_id", sa.Integer(), nullable=True),
-        sa.Column("seed", sa.BigInteger(), nullable=True),
-        sa.Column("steps", sa.Integer(), nullable=True),
-        sa.Column("start_step", sa.Integer(), nullable=True),
-        sa.Column("strength", sa.Double(), nullable=True),
-        sa.Column("eta", sa.Double(), nullable=True),
-        sa.Column("seconds", sa.Double(), nullable=True),
-        sa.Column("audio_key", sa.String(length=255), nullable=True),
-        sa.Column("image_key", sa.String(length=255), nullable=True),
-        sa.Column("mel_key", sa.String(length=255), nullable=True),
-        sa.Column("representation", JSON, nullable=True),
-        sa.Column("similarity", sa.Double(), nullable=True),
-        sa.Column("rating_score", sa.Double(), nullable=True),
-        sa.Column("confidence", sa.Double(), nullable=True),
-        sa.Column("job_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("ready_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "confidence IS NULL OR (confidence >= 0 AND confidence <= 1)",
-            name=op.f("ck_clips_confidence_range"),
-        ),
-        sa.CheckConstraint(
-            "similarity IS NULL OR (similarity >= 0 AND similarity <= 1)",
-            name=op.f("ck_clips_similarity_range"),
-        ),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_clips_job_id_jobs"), ondelete="SET NULL"
-        ),
-        sa.ForeignKeyConstraint(
-            ["model_version_id"],
-            ["model_versions.id"],
-            name=op.f("fk_clips_model_version_id_model_versions"),
-            ondelete="RESTRICT",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_clips")),
-    )
-    with op.batch_alter_table("clips", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_clips_created_at"), ["created_at"], unique=False)
-        batch_op.create_index("ix_clips_kind_status", ["kind", "status"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_clips_model_version_id"), ["model_version_id"], unique=False
-        )
+def _id() -> sa.Column:
+    return _col(ID, sa.Integer())
 
-    op.create_table(
-        "invitations",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("code_hash", sa.String(length=128), nullable=False),
-        sa.Column(
-            "role",
-            sa.Enum("listener", "operator", name="userrole", native_enum=False, length=32),
-            nullable=False,
-        ),
-        sa.Column("created_by_id", sa.Integer(), nullable=True),
-        sa.Column("used_by_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["created_by_id"],
-            ["users.id"],
-            name=op.f("fk_invitations_created_by_id_users"),
-            ondelete="SET NULL",
-        ),
-        sa.ForeignKeyConstraint(
-            ["used_by_id"],
-            ["users.id"],
-            name=op.f("fk_invitations_used_by_id_users"),
-            ondelete="SET NULL",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_invitations")),
-        sa.UniqueConstraint("code_hash", name=op.f("uq_invitations_code_hash")),
-    )
-    op.create_table(
-        "login_sessions",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("token_hash", sa.String(length=128), nullable=False),
-        sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("csrf_token", sa.String(length=128), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["users.id"],
-            name=op.f("fk_login_sessions_user_id_users"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_login_sessions")),
-        sa.UniqueConstraint("token_hash", name=op.f("uq_login_sessions_token_hash")),
-    )
-    with op.batch_alter_table("login_sessions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_login_sessions_expires_at"), ["expires_at"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_login_sessions_user_id"), ["user_id"], unique=False)
 
-    op.create_table(
-        "rater_reputations",
-        sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("weight", sa.Double(), nullable=False),
-        sa.Column("bias", sa.Double(), nullable=False),
-        sa.Column("noise", sa.Double(), nullable=True),
-        sa.Column("flagged", sa.Boolean(), nullable=False),
-        sa.Column("reasons", JSON, nullable=False),
-        sa.Column("rating_count", sa.Integer(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint(
-            "weight >= 0 AND weight <= 1", name=op.f("ck_rater_reputations_weight_range")
-        ),
-        sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["users.id"],
-            name=op.f("fk_rater_reputations_user_id_users"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("user_id", name=op.f("pk_rater_reputations")),
-    )
-    with op.batch_alter_table("rater_reputations", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_rater_reputations_flagged"), ["flagged"], unique=False)
+def _enum(name: str, *values: str) -> sa.Enum:
+    """A string column of one of ``values`` (VARCHAR(32), no native enum, no CHECK)."""
+    return sa.Enum(*values, name=name, native_enum=False, length=32)
 
-    op.create_table(
-        "songs",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("owner_id", sa.Integer(), nullable=False),
-        sa.Column("title", sa.String(length=200), nullable=False),
-        sa.Column("blob_key", sa.String(length=255), nullable=False),
-        sa.Column("content_type", sa.String(length=100), nullable=False),
-        sa.Column("duration_seconds", sa.Double(), nullable=False),
-        sa.Column("sample_rate", sa.Integer(), nullable=False),
-        sa.Column("checksum_sha256", sa.String(length=64), nullable=False),
-        sa.Column(
-            "status",
-            sa.Enum("pending", "ready", "failed", name="songstatus", native_enum=False, length=32),
-            nullable=False,
-        ),
-        sa.Column("mel_key", sa.String(length=255), nullable=True),
-        sa.Column("representation", JSON, nullable=True),
-        sa.Column("job_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_songs_job_id_jobs"), ondelete="SET NULL"
-        ),
-        sa.ForeignKeyConstraint(
-            ["owner_id"], ["users.id"], name=op.f("fk_songs_owner_id_users"), ondelete="CASCADE"
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_songs")),
-        sa.UniqueConstraint(
-            "owner_id", "checksum_sha256", name=op.f("uq_songs_owner_id_checksum_sha256")
-        ),
-    )
-    with op.batch_alter_table("songs", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_songs_owner_id_created_at", ["owner_id", "created_at"], unique=False
-        )
 
-    op.create_table(
-        "training_runs",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("parent_version_id", sa.Integer(), nullable=False),
-        sa.Column("version_id", sa.Integer(), nullable=True),
-        sa.Column(
-            "status",
-            sa.Enum(
-                "queued",
-                "running",
-                "done",
-                "failed",
-                name="trainingstatus",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=False,
-        ),
-        sa.Column("settings", JSON, nullable=False),
-        sa.Column("training_set", JSON, nullable=False),
-        sa.Column("loss_curve", JSON, nullable=False),
-        sa.Column("progress", sa.Double(), nullable=False),
-        sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("job_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "progress >= 0 AND progress <= 1", name=op.f("ck_training_runs_progress_range")
-        ),
-        sa.ForeignKeyConstraint(
-            ["job_id"], ["jobs.id"], name=op.f("fk_training_runs_job_id_jobs"), ondelete="SET NULL"
-        ),
-        sa.ForeignKeyConstraint(
-            ["parent_version_id"],
-            ["model_versions.id"],
-            name=op.f("fk_training_runs_parent_version_id_model_versions"),
-            ondelete="RESTRICT",
-        ),
-        sa.ForeignKeyConstraint(
-            ["version_id"],
-            ["model_versions.id"],
-            name=op.f("fk_training_runs_version_id_model_versions"),
-            ondelete="SET NULL",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_training_runs")),
-        sa.UniqueConstraint("version_id", name=op.f("uq_training_runs_version_id")),
-    )
-    with op.batch_alter_table("training_runs", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_training_runs_parent_version_id"), ["parent_version_id"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_training_runs_status"), ["status"], unique=False)
+def _pk(table: str, *columns: str) -> sa.PrimaryKeyConstraint:
+    return sa.PrimaryKeyConstraint(*(columns or (ID,)), name=op.f(f"pk_{table}"))
 
-    op.create_table(
-        "clip_inputs",
-        sa.Column("clip_id", sa.Integer(), nullable=False),
-        sa.Column("position", sa.Integer(), nullable=False),
-        sa.Column("song_id", sa.Integer(), nullable=False),
-        sa.Column("weight", sa.Double(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["clip_id"], ["clips.id"], name=op.f("fk_clip_inputs_clip_id_clips"), ondelete="CASCADE"
-        ),
-        sa.ForeignKeyConstraint(
-            ["song_id"],
-            ["songs.id"],
-            name=op.f("fk_clip_inputs_song_id_songs"),
-            ondelete="RESTRICT",
-        ),
-        sa.PrimaryKeyConstraint("clip_id", "position", name=op.f("pk_clip_inputs")),
-    )
-    with op.batch_alter_table("clip_inputs", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_clip_inputs_song_id"), ["song_id"], unique=False)
 
-    op.create_table(
-        "dataset_entries",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("clip_id", sa.Integer(), nullable=False),
-        sa.Column("rating_score", sa.Double(), nullable=False),
-        sa.Column("confidence", sa.Double(), nullable=False),
-        sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column(
-            "removal_reason",
-            sa.Enum(
-                "duplicate",
-                "too_old",
-                "retired_version",
-                "capacity",
-                "manual",
-                name="removalreason",
-                native_enum=False,
-                length=32,
-            ),
-            nullable=True,
-        ),
-        sa.Column("removal_detail", sa.Text(), nullable=True),
-        sa.Column("replaced_by_id", sa.Integer(), nullable=True),
-        sa.CheckConstraint(
-            "confidence >= 0 AND confidence <= 1", name=op.f("ck_dataset_entries_confidence_range")
-        ),
-        sa.ForeignKeyConstraint(
-            ["clip_id"],
-            ["clips.id"],
-            name=op.f("fk_dataset_entries_clip_id_clips"),
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["replaced_by_id"],
-            ["dataset_entries.id"],
-            name=op.f("fk_dataset_entries_replaced_by_id_dataset_entries"),
-            ondelete="SET NULL",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_dataset_entries")),
-    )
-    with op.batch_alter_table("dataset_entries", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_dataset_entries_removed_at"), ["removed_at"], unique=False
-        )
-        batch_op.create_index(
-            "uq_dataset_entries_active_clip_id",
-            ["clip_id"],
-            unique=True,
-            sqlite_where=sa.text("removed_at IS NULL"),
-            postgresql_where=sa.text("removed_at IS NULL"),
-        )
+def _unique(table: str, *columns: str) -> sa.UniqueConstraint:
+    return sa.UniqueConstraint(*columns, name=op.f(f"uq_{table}_{'_'.join(columns)}"))
 
-    op.create_table(
-        "deliveries",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("clip_id", sa.Integer(), nullable=False),
-        sa.Column("listener_id", sa.Integer(), nullable=False),
-        sa.Column("request_id", sa.String(length=64), nullable=False),
-        sa.Column(
-            "branch",
-            sa.Enum("baseline", "generate", name="dispatchbranch", native_enum=False, length=32),
-            nullable=False,
-        ),
-        sa.Column("input_song_ids", JSON, nullable=False),
-        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("opened_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("listened_seconds", sa.Double(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["clip_id"], ["clips.id"], name=op.f("fk_deliveries_clip_id_clips"), ondelete="CASCADE"
-        ),
-        sa.ForeignKeyConstraint(
-            ["listener_id"],
-            ["users.id"],
-            name=op.f("fk_deliveries_listener_id_users"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
-        sa.UniqueConstraint(
-            "id", "clip_id", "listener_id", name=op.f("uq_deliveries_id_clip_id_listener_id")
-        ),
-    )
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_deliveries_clip_id"), ["clip_id"], unique=False)
-        batch_op.create_index(
-            "ix_deliveries_listener_id_delivered_at", ["listener_id", "delivered_at"], unique=False
-        )
-        batch_op.create_index(batch_op.f("ix_deliveries_request_id"), ["request_id"], unique=False)
 
-    op.create_table(
-        "listen_events",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("delivery_id", sa.Integer(), nullable=False),
-        sa.Column("sequence", sa.Integer(), nullable=True),
-        sa.Column("ranges", JSON, nullable=False),
-        sa.Column("listened_seconds", sa.Double(), nullable=False),
-        sa.Column("final", sa.Boolean(), nullable=False),
-        sa.Column("reported_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["delivery_id"],
-            ["deliveries.id"],
-            name=op.f("fk_listen_events_delivery_id_deliveries"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_listen_events")),
-        sa.UniqueConstraint(
-            "delivery_id", "sequence", name=op.f("uq_listen_events_delivery_id_sequence")
-        ),
-    )
-    with op.batch_alter_table("listen_events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_listen_events_delivery_id"), ["delivery_id"], unique=False
-        )
+def _check(table: str, name: str, condition: str) -> sa.CheckConstraint:
+    return sa.CheckConstraint(condition, name=op.f(f"ck_{table}_{name}"))
 
-    op.create_table(
-        "ratings",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("delivery_id", sa.Integer(), nullable=False),
-        sa.Column("clip_id", sa.Integer(), nullable=False),
-        sa.Column("listener_id", sa.Integer(), nullable=False),
-        sa.Column("half_stars", sa.SmallInteger(), nullable=False),
-        sa.Column("listened_fraction", sa.Double(), nullable=False),
-        sa.Column("counted", sa.Boolean(), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "half_stars >= 2 AND half_stars <= 10", name=op.f("ck_ratings_half_stars_range")
+
+def _fk(table: str, column: str, target: str, ondelete: str) -> sa.ForeignKeyConstraint:
+    """``table.column`` references ``target.id``."""
+    return sa.ForeignKeyConstraint(
+        [column], [f"{target}.id"], name=op.f(f"fk_{table}_{column}_{target}"), ondelete=ondelete
+    )
+
+
+def _jobs() -> list[Any]:
+    t = "jobs"
+    return [
+        _id(),
+        _col("kind", sa.String(length=64)),
+        _col("queue", _enum("queuename", "generate", "train")),
+        _col("status", _enum("jobstatus", "queued", "running", "done", "failed")),
+        _col("payload", JSON),
+        _col("progress", sa.Double()),
+        _col("message", sa.String(length=500), null=True),
+        _col("error", sa.Text(), null=True),
+        _col("attempts", sa.Integer()),
+        _col("max_attempts", sa.Integer()),
+        _col("worker_id", sa.String(length=200), null=True),
+        _col("created_at", AT),
+        *(
+            _col(f"{when}_at", AT, null=True)
+            for when in ("enqueued", "started", "heartbeat", "finished")
         ),
-        sa.CheckConstraint(
-            "listened_fraction >= 0 AND listened_fraction <= 1",
-            name=op.f("ck_ratings_listened_fraction_range"),
+        _check(t, "attempts_nonnegative", "attempts >= 0"),
+        _check(t, "progress_range", "progress >= 0 AND progress <= 1"),
+        _pk(t),
+    ]
+
+
+def _model_versions() -> list[Any]:
+    t = "model_versions"
+    return [
+        _id(),
+        _col("name", sa.String(length=32)),
+        _col("folder", sa.String(length=1024)),
+        _col("parent_id", sa.Integer(), null=True),
+        _col("status", _enum("versionstatus", "draft", "active", "retired")),
+        _col("ab_weight", sa.Double()),
+        _col("metrics", JSON),
+        _col("notes", sa.Text(), null=True),
+        _col("created_at", AT),
+        _col("activated_at", AT, null=True),
+        _col("retired_at", AT, null=True),
+        _check(t, "ab_weight_nonnegative", "ab_weight >= 0"),
+        _fk(t, "parent_id", t, "RESTRICT"),
+        _pk(t),
+        _unique(t, "name"),
+    ]
+
+
+def _users() -> list[Any]:
+    t = "users"
+    return [
+        _id(),
+        _col("email", sa.String(length=320)),
+        _col("display_name", sa.String(length=100)),
+        _col("password_hash", sa.String(length=255)),
+        _col("role", _enum("userrole", "listener", "operator")),
+        _col("active", sa.Boolean()),
+        _col("rater_id", sa.String(length=32)),
+        _col("created_at", AT),
+        _pk(t),
+        _unique(t, "email"),
+        _unique(t, "rater_id"),
+    ]
+
+
+def _clips() -> list[Any]:
+    t = "clips"
+    return [
+        _id(),
+        _col("kind", _enum("clipkind", "generated", "dataset")),
+        _col("status", _enum("clipstatus", "pending", "ready", "failed")),
+        _col("model_version_id", sa.Integer(), null=True),
+        _col("seed", sa.BigInteger(), null=True),
+        _col("steps", sa.Integer(), null=True),
+        _col("start_step", sa.Integer(), null=True),
+        *(_col(name, sa.Double(), null=True) for name in ("strength", "eta", "seconds")),
+        *(_col(f"{k}_key", sa.String(length=255), null=True) for k in ("audio", "image", "mel")),
+        _col("representation", JSON, null=True),
+        *(_col(n, sa.Double(), null=True) for n in ("similarity", "rating_score", "confidence")),
+        _col("job_id", sa.Integer(), null=True),
+        _col("created_at", AT),
+        _col("ready_at", AT, null=True),
+        *(
+            _check(t, f"{name}_range", f"{name} IS NULL OR ({name} >= 0 AND {name} <= 1)")
+            for name in ("confidence", "similarity")
         ),
-        sa.ForeignKeyConstraint(
-            ["clip_id"], ["clips.id"], name=op.f("fk_ratings_clip_id_clips"), ondelete="CASCADE"
-        ),
+        _fk(t, "job_id", "jobs", "SET NULL"),
+        _fk(t, "model_version_id", "model_versions", "RESTRICT"),
+        _pk(t),
+    ]
+
+
+def _invitations() -> list[Any]:
+    t = "invitations"
+    return [
+        _id(),
+        _col("code_hash", sa.String(length=128)),
+        _col("role", _enum("userrole", "listener", "operator")),
+        _col("created_by_id", sa.Integer(), null=True),
+        _col("used_by_id", sa.Integer(), null=True),
+        _col("created_at", AT),
+        _col("expires_at", AT),
+        _col("used_at", AT, null=True),
+        _fk(t, "created_by_id", "users", "SET NULL"),
+        _fk(t, "used_by_id", "users", "SET NULL"),
+        _pk(t),
+        _unique(t, "code_hash"),
+    ]
+
+
+def _login_sessions() -> list[Any]:
+    t = "login_sessions"
+    return [
+        _id(),
+        _col("token_hash", sa.String(length=128)),
+        _col("user_id", sa.Integer()),
+        _col("csrf_token", sa.String(length=128)),
+        _col("created_at", AT),
+        _col("expires_at", AT),
+        _col("last_seen_at", AT, null=True),
+        _fk(t, "user_id", "users", "CASCADE"),
+        _pk(t),
+        _unique(t, "token_hash"),
+    ]
+
+
+def _rater_reputations() -> list[Any]:
+    t = "rater_reputations"
+    return [
+        _col("user_id", sa.Integer()),
+        _col("weight", sa.Double()),
+        _col("bias", sa.Double()),
+        _col("noise", sa.Double(), null=True),
+        _col("flagged", sa.Boolean()),
+        _col("reasons", JSON),
+        _col("rating_count", sa.Integer()),
+        _col("updated_at", AT),
+        _check(t, "weight_range", "weight >= 0 AND weight <= 1"),
+        _fk(t, "user_id", "users", "CASCADE"),
+        _pk(t, "user_id"),
+    ]
+
+
+def _songs() -> list[Any]:
+    t = "songs"
+    return [
+        _id(),
+        _col("owner_id", sa.Integer()),
+        _col("title", sa.String(length=200)),
+        _col("blob_key", sa.String(length=255)),
+        _col("content_type", sa.String(length=100)),
+        _col("duration_seconds", sa.Double()),
+        _col("sample_rate", sa.Integer()),
+        _col("checksum_sha256", sa.String(length=64)),
+        _col("status", _enum("songstatus", "pending", "ready", "failed")),
+        _col("mel_key", sa.String(length=255), null=True),
+        _col("representation", JSON, null=True),
+        _col("job_id", sa.Integer(), null=True),
+        _col("created_at", AT),
+        _fk(t, "job_id", "jobs", "SET NULL"),
+        _fk(t, "owner_id", "users", "CASCADE"),
+        _pk(t),
+        _unique(t, "owner_id", "checksum_sha256"),
+    ]
+
+
+def _training_runs() -> list[Any]:
+    t = "training_runs"
+    return [
+        _id(),
+        _col("parent_version_id", sa.Integer()),
+        _col("version_id", sa.Integer(), null=True),
+        _col("status", _enum("trainingstatus", "queued", "running", "done", "failed")),
+        *(_col(name, JSON) for name in ("settings", "training_set", "loss_curve")),
+        _col("progress", sa.Double()),
+        _col("error", sa.Text(), null=True),
+        _col("job_id", sa.Integer(), null=True),
+        _col("created_at", AT),
+        _col("started_at", AT, null=True),
+        _col("finished_at", AT, null=True),
+        _check(t, "progress_range", "progress >= 0 AND progress <= 1"),
+        _fk(t, "job_id", "jobs", "SET NULL"),
+        _fk(t, "parent_version_id", "model_versions", "RESTRICT"),
+        _fk(t, "version_id", "model_versions", "SET NULL"),
+        _pk(t),
+        _unique(t, "version_id"),
+    ]
+
+
+def _clip_inputs() -> list[Any]:
+    t = "clip_inputs"
+    return [
+        _col("clip_id", sa.Integer()),
+        _col("position", sa.Integer()),
+        _col("song_id", sa.Integer()),
+        _col("weight", sa.Double()),
+        _fk(t, "clip_id", "clips", "CASCADE"),
+        _fk(t, "song_id", "songs", "RESTRICT"),
+        _pk(t, "clip_id", "position"),
+    ]
+
+
+def _dataset_entries() -> list[Any]:
+    t = "dataset_entries"
+    reasons = ("duplicate", "too_old", "retired_version", "capacity", "manual")
+    return [
+        _id(),
+        _col("clip_id", sa.Integer()),
+        _col("rating_score", sa.Double()),
+        _col("confidence", sa.Double()),
+        _col("added_at", AT),
+        _col("removed_at", AT, null=True),
+        _col("removal_reason", _enum("removalreason", *reasons), null=True),
+        _col("removal_detail", sa.Text(), null=True),
+        _col("replaced_by_id", sa.Integer(), null=True),
+        _check(t, "confidence_range", "confidence >= 0 AND confidence <= 1"),
+        _fk(t, "clip_id", "clips", "CASCADE"),
+        _fk(t, "replaced_by_id", t, "SET NULL"),
+        _pk(t),
+    ]
+
+
+def _deliveries() -> list[Any]:
+    t = "deliveries"
+    return [
+        _id(),
+        _col("clip_id", sa.Integer()),
+        _col("listener_id", sa.Integer()),
+        _col("request_id", sa.String(length=64)),
+        _col("branch", _enum("dispatchbranch", "baseline", "generate")),
+        _col("input_song_ids", JSON),
+        _col("delivered_at", AT),
+        _col("opened_at", AT, null=True),
+        _col("listened_seconds", sa.Double()),
+        _fk(t, "clip_id", "clips", "CASCADE"),
+        _fk(t, "listener_id", "users", "CASCADE"),
+        _pk(t),
+        _unique(t, "id", "clip_id", "listener_id"),
+    ]
+
+
+def _listen_events() -> list[Any]:
+    t = "listen_events"
+    return [
+        _id(),
+        _col("delivery_id", sa.Integer()),
+        _col("sequence", sa.Integer(), null=True),
+        _col("ranges", JSON),
+        _col("listened_seconds", sa.Double()),
+        _col("final", sa.Boolean()),
+        _col("reported_at", AT),
+        _fk(t, "delivery_id", "deliveries", "CASCADE"),
+        _pk(t),
+        _unique(t, "delivery_id", "sequence"),
+    ]
+
+
+def _ratings() -> list[Any]:
+    t = "ratings"
+    delivery = ("id", "clip_id", "listener_id")
+    return [
+        _id(),
+        _col("delivery_id", sa.Integer()),
+        _col("clip_id", sa.Integer()),
+        _col("listener_id", sa.Integer()),
+        _col("half_stars", sa.SmallInteger()),
+        _col("listened_fraction", sa.Double()),
+        _col("counted", sa.Boolean()),
+        _col("created_at", AT),
+        _col("updated_at", AT, null=True),
+        _check(t, "half_stars_range", "half_stars >= 2 AND half_stars <= 10"),
+        _check(t, "listened_fraction_range", "listened_fraction >= 0 AND listened_fraction <= 1"),
+        _fk(t, "clip_id", "clips", "CASCADE"),
         sa.ForeignKeyConstraint(
             ["delivery_id", "clip_id", "listener_id"],
-            ["deliveries.id", "deliveries.clip_id", "deliveries.listener_id"],
+            [f"deliveries.{name}" for name in delivery],
             name="fk_ratings_delivery",
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["listener_id"],
-            ["users.id"],
-            name=op.f("fk_ratings_listener_id_users"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_ratings")),
-        sa.UniqueConstraint("delivery_id", name=op.f("uq_ratings_delivery_id")),
-        sa.UniqueConstraint("listener_id", "clip_id", name=op.f("uq_ratings_listener_id_clip_id")),
-    )
-    with op.batch_alter_table("ratings", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_ratings_clip_id"), ["clip_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_ratings_created_at"), ["created_at"], unique=False)
+        _fk(t, "listener_id", "users", "CASCADE"),
+        _pk(t),
+        _unique(t, "delivery_id"),
+        _unique(t, "listener_id", "clip_id"),
+    ]
+
+
+#: An index: a column (named ``ix_<table>_<column>`` by the naming convention), or
+#: ``(name, columns, options)``.
+IndexSpec = str | tuple[str, list[str], dict[str, Any]]
+
+_ACTIVE_ENTRY = sa.text("removed_at IS NULL")
+
+#: The tables in the order they are created, with their indexes in the order they are created.
+_TABLES: list[tuple[str, Callable[[], list[Any]], list[IndexSpec]]] = [
+    (
+        "jobs",
+        _jobs,
+        [
+            "kind",
+            ("ix_jobs_status_heartbeat_at", ["status", "heartbeat_at"], {}),
+            ("ix_jobs_status_queue", ["status", "queue"], {}),
+        ],
+    ),
+    ("model_versions", _model_versions, ["status"]),
+    ("users", _users, []),
+    ("clips", _clips, ["created_at", ("ix_clips_kind_status", ["kind", "status"], {}),
+                       "model_version_id"]),
+    ("invitations", _invitations, []),
+    ("login_sessions", _login_sessions, ["expires_at", "user_id"]),
+    ("rater_reputations", _rater_reputations, ["flagged"]),
+    ("songs", _songs, [("ix_songs_owner_id_created_at", ["owner_id", "created_at"], {})]),
+    ("training_runs", _training_runs, ["parent_version_id", "status"]),
+    ("clip_inputs", _clip_inputs, ["song_id"]),
+    (
+        "dataset_entries",
+        _dataset_entries,
+        [
+            "removed_at",
+            (
+                "uq_dataset_entries_active_clip_id",
+                ["clip_id"],
+                {"unique": True, "sqlite_where": _ACTIVE_ENTRY, "postgresql_where": _ACTIVE_ENTRY},
+            ),
+        ],
+    ),
+    (
+        "deliveries",
+        _deliveries,
+        [
+            "clip_id",
+            ("ix_deliveries_listener_id_delivered_at", ["listener_id", "delivered_at"], {}),
+            "request_id",
+        ],
+    ),
+    ("listen_events", _listen_events, ["delivery_id"]),
+    ("ratings", _ratings, ["clip_id", "created_at"]),
+]
+
+
+def _index(batch_op: Any, table: str, spec: IndexSpec) -> tuple[Any, list[str], dict[str, Any]]:
+    """The name, columns and options of one index of ``table``."""
+    if isinstance(spec, str):
+        return batch_op.f(f"ix_{table}_{spec}"), [spec], {}
+    return spec
+
+
+def upgrade() -> None:
+    for table, items, indexes in _TABLES:
+        op.create_table(table, *items())
+        if indexes:
+            with op.batch_alter_table(table, schema=None) as batch_op:
+                for spec in indexes:
+                    name, columns, options = _index(batch_op, table, spec)
+                    batch_op.create_index(name, columns, **{"unique": False, **options})
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("ratings", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_ratings_created_at"))
-        batch_op.drop_index(batch_op.f("ix_ratings_clip_id"))
-
-    op.drop_table("ratings")
-    with op.batch_alter_table("listen_events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_listen_events_delivery_id"))
-
-    op.drop_table("listen_events")
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_deliveries_request_id"))
-        batch_op.drop_index("ix_deliveries_listener_id_delivered_at")
-        batch_op.drop_index(batch_op.f("ix_deliveries_clip_id"))
-
-    op.drop_table("deliveries")
-    with op.batch_alter_table("dataset_entries", schema=None) as batch_op:
-        batch_op.drop_index(
-            "uq_dataset_entries_active_clip_id",
-            sqlite_where=sa.text("removed_at IS NULL"),
-            postgresql_where=sa.text("removed_at IS NULL"),
-        )
-        batch_op.drop_index(batch_op.f("ix_dataset_entries_removed_at"))
-
-    op.drop_table("dataset_entries")
-    with op.batch_alter_table("clip_inputs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_clip_inputs_song_id"))
-
-    op.drop_table("clip_inputs")
-    with op.batch_alter_table("training_runs", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_training_runs_status"))
-        batch_op.drop_index(batch_op.f("ix_training_runs_parent_version_id"))
-
-    op.drop_table("training_runs")
-    with op.batch_alter_table("songs", schema=None) as batch_op:
-        batch_op.drop_index("ix_songs_owner_id_created_at")
-
-    op.drop_table("songs")
-    with op.batch_alter_table("rater_reputations", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_rater_reputations_flagged"))
-
-    op.drop_table("rater_reputations")
-    with op.batch_alter_table("login_sessions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_login_sessions_user_id"))
-        batch_op.drop_index(batch_op.f("ix_login_sessions_expires_at"))
-
-    op.drop_table("login_sessions")
-    op.drop_table("invitations")
-    with op.batch_alter_table("clips", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_clips_model_version_id"))
-        batch_op.drop_index("ix_clips_kind_status")
-        batch_op.drop_index(batch_op.f("ix_clips_created_at"))
-
-    op.drop_table("clips")
-    op.drop_table("users")
-    with op.batch_alter_table("model_versions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_model_versions_status"))
-
-    op.drop_table("model_versions")
-    with op.batch_alter_table("jobs", schema=None) as batch_op:
-        batch_op.drop_index("ix_jobs_status_queue")
-        batch_op.drop_index("ix_jobs_status_heartbeat_at")
-        batch_op.drop_index(batch_op.f("ix_jobs_kind"))
-
-    op.drop_table("jobs")
+    for table, _items, indexes in reversed(_TABLES):
+        if indexes:
+            with op.batch_alter_table(table, schema=None) as batch_op:
+                for spec in reversed(indexes):
+                    name, _columns, options = _index(batch_op, table, spec)
+                    where = {k: v for k, v in options.items() if k.endswith("_where")}
+                    batch_op.drop_index(name, **where)
+        op.drop_table(table)
