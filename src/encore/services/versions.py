@@ -118,12 +118,17 @@ def list_versions(ctx: ServiceContext) -> list[ModelVersion]:
         return list(session.scalars(sa.select(ModelVersion).order_by(ModelVersion.id)))
 
 
+def _version_in(session: Session, version_id: int, *, lock: bool = False) -> ModelVersion:
+    """The version row ``version_id`` (locked for update with ``lock``); NotFound if none."""
+    version = session.get(ModelVersion, version_id, with_for_update=True if lock else None)
+    if version is None:
+        raise NotFound(f"model version {version_id} does not exist")
+    return version
+
+
 def get_version(ctx: ServiceContext, version_id: int) -> ModelVersion:
     with ctx.reading() as session:
-        version = session.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFound(f"model version {version_id} does not exist")
-        return version
+        return _version_in(session, version_id)
 
 
 def version_by_name(ctx: ServiceContext, name: str) -> ModelVersion:
@@ -168,9 +173,7 @@ def activate_version(
     """
     w = _check_weight(ab_weight)
     with ctx.session() as session:
-        version = session.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFound(f"model version {version_id} does not exist")
+        version = _version_in(session, version_id)
         if version.status is VersionStatus.RETIRED:
             raise Conflict(f"version {version.name} is retired and cannot be served again")
         failure = gate_failure(version)
@@ -190,9 +193,7 @@ def activate_version(
 def set_ab_weight(ctx: ServiceContext, *, version_id: int, ab_weight: float) -> ModelVersion:
     w = _check_weight(ab_weight)
     with ctx.session() as session:
-        version = session.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFound(f"model version {version_id} does not exist")
+        version = _version_in(session, version_id)
         version.ab_weight = w
         return version
 
@@ -200,9 +201,7 @@ def set_ab_weight(ctx: ServiceContext, *, version_id: int, ab_weight: float) -> 
 def retire_version(ctx: ServiceContext, *, version_id: int) -> ModelVersion:
     """Stop serving a version for good (its clips leave the dataset at the next purge)."""
     with ctx.session() as session:
-        version = session.get(ModelVersion, version_id)
-        if version is None:
-            raise NotFound(f"model version {version_id} does not exist")
+        version = _version_in(session, version_id)
         others = session.scalar(
             sa.select(sa.func.count()).where(
                 ModelVersion.status == VersionStatus.ACTIVE,
@@ -345,9 +344,7 @@ def purge_version(ctx: ServiceContext, *, version_id: int) -> int:
     import shutil
 
     with ctx.session() as session:
-        version = session.get(ModelVersion, version_id, with_for_update=True)
-        if version is None:
-            raise NotFound(f"model version {version_id} does not exist")
+        version = _version_in(session, version_id, lock=True)
         if version.status is not VersionStatus.RETIRED:
             raise Conflict(f"{version.name} is {version.status}; retire it before purging its files")
         folder = version.folder
