@@ -26,6 +26,8 @@ OPERATOR_EMAIL = "operator@encore.local"
 SESSION_DAYS = 14
 INVITATION_DAYS = 14
 MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 1024
+MAX_EMAIL_LENGTH = 320
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 SIGNUP_REFUSED = (
     "an account cannot be created with this e-mail address; if you already have one, "
@@ -50,7 +52,7 @@ def _aware(t: dt.datetime) -> dt.datetime:
 def validate_credentials(email: str, password: str) -> str:
     """Normalised e-mail; ``InvalidInput`` naming what is wrong."""
     email = (email or "").strip().lower()
-    if not _EMAIL.match(email) or len(email) > 320:
+    if not _EMAIL.match(email) or len(email) > MAX_EMAIL_LENGTH:
         raise InvalidInput(f"e-mail address {email!r} is not valid")
     if len(password or "") < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
@@ -285,8 +287,8 @@ def _end_sessions(session: sa.orm.Session, user: User, *, keep_token: str | None
 def _set_password(session: sa.orm.Session, user: User, password: str) -> None:
     if len(password or "") < MIN_PASSWORD_LENGTH:
         raise InvalidInput(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
-    if len(password) > 1024:
-        raise InvalidInput("the password must have at most 1024 characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(f"the password must have at most {MAX_PASSWORD_LENGTH} characters")
     user.password_hash = _hasher().hash(password)
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Depends, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from encore.config import Settings
@@ -248,3 +249,9 @@ def render(
         {"user": user, "csrf_token": csrf, **context},
         status_code=status_code,
     )
+
+
+#: A password or an e-mail address in a request body: bounded here, checked by
+#: :mod:`encore.services.accounts` (the password's minimum length, the address's form).
+Password = Annotated[str, Field(min_length=1, max_length=accounts.MAX_PASSWORD_LENGTH)]
+Email = Annotated[str, Field(min_length=3, max_length=accounts.MAX_EMAIL_LENGTH)]

@@ -18,6 +18,7 @@ from encore.web.deps import (
     CurrentUser,
     LimitsDep,
     OperatorUser,
+    Password,
     SettingsDep,
     client_ip,
     render,
@@ -30,13 +31,13 @@ router = APIRouter()
 
 
 class PasswordChange(BaseModel):
-    current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=1, max_length=1024)
+    current_password: Password
+    new_password: Password
 
 
 class PasswordReset(BaseModel):
     token: str = Field(min_length=1, max_length=200)
-    new_password: str = Field(min_length=1, max_length=1024)
+    new_password: Password
 
 
 def forget_sessions(request: Request) -> None:
@@ -135,7 +136,7 @@ async def reset_form(request: Request, token: str, ctx: CtxDep, limits: LimitsDe
 
 
 class AccountDeletion(BaseModel):
-    password: str = Field(min_length=1, max_length=1024)
+    password: Password
 
 
 @router.post("/api/account/delete")

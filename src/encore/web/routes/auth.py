@@ -15,8 +15,10 @@ from encore.services import accounts
 from encore.store.models import User
 from encore.web.deps import (
     CtxDep,
+    Email,
     LimitsDep,
     MaybeUser,
+    Password,
     SettingsDep,
     client_ip,
     render,
@@ -30,13 +32,13 @@ router = APIRouter()
 
 
 class SignInBody(BaseModel):
-    email: str = Field(min_length=3, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    email: Email
+    password: Password
 
 
 class SignUpBody(BaseModel):
-    email: str = Field(min_length=3, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    email: Email
+    password: Password
     display_name: str = Field(min_length=1, max_length=100)
     invitation_code: str | None = Field(default=None, max_length=200)
 
