@@ -13,9 +13,10 @@ Layout of a corpus folder::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from encore.errors import InvalidInput, NotFound
 
@@ -111,28 +112,38 @@ def write_manifest(path: str | Path, records: list[PieceRecord]) -> Path:
     return path
 
 
-def load_manifest(corpus_dir: str | Path) -> list[PieceRecord]:
-    """The pieces of a corpus folder, in manifest order.
+T = TypeVar("T")
+
+
+def read_manifest(corpus_dir: str | Path, parse: Callable[[dict[str, Any]], T]) -> list[T]:
+    """Each line of a corpus folder's manifest as ``parse`` makes it of the line's JSON
+    object, in manifest order (blank lines skipped).
 
     Raises
     ------
     NotFound
         If the folder has no ``manifest.jsonl``.
     InvalidInput
-        If a line is not a valid record (the message names the line).
+        If a line is not JSON or ``parse`` cannot read it (KeyError, TypeError, ValueError;
+        the message names the line).
     """
     manifest = Path(corpus_dir) / MANIFEST_FILE
     if not manifest.is_file():
         raise NotFound(f"no {MANIFEST_FILE} in corpus folder {corpus_dir}")
-    records = []
+    items = []
     for line_no, line in enumerate(manifest.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            records.append(PieceRecord.from_row(json.loads(line)))
+            items.append(parse(json.loads(line)))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"{manifest}:{line_no}: bad manifest line: {exc}") from exc
-    return records
+    return items
+
+
+def load_manifest(corpus_dir: str | Path) -> list[PieceRecord]:
+    """The pieces of a corpus folder, in manifest order (see :func:`read_manifest`)."""
+    return read_manifest(corpus_dir, PieceRecord.from_row)
 
 
 def load_build_summary(corpus_dir: str | Path) -> dict[str, Any]:

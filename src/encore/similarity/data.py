@@ -9,20 +9,19 @@ piece's maximum. A slice image is a ``width``-frame crop normalised to its own m
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from encore.audio.mel import MelConfig, normalize_db_crop
-from encore.errors import InvalidInput, NotFound
+from encore.corpus.manifest import MANIFEST_FILE, read_manifest
+from encore.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_FILE = "manifest.jsonl"
 
 
 @dataclass(frozen=True)
@@ -72,28 +71,19 @@ def load_corpus(corpus_dir: str | Path) -> Corpus:
         If the folder has no ``manifest.jsonl``.
     """
     root = Path(corpus_dir)
-    manifest = root / MANIFEST_FILE
-    if not manifest.is_file():
-        raise NotFound(f"no {MANIFEST_FILE} in corpus folder {root}")
-    pieces = []
-    for line_no, line in enumerate(manifest.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            pieces.append(
-                CorpusPiece(
-                    piece_id=str(row["piece_id"]),
-                    genre=str(row.get("genre") or row["collection"]),
-                    split=str(row["split"]),
-                    mel_path=root / row["mel"],
-                    slices=tuple(int(s) for s in row.get("slices", ())),
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(f"{manifest}:{line_no}: bad manifest line: {exc}") from exc
+
+    def piece(row: dict[str, Any]) -> CorpusPiece:
+        return CorpusPiece(
+            piece_id=str(row["piece_id"]),
+            genre=str(row.get("genre") or row["collection"]),
+            split=str(row["split"]),
+            mel_path=root / row["mel"],
+            slices=tuple(int(s) for s in row.get("slices", ())),
+        )
+
+    pieces = read_manifest(root, piece)
     if not pieces:
-        raise InvalidInput(f"{manifest} lists no pieces")
+        raise InvalidInput(f"{root / MANIFEST_FILE} lists no pieces")
     genres = tuple(sorted({p.genre for p in pieces}))
     mel_config = MelConfig.load(root) if (root / "mel_config.json").is_file() else MelConfig()
     return Corpus(root=root, pieces=tuple(pieces), genres=genres, mel_config=mel_config)
