@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["dispatch", "listening", "rating", "curation", "purge", "stats"]
+MODULES = ["dispatch", "listening", "rating", "curation", "purge", "stats", "guards"]
 
 
 @pytest.mark.parametrize("name", MODULES)

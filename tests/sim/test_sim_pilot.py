@@ -126,6 +126,24 @@ def test_the_report_counts_match_the_ratings_sent(pilot: PilotResult) -> None:
     assert {Path(p).name for p in pilot.plots} >= {"ratings_per_version.png"}
 
 
+def test_the_summary_prints_the_served_clips_guards(pilot: PilotResult) -> None:
+    assert pilot.report is not None
+    served = {s["version_id"]: s for s in pilot.report["served"] if s["selection"] is None}
+    assert set(served) == {"v0", "v1", "v2"}
+    # every generated clip rated through generate or review is a served clip of its version
+    rated = Counter(row["version"] for row in {r["clip_id"]: r for r in pilot.csv_rows
+                                               if r["branch"] in ("generate", "review")}.values())
+    assert {v: s["n_clips"] for v, s in served.items()} == dict(rated)
+    guards = {g["version_id"]: g for g in pilot.report["guards"]}
+    assert set(guards) == {"v1", "v2"} and all(g["reference_id"] == "v0" for g in guards.values())
+    for v, g in guards.items():
+        assert g["diversity_ratio"] == pytest.approx(served[v]["diversity"] / served["v0"]["diversity"])
+        assert g["diversity_ok"] == (abs(g["diversity_ratio"] - 1) <= 0.10)
+    summary = format_summary(pilot)
+    assert "guards (the platform's report" in summary
+    assert "guard v1 vs v0: diversity" in summary and "guard v2 vs v0: diversity" in summary
+
+
 def test_listening_reached_the_server_as_played(pilot: PilotResult) -> None:
     by_delivery = {int(row["delivery_id"]): row for row in pilot.csv_rows}
     for e in pilot.events:

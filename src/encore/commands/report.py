@@ -1,6 +1,7 @@
 """``encore report [--out DIR]``: the versions compared fairly (paired deliveries, else fresh
 clips in the same rounds, with 95 % intervals), the gain's decomposition, the baselines apart,
-then the paper's Table 1 pooled with per-iteration changes and the split by dispatch branch;
+the served clips' guards (diversity as ``encore eval`` measures it, median S to the input,
+each version against v0), then the paper's Table 1 pooled with per-iteration changes and the split by dispatch branch;
 plots (PNG) and the CSV of every rating."""
 
 from __future__ import annotations

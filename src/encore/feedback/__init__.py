@@ -27,6 +27,7 @@ from encore.feedback.dispatch import (
     review_eligible,
     validate_ab_weights,
 )
+from encore.feedback.guards import ServedClips, ServedGuard, ServedSet, served_guards
 from encore.feedback.listening import (
     ListenSummary,
     minimum_listen_seconds,
@@ -105,6 +106,9 @@ __all__ = [
     "RatingTable",
     "Report",
     "ReviewCandidate",
+    "ServedClips",
+    "ServedGuard",
+    "ServedSet",
     "assess_raters",
     "bootstrap_mean_difference",
     "build_report",
@@ -129,6 +133,7 @@ __all__ = [
     "rating_table",
     "review_eligible",
     "same_round_comparison",
+    "served_guards",
     "score_clip",
     "score_clips",
     "summarize_listen",

@@ -43,6 +43,7 @@ from numpy.typing import DTypeLike, NDArray
 
 from encore.errors import InvalidInput
 from encore.feedback.config import BootstrapCluster
+from encore.feedback.guards import ServedGuard, ServedSet
 from encore.feedback.rating import validate_ratings
 
 __all__ = [
@@ -428,6 +429,9 @@ class Report:
     fresh comparison computed (the headline picks one of them); ``decomposition`` — the gain's
     parts; ``fresh_means`` — each version's mean over fresh clips (the plot's points and error
     bars); ``baseline`` — the dataset clips served as baselines, apart from every version.
+    ``served`` and ``guards``: each version's served clips' diversity and median similarity to
+    the input, and the guards against the reference (:mod:`encore.feedback.guards`; filled
+    in by the caller, which has the clips' features).
     """
 
     table: RatingTable
@@ -438,6 +442,8 @@ class Report:
     decomposition: tuple[GainDecomposition, ...] = ()
     fresh_means: tuple[MeanEstimate, ...] = ()
     baseline: MeanEstimate | None = None
+    served: tuple[ServedSet, ...] = ()
+    guards: tuple[ServedGuard, ...] = ()
 
 
 def bootstrap_mean_difference(

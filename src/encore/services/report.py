@@ -11,6 +11,16 @@ gain's decomposition (selection alone, weights alone, both), each version's mean
 clips (the plot's points and error bars), and the baseline ratings of dataset clips apart
 (never counted for the version that made the clip). See ``docs/feedback.md``.
 
+Guards (issue 15, :mod:`encore.feedback.guards`): per version, the clips it served (generated
+by it and delivered to any listener, in any branch but ``baseline``; each clip once) — their
+diversity, measured as ``encore eval`` measures it (:func:`encore.diffusion.evaluate.
+mean_pairwise_distance` of feature vectors standardised with :class:`~encore.diffusion.evaluate.
+Standardiser`): here the clips' stored audio descriptors (the 12 of
+:mod:`encore.audio.descriptors`), standardised with the mean and std of every version's served
+clips together, so every version is measured on one scale; and their median similarity to the
+input (S, stored with each clip). Each version against the reference (v0): diversity within
+10 %, median S at most +0.05 above. Computed from the platform's own rows only.
+
 Table 1 (pooled): for each request's input songs (a song, or a blend labelled ``a + b``;
 grouped by song ids — a title shared by different songs gets its ids) and each model
 version, the mean rating and count; the overall row; each version's change against the
@@ -38,8 +48,20 @@ import numpy as np
 import sqlalchemy as sa
 
 from encore import feedback
+from encore.audio.descriptors import descriptor_vector
+from encore.diffusion.evaluate import Standardiser, mean_pairwise_distance
 from encore.services.context import ServiceContext
-from encore.store import Clip, Delivery, ModelVersion, RaterReputation, Rating, Song, User
+from encore.store import (
+    Clip,
+    ClipKind,
+    ClipStatus,
+    Delivery,
+    ModelVersion,
+    RaterReputation,
+    Rating,
+    Song,
+    User,
+)
 from encore.store.enums import DispatchBranch
 
 logger = logging.getLogger(__name__)
@@ -269,10 +291,65 @@ def build_report(
     present = {r.version for r in rows}
     order = _version_order(ctx)
     versions = [v for v in order if v in present]
-    return feedback.build_report(
+    built = feedback.build_report(
         rating_records(rows), rng=np.random.default_rng(seed), versions=versions,
         n_resamples=n_resamples, parents=_version_parents(ctx), reference=order[0],
     )
+    sets, guards = feedback.served_guards(
+        served_clips(ctx), diversity=mean_pairwise_distance, versions=order, reference=order[0],
+        rng=np.random.default_rng([seed, GUARD_SEED]), n_resamples=GUARD_RESAMPLES,
+        tolerance=GUARD_DIVERSITY_TOLERANCE, margin=GUARD_SIMILARITY_MARGIN)
+    return dataclasses.replace(built, served=sets, guards=guards)
+
+
+#: The guards' targets (issue 15) and their bootstrap (resamples of clips, as ``encore eval
+#: --compare`` does; each draw is a full mean pairwise distance, so fewer than the ratings').
+GUARD_DIVERSITY_TOLERANCE = 0.10
+GUARD_SIMILARITY_MARGIN = 0.05
+GUARD_RESAMPLES = 200
+GUARD_SEED = 0x6A4D
+
+
+def served_clips(ctx: ServiceContext) -> dict[str, feedback.ServedClips]:
+    """Per version (by name): the generated clips it served — delivered to a listener in any
+    branch but ``baseline``, ready, each clip once — as their audio descriptors standardised
+    over all versions' served clips together, their S to the input and how the first
+    delivery that chose them chose (``taste``/``explore``/``single``; None when only reviews
+    served the clip)."""
+    q = (
+        sa.select(Clip.id, ModelVersion.name, Clip.descriptors, Clip.similarity,
+                  Delivery.branch, Delivery.selection)
+        .join(Delivery, Delivery.clip_id == Clip.id)
+        .join(ModelVersion, ModelVersion.id == Clip.model_version_id)
+        .where(Clip.kind == ClipKind.GENERATED, Clip.status == ClipStatus.READY,
+               Delivery.branch != DispatchBranch.BASELINE)
+        .order_by(Clip.id, Delivery.id)
+    )
+    clips: dict[int, tuple[str, np.ndarray, float, str | None]] = {}
+    with ctx.reading() as session:
+        for cid, version, descriptors, similarity, branch, selection in session.execute(q):
+            known = clips.get(cid)
+            chosen = selection if branch is DispatchBranch.GENERATE else None
+            if known is None:
+                clips[cid] = (version, descriptor_vector(descriptors),
+                              np.nan if similarity is None else float(similarity), chosen)
+            elif known[3] is None and chosen is not None:
+                clips[cid] = (*known[:3], chosen)
+    if not clips:
+        return {}
+    features = np.stack([c[1] for c in clips.values()])
+    finite = np.all(np.isfinite(features), axis=1)
+    if finite.sum() >= 2:
+        features = Standardiser.fit(features[finite])(features)
+    out: dict[str, feedback.ServedClips] = {}
+    names = np.array([c[0] for c in clips.values()], dtype=object)
+    for v in dict.fromkeys(names.tolist()):
+        mask = names == v
+        out[v] = feedback.ServedClips(
+            features=features[mask],
+            similarity=np.array([c[2] for c in clips.values()], dtype=float)[mask],
+            selections=np.array([c[3] for c in clips.values()], dtype=object)[mask])
+    return out
 
 
 def format_table(report: feedback.Report) -> str:
@@ -359,7 +436,44 @@ def format_fair(report: feedback.Report) -> str:
         b = report.baseline
         lines.append(f"Dataset clips served as baselines (counted for no version): "
                      f"{b.mean:.2f} [{b.ci_low:.2f}, {b.ci_high:.2f}] (n={b.n})")
+    _section(lines, "Guards (served clips: generated by the version and delivered, baselines "
+             "excluded; diversity = encore eval's mean pairwise distance, of the standardised "
+             "audio descriptors; S = similarity to the input; 95 % intervals over clips):",
+             guard_lines(report))
     return "\n".join(lines)
+
+
+def _num(x: float, fmt: str) -> str:
+    return format(x, fmt) if np.isfinite(x) else "–"
+
+
+def _range(lo: float, hi: float, fmt: str) -> str:
+    return f"[{_num(lo, fmt)}, {_num(hi, fmt)}]"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "not measured" if ok is None else ("passed" if ok else "FAILED")
+
+
+def guard_lines(report: feedback.Report) -> list[str]:
+    """Each version's served clips (all, then taste and explore picks), then each version's
+    guards against the reference: the lines the report and the pilot's summary print."""
+    lines = []
+    for st in report.served:
+        lines.append(f"  {'  ' if st.selection else ''}{st.label}: n={st.n_clips}, diversity "
+                     f"{_num(st.diversity, '.3f')} "
+                     f"{_range(st.diversity_ci_low, st.diversity_ci_high, '.3f')}, median S "
+                     f"{_num(st.median_similarity, '.3f')} "
+                     f"{_range(st.similarity_ci_low, st.similarity_ci_high, '.3f')}")
+    for g in report.guards:
+        lines.append(
+            f"  guard {g.version_id} vs {g.reference_id}: diversity "
+            f"{_num(g.diversity_ratio, '.2f')}× {_range(g.ratio_ci_low, g.ratio_ci_high, '.2f')} "
+            f"{_verdict(g.diversity_ok)} (allowed {1 - g.tolerance:.2f}–{1 + g.tolerance:.2f}); "
+            f"median S {_num(g.similarity_difference, '+.3f')} "
+            f"{_range(g.difference_ci_low, g.difference_ci_high, '+.3f')} "
+            f"{_verdict(g.similarity_ok)} (allowed ≤ {g.margin:+.2f})")
+    return lines
 
 
 def _section(lines: list[str], title: str, rows: list[str]) -> None:

@@ -566,7 +566,9 @@ def report_from_json(data: dict[str, Any]) -> Any:
         )
 
     return feedback.Report(table=table(data["table"]),
-                           by_branch={k: table(v) for k, v in data["by_branch"].items()})
+                           by_branch={k: table(v) for k, v in data["by_branch"].items()},
+                           served=tuple(build(feedback.ServedSet, x) for x in data.get("served") or ()),
+                           guards=tuple(build(feedback.ServedGuard, x) for x in data.get("guards") or ()))
 
 
 def format_report(data: dict[str, Any]) -> str:
@@ -706,6 +708,12 @@ def format_summary(result: PilotResult) -> str:
     for h in paired_hidden_view(result):
         lines.append(f"  pairs {h['version']} - {h['reference']}: {h['pairs']} pairs, "
                      f"stars {h['stars_diff']:+.2f}, hidden appeal {h['appeal_diff']:+.3f}")
+    if result.report is not None and result.report.get("guards"):
+        from encore.services.report import guard_lines
+
+        lines.append("guards (the platform's report: served clips' diversity as encore eval "
+                     "measures it, median S to the input; vs v0):")
+        lines += guard_lines(report_from_json(result.report))
     if result.taste:
         from encore.commands.taste import format_evaluation
 

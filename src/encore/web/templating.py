@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ def format_date(value: dt.datetime | None) -> str:
 
 
 def format_number(value: float | None, digits: int = 2) -> str:
-    """A float with ``digits`` decimals (``"—"`` when missing)."""
-    if value is None:
+    """A float with ``digits`` decimals (``"—"`` when missing or not finite)."""
+    if value is None or not math.isfinite(float(value)):
         return "—"
     return f"{float(value):.{digits}f}"
 

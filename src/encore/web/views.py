@@ -119,10 +119,12 @@ def version_json(version: ModelVersion) -> dict[str, Any]:
 def report_json(report: Report) -> dict[str, Any]:
     """The report: Table 1 pooled (``table``) and by dispatch branch (``by_branch``); the fair
     comparison (``headline``, ``paired``, ``same_round``, ``decomposition``, ``fresh_means``,
-    ``baseline``); ``text``: all of it as ``encore report`` prints it."""
+    ``baseline``); the served clips' guards (``served``, ``guards``); ``text``: all of it as
+    ``encore report`` prints it."""
     from encore.services.report import format_report
 
-    fair = ("headline", "paired", "same_round", "decomposition", "fresh_means", "baseline")
+    fair = ("headline", "paired", "same_round", "decomposition", "fresh_means", "baseline",
+            "served", "guards")
     return {
         "table": dataclass_json(report.table),
         "by_branch": {str(k): dataclass_json(v) for k, v in report.by_branch.items()},

@@ -1,0 +1,151 @@
+"""The report's guards on real rows (issue 15): each version's served clips — their diversity
+as ``encore eval`` measures it and their median similarity to the input — and the verdicts
+against v0. A version that serves near-copies of one sound fails the diversity guard; one
+whose clips sit closer to their input fails the S guard; baseline re-serves of dataset
+clips and unserved candidates never count."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from encore.audio.descriptors import DESCRIPTOR_NAMES
+from encore.diffusion.evaluate import Standardiser, mean_pairwise_distance
+from encore.services import report, versions
+from encore.store import (
+    Clip,
+    ClipKind,
+    ClipStatus,
+    Delivery,
+    DispatchBranch,
+    ModelVersion,
+    Rating,
+    VersionStatus,
+    utcnow,
+)
+from encore.web import views
+
+N = 12  # served clips per version
+
+
+def _clip(session, version_id: int, vector: np.ndarray, similarity: float, *,
+          kind: ClipKind = ClipKind.GENERATED, served: bool = True) -> Clip:
+    clip = Clip(kind=kind, status=ClipStatus.READY, model_version_id=version_id, seed=1, steps=3,
+                eta=0.0, seconds=5.0, ready_at=utcnow(), served=served, similarity=similarity,
+                descriptors=dict(zip(DESCRIPTOR_NAMES, map(float, vector), strict=True)))
+    session.add(clip)
+    session.flush()
+    return clip
+
+
+def _deliver(session, clip: Clip, listener, when: dt.datetime, *,
+             branch: DispatchBranch = DispatchBranch.GENERATE,
+             selection: str | None = "explore") -> None:
+    d = Delivery(clip_id=clip.id, listener_id=listener.id, branch=branch, input_song_ids=[],
+                 listened_seconds=5.0, delivered_at=when,
+                 selection=selection if branch is DispatchBranch.GENERATE else None)
+    session.add(d)
+    session.flush()
+    session.add(Rating(delivery=d, half_stars=7, listened_fraction=1.0,
+                       created_at=when + dt.timedelta(seconds=30)))
+
+
+@pytest.fixture
+def guarded(ctx, make_listener):
+    """v0 serves varied clips (S 0.40–0.51); v1 near-copies of one sound (S 0.60…); v2 varied
+    5 % more than v0 (S within +0.05), half taste picks. Extra rows that must not count: baseline
+    deliveries of wild dataset clips and of v0 clips, unserved candidates, v0 review
+    deliveries of clips already served (each clip counts once)."""
+    rng = np.random.default_rng(7)
+    d = len(DESCRIPTOR_NAMES)
+    vectors = {
+        "v0": rng.normal(0.0, 1.0, size=(N, d)),
+        "v1": 0.5 + rng.normal(0.0, 0.01, size=(N, d)),
+    }
+    vectors["v2"] = -1.05 * vectors["v0"][::-1]  # other clips, 5 % more spread: ratio 1.05
+    sims = {"v0": 0.40 + 0.01 * np.arange(N), "v1": 0.60 + 0.01 * np.arange(N),
+            "v2": 0.42 + 0.01 * np.arange(N)}
+    v0 = versions.ensure_base_version(ctx)
+    listener, other = make_listener(), make_listener()
+    now = utcnow()
+    with ctx.session() as session:
+        base = session.get(ModelVersion, v0.id)
+        ids = {"v0": v0.id}
+        for name in ("v1", "v2"):
+            v = ModelVersion(name=name, folder=base.folder, parent_id=v0.id, taste_selection=True,
+                             status=VersionStatus.ACTIVE, activated_at=now)
+            session.add(v)
+            session.flush()
+            ids[name] = v.id
+        served = {}
+        for name, vecs in vectors.items():
+            served[name] = []
+            for i, vec in enumerate(vecs):
+                clip = _clip(session, ids[name], vec, float(sims[name][i]))
+                selection = "taste" if name == "v2" and i % 2 else "explore"
+                _deliver(session, clip, listener, now, selection=selection)
+                served[name].append(clip)
+                # an unserved candidate of the same request: never delivered, never counted
+                _clip(session, ids[name], rng.normal(0.0, 50.0, size=d), 0.99, served=False)
+        for clip in served["v0"][:4]:
+            _deliver(session, clip, other, now, branch=DispatchBranch.REVIEW)
+        for _ in range(3):
+            wild = _clip(session, v0.id, rng.normal(0.0, 50.0, size=d), 0.99,
+                         kind=ClipKind.DATASET)
+            _deliver(session, wild, listener, now, branch=DispatchBranch.BASELINE)
+        # a generated v0 clip served only as a baseline: not a served clip of v0 either
+        _deliver(session, _clip(session, v0.id, rng.normal(0.0, 50.0, size=d), 0.99), listener,
+                 now, branch=DispatchBranch.BASELINE)
+    return vectors, sims
+
+
+def test_near_copies_fail_the_diversity_guard(ctx, guarded) -> None:
+    vectors, sims = guarded
+    rep = report.build_report(ctx, n_resamples=200)
+    assert rep is not None
+    sets = {s.label: s for s in rep.served}
+    assert set(sets) == {"v0", "v1", "v2", "v2 taste", "v2 explore"}
+    assert [sets[v].n_clips for v in ("v0", "v1", "v2")] == [N, N, N]
+    assert (sets["v2 taste"].n_clips, sets["v2 explore"].n_clips) == (N // 2, N // 2)
+
+    # the same numbers as encore eval's function on the same (standardised) descriptors
+    pooled = np.concatenate([vectors[v] for v in ("v0", "v1", "v2")])
+    std = Standardiser.fit(pooled)
+    for v in ("v0", "v1", "v2"):
+        assert sets[v].diversity == pytest.approx(mean_pairwise_distance(std(vectors[v])))
+        assert sets[v].median_similarity == pytest.approx(np.median(sims[v]))
+        assert sets[v].diversity_ci_low < sets[v].diversity < sets[v].diversity_ci_high
+    taste_rows = std(vectors["v2"][1::2])
+    assert sets["v2 taste"].diversity == pytest.approx(mean_pairwise_distance(taste_rows))
+
+    guards = {g.version_id: g for g in rep.guards}
+    assert set(guards) == {"v1", "v2"} and {g.reference_id for g in rep.guards} == {"v0"}
+    g1, g2 = guards["v1"], guards["v2"]
+    assert g1.diversity_ratio == pytest.approx(sets["v1"].diversity / sets["v0"].diversity)
+    assert g1.diversity_ratio < 0.1 and g1.diversity_ok is False
+    assert g1.similarity_difference == pytest.approx(0.20) and g1.similarity_ok is False
+    assert g1.ratio_ci_high < 0.9
+    assert g2.diversity_ratio == pytest.approx(1.05) and g2.diversity_ok is True
+    assert g2.similarity_difference == pytest.approx(0.02) and g2.similarity_ok is True
+
+    text = report.format_report(rep)
+    assert "Guards (served clips" in text
+    assert "guard v1 vs v0: diversity" in text and "FAILED (allowed 0.90–1.10)" in text
+    line2 = next(x for x in text.splitlines() if x.strip().startswith("guard v2 vs v0"))
+    assert "FAILED" not in line2 and line2.count("passed") == 2
+    data = json.loads(json.dumps(views.report_json(rep), allow_nan=False))  # the operator API
+    assert {g["version_id"]: g["diversity_ok"] for g in data["guards"]} == {"v1": False, "v2": True}
+    assert data["text"] == text
+
+
+def test_report_page_shows_the_guards(ctx, guarded) -> None:
+    from encore.web.templating import make_templates
+
+    rep = report.build_report(ctx, n_resamples=200)
+    html = make_templates().env.get_template("operator/report.html").render(
+        report=rep, plots=[], user=None, csrf_token=None)
+    assert "Guards" in html and "v2 taste" in html
+    assert html.count("FAILED") == 2  # v1: diversity and S
