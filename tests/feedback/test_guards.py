@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from encore.diffusion.evaluate import mean_pairwise_distance
-from encore.feedback.guards import ServedClips, _diversity_draws, served_guards
+from encore.feedback.guards import (
+    ServedClips,
+    _counts,
+    _diversity_draws,
+    _median_draws,
+    served_guards,
+)
 
 
 def _clips(x: np.ndarray, s: np.ndarray, modes: list[str | None] | None = None) -> ServedClips:
@@ -16,14 +22,42 @@ def _clips(x: np.ndarray, s: np.ndarray, modes: list[str | None] | None = None) 
 
 def test_each_draw_is_the_mean_distance_between_different_resampled_clips() -> None:
     x = np.random.default_rng(1).normal(size=(15, 4))
-    point, draws = _diversity_draws(x, mean_pairwise_distance, np.random.default_rng(3), 6)
+    counts = _counts(np.random.default_rng(3), 15, 6)
+    point, draws = _diversity_draws(x, mean_pairwise_distance, counts)
     assert point == mean_pairwise_distance(x)
-    again = np.random.default_rng(3)
-    for d in draws:
-        idx = again.integers(0, 15, 15)
+    s = np.linspace(0, 1, 15)
+    med, med_draws = _median_draws(s, counts)
+    for d, m, c in zip(draws, med_draws, counts, strict=True):
+        idx = np.repeat(np.arange(15), c)
         pairs = [np.linalg.norm(x[i] - x[j]) for a, i in enumerate(idx) for j in idx[a + 1:]
                  if i != j]  # a clip drawn twice is not a pair of different clips
         assert d == pytest.approx(np.mean(pairs))
+        assert m == pytest.approx(np.median(s[idx]))
+
+
+def test_paired_deliveries_compare_like_with_like() -> None:
+    """v1 varies the same 12 requests as v0 (its halves: v0's clips shrunk 5 %) and serves 30
+    other clips far apart: all served, v1 looks 3× as diverse; its paired halves 0.95×."""
+    r = np.random.default_rng(6)
+    x0 = r.normal(size=(12, 3))
+    pairs = np.array([f"p{i}" for i in range(12)] + [None] * 30, dtype=object)
+    v0 = ServedClips(np.vstack([x0, r.normal(size=(30, 3))]), np.full(42, 0.5),
+                     np.array(["explore"] * 42, dtype=object), pairs)
+    v1 = ServedClips(np.vstack([0.95 * x0[::-1], r.normal(scale=5.0, size=(30, 3))]),
+                     np.concatenate([np.full(12, 0.52), np.full(30, 0.4)]),
+                     np.array(["taste"] * 42, dtype=object), pairs[[*range(11, -1, -1), *range(12, 42)]])
+    _, (g,) = served_guards({"v0": v0, "v1": v1}, diversity=mean_pairwise_distance,
+                            versions=["v0", "v1"], reference="v0", rng=r, n_resamples=100)
+    assert g.diversity_ratio > 2 and g.diversity_ok is False
+    assert g.n_pairs == 12 and g.paired_ratio == pytest.approx(0.95)
+    # the halves are resampled together: every draw sees the same requests in both versions
+    assert g.paired_ratio_ci_low == pytest.approx(0.95) and g.paired_ratio_ci_high == pytest.approx(0.95)
+    assert g.paired_difference == pytest.approx(0.02)
+    _, (few,) = served_guards({"v0": v0, "v1": ServedClips(v1.features[3:], v1.similarity[3:],
+                                                          v1.selections[3:], v1.pair_ids[3:])},
+                              diversity=mean_pairwise_distance, versions=["v0", "v1"],
+                              reference="v0", rng=r, n_resamples=50)
+    assert few.n_pairs == 9 and np.isnan(few.paired_ratio)
 
 
 def test_verdicts_at_the_tolerance_and_the_margin() -> None:

@@ -43,9 +43,9 @@ def _clip(session, version_id: int, vector: np.ndarray, similarity: float, *,
 
 def _deliver(session, clip: Clip, listener, when: dt.datetime, *,
              branch: DispatchBranch = DispatchBranch.GENERATE,
-             selection: str | None = "explore") -> None:
+             selection: str | None = "explore", pair_id: str | None = None) -> None:
     d = Delivery(clip_id=clip.id, listener_id=listener.id, branch=branch, input_song_ids=[],
-                 listened_seconds=5.0, delivered_at=when,
+                 listened_seconds=5.0, delivered_at=when, pair_id=pair_id,
                  selection=selection if branch is DispatchBranch.GENERATE else None)
     session.add(d)
     session.flush()
@@ -86,7 +86,9 @@ def guarded(ctx, make_listener):
             for i, vec in enumerate(vecs):
                 clip = _clip(session, ids[name], vec, float(sims[name][i]))
                 selection = "taste" if name == "v2" and i % 2 else "explore"
-                _deliver(session, clip, listener, now, selection=selection)
+                # v0's clip i and v2's clip N-1-i answer the same request (a pair)
+                pair = {"v0": f"pair-{i}", "v2": f"pair-{N - 1 - i}"}.get(name)
+                _deliver(session, clip, listener, now, selection=selection, pair_id=pair)
                 served[name].append(clip)
                 # an unserved candidate of the same request: never delivered, never counted
                 _clip(session, ids[name], rng.normal(0.0, 50.0, size=d), 0.99, served=False)
@@ -130,12 +132,18 @@ def test_near_copies_fail_the_diversity_guard(ctx, guarded) -> None:
     assert g1.ratio_ci_high < 0.9
     assert g2.diversity_ratio == pytest.approx(1.05) and g2.diversity_ok is True
     assert g2.similarity_difference == pytest.approx(0.02) and g2.similarity_ok is True
+    # like for like on the 12 pairs: v2's halves are v0's, 5 % more spread, in every draw
+    assert g2.n_pairs == N and g1.n_pairs == 0 and np.isnan(g1.paired_ratio)
+    assert g2.paired_ratio == pytest.approx(1.05)
+    assert (g2.paired_ratio_ci_low, g2.paired_ratio_ci_high) == pytest.approx((1.05, 1.05))
+    assert g2.paired_difference == pytest.approx(0.02)
 
     text = report.format_report(rep)
     assert "Guards (served clips" in text
     assert "guard v1 vs v0: diversity" in text and "FAILED (allowed 0.90–1.10)" in text
     line2 = next(x for x in text.splitlines() if x.strip().startswith("guard v2 vs v0"))
     assert "FAILED" not in line2 and line2.count("passed") == 2
+    assert "like for like, 12 paired deliveries (same listener, songs, seeds): diversity 1.05×" in text
     data = json.loads(json.dumps(views.report_json(rep), allow_nan=False))  # the operator API
     assert {g["version_id"]: g["diversity_ok"] for g in data["guards"]} == {"v1": False, "v2": True}
     assert data["text"] == text
@@ -147,5 +155,5 @@ def test_report_page_shows_the_guards(ctx, guarded) -> None:
     rep = report.build_report(ctx, n_resamples=200)
     html = make_templates().env.get_template("operator/report.html").render(
         report=rep, plots=[], user=None, csrf_token=None)
-    assert "Guards" in html and "v2 taste" in html
+    assert "Guards" in html and "v2 taste" in html and "like for like, 12 paired deliveries" in html
     assert html.count("FAILED") == 2  # v1: diversity and S

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 __all__ = ["ServedClips", "ServedGuard", "ServedSet", "served_guards"]
 
 SELECTION_SPLIT = ("taste", "explore")
+MIN_PAIRS = 10  # paired deliveries two versions share before the like-for-like figures
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +48,7 @@ class ServedClips:
     features: np.ndarray
     similarity: np.ndarray
     selections: np.ndarray
+    pair_ids: np.ndarray | None = None  # (n,): the clip's paired delivery, None where unpaired
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,26 @@ class ServedGuard:
     tolerance: float
     margin: float
     level: float
+    # like for like: the paired deliveries (the same listener, songs, seeds and strength
+    # served by both versions), each version's halves; NaN with fewer than MIN_PAIRS pairs
+    n_pairs: int = 0
+    paired_ratio: float = float("nan")
+    paired_ratio_ci_low: float = float("nan")
+    paired_ratio_ci_high: float = float("nan")
+    paired_difference: float = float("nan")
+    paired_difference_ci_low: float = float("nan")
+    paired_difference_ci_high: float = float("nan")
+
+
+def _counts(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
+    """``(n_resamples, n)``: how often each of ``n`` items is drawn in each resample."""
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_resamples)])
 
 
 def _diversity_draws(features: np.ndarray, diversity: Callable[[np.ndarray], float],
-                     rng: np.random.Generator, n_resamples: int) -> tuple[float, np.ndarray]:
-    """``diversity(features)`` and its bootstrap draws: each draw resamples the clips with
-    replacement and takes the mean distance over its pairs of *different* clips.
+                     counts: np.ndarray) -> tuple[float, np.ndarray]:
+    """``diversity(features)`` and its bootstrap draws (``counts``: :func:`_counts` of the
+    clips): each draw takes the mean distance over its pairs of *different* clips.
 
     With ``c`` the clips' counts in a draw and ``D`` the distance matrix, a draw is
     ``c·D·c / (n² − Σc²)``: one matrix-vector product per draw instead of a new ``(n, n)``
@@ -106,9 +123,8 @@ def _diversity_draws(features: np.ndarray, diversity: Callable[[np.ndarray], flo
 
     n = len(features)
     if n < 2:
-        return float("nan"), np.full(n_resamples, np.nan)
+        return float("nan"), np.full(len(counts), np.nan)
     dist = squareform(pdist(np.asarray(features, dtype=np.float64)))
-    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_resamples)])
     pairs = (n * n - np.sum(counts * counts, axis=1)).astype(float)
     sums = np.einsum("ri,ij,rj->r", counts, dist, counts, optimize=True)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -116,12 +132,13 @@ def _diversity_draws(features: np.ndarray, diversity: Callable[[np.ndarray], flo
     return float(diversity(features)), draws
 
 
-def _median_draws(values: np.ndarray, rng: np.random.Generator,
-                  n_resamples: int) -> tuple[float, np.ndarray]:
+def _median_draws(values: np.ndarray, counts: np.ndarray) -> tuple[float, np.ndarray]:
+    """The median of ``values`` and of each resample (``counts`` as for the diversity)."""
     if len(values) == 0:
-        return float("nan"), np.full(n_resamples, np.nan)
-    idx = rng.integers(0, len(values), size=(n_resamples, len(values)))
-    return float(np.median(values)), np.median(values[idx], axis=1)
+        return float("nan"), np.full(len(counts), np.nan)
+    items = np.arange(len(values))
+    return float(np.median(values)), np.array([np.median(values[np.repeat(items, c)])
+                                               for c in counts])
 
 
 def _interval(draws: np.ndarray, level: float) -> tuple[float, float]:
@@ -175,8 +192,8 @@ def served_guards(
             feats = feats[np.all(np.isfinite(feats), axis=1)]
             sims = clips.similarity[mask]
             sims = sims[np.isfinite(sims)]
-            div, div_draws = _diversity_draws(feats, diversity, rng, n_resamples)
-            med, med_draws = _median_draws(sims, rng, n_resamples)
+            div, div_draws = _diversity_draws(feats, diversity, _counts(rng, len(feats), n_resamples))
+            med, med_draws = _median_draws(sims, _counts(rng, len(sims), n_resamples))
             if mode is None:
                 draws[v] = (div, div_draws, med, med_draws)
             sets.append(ServedSet(v, mode, int(mask.sum()), div, *_interval(div_draws, level),
@@ -188,14 +205,52 @@ def served_guards(
             if v == reference or v not in draws:
                 continue
             div, div_draws, med, med_draws = draws[v]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = div / div0 if div0 > 0 else float("nan")
-                ratio_draws = np.where(div0_draws > 0, div_draws / div0_draws, np.nan)
+            ratio, ratio_draws = _ratio(div, div0, div_draws, div0_draws)
             diff = med - med0
             guards.append(ServedGuard(
-                v, reference, float(ratio), *_interval(ratio_draws, level),
+                v, reference, ratio, *_interval(ratio_draws, level),
                 bool(abs(ratio - 1.0) <= tolerance) if np.isfinite(ratio) else None,
                 float(diff), *_interval(med_draws - med0_draws, level),
                 bool(diff <= margin) if np.isfinite(diff) else None,
-                tolerance, margin, level))
+                tolerance, margin, level,
+                **_paired(served[v], served[reference], diversity, rng, n_resamples, level)))
     return tuple(sets), tuple(guards)
+
+
+def _ratio(a: float, b: float, a_draws: np.ndarray, b_draws: np.ndarray
+           ) -> tuple[float, np.ndarray]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (float(a / b) if b > 0 else float("nan"),
+                np.where(b_draws > 0, a_draws / b_draws, np.nan))
+
+
+def _paired(clips: ServedClips, ref: ServedClips, diversity: Callable[[np.ndarray], float],
+            rng: np.random.Generator, n_resamples: int, level: float) -> dict[str, Any]:
+    """The guards on the paired deliveries the two versions share (each version's halves,
+    one row per pair in pair order; the pairs resampled together): ``ServedGuard``'s
+    ``n_pairs`` and ``paired_*`` fields, or ``{}`` with fewer than :data:`MIN_PAIRS`."""
+    if clips.pair_ids is None or ref.pair_ids is None:
+        return {}
+
+    def rows(c: ServedClips) -> dict[Any, int]:
+        assert c.pair_ids is not None
+        ok = np.all(np.isfinite(c.features), axis=1) & np.isfinite(c.similarity)
+        return {p: i for i, p in enumerate(c.pair_ids.tolist()) if p is not None and ok[i]}
+
+    mine, theirs = rows(clips), rows(ref)
+    common = sorted(set(mine) & set(theirs), key=str)
+    if len(common) < MIN_PAIRS:
+        return {"n_pairs": len(common)}
+    a = np.array([mine[p] for p in common])
+    b = np.array([theirs[p] for p in common])
+    counts = _counts(rng, len(common), n_resamples)
+    div, div_draws = _diversity_draws(clips.features[a], diversity, counts)
+    div0, div0_draws = _diversity_draws(ref.features[b], diversity, counts)
+    med, med_draws = _median_draws(clips.similarity[a], counts)
+    med0, med0_draws = _median_draws(ref.similarity[b], counts)
+    ratio, ratio_draws = _ratio(div, div0, div_draws, div0_draws)
+    lo, hi = _interval(ratio_draws, level)
+    dlo, dhi = _interval(med_draws - med0_draws, level)
+    return {"n_pairs": len(common), "paired_ratio": ratio, "paired_ratio_ci_low": lo,
+            "paired_ratio_ci_high": hi, "paired_difference": med - med0,
+            "paired_difference_ci_low": dlo, "paired_difference_ci_high": dhi}

@@ -19,7 +19,9 @@ Standardiser`): here the clips' stored audio descriptors (the 12 of
 :mod:`encore.audio.descriptors`), standardised with the mean and std of every version's served
 clips together, so every version is measured on one scale; and their median similarity to the
 input (S, stored with each clip). Each version against the reference (v0): diversity within
-10 %, median S at most +0.05 above. Computed from the platform's own rows only.
+10 %, median S at most +0.05 above; and, where the two versions share ≥ 10 paired deliveries,
+the same two figures on those pairs' halves only (like for like: the same listener, songs and
+seeds). Computed from the platform's own rows only.
 
 Table 1 (pooled): for each request's input songs (a song, or a blend labelled ``a + b``;
 grouped by song ids — a title shared by different songs gets its ids) and each model
@@ -313,28 +315,28 @@ GUARD_SEED = 0x6A4D
 def served_clips(ctx: ServiceContext) -> dict[str, feedback.ServedClips]:
     """Per version (by name): the generated clips it served — delivered to a listener in any
     branch but ``baseline``, ready, each clip once — as their audio descriptors standardised
-    over all versions' served clips together, their S to the input and how the first
+    over all versions' served clips together, their S to the input, how the first
     delivery that chose them chose (``taste``/``explore``/``single``; None when only reviews
-    served the clip)."""
+    served the clip) and the pair they were served in (the paired guards)."""
     q = (
         sa.select(Clip.id, ModelVersion.name, Clip.descriptors, Clip.similarity,
-                  Delivery.branch, Delivery.selection)
+                  Delivery.branch, Delivery.selection, Delivery.pair_id)
         .join(Delivery, Delivery.clip_id == Clip.id)
         .join(ModelVersion, ModelVersion.id == Clip.model_version_id)
         .where(Clip.kind == ClipKind.GENERATED, Clip.status == ClipStatus.READY,
                Delivery.branch != DispatchBranch.BASELINE)
         .order_by(Clip.id, Delivery.id)
     )
-    clips: dict[int, tuple[str, np.ndarray, float, str | None]] = {}
+    clips: dict[int, tuple[str, np.ndarray, float, str | None, str | None]] = {}
     with ctx.reading() as session:
-        for cid, version, descriptors, similarity, branch, selection in session.execute(q):
+        for cid, version, descriptors, similarity, branch, selection, pair in session.execute(q):
             known = clips.get(cid)
             chosen = selection if branch is DispatchBranch.GENERATE else None
             if known is None:
                 clips[cid] = (version, descriptor_vector(descriptors),
-                              np.nan if similarity is None else float(similarity), chosen)
-            elif known[3] is None and chosen is not None:
-                clips[cid] = (*known[:3], chosen)
+                              np.nan if similarity is None else float(similarity), chosen, pair)
+            else:
+                clips[cid] = (*known[:3], known[3] or chosen, known[4] or pair)
     if not clips:
         return {}
     features = np.stack([c[1] for c in clips.values()])
@@ -348,7 +350,8 @@ def served_clips(ctx: ServiceContext) -> dict[str, feedback.ServedClips]:
         out[v] = feedback.ServedClips(
             features=features[mask],
             similarity=np.array([c[2] for c in clips.values()], dtype=float)[mask],
-            selections=np.array([c[3] for c in clips.values()], dtype=object)[mask])
+            selections=np.array([c[3] for c in clips.values()], dtype=object)[mask],
+            pair_ids=np.array([c[4] for c in clips.values()], dtype=object)[mask])
     return out
 
 
@@ -473,6 +476,13 @@ def guard_lines(report: feedback.Report) -> list[str]:
             f"median S {_num(g.similarity_difference, '+.3f')} "
             f"{_range(g.difference_ci_low, g.difference_ci_high, '+.3f')} "
             f"{_verdict(g.similarity_ok)} (allowed ≤ {g.margin:+.2f})")
+        if np.isfinite(g.paired_ratio):
+            lines.append(
+                f"    like for like, {g.n_pairs} paired deliveries (same listener, songs, seeds): "
+                f"diversity {_num(g.paired_ratio, '.2f')}× "
+                f"{_range(g.paired_ratio_ci_low, g.paired_ratio_ci_high, '.2f')}, median S "
+                f"{_num(g.paired_difference, '+.3f')} "
+                f"{_range(g.paired_difference_ci_low, g.paired_difference_ci_high, '+.3f')}")
     return lines
 
 
