@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+from pathlib import Path
 from typing import Any
 
 from encore.commands._context import service_context
@@ -50,6 +52,31 @@ def register(subparsers: Any) -> None:
     p.add_argument("--list", action="store_true", help="list the fine-tuning runs and exit")
     p.add_argument("--json", action="store_true", help="with --status: print JSON")
     p.set_defaults(handler=run)
+    actions = p.add_subparsers(dest="finetune_action", metavar="ACTION")
+    c = actions.add_parser(
+        "compare", help="fine-tune each method from one parent on the same data and gate each child (one table)",
+        description=(
+            "Fine-tune the parent with each method on the same data (every method's examples are read "
+            "once, before any training), judge every child against the parent on one gating panel (the "
+            "same songs, seeds, held-out gating taste model and taste groups) and print one table: "
+            "examples, training time, Δ predicted stars per taste group with its 95 %% interval, diversity, "
+            "similarity to the input, quality within noise or not, the gate's verdict. Nothing is "
+            "published or activated: the children are model folders under data_dir/compare/<stamp>/ "
+            "(register one with `encore versions import DIR`), with comparison.json beside them."),
+    )
+    c.add_argument("--methods", default="paper,dpo,kto,dpo+conditioned",
+                   help="comma-separated: paper, dpo, kto, dpo+conditioned, kto+conditioned "
+                        "(default %(default)s)")
+    c.add_argument("--parent", default=None, help="version to start from (default: the newest active version)")
+    c.add_argument("--steps", type=int, default=None, help="optimiser steps of every method (default from settings)")
+    c.add_argument("--minutes", type=float, default=None, help="wall-time guard of each method's training")
+    c.add_argument("--eval-clips", type=int, default=None,
+                   help="clips per set of the quality evaluation (0 = skip; default from settings)")
+    c.add_argument("--top-n", type=int, default=None, help="dataset clips of the paper method (default 100)")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--out", type=Path, default=None, metavar="FILE",
+                   help="also write the comparison to FILE: CSV when it ends in .csv, else JSON")
+    c.set_defaults(handler=compare)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,18 +157,9 @@ def _start(ctx: Any, args: argparse.Namespace) -> int:
 
 def _run_here(ctx: Any, run_id: int) -> int:
     """Run the fine-tune in this process with a progress bar; print the outcome."""
-    from tqdm.auto import tqdm
-
     from encore.services import finetune
 
-    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/{total}% [{elapsed}<{remaining}] {postfix}")
-
-    def progress(fraction: float, message: str | None = None) -> None:
-        bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
-        if message:
-            bar.set_postfix_str(message, refresh=False)
-        bar.refresh()
-
+    bar, progress = _progress_bar()
     try:
         finetune.run_finetune(ctx, run_id, progress)
     except KeyboardInterrupt:
@@ -151,6 +169,21 @@ def _run_here(ctx: Any, run_id: int) -> int:
         bar.close()
     _print_view(finetune.training_status(ctx, run_id))
     return 0
+
+
+def _progress_bar() -> tuple[Any, Any]:
+    """A tqdm bar in percent and the ``progress(fraction, message)`` callback that moves it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/{total}% [{elapsed}<{remaining}] {postfix}")
+
+    def progress(fraction: float, message: str | None = None) -> None:
+        bar.n = round(100 * min(max(fraction, 0.0), 1.0), 1)
+        if message:
+            bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    return bar, progress
 
 
 def _print_view(view: Any) -> None:
@@ -182,3 +215,47 @@ def _print_view(view: Any) -> None:
     elif "eval_skipped" in metrics:
         print(f"  no evaluation: {metrics['eval_skipped']}")  # noqa: T201
     print(f"  {gating.summary(metrics.get('gate'))}")  # noqa: T201
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``encore finetune compare``: print (and write) the methods' table."""
+    from encore.services import comparison
+
+    specs = comparison.parse_methods(args.methods)  # bad names fail before the database is opened
+    if args.out is not None and not args.out.parent.is_dir():
+        raise InvalidInput(f"--out {args.out}: the folder {args.out.parent} does not exist")
+    ctx = service_context(queues=False)
+    parent = _parent(ctx, args.parent)
+    names = {"steps": "steps", "minutes": "max_minutes", "eval_clips": "eval_clips", "seed": "seed"}
+    settings = {key: getattr(args, arg) for arg, key in names.items() if getattr(args, arg) is not None}
+    print(f"comparing {', '.join(s.label for s in specs)} from {parent.name}")  # noqa: T201
+    bar, progress = _progress_bar()
+    try:
+        report = comparison.compare_methods(ctx, parent_version_id=parent.id, methods=args.methods,
+                                            settings=settings, top_n=args.top_n, progress=progress)
+    finally:
+        bar.close()
+    print(f"parent {report['parent']}; panel: songs {report['panel']['songs']} × seeds "  # noqa: T201
+          f"{report['panel']['seeds']}; gating taste model: {report['taste_model']['n_ratings']} of "
+          f"{report['taste_model']['of_ratings']} ratings ({report['taste_model']['n_listeners']} listeners); "
+          f"groups: {report['groups_from']}")
+    print(comparison.table(report))  # noqa: T201
+    for row in report["rows"]:
+        if row.get("gate") and row["gate"]["reasons"]:
+            print(f"{row['method']}: " + "; ".join(row["gate"]["reasons"]))  # noqa: T201
+    print(f"children and comparison.json in {report['folder']} (nothing published; "  # noqa: T201
+          f"{report['wall_seconds']:.0f} s)")
+    if args.out is not None:
+        _write_out(args.out, report, comparison.flat_rows(report))
+        print(f"written to {args.out}")  # noqa: T201
+    return 0
+
+
+def _write_out(path: Path, report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    if path.suffix.lower() != ".csv":
+        path.write_text(json.dumps(report, indent=2, default=str))
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
+        writer.writeheader()
+        writer.writerows(rows)

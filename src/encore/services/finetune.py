@@ -160,6 +160,55 @@ def start_finetune(
     InvalidInput
         The curated dataset is empty (or every confidence is 0), or bad settings.
     """
+    resolved, examples = prepare_examples(ctx, settings, top_n=top_n)
+    method = resolved["method"]
+    with ctx.session() as session:
+        parent = session.get(ModelVersion, parent_version_id)
+        if parent is None:
+            raise NotFound(f"model version {parent_version_id} does not exist")
+        if parent.status is VersionStatus.RETIRED:
+            raise Conflict(f"version {parent.name} is retired; fine-tune an active or draft version")
+        open_runs = session.scalars(
+            sa.select(TrainingRun).where(
+                TrainingRun.parent_version_id == parent.id,
+                TrainingRun.status.in_([TrainingStatus.QUEUED, TrainingStatus.RUNNING]),
+            )
+        ).all()
+        for other in open_runs:
+            reason = _abandoned(session, other)
+            if reason is None:
+                raise Conflict(f"fine-tuning run {other.id} of {parent.name} is already queued or running")
+            logger.warning("training run %d was abandoned: %s", other.id, reason)
+            other.status, other.error, other.finished_at = TrainingStatus.FAILED, reason, utcnow()
+        run = TrainingRun(
+            parent_version_id=parent.id,
+            status=TrainingStatus.QUEUED,
+            settings={**resolved, **({} if enqueue else {"process": _this_process()})},
+            training_set=examples,
+        )
+        session.add(run)
+        session.flush()
+        if enqueue:
+            job = enqueue_job(session, JOB_KIND, {"run_id": run.id}, queue=QueueName.TRAIN)
+            run.job_id = job.id
+        logger.info("fine-tuning run %d (%s) of %s on %d %s%s", run.id, method, parent.name, len(examples),
+                    EXAMPLE_UNITS[method],
+                    " queued" if enqueue else "")
+        return run
+
+
+def prepare_examples(ctx: ServiceContext, settings: dict[str, Any] | None, *,
+                     top_n: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A run's resolved settings (``top_n`` included) and its examples, read from the platform
+    now: the top-N dataset clips (``paper``), or the pairs / labels of every counted rating
+    (``dpo`` / ``kto``; a method taken from the default setting falls back to ``paper`` with
+    too few, :func:`_preference_examples`).
+
+    Raises
+    ------
+    InvalidInput
+        Bad settings, or nothing to train on (the reason).
+    """
     top_n = ctx.settings.finetune_top_n if top_n is None else int(top_n)
     if top_n < 1:
         raise InvalidInput(f"top_n={top_n!r} must be at least 1")
@@ -185,39 +234,7 @@ def start_finetune(
         if not any(c > 0 for _, c in training_set):
             raise InvalidInput(f"all {len(training_set)} dataset clips have confidence 0; nothing to learn")
         examples = [{"clip_id": cid, "confidence": round(c, 6)} for cid, c in training_set]
-    with ctx.session() as session:
-        parent = session.get(ModelVersion, parent_version_id)
-        if parent is None:
-            raise NotFound(f"model version {parent_version_id} does not exist")
-        if parent.status is VersionStatus.RETIRED:
-            raise Conflict(f"version {parent.name} is retired; fine-tune an active or draft version")
-        open_runs = session.scalars(
-            sa.select(TrainingRun).where(
-                TrainingRun.parent_version_id == parent.id,
-                TrainingRun.status.in_([TrainingStatus.QUEUED, TrainingStatus.RUNNING]),
-            )
-        ).all()
-        for other in open_runs:
-            reason = _abandoned(session, other)
-            if reason is None:
-                raise Conflict(f"fine-tuning run {other.id} of {parent.name} is already queued or running")
-            logger.warning("training run %d was abandoned: %s", other.id, reason)
-            other.status, other.error, other.finished_at = TrainingStatus.FAILED, reason, utcnow()
-        run = TrainingRun(
-            parent_version_id=parent.id,
-            status=TrainingStatus.QUEUED,
-            settings={**resolved, "top_n": top_n, **({} if enqueue else {"process": _this_process()})},
-            training_set=examples,
-        )
-        session.add(run)
-        session.flush()
-        if enqueue:
-            job = enqueue_job(session, JOB_KIND, {"run_id": run.id}, queue=QueueName.TRAIN)
-            run.job_id = job.id
-        logger.info("fine-tuning run %d (%s) of %s on %d %s%s", run.id, method, parent.name, len(examples),
-                    {"paper": "clips", "dpo": "pairs", "kto": "labelled clips"}[method],
-                    " queued" if enqueue else "")
-        return run
+    return {**resolved, "top_n": top_n}, examples
 
 
 def _preference_examples(ctx: ServiceContext, resolved: dict[str, Any], *,
@@ -448,73 +465,28 @@ def _train_and_publish(
 ) -> ModelVersion | None:
     """Train run ``run_id``, evaluate and publish it; None on a process other than rank 0
     of a ``torchrun`` launch (it trains, rank 0 does the rest)."""
-    import torch  # deferred, with the diffusion imports below: only the training worker needs them
+    from encore.diffusion.training import distributed  # deferred: torch (web start-up)
 
-    from encore.diffusion.finetune import FinetuneConfig, evaluate_against_parent, finetune
-    from encore.diffusion.folder import load_model_folder, update_model_meta
-    from encore.diffusion.training import distributed
-
-    cfg = FinetuneConfig.from_dict(settings)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
     t0 = time.monotonic()
-    progress(0.01, "loading the model and the clips")
-    parent_model = load_model_folder(versions.local_folder(ctx, parent), device=ctx.settings.device)
-    method = str(settings.get("method", "paper"))
-    if method == "paper":
-        clip_ids, images, weights = load_clip_images(ctx, training_set)
-    width = int(cfg.width or parent_model.mel_config.x_res)
-    corpus, no_corpus_reason = corpus_data(ctx, parent_model.mel_config, cfg.seed, width)
-
-    replay_heldout = corpus.heldout if corpus is not None else None  # forgetting, always measured
-    replay, replay_source = _replay(ctx, run_id, parent, parent_model, settings, cfg, corpus,
-                                    no_corpus_reason, width, progress)
-    if distributed.is_main():
-        _set_run(ctx, run_id, settings={**settings, "replay_source": replay_source})
-
-    def on_train(fraction: float, message: str | None = None) -> None:
-        progress(0.05 + (TRAIN_SHARE - 0.05) * fraction, message)
-
     out = model_dir(ctx, run_id)
     with ctx.reading() as session:
         predicted_name = versions.next_version_name(session)
-    record = {"run_id": run_id, "replay_source": replay_source}
-    if method == "paper":
-        result = finetune(
-            parent_model, list(zip(images, weights, strict=True)), cfg=cfg, out_dir=work_dir(ctx, run_id),
-            replay=replay, replay_heldout=replay_heldout, clip_ids=clip_ids, model_dir=out,
-            name=predicted_name, parent_name=parent.name, record=record, resume=True, progress=on_train,
-        )
-    else:  # Diffusion-DPO / Diffusion-KTO on the run's pairs or labels
-        result = preferences.train(
-            ctx, parent_model, training_set, settings, replay=replay, replay_heldout=replay_heldout,
-            out_dir=work_dir(ctx, run_id), model_dir=out, name=predicted_name, parent_name=parent.name,
-            record=record, progress=on_train,
-        )
-    if not distributed.is_main():
+
+    def on_replay(replay_source: str) -> None:
+        if distributed.is_main():
+            _set_run(ctx, run_id, settings={**settings, "replay_source": replay_source})
+
+    def on_trained(result: Any) -> None:
+        _set_run(ctx, run_id, loss_curve=[_jsonable_row(r) for r in result.loss_curve],
+                 training_set=list(result.training_set), progress=TRAIN_SHARE)
+
+    trained = train_and_evaluate(
+        ctx, parent, training_set, settings, work=work_dir(ctx, run_id), out=out, name=predicted_name,
+        record={"run_id": run_id}, progress=progress, on_replay=on_replay, on_trained=on_trained)
+    if trained is None:
         return None
-    curve = [_jsonable_row(r) for r in result.loss_curve]
-    _set_run(ctx, run_id, loss_curve=curve, training_set=list(result.training_set),
-             progress=TRAIN_SHARE)
-
-    metrics: dict[str, Any] = {"method": method, "finetune": result.summary(), "replay_source": replay_source}
-    if settings.get("fallback"):
-        metrics["fallback"] = settings["fallback"]  # the default method had too little data
-    eval_clips = int(settings.get("eval_clips", 0))
-    if eval_clips <= 0:
-        metrics["eval_skipped"] = "eval_clips=0"
-    elif corpus is None or corpus.heldout is None:
-        metrics["eval_skipped"] = no_corpus_reason or f"the corpus {corpus.directory} has no held-out split"  # type: ignore[union-attr]
-    else:
-        progress(TRAIN_SHARE, "evaluating the new version")
-        metrics.update(evaluate_against_parent(
-            load_model_folder(out, device="cpu"), parent_model, heldout=corpus.heldout,
-            train=corpus.train, n=eval_clips, steps=int(settings.get("eval_steps", 25)),
-            seed=cfg.seed, precision=cfg.precision, parent_report=_stored_eval(parent, parent_model),
-        ))
-    metrics["wall_seconds"] = round(time.monotonic() - t0, 1)
-    update_model_meta(out, metrics=metrics)  # the folder is complete before its row exists
-
+    result, metrics = trained.result, trained.metrics
+    method = metrics["method"]
     if ctx.settings.gate_new_versions:  # refused activation until the verdict replaces it
         metrics["gate"] = dict(versions.GATE_PENDING)
     progress(0.99, "publishing")
@@ -524,8 +496,7 @@ def _train_and_publish(
             session, folder=stored, parent_id=parent.id, metrics=metrics,
             taste_selection=ctx.settings.taste_selection_new_versions,
             notes=f"fine-tuned{'' if method == 'paper' else f' ({method})'} from {parent.name} on "
-                  f"{sum(e['role'] == 'train' for e in result.training_set)} "
-                  f"{ {'paper': 'clips', 'dpo': 'pairs', 'kto': 'labelled clips'}[method]} "
+                  f"{sum(e['role'] == 'train' for e in result.training_set)} {EXAMPLE_UNITS[method]} "
                   f"(run {run_id}, {result.steps} steps, {result.stop_reason})"
                   + (f"; instead of {settings['fallback']}" if settings.get("fallback") else ""),
         )
@@ -549,7 +520,110 @@ def _train_and_publish(
     return version
 
 
-def _replay(ctx: ServiceContext, run_id: int, parent: ModelVersion, parent_model: Any,
+#: What a method's examples are called.
+EXAMPLE_UNITS = {"paper": "clips", "dpo": "pairs", "kto": "labelled clips"}
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained and evaluated model folder, not yet published: :func:`train_and_evaluate`."""
+
+    folder: Path
+    result: Any  # FinetuneResult | PreferenceResult
+    metrics: dict[str, Any]  # what a version's metrics hold: method, finetune, replay, eval, wall time
+
+
+def train_and_evaluate(
+    ctx: ServiceContext,
+    parent: ModelVersion,
+    training_set: list[dict[str, Any]],
+    settings: dict[str, Any],
+    *,
+    work: Path,
+    out: Path,
+    name: str,
+    record: dict[str, Any] | None = None,
+    progress: Progress = _no_progress,
+    on_replay: Callable[[str], None] | None = None,
+    on_trained: Callable[[Any], None] | None = None,
+    parent_eval: dict[str, Any] | None = None,
+) -> Trained | None:
+    """Fine-tune ``parent`` on ``training_set`` with resolved ``settings`` (a run's) into the
+    model folder ``out`` (checkpoints in ``work``; an interrupted call resumes), then evaluate
+    it against the parent with the weight-free metrics when a corpus is installed. Publishes
+    nothing. None on a process other than rank 0 of a ``torchrun`` launch.
+
+    ``on_replay(source)`` hears where the replay crops come from, ``on_trained(result)`` the
+    training's result before the evaluation; ``parent_eval`` is an evaluation of the parent
+    with the same settings already made (else the one on its row or in its folder is used).
+    """
+    import torch  # deferred, with the diffusion imports below: only the training worker needs them
+
+    from encore.diffusion.finetune import FinetuneConfig, evaluate_against_parent, finetune
+    from encore.diffusion.folder import load_model_folder, update_model_meta
+    from encore.diffusion.training import distributed
+
+    cfg = FinetuneConfig.from_dict(settings)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.monotonic()
+    progress(0.01, "loading the model and the clips")
+    parent_model = load_model_folder(versions.local_folder(ctx, parent), device=ctx.settings.device)
+    method = str(settings.get("method", "paper"))
+    if method == "paper":
+        clip_ids, images, weights = load_clip_images(ctx, training_set)
+    width = int(cfg.width or parent_model.mel_config.x_res)
+    corpus, no_corpus_reason = corpus_data(ctx, parent_model.mel_config, cfg.seed, width)
+
+    replay_heldout = corpus.heldout if corpus is not None else None  # forgetting, always measured
+    replay, replay_source = _replay(ctx, name, parent, parent_model, settings, cfg, corpus,
+                                    no_corpus_reason, width, progress)
+    if on_replay is not None:
+        on_replay(replay_source)
+
+    def on_train(fraction: float, message: str | None = None) -> None:
+        progress(0.05 + (TRAIN_SHARE - 0.05) * fraction, message)
+
+    record = {**(record or {}), "replay_source": replay_source}
+    if method == "paper":
+        result = finetune(
+            parent_model, list(zip(images, weights, strict=True)), cfg=cfg, out_dir=work,
+            replay=replay, replay_heldout=replay_heldout, clip_ids=clip_ids, model_dir=out,
+            name=name, parent_name=parent.name, record=record, resume=True, progress=on_train,
+        )
+    else:  # Diffusion-DPO / Diffusion-KTO on the run's pairs or labels
+        result = preferences.train(
+            ctx, parent_model, training_set, settings, replay=replay, replay_heldout=replay_heldout,
+            out_dir=work, model_dir=out, name=name, parent_name=parent.name,
+            record=record, progress=on_train,
+        )
+    if not distributed.is_main():
+        return None
+    if on_trained is not None:
+        on_trained(result)
+
+    metrics: dict[str, Any] = {"method": method, "finetune": result.summary(), "replay_source": replay_source}
+    if settings.get("fallback"):
+        metrics["fallback"] = settings["fallback"]  # the default method had too little data
+    eval_clips = int(settings.get("eval_clips", 0))
+    if eval_clips <= 0:
+        metrics["eval_skipped"] = "eval_clips=0"
+    elif corpus is None or corpus.heldout is None:
+        metrics["eval_skipped"] = no_corpus_reason or f"the corpus {corpus.directory} has no held-out split"  # type: ignore[union-attr]
+    else:
+        progress(TRAIN_SHARE, "evaluating the new version")
+        metrics.update(evaluate_against_parent(
+            load_model_folder(out, device="cpu"), parent_model, heldout=corpus.heldout,
+            train=corpus.train, n=eval_clips, steps=int(settings.get("eval_steps", 25)),
+            seed=cfg.seed, precision=cfg.precision,
+            parent_report=parent_eval or _stored_eval(parent, parent_model),
+        ))
+    metrics["wall_seconds"] = round(time.monotonic() - t0, 1)
+    update_model_meta(out, metrics=metrics)  # the folder is complete before its row exists
+    return Trained(out, result, metrics)
+
+
+def _replay(ctx: ServiceContext, name: str, parent: ModelVersion, parent_model: Any,
             settings: dict[str, Any], cfg: Any, corpus: Any, no_corpus_reason: str | None,
             width: int, progress: Progress) -> tuple[Any, str]:
     """The run's replay crops and where they come from: the corpus, else the parent's own
@@ -562,10 +636,10 @@ def _replay(ctx: ServiceContext, run_id: int, parent: ModelVersion, parent_model
         return corpus.train, f"corpus {corpus.directory}"
     n = int(settings.get("parent_replay_clips", 0))
     if n <= 0:
-        logger.warning("fine-tune run %d: %s and parent_replay_clips=0: no replay", run_id, no_corpus_reason)
+        logger.warning("fine-tune of %s: %s and parent_replay_clips=0: no replay", name, no_corpus_reason)
         return None, "none"
-    logger.warning("fine-tune run %d: %s; replaying %d generations of %s instead",
-                   run_id, no_corpus_reason, n, parent.name)
+    logger.warning("fine-tune of %s: %s; replaying %d generations of %s instead",
+                   name, no_corpus_reason, n, parent.name)
     replay = parent_replay_set(
         parent_model, n=n, steps=int(settings.get("eval_steps", 25)), seed=cfg.seed,
         precision=cfg.precision, width=width,

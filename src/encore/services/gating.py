@@ -43,6 +43,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -288,30 +289,73 @@ def gate_version(ctx: ServiceContext, version_id: int, progress: Progress = _no_
 
 def _judge(ctx: ServiceContext, child: ModelVersion, parent: ModelVersion,
            child_metrics: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    s = ctx.settings
-    progress(0.02, "fitting the gating taste model")
     from encore.services.conditioning import version_groups
     from encore.services.generation import diffusion_engine
 
+    progress(0.02, "fitting the gating taste model")
+    parent_engine, child_engine = diffusion_engine(ctx, parent), diffusion_engine(ctx, child)
+    panel = prepare_panel(ctx, version_groups(ctx, child_engine.model))
+    return judge(ctx, panel, parent_engine, child_engine, child_metrics, parent.name, progress)
+
+
+@dataclass
+class GatePanel:
+    """What every child gated against one parent is judged with: the gating taste model, the
+    taste groups, the panel's songs and seeds, and the parent's renderings (made once)."""
+
+    model: taste.TasteModel
+    model_info: dict[str, Any]
+    groups: list[list[int]]
+    groups_info: str
+    song_ids: list[int]
+    seeds: list[int]
+    profiles: dict[int, taste.ListenerProfile]
+    parent_renders: dict[int | None, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def prepare_panel(ctx: ServiceContext, child_groups: taste.TasteGroups | None = None) -> GatePanel:
+    """The gating taste model, groups (``child_groups`` for a conditioned child; else the newest
+    stored ones), panel songs and seeds, from the platform's data now.
+
+    Raises
+    ------
+    Conflict
+        No counted rating to fit the gating model on, or no analysed song for the panel.
+    """
+    s = ctx.settings
     model, model_info = gating_taste_model(ctx)
-    engines = {"parent": diffusion_engine(ctx, parent), "child": diffusion_engine(ctx, child)}
-    groups, groups_info = _groups(ctx, model, version_groups(ctx, engines["child"].model))
+    groups, groups_info = _groups(ctx, model, child_groups)
     song_ids = panel_songs(ctx, groups, s.gate_panel_songs)
     if not song_ids:
         raise Conflict("no analysed song for the panel")
-    seeds = [PANEL_SEED_BASE + i for i in range(s.gate_panel_seeds)]
+    with ctx.reading() as session:
+        profiles = taste_service.listener_profiles(session, [u for g in groups for u in g])
+    return GatePanel(model, model_info, groups, groups_info, song_ids,
+                     [PANEL_SEED_BASE + i for i in range(s.gate_panel_seeds)], profiles)
+
+
+def judge(ctx: ServiceContext, panel: GatePanel, parent_engine: Any, child_engine: Any,
+          child_metrics: dict[str, Any], parent_name: str, progress: Progress = _no_progress) -> dict[str, Any]:
+    """The verdict on a child engine against its parent's on ``panel`` (module docstring);
+    ``child_metrics`` are the child's fine-tune metrics (its ``eval`` / ``parent_eval``)."""
+    s = ctx.settings
+    model, groups, song_ids, seeds = panel.model, panel.groups, panel.song_ids, panel.seeds
+    engines = {"parent": parent_engine, "child": child_engine}
     # a conditioned version renders the panel once per label its groups are served with
     labels = {tag: _labels(ctx, engines[tag], groups) for tag in engines}
-    renders = [(tag, label) for tag in engines for label in dict.fromkeys(labels[tag])]
-    rendered: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+    renders = [(tag, label) for tag in engines for label in dict.fromkeys(labels[tag])
+               if tag == "child" or label not in panel.parent_renders]
+    rendered: dict[tuple[str, int | None], list[dict[str, Any]]] = {
+        ("parent", label): items for label, items in panel.parent_renders.items()}
     for j, (tag, label) in enumerate(renders):
         rendered[tag, label] = _render_panel(
             ctx, engines[tag].for_group(label, s.guidance_scale), song_ids, seeds,
             lambda f, j=j, tag=tag: progress(0.05 + 0.9 * (j + f) / len(renders),  # type: ignore[misc]
                                              f"panel of {tag}"))
+        if tag == "parent":
+            panel.parent_renders[label] = rendered[tag, label]
     progress(0.95, "scoring the panel")
-    with ctx.reading() as session:
-        profiles = taste_service.listener_profiles(session, [u for g in groups for u in g])
+    profiles = panel.profiles
     rng = np.random.default_rng(GATE_SPLIT_SEED)
     reasons: list[str] = []
     group_rows = []
@@ -348,10 +392,10 @@ def _judge(ctx: ServiceContext, child: ModelVersion, parent: ModelVersion,
                                      for i in items])), 4)
            for tag in ("parent", "child")}
     return {
-        "passed": not reasons, "reasons": reasons, "parent": parent.name,
+        "passed": not reasons, "reasons": reasons, "parent": parent_name,
         "panel": {"songs": song_ids, "seeds": seeds, "strength": s.default_strength,
                   "sampler": s.sampler, "steps": s.inference_steps, "seconds": s.clip_seconds},
-        "taste_model": model_info, "groups_from": groups_info, "groups": group_rows,
+        "taste_model": panel.model_info, "groups_from": panel.groups_info, "groups": group_rows,
         "similarity": sim,
         "diversity": {"parent": round(div["parent"], 4), "child": round(div["child"], 4),
                       "ratio": None if not np.isfinite(div_ratio) else round(div_ratio, 4)},

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,11 +86,20 @@ def mark_song_failed(ctx: ServiceContext, song_id: int) -> None:
 
 def diffusion_engine(ctx: ServiceContext, version: ModelVersion) -> Any:
     """The engine of a model version (loaded once per process, keyed by version id)."""
+    return folder_engine(ctx, lambda: local_folder(ctx, version), cache_key=("engine", version.id))
+
+
+def folder_engine(ctx: ServiceContext, folder: Callable[[], Path], *, cache_key: Any = None) -> Any:
+    """The engine of the model folder ``folder()`` returns, with this context's device and piece
+    settings; kept in the context under ``cache_key`` (built anew each call without one)."""
     from encore.diffusion.engine import Engine  # torch loads only in workers
 
     device = None if ctx.settings.device == "auto" else ctx.settings.device
-    engine = ctx.cached(("engine", version.id),
-                        lambda: Engine(local_folder(ctx, version), device=device))
+
+    def build() -> Any:
+        return Engine(folder(), device=device)
+
+    engine = build() if cache_key is None else ctx.cached(cache_key, build)
     # pieces follow this context's settings (the engine reads the process's at creation)
     engine.window_seconds = ctx.settings.clip_seconds
     engine.overlap_seconds = ctx.settings.piece_overlap_seconds
