@@ -12,8 +12,9 @@ Each runs as the ``finetune`` job runs a preference method (:func:`preference_fi
 settings' batch, steps, learning rate, replay and β), and the bench prints the wall time of the
 iteration, seconds per step, and parent → fine-tuned figures: the preference loss, the DPO
 margin / accuracy or the KTO rewards on training and held-out examples, and the ε-loss on
-held-out corpus crops (forgetting). ``--method all`` runs paper, dpo and kto one after another
-and prints one line per method.
+held-out corpus crops (forgetting). ``--method all`` runs paper, dpo, kto and the conditioned
+dpo (below) one after another and ends with one line per method: steps, seconds per step, the
+iteration's time and its projection to the planned steps, parent → fine-tuned figures.
 
 ``--conditioned`` (with ``--method dpo``): two hidden listeners with opposite tastes — one
 prefers a higher band level, the other a lower — each its own taste group; each rates its own
@@ -81,7 +82,8 @@ def run_preference_bench(args: argparse.Namespace) -> int:
         clips, _, what = _cached_clips(Path(settings.data_dir) / "bench-finetune", parent, model_dir, corpus)
     pairs, labels = synthetic_preferences(clips)
     if getattr(args, "conditioned", False):
-        return _conditioned_bench(args, settings, parent, clips, threads)
+        _conditioned_bench(args, settings, parent, clips, threads)
+        return 0
     print(f"dataset: {len(clips)} clips — {what}; hidden listener prefers a higher band level: "
           f"{len(pairs)} pairs, {sum(lab[1] for lab in labels)} desirable / {sum(not lab[1] for lab in labels)} "
           "undesirable")
@@ -97,11 +99,15 @@ def run_preference_bench(args: argparse.Namespace) -> int:
         replay = SpectrogramDataset(corpus, split="train", width=width, seed=cfg.seed)
     elif cfg.replay_fraction > 0:
         replay = parent_replay_set(parent, n=settings.finetune_parent_replay_clips, steps=25)
-    methods = ("paper", "dpo", "kto") if args.method == "all" else (args.method,)
+    methods = ("paper", "dpo", "kto", "dpo+conditioned") if args.method == "all" else (args.method,)
     pref_cfg = dataclasses.replace(cfg, lr=settings.finetune_preference_lr)  # as the job does
     images = dict(enumerate(clips))
     rows: dict[str, Any] = {}
     for method in methods:
+        if method == "dpo+conditioned":  # two opposite hidden listeners, one taste group each
+            print()
+            rows[method] = _conditioned_bench(args, settings, parent, clips, threads)
+            continue
         if method == "paper":  # the paper's method on the same clips, confidences U(0.2, 1), timed alike
             from encore.diffusion.finetune import finetune
 
@@ -119,7 +125,9 @@ def run_preference_bench(args: argparse.Namespace) -> int:
                 if before is not None and after is not None:
                     print(f"  {key:<26} parent {before:.5f} → fine-tuned {after:.5f}")
             rows["paper"] = {"summary": paper.summary(), "iteration_minutes": round(total / 60, 2),
-                             "cpu_seconds_per_step": round(cpu / max(paper.steps, 1), 3)}
+                             "seconds_per_step": round(paper.wall_seconds / max(paper.steps, 1), 3),
+                             "cpu_seconds_per_step": round(cpu / max(paper.steps, 1), 3),
+                             "figures": {k: getattr(paper, k) for k in ("heldout_clip_loss", "replay_loss")}}
             continue
         pref = PreferenceConfig(method, dpo_beta=settings.finetune_dpo_beta, kto_beta=settings.finetune_kto_beta,
                                 replay_weight=settings.finetune_preference_replay_weight,
@@ -144,10 +152,33 @@ def run_preference_bench(args: argparse.Namespace) -> int:
         rows[method] = {"summary": result.summary(), "iteration_minutes": round(total / 60, 2),
                         "seconds_per_step": round(result.wall_seconds / max(result.steps, 1), 3),
                         "cpu_seconds_per_step": round(cpu / max(result.steps, 1), 3),
-                        "out": str(out)}
+                        "out": str(out), "figures": _side_by_side(result.figures, method)}
         (out / "bench.json").write_text(json.dumps(rows[method], indent=2) + "\n")
         print(f"  figures: {out / 'bench.json'}")
+    if len(rows) > 1:
+        _print_summary(rows, settings.finetune_steps, threads)
     return 0
+
+
+def _side_by_side(figures: dict[str, Any], method: str) -> dict[str, Any]:
+    """The held-out preference loss and the forgetting figure, (parent, fine-tuned)."""
+    return {k: figures.get(k) for k in (f"heldout_{method}_loss", "replay_loss")}
+
+
+def _print_summary(rows: dict[str, Any], steps: int, threads: int) -> None:
+    """One line per method: the iteration's time (and its projection to ``steps``, the default), parent and
+    child figures side by side."""
+    print(f"\none iteration per method ({threads} torch threads, load average now {os.getloadavg()[0]:.1f}; "
+          f"target ≤ 10 min on 2 cores):")
+    print(f"  {'method':<16} {'steps':>5} {'s/step':>7} {'iteration':>10} {f'≈ {steps} steps':>13}  "
+          "parent → fine-tuned (held-out loss of the method; corpus ε-loss = forgetting)")
+    for method, row in rows.items():
+        done = int(row["summary"].get("steps") or 0)
+        per_step = float(row["seconds_per_step"])
+        pairs = "; ".join(f"{k} {v[0]:.5f} → {v[1]:.5f}" for k, v in row["figures"].items()
+                          if v and v[0] is not None and v[1] is not None)
+        print(f"  {method:<16} {done:5d} {per_step:7.2f} {row['iteration_minutes']:8.1f} min "
+              f"{row['iteration_minutes'] * steps / max(done, 1):9.1f} min  {pairs}")
 
 
 def _replay_sets(settings: Any, parent: Any, seed: int) -> tuple[Any, Any]:
@@ -162,7 +193,7 @@ def _replay_sets(settings: Any, parent: Any, seed: int) -> tuple[Any, Any]:
 
 
 def _conditioned_bench(args: argparse.Namespace, settings: Any, parent: Any, clips: list[np.ndarray],
-                       threads: int) -> int:
+                       threads: int) -> dict[str, Any]:
     """Two opposite hidden listeners, one conditioned DPO run (module docstring)."""
     from encore.diffusion.finetune import FinetuneConfig, training_noise_scheduler
     from encore.diffusion.folder import load_model_folder
@@ -194,8 +225,13 @@ def _conditioned_bench(args: argparse.Namespace, settings: Any, parent: Any, cli
     t0 = time.monotonic()
     result = preference_finetune(parent, dict(enumerate(train_clips)), pairs=pairs, cfg=cfg, pref=pref, out_dir=out,
                                  replay=replay, replay_heldout=replay_heldout, name="bench", conditioning=cond)
+    total = time.monotonic() - t0
     print(f"  {result.steps} steps ({result.stop_reason}, best step {result.best_step}) in "
-          f"{(time.monotonic() - t0) / 60:.1f} min; load average {os.getloadavg()[0]:.1f}")
+          f"{total / 60:.1f} min = {result.wall_seconds / max(result.steps, 1):.2f} s/step (iteration with "
+          f"export); load average {os.getloadavg()[0]:.1f}  [target ≤ 10 min on 2 cores]")
+    for key, (before, after) in result.figures.items():
+        if before is not None and after is not None:
+            print(f"  {key:<26} parent {before:+.5f} → fine-tuned {after:+.5f}")
     child = load_model_folder(result.model_dir, device="cpu")
     emb = child.denoiser.unet.class_embedding.weight.detach()
     print("  group embedding RMS: " + ", ".join(f"{name} {float(emb[i].pow(2).mean().sqrt()):.4f}"
@@ -209,7 +245,9 @@ def _conditioned_bench(args: argparse.Namespace, settings: Any, parent: Any, cli
     start = conditioned_denoiser(parent.denoiser, 2).eval()
     width = parent.mel_config.x_res
     T = int(sched.config.num_train_timesteps)
-    rows: dict[str, Any] = {"summary": result.summary()}
+    rows: dict[str, Any] = {"summary": result.summary(), "iteration_minutes": round(total / 60, 2),
+                            "seconds_per_step": round(result.wall_seconds / max(result.steps, 1), 3),
+                            "figures": _side_by_side(result.figures, "dpo")}
     for g, name in ((0, "group 0"), (1, "group 1"), (2, "null label")):
         fixed = fixed_pairs(tensors, up, width=width, n=cfg.eval_crops, T=T, timesteps=pref.timesteps(),
                             seed=cfg.seed + 21, groups=[g] * len(up))
@@ -232,4 +270,4 @@ def _conditioned_bench(args: argparse.Namespace, settings: Any, parent: Any, cli
         rows[f"band_level_{name}"] = float(np.mean(vals))
     (out / "bench.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
     print(f"  figures: {out / 'bench.json'}")
-    return 0
+    return rows
