@@ -6,7 +6,9 @@ clips and unserved candidates never count."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 
 import numpy as np
@@ -147,6 +149,22 @@ def test_near_copies_fail_the_diversity_guard(ctx, guarded) -> None:
     data = json.loads(json.dumps(views.report_json(rep), allow_nan=False))  # the operator API
     assert {g["version_id"]: g["diversity_ok"] for g in data["guards"]} == {"v1": False, "v2": True}
     assert data["text"] == text
+
+
+def test_served_csv_recomputes_the_guards(ctx, guarded) -> None:
+    vectors, _ = guarded
+    rows = list(csv.DictReader(io.StringIO(report.served_csv(ctx))))
+    assert list(rows[0]) == list(report.SERVED_CSV_COLUMNS)
+    assert len(rows) == 3 * N and {r["version"] for r in rows} == {"v0", "v1", "v2"}
+    x = np.array([[float(r[n]) for n in DESCRIPTOR_NAMES] for r in rows])
+    names = np.array([r["version"] for r in rows])
+    assert np.allclose(x[names == "v1"], vectors["v1"])
+    z = Standardiser.fit(x)(x)
+    rep = report.build_report(ctx, n_resamples=200)
+    sets = {s.label: s.diversity for s in rep.served}
+    for v in ("v0", "v1", "v2"):
+        assert sets[v] == pytest.approx(mean_pairwise_distance(z[names == v]))
+    assert sum(r["pair_id"] != "" for r in rows) == 2 * N
 
 
 def test_report_page_shows_the_guards(ctx, guarded) -> None:

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 OPERATOR_GETS = [
     "/api/operator/users", "/api/operator/dataset", "/api/operator/raters",
     "/api/operator/versions", "/api/operator/report", "/api/operator/ratings.csv",
+    "/api/operator/served.csv",
     "/api/operator/training-runs", "/api/operator/training-runs/1", "/api/operator/taste",
 ]
 OPERATOR_POSTS = [

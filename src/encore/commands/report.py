@@ -1,8 +1,9 @@
 """``encore report [--out DIR]``: the versions compared fairly (paired deliveries, else fresh
 clips in the same rounds, with 95 % intervals), the gain's decomposition, the baselines apart,
 the served clips' guards (diversity as ``encore eval`` measures it, median S to the input,
-each version against v0), then the paper's Table 1 pooled with per-iteration changes and the split by dispatch branch;
-plots (PNG) and the CSV of every rating."""
+each version against v0), then the paper's Table 1 pooled with per-iteration changes and
+the split by dispatch branch; plots (PNG), the CSV of every rating and ``served.csv`` (every
+served clip with its S and descriptors: enough to recompute the guards)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from encore.commands._context import service_context
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("report", help="ratings per song and version, with intervals")
-    parser.add_argument("--out", type=Path, help="folder for the plots and ratings.csv")
+    parser.add_argument("--out", type=Path, help="folder for the plots, ratings.csv and served.csv")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.set_defaults(handler=run)
@@ -36,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "ratings.csv").write_text(report.ratings_csv(ctx))
+        (args.out / "served.csv").write_text(report.served_csv(ctx))
         paths = report.report_plots(ctx, args.out, report=result)
-        print(f"\nwrote {args.out / 'ratings.csv'} and {', '.join(p.name for p in paths)}")  # noqa: T201
+        print(f"\nwrote {args.out / 'ratings.csv'}, served.csv and "  # noqa: T201
+              f"{', '.join(p.name for p in paths)}")
     return 0

@@ -50,7 +50,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from encore import feedback
-from encore.audio.descriptors import descriptor_vector
+from encore.audio.descriptors import DESCRIPTOR_NAMES, descriptor_vector
 from encore.diffusion.evaluate import Standardiser, mean_pairwise_distance
 from encore.services.context import ServiceContext
 from encore.store import (
@@ -312,12 +312,26 @@ GUARD_RESAMPLES = 200
 GUARD_SEED = 0x6A4D
 
 
-def served_clips(ctx: ServiceContext) -> dict[str, feedback.ServedClips]:
-    """Per version (by name): the generated clips it served — delivered to a listener in any
-    branch but ``baseline``, ready, each clip once — as their audio descriptors standardised
-    over all versions' served clips together, their S to the input, how the first
-    delivery that chose them chose (``taste``/``explore``/``single``; None when only reviews
-    served the clip) and the pair they were served in (the paired guards)."""
+@dataclass(frozen=True)
+class ServedRow:
+    """One generated clip a version served (what the guards read; ``served.csv``)."""
+
+    clip_id: int
+    version: str
+    selection: str | None  # how the first delivery that chose it chose; None: reviews only
+    pair_id: str | None
+    similarity: float | None
+    descriptors: dict[str, Any] | None
+
+
+SERVED_CSV_COLUMNS = ("clip_id", "version", "selection", "pair_id", "similarity",
+                      *DESCRIPTOR_NAMES)
+
+
+def served_rows(ctx: ServiceContext) -> list[ServedRow]:
+    """The generated clips each version served — delivered to a listener in any branch but
+    ``baseline``, ready, each clip once (by clip id) — with how the first delivery that
+    chose them chose (``taste``/``explore``/``single``) and the pair they were served in."""
     q = (
         sa.select(Clip.id, ModelVersion.name, Clip.descriptors, Clip.similarity,
                   Delivery.branch, Delivery.selection, Delivery.pair_id)
@@ -327,32 +341,48 @@ def served_clips(ctx: ServiceContext) -> dict[str, feedback.ServedClips]:
                Delivery.branch != DispatchBranch.BASELINE)
         .order_by(Clip.id, Delivery.id)
     )
-    clips: dict[int, tuple[str, np.ndarray, float, str | None, str | None]] = {}
+    rows: dict[int, ServedRow] = {}
     with ctx.reading() as session:
         for cid, version, descriptors, similarity, branch, selection, pair in session.execute(q):
-            known = clips.get(cid)
             chosen = selection if branch is DispatchBranch.GENERATE else None
+            known = rows.get(cid)
             if known is None:
-                clips[cid] = (version, descriptor_vector(descriptors),
-                              np.nan if similarity is None else float(similarity), chosen, pair)
+                rows[cid] = ServedRow(cid, version, chosen, pair, similarity, descriptors)
             else:
-                clips[cid] = (*known[:3], known[3] or chosen, known[4] or pair)
-    if not clips:
+                rows[cid] = dataclasses.replace(known, selection=known.selection or chosen,
+                                                pair_id=known.pair_id or pair)
+    return list(rows.values())
+
+
+def served_csv(ctx: ServiceContext) -> str:
+    """CSV of :func:`served_rows` (header ``SERVED_CSV_COLUMNS``: the descriptors one column
+    each), enough to recompute every guard."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(SERVED_CSV_COLUMNS)
+    for r in served_rows(ctx):
+        writer.writerow([r.clip_id, r.version, r.selection, r.pair_id, r.similarity,
+                         *descriptor_vector(r.descriptors)])
+    return buf.getvalue()
+
+
+def served_clips(ctx: ServiceContext) -> dict[str, feedback.ServedClips]:
+    """:func:`served_rows` per version (by name), as the guards read them: the audio
+    descriptors standardised over all versions' served clips together, S (NaN where
+    unknown), selections and pair ids."""
+    rows = served_rows(ctx)
+    if not rows:
         return {}
-    features = np.stack([c[1] for c in clips.values()])
+    features = np.stack([descriptor_vector(r.descriptors) for r in rows])
     finite = np.all(np.isfinite(features), axis=1)
     if finite.sum() >= 2:
         features = Standardiser.fit(features[finite])(features)
-    out: dict[str, feedback.ServedClips] = {}
-    names = np.array([c[0] for c in clips.values()], dtype=object)
-    for v in dict.fromkeys(names.tolist()):
-        mask = names == v
-        out[v] = feedback.ServedClips(
-            features=features[mask],
-            similarity=np.array([c[2] for c in clips.values()], dtype=float)[mask],
-            selections=np.array([c[3] for c in clips.values()], dtype=object)[mask],
-            pair_ids=np.array([c[4] for c in clips.values()], dtype=object)[mask])
-    return out
+    names = np.array([r.version for r in rows], dtype=object)
+    similarity = np.array([np.nan if r.similarity is None else r.similarity for r in rows], float)
+    selections = np.array([r.selection for r in rows], dtype=object)
+    pairs = np.array([r.pair_id for r in rows], dtype=object)
+    return {v: feedback.ServedClips(features[m], similarity[m], selections[m], pairs[m])
+            for v in dict.fromkeys(names.tolist()) if (m := names == v).any()}
 
 
 def format_table(report: feedback.Report) -> str:

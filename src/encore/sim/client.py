@@ -227,6 +227,9 @@ class ApiClient:
     def ratings_csv(self) -> str:
         return self.request("GET", "/api/operator/ratings.csv").text
 
+    def served_csv(self) -> str:
+        return self.request("GET", "/api/operator/served.csv").text
+
     def has_route(self, method: str, path: str) -> bool:
         """Whether the server's OpenAPI schema lists ``method path``."""
         schema = self.get_json("/api/openapi.json")

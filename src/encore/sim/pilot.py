@@ -503,6 +503,7 @@ def _final_report(op: ApiClient, out: Path, log: Log) -> dict[str, Any]:
         (out / name).write_bytes(data)
     csv_text = op.ratings_csv()
     (out / "ratings_api.csv").write_text(csv_text)
+    (out / "served_api.csv").write_text(op.served_csv())  # recomputes the report's guards
     return {
         "report": report,
         "report_text": report_text,

@@ -297,6 +297,17 @@ def _inert(cell: str) -> str:
         return "'" + cell
 
 
+@router.get("/api/operator/served.csv")
+def api_served_csv(user: OperatorUser, ctx: CtxDep) -> Response:
+    """Every generated clip a version served (the report's guards): version, selection, pair,
+    S to the input and the audio descriptors."""
+    return Response(
+        csv_without_formulas(report.served_csv(ctx)),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="encore-served.csv"'},
+    )
+
+
 @router.get("/api/operator/ratings.csv")
 def api_ratings_csv(user: OperatorUser, ctx: CtxDep) -> Response:
     """Every rating with its listen, clip, version, branch and pseudonymous rater.
