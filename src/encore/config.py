@@ -95,10 +95,10 @@ class Settings(BaseSettings):
     # The longest piece a listener may ask for (web, API and CLI refuse longer).
     max_piece_seconds: float = Field(48.0, gt=0)
     # Seconds each window shares with the previous one (fixed while it is sampled, so the
-    # piece continues seamlessly) and the equal-power crossfade that joins their audio
-    # (in the middle of the overlap; none anywhere else inside a piece).
+    # piece continues seamlessly, up to a cut at its calmest frame in the second half) and
+    # the equal-power crossfade that joins their audio (none anywhere else inside a piece).
     piece_overlap_seconds: float = Field(1.5, gt=0)
-    # Length of the equal-power crossfade in the middle of each overlap.
+    # Length of the equal-power crossfade in each overlap (at its calmest moment before the cut).
     piece_crossfade_seconds: float = Field(0.2, gt=0)
 
     # The loop (docs/feedback.md, docs/finetune.md).

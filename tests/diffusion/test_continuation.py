@@ -116,10 +116,18 @@ def test_a_piece_continues_each_window_from_the_previous_one(
         assert len(clip.params["seams"]) == lay.windows - 1
         assert clip.params["window_seeds"][0] == clip.params["seed"]
         assert np.isfinite(clip.audio).all()
-    # window 0 is exactly what vary_batch makes at the canvas length from the same stretch
+    # window 0 is exactly what vary_batch makes at the canvas length from the same stretch,
+    # until window 1's fixed head ends (at a calm frame of the overlap's second half)
+    r = continuation.ramp_frames(lay)
+    cuts = clips[0].params["cuts"]
+    assert len(cuts) == lay.windows - 1
+    for k, cut in enumerate(cuts, start=1):
+        head = lay.known_frames(k)[0]
+        assert lay.starts[k] + (head + 1) // 2 <= cut <= lay.starts[k] + head
     first = engine.vary_batch(song, 0.7, [3, 4], 6, seconds=engine.window_seconds,
                               offset=1.0, sampler=sampler)
-    assert np.array_equal(clips[0].image[:, : first[0].image.shape[1]], first[0].image)
+    upto = cuts[0] - r
+    assert np.array_equal(clips[0].image[:, :upto], first[0].image[:, :upto])
     # the overlap each window inpainted is the previous window's content (before the audio
     # crossfade): made again window by window, window k's first frames are window k-1's last
     one = engine.piece_batch(song, seconds, seeds=[3, 4], steps=6, strength=0.7,
@@ -127,20 +135,19 @@ def test_a_piece_continues_each_window_from_the_previous_one(
     two = engine.piece_batch(song, seconds, seeds=[3, 4], steps=6, strength=0.7,
                              offset=1.0, sampler=sampler, max_windows=2)
     w, s1 = lay.window, lay.starts[1]
-    head, _ = lay.known_frames(1)
-    assert head == w - s1 and head >= lay.overlap
-    fixed = head - continuation.ramp_frames(lay)  # then the mask falls to 0 over the ramp
+    head = two[0].params["cuts"][0] - s1
+    assert head >= lay.overlap // 2 and two[0].params["cuts"] == cuts[:1]
+    fixed = head - r  # then the mask falls to 0 over the ramp
     window0 = one[0].image
     assert window0.shape == (16, w)
     window1 = two[0].image[:, s1 : s1 + w]
     assert np.array_equal(window1[:, :fixed], window0[:, s1 : s1 + fixed])
     assert np.array_equal(two[0].image[:, :s1], window0[:, :s1])
     # the whole piece has the same frames until window 2's ramp (window 2 rewrites its own)
-    s2 = lay.starts[2]
-    fixed2 = lay.known_frames(2)[0] - continuation.ramp_frames(lay)
-    assert np.array_equal(two[0].image[:, : s2 + fixed2], clips[0].image[:, : s2 + fixed2])
+    upto2 = cuts[1] - r
+    assert np.array_equal(two[0].image[:, :upto2], clips[0].image[:, :upto2])
     # the ramp blends into frames of its own, and what follows is new
-    assert not np.array_equal(window1[:, fixed:head], window0[:, s1 + fixed :])
+    assert not np.array_equal(window1[:, fixed:head], window0[:, s1 + fixed : s1 + head])
     # the same seeds give the same piece; another seed another one
     again = engine.piece_batch(song, seconds, seeds=[3], steps=6, strength=0.7, offset=1.0,
                                sampler=sampler)
@@ -159,7 +166,7 @@ def test_continuing_a_chosen_first_window_gives_the_same_piece(tiny_model_dir: P
                                first_windows=firsts[1].image[None])
     direct = engine.piece_batch(song, 3.0, seeds=[6], steps=6, offset=0.5)
     # the piece is the chosen first window until window 1's ramp, where window 1 takes over
-    upto = lay.starts[1] + lay.known_frames(1)[0] - continuation.ramp_frames(lay)
+    upto = whole[0].params["cuts"][0] - continuation.ramp_frames(lay)
     assert np.array_equal(whole[0].image[:, :upto], firsts[1].image[:, :upto])
     # continuing from the stored (8-bit) first window or making it afresh agree closely
     assert np.abs(whole[0].image.astype(int) - direct[0].image.astype(int)).mean() < 2.0
@@ -288,8 +295,7 @@ def test_a_long_blend_is_made_window_by_window(tiny_model_dir: Path, method: str
     # piece until window 1's ramp: window 1 continued it (inpainting), it did not replace it
     short = engine.merge(songs, [0.6, 0.4], seed=4, steps=6, seconds=engine.window_seconds,
                          strength=0.6, method=method, offsets=[1.0, 2.0])
-    upto = min(short.image.shape[1],
-               lay.starts[1] + lay.known_frames(1)[0] - continuation.ramp_frames(lay))
+    upto = min(short.image.shape[1], clip.params["cuts"][0] - continuation.ramp_frames(lay))
     assert np.array_equal(clip.image[:, :upto], short.image[:, :upto])
     # and later windows are not copies of the first: the blend goes on with the songs
     s2 = lay.starts[2]
@@ -313,3 +319,78 @@ def test_a_blend_can_loop_and_slerp_cannot(tiny_model_dir: Path) -> None:
     wide = engine.merge(songs, seed=1, steps=3, seconds=3.0)
     assert wide.params["method"] is None or wide.params["method"] == "slerp"
     assert "windows" not in wide.params and wide.audio.shape == (round(3.0 * SR),)
+
+
+def _onsets(frames: int, every: int, first: int, height: int = 16) -> np.ndarray:
+    """A spectrogram image (the model's [-1, 1] scale) of notes attacking every ``every``
+    frames from ``first`` and decaying, ``(height, frames)``."""
+    t = np.arange(frames)
+    since = (t - first) % every
+    level = np.where(t >= first, 200.0 * np.exp(-since / 3.0), 0.0)
+    return np.repeat(level[None], height, axis=0) / 127.5 - 1.0
+
+
+def test_calmest_finds_the_quiet_stretch_between_attacks() -> None:
+    flux = continuation.frame_flux(_onsets(60, 12, 2))
+    assert flux.shape == (60,) and flux[0] == 0
+    attacks = [t for t in range(1, 60) if flux[t] > 0]
+    assert attacks == [2, 14, 26, 38, 50]  # only a rise counts
+    # a rise near the floor counts for less than the same rise in dB near the top
+    low = continuation.frame_flux(np.array([[-1.0, -0.5]]))[1]
+    high = continuation.frame_flux(np.array([[0.5, 1.0]]))[1]
+    assert 0 < low < high / 10
+    t = continuation.calmest(flux, 20, 40, 5)
+    assert 20 <= t <= 40 and all(abs(t - a) > 2 for a in attacks)
+    assert continuation.calmest(flux, 30, 30, 5) == 30
+    with pytest.raises(InvalidInput):
+        continuation.frame_flux(np.zeros(5))
+
+
+def test_the_cut_moves_off_an_attack_in_the_made_frames_and_in_the_song() -> None:
+    lay = continuation.layout(200, 80, 24)
+    k, width = 1, 4
+    head = lay.known_frames(k)[0]
+    s, prev_end = lay.starts[k], lay.starts[k] + head
+    r = continuation.ramp_frames(lay)
+    # made frames: an attack right where the fixed head would end by default
+    made = continuation.frame_flux(_onsets(prev_end, 10, prev_end - 2 - 30))
+    cut = continuation.choose_cut(lay, k, made, width)
+    assert (head + 1) // 2 <= cut <= head
+    def quiet(flux: np.ndarray, t: int) -> bool:  # no attack in the width averaged at t
+        return not flux[t - width // 2 : t - width // 2 + width].any()
+
+    assert made[prev_end - 2] > 0 and quiet(made, s + cut)
+    flat = np.ones(prev_end)
+    # a song whose attacks fall every 10 frames: the cut avoids them as well
+    guide = continuation.frame_flux(_onsets(lay.window, 10, 5))
+    cut = continuation.choose_cut(lay, k, flat, width, guide)
+    assert quiet(guide, cut) and guide[cut - 8 : cut + 8].any()
+    # the crossfade's centre lies where both windows hold the same frames (before the ramp),
+    # at a calm frame, clear of the window's first frames
+    line = continuation.frame_flux(_onsets(lay.timeline, 10, 5))
+    c = continuation.crossfade_centre(lay, k, cut, line, width)
+    assert s + lay.overlap // 4 <= c <= s + cut - r - (width + 1) // 2
+    assert quiet(line, c)
+    # the mask fixes exactly the chosen head (falling over the ramp), nothing after it
+    mask = continuation.window_mask(lay, k, cut)
+    assert (mask[: cut - r] == 1).all() and not mask[cut:].any()
+    with pytest.raises(InvalidInput):
+        continuation.window_mask(lay, k, head + 1)
+
+
+def test_join_crossfades_at_the_given_centres() -> None:
+    lay = continuation.layout(100, 40, 10)
+    n = 39 * HOP
+    audio = np.stack([np.full(n, float(k + 1), dtype=np.float32) for k in range(lay.windows)])
+    centres = [lay.starts[1] * HOP + 1000, (lay.starts[2] + 8) * HOP]
+    joined, seams = continuation.join_windows(lay, audio, HOP, 256, centres)
+    assert seams == centres
+    for k, centre in enumerate(centres, start=1):
+        assert np.all(joined[centre - 200 : centre - 130] == k)
+        assert np.all(joined[centre + 130 : centre + 200] == k + 1)
+    # the first centre is 1000 samples into the overlap: the crossfade is shortened to fit
+    assert np.all(joined[: lay.starts[1] * HOP] == 1.0)
+    with pytest.raises(InvalidInput, match="outside"):
+        continuation.join_windows(lay, audio, HOP, 256, [0, centres[1]])
+    with pytest.raises(InvalidInput, match="centres"):
+        continuation.join_windows(lay, audio, HOP, 256, centres[:1])

@@ -9,11 +9,14 @@ is sampled (:func:`encore.diffusion.sampling.inpaint`). A loop is a timeline ``o
 frames longer than the piece whose last ``overlap`` frames are fixed to the first window's
 first ``overlap`` frames: the piece's end continues into its beginning.
 
+Joins fall where the music is calm: window ``k``'s fixed head ends at the calmest frame of
+the second half of its overlap (:func:`choose_cut`), and the window re-makes what follows.
+
 Each window is vocoded on its own (the vocoder's phase differs from window to window
 although the mel frames of an overlap are the same), and consecutive windows are joined by
-an equal-power crossfade of ``crossfade`` seconds centred in their overlap
-(:func:`join_windows`); a loop's tail is crossfaded into its head the same way. Nothing else
-touches the audio: no fade inside a piece.
+an equal-power crossfade of ``crossfade`` seconds at the calmest moment of the frames both
+hold (:func:`crossfade_centre`, :func:`join_windows`); a loop's tail is crossfaded into its
+head in the middle of that overlap. Nothing else touches the audio: no fade inside a piece.
 
 The engine (:meth:`encore.diffusion.engine.Engine.piece_batch`) runs the sampler; this
 module is the arithmetic, pure numpy.
@@ -121,11 +124,14 @@ def ramp_frames(lay: PieceLayout) -> int:
     return lay.overlap // 4
 
 
-def window_mask(lay: PieceLayout, k: int) -> np.ndarray:
+def window_mask(lay: PieceLayout, k: int, head: int | None = None) -> np.ndarray:
     """``(window,)`` float32: 1 where window ``k``'s frames are fixed, 0 where it makes them,
-    falling linearly over :func:`ramp_frames` at the inner edge of each fixed region."""
+    falling linearly over :func:`ramp_frames` at the inner edge of each fixed region.
+
+    ``head`` (default ``lay.known_frames(k)[0]``): how many of its first frames are fixed
+    (:func:`choose_cut` moves the end of the fixed head back to a calm frame)."""
     m = np.zeros(lay.window, dtype=np.float32)
-    head, tail = lay.known_frames(k)
+    head, tail = _head(lay, k, head), lay.known_frames(k)[1]
     r = ramp_frames(lay)
     fall = (np.arange(r, 0, -1, dtype=np.float32) / (r + 1)) if r else np.zeros(0, np.float32)
     if head:
@@ -137,16 +143,110 @@ def window_mask(lay: PieceLayout, k: int) -> np.ndarray:
     return m
 
 
-def known_image(lay: PieceLayout, k: int, timeline: np.ndarray) -> np.ndarray:
+def _head(lay: PieceLayout, k: int, head: int | None) -> int:
+    most = lay.known_frames(k)[0]
+    if head is None:
+        return most
+    if k == 0 or not ramp_frames(lay) <= head <= most:
+        raise InvalidInput(f"window {k} may fix {ramp_frames(lay)}..{most} head frames, not {head}")
+    return int(head)
+
+
+def known_image(lay: PieceLayout, k: int, timeline: np.ndarray, head: int | None = None) -> np.ndarray:
     """Window ``k``'s fixed frames taken from ``timeline`` (``(..., H, timeline)``, what the
     earlier windows made), zeros where it is free; shape ``(..., H, window)``."""
     out = np.zeros((*timeline.shape[:-1], lay.window), dtype=timeline.dtype)
-    head, tail = lay.known_frames(k)
+    head, tail = _head(lay, k, head), lay.known_frames(k)[1]
     s = lay.starts[k]
     out[..., :head] = timeline[..., s : s + head]
     if tail:
         out[..., lay.window - tail :] = timeline[..., :tail]
     return out
+
+
+def frame_flux(image: np.ndarray, top_db: float = 80.0) -> np.ndarray:
+    """The spectral flux of spectrogram images, one value per frame.
+
+    ``image``: ``(..., H, T)`` in the model's scale, [-1, 1] (grey level ↦ dB relative to the
+    maximum, ``top_db`` of range). Each bin's level is compressed as :func:`spectral_flux`
+    compresses an STFT's magnitudes (``log1p(100 · amplitude)``, so that a rise in a bin near
+    the floor counts for little, as it sounds), and the half-wave rectified rise from frame
+    ``t − 1`` to ``t`` is summed over the bins (frame 0: 0) and averaged over any leading
+    axes (a batch). Returns ``(T,)``.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim < 2 or x.shape[-1] < 1:
+        raise InvalidInput(f"frame_flux needs (..., H, T) images, got shape {x.shape}")
+    db = (np.clip(x, -1.0, 1.0) + 1.0) * (top_db / 2.0) - top_db
+    mag = np.log1p(100.0 * np.power(10.0, db / 20.0))
+    rise = np.maximum(np.diff(mag, axis=-1), 0.0).sum(axis=-2)
+    rise = rise.reshape(-1, rise.shape[-1]).mean(axis=0)
+    return np.concatenate([[0.0], rise])
+
+
+def calmest(score: np.ndarray, lo: int, hi: int, width: int) -> int:
+    """The frame ``t`` in ``[lo, hi]`` where the mean of ``score`` over the ``width`` frames
+    ``[t − width // 2, t − width // 2 + width)`` is least (the latest on ties; ``hi`` when
+    ``hi <= lo``). Frames outside ``score`` count as its edge values."""
+    if hi <= lo:
+        return int(hi)
+    w = max(1, int(width))
+    pad = np.pad(np.asarray(score, dtype=np.float64), (w, w), mode="edge")
+    c = np.concatenate([[0.0], np.cumsum(pad)])
+    t = np.arange(lo, hi + 1)
+    a = t - w // 2 + w  # into ``pad``
+    means = (c[a + w] - c[a]) / w
+    return int(t[::-1][int(np.argmin(means[::-1]))])
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    scale = float(np.median(x[x > 0])) if np.any(x > 0) else 1.0
+    return x / scale
+
+
+def choose_cut(
+    lay: PieceLayout, k: int, made: np.ndarray, width: int, guide: np.ndarray | None = None
+) -> int:
+    """Where window ``k``'s fixed head ends (its head length): at the calmest moment of the
+    second half of its overlap with window ``k − 1``.
+
+    A boundary that falls on a note's attack measures (and sounds) like a seam even when the
+    frames join perfectly, so the join is put where the music is calm: the ``width``-frame
+    mean of the spectral flux (:func:`frame_flux`) of ``made`` (the timeline's frames made so
+    far, ``(T,)`` flux on the timeline) plus, when given, that of ``guide`` (``(window,)``
+    flux of what window ``k`` is to follow: the song's stretch of a variation) is least.
+    Window ``k`` then re-makes the previous window's frames after the cut (the ramp of
+    :func:`ramp_frames` before it). At least half the head stays fixed, and room for the
+    crossfade before the ramp (:func:`crossfade_centre`).
+    """
+    head = lay.known_frames(k)[0]
+    s = lay.starts[k]
+    prev_end = s + head
+    w = max(1, int(width))
+    # keep at least half the head fixed, and room before the ramp for the crossfade
+    lo = max(s + (head + 1) // 2, s + lay.overlap // 4 + ramp_frames(lay) + w + 1)
+    hi = prev_end - (w + 1) // 2  # the flux is known across the whole averaging width
+    score = _normalised(np.asarray(made, dtype=np.float64)[:prev_end])
+    if guide is not None:
+        g = np.zeros(prev_end)
+        g[s:] = _normalised(np.asarray(guide, dtype=np.float64))[: prev_end - s]
+        g[:s] = g[s]
+        score = score + g
+    return calmest(score, lo, hi, w) - s
+
+
+def crossfade_centre(lay: PieceLayout, k: int, head: int, flux: np.ndarray, width: int) -> int:
+    """The frame (on the timeline) at the centre of the crossfade into window ``k``: the
+    calmest moment (``flux`` of the finished timeline, :func:`calmest`) of the frames both
+    windows hold identically (its fixed ``head`` before the ramp), at least a quarter of the
+    overlap after window ``k``'s first frame (the vocoder's edge)."""
+    s = lay.starts[k]
+    w = max(1, int(width))
+    lo = s + lay.overlap // 4
+    hi = s + head - ramp_frames(lay) - (w + 1) // 2
+    if hi < lo:
+        return s + (head - ramp_frames(lay)) // 2
+    return calmest(flux, lo, hi, w)
 
 
 def place(lay: PieceLayout, k: int, timeline: np.ndarray, image: np.ndarray) -> None:
@@ -175,7 +275,8 @@ def _splice(a: np.ndarray, b: np.ndarray, centre: int, n: int) -> np.ndarray:
 
 
 def join_windows(
-    lay: PieceLayout, audio: np.ndarray, hop: int, crossfade: int
+    lay: PieceLayout, audio: np.ndarray, hop: int, crossfade: int,
+    centres: list[int] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """Join the windows' audio into the piece's.
 
@@ -188,6 +289,9 @@ def join_windows(
         Samples per frame.
     crossfade : int
         Samples of each equal-power crossfade (at most the overlap's samples).
+    centres : list of int, optional
+        The sample (on the piece's time axis) at the middle of each join's crossfade
+        (:func:`crossfade_centre`); default the middle of each overlap.
 
     Returns
     -------
@@ -202,6 +306,8 @@ def join_windows(
         a = a[:, None]
     if a.shape[0] != lay.windows:
         raise InvalidInput(f"got audio of {a.shape[0]} windows for a layout of {lay.windows}")
+    if centres is not None and len(centres) != lay.windows - 1:
+        raise InvalidInput(f"got {len(centres)} crossfade centres for {lay.windows - 1} joins")
     n_win = a.shape[-1]
     total = (lay.timeline - 1) * hop + 1
     line = np.zeros((a.shape[1], max(total, lay.starts[-1] * hop + n_win)), dtype=np.float32)
@@ -210,8 +316,10 @@ def join_windows(
     for k in range(1, lay.windows):
         s = lay.starts[k] * hop
         prev_end = (lay.starts[k - 1] + lay.window - 1) * hop
-        centre = (s + prev_end) // 2
-        n = max(1, min(crossfade, prev_end - s))
+        centre = (s + prev_end) // 2 if centres is None else int(centres[k - 1])
+        if not s <= centre <= prev_end:
+            raise InvalidInput(f"crossfade centre {centre} is outside overlap {k} ({s}..{prev_end})")
+        n = max(1, min(crossfade, 2 * (centre - s), 2 * (prev_end - centre)))
         nxt = line.copy()
         nxt[..., s : s + n_win] = a[k]
         line = _splice(line, nxt, centre, n)

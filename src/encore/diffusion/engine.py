@@ -657,10 +657,14 @@ class Engine:
                          precision=self.precision, callback=callback,
                          input_ids=tuple(input_ids), sampler=sampler, known=known, mask=mask)
 
-        timeline, results = self._continue(lay, lay.windows, 1, make, calls_per_window, progress)
+        # the cut of each window follows the calm moments of every song's stretch
+        guides = [torch.cat([windows[k] for windows, _ in stretches]) for k in range(lay.windows)]
+        timeline, results, heads = self._continue(lay, lay.windows, 1, make, calls_per_window,
+                                                  progress, guides=guides)
         return self._piece_clips(lay, lay.windows, timeline, [int(seed)],
                                  results[0].params.to_dict(), seconds=seconds, loop=loop,
-                                 max_windows=None, offsets=[used for _, used in stretches])[0]
+                                 max_windows=None, heads=heads,
+                                 offsets=[used for _, used in stretches])[0]
 
     # -- pieces longer than the canvas (encore.diffusion.continuation) ---------------------
 
@@ -790,8 +794,8 @@ class Engine:
             return sampling.vary(self.model, song_windows[0], strength=float(strength),
                                  input_ids=ids, **common)  # type: ignore[arg-type]
 
-        timeline, results = self._continue(lay, count, batch, make, calls_per_window, progress,
-                                           first_windows)
+        timeline, results, heads = self._continue(lay, count, batch, make, calls_per_window,
+                                                  progress, first_windows, guides=song_windows)
         first_params = results[0].params.to_dict() if results else {
             "kind": "vary" if audio is not None else "generate", "steps": steps, "eta": float(eta),
             "height": self.mel.y_res, "width": lay.window, "sampler": sampler,
@@ -801,7 +805,7 @@ class Engine:
             "input_ids": list(ids), "seeds": seeds,
         }
         return self._piece_clips(lay, count, timeline, seeds, first_params, seconds=seconds,
-                                 loop=loop, max_windows=max_windows,
+                                 loop=loop, max_windows=max_windows, heads=heads,
                                  offsets=None if used is None else [used])
 
     def _song_windows(
@@ -832,10 +836,16 @@ class Engine:
         calls_per_window: int,
         progress: Progress | None,
         first_windows: np.ndarray | None = None,
-    ) -> tuple[torch.Tensor, list[SampleResult]]:
+        guides: Sequence[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, list[SampleResult], list[list[int]]]:
         """The first ``count`` windows of a piece on its timeline of frames: ``make(k, known,
         mask, callback)`` samples window ``k`` (``known``/``mask`` None for window 0; else the
-        frames the earlier windows made, fixed where the mask is 1)."""
+        frames the earlier windows made, fixed where the mask is 1).
+
+        Window ``k``'s fixed head ends at the calmest moment near the end of its overlap
+        (:func:`encore.diffusion.continuation.choose_cut`: the flux of the frames made so far
+        and of ``guides[k]``, the images window ``k`` follows, when given). Returns the
+        timeline, the results and each later window's head length (frames fixed) per item."""
         from encore.audio.mel import images_to_unit
         from encore.diffusion import continuation
 
@@ -849,6 +859,8 @@ class Engine:
         height, window = self.mel.y_res, lay.window
         timeline = torch.zeros(batch, 1, height, lay.timeline)
         results: list[SampleResult] = []
+        heads: list[list[int]] = []
+        width = self._crossfade_frames()
         for k in range(count):
             if k == 0 and first_windows is not None:
                 first = np.asarray(first_windows, dtype=np.uint8)
@@ -860,13 +872,29 @@ class Engine:
             else:
                 known = mask = None
                 if k > 0:
-                    mask = torch.from_numpy(continuation.window_mask(lay, k))[None, None, None]
-                    known = torch.from_numpy(continuation.known_image(lay, k, timeline.numpy()))
+                    # each item its own cut: a piece does not depend on its batch
+                    line = timeline.numpy()
+                    top_db = self.mel.top_db
+                    guide = None if not guides else images_to_unit(guides[k]).numpy()
+                    cut = [continuation.choose_cut(
+                        lay, k, continuation.frame_flux(line[b], top_db), width,
+                        None if guide is None else continuation.frame_flux(
+                            guide[b % guide.shape[0]], top_db))
+                        for b in range(batch)]
+                    heads.append(cut)
+                    mask = torch.from_numpy(np.stack(
+                        [continuation.window_mask(lay, k, h) for h in cut]))[:, None, None]
+                    known = torch.from_numpy(np.stack(
+                        [continuation.known_image(lay, k, line[b], h) for b, h in enumerate(cut)]))
                 res = make(k, known, mask, window_progress(k))
                 results.append(res)
                 out = res.images
             continuation.place(lay, k, timeline, out)
-        return timeline, results
+        return timeline, results, heads
+
+    def _crossfade_frames(self) -> int:
+        """Mel frames of one crossfade (the width over which a boundary's calm is judged)."""
+        return max(1, int(round(self.crossfade_seconds * self.sample_rate / self.mel.hop_length)))
 
     def _piece_clips(
         self,
@@ -880,8 +908,11 @@ class Engine:
         loop: bool,
         max_windows: int | None,
         offsets: list[float] | None,
+        heads: list[list[int]],
     ) -> list[Clip]:
-        """Vocode a piece's windows one by one, join them (crossfades) and describe it."""
+        """Vocode a piece's windows one by one, join them (crossfades, each at the calmest
+        moment of the frames both windows share: ``continuation.crossfade_centre``) and
+        describe it."""
         from encore.audio.mel import unit_to_images
         from encore.diffusion import continuation
 
@@ -897,7 +928,15 @@ class Engine:
         audio_w = self.to_audio(windows.reshape(-1, height, window))
         audio_w = audio_w.reshape(len(lay.starts), batch, -1)
         xfade = int(round(self.crossfade_seconds * self.sample_rate))
-        joined, seams = continuation.join_windows(lay, audio_w, hop, xfade)
+        width = self._crossfade_frames()
+        joins = []
+        unit = timeline.numpy()
+        for b in range(batch):
+            flux = continuation.frame_flux(unit[b], self.mel.top_db)
+            centres = [continuation.crossfade_centre(lay, k, heads[k - 1][b], flux, width) * hop
+                       for k in range(1, len(lay.starts))]
+            joins.append(continuation.join_windows(lay, audio_w[:, b], hop, xfade, centres))
+        joined = np.stack([j for j, _ in joins])
         if not loop and count == lay.windows and max_windows is None:
             n = int(round(seconds * self.sample_rate))
             joined = joined[:, :n] if joined.shape[-1] >= n else np.pad(
@@ -918,7 +957,6 @@ class Engine:
             "overlap_frames": lay.overlap,
             "crossfade_seconds": xfade / self.sample_rate,
             "loop": bool(loop),
-            "seams": seams,
         }
         if offsets is not None:
             base["offsets"] = list(offsets)
@@ -931,7 +969,10 @@ class Engine:
                 audio=np.ascontiguousarray(joined[i]),
                 sample_rate=self.sample_rate,
                 params={"seed": s, **base,
-                        "window_seeds": [continuation.window_seed(s, k) for k in range(count)]},
+                        "window_seeds": [continuation.window_seed(s, k) for k in range(count)],
+                        "seams": joins[i][1],
+                        # where each later window's own frames begin (its head ends)
+                        "cuts": [lay.starts[k] + heads[k - 1][i] for k in range(1, len(lay.starts))]},
             )
             for i, s in enumerate(seeds)
         ]

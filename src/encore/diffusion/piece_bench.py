@@ -181,11 +181,9 @@ def _seams_section(engine: Any, songs: list[bytes], seconds: float, strength: fl
     for i in range(n_pieces):
         clip = engine.piece_batch(songs[i], seconds, [1000 + i], steps, strength=strength,
                                   sampler=sampler)[0]
-        starts = clip.params["windows"]
-        window = clip.params["window_frames"]
         boundaries = {
             "crossfade": [int(s) for s in clip.params["seams"]],
-            "new frames": [(starts[k - 1] + window) * hop for k in range(1, len(starts))],
+            "new frames": [int(c) * hop for c in clip.params["cuts"]],
         }
         all_seams = boundaries["crossfade"] + boundaries["new frames"]
         _, inside = continuation.seam_flux(clip.audio, all_seams, span=span)
