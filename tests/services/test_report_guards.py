@@ -175,3 +175,55 @@ def test_report_page_shows_the_guards(ctx, guarded) -> None:
         report=rep, plots=[], user=None, csrf_token=None)
     assert "Guards" in html and "v2 taste" in html and "like for like, 12 paired deliveries" in html
     assert html.count("FAILED") == 2  # v1: diversity and S
+
+
+def test_eval_features_of_the_served_audio(ctx, make_listener) -> None:
+    """``encore report --eval-features``: the guards' diversity over ``encore eval``'s own
+    features of each served clip's stored audio — v1's six identical tones fail against v0's
+    six different tones and noises; a clip whose audio is gone is left out of the diversity."""
+    from encore.audio.encode import encode_audio
+    from encore.diffusion.features import features_for_clips
+
+    sr = 22050
+    t = np.arange(sr) / sr
+    noise = np.random.default_rng(0).normal(size=sr)
+    audio = {"v0": [np.sin(2 * np.pi * f * t) * (0.2 + 0.1 * k) + 0.05 * k * noise
+                    for k, f in enumerate((110, 220, 440, 880, 1760, 3520))],
+             "v1": [np.sin(2 * np.pi * 440 * t) * 0.5 for _ in range(6)]}
+    v0 = versions.ensure_base_version(ctx)
+    listener = make_listener()
+    now = utcnow()
+    with ctx.session() as session:
+        base = session.get(ModelVersion, v0.id)
+        v1 = ModelVersion(name="v1", folder=base.folder, parent_id=v0.id,
+                          status=VersionStatus.ACTIVE, activated_at=now)
+        session.add(v1)
+        session.flush()
+        for name, vid in (("v0", v0.id), ("v1", v1.id)):
+            for y in audio[name]:
+                clip = _clip(session, vid, np.zeros(len(DESCRIPTOR_NAMES)), 0.5)
+                clip.audio_key = ctx.blobs.put(ctx.blobs.new_key("clips", ".ogg"),
+                                               encode_audio(y, sr=sr, format="ogg"))
+                _deliver(session, clip, listener, now)
+        gone = _clip(session, v1.id, np.zeros(len(DESCRIPTOR_NAMES)), 0.5)
+        gone.audio_key = "clips/missing.ogg"
+        _deliver(session, gone, listener, now)
+
+    rep = report.build_report(ctx, n_resamples=100, guard_space="eval")
+    sets = {s.label: s for s in rep.served}
+    assert sets["v1"].n_clips == 7 and sets["v0"].space == "eval"
+    feats = {}
+    for name in ("v0", "v1"):  # the same features from the decoded OGG, as the report reads it
+        rows = [r for r in report.served_rows(ctx) if r.version == name and r.audio_key != "clips/missing.ogg"]
+        feats[name] = report.eval_features(ctx, rows)
+    pooled = np.concatenate([feats["v0"], feats["v1"]])
+    std = Standardiser.fit(pooled)
+    for name in ("v0", "v1"):
+        assert sets[name].diversity == pytest.approx(mean_pairwise_distance(std(feats[name])))
+    (g,) = rep.guards
+    assert g.diversity_ok is False and g.diversity_ratio < 0.5
+    raw = features_for_clips([audio["v0"][0]], sr)[0]  # before the codec: close, not equal
+    assert np.corrcoef(raw, feats["v0"][0])[0, 1] > 0.9
+    assert "over encore eval's features of the served audio" in report.format_report(rep)
+    # the default stays the stored descriptors (all zero here: no diversity to speak of)
+    assert report.build_report(ctx, n_resamples=100).served[0].space == "descriptors"

@@ -19,6 +19,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", type=Path, help="folder for the plots, ratings.csv and served.csv")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--eval-features", action="store_true",
+                        help="measure the guards' diversity over encore eval's own features of "
+                             "the served audio (decodes every served clip) instead of the "
+                             "stored descriptors")
     parser.set_defaults(handler=run)
 
 
@@ -29,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resamples < 100:
         raise InvalidInput(f"--resamples {args.resamples} is too few for a 95 % interval (≥ 100)")
     ctx = service_context(queues=False)
-    result = report.build_report(ctx, seed=args.seed, n_resamples=args.resamples)
+    result = report.build_report(ctx, seed=args.seed, n_resamples=args.resamples,
+                                 guard_space="eval" if args.eval_features else "descriptors")
     if result is None:
         print("no counted ratings yet")  # noqa: T201
         return 0

@@ -67,6 +67,7 @@ class ServedSet:
     similarity_ci_high: float
     n_similarity: int
     level: float
+    space: str = "descriptors"  # what the feature vectors are (the caller's name)
 
     @property
     def label(self) -> str:
@@ -160,9 +161,11 @@ def served_guards(
     level: float = 0.95,
     tolerance: float = 0.10,
     margin: float = 0.05,
+    space: str = "descriptors",
 ) -> tuple[tuple[ServedSet, ...], tuple[ServedGuard, ...]]:
     """Each version's :class:`ServedSet` (all, then per selection mode where the version has
     both kinds) and each other version's :class:`ServedGuard` against ``reference``.
+    ``space`` names the feature vectors (recorded on each set, for the printout).
 
     Examples
     --------
@@ -197,7 +200,7 @@ def served_guards(
             if mode is None:
                 draws[v] = (div, div_draws, med, med_draws)
             sets.append(ServedSet(v, mode, int(mask.sum()), div, *_interval(div_draws, level),
-                                  med, *_interval(med_draws, level), len(sims), level))
+                                  med, *_interval(med_draws, level), len(sims), level, space))
     guards: list[ServedGuard] = []
     if reference in draws:
         div0, div0_draws, med0, med0_draws = draws[reference]

@@ -52,6 +52,7 @@ import sqlalchemy as sa
 from encore import feedback
 from encore.audio.descriptors import DESCRIPTOR_NAMES, descriptor_vector
 from encore.diffusion.evaluate import Standardiser, mean_pairwise_distance
+from encore.errors import InvalidInput
 from encore.services.context import ServiceContext
 from encore.store import (
     Clip,
@@ -280,7 +281,8 @@ def rating_records(rows: list[RatingRow]) -> feedback.RatingRecords:
 
 
 def build_report(
-    ctx: ServiceContext, *, seed: int = 0, n_resamples: int = 2000, include_flagged: bool = False
+    ctx: ServiceContext, *, seed: int = 0, n_resamples: int = 2000, include_flagged: bool = False,
+    guard_space: str = "descriptors",
 ) -> feedback.Report | None:
     """The report's numbers, or ``None`` when no rating counts yet: the fair comparison of
     each version with its parent and with v0 (``headline``, ``paired``, ``same_round``,
@@ -298,9 +300,10 @@ def build_report(
         n_resamples=n_resamples, parents=_version_parents(ctx), reference=order[0],
     )
     sets, guards = feedback.served_guards(
-        served_clips(ctx), diversity=mean_pairwise_distance, versions=order, reference=order[0],
-        rng=np.random.default_rng([seed, GUARD_SEED]), n_resamples=GUARD_RESAMPLES,
-        tolerance=GUARD_DIVERSITY_TOLERANCE, margin=GUARD_SIMILARITY_MARGIN)
+        served_clips(ctx, space=guard_space), diversity=mean_pairwise_distance, versions=order,
+        reference=order[0], rng=np.random.default_rng([seed, GUARD_SEED]),
+        n_resamples=GUARD_RESAMPLES, tolerance=GUARD_DIVERSITY_TOLERANCE,
+        margin=GUARD_SIMILARITY_MARGIN, space=guard_space)
     return dataclasses.replace(built, served=sets, guards=guards)
 
 
@@ -322,6 +325,7 @@ class ServedRow:
     pair_id: str | None
     similarity: float | None
     descriptors: dict[str, Any] | None
+    audio_key: str | None = None
 
 
 SERVED_CSV_COLUMNS = ("clip_id", "version", "selection", "pair_id", "similarity",
@@ -334,7 +338,7 @@ def served_rows(ctx: ServiceContext) -> list[ServedRow]:
     chose them chose (``taste``/``explore``/``single``) and the pair they were served in."""
     q = (
         sa.select(Clip.id, ModelVersion.name, Clip.descriptors, Clip.similarity,
-                  Delivery.branch, Delivery.selection, Delivery.pair_id)
+                  Delivery.branch, Delivery.selection, Delivery.pair_id, Clip.audio_key)
         .join(Delivery, Delivery.clip_id == Clip.id)
         .join(ModelVersion, ModelVersion.id == Clip.model_version_id)
         .where(Clip.kind == ClipKind.GENERATED, Clip.status == ClipStatus.READY,
@@ -343,11 +347,11 @@ def served_rows(ctx: ServiceContext) -> list[ServedRow]:
     )
     rows: dict[int, ServedRow] = {}
     with ctx.reading() as session:
-        for cid, version, descriptors, similarity, branch, selection, pair in session.execute(q):
+        for cid, version, descriptors, similarity, branch, selection, pair, audio in session.execute(q):
             chosen = selection if branch is DispatchBranch.GENERATE else None
             known = rows.get(cid)
             if known is None:
-                rows[cid] = ServedRow(cid, version, chosen, pair, similarity, descriptors)
+                rows[cid] = ServedRow(cid, version, chosen, pair, similarity, descriptors, audio)
             else:
                 rows[cid] = dataclasses.replace(known, selection=known.selection or chosen,
                                                 pair_id=known.pair_id or pair)
@@ -366,14 +370,42 @@ def served_csv(ctx: ServiceContext) -> str:
     return buf.getvalue()
 
 
-def served_clips(ctx: ServiceContext) -> dict[str, feedback.ServedClips]:
-    """:func:`served_rows` per version (by name), as the guards read them: the audio
-    descriptors standardised over all versions' served clips together, S (NaN where
-    unknown), selections and pair ids."""
+#: What the guards' diversity is measured over: the stored descriptors (the report's
+#: default), or ``encore eval``'s own features computed from each served clip's audio
+#: (``encore report --eval-features``: decodes every served clip, about 0.1 s each).
+GUARD_SPACES = {"descriptors": "the clips' stored audio descriptors",
+                "eval": "encore eval's features of the served audio"}
+
+
+def eval_features(ctx: ServiceContext, rows: Sequence[ServedRow]) -> np.ndarray:
+    """``encore eval``'s feature vectors (:func:`encore.diffusion.features.features_for_clips`)
+    of each row's stored audio, at its own sample rate; a NaN row where the audio is gone."""
+    from encore.audio.decode import load_audio, probe_audio  # soundfile/librosa: deferred
+    from encore.diffusion.features import feature_names, features_for_clips
+
+    out = np.full((len(rows), len(feature_names())), np.nan)
+    for i, r in enumerate(rows):
+        if not r.audio_key or not ctx.blobs.exists(r.audio_key):
+            continue
+        data = ctx.blobs.get(r.audio_key)
+        sr = probe_audio(data).sample_rate
+        out[i] = features_for_clips([load_audio(data, sr=sr, max_seconds=None,
+                                                silence_db=-np.inf)], sr)[0]
+    return out
+
+
+def served_clips(ctx: ServiceContext, *, space: str = "descriptors"
+                 ) -> dict[str, feedback.ServedClips]:
+    """:func:`served_rows` per version (by name), as the guards read them: feature vectors
+    (``space``, a key of :data:`GUARD_SPACES`) standardised over all versions' served clips
+    together, S (NaN where unknown), selections and pair ids."""
+    if space not in GUARD_SPACES:
+        raise InvalidInput(f"guard features {space!r} must be one of {sorted(GUARD_SPACES)}")
     rows = served_rows(ctx)
     if not rows:
         return {}
-    features = np.stack([descriptor_vector(r.descriptors) for r in rows])
+    features = (eval_features(ctx, rows) if space == "eval"
+                else np.stack([descriptor_vector(r.descriptors) for r in rows]))
     finite = np.all(np.isfinite(features), axis=1)
     if finite.sum() >= 2:
         features = Standardiser.fit(features[finite])(features)
@@ -469,9 +501,10 @@ def format_fair(report: feedback.Report) -> str:
         b = report.baseline
         lines.append(f"Dataset clips served as baselines (counted for no version): "
                      f"{b.mean:.2f} [{b.ci_low:.2f}, {b.ci_high:.2f}] (n={b.n})")
+    space = GUARD_SPACES.get(report.served[0].space, "?") if report.served else ""
     _section(lines, "Guards (served clips: generated by the version and delivered, baselines "
-             "excluded; diversity = encore eval's mean pairwise distance, of the standardised "
-             "audio descriptors; S = similarity to the input; 95 % intervals over clips):",
+             f"excluded; diversity = encore eval's mean pairwise distance, over {space} "
+             "standardised; S = similarity to the input; 95 % intervals over clips):",
              guard_lines(report))
     return "\n".join(lines)
 
