@@ -124,10 +124,27 @@ def maybe_autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[
 
 
 def configure_threads(threads: int = 0) -> None:
-    """Set torch's intra-op thread count (0 keeps torch's default, one per core)."""
-    if threads > 0 and torch.get_num_threads() != threads:
+    """Set torch's intra-op thread count and numpy's BLAS threads (0 keeps both defaults,
+    one per core).
+
+    The BLAS pool matters as much as torch's: the mel spectrogram of a song's window, the
+    audio descriptors and the similarity model's input go through numpy's OpenBLAS, whose
+    default is one thread per core. Measured on the shared 2-core machine (load average 11):
+    the mel codec's filter-bank product (128×1025 by 1025×256) took 40 ms of CPU (104 ms
+    wall) with OpenBLAS' 2 threads spinning on a busy core, 0.6 ms with one thread — a
+    one-thread generation worker (``ENCORE_TORCH_THREADS=1``) paid that on every request.
+    """
+    if threads <= 0:
+        return
+    if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
         logger.info("torch threads set to %d", threads)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if any(p.get("user_api") == "blas" and p.get("num_threads") != threads
+           for p in threadpool_info()):
+        threadpool_limits(threads, user_api="blas")
+        logger.info("BLAS threads set to %d", threads)
 
 
 def prepare_for_inference(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
