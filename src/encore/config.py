@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # DDIM pair): on the base model 20 reconstructs a song as well as 50 (mean error 0.045
     # vs 0.041) at 40 UNet calls instead of 100.
     merge_steps: int = Field(20, ge=1, le=1000)
+    # Song inversions an engine keeps for the next blend of the same song (each 128 kB on
+    # the 5.9 s canvas; docs/engine.md, "Inversion cache").
+    inversion_cache_items: int = Field(64, ge=1, le=100_000)
     default_strength: float = 0.7
     # Pieces longer than the canvas (docs/engine.md, "Longer pieces"): a request's length
     # when it names none, and the longest a listener may ask for (6, 12, 24 or 48 s; longer

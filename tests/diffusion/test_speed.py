@@ -3,7 +3,8 @@
 * the multistep solvers' thresholding at ``sample_max_value`` 1 is a clamp (no quantile);
 * the engine vocodes clip by clip, which the batched vocoder allows because an image's audio
   does not depend on its batch;
-* a one-thread engine also runs numpy's BLAS on one thread.
+* merges and mix-inverted blends invert each song alone and reuse earlier inversions
+  (:class:`~encore.diffusion.sampling.InversionCache`): a cached inversion is the fresh one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import pytest
 import torch
 
 from encore.diffusion import sampling
+from encore.diffusion.blend import blend, merge_mix_inverted
 from encore.diffusion.engine import Engine
 from encore.diffusion.folder import LoadedModel
-from encore.diffusion.sampling import generate, vary
+from encore.diffusion.sampling import InversionCache, generate, invert, merge, vary
+from encore.errors import InvalidInput
 
 from .test_engine_sampling import _images
 
@@ -72,6 +75,81 @@ def test_the_vocoder_gives_each_image_its_own_audio_in_any_batch(tiny_model_dir:
     assert np.array_equal(engine.to_audio(images), batched)
     assert not np.array_equal(alone[0], alone[1])
     assert engine.to_audio(images, seconds=0.1).shape == (3, round(0.1 * engine.sample_rate))
+
+
+def test_a_cached_inversion_is_the_fresh_one(tiny_model: LoadedModel) -> None:
+    a, b, c = _images(1), _images(2), _images(3)
+    cache = InversionCache()
+    fresh = merge(tiny_model, [a, b], weights=[0.6, 0.4], steps=6)
+    first = merge(tiny_model, [a, b], weights=[0.6, 0.4], steps=6, inversions=cache)
+    assert (cache.misses, cache.hits, len(cache)) == (2, 0, 2)
+    again = merge(tiny_model, [a, b], weights=[0.6, 0.4], steps=6, inversions=cache)
+    assert cache.hits == 2
+    assert torch.equal(fresh.images, first.images) and torch.equal(first.images, again.images)
+    # the entry is the song's inversion made alone, whichever song it was blended with
+    key = InversionCache.key(tiny_model, sampling.as_model_images(tiny_model, a), 6, 6, None)
+    entry = cache.get(key)
+    assert entry is not None and torch.equal(entry, invert(tiny_model, a, steps=6).images)
+    merge(tiny_model, [a, c], steps=6, inversions=cache)
+    assert cache.hits == 4 and len(cache) == 3  # a again; c new
+    # another step count is another inversion
+    merge(tiny_model, [a, b], steps=5, inversions=cache)
+    assert cache.hits == 4 and len(cache) == 5
+
+
+def test_mix_inverted_blends_reuse_partial_inversions(tiny_model: LoadedModel) -> None:
+    a, b = _images(4, batch=2), _images(5, batch=2)
+    cache = InversionCache()
+    common = {"weights": [0.3, 0.7], "strength": 0.6, "steps": 10}
+    fresh = merge_mix_inverted(tiny_model, [a, b], **common)
+    cached = [blend(tiny_model, [a, b], method="mix-inverted", inversions=cache, **common)
+              for _ in range(2)]
+    assert (cache.misses, cache.hits) == (4, 4)  # 2 songs x batch 2, then all four reused
+    assert all(torch.equal(fresh.images, r.images) for r in cached)
+    # a closeness with another number of inversion steps does not reuse them
+    blend(tiny_model, [a, b], method="mix-inverted", inversions=cache,
+          **{**common, "strength": 0.3})
+    assert cache.hits == 4
+
+
+def test_progress_counts_every_inversion_and_skips_cached_ones(tiny_model: LoadedModel) -> None:
+    a, b = _images(1), _images(2)
+    cache = InversionCache()
+    for _ in range(2):
+        seen: list[tuple[int, int]] = []
+        merge(tiny_model, [a, b], steps=4, inversions=cache,
+              callback=lambda d, t: seen.append((d, t)))  # noqa: B023
+        done = [d for d, _ in seen]
+        assert {t for _, t in seen} == {12} and done[-1] == 12
+        assert done == sorted(done)
+    assert done[:2] == [4, 8]  # the second time the inversions are skipped at once
+
+
+def test_the_cache_forgets_the_least_recently_used(tiny_model: LoadedModel) -> None:
+    cache = InversionCache(max_items=2)
+    a, b, c = _images(1), _images(2), _images(3)
+    merge(tiny_model, [a, b], steps=3, inversions=cache)
+    merge(tiny_model, [a, c], steps=3, inversions=cache)  # a used again, b dropped for c
+    hits = cache.hits
+    merge(tiny_model, [a, c], steps=3, inversions=cache)
+    assert cache.hits == hits + 2 and len(cache) == 2
+    merge(tiny_model, [b, c], steps=3, inversions=cache)
+    assert cache.misses == 4  # a, b, c, then b again
+    with pytest.raises(InvalidInput, match="max_items"):
+        InversionCache(0)
+
+
+def test_the_engine_reuses_a_song_s_inversion(tiny_model_dir: Path, tmp_path: Path) -> None:
+    engine = Engine(tiny_model_dir, device="cpu")
+    a, b, c = (_song(tmp_path / f"{n}.wav", f) for n, f in (("a", 220), ("b", 1760), ("c", 660)))
+    common = {"seconds": 0.8, "steps": 6, "strength": 0.5}
+    first = engine.merge([a, b], [0.5, 0.5], **common)
+    assert engine.inversions.hits == 0 and len(engine.inversions) == 2
+    other = engine.merge([a, c], [0.5, 0.5], **common)
+    assert engine.inversions.hits == 1
+    cold = Engine(tiny_model_dir, device="cpu")
+    assert np.array_equal(other.audio, cold.merge([a, c], [0.5, 0.5], **common).audio)
+    assert not np.array_equal(first.audio, other.audio)
 
 
 def test_configure_threads_limits_numpy_s_blas_too() -> None:

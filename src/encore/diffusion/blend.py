@@ -44,18 +44,19 @@ import torch
 
 from encore.diffusion.folder import LoadedModel
 from encore.diffusion.sampling import (
+    InversionCache,
     ProgressCallback,
     SampleResult,
     _check_steps,
     _denoise,
     _generators,
-    _invert,
     _Known,
     _precision,
     _scheduler,
     _seeds,
     as_model_images,
     inpaint,
+    invert_each,
     make_result,
     model_inputs,
     start_step_for,
@@ -239,11 +240,14 @@ def merge_mix_inverted(
     input_ids: Sequence[str] = (),
     known: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    inversions: InversionCache | None = None,
 ) -> SampleResult:
     """``"mix-inverted"``: the mix noised with the SLERP of the inputs' partial inversions.
 
     DDIM both ways at ``steps`` (``k = round(strength · steps)`` inversion steps of every
-    input in one batch, then ``k`` decoding steps). ``seed`` only matters for η > 0.
+    input, each alone and reused from ``inversions`` where it was inverted before
+    (:func:`~encore.diffusion.sampling.invert_each`), then ``k`` decoding steps). ``seed``
+    only matters for η > 0.
 
     ``known`` and ``mask`` (a window of a longer piece): before every decoding step the
     frames where ``mask`` is 1 are set to ``known`` noised with the same merged noise as the
@@ -264,9 +268,10 @@ def merge_mix_inverted(
     if k == 0:
         out = mix if fixed is None else torch.lerp(mix, fixed[0], fixed[1])
     else:
-        total = 2 * k
+        total = (n + 1) * k
         x0 = torch.cat(xs)
-        sample = _invert(model, x0, steps, amp=amp, callback=callback, total=total, count=k)
+        sample = invert_each(model, x0, steps, amp=amp, callback=callback, total=total, count=k,
+                             cache=inversions)
         level = sched.timesteps[start]
         alpha = sched.alphas_cumprod[int(level)].to(torch.float64)
         a, s = float(alpha.sqrt()), float((1.0 - alpha).sqrt())
@@ -279,7 +284,7 @@ def merge_mix_inverted(
         x_t = a * mix + s * noise
         region = None if fixed is None else _Known(fixed[0], fixed[1], noise)
         out = _denoise(model, x_t, sched, sched.timesteps[start:], eta=eta,
-                       gens=_generators(seeds), amp=amp, callback=callback, done=k, total=total,
+                       gens=_generators(seeds), amp=amp, callback=callback, done=n * k, total=total,
                        known=region)
         if region is not None:
             out = region.final(out.clamp(-1, 1))
@@ -304,13 +309,15 @@ def blend(
     sampler: str = "ddim",
     known: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
+    inversions: InversionCache | None = None,
 ) -> SampleResult:
     """Blend N ≥ 2 spectrograms by ``method`` (:data:`MERGE_METHODS`).
 
     ``strength`` is required by the ``"mix"`` methods and must be None for ``"slerp"`` (which
     always inverts all the way); ``sampler`` is only used by ``"mix"`` (the others are DDIM).
     ``known`` and ``mask``: fixed frames (a later window of a longer piece, continuation);
-    not for ``"slerp"``.
+    not for ``"slerp"``. ``inversions``: earlier inversions to reuse (``"slerp"`` and
+    ``"mix-inverted"``; :class:`~encore.diffusion.sampling.InversionCache`).
     """
     from encore.diffusion.sampling import merge
 
@@ -321,7 +328,8 @@ def blend(
         if known is not None or mask is not None:
             raise InvalidInput("the slerp merge cannot continue known frames; use mix-inverted")
         return merge(model, images_list, weights=weights, steps=steps, seed=seed, eta=eta,
-                     precision=precision, callback=callback, input_ids=input_ids)
+                     precision=precision, callback=callback, input_ids=input_ids,
+                     inversions=inversions)
     if strength is None:
         raise InvalidInput(f"the {method} blend needs a strength in [0, 1]")
     if method in ("mix", "splice"):
@@ -331,4 +339,5 @@ def blend(
                          known=known, mask=mask)
     return merge_mix_inverted(model, images_list, weights=weights, strength=strength,
                               steps=steps, seed=seed, eta=eta, precision=precision,
-                              callback=callback, input_ids=input_ids, known=known, mask=mask)
+                              callback=callback, input_ids=input_ids, known=known, mask=mask,
+                              inversions=inversions)

@@ -167,6 +167,10 @@ class Engine:
         self.precision = precision
         self.vocoder_iters = vocoder_iters
         self._vocoder: Any = None
+        #: inversions of the songs blended so far (``slerp`` and ``mix-inverted``), reused
+        #: when a song is blended again; shared with :meth:`for_group` copies (the key
+        #: holds the guidance)
+        self.inversions = sampling.InversionCache(settings.inversion_cache_items)
         self.default_sampler: str = settings.sampler
         self.default_steps: int = settings.inference_steps
         self.default_merge_steps: int = settings.merge_steps
@@ -627,6 +631,7 @@ class Engine:
             callback=self._callback(progress),
             input_ids=tuple(input_ids),
             sampler=solver,
+            inversions=self.inversions,
         )
         return self._clips(result, seconds, frames, offsets=[o for _, o in pairs])[0]
 
@@ -665,7 +670,8 @@ class Engine:
                          weights=weights, strength=float(strength), steps=steps,
                          seed=continuation.window_seed(seed, k), eta=eta,
                          precision=self.precision, callback=callback,
-                         input_ids=tuple(input_ids), sampler=sampler, known=known, mask=mask)
+                         input_ids=tuple(input_ids), sampler=sampler, known=known, mask=mask,
+                         inversions=self.inversions)
 
         # the cut of each window follows the calm moments of every song's stretch
         guides = [torch.cat([windows[k] for windows, _ in stretches]) for k in range(lay.windows)]
