@@ -10,7 +10,9 @@ Prints, side by side in one run, for a clip of ``Settings.clip_seconds`` (5.9 s)
    ``Settings.inference_steps``, merges DDIM at ``Settings.merge_steps``, or ``--sampler`` /
    ``--steps`` / ``--merge-steps``): generate, vary (default strength), best-of-4 vary (4
    candidates in one UNet batch, all 4 vocoded, the taste model's inputs of all 4: similarity
-   representation and audio descriptors, timed by name) and a two-song merge; interleaved;
+   representation and audio descriptors, timed by name) and a two-song merge of songs never
+   blended before; interleaved; then the merge again with both inversions cached, and the
+   default blend (``mix-inverted`` at the default strength) cold and cached;
 4. throughput of variations at batch 1, 2, 4, 8 (clips per second and per core);
 5. with ``--workers``: one 2-thread process serving batches of 2 against two 1-thread
    processes serving one request at a time (throughput and p95 latency of a closed loop).
@@ -428,7 +430,13 @@ def _end_to_end_section(engine: Any, songs: list[np.ndarray], plan: _Plan) -> di
         ops[f"vary {tag}"] = lambda s=smp, n=n_steps: engine.vary(
             songs[0], strength, 0, n, seconds=seconds, sampler=s)
         ops[f"best-of-4 {tag}"] = lambda s=smp, n=n_steps, g=tag: best_of_4(s, n, g)
-        ops[f"merge {tag}"] = lambda m=m_steps: engine.merge(songs, None, 0, m, seconds=seconds)
+        ops[f"merge {tag}"] = lambda m=m_steps: _cold(engine, lambda: engine.merge(
+            songs, None, 0, m, seconds=seconds))
+    ops["merge warm"] = lambda: engine.merge(songs, None, 0, plan.merge_steps, seconds=seconds)
+    ops["blend cold"] = lambda: _cold(engine, lambda: engine.merge(
+        songs, None, 0, plan.merge_steps, seconds=seconds, strength=strength))
+    ops["blend warm"] = lambda: engine.merge(songs, None, 0, plan.merge_steps, seconds=seconds,
+                                             strength=strength)
     te = _interleaved(ops, plan.reps)
     imgs = engine.generate(seconds, 0, 1).image[None]
     tv1, tv4 = _Timing(), _Timing()
@@ -440,7 +448,7 @@ def _end_to_end_section(engine: Any, songs: list[np.ndarray], plan: _Plan) -> di
         "generate": {base: 50, chosen: plan.steps},
         "vary": {base: round(strength * 50), chosen: round(strength * plan.steps)},
         "best-of-4": {base: round(strength * 50), chosen: round(strength * plan.steps)},
-        "merge": {base: 100, chosen: 2 * plan.merge_steps},
+        "merge": {base: 150, chosen: 3 * plan.merge_steps},
     }
     print(f"\n[2] end to end, {seconds} s clip (UNet + vocoder {engine.vocoder().n_iter} it.); "
           f"wall median (min), CPU median; target on 2 cores")
@@ -456,8 +464,22 @@ def _end_to_end_section(engine: Any, songs: list[np.ndarray], plan: _Plan) -> di
                 print(f"  {'':<10}   {tag}: UNet batch of 4 + vocoder x4 "
                       f"{parts[f'{tag} unet+vocoder'].median:.2f} s, scoring inputs x4 "
                       f"({sim_what} + audio descriptors) {parts[f'{tag} scoring inputs'].median:.2f} s")
-    print(f"  vocoder alone: 1 clip {tv1.median:.3f} s, 4 clips (one batch) {tv4.median:.3f} s")
+    print(f"  merge again, both songs' inversions cached: {te['merge warm']} "
+          f"[{plan.merge_steps} UNet calls]")
+    k = round(strength * plan.merge_steps)
+    print(f"  mix-inverted blend (the default blend) at strength {strength}, ddim-{plan.merge_steps}: "
+          f"cold {te['blend cold']} [{3 * k} UNet calls]; inversions cached "
+          f"{te['blend warm']} [{k}]")
+    print(f"  vocoder alone: 1 clip {tv1.median:.3f} s, 4 clips {tv4.median:.3f} s")
     return te
+
+
+def _cold(engine: Any, fn: Callable[[], Any]) -> Any:
+    """``fn()`` with the engine's inversion cache emptied first (a song never blended)."""
+    from encore.diffusion.sampling import InversionCache
+
+    engine.inversions = InversionCache(engine.inversions.max_items)
+    return fn()
 
 
 def _batch_section(engine: Any, song: np.ndarray, plan: _Plan, today: float) -> None:
