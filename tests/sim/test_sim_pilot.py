@@ -142,6 +142,7 @@ def test_the_summary_prints_the_served_clips_guards(pilot: PilotResult) -> None:
     summary = format_summary(pilot)
     assert "guards (the platform's report" in summary
     assert "guard v1 vs v0: diversity" in summary and "guard v2 vs v0: diversity" in summary
+    assert f"ENCORE_DATA_DIR={Path(pilot.workdir) / 'server'} encore report --eval-features" in summary
 
 
 def test_listening_reached_the_server_as_played(pilot: PilotResult) -> None:

@@ -715,6 +715,8 @@ def format_summary(result: PilotResult) -> str:
         lines.append("guards (the platform's report: served clips' diversity as encore eval "
                      "measures it, median S to the input; vs v0):")
         lines += guard_lines(report_from_json(result.report))
+        lines.append(f"  (over encore eval's own features of the served audio: ENCORE_DATA_DIR="
+                     f"{Path(result.workdir) / 'server'} encore report --eval-features)")
     if result.taste:
         from encore.commands.taste import format_evaluation
 
