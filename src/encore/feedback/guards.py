@@ -12,7 +12,8 @@ delivery chose the clip (``taste`` pick or uniform ``explore`` pick) where both 
 - **median similarity to the input** (S, in [0, 1]).
 
 Each with a percentile-bootstrap interval over clips (resampled with replacement, as
-``encore eval --compare`` does; a diversity draw averages over the pairs of different clips). Then the guards of each version against the reference (v0):
+``encore eval --compare`` does; a diversity draw averages over the pairs of different clips).
+Then the guards of each version against the reference (v0):
 
 - diversity within ``tolerance`` (10 %) of the reference's: ``|ratio − 1| ≤ tolerance``;
 - median S at most ``margin`` (+0.05) above the reference's (closer to the input is the risk;
@@ -20,7 +21,10 @@ Each with a percentile-bootstrap interval over clips (resampled with replacement
 
 A verdict is on the point estimates (the targets are stated that way); the intervals say how
 sure it is. The ratio's and the difference's intervals resample the two versions' clips
-independently (different clips). A set with fewer than 2 clips has no diversity (NaN) and no
+independently (different clips). Where the two versions share at least ``MIN_PAIRS`` paired
+deliveries (the same listener, songs, seeds and strength), the same two figures are also
+given on the pairs' halves, the pairs resampled together: like for like, whatever songs each
+version happened to be asked for. A set with fewer than 2 clips has no diversity (NaN) and no
 verdict (None).
 """
 
