@@ -768,8 +768,9 @@ class Engine:
         -------
         list of Clip
             ``params`` adds ``windows`` (first frame of each), ``window_frames``,
-            ``overlap_frames``, ``crossfade_seconds``, ``loop``, ``seams`` (samples) and
-            ``window_seeds`` (of the first piece); ``seconds`` is the audio's length.
+            ``overlap_frames``, ``crossfade_seconds``, ``loop``, ``seams`` (samples),
+            ``cuts`` (the frame where each later window's own frames begin) and
+            ``window_seeds``, each piece its own; ``seconds`` is the audio's length.
         """
         from encore.diffusion import continuation
 
