@@ -56,7 +56,7 @@ from encore.diffusion.sampling import (
     _seeds,
     as_model_images,
     inpaint,
-    invert_each,
+    invert_cached,
     make_result,
     model_inputs,
     start_step_for,
@@ -244,9 +244,9 @@ def merge_mix_inverted(
 ) -> SampleResult:
     """``"mix-inverted"``: the mix noised with the SLERP of the inputs' partial inversions.
 
-    DDIM both ways at ``steps`` (``k = round(strength · steps)`` inversion steps of every
-    input, each alone and reused from ``inversions`` where it was inverted before
-    (:func:`~encore.diffusion.sampling.invert_each`), then ``k`` decoding steps). ``seed``
+    DDIM both ways at ``steps`` (``k = round(strength · steps)`` inversion steps of the inputs
+    in one batch, those found in ``inversions`` taken from there
+    (:func:`~encore.diffusion.sampling.invert_cached`), then ``k`` decoding steps). ``seed``
     only matters for η > 0.
 
     ``known`` and ``mask`` (a window of a longer piece): before every decoding step the
@@ -268,10 +268,9 @@ def merge_mix_inverted(
     if k == 0:
         out = mix if fixed is None else torch.lerp(mix, fixed[0], fixed[1])
     else:
-        total = (n + 1) * k
         x0 = torch.cat(xs)
-        sample = invert_each(model, x0, steps, amp=amp, callback=callback, total=total, count=k,
-                             cache=inversions)
+        sample, done = invert_cached(model, x0, steps, amp=amp, callback=callback,
+                                     decode_calls=k, count=k, cache=inversions)
         level = sched.timesteps[start]
         alpha = sched.alphas_cumprod[int(level)].to(torch.float64)
         a, s = float(alpha.sqrt()), float((1.0 - alpha).sqrt())
@@ -284,7 +283,7 @@ def merge_mix_inverted(
         x_t = a * mix + s * noise
         region = None if fixed is None else _Known(fixed[0], fixed[1], noise)
         out = _denoise(model, x_t, sched, sched.timesteps[start:], eta=eta,
-                       gens=_generators(seeds), amp=amp, callback=callback, done=n * k, total=total,
+                       gens=_generators(seeds), amp=amp, callback=callback, done=done, total=done + k,
                        known=region)
         if region is not None:
             out = region.final(out.clamp(-1, 1))

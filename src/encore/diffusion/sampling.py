@@ -762,10 +762,13 @@ def _invert(
 class InversionCache:
     """DDIM inversions of single images, kept for the next blend of the same song.
 
-    An image's inversion is deterministic: the same model (weights and taste-group guidance),
-    image, step count, number of steps run and autocast give the same noise, bit for bit,
-    because :func:`invert_each` inverts every image alone (batch 1). A song blended again —
-    with another song, other shares or another closeness — then skips its inversion. The
+    An image's inversion is determined by the model (weights and taste-group guidance), the
+    image, the step count, the number of steps run and the autocast — up to the rounding of
+    the batch it was inverted in (:func:`invert_cached` inverts the uncached images of a
+    request together): at one torch thread a batch of 2 gives each image the noise it gets
+    alone, bit for bit; at two threads the clips made from the noises differed by up to 3
+    grey levels. A song blended again — with another song, other shares or another
+    closeness at the same number of inversion steps — then skips its inversion. The
     key holds the denoiser's identity (a cache is meant to live with one model, as the
     :class:`~encore.diffusion.engine.Engine`'s does), the guidance, the steps, the count, the
     autocast dtype and a SHA-1 of the image's float32 bytes; entries are CPU tensors
@@ -810,42 +813,44 @@ class InversionCache:
                 self._items.popitem(last=False)
 
 
-def invert_each(
+def invert_cached(
     model: LoadedModel,
     x0: torch.Tensor,
     steps: int,
     *,
     amp: torch.dtype | None,
     callback: ProgressCallback | None,
-    total: int,
+    decode_calls: int,
     count: int | None = None,
     cache: InversionCache | None = None,
-) -> torch.Tensor:
-    """The first ``count`` (default all) DDIM inversion steps of each image of ``x0``, every
-    image inverted alone, so that its result depends on nothing else in the request and can
-    be cached (``cache``). Progress counts ``count`` UNet calls per image (skipped ones at once).
+) -> tuple[torch.Tensor, int]:
+    """The first ``count`` (default all) DDIM inversion steps of each image of ``x0``: the
+    images found in ``cache`` are taken from it, the others inverted in one batch (as
+    before the cache) and stored, one entry per image.
 
-    Alone rather than in one batch: on the 2-core CPU a batch of 2 costs what two single
-    images cost (`encore bench generate`, "merge"), and a batch would make an image's noise
-    depend, by rounding, on the image beside it.
+    Progress: ``callback(done, total)`` with ``total`` = the inversion's UNet calls (``count``
+    when anything is inverted, else 0) + ``decode_calls``, the calls the caller makes next.
+
+    Returns
+    -------
+    (noises, calls)
+        The inversions in the order of ``x0`` and the UNet calls made (the caller's ``done``).
     """
     k = steps if count is None else int(count)
-    outs, done = [], 0
-    for i in range(x0.shape[0]):
-        image = x0[i : i + 1]
-        key = cache.key(model, image, steps, k, amp) if cache is not None else None
-        noise = cache.get(key) if cache is not None and key is not None else None
-        if noise is None:
-            cb = None if callback is None else (
-                lambda d, _t, base=done: callback(base + d, total))  # type: ignore[misc]
-            noise = _invert(model, image, steps, amp=amp, callback=cb, count=count)
-            if cache is not None and key is not None:
-                cache.put(key, noise)
-        elif callback is not None:
-            callback(done + k, total)
-        outs.append(noise.to(x0.device))
-        done += k
-    return torch.cat(outs)
+    keys = [cache.key(model, x0[i : i + 1], steps, k, amp) for i in range(x0.shape[0])] \
+        if cache is not None else []
+    found = [cache.get(key) for key in keys] if cache is not None else [None] * x0.shape[0]
+    missing = [i for i, f in enumerate(found) if f is None]
+    calls = k if missing else 0
+    if missing:
+        total = calls + decode_calls
+        cb = None if callback is None else (lambda d, _t: callback(d, total))
+        fresh = _invert(model, x0[missing], steps, amp=amp, callback=cb, count=count)
+        for j, i in enumerate(missing):
+            found[i] = fresh[j : j + 1]
+            if cache is not None:
+                cache.put(keys[i], fresh[j : j + 1])
+    return torch.cat([f.to(x0.device) for f in found if f is not None]), calls
 
 
 def invert(
@@ -926,8 +931,7 @@ def merge(
     seed, eta, precision, callback, input_ids
         As :func:`generate` (the seeds only matter for η > 0).
     inversions : InversionCache, optional
-        Inversions of earlier requests to reuse (each image is inverted alone either way,
-        :func:`invert_each`, so the result does not depend on the cache).
+        Inversions of earlier requests to reuse (:func:`invert_cached`).
 
     Returns
     -------
@@ -941,10 +945,10 @@ def merge(
     seeds = _seeds(seed, batch)
     amp, prec = _precision(model, precision)
     n = len(xs)
-    total = (n + 1) * steps
-    # Every input image inverted alone (cached where it was inverted before).
-    noises = invert_each(model, torch.cat(xs), steps, amp=amp, callback=callback, total=total,
-                         cache=inversions).float()
+    # One batched inversion of the inputs (N·B images) not found in ``inversions``.
+    noises, done = invert_cached(model, torch.cat(xs), steps, amp=amp, callback=callback,
+                                 decode_calls=steps, cache=inversions)
+    noises = noises.float()
     per_input = noises.reshape(n, batch, 1, height, width)
     merged = torch.stack([slerp_n([per_input[i, b] for i in range(n)], w) for b in range(batch)])
     sched = _scheduler(model, steps, eta, clip_sample=False)
@@ -957,8 +961,8 @@ def merge(
         gens=_generators(seeds),
         amp=amp,
         callback=callback,
-        done=n * steps,
-        total=total,
+        done=done,
+        total=done + steps,
     )
     return make_result(out, "merge", seeds=seeds, steps=steps, eta=eta, precision=prec,
                        input_ids=input_ids, weights=tuple(w))
