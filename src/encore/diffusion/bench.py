@@ -448,7 +448,7 @@ def _end_to_end_section(engine: Any, songs: list[np.ndarray], plan: _Plan) -> di
         "generate": {base: 50, chosen: plan.steps},
         "vary": {base: round(strength * 50), chosen: round(strength * plan.steps)},
         "best-of-4": {base: round(strength * 50), chosen: round(strength * plan.steps)},
-        "merge": {base: 150, chosen: 3 * plan.merge_steps},
+        "merge": {base: 100, chosen: 2 * plan.merge_steps},
     }
     print(f"\n[2] end to end, {seconds} s clip (UNet + vocoder {engine.vocoder().n_iter} it.); "
           f"wall median (min), CPU median; target on 2 cores")
@@ -468,7 +468,7 @@ def _end_to_end_section(engine: Any, songs: list[np.ndarray], plan: _Plan) -> di
           f"[{plan.merge_steps} UNet calls]")
     k = round(strength * plan.merge_steps)
     print(f"  mix-inverted blend (the default blend) at strength {strength}, ddim-{plan.merge_steps}: "
-          f"cold {te['blend cold']} [{3 * k} UNet calls]; inversions cached "
+          f"cold {te['blend cold']} [{2 * k} UNet calls]; inversions cached "
           f"{te['blend warm']} [{k}]")
     print(f"  vocoder alone: 1 clip {tv1.median:.3f} s, 4 clips {tv4.median:.3f} s")
     return te
