@@ -150,3 +150,36 @@ def test_a_blend_is_one_candidate_rendered_with_ddim_at_the_merge_steps(
         assert clip.sampler == "ddim" and clip.steps == ctx.settings.merge_steps
         assert clip.strength == pytest.approx(ctx.settings.default_strength)
         assert d.selection == "single" and d.propensity == 1.0 and clip.served
+
+
+def test_no_candidate_is_ready_before_the_served_one_is_chosen(ctx, listener_with_song, monkeypatch):
+    """The delivery points at its first candidate until the choice is made: were the candidates
+    ready before, a polling listener could play one and have its rating counted for another."""
+    from encore.services import generation
+
+    _no_review_or_baseline(ctx)
+    listener, song = listener_with_song
+    seen: list[tuple[str, list[str]]] = []
+    real_choose = generation._choose
+
+    def watching_choose(ctx_, clip_ids, **kwargs):
+        with ctx_.reading() as session:
+            statuses = [session.get(Clip, c).status.value for c in clip_ids]
+            delivery_id = session.scalar(sa.select(Delivery.id).where(
+                Delivery.request_id == session.get(Clip, clip_ids[0]).request_id))
+        view = music.delivery_status(ctx_, listener=listener, delivery_id=delivery_id)
+        seen.append((view.status, statuses))
+        real_choose(ctx_, clip_ids, **kwargs)
+
+    monkeypatch.setattr(generation, "_choose", watching_choose)
+    delivery = music.request_music(ctx, listener=listener, song_ids=[song.id])
+    assert len(seen) == 1
+    status_before, candidates_before = seen[0]
+    assert status_before != "ready" and "ready" not in candidates_before
+    view = music.delivery_status(ctx, listener=listener, delivery_id=delivery.id)
+    assert view.status == "ready"
+    with ctx.reading() as session:
+        d = session.get(Delivery, delivery.id)
+        cands = _candidates(session, d)
+        assert all(c.status.value == "ready" for c in cands)
+        assert d.clip_id == next(c.id for c in cands if c.served)

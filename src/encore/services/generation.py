@@ -185,11 +185,17 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_pr
     progress(0.85, "saving")
     rendered = [_store_rendering(ctx, r, sr, songs) for r in results]
     result_offsets = {cid: (r.params or {}).get("offsets") for cid, r in zip(ids, results, strict=False)}
+    choose = len(ids) > 1 or clip.request_id is not None
     with ctx.session() as session:
         for cid, stored in zip(ids, rendered, strict=True):
-            _write_rendering(session, cid, stored, result_offsets.get(cid), ready=True)
-    if len(ids) > 1 or clip.request_id is not None:
+            _write_rendering(session, cid, stored, result_offsets.get(cid), ready=not choose)
+    if choose:
+        # the request's delivery points at its first candidate until the choice is made:
+        # nothing is ready before, or a polling listener could fetch one candidate's audio
+        # and have the rating counted for the one chosen
         _choose(ctx, ids, version_selects=bool(version.taste_selection), seed=seeds[0])
+        with ctx.session() as session:
+            _mark_ready(session, ids)
     logger.info("clip %d ready (%d candidate(s))", clip_id, len(ids))
 
 
@@ -248,13 +254,18 @@ def _render_piece(
     stored = _store_rendering(ctx, piece, sr, songs)
     with ctx.session() as session:
         _write_rendering(session, ids[chosen], stored, piece.params.get("offsets"), ready=True)
-        for cid in ids:
-            row = session.get(Clip, cid)
-            if row is not None and row.status is not ClipStatus.READY:
-                row.status = ClipStatus.READY
-                row.ready_at = utcnow()
+        _mark_ready(session, ids)
     if choose and len(ids) == 1:
         _choose(ctx, ids, version_selects=version_selects, seed=seeds[0])
+
+
+def _mark_ready(session: Any, ids: list[int]) -> None:
+    """Mark a request's candidates ready (once the served one is chosen and stored)."""
+    for cid in ids:
+        row = session.get(Clip, cid)
+        if row is not None and row.status is not ClipStatus.READY:
+            row.status = ClipStatus.READY
+            row.ready_at = utcnow()
 
 
 def _write_rendering(
