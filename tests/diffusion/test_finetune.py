@@ -25,15 +25,6 @@ H = 16  # the tiny model's mel bins (tests/diffusion/conftest.py)
 WIDE = 40  # clips are wider than the 16-frame crops
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are overhead-bound: one thread is ~10x faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def stripes(kind: str, k: int) -> torch.Tensor:
     """Two families of clips: ``"rows"`` (horizontal stripes) and ``"cols"`` (vertical)."""
     yy, xx = torch.meshgrid(torch.arange(H), torch.arange(WIDE), indexing="ij")

@@ -4,40 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
-from encore import cli, config
+from encore import cli
 from encore.services import versions
-from encore.services.context import ServiceContext
-from encore.store.db import upgrade
 
 from .finetune_helpers import add_dataset_clips
-
-
-@pytest.fixture
-def installation(tmp_path: Path, tiny_models, monkeypatch):
-    base, sim = tiny_models
-    env = {
-        "ENCORE_DATA_DIR": str(tmp_path / "var"),
-        "ENCORE_BASE_MODEL_DIR": str(base),
-        "ENCORE_SIMILARITY_MODEL_DIR": str(sim),
-        "ENCORE_FINETUNE_BATCH_SIZE": "4",
-        "ENCORE_FINETUNE_PARENT_REPLAY_CLIPS": "2",
-        "ENCORE_FINETUNE_EVAL_STEPS": "2",
-        "ENCORE_TORCH_THREADS": "1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    config.get_settings.cache_clear()
-    settings = config.get_settings()
-    settings.data_dir.mkdir(parents=True)
-    upgrade(settings.resolved_database_url)
-    ctx = ServiceContext.from_settings(settings, queues=False)
-    before = torch.get_num_threads()
-    yield ctx
-    torch.set_num_threads(before)
-    config.get_settings.cache_clear()
 
 
 def test_finetune_wait_then_versions_activate_weight_and_import(installation, capsys, tmp_path) -> None:

@@ -35,13 +35,7 @@ from .finetune_helpers import add_dataset_clips
 FAST = {"steps": 6, "batch_size": 4, "eval_every": 3, "eval_crops": 4, "precision": "fp32",
         "warmup_steps": 0, "lr": 3e-3, "parent_replay_clips": 2, "eval_steps": 2}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def version_count(ctx: ServiceContext) -> int:

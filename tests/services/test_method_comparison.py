@@ -19,7 +19,6 @@ from encore.services.context import ServiceContext
 from encore.store import ModelVersion, TrainingRun
 
 from .finetune_helpers import add_dataset_clips
-from .test_finetune_cli import installation  # noqa: F401 - the fixture
 from .test_taste_groups import six_raters
 
 TINY = {"steps": 2, "batch_size": 4, "eval_every": 2, "eval_crops": 4, "parent_replay_clips": 2,

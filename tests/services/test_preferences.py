@@ -4,13 +4,11 @@ fine-tunes end to end: `encore finetune --method dpo`, the kto job, the run's se
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from encore import cli, config
+from encore import cli
 from encore.errors import InvalidInput
 from encore.services import finetune, preferences, versions
 from encore.services.context import ServiceContext
@@ -28,7 +26,6 @@ from encore.store import (
     TrainingRun,
     utcnow,
 )
-from encore.store.db import upgrade
 
 
 def _mel(ctx: ServiceContext, seed: int) -> str:
@@ -207,28 +204,6 @@ def test_the_default_method_falls_back_to_paper_when_pairs_are_few(ctx, platform
     monkeypatch.setattr(ctx.settings, "finetune_min_preference_examples", n_pairs)
     again = finetune.start_finetune(ctx, parent_version_id=v0.id, enqueue=False, settings=FAST)
     assert again.settings["method"] == "dpo" and "fallback" not in again.settings
-
-
-@pytest.fixture
-def installation(tmp_path: Path, tiny_models, monkeypatch):
-    base, sim = tiny_models
-    env = {
-        "ENCORE_DATA_DIR": str(tmp_path / "var"), "ENCORE_BASE_MODEL_DIR": str(base),
-        "ENCORE_SIMILARITY_MODEL_DIR": str(sim), "ENCORE_FINETUNE_BATCH_SIZE": "4",
-        "ENCORE_FINETUNE_PARENT_REPLAY_CLIPS": "2", "ENCORE_FINETUNE_EVAL_STEPS": "2",
-        "ENCORE_TORCH_THREADS": "1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    config.get_settings.cache_clear()
-    settings = config.get_settings()
-    settings.data_dir.mkdir(parents=True)
-    upgrade(settings.resolved_database_url)
-    ctx = ServiceContext.from_settings(settings, queues=False)
-    before = torch.get_num_threads()
-    yield ctx
-    torch.set_num_threads(before)
-    config.get_settings.cache_clear()
 
 
 def test_encore_finetune_method_dpo_end_to_end(installation, capsys) -> None:
