@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
+
+from .web_helpers import listen_and_rate
 
 OPERATOR_GETS = [
     "/api/operator/users", "/api/operator/dataset", "/api/operator/raters",
@@ -63,7 +64,7 @@ def test_operator_pages_render_when_empty(operator: TestClient) -> None:
 def test_taste_page_shows_the_snapshot_and_each_listeners_fit(
     operator: TestClient, listener: TestClient, ready_delivery: int
 ) -> None:
-    _rate(listener, ready_delivery, 4.0)  # curation then fits a taste snapshot
+    listen_and_rate(listener, ready_delivery, 4.0)  # curation then fits a taste snapshot
     operator.post("/api/operator/curate")
     data = operator.get("/api/operator/taste").json()
     assert data["snapshot"]["reason"] == "curation" and data["snapshot"]["n_ratings"] == 1
@@ -110,18 +111,10 @@ def test_a_draft_that_failed_its_gate_shows_why_and_activates_only_when_forced(
     assert forced.status_code == 200 and forced.json()["version"]["status"] == "active"
 
 
-def _rate(listener: TestClient, delivery_id: int, stars: float) -> None:
-    base = f"/api/deliveries/{delivery_id}"
-    listener.get(f"{base}/audio")
-    time.sleep(0.6)
-    assert listener.post(f"{base}/listens", json={"ranges": [[0, 0.6]]}).json()["rating_allowed"]
-    assert listener.post(f"{base}/rating", json={"stars": stars}).status_code == 201
-
-
 def test_a_rating_reaches_the_report_csv_and_curation(
     operator: TestClient, listener: TestClient, ready_delivery: int
 ) -> None:
-    _rate(listener, ready_delivery, 4.5)
+    listen_and_rate(listener, ready_delivery, 4.5)
     built = operator.get("/api/operator/report").json()["report"]
     assert built is not None
     overall = built["table"]["overall"]
@@ -179,7 +172,7 @@ def test_finetune_needs_a_dataset_then_publishes_a_version_with_its_curve(
     assert dpo.status_code == 422 and "no preference pairs" in dpo.json()["error"]["message"]
     assert operator.post(f"/api/operator/versions/{v0}/finetune", json={"method": "ppo"}).status_code == 422
 
-    _rate(listener, ready_delivery, 4.0)
+    listen_and_rate(listener, ready_delivery, 4.0)
     assert operator.post("/api/operator/curate").json()["admitted"], "cold start admits the clip"
     started = operator.post(f"/api/operator/versions/{v0}/finetune", json={"steps": 2})
     assert started.status_code == 201, started.text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from encore.services import accounts
 from encore.services.music import OTHER_LISTENER_LABEL
 from encore.store import ClipInput, DatasetEntry, Delivery, Rating, Song, User
 
-from .web_helpers import PASSWORD, signed_in, song_bytes, upload
+from .web_helpers import PASSWORD, listen_and_rate, signed_in, song_bytes, upload
 
 
 def _listener(app: FastAPI, name: str) -> TestClient:
@@ -40,14 +39,6 @@ def _ask(client: TestClient, song_id: int) -> dict:
     r = client.post("/api/music", json={"song_ids": [song_id]})
     assert r.status_code == 201, r.text
     return client.get(f"/api/deliveries/{r.json()['delivery_id']}").json()
-
-
-def _rate(client: TestClient, delivery_id: int, stars: float = 4) -> None:
-    base = f"/api/deliveries/{delivery_id}"
-    client.get(f"{base}/audio")
-    time.sleep(0.6)
-    assert client.post(f"{base}/listens", json={"ranges": [[0, 0.6]]}).json()["rating_allowed"]
-    assert client.post(f"{base}/rating", json={"stars": stars}).status_code == 201
 
 
 def _review_app(make_app: Callable[..., FastAPI]) -> FastAPI:
@@ -109,7 +100,7 @@ def test_deleting_a_song_deletes_its_blobs_and_keeps_ratings_anonymous(
     before = _blob_files(app)
     song = upload(ada, song_bytes(1), data={"title": "To be deleted"}).json()["song"]
     delivery = _ask(ada, song["id"])["delivery_id"]
-    _rate(ada, delivery)
+    listen_and_rate(ada, delivery)
     op = _listener(app, "op2")
     with app.state.ctx.session() as session:  # make op an operator to curate
         session.scalar(sa.select(User).where(User.email == "op2@example.org")).role = "operator"
@@ -141,7 +132,7 @@ def test_deleting_an_account(make_app: Callable[..., FastAPI]) -> None:
     ada = _listener(app, "ada")
     other_session = signed_in(app, "ada@example.org")
     song = upload(ada, song_bytes(1)).json()["song"]
-    _rate(ada, _ask(ada, song["id"])["delivery_id"])
+    listen_and_rate(ada, _ask(ada, song["id"])["delivery_id"])
     wrong = ada.post("/api/account/delete", json={"password": "not-my-password"})
     assert wrong.status_code == 403 and "not deleted" in wrong.json()["error"]["message"]
     r = ada.post("/api/account/delete", json={"password": PASSWORD})
@@ -165,7 +156,7 @@ def test_the_data_export_holds_songs_clips_and_ratings(make_app: Callable[..., F
     data = song_bytes(1)
     song = upload(ada, data, data={"title": "My song"}).json()["song"]
     delivery = _ask(ada, song["id"])["delivery_id"]
-    _rate(ada, delivery, 4.5)
+    listen_and_rate(ada, delivery, 4.5)
     r = ada.get("/api/account/export")
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     zf = zipfile.ZipFile(io.BytesIO(r.content))
@@ -186,7 +177,7 @@ def test_opting_out_takes_the_songs_clips_out_of_the_data_set(make_app: Callable
     app = make_app(curation_min_ratings=1)
     ada = _listener(app, "ada")
     song = upload(ada, song_bytes(1)).json()["song"]
-    _rate(ada, _ask(ada, song["id"])["delivery_id"], 5)
+    listen_and_rate(ada, _ask(ada, song["id"])["delivery_id"], 5)
     from encore.services import curation
 
     curation.curate(app.state.ctx)

@@ -4,7 +4,6 @@ first one drew."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -13,22 +12,14 @@ from fastapi.testclient import TestClient
 from encore.services.context import ServiceContext
 from encore.web.app import create_app
 
-from .web_helpers import PASSWORD
-
-
-def _rate(listener: TestClient, delivery_id: int, stars: float) -> None:
-    base = f"/api/deliveries/{delivery_id}"
-    listener.get(f"{base}/audio")
-    time.sleep(0.6)
-    assert listener.post(f"{base}/listens", json={"ranges": [[0, 0.6]]}).json()["rating_allowed"]
-    assert listener.post(f"{base}/rating", json={"stars": stars}).status_code == 201
+from .web_helpers import PASSWORD, listen_and_rate
 
 
 def test_another_web_process_serves_the_plots(
     app: FastAPI, operator: TestClient, listener: TestClient, ready_delivery: int,
     tmp_path: Path,
 ) -> None:
-    _rate(listener, ready_delivery, 4.0)
+    listen_and_rate(listener, ready_delivery, 4.0)
     first = app.state.settings
     other = first.model_copy(update={
         "data_dir": tmp_path / "host2",  # its own folder: no plots, no blobs
