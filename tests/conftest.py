@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 @pytest.fixture
@@ -19,3 +27,37 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory):
 
     with running_s3_server(tmp_path_factory.mktemp("s3") / "moto.log") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once; tests get copies (faster than migrating each)."""
+    from encore.store.db import upgrade  # here: most tests never open a database
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """An empty, migrated SQLite database of the test's own."""
+    path = tmp_path / "encore.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_url(sqlite_url: str) -> str:
+    """The database that ``engine`` opens: SQLite here; ``tests/store`` runs each test on
+    every backend."""
+    return sqlite_url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    from encore.store.db import make_engine
+
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()

@@ -1,39 +1,16 @@
-"""Job fixtures: a migrated SQLite database per test, settings, test handlers."""
+"""Job fixtures: settings on the test's migrated SQLite database (``db_url`` and ``engine``
+from tests/conftest.py), test handlers."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import Engine
 
 from encore.config import Settings
 from encore.jobs import registry
-from encore.store.db import make_engine, upgrade
-
-
-@pytest.fixture(scope="session")
-def jobs_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("jobs-db") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def db_url(tmp_path: Path, jobs_db_template: Path) -> str:
-    path = tmp_path / "encore.db"
-    shutil.copyfile(jobs_db_template, path)
-    return f"sqlite:///{path}"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -12,7 +11,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from encore.store import models as m
 from encore.store.base import Base
@@ -20,14 +18,6 @@ from encore.store.db import alembic_config, make_engine, session_scope, upgrade
 from encore.store.enums import DispatchBranch
 
 from ..postgres import migrated_postgres_database
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file migrated to head once; tests get copies."""
-    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
-    upgrade(f"sqlite:///{path}")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -51,30 +41,15 @@ def _empty_all(url: str) -> None:
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
 )
-def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
-    """The URL of an empty, migrated database, on each backend in turn."""
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The URL of an empty, migrated database, on each backend in turn (``engine``, from
+    tests/conftest.py, opens it)."""
     if request.param == "sqlite":
-        path = tmp_path / "encore.db"
-        shutil.copyfile(sqlite_template, path)
-        return f"sqlite:///{path}"
-    url: str = request.getfixturevalue("pg_url")
+        url: str = request.getfixturevalue("sqlite_url")
+        return url
+    url = request.getfixturevalue("pg_url")
     _empty_all(url)
     return url
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
-    """An empty, migrated SQLite database (for SQLite-only tests)."""
-    path = tmp_path / "encore.db"
-    shutil.copyfile(sqlite_template, path)
-    return f"sqlite:///{path}"
 
 
 class Make:

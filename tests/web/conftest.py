@@ -17,7 +17,6 @@ from encore.config import Settings
 from encore.services import accounts
 from encore.services.context import ServiceContext
 from encore.store import UserRole
-from encore.store.db import upgrade
 from encore.web.liveserver import LiveServer, build_tiny_models
 
 from .browser_helpers import CHROMIUM, CHROMIUM_ARGS, LIVE_ENV
@@ -86,17 +85,9 @@ def fast_password_hashing() -> Iterator[None]:
     accounts._dummy_hash.cache_clear()
 
 
-@pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty SQLite database at the newest schema, copied for each app (faster)."""
-    path = tmp_path_factory.mktemp("web-db") / "encore.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
 @pytest.fixture
 def make_app(
-    tmp_path: Path, tiny_models: tuple[Path, Path], migrated_db: Path
+    tmp_path: Path, tiny_models: tuple[Path, Path], sqlite_template: Path
 ) -> Callable[..., FastAPI]:
     """``make_app(**setting_changes)``: a fresh app on its own database."""
     from encore.web.app import create_app
@@ -106,7 +97,7 @@ def make_app(
     def make(**changes: Any) -> FastAPI:
         settings = web_settings(tmp_path / f"var{next(counter)}", tiny_models, **changes)
         settings.data_dir.mkdir(parents=True)
-        shutil.copyfile(migrated_db, settings.data_dir / "encore.db")
+        shutil.copyfile(sqlite_template, settings.data_dir / "encore.db")  # migrated
         return create_app(settings, ctx=ServiceContext.from_settings(settings, seed=7))
 
     return make
