@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from encore.errors import Conflict, InvalidInput
+from encore.errors import Conflict, InvalidInput, NotFound
 from encore.jobs import JobContext
 from encore.services import finetune as ft
 from encore.services import music, songs, versions
@@ -57,6 +57,24 @@ def test_start_refuses_an_empty_dataset_and_unknown_settings(ctx) -> None:
         ft.start_finetune(ctx, parent_version_id=v0.id, settings={"replay_fraction": 2})
     with ctx.reading() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(TrainingRun)) == 0
+
+
+def test_a_missing_or_retired_parent_is_refused(ctx) -> None:
+    from encore.services import comparison
+
+    add_dataset_clips(ctx, [0.8], [0.9])
+    v0 = versions.version_by_name(ctx, "v0")
+    with pytest.raises(NotFound, match="model version 99 does not exist"):
+        ft.start_finetune(ctx, parent_version_id=99)
+    with pytest.raises(NotFound, match="model version 99 does not exist"):
+        comparison.compare_methods(ctx, parent_version_id=99, methods="paper")
+    with ctx.session() as session:
+        session.get(ModelVersion, v0.id).status = VersionStatus.RETIRED
+    with pytest.raises(Conflict, match="v0 is retired; fine-tune an active or draft version"):
+        ft.start_finetune(ctx, parent_version_id=v0.id)
+    with pytest.raises(Conflict, match="v0 is retired; compare methods on an active or draft"):
+        comparison.compare_methods(ctx, parent_version_id=v0.id, methods="paper")
+    assert version_count(ctx) == 1
 
 
 def test_the_job_trains_and_publishes_a_draft_child_of_the_parent(ctx) -> None:

@@ -24,26 +24,21 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from encore.errors import Conflict, InvalidInput, NotFound
-from encore.services import finetune, gating
-from encore.services.context import ServiceContext
+from encore.services import finetune, gating, versions
+from encore.services.context import Progress, ServiceContext, no_progress
 from encore.services.generation import diffusion_engine, folder_engine
-from encore.store import ModelVersion, VersionStatus
+from encore.store import ModelVersion
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[float, str | None], None]
 METHODS = ("paper", "dpo", "kto")
 CONDITIONED = "+conditioned"
-
-
-def _no_progress(fraction: float, message: str | None = None) -> None:
-    return None
 
 
 @dataclass(frozen=True)
@@ -93,7 +88,7 @@ def compare_methods(
     methods: str | Sequence[str],
     settings: dict[str, Any] | None = None,
     top_n: int | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> dict[str, Any]:
     """Fine-tune ``parent_version_id`` with each of ``methods`` on the same data, gate every
     child against the parent on one panel, and return the report (also written to
@@ -118,11 +113,7 @@ def compare_methods(
         raise InvalidInput(f"settings {clash} are chosen per method by `methods`")
     finetune.resolve_settings(ctx, overrides)  # bad settings fail before anything is read
     with ctx.reading() as session:
-        parent = session.get(ModelVersion, parent_version_id)
-        if parent is None:
-            raise NotFound(f"model version {parent_version_id} does not exist")
-        if parent.status is VersionStatus.RETIRED:
-            raise Conflict(f"version {parent.name} is retired; compare methods on an active or draft version")
+        parent = versions.parent_in(session, parent_version_id, to="compare methods on")
     t0 = time.monotonic()
     progress(0.0, "reading the examples of every method")
     prepared: dict[MethodSpec, tuple[dict[str, Any], list[dict[str, Any]]] | str] = {}

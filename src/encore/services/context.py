@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,14 @@ if TYPE_CHECKING:
     from encore.jobs.queue import Queues
 
 logger = logging.getLogger(__name__)
+
+#: How a long service call (a job) reports: ``progress(fraction in [0, 1], message or None)``.
+Progress = Callable[[float, str | None], None]
+
+
+def no_progress(fraction: float, message: str | None = None) -> None:
+    """The :data:`Progress` of a caller that does not follow: nothing is reported."""
+    return None
 
 
 @dataclass

@@ -37,7 +37,7 @@ from encore.corpus.dataset import SpectrogramDataset
 from encore.corpus.manifest import load_manifest
 from encore.errors import Conflict, InvalidInput, JobSuperseded, NotFound
 from encore.services import conditioning, curation, preferences, versions
-from encore.services.context import ServiceContext
+from encore.services.context import Progress, ServiceContext, no_progress
 from encore.store import (
     Clip,
     Job,
@@ -46,21 +46,15 @@ from encore.store import (
     QueueName,
     TrainingRun,
     TrainingStatus,
-    VersionStatus,
     enqueue_job,
     utcnow,
 )
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[float, str | None], None]
 JOB_KIND = "finetune"
 #: Share of the job's progress bar spent training (the rest: replay set, evaluation, saving).
 TRAIN_SHARE = 0.8
-
-
-def _no_progress(fraction: float, message: str | None = None) -> None:
-    return None
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -163,11 +157,7 @@ def start_finetune(
     resolved, examples = prepare_examples(ctx, settings, top_n=top_n)
     method = resolved["method"]
     with ctx.session() as session:
-        parent = session.get(ModelVersion, parent_version_id)
-        if parent is None:
-            raise NotFound(f"model version {parent_version_id} does not exist")
-        if parent.status is VersionStatus.RETIRED:
-            raise Conflict(f"version {parent.name} is retired; fine-tune an active or draft version")
+        parent = versions.parent_in(session, parent_version_id, to="fine-tune")
         open_runs = session.scalars(
             sa.select(TrainingRun).where(
                 TrainingRun.parent_version_id == parent.id,
@@ -397,7 +387,7 @@ def corpus_data(ctx: ServiceContext, mel_config: Any, seed: int,
     return CorpusData(directory, train, heldout), ""
 
 
-def run_finetune(ctx: ServiceContext, run_id: int, progress: Progress = _no_progress) -> TrainingRun:
+def run_finetune(ctx: ServiceContext, run_id: int, progress: Progress = no_progress) -> TrainingRun:
     """Train, evaluate and publish run ``run_id`` (the ``finetune`` job's work).
 
     Idempotent: a run that is done returns at once; a run interrupted by a dead worker
@@ -543,7 +533,7 @@ def train_and_evaluate(
     out: Path,
     name: str,
     record: dict[str, Any] | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
     on_replay: Callable[[str], None] | None = None,
     on_trained: Callable[[Any], None] | None = None,
     parent_eval: dict[str, Any] | None = None,

@@ -53,23 +53,17 @@ from encore import taste
 from encore.audio.descriptors import descriptor_vector
 from encore.errors import Conflict, InvalidInput, NotFound
 from encore.services import taste as taste_service
-from encore.services.context import ServiceContext
+from encore.services.context import Progress, ServiceContext, no_progress
 from encore.services.similarity import representation_of, similarity_model
 from encore.store import ModelVersion, Song, SongStatus
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[float, str | None], None]
 
 #: Seed of the bootstrap.
 GATE_SPLIT_SEED = 1
 #: First seed of the panel's generations.
 PANEL_SEED_BASE = 7000
 BOOTSTRAP = 2000
-
-
-def _no_progress(fraction: float, message: str | None = None) -> None:
-    return None
 
 
 # --- the gating taste model -----------------------------------------------------------------
@@ -249,7 +243,7 @@ def _quality(metrics: dict[str, Any], tolerance: float) -> tuple[dict[str, Any],
 # --- the verdict ----------------------------------------------------------------------------
 
 
-def gate_version(ctx: ServiceContext, version_id: int, progress: Progress = _no_progress) -> dict[str, Any]:
+def gate_version(ctx: ServiceContext, version_id: int, progress: Progress = no_progress) -> dict[str, Any]:
     """Run the gate of a draft version against its parent; store and return the verdict
     (``metrics["gate"]``). A version that cannot be gated (no ratings, no song) gets a
     failed verdict with the reason.
@@ -335,7 +329,7 @@ def prepare_panel(ctx: ServiceContext, child_groups: taste.TasteGroups | None = 
 
 
 def judge(ctx: ServiceContext, panel: GatePanel, parent_engine: Any, child_engine: Any,
-          child_metrics: dict[str, Any], parent_name: str, progress: Progress = _no_progress) -> dict[str, Any]:
+          child_metrics: dict[str, Any], parent_name: str, progress: Progress = no_progress) -> dict[str, Any]:
     """The verdict on a child engine against its parent's on ``panel`` (module docstring);
     ``child_metrics`` are the child's fine-tune metrics (its ``eval`` / ``parent_eval``)."""
     s = ctx.settings

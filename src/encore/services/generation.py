@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from encore.errors import NotFound
 from encore.services.conditioning import serving_group
-from encore.services.context import ServiceContext
+from encore.services.context import Progress, ServiceContext, no_progress
 from encore.services.similarity import (
     representation_of,
     set_representation,
@@ -29,11 +29,6 @@ from encore.store import Clip, ClipStatus, Delivery, ModelVersion, Song, SongSta
 
 logger = logging.getLogger(__name__)
 
-Progress = Callable[[float, str | None], None]
-
-
-def _no_progress(fraction: float, message: str | None = None) -> None:
-    return None
 
 
 def decode_song(ctx: ServiceContext, song: Song, sr: int) -> np.ndarray:
@@ -43,7 +38,7 @@ def decode_song(ctx: ServiceContext, song: Song, sr: int) -> np.ndarray:
     return load_audio(ctx.blobs.get(song.blob_key), sr=sr, max_seconds=None)
 
 
-def embed_song(ctx: ServiceContext, song_id: int, progress: Progress = _no_progress) -> None:
+def embed_song(ctx: ServiceContext, song_id: int, progress: Progress = no_progress) -> None:
     """Compute and store the song's similarity representation; mark it ready."""
     with ctx.reading() as session:
         song = session.get(Song, song_id)
@@ -116,7 +111,7 @@ def spectrogram_png(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = _no_progress) -> None:
+def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = no_progress) -> None:
     """Render a pending clip — and, for a best-of-n request, all its candidates in one batch —
     then choose the one the listener is served (:func:`_choose`)."""
     with ctx.reading() as session:

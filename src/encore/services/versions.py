@@ -126,6 +126,15 @@ def _version_in(session: Session, version_id: int, *, lock: bool = False) -> Mod
     return version
 
 
+def parent_in(session: Session, version_id: int, *, to: str) -> ModelVersion:
+    """The version ``version_id`` as the parent of new versions; NotFound if none, Conflict
+    if it is retired (``to``: what was asked, for the message: "fine-tune")."""
+    parent = _version_in(session, version_id)
+    if parent.status is VersionStatus.RETIRED:
+        raise Conflict(f"version {parent.name} is retired; {to} an active or draft version")
+    return parent
+
+
 def get_version(ctx: ServiceContext, version_id: int) -> ModelVersion:
     with ctx.reading() as session:
         return _version_in(session, version_id)
