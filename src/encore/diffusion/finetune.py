@@ -72,6 +72,7 @@ from encore.diffusion.training import (
     distributed,
     load_checkpoint,
     read_log,
+    round_or_none,
     seed_everything,
     use_bf16,
 )
@@ -185,8 +186,9 @@ class FinetuneConfig(DictConfig):
 
 
 @dataclass(frozen=True)
-class FinetuneResult:
-    """What a fine-tune produced.
+class RunResult:
+    """What every fine-tune produced (the paper's method, :class:`FinetuneResult`, and the
+    preference methods, :class:`~encore.diffusion.preference.PreferenceResult`).
 
     Attributes
     ----------
@@ -200,9 +202,6 @@ class FinetuneResult:
         ``"completed"``, ``"early_stop"`` or ``"time_budget"``.
     wall_seconds : float
         Training time over all sessions.
-    train_clip_loss, heldout_clip_loss, replay_loss : tuple of (float or None, float or None)
-        ``(parent, exported)`` EMA losses on fixed crops/t/noise (confidence-weighted for
-        clips; None where the set is empty).
     training_set : tuple of dict
         ``{"clip_id", "confidence", "role"}`` with role ``train``, ``heldout`` or
         ``dropped`` (confidence 0).
@@ -218,9 +217,6 @@ class FinetuneResult:
     stop_reason: str
     wall_seconds: float
     samples_seen: int
-    train_clip_loss: tuple[float | None, float | None]
-    heldout_clip_loss: tuple[float | None, float | None]
-    replay_loss: tuple[float | None, float | None]
     training_set: tuple[dict[str, Any], ...]
     loss_curve: tuple[dict[str, Any], ...]
     log_path: Path
@@ -229,10 +225,6 @@ class FinetuneResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-able figures (stored with the run and the model folder)."""
-
-        def pair(p: tuple[float | None, float | None]) -> dict[str, float | None]:
-            return {"parent": _round(p[0]), "finetuned": _round(p[1])}
-
         return {
             "steps": self.steps,
             "planned_steps": self.planned_steps,
@@ -240,14 +232,36 @@ class FinetuneResult:
             "stop_reason": self.stop_reason,
             "wall_seconds": round(self.wall_seconds, 1),
             "samples_seen": self.samples_seen,
-            "train_clip_loss": pair(self.train_clip_loss),
-            "heldout_clip_loss": pair(self.heldout_clip_loss),
-            "replay_loss": pair(self.replay_loss),
         }
 
 
-def _round(x: float | None, digits: int = 6) -> float | None:
-    return None if x is None else round(float(x), digits)
+def _parent_and_finetuned(figure: tuple[float | None, float | None]) -> dict[str, float | None]:
+    """A ``(parent, exported)`` figure as it is recorded."""
+    return {"parent": round_or_none(figure[0]), "finetuned": round_or_none(figure[1])}
+
+
+@dataclass(frozen=True)
+class FinetuneResult(RunResult):
+    """What the paper's fine-tune produced (:class:`RunResult` and its losses).
+
+    Attributes
+    ----------
+    train_clip_loss, heldout_clip_loss, replay_loss : tuple of (float or None, float or None)
+        ``(parent, exported)`` EMA losses on fixed crops/t/noise (confidence-weighted for
+        clips; None where the set is empty).
+    """
+
+    train_clip_loss: tuple[float | None, float | None]
+    heldout_clip_loss: tuple[float | None, float | None]
+    replay_loss: tuple[float | None, float | None]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **super().summary(),
+            "train_clip_loss": _parent_and_finetuned(self.train_clip_loss),
+            "heldout_clip_loss": _parent_and_finetuned(self.heldout_clip_loss),
+            "replay_loss": _parent_and_finetuned(self.replay_loss),
+        }
 
 
 def training_noise_scheduler(parent: LoadedModel) -> Any:
@@ -533,7 +547,7 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, data:
     logger.info(
         "fine-tune done: %d steps (%s), best step %d, %.1f min; train-clip loss %s -> %s",
         result.steps, result.stop_reason, result.best_step, result.wall_seconds / 60,
-        _round(result.train_clip_loss[0], 4), _round(result.train_clip_loss[1], 4),
+        round_or_none(result.train_clip_loss[0], 4), round_or_none(result.train_clip_loss[1], 4),
     )
     return result
 

@@ -50,6 +50,7 @@ import torch
 from encore.diffusion.finetune import (
     CONFIG_FILE,
     FinetuneConfig,
+    RunResult,
     _no_progress,
     best_weights,
     heldout_positions,
@@ -205,34 +206,17 @@ def starting_model(parent: LoadedModel, conditioning: Conditioning | None) -> to
 
 
 @dataclass(frozen=True)
-class PreferenceResult:
-    """What a preference fine-tune produced (``figures``: ``{name: (parent, exported)}``)."""
+class PreferenceResult(RunResult):
+    """What a preference fine-tune produced (:class:`RunResult`; ``figures``:
+    ``{name: (parent, exported)}``)."""
 
     method: str
-    out_dir: Path
-    model_dir: Path
-    steps: int
-    planned_steps: int
-    best_step: int
-    stop_reason: str
-    wall_seconds: float
-    samples_seen: int
     figures: dict[str, tuple[float | None, float | None]]
-    training_set: tuple[dict[str, Any], ...]
-    loss_curve: tuple[dict[str, Any], ...]
-    log_path: Path
-    curve_path: Path | None
-    config: FinetuneConfig
     preference: PreferenceConfig
     conditioning: dict[str, Any] | None = None  # Conditioning.to_dict() of a conditioned child
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "method": self.method, "steps": self.steps, "planned_steps": self.planned_steps,
-            "best_step": self.best_step, "stop_reason": self.stop_reason,
-            "wall_seconds": round(self.wall_seconds, 1), "samples_seen": self.samples_seen,
-            "beta": self.preference.beta,
-        }
+        out: dict[str, Any] = {"method": self.method, **super().summary(), "beta": self.preference.beta}
         if self.conditioning is not None:
             out["conditioning"] = self.conditioning
         for key, (before, after) in self.figures.items():

@@ -19,6 +19,7 @@ from encore.diffusion.training.loop import (
     LoopStatus,
     TrainingLoop,
     cpu_state,
+    round_or_none,
 )
 from encore.diffusion.training.objectives import (
     BatchSource,
@@ -49,6 +50,6 @@ __all__ = [
     "CHECKPOINT_FILE", "EMA", "LOG_FILE", "BatchSource", "BestWeights", "DictConfig", "EpsilonLoss", "Evaluator",
     "LoopConfig", "LoopOutcome", "LoopStatus", "LossContext", "Objective", "PairBatch",
     "TrainingLoop", "WeightedBatch", "atomic_torch_save", "autocast", "bf16_supported", "cpu_state",
-    "load_checkpoint", "lr_at", "read_log", "rng_state", "seed_everything", "set_rng_state",
+    "load_checkpoint", "lr_at", "read_log", "rng_state", "round_or_none", "seed_everything", "set_rng_state",
     "use_bf16", "weighted_diffusion_loss",
 ]

@@ -135,7 +135,8 @@ def param_groups(model: torch.nn.Module, lr_scales: tuple[tuple[str, float], ...
     return [g for g in [rest, *groups] if g["params"]]
 
 
-def _round(x: float | None, digits: int = 6) -> float | None:
+def round_or_none(x: float | None, digits: int = 6) -> float | None:
+    """``x`` rounded to ``digits`` for logs and records (None stays None)."""
     return None if x is None else round(float(x), digits)
 
 
@@ -424,7 +425,7 @@ class TrainingLoop:
         self.figures = distributed.broadcast(self.evaluate(self.ema.model))
         self._evaluated_at = self.step
         if distributed.is_main():
-            append_log(self.log_path, {"step": self.step, **{k: _round(v) for k, v in self.figures.items()},
+            append_log(self.log_path, {"step": self.step, **{k: round_or_none(v) for k, v in self.figures.items()},
                                        "elapsed": round(self.elapsed, 1)})
         logger.info("%s step %d: %s", self.cfg.name, self.step,
                     ", ".join(f"{k} {v:.4f}" for k, v in self.figures.items() if v is not None))
