@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from encore.store import models as m
 from encore.store.base import Base
-from encore.store.db import alembic_config, make_engine, session_scope, upgrade
+from encore.store.db import make_engine, migrating, session_scope, upgrade
 from encore.store.enums import DispatchBranch
 
 from ..postgres import migrated_postgres_database
@@ -141,15 +141,9 @@ def downgraded() -> Callable[[str, str], AbstractContextManager[sa.Connection]]:
     def down(url: str, revision: str) -> Iterator[sa.Connection]:
         from alembic import command
 
-        engine = make_engine(url, foreign_keys=False)
-        try:
-            with engine.connect() as conn:
-                cfg = alembic_config(url)
-                cfg.attributes["connection"] = conn
-                command.downgrade(cfg, revision)
-                conn.commit()
-                yield conn
-        finally:
-            engine.dispose()
+        with migrating(url) as (config, conn):
+            command.downgrade(config, revision)
+            conn.commit()
+            yield conn
 
     return down

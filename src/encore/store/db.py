@@ -435,6 +435,20 @@ def alembic_config(url: str | None = None) -> Any:
     return config
 
 
+@contextmanager
+def migrating(url: str) -> Iterator[tuple[Any, sa.Connection]]:
+    """``with migrating(url) as (config, connection):`` an Alembic config whose migrations run
+    on ``connection``, a connection to ``url`` with foreign keys off (see :func:`upgrade`)."""
+    engine = make_engine(url, foreign_keys=False)
+    try:
+        with engine.connect() as connection:
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            yield config, connection
+    finally:
+        engine.dispose()
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at ``url`` to ``revision`` (creating it if it is new).
 
@@ -448,22 +462,16 @@ def upgrade(url: str, revision: str = "head") -> None:
     """
     from alembic import command
 
-    engine = make_engine(url, foreign_keys=False)
-    try:
-        with engine.connect() as connection:
-            config = alembic_config(url)
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-            if engine.dialect.name == "sqlite":
-                violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                connection.commit()
-                if violations:
-                    raise ConfigurationError(
-                        f"migration left {len(violations)} foreign-key violations, "
-                        f"first: {tuple(violations[0])}"
-                    )
-    finally:
-        engine.dispose()
+    with migrating(url) as (config, connection):
+        command.upgrade(config, revision)
+        if connection.dialect.name == "sqlite":
+            violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.commit()
+            if violations:
+                raise ConfigurationError(
+                    f"migration left {len(violations)} foreign-key violations, "
+                    f"first: {tuple(violations[0])}"
+                )
     logger.info("database %s at revision %s", _display(url), revision)
 
 
