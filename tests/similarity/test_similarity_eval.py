@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from encore import cli
 from encore.similarity.evaluate import best_precision_at_5, retrieval_scores
 from encore.similarity.training import TrainOptions, train_similarity
 
+from ..boundaries import loaded_by_import
 from .similarity_helpers import TINY
 
 
@@ -59,14 +58,9 @@ def test_eval_command_prints_the_table_with_baselines(
 
 
 def test_similarity_package_does_not_import_web_database_or_queue() -> None:
-    code = (
-        "import json, sys\n"
-        "import encore.similarity, encore.similarity.model, encore.similarity.training\n"
-        "import encore.similarity.evaluate, encore.similarity.index, encore.similarity.card\n"
-        "print(json.dumps([m for m in ('sqlalchemy', 'fastapi', 'huey', 'starlette') if m in sys.modules]))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=180)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    modules = ["encore.similarity", "encore.similarity.model", "encore.similarity.training",
+               "encore.similarity.evaluate", "encore.similarity.index", "encore.similarity.card"]
+    assert loaded_by_import(modules, ("sqlalchemy", "fastapi", "huey", "starlette"), timeout=180) == []
 
 
 def test_gallery_retrieval_skips_the_query_itself_and_scores_by_hand() -> None:
