@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from encore.feedback.listening import union_seconds
 from encore.sim.config import tiny_config
 from encore.sim.pilot import PilotResult, format_summary, gate_verdict, run_pilot, served_versions
 from encore.sim.population import load_population
@@ -149,8 +150,7 @@ def test_listening_reached_the_server_as_played(pilot: PilotResult) -> None:
     by_delivery = {int(row["delivery_id"]): row for row in pilot.csv_rows}
     for e in pilot.events:
         row = by_delivery[e.delivery_id]
-        union = sum(b - a for a, b in _union(e.ranges))
-        assert float(row["listened_seconds"]) == pytest.approx(union, abs=0.02)
+        assert float(row["listened_seconds"]) == pytest.approx(union_seconds(e.ranges), abs=0.02)
 
 
 def test_the_adversary_is_detected(pilot: PilotResult) -> None:
@@ -158,13 +158,3 @@ def test_the_adversary_is_detected(pilot: PilotResult) -> None:
     assert d["adversaries"] == 1
     assert d["adversaries_flagged"] == 1
     # (honest listeners of random tiny models can look "unrelated"; not asserted here)
-
-
-def _union(ranges: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
-    out: list[list[float]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return [(a, b) for a, b in out]
