@@ -18,6 +18,8 @@ from encore.diffusion.train import (
 )
 from encore.errors import InvalidInput
 
+from .train_helpers import assert_resumed_exactly
+
 H = 16  # tiny_config height
 W = 16
 
@@ -128,16 +130,8 @@ def test_resume_continues_exactly(tmp_path) -> None:
     train(tiny_cfg(max_steps=5), dataset=TinyDataset(4), out_dir=tmp_path / "b", progress=False)
     resumed = train(tiny_cfg(max_steps=10), dataset=TinyDataset(4), out_dir=tmp_path / "b",
                     resume=True, progress=False)
-    assert resumed.steps == straight.steps == 10
-    a_rows = [r["loss"] for r in read_log(straight.log_path) if "loss" in r]
-    b_rows = [r["loss"] for r in read_log(resumed.log_path) if "loss" in r]
-    assert a_rows == pytest.approx(b_rows, rel=1e-5, abs=1e-7)
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6)
-    for key, value in a["ema"]["model"].items():
-        torch.testing.assert_close(b["ema"]["model"][key], value, rtol=1e-5, atol=1e-6)
+    assert straight.steps == 10
+    assert_resumed_exactly(straight, resumed)
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path) -> None:

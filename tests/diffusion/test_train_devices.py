@@ -24,6 +24,7 @@ from encore.diffusion.training import use_bf16
 from encore.errors import ConfigurationError
 
 from ..corpus.synthetic import write_synthetic_corpus
+from .train_helpers import assert_resumed_exactly
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 
@@ -100,14 +101,8 @@ def test_corpus_batches_are_cut_from_one_tensor_and_resume_exactly(corpus: Path,
     train_ds, held = datasets(corpus)
     resumed = train(cfg(max_steps=6, min_lr_ratio=1.0), dataset=train_ds, heldout=held, out_dir=tmp_path / "b",
                     resume=True, progress=False)
-    assert resumed.steps == straight.steps == 6
-    a = [r["loss"] for r in read_log(straight.log_path) if "loss" in r]
-    b = [r["loss"] for r in read_log(resumed.log_path) if "loss" in r]
-    assert a == pytest.approx(b, rel=1e-5, abs=1e-7)
-    ca = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
-    for key, value in ca["ema"]["model"].items():
-        torch.testing.assert_close(cb["ema"]["model"][key], value, rtol=1e-5, atol=1e-6)
+    assert straight.steps == 6
+    assert_resumed_exactly(straight, resumed)
     assert straight.heldout_loss is not None and math.isfinite(straight.heldout_loss)
 
 
