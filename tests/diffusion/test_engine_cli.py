@@ -88,27 +88,16 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def _generate(model_dir: Path, out: Path, *argv: str) -> int:
+    """``encore generate`` with ``model_dir`` writing ``out`` (its exit code)."""
+    return main(["generate", "--no-progress", "--model", str(model_dir), "--out", str(out), *argv])
+
+
 def test_cli_generates_a_clip_and_its_png(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "clip.wav"
-    code = main(
-        [
-            "generate",
-            "--no-progress",
-            "--model",
-            str(tiny_model_dir),
-            "--out",
-            str(out),
-            "--seconds",
-            "1.2",
-            "--steps",
-            "3",
-            "--seed",
-            "5",
-        ]
-    )
-    assert code == 0
+    assert _generate(tiny_model_dir, out, "--seconds", "1.2", "--steps", "3", "--seed", "5") == 0
     audio, sr = sf.read(out)
     assert sr == SR and len(audio) == round(1.2 * SR)
     assert 0.9 < np.abs(audio).max() <= 0.95 + 1e-3  # peak-normalised
@@ -121,37 +110,18 @@ def test_cli_generates_a_clip_and_its_png(
 def test_cli_sampler_flag_and_eta_choose_the_solver(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    common = ["generate", "--no-progress", "--model", str(tiny_model_dir), "--seconds", "1.0",
-              "--steps", "3"]
-    assert main([*common, "--out", str(tmp_path / "u.wav"), "--sampler", "unipc"]) == 0
+    common = ["--seconds", "1.0", "--steps", "3"]
+    assert _generate(tiny_model_dir, tmp_path / "u.wav", *common, "--sampler", "unipc") == 0
     assert '"sampler": "unipc"' in capsys.readouterr().out
-    assert main([*common, "--out", str(tmp_path / "e.wav"), "--eta", "0.5"]) == 0
+    assert _generate(tiny_model_dir, tmp_path / "e.wav", *common, "--eta", "0.5") == 0
     assert '"sampler": "ddim"' in capsys.readouterr().out  # η > 0 needs DDIM
 
 
 def test_cli_merge_of_two_songs(tiny_model_dir: Path, tmp_path: Path) -> None:
     a, b = _song(tmp_path / "a.wav"), _song(tmp_path / "b.flac", intro=0.5)
     out = tmp_path / "m.ogg"
-    code = main(
-        [
-            "generate",
-            "--no-progress",
-            "--model",
-            str(tiny_model_dir),
-            "--out",
-            str(out),
-            "--from",
-            str(a),
-            str(b),
-            "--weights",
-            "2",
-            "1",
-            "--seconds",
-            "1.0",
-            "--steps",
-            "3",
-        ]
-    )
+    code = _generate(tiny_model_dir, out, "--from", str(a), str(b), "--weights", "2", "1",
+                     "--seconds", "1.0", "--steps", "3")
     assert code == 0
     info = sf.info(out)
     assert info.format == "OGG" and info.duration == pytest.approx(1.0, abs=0.01)
