@@ -17,6 +17,7 @@ from encore.store import Job, enqueue_job, make_session_factory
 from encore.store.db import make_engine, pool_size_for, session_scope
 
 from ..postgres import migrated_postgres_database
+from ..threads import run_in_threads
 
 pytestmark = pytest.mark.postgres
 
@@ -62,23 +63,15 @@ def test_every_pooled_connection_can_commit_jobs_at_once(pg_url: str, tmp_path) 
     install_dispatch_hook(factory, queues)
     inside = threading.Barrier(pool)
     ids: list[int] = []
-    errors: list[BaseException] = []
 
     def commit_one() -> None:
-        try:
-            with session_scope(factory) as session:
-                ids.append(enqueue_job(session, "noop", {}).id)
-                inside.wait(timeout=10)  # every connection of the pool is held now
-        except BaseException as exc:
-            errors.append(exc)
+        with session_scope(factory) as session:
+            ids.append(enqueue_job(session, "noop", {}).id)
+            inside.wait(timeout=10)  # every connection of the pool is held now
 
     try:
         started = time.monotonic()
-        threads = [threading.Thread(target=commit_one) for _ in range(pool)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        errors = run_in_threads(commit_one, [()] * pool, timeout=30)
         elapsed = time.monotonic() - started
         assert not errors
         with session_scope(engine, write=False) as session:

@@ -25,6 +25,8 @@ from encore.store.folders import (
     ref_digest,
 )
 
+from ..threads import run_in_threads
+
 
 def _tree(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -210,20 +212,12 @@ def test_concurrent_first_requests_register_v0_once_on_postgresql(settings: Sett
                                              queues=False) for _ in range(8)]
         barrier = threading.Barrier(len(ctxs))
         got: list[int] = []
-        errors: list[BaseException] = []
 
         def register(c: ServiceContext) -> None:
-            try:
-                barrier.wait(10)
-                got.append(versions.ensure_base_version(c).id)
-            except BaseException as exc:
-                errors.append(exc)
+            barrier.wait(10)
+            got.append(versions.ensure_base_version(c).id)
 
-        threads = [threading.Thread(target=register, args=(c,)) for c in ctxs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        errors = run_in_threads(register, [(c,) for c in ctxs], timeout=60)
         for c in ctxs:
             c.engine.dispose()
         assert not errors, errors

@@ -12,6 +12,8 @@ from encore.store import models as m
 from encore.store.db import make_engine, session_scope
 from encore.store.enums import DispatchBranch
 
+from ..threads import run_in_threads
+
 RATERS = 50
 CLIPS = 20
 
@@ -32,36 +34,22 @@ def test_fifty_concurrent_raters_store_every_rating(sqlite_url: str, make) -> No
             ],
         )
 
-    errors: list[BaseException] = []
     start = threading.Barrier(RATERS)
 
     def rate_everything(listener_id: int, offset: int) -> None:
         start.wait()
         for k in range(CLIPS):
             clip_id = clip_ids[(k + offset) % CLIPS]
-            try:
-                with session_scope(engine) as s:
-                    # Read first, then write: the pattern that fails under deferred BEGIN.
-                    delivery = s.scalars(
-                        sa.select(m.Delivery).where(
-                            m.Delivery.listener_id == listener_id, m.Delivery.clip_id == clip_id
-                        )
-                    ).one()
-                    s.add(
-                        m.Rating(delivery=delivery, half_stars=2 + (k % 9), listened_fraction=0.8)
+            with session_scope(engine) as s:
+                # Read first, then write: the pattern that fails under deferred BEGIN.
+                delivery = s.scalars(
+                    sa.select(m.Delivery).where(
+                        m.Delivery.listener_id == listener_id, m.Delivery.clip_id == clip_id
                     )
-            except BaseException as exc:
-                errors.append(exc)
+                ).one()
+                s.add(m.Rating(delivery=delivery, half_stars=2 + (k % 9), listened_fraction=0.8))
 
-    threads = [
-        threading.Thread(target=rate_everything, args=(lid, i))
-        for i, lid in enumerate(listener_ids)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-
+    errors = run_in_threads(rate_everything, [(lid, i) for i, lid in enumerate(listener_ids)])
     assert [str(e) for e in errors] == []
     with session_scope(engine, write=False) as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(m.Rating)) == RATERS * CLIPS
