@@ -94,22 +94,25 @@ def start_worker(
             proc.wait(10)
 
 
-def _enqueue_waiting_job(engine: Engine, settings: Settings, folder: Path) -> int:
+def _job_running_on_a_worker(
+    engine: Engine, settings: Settings, start_worker, folder: Path
+) -> tuple[int, subprocess.Popen]:
+    """A job that waits for ``folder/release``, queued and started on a new worker (its first
+    attempt is running): the job's id and the worker's process."""
     folder.mkdir()
     with session_scope(engine) as s:
         job_id = enqueue_job(s, "wait_for_release", {"dir": str(folder)}).id
     assert dispatch_pending(engine, make_queues(settings, bind=engine)) == 1
-    return job_id
+    worker = start_worker()
+    _wait_for(lambda: (folder / "attempt-1").exists(), "the first attempt to start")
+    return job_id, worker
 
 
 def test_a_job_survives_a_killed_consumer(
     engine: Engine, queue_settings: Settings, start_worker, tmp_path: Path
 ) -> None:
     folder = tmp_path / "work"
-    job_id = _enqueue_waiting_job(engine, queue_settings, folder)
-
-    first = start_worker()
-    _wait_for(lambda: (folder / "attempt-1").exists(), "the first attempt to start")
+    job_id, first = _job_running_on_a_worker(engine, queue_settings, start_worker, folder)
     assert _job(engine, job_id).status is JobStatus.RUNNING
     os.killpg(first.pid, signal.SIGKILL)  # no goodbye: the row still says running
     first.wait(10)
@@ -141,9 +144,7 @@ def test_a_stopped_consumer_hands_its_job_back(
     engine: Engine, queue_settings: Settings, start_worker, tmp_path: Path
 ) -> None:
     folder = tmp_path / "work"
-    job_id = _enqueue_waiting_job(engine, queue_settings, folder)
-    worker = start_worker()
-    _wait_for(lambda: (folder / "attempt-1").exists(), "the job to start")
+    job_id, worker = _job_running_on_a_worker(engine, queue_settings, start_worker, folder)
     worker.send_signal(signal.SIGTERM)  # stop now, without waiting for the job
     worker.wait(30)
     job = _job(engine, job_id)
