@@ -4,6 +4,8 @@ tiny seeded model (immediate jobs)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -234,6 +236,24 @@ def test_branch_shares_must_leave_room_for_each_other(tmp_path) -> None:
     assert Settings(data_dir=tmp_path, baseline_probability=0.7).dispatch_review_share == 0.3
 
 
+def _race_after_first_read(monkeypatch, other_request: Callable[[Any, int], object]) -> list[bool]:
+    """Make ``other_request(listener, delivery_id)`` run once, between the next read of a
+    delivery's listening state (``music._heard``) and the write that follows it; the list
+    returned is non-empty once it has run."""
+    real_heard = music._heard
+    raced: list[bool] = []
+
+    def heard_then_race(session, who, delivery_id):
+        seen = real_heard(session, who, delivery_id)
+        if not raced:
+            raced.append(True)
+            other_request(who, delivery_id)
+        return seen
+
+    monkeypatch.setattr(music, "_heard", heard_then_race)
+    return raced
+
+
 def test_a_heartbeat_that_lands_between_read_and_write_still_counts(
     ctx, listener_with_songs, monkeypatch
 ) -> None:
@@ -241,17 +261,9 @@ def test_a_heartbeat_that_lands_between_read_and_write_still_counts(
     listener, (s1, _) = listener_with_songs
     delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id])
     _backdate_open(ctx, delivery.id, 60)
-    real_heard = music._heard
-    raced = []
-
-    def heard_then_race(session, who, delivery_id):
-        seen = real_heard(session, who, delivery_id)
-        if not raced:  # another request reports [0.5, 0.9] after our read, before our write
-            raced.append(True)
-            music.record_listen(ctx, listener=who, delivery_id=delivery_id, ranges=[(0.5, 0.9)])
-        return seen
-
-    monkeypatch.setattr(music, "_heard", heard_then_race)
+    # another request reports [0.5, 0.9] after our read, before our write
+    raced = _race_after_first_read(monkeypatch, lambda who, delivery_id: music.record_listen(
+        ctx, listener=who, delivery_id=delivery_id, ranges=[(0.5, 0.9)]))
     state = music.record_listen(ctx, listener=listener, delivery_id=delivery.id, ranges=[(0.0, 0.3)])
     assert raced
     assert state.listened_seconds == pytest.approx(0.3 + 0.4)
@@ -266,17 +278,8 @@ def test_a_rating_that_lands_between_read_and_write_is_refused(
     delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id])
     _backdate_open(ctx, delivery.id, 60)
     music.record_listen(ctx, listener=listener, delivery_id=delivery.id, ranges=[(0.0, 1.0)])
-    real_heard = music._heard
-    raced = []
-
-    def heard_then_race(session, who, delivery_id):
-        seen = real_heard(session, who, delivery_id)
-        if not raced:
-            raced.append(True)
-            music.rate(ctx, listener=who, delivery_id=delivery_id, stars=2)
-        return seen
-
-    monkeypatch.setattr(music, "_heard", heard_then_race)
+    _race_after_first_read(monkeypatch, lambda who, delivery_id: music.rate(
+        ctx, listener=who, delivery_id=delivery_id, stars=2))
     with pytest.raises(Conflict, match="already rated"):
         music.rate(ctx, listener=listener, delivery_id=delivery.id, stars=5)
     with ctx.reading() as session:
