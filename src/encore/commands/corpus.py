@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
+from encore.commands import command_group
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("corpus", help="build and inspect the training corpus")
-    group = parser.add_subparsers(dest="corpus_command", metavar="WHAT")
-    parser.set_defaults(handler=lambda args: (parser.print_help(), 1)[1])
+    group = command_group(subparsers, "corpus", help="build and inspect the training corpus")
 
     from encore.corpus.collections import COLLECTIONS
 

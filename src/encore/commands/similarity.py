@@ -6,13 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from encore.commands import command_group
 from encore.errors import InvalidInput, NotFound
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("similarity", help="evaluate the similarity model, compare songs")
-    group = parser.add_subparsers(dest="similarity_command", metavar="WHAT")
-    parser.set_defaults(handler=lambda args: (parser.print_help(), 1)[1])
+    group = command_group(subparsers, "similarity", help="evaluate the similarity model, compare songs")
 
     ev = group.add_parser(
         "eval",

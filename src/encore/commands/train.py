@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from encore.commands import train_similarity
+from encore.commands import command_group, train_similarity
 from encore.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
@@ -21,9 +21,7 @@ EXTENSIONS = (train_similarity,)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train models (base diffusion model, …)")
-    group = parser.add_subparsers(dest="train_command", metavar="WHAT")
-    parser.set_defaults(handler=lambda args: (parser.print_help(), 1)[1])
+    group = command_group(subparsers, "train", help="train models (base diffusion model, …)")
     register_base(group)
     register_export(group)
     for module in EXTENSIONS:
