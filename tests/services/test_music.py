@@ -39,6 +39,16 @@ def _backdate_open(ctx, delivery_id: int, seconds: float) -> None:
         d.opened_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
 
 
+@pytest.fixture
+def opened_delivery(ctx, listener_with_songs):
+    """(listener, delivery): a variation of the listener's first song, opened a minute ago
+    (listening up to a minute is within the wall clock)."""
+    listener, (s1, _) = listener_with_songs
+    delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id])
+    _backdate_open(ctx, delivery.id, 60)
+    return listener, delivery
+
+
 def test_variation_is_generated_and_playable(ctx, listener_with_songs) -> None:
     listener, (s1, _) = listener_with_songs
     delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id], closeness=0.4)
@@ -67,10 +77,8 @@ def test_blend_of_two_songs_records_both_inputs(ctx, listener_with_songs) -> Non
         assert [i.weight for i in clip.inputs] == [0.5, 0.5]
 
 
-def test_rating_needs_the_minimum_listen_and_counts_once(ctx, listener_with_songs) -> None:
-    listener, (s1, _) = listener_with_songs
-    delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id])
-    _backdate_open(ctx, delivery.id, 60)
+def test_rating_needs_the_minimum_listen_and_counts_once(ctx, opened_delivery) -> None:
+    listener, delivery = opened_delivery
     with pytest.raises(InvalidInput, match="listen to at least 0.5 s"):
         music.rate(ctx, listener=listener, delivery_id=delivery.id, stars=4)
     state = music.record_listen(ctx, listener=listener, delivery_id=delivery.id, ranges=[(0.0, 0.3)])
@@ -255,12 +263,10 @@ def _race_after_first_read(monkeypatch, other_request: Callable[[Any, int], obje
 
 
 def test_a_heartbeat_that_lands_between_read_and_write_still_counts(
-    ctx, listener_with_songs, monkeypatch
+    ctx, opened_delivery, monkeypatch
 ) -> None:
     """Concurrent heartbeats of one delivery: the union includes both, whichever wins."""
-    listener, (s1, _) = listener_with_songs
-    delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id])
-    _backdate_open(ctx, delivery.id, 60)
+    listener, delivery = opened_delivery
     # another request reports [0.5, 0.9] after our read, before our write
     raced = _race_after_first_read(monkeypatch, lambda who, delivery_id: music.record_listen(
         ctx, listener=who, delivery_id=delivery_id, ranges=[(0.5, 0.9)]))
@@ -272,11 +278,9 @@ def test_a_heartbeat_that_lands_between_read_and_write_still_counts(
 
 
 def test_a_rating_that_lands_between_read_and_write_is_refused(
-    ctx, listener_with_songs, monkeypatch
+    ctx, opened_delivery, monkeypatch
 ) -> None:
-    listener, (s1, _) = listener_with_songs
-    delivery = music.request_music(ctx, listener=listener, song_ids=[s1.id])
-    _backdate_open(ctx, delivery.id, 60)
+    listener, delivery = opened_delivery
     music.record_listen(ctx, listener=listener, delivery_id=delivery.id, ranges=[(0.0, 1.0)])
     _race_after_first_read(monkeypatch, lambda who, delivery_id: music.rate(
         ctx, listener=who, delivery_id=delivery_id, stars=2))
