@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,23 @@ if TYPE_CHECKING:
 def rng() -> np.random.Generator:
     """A seeded random generator (tests are deterministic)."""
     return np.random.default_rng(seed=440)
+
+
+@pytest.fixture
+def env_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """``env_settings(ENCORE_DATA_DIR=..., ...)``: set environment variables for this test;
+    ``encore.config.get_settings()`` reads them afresh (its cache is dropped at the start,
+    after every call and at the end)."""
+    from encore import config
+
+    def set_env(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        config.get_settings.cache_clear()
+
+    config.get_settings.cache_clear()
+    yield set_env
+    config.get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

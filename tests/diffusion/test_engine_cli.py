@@ -69,18 +69,10 @@ def test_vary_at_strength_zero_gives_back_the_song_spectrogram(
     )
 
 
-def test_missing_default_model_names_its_path(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    from encore import config
-
-    monkeypatch.setenv("ENCORE_BASE_MODEL_DIR", str(tmp_path / "no-base-model"))
-    config.get_settings.cache_clear()
-    try:
-        with pytest.raises(NotFound, match="no-base-model"):
-            Engine()
-    finally:
-        config.get_settings.cache_clear()
+def test_missing_default_model_names_its_path(env_settings, tmp_path: Path) -> None:
+    env_settings(ENCORE_BASE_MODEL_DIR=str(tmp_path / "no-base-model"))
+    with pytest.raises(NotFound, match="no-base-model"):
+        Engine()
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

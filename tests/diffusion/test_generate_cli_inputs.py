@@ -8,14 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from encore import config
 from encore.cli import main
 
 SR = 22050
@@ -26,15 +24,6 @@ def _song(path: Path, seconds: float = 4.0, f0: float = 330.0) -> Path:
     y = 0.3 * np.sin(2 * np.pi * f0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
     sf.write(path, y.astype(np.float32), SR, format="FLAC" if path.suffix == ".flac" else "WAV")
     return path
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """Settings from the environment, read afresh for each test."""
-    config.get_settings.cache_clear()
-    yield monkeypatch
-    monkeypatch.undo()
-    config.get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -56,7 +45,8 @@ def _params(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_repeated_from_blends_like_from_a_b(tiny_model_dir, tmp_path, capsys, env) -> None:
+@pytest.mark.usefixtures("env_settings")  # settings from the environment, read afresh
+def test_repeated_from_blends_like_from_a_b(tiny_model_dir, tmp_path, capsys) -> None:
     a, b = _song(tmp_path / "a.wav"), _song(tmp_path / "b.flac", f0=550.0)
     common = ["--model", str(tiny_model_dir), "--seconds", "1.0"]
     code, out, err = _run(capsys, *common, "--out", str(tmp_path / "r.wav"),
@@ -82,8 +72,8 @@ def test_repeated_from_blends_like_from_a_b(tiny_model_dir, tmp_path, capsys, en
     ],
     ids=["too-short", "not-audio", "folder", "missing", "silent"],
 )
-def test_bad_inputs_fail_before_the_model_loads(broken_model, tmp_path, capsys, env, make,
-                                                needle) -> None:
+@pytest.mark.usefixtures("env_settings")
+def test_bad_inputs_fail_before_the_model_loads(broken_model, tmp_path, capsys, make, needle) -> None:
     good = _song(tmp_path / "good.wav")
     code, _, err = _run(capsys, "--model", str(broken_model), "--out", str(tmp_path / "o.wav"),
                         "--from", str(good), "--from", str(make(tmp_path)))
@@ -92,17 +82,17 @@ def test_bad_inputs_fail_before_the_model_loads(broken_model, tmp_path, capsys, 
     assert "broken-model" not in err and not (tmp_path / "o.wav").exists()
 
 
-def test_the_size_limit_of_uploads_applies(broken_model, tmp_path, capsys, env) -> None:
-    env.setenv("ENCORE_MAX_UPLOAD_BYTES", "100000")
+def test_the_size_limit_of_uploads_applies(broken_model, tmp_path, capsys, env_settings) -> None:
+    env_settings(ENCORE_MAX_UPLOAD_BYTES="100000")
     song = _song(tmp_path / "big.wav", seconds=4.0)  # 176 kB
     code, _, err = _run(capsys, "--model", str(broken_model), "--out", str(tmp_path / "o.wav"),
                         "--from", str(song))
     assert code == 2 and "'big.wav' is 172.3 kB; the limit is 97.6 kB" in err, err
 
 
-def test_long_pieces_and_loops_with_seconds(tiny_model_dir, tmp_path, capsys, env) -> None:
-    env.setenv("ENCORE_CLIP_SECONDS", "1.0")  # 1-second windows: 2.5 s takes three
-    env.setenv("ENCORE_PIECE_OVERLAP_SECONDS", "0.3")
+def test_long_pieces_and_loops_with_seconds(tiny_model_dir, tmp_path, capsys, env_settings) -> None:
+    # 1-second windows: 2.5 s takes three
+    env_settings(ENCORE_CLIP_SECONDS="1.0", ENCORE_PIECE_OVERLAP_SECONDS="0.3")
     song, other = _song(tmp_path / "s.wav"), _song(tmp_path / "o.wav", f0=550.0)
     for seconds, extra in ((2.5, []), (2.5, ["--from", str(song)]),
                            (3.0, ["--from", str(song), "--loop"]),
@@ -126,7 +116,8 @@ def test_long_pieces_and_loops_with_seconds(tiny_model_dir, tmp_path, capsys, en
     assert code == 2 and "cannot loop" in err and not (tmp_path / "x.wav").exists()
 
 
-def test_written_clips_start_and_end_quietly(tiny_model_dir, tmp_path, capsys, env) -> None:
+@pytest.mark.usefixtures("env_settings")
+def test_written_clips_start_and_end_quietly(tiny_model_dir, tmp_path, capsys) -> None:
     out_path = tmp_path / "clip.wav"
     code, _, err = _run(capsys, "--model", str(tiny_model_dir), "--seconds", "1.0",
                         "--out", str(out_path), "--from", str(_song(tmp_path / "s.wav")))

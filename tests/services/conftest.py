@@ -43,29 +43,25 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture
 def installation(
-    tmp_path: Path, tiny_models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, tiny_models: tuple[Path, Path], env_settings: Callable[..., None],
     one_torch_thread: None,
-) -> Iterator[ServiceContext]:
+) -> ServiceContext:
     """A configured installation as ``encore`` commands see it: settings from ``ENCORE_*``
     environment variables (tiny models, small fine-tunes, one torch thread), migrated."""
     base, sim = tiny_models
-    env = {
-        "ENCORE_DATA_DIR": str(tmp_path / "var"),
-        "ENCORE_BASE_MODEL_DIR": str(base),
-        "ENCORE_SIMILARITY_MODEL_DIR": str(sim),
-        "ENCORE_FINETUNE_BATCH_SIZE": "4",
-        "ENCORE_FINETUNE_PARENT_REPLAY_CLIPS": "2",
-        "ENCORE_FINETUNE_EVAL_STEPS": "2",
-        "ENCORE_TORCH_THREADS": "1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    config.get_settings.cache_clear()
+    env_settings(
+        ENCORE_DATA_DIR=str(tmp_path / "var"),
+        ENCORE_BASE_MODEL_DIR=str(base),
+        ENCORE_SIMILARITY_MODEL_DIR=str(sim),
+        ENCORE_FINETUNE_BATCH_SIZE="4",
+        ENCORE_FINETUNE_PARENT_REPLAY_CLIPS="2",
+        ENCORE_FINETUNE_EVAL_STEPS="2",
+        ENCORE_TORCH_THREADS="1",
+    )
     settings = config.get_settings()
     settings.data_dir.mkdir(parents=True)
     upgrade(settings.resolved_database_url)
-    yield ServiceContext.from_settings(settings, queues=False)
-    config.get_settings.cache_clear()
+    return ServiceContext.from_settings(settings, queues=False)
 
 
 @pytest.fixture

@@ -122,12 +122,11 @@ def test_a_method_that_cannot_run_gets_its_row_and_bad_methods_are_refused(ctx, 
 
 
 @pytest.mark.usefixtures("installation")  # env settings of a configured installation
-def test_the_cli_prints_the_table_and_writes_csv(song_bytes, capsys, tmp_path, monkeypatch) -> None:
-    env = {"QUEUE_IMMEDIATE": "true", "CLIP_SECONDS": "1", "DEFAULT_PIECE_SECONDS": "1", "INFERENCE_STEPS": "3",
-           "MIN_LISTEN_SECONDS": "0.5", "MIN_SONG_SECONDS": "1", "GATE_PANEL_SONGS": "2"}
-    for key, value in env.items():  # as the services' test settings: tiny clips, generated at once
-        monkeypatch.setenv(f"ENCORE_{key}", value)
-    config.get_settings.cache_clear()
+def test_the_cli_prints_the_table_and_writes_csv(song_bytes, capsys, tmp_path, env_settings) -> None:
+    # as the services' test settings: tiny clips, generated at once
+    env_settings(ENCORE_QUEUE_IMMEDIATE="true", ENCORE_CLIP_SECONDS="1", ENCORE_DEFAULT_PIECE_SECONDS="1",
+                 ENCORE_INFERENCE_STEPS="3", ENCORE_MIN_LISTEN_SECONDS="0.5", ENCORE_MIN_SONG_SECONDS="1",
+                 ENCORE_GATE_PANEL_SONGS="2")
     ctx = ServiceContext.from_settings(config.get_settings())
     counter = iter(range(100))
     six_raters(ctx, lambda: accounts.create_user(ctx, email=f"l{next(counter)}@example.org",

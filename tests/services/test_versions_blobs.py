@@ -172,31 +172,26 @@ def test_local_paths_still_work(ctx: ServiceContext, tiny_models) -> None:
     assert v.folder == str(base.resolve()) and versions.local_folder(ctx, v) == base.resolve()
 
 
-def test_cli_import_export_purge(tiny_models, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_import_export_purge(tiny_models, tmp_path: Path, env_settings, capsys) -> None:
     from encore import cli, config
     from encore.store.db import upgrade
 
     base, sim = tiny_models
-    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("ENCORE_BASE_MODEL_DIR", str(base))
-    monkeypatch.setenv("ENCORE_SIMILARITY_MODEL_DIR", str(sim))
-    config.get_settings.cache_clear()
-    try:
-        upgrade(config.get_settings().resolved_database_url)
-        external = tmp_path / "external"
-        shutil.copytree(base, external)
-        (external / "tag.txt").write_text("x")
-        assert cli.main(["versions", "list"]) == 0
-        assert cli.main(["versions", "import", str(external)]) == 0
-        assert "as v1 (draft), files at blob:models/" in capsys.readouterr().out
-        assert cli.main(["versions", "export", "v1", str(tmp_path / "out")]) == 0
-        assert _tree(tmp_path / "out") == _tree(external)
-        assert cli.main(["versions", "purge", "v1"]) == 2  # not retired
-        assert cli.main(["versions", "retire", "v1"]) == 0
-        assert cli.main(["versions", "purge", "v1"]) == 0
-        assert "purged the files of v1" in capsys.readouterr().out
-    finally:
-        config.get_settings.cache_clear()
+    env_settings(ENCORE_DATA_DIR=str(tmp_path / "var"), ENCORE_BASE_MODEL_DIR=str(base),
+                 ENCORE_SIMILARITY_MODEL_DIR=str(sim))
+    upgrade(config.get_settings().resolved_database_url)
+    external = tmp_path / "external"
+    shutil.copytree(base, external)
+    (external / "tag.txt").write_text("x")
+    assert cli.main(["versions", "list"]) == 0
+    assert cli.main(["versions", "import", str(external)]) == 0
+    assert "as v1 (draft), files at blob:models/" in capsys.readouterr().out
+    assert cli.main(["versions", "export", "v1", str(tmp_path / "out")]) == 0
+    assert _tree(tmp_path / "out") == _tree(external)
+    assert cli.main(["versions", "purge", "v1"]) == 2  # not retired
+    assert cli.main(["versions", "retire", "v1"]) == 0
+    assert cli.main(["versions", "purge", "v1"]) == 0
+    assert "purged the files of v1" in capsys.readouterr().out
 
 
 @pytest.mark.postgres

@@ -6,16 +6,12 @@ from __future__ import annotations
 import pytest
 
 from encore import cli
-from encore.config import get_settings
 
 
 @pytest.fixture
-def fresh_install(tmp_path, monkeypatch):
-    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("ENCORE_ENVIRONMENT", "test")
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
+def fresh_install(tmp_path, env_settings):
+    env_settings(ENCORE_DATA_DIR=str(tmp_path / "var"), ENCORE_ENVIRONMENT="test")
+    return tmp_path
 
 
 def test_fit_and_eval_say_there_is_nothing_to_learn(fresh_install, capsys) -> None:

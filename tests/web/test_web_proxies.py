@@ -74,28 +74,22 @@ def test_forwarded_for_is_ignored_unless_the_proxy_is_trusted(make_app: Callable
 
 
 def test_serve_tells_uvicorn_to_trust_no_proxy_header(
-    tmp_path: Path, tiny_models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, tiny_models: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+    env_settings: Callable[..., None],
 ) -> None:
     """uvicorn believes X-Forwarded-For from 127.0.0.1 by default; encore serve turns that off."""
     import uvicorn
 
     from encore.commands import serve as serve_cmd
-    from encore.config import get_settings
 
     base, sim = tiny_models
-    monkeypatch.setenv("ENCORE_DATA_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("ENCORE_BASE_MODEL_DIR", str(base))
-    monkeypatch.setenv("ENCORE_SIMILARITY_MODEL_DIR", str(sim))
-    monkeypatch.setenv("ENCORE_ENVIRONMENT", "test")
-    get_settings.cache_clear()
+    env_settings(ENCORE_DATA_DIR=str(tmp_path / "var"), ENCORE_BASE_MODEL_DIR=str(base),
+                 ENCORE_SIMILARITY_MODEL_DIR=str(sim), ENCORE_ENVIRONMENT="test")
     calls: list[dict] = []
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: calls.append(k))
     args = argparse.Namespace(host=None, port=None, web_workers=1, no_workers=True,
                               generate_workers=1)
-    try:
-        assert serve_cmd.serve(args) == 0
-    finally:
-        get_settings.cache_clear()
+    assert serve_cmd.serve(args) == 0
     assert calls and calls[0]["proxy_headers"] is False
 
 
