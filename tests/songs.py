@@ -1,8 +1,10 @@
-"""A short harmonic test song made in memory (the services and web tests upload it)."""
+"""Synthetic test songs: a short harmonic song made in memory (the services and web tests
+upload it) and tone files (the engine tests read them)."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -22,3 +24,17 @@ def harmonic_song(seed: int = 0, seconds: float = 2.0, sr: int = 22050, fmt: str
     buf = io.BytesIO()
     sf.write(buf, y.astype(np.float32), sr, format=fmt)
     return buf.getvalue()
+
+
+def tone_file(path: Path, freq: float = 330.0, seconds: float = 4.0, *, tremolo_hz: float | None = 2.0,
+              intro: float = 0.0, sr: int = 22050) -> Path:
+    """A sine tone at ``freq`` Hz (amplitude 0.3) with a tremolo of ``tremolo_hz`` (None: a
+    steady tone) after ``intro`` seconds of silence, written to ``path`` (the format from its
+    suffix)."""
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.3 * np.sin(2 * np.pi * freq * t)
+    if tremolo_hz is not None:
+        y = y * (0.6 + 0.4 * np.sin(2 * np.pi * tremolo_hz * t))
+    y[t < intro] = 0.0
+    sf.write(path, y.astype(np.float32), sr)
+    return path

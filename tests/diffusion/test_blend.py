@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from encore.cli import main
@@ -18,6 +17,8 @@ from encore.diffusion.engine import Engine
 from encore.diffusion.folder import LoadedModel
 from encore.diffusion.sampling import SampleParams, replay, vary
 from encore.errors import InvalidInput
+
+from ..songs import tone_file
 
 H, W = 16, 32
 TOP_DB = 80.0
@@ -172,10 +173,7 @@ def test_bad_blend_arguments_are_named(
 
 
 def _song(path: Path, freq: float, seconds: float = 4.0) -> Path:
-    t = np.arange(int(seconds * SR)) / SR
-    y = 0.3 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-    sf.write(path, y.astype(np.float32), SR)
-    return path
+    return tone_file(path, freq, seconds, tremolo_hz=3.0, sr=SR)
 
 
 def test_engine_blend_with_a_strength_and_weights(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -13,16 +13,14 @@ from encore.config import get_settings
 from encore.diffusion.engine import Engine, canvas_width
 from encore.errors import NotFound
 
+from ..songs import tone_file
+
 SR = 22050
 
 
 def _song(path: Path, seconds: float = 6.0, intro: float = 2.0) -> Path:
     """A synthetic song with a silent intro: a tone with a few onsets."""
-    t = np.arange(int(seconds * SR)) / SR
-    y = 0.3 * np.sin(2 * np.pi * 330 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
-    y[t < intro] = 0.0
-    sf.write(path, y.astype(np.float32), SR)
-    return path
+    return tone_file(path, 330, seconds, intro=intro, sr=SR)
 
 
 def test_wider_canvas_gives_the_requested_seconds(tiny_model_dir: Path) -> None:

@@ -16,14 +16,13 @@ import soundfile as sf
 
 from encore.cli import main
 
+from ..songs import tone_file
+
 SR = 22050
 
 
 def _song(path: Path, seconds: float = 4.0, f0: float = 330.0) -> Path:
-    t = np.arange(int(seconds * SR)) / SR
-    y = 0.3 * np.sin(2 * np.pi * f0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
-    sf.write(path, y.astype(np.float32), SR, format="FLAC" if path.suffix == ".flac" else "WAV")
-    return path
+    return tone_file(path, f0, seconds, sr=SR)
 
 
 @pytest.fixture

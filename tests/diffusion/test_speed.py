@@ -22,6 +22,7 @@ from encore.diffusion.folder import LoadedModel
 from encore.diffusion.sampling import InversionCache, generate, invert, merge, vary
 from encore.errors import InvalidInput
 
+from ..songs import tone_file
 from .test_engine_sampling import _images
 
 
@@ -57,12 +58,8 @@ def test_samples_are_bit_identical_to_diffusers_thresholding(
     assert torch.equal(fast_gen, slow_gen) and torch.equal(fast_vary, slow_vary)
 
 
-def _song(path: Path, freq: float, seconds: float = 2.0, sr: int = 22050) -> Path:
-    import soundfile as sf
-
-    t = np.arange(int(sr * seconds)) / sr
-    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr)
-    return path
+def _song(path: Path, freq: float, seconds: float = 2.0) -> Path:
+    return tone_file(path, freq, seconds, tremolo_hz=None)
 
 
 def test_the_vocoder_gives_each_image_its_own_audio_in_any_batch(tiny_model_dir: Path) -> None:
