@@ -123,6 +123,14 @@ def _check_config(config: object) -> MelConfig:
     return config
 
 
+def _mono(y: np.ndarray) -> np.ndarray:
+    """``y`` as float32 mono audio of shape ``(n_samples,)``; InvalidInput for any other shape."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise InvalidInput(f"audio must be mono with shape (n_samples,), got shape {y.shape}")
+    return y
+
+
 def mel_power(y: np.ndarray, config: MelConfig) -> np.ndarray:
     """Power mel spectrogram exactly as ``librosa.feature.melspectrogram`` computes it.
 
@@ -212,9 +220,7 @@ def audio_to_images(y: np.ndarray, config: MelConfig) -> np.ndarray:
         uint8, shape ``(n_slices, y_res, x_res)``, ``n_slices = max(1, n // slice_samples)``.
     """
     config = _check_config(config)
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1:
-        raise InvalidInput(f"audio must be mono with shape (n_samples,), got shape {y.shape}")
+    y = _mono(y)
     size = config.slice_samples
     n_slices = y.shape[0] // size
     if n_slices == 0:
@@ -249,9 +255,7 @@ def mel_db(y: np.ndarray, config: MelConfig) -> np.ndarray:
     import librosa
 
     config = _check_config(config)
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1:
-        raise InvalidInput(f"audio must be mono with shape (n_samples,), got shape {y.shape}")
+    y = _mono(y)
     hop, n_fft = config.hop_length, config.n_fft
     n_frames = 1 + y.shape[0] // hop
     padded = np.pad(y, (n_fft // 2, n_fft // 2))
