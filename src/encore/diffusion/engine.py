@@ -259,22 +259,29 @@ class Engine:
         cfg = self.mel.replace(x_res=width)
         y = self.load_song(song)
         window = cfg.slice_samples
+        start = self._window_start(y, window, offset)
+        image = audio_slice_to_image(y[start : start + window], cfg)
+        return image, start / self.sample_rate
+
+    def _window_start(self, y: np.ndarray, window: int, offset: float | None) -> int:
+        """The first sample of a window of ``window`` samples of the song ``y``: at ``offset``
+        seconds, or (None) where :func:`~encore.audio.slices.choose_slices` puts it (the
+        loudest stretch). AudioTooShort for a song too short for a spectrogram, InvalidInput
+        for a negative, non-finite or too late offset."""
         if y.shape[0] < self.mel.hop_length * 2:
             raise AudioTooShort(f"song has {y.shape[0]} samples, too short for a spectrogram")
         if offset is None:
             from encore.audio.slices import choose_slices
 
-            start = choose_slices(y, sr=self.sample_rate, slice_samples=window, count=1)[0]
-        else:
-            if not (math.isfinite(offset) and offset >= 0):
-                raise InvalidInput(f"offset={offset!r} must be a non-negative number of seconds")
-            start = int(round(offset * self.sample_rate))
-            if start >= y.shape[0]:
-                raise InvalidInput(
-                    f"offset={offset} s is past the end of the song ({y.shape[0] / self.sample_rate:.2f} s)"
-                )
-        image = audio_slice_to_image(y[start : start + window], cfg)
-        return image, start / self.sample_rate
+            return choose_slices(y, sr=self.sample_rate, slice_samples=window, count=1)[0]
+        if not (math.isfinite(offset) and offset >= 0):
+            raise InvalidInput(f"offset={offset!r} must be a non-negative number of seconds")
+        start = int(round(offset * self.sample_rate))
+        if start >= y.shape[0]:
+            raise InvalidInput(
+                f"offset={offset} s is past the end of the song ({y.shape[0] / self.sample_rate:.2f} s)"
+            )
+        return start
 
     def vocoder(self) -> Any:
         """The Griffin-Lim vocoder for this model's mel settings (built once)."""
@@ -706,21 +713,7 @@ class Engine:
         """``samples`` of the song from ``offset`` (default: its loudest stretch of that
         length), continuing from the song's beginning when it ends first."""
         y = self.load_song(song)
-        if y.shape[0] < self.mel.hop_length * 2:
-            raise AudioTooShort(f"song has {y.shape[0]} samples, too short for a spectrogram")
-        if offset is None:
-            from encore.audio.slices import choose_slices
-
-            start = choose_slices(y, sr=self.sample_rate, slice_samples=min(samples, y.shape[0]),
-                                  count=1)[0]
-        else:
-            if not (math.isfinite(offset) and offset >= 0):
-                raise InvalidInput(f"offset={offset!r} must be a non-negative number of seconds")
-            start = int(round(offset * self.sample_rate))
-            if start >= y.shape[0]:
-                raise InvalidInput(
-                    f"offset={offset} s is past the end of the song ({y.shape[0] / self.sample_rate:.2f} s)"
-                )
+        start = self._window_start(y, min(samples, y.shape[0]), offset)
         parts, have = [y[start:]], y.shape[0] - start
         while have < samples:
             parts.append(y)
