@@ -65,25 +65,45 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def _ranged_headers(etag: str, filename: str | None) -> dict[str, str]:
+    """The headers of every answer of :func:`bytes_response` and :func:`stream_response`."""
+    headers = {"accept-ranges": "bytes", "etag": etag, "cache-control": CACHE_CONTROL}
+    if filename is not None:
+        headers["content-disposition"] = content_disposition(filename)
+    return headers
+
+
+def _asked_span(request: Request, size: int, etag: str) -> tuple[int, int] | None:
+    """The single byte range the request asks for, or None for the whole body (no
+    ``Range``, an ``If-Range`` other than ``etag``, or not one byte range).
+
+    Raises
+    ------
+    ValueError
+        An unsatisfiable range (answered 416).
+    """
+    header = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if header is None or (if_range is not None and if_range != etag):
+        return None
+    return parse_single_range(header, size)
+
+
+def _unsatisfiable(headers: dict[str, str], size: int) -> Response:
+    return Response(status_code=416, headers={**headers, "content-range": f"bytes */{size}"})
+
+
 def bytes_response(
     request: Request, data: bytes, content_type: str, *, filename: str | None = None
 ) -> Response:
     """Serve ``data`` with ``Accept-Ranges`` and single-range (206/416) support (as an
     attachment named ``filename`` when given)."""
     etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
-    headers = {"accept-ranges": "bytes", "etag": etag, "cache-control": CACHE_CONTROL}
-    if filename is not None:
-        headers["content-disposition"] = content_disposition(filename)
-    header = request.headers.get("range")
-    if_range = request.headers.get("if-range")
-    if header is None or (if_range is not None and if_range != etag):
-        return Response(data, media_type=content_type, headers=headers)
+    headers = _ranged_headers(etag, filename)
     try:
-        span = parse_single_range(header, len(data))
+        span = _asked_span(request, len(data), etag)
     except ValueError:
-        return Response(
-            status_code=416, headers={**headers, "content-range": f"bytes */{len(data)}"}
-        )
+        return _unsatisfiable(headers, len(data))
     if span is None:
         return Response(data, media_type=content_type, headers=headers)
     start, end = span
@@ -98,17 +118,11 @@ def stream_response(request: Request, ref: object, *, filename: str | None = Non
     size = int(ref.size)  # type: ignore[attr-defined]
     etag = ref.etag  # type: ignore[attr-defined]
     content_type = getattr(ref, "content_type", None) or "application/octet-stream"
-    headers = {"accept-ranges": "bytes", "etag": etag, "cache-control": CACHE_CONTROL}
-    if filename is not None:
-        headers["content-disposition"] = content_disposition(filename)
-    header = request.headers.get("range")
-    if_range = request.headers.get("if-range")
-    span: tuple[int, int] | None = None
-    if header is not None and (if_range is None or if_range == etag):
-        try:
-            span = parse_single_range(header, size)
-        except ValueError:
-            return Response(status_code=416, headers={**headers, "content-range": f"bytes */{size}"})
+    headers = _ranged_headers(etag, filename)
+    try:
+        span = _asked_span(request, size, etag)
+    except ValueError:
+        return _unsatisfiable(headers, size)
     if span is None:
         headers["content-length"] = str(size)
         if request.method == "HEAD" or size == 0:
