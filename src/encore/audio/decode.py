@@ -177,6 +177,17 @@ def _info_from(snd, name: str) -> AudioInfo:
     )
 
 
+@contextmanager
+def _sniffed(source: AudioSource, name: str) -> Iterator[tuple[BinaryIO, str | None, bytes]]:
+    """The open file, its container kind (:func:`~encore.audio.containers.sniff` of its first
+    64 bytes) and those bytes, once its structure passed :func:`_structural_checks`."""
+    with _open_binary(source) as f:
+        head = f.read(64)
+        kind = containers.sniff(head, name)
+        _structural_checks(f, kind, name)
+        yield f, kind, head
+
+
 def probe_audio(source: AudioSource, *, name: str | None = None) -> AudioInfo:
     """Read an audio file's header and check its structure, without decoding it.
 
@@ -198,12 +209,8 @@ def probe_audio(source: AudioSource, *, name: str | None = None) -> AudioInfo:
         See the module docstring. A missing path raises :class:`encore.errors.NotFound`.
     """
     name = _describe(source, name)
-    with _open_binary(source) as f:
-        head = f.read(64)
-        kind = containers.sniff(head, name)
-        _structural_checks(f, kind, name)
-        with _open_sndfile(f, name, kind, head) as snd:
-            return _info_from(snd, name)
+    with _sniffed(source, name) as (f, kind, head), _open_sndfile(f, name, kind, head) as snd:
+        return _info_from(snd, name)
 
 
 def load_audio(
@@ -259,10 +266,7 @@ def load_audio(
     if sr <= 0:
         raise ValueError(f"sr={sr} must be positive")
     name = _describe(source, name)
-    with _open_binary(source) as f:
-        head = f.read(64)
-        kind = containers.sniff(head, name)
-        _structural_checks(f, kind, name)
+    with _sniffed(source, name) as (f, kind, head):
         exact_mp3 = kind in ("mp3", "mpeg-sync") and containers.mp3_has_length_header(f)
         f.seek(0)
         with _open_sndfile(f, name, kind, head) as snd:
