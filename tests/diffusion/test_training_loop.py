@@ -142,3 +142,18 @@ def test_a_loop_needs_a_length() -> None:
     with pytest.raises(InvalidInput, match="max_steps or max_seconds"):
         LoopConfig(max_steps=None, batch_size=1, lr=1.0, min_lr_ratio=1.0, warmup_steps=0,
                    weight_decay=0.0, grad_clip=1.0, ema_decay=0.9, log_every=1, eval_every=1)
+
+
+def test_round_or_none_writes_only_json_numbers():
+    """Records and logs are JSON: a NaN or infinite figure (e.g. a loss over an empty held-out
+    set) is recorded as null, never as NaN, which strict JSON parsers refuse."""
+    import json
+    import math
+
+    from encore.diffusion.training import round_or_none
+
+    figures = {"a": 0.12345678, "b": float("nan"), "c": float("inf"), "d": None, "e": 2}
+    rounded = {k: round_or_none(v) for k, v in figures.items()}
+    assert rounded == {"a": 0.123457, "b": None, "c": None, "d": None, "e": 2.0}
+    assert json.loads(json.dumps(rounded, allow_nan=False)) == rounded
+    assert round_or_none(-math.inf, 3) is None and round_or_none(1.23456, 2) == 1.23

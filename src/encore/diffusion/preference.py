@@ -74,6 +74,7 @@ from encore.diffusion.training import (
     TrainingLoop,
     distributed,
     read_log,
+    round_or_none,
 )
 from encore.diffusion.training.plots import plot_log
 from encore.diffusion.training.preference import (
@@ -220,12 +221,8 @@ class PreferenceResult(RunResult):
         if self.conditioning is not None:
             out["conditioning"] = self.conditioning
         for key, (before, after) in self.figures.items():
-            out[key] = {"parent": _round(before), "finetuned": _round(after)}
+            out[key] = {"parent": round_or_none(before), "finetuned": round_or_none(after)}
         return out
-
-
-def _round(x: float | None, digits: int = 6) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), digits)
 
 
 def _fingerprint(images: Sequence[torch.Tensor], examples: Sequence[tuple[Any, ...]]) -> str:
@@ -502,6 +499,6 @@ def _export(loop: TrainingLoop, outcome: LoopOutcome, parent: LoadedModel, cfg: 
                 taste_groups=conditioning.to_dict() if conditioning else None)
     logger.info("%s fine-tune done: %d steps (%s), best step %d, %.1f min; %s", m, result.steps,
                 result.stop_reason, best_step, result.wall_seconds / 60,
-                ", ".join(f"{k} {_round(a, 5)} -> {_round(b, 5)}" for k, (a, b) in figures.items()))
+                ", ".join(f"{k} {round_or_none(a, 5)} -> {round_or_none(b, 5)}" for k, (a, b) in figures.items()))
     return result
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -136,8 +137,9 @@ def param_groups(model: torch.nn.Module, lr_scales: tuple[tuple[str, float], ...
 
 
 def round_or_none(x: float | None, digits: int = 6) -> float | None:
-    """``x`` rounded to ``digits`` for logs and records (None stays None)."""
-    return None if x is None else round(float(x), digits)
+    """``x`` rounded to ``digits`` for logs and records; None, NaN and infinities become None
+    (JSON has no NaN: a record holding one could not be read back by a strict parser)."""
+    return None if x is None or not math.isfinite(x) else round(float(x), digits)
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
