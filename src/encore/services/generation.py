@@ -30,7 +30,6 @@ from encore.store import Clip, ClipStatus, Delivery, ModelVersion, Song, SongSta
 logger = logging.getLogger(__name__)
 
 
-
 def decode_song(ctx: ServiceContext, song: Song, sr: int) -> np.ndarray:
     """The song's audio, mono at ``sr``."""
     from encore.audio.decode import load_audio
