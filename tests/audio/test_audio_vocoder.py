@@ -107,6 +107,34 @@ def test_deterministic_for_a_seed(clip):
     assert not np.allclose(a, c)
 
 
+def test_a_preview_resumed_is_the_full_run_bit_for_bit(clip):
+    config, _, power = clip
+    gl = GriffinLim(config, n_iter=6)
+    full = gl(power).numpy()
+    for k in (0, 1, 4):
+        state = gl.start(power, k)
+        assert state.done == k
+        preview = gl.audio(state).numpy()
+        finished = gl.audio(gl.resume(state, 6 - k)).numpy()
+        np.testing.assert_array_equal(finished, full)
+        assert not np.array_equal(preview, full)  # a preview is not the final audio
+        # and resuming leaves the preview's state as it was: it can be resumed again
+        np.testing.assert_array_equal(gl.audio(state).numpy(), preview)
+    # the preview is already close: its spectral convergence is within 2x of the full run's
+    sc_preview = float(spectral_convergence(gl.audio(gl.start(power, 2)).numpy(), power, config)[0])
+    sc_full = float(spectral_convergence(full, power, config)[0])
+    assert sc_full < sc_preview < 2 * sc_full
+
+
+def test_a_preview_cannot_run_past_n_iter(clip):
+    config, _, power = clip
+    gl = GriffinLim(config, n_iter=3)
+    with pytest.raises(InvalidInput, match=r"iterations=4 must be in \[0, n_iter=3\]"):
+        gl.start(power, 4)
+    with pytest.raises(InvalidInput, match=r"2 of n_iter=3 are done already"):
+        gl.resume(gl.start(power, 2), 2)
+
+
 def test_image_to_audio_vocoder_choices(clip):
     config, image, _ = clip
     small = image[:, :24]

@@ -28,7 +28,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
@@ -212,6 +212,19 @@ def _project(
     return torch.view_as_complex(a) * scale
 
 
+@dataclass(frozen=True)
+class PhaseState:
+    """Where a Griffin-Lim run stands (:meth:`GriffinLim.start`): the target magnitude, the
+    current complex spectrogram and the previous projection (the momentum term), after
+    ``done`` iterations. Lets a cheap preview of several candidates be finished for the one
+    that is kept, without redoing its first iterations."""
+
+    magnitude: torch.Tensor = field(repr=False)
+    spec: torch.Tensor = field(repr=False)
+    previous: torch.Tensor | None = field(repr=False)
+    done: int
+
+
 class GriffinLim:
     """Batched mel-spectrogram → audio vocoder.
 
@@ -341,9 +354,17 @@ class GriffinLim:
         torch.Tensor
             float32 on ``device``, shape ``(B, (T - 1) * hop_length)``.
         """
+        return self.audio(self.start(mel_power, self.n_iter))
+
+    def start(self, mel_power: torch.Tensor | np.ndarray, iterations: int = 0) -> PhaseState:
+        """The mel → linear solve and the first ``iterations`` Griffin-Lim iterations, as a
+        state that :meth:`resume` continues: ``audio(resume(start(m, k), n_iter - k))`` is
+        ``self(m)`` bit for bit (the same operations in the same order). A preview is
+        ``audio(start(m, k))`` for a small ``k``."""
         import torch
 
-        cfg = self._spectral
+        if not 0 <= iterations <= self.n_iter:
+            raise InvalidInput(f"iterations={iterations} must be in [0, n_iter={self.n_iter}]")
         with torch.no_grad(), _cpu_threads(self.threads):
             # Frames-first layout (B, T, F): FFTs run along contiguous memory.
             magnitude = self.mel_to_linear(mel_power).sqrt_().transpose(1, 2).contiguous()
@@ -355,15 +376,35 @@ class GriffinLim:
                 spec = magnitude.to(
                     torch.complex64 if self.dtype_name == "float32" else torch.complex128
                 )
-            beta = self.momentum / (1.0 + self.momentum)
-            previous = None
+        return self.resume(PhaseState(magnitude, spec, None, 0), iterations)
+
+    def resume(self, state: PhaseState, iterations: int) -> PhaseState:
+        """``state`` advanced by ``iterations`` more Griffin-Lim iterations (at most up to
+        ``n_iter`` in all); ``state`` itself is left as it was."""
+        import torch
+
+        if not 0 <= iterations <= self.n_iter - state.done:
+            raise InvalidInput(
+                f"iterations={iterations}: {state.done} of n_iter={self.n_iter} are done already"
+            )
+        cfg = self._spectral
+        beta = self.momentum / (1.0 + self.momentum)
+        spec, previous = state.spec, state.previous
+        with torch.no_grad(), _cpu_threads(self.threads):
             window = _ops(cfg, self.device, self.dtype_name).window
-            for _ in range(self.n_iter):
+            for _ in range(iterations):
                 y = _istft(spec, cfg, self.device, self.dtype_name)
                 rebuilt = _stft(y, cfg, window)
-                spec = _project(rebuilt, previous, beta, magnitude)
+                spec = _project(rebuilt, previous, beta, state.magnitude)
                 previous = rebuilt
-            return _istft(spec, cfg, self.device, self.dtype_name)
+        return PhaseState(state.magnitude, spec, previous, state.done + iterations)
+
+    def audio(self, state: PhaseState) -> torch.Tensor:
+        """The audio of ``state``'s current phase estimate, ``(B, (T - 1) * hop_length)``."""
+        import torch
+
+        with torch.no_grad(), _cpu_threads(self.threads):
+            return _istft(state.spec, self._spectral, self.device, self.dtype_name)
 
     def images_to_audio(self, images: np.ndarray) -> np.ndarray:
         """uint8 spectrogram image(s) → audio.

@@ -50,9 +50,9 @@ from encore.errors import AudioTooShort, InvalidInput, NotFound
 logger = logging.getLogger(__name__)
 
 AudioInput = str | Path | bytes | np.ndarray
+"""A song: a file path, the file's bytes, or mono float audio at the model's sample rate."""
 Progress = Callable[[float], None]
 """Called as ``progress(fraction)`` with the fraction of UNet evaluations done, in (0, 1]."""
-"""A song: a file path, the file's bytes, or mono float audio at the model's sample rate."""
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,16 @@ class Clip:
         made in: a clip is bit-identical when its batch is made again), ``seconds``,
         ``frames``, ``model`` (its name), ``offsets`` (seconds into each input song) and
         ``vocoder``.
+    preview : PhaseState or None
+        Set when ``audio`` is only a preview (the first few vocoder iterations, made with
+        ``preview_iters``): :meth:`Engine.finish` completes it to the clip's final audio.
     """
 
     image: np.ndarray = field(repr=False)
     audio: np.ndarray = field(repr=False)
     sample_rate: int
     params: dict[str, Any]
+    preview: Any = field(default=None, repr=False, compare=False)
 
     @property
     def seconds(self) -> float:
@@ -310,6 +314,41 @@ class Engine:
             np.atleast_2d(image_to_audio(images[i : i + 1], self.mel, vocoder=self.vocoder()))
             for i in range(images.shape[0])
         ])
+        return self._cut(audio, seconds)
+
+    def preview_audio(
+        self, images: np.ndarray, seconds: float | None, iterations: int
+    ) -> tuple[np.ndarray, list[Any]]:
+        """A cheap preview of :meth:`to_audio`: each image's first ``iterations`` vocoder
+        iterations, and the states (:class:`~encore.audio.vocoder.PhaseState`) from which
+        :meth:`finish` completes them. Best-of-n scores its candidates on previews and
+        vocodes only the one it serves in full."""
+        from encore.audio.mel import image_to_mel_power
+
+        images = np.asarray(images)
+        if images.ndim == 2:
+            images = images[None]
+        vocoder = self.vocoder()
+        states = [
+            vocoder.start(image_to_mel_power(images[i : i + 1], self.mel).astype(np.float32), iterations)
+            for i in range(images.shape[0])
+        ]
+        audio = np.concatenate([vocoder.audio(st).cpu().numpy() for st in states])
+        return self._cut(audio, seconds), states
+
+    def finish(self, clip: Clip) -> Clip:
+        """``clip`` with its final audio if it holds a preview (else ``clip`` itself): the
+        remaining vocoder iterations from where the preview stopped — the same audio, bit for
+        bit, as the clip made without a preview."""
+        if clip.preview is None:
+            return clip
+        vocoder = self.vocoder()
+        state = vocoder.resume(clip.preview, vocoder.n_iter - clip.preview.done)
+        audio = self._cut(vocoder.audio(state).cpu().numpy(), float(clip.params["seconds"]))
+        return Clip(clip.image, audio[0], clip.sample_rate, dict(clip.params))
+
+    def _cut(self, audio: np.ndarray, seconds: float | None) -> np.ndarray:
+        """``(B, n)`` audio padded or cut to exactly ``seconds`` (``None``: as it is)."""
         if seconds is not None:
             n = int(round(seconds * self.sample_rate))
             if audio.shape[-1] < n:
@@ -317,11 +356,16 @@ class Engine:
             audio = audio[:, :n]
         return np.ascontiguousarray(audio, dtype=np.float32)
 
-    def _clips(self, result: SampleResult, seconds: float, frames: int, **extra: Any) -> list[Clip]:
+    def _clips(self, result: SampleResult, seconds: float, frames: int,
+               preview_iters: int | None = None, **extra: Any) -> list[Clip]:
         from encore.audio.mel import unit_to_images
 
         images = unit_to_images(result.images[:, 0, :, :frames]).numpy()
-        audio = self.to_audio(images, seconds)
+        states: list[Any] = [None] * images.shape[0]
+        if preview_iters is None:
+            audio = self.to_audio(images, seconds)
+        else:
+            audio, states = self.preview_audio(images, seconds, preview_iters)
         base = result.params.to_dict()
         seeds = base.pop("seeds")
         vocoder = self.vocoder()
@@ -340,6 +384,7 @@ class Engine:
                 audio=audio[i],
                 sample_rate=self.sample_rate,
                 params={"seed": s, **base},
+                preview=states[i],
             )
             for i, s in enumerate(seeds)
         ]
@@ -379,8 +424,10 @@ class Engine:
         eta: float = 0.0,
         progress: Progress | None = None,
         sampler: str | None = None,
+        preview_iters: int | None = None,
     ) -> list[Clip]:
-        """New clips from noise, one per seed, in one batch (see :meth:`generate`)."""
+        """New clips from noise, one per seed, in one batch (see :meth:`generate`);
+        ``preview_iters``: vocode only a preview of each (:meth:`preview_audio`)."""
         steps, sampler = self._solver(steps, sampler)
         frames, width = self.canvas(seconds)
         result = sampling.generate(
@@ -394,7 +441,7 @@ class Engine:
             callback=self._callback(progress),
             sampler=sampler,
         )
-        return self._clips(result, seconds, frames)
+        return self._clips(result, seconds, frames, preview_iters)
 
     def generate(
         self,
@@ -440,12 +487,15 @@ class Engine:
         input_id: str = "",
         progress: Progress | None = None,
         sampler: str | None = None,
+        preview_iters: int | None = None,
     ) -> list[Clip]:
         """Variations of one song, one per seed, in one batch (see :meth:`vary`).
 
         The song is decoded and its window chosen once; the UNet runs once per step on all
         ``len(seeds)`` candidates. Each clip equals ``vary(audio, strength, seed, ...)`` made
         alone to within the batched convolutions' rounding (tested to bf16 tolerance).
+        ``preview_iters``: vocode only a preview of each candidate (:meth:`preview_audio`;
+        :meth:`finish` completes the one that is kept).
         """
         _check_strength(strength)
         steps, sampler = self._solver(steps, sampler)
@@ -454,7 +504,7 @@ class Engine:
         images = torch.from_numpy(np.repeat(image[None, None], len(seeds), axis=0))
         result = self._vary(images, strength, seeds, steps, sampler, eta, progress,
                             input_ids=(input_id,) if input_id else ())
-        return self._clips(result, seconds, frames, offsets=[used])
+        return self._clips(result, seconds, frames, preview_iters, offsets=[used])
 
     def vary_songs(
         self,
