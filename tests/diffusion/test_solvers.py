@@ -178,6 +178,33 @@ def test_previewed_candidates_finish_to_the_clips_made_without_a_preview(tiny_mo
         assert engine.finish(done) is done  # a finished clip is left as it is
 
 
+def test_a_batch_is_vocoded_side_by_side_to_the_same_audio(tiny_model_dir, monkeypatch) -> None:
+    engine = Engine(tiny_model_dir, device="cpu", precision="bf16")
+    images = np.stack([engine.generate(1.0, seed=s, steps=2).image for s in (1, 2, 3)])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # one at a time
+        one_by_one = engine.to_audio(images, 1.0)
+        torch.set_num_threads(2)  # a pool of two vocoder threads
+        used: set[str] = set()
+        import encore.audio.mel as mel
+
+        real = mel.image_to_audio
+
+        def spy(*args, **kwargs):
+            import threading
+
+            used.add(threading.current_thread().name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(mel, "image_to_audio", spy)
+        side_by_side = engine.to_audio(images, 1.0)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(side_by_side, one_by_one)
+    assert all(name.startswith("vocoder") for name in used) and len(used) >= 1
+
+
 def test_auto_precision_is_bf16_on_cuda_where_the_gpu_has_it(monkeypatch) -> None:
     from encore.diffusion import device as dev
 
