@@ -202,7 +202,7 @@ def test_a_batch_is_vocoded_side_by_side_to_the_same_audio(tiny_model_dir, monke
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(side_by_side, one_by_one)
-    assert all(name.startswith("vocoder") for name in used) and len(used) >= 1
+    assert all(name.startswith("side-by-side") for name in used) and len(used) >= 1
 
 
 def test_auto_precision_is_bf16_on_cuda_where_the_gpu_has_it(monkeypatch) -> None:

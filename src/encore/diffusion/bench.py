@@ -269,13 +269,17 @@ def _unet_seconds(model: LoadedModel, width: int, batch: int, amp: torch.dtype |
 
 def _scoring_inputs(clips: list[Any], similarity: Any) -> None:
     """What the taste model needs of each candidate: its similarity representation and its
-    audio descriptors (the taste model's own prediction, a few dot products, is not timed)."""
+    audio descriptors, side by side as the service computes them (the taste model's own
+    prediction, a few dot products, is not timed)."""
     from encore.audio.descriptors import audio_descriptors
+    from encore.diffusion.device import side_by_side
 
-    for clip in clips:
+    def one(clip: Any) -> None:
         if similarity is not None:
             similarity.represent_audio(clip.audio, clip.sample_rate)
         audio_descriptors(clip.audio, clip.sample_rate)
+
+    side_by_side(one, clips)  # as the service does (services.generation)
 
 
 def _load_similarity() -> tuple[Any, str]:

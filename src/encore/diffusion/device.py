@@ -14,14 +14,18 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from encore.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -145,6 +149,24 @@ def configure_threads(threads: int = 0) -> None:
            for p in threadpool_info()):
         threadpool_limits(threads, user_api="blas")
         logger.info("BLAS threads set to %d", threads)
+
+
+def side_by_side(fn: Callable[[T], R], items: Sequence[T], device: torch.device | str = "cpu") -> list[R]:
+    """``[fn(x) for x in items]``, on the CPU in a pool of up to ``torch.get_num_threads()``
+    threads (in turn on a GPU, or where torch runs one thread).
+
+    For per-clip work that runs on one torch thread each — the vocoder
+    (:class:`encore.audio.vocoder.GriffinLim`), a candidate's taste inputs — on the clips of
+    one request: the same results, in about half the wall time on 2 idle cores; a one-thread
+    worker (the pilot's ``ENCORE_TORCH_THREADS=1``) keeps running them one after another.
+    """
+    workers = min(len(items), torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
+    if workers <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="side-by-side") as pool:
+        return list(pool.map(fn, items))
 
 
 def prepare_for_inference(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:

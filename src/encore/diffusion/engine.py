@@ -42,7 +42,7 @@ import torch
 
 from encore.audio.mel import MelConfig
 from encore.diffusion import sampling
-from encore.diffusion.device import configure_threads, prepare_for_inference
+from encore.diffusion.device import configure_threads, prepare_for_inference, side_by_side
 from encore.diffusion.folder import LoadedModel, load_model_folder
 from encore.diffusion.sampling import ProgressCallback, SampleResult
 from encore.errors import AudioTooShort, InvalidInput, NotFound
@@ -305,7 +305,7 @@ class Engine:
         depend on its batch (tested bit for bit), and a batch of 4 cost 1.4× the CPU time of
         4 single calls on the 2-core machine (its working set outgrows the cache). Each runs
         on one torch thread, so on the CPU several images are vocoded side by side, as many
-        at once as torch has threads (:meth:`_each`).
+        at once as torch has threads (:func:`~encore.diffusion.device.side_by_side`).
         """
         from encore.audio.mel import image_to_audio
 
@@ -313,24 +313,10 @@ class Engine:
         if images.ndim == 2:
             images = images[None]
         vocoder = self.vocoder()
-        audio = np.concatenate(self._each(
+        audio = np.concatenate(side_by_side(
             lambda i: np.atleast_2d(image_to_audio(images[i : i + 1], self.mel, vocoder=vocoder)),
-            images.shape[0]))
+            range(images.shape[0]), self.model.device))
         return self._cut(audio, seconds)
-
-    def _each(self, fn: Callable[[int], Any], n: int) -> list[Any]:
-        """``[fn(0), …, fn(n - 1)]``; on the CPU in a pool of up to ``torch.get_num_threads()``
-        threads. For the vocoder: one clip's Griffin-Lim runs on one torch thread (a second
-        gains little, and spins on a loaded machine), so the clips of a best-of-n request
-        are vocoded in parallel instead — the same audio, bit for bit, in about half the
-        wall time on 2 idle cores. A one-thread worker (the pilot's) runs them in turn."""
-        workers = min(n, torch.get_num_threads()) if self.model.device.type == "cpu" else 1
-        if workers <= 1:
-            return [fn(i) for i in range(n)]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers, thread_name_prefix="vocoder") as pool:
-            return list(pool.map(fn, range(n)))
 
     def preview_audio(
         self, images: np.ndarray, seconds: float | None, iterations: int
@@ -351,7 +337,7 @@ class Engine:
             state = vocoder.start(power, iterations)
             return state, vocoder.audio(state).cpu().numpy()
 
-        done = self._each(one, images.shape[0])
+        done = side_by_side(one, range(images.shape[0]), self.model.device)
         return self._cut(np.concatenate([a for _, a in done]), seconds), [st for st, _ in done]
 
     def finish(self, clip: Clip) -> Clip:
