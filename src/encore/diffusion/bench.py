@@ -9,9 +9,8 @@ Prints, side by side in one run, for a clip of ``Settings.clip_seconds`` (5.9 s)
    baseline (DDIM-50, merges DDIM-50 + 50) against the chosen setting (``Settings.sampler`` at
    ``Settings.inference_steps``, merges DDIM at ``Settings.merge_steps``, or ``--sampler`` /
    ``--steps`` / ``--merge-steps``): generate, vary (default strength), best-of-4 vary (4
-   candidates in one UNet batch, all 4 vocoded and the taste model's inputs of all 4 —
-   similarity representation and audio descriptors — computed side by side as the service
-   does, timed by name) and a two-song merge of songs never
+   candidates in one UNet batch, all 4 vocoded side by side on torch's threads, the taste
+   model's inputs of all 4: similarity representation and audio descriptors, timed by name) and a two-song merge of songs never
    blended before; interleaved; then the merge again with both inversions cached, and the
    default blend (``mix-inverted`` at the default strength) cold and cached;
 4. throughput of variations at batch 1, 2, 4, 8 (clips per second and per core);
@@ -270,17 +269,13 @@ def _unet_seconds(model: LoadedModel, width: int, batch: int, amp: torch.dtype |
 
 def _scoring_inputs(clips: list[Any], similarity: Any) -> None:
     """What the taste model needs of each candidate: its similarity representation and its
-    audio descriptors, side by side as the service computes them (the taste model's own
-    prediction, a few dot products, is not timed)."""
+    audio descriptors (the taste model's own prediction, a few dot products, is not timed)."""
     from encore.audio.descriptors import audio_descriptors
-    from encore.diffusion.device import side_by_side
 
-    def one(clip: Any) -> None:
+    for clip in clips:
         if similarity is not None:
             similarity.represent_audio(clip.audio, clip.sample_rate)
         audio_descriptors(clip.audio, clip.sample_rate)
-
-    side_by_side(one, clips)  # as the service does (services.generation)
 
 
 def _load_similarity() -> tuple[Any, str]:

@@ -303,16 +303,17 @@ class Engine:
 
         The images are vocoded one at a time: the vocoder's result for an image does not
         depend on its batch (tested bit for bit), and a batch of 4 cost 1.4× the CPU time of
-        4 single calls on the 2-core machine (its working set outgrows the cache). Each runs
-        on one torch thread, so on the CPU several images are vocoded side by side, as many
-        at once as torch has threads (:func:`~encore.diffusion.device.side_by_side`).
+        4 single calls on the 2-core machine (its working set outgrows the cache). On the CPU
+        several images are vocoded side by side, as many at once as torch has threads
+        (:func:`~encore.diffusion.device.side_by_side`), and a lone image gets all of
+        torch's threads (:meth:`_vocoder_for`); the audio is the same either way.
         """
         from encore.audio.mel import image_to_audio
 
         images = np.asarray(images)
         if images.ndim == 2:
             images = images[None]
-        vocoder = self.vocoder()
+        vocoder = self._vocoder_for(images.shape[0])
         audio = np.concatenate(side_by_side(
             lambda i: np.atleast_2d(image_to_audio(images[i : i + 1], self.mel, vocoder=vocoder)),
             range(images.shape[0]), self.model.device))
@@ -330,7 +331,7 @@ class Engine:
         images = np.asarray(images)
         if images.ndim == 2:
             images = images[None]
-        vocoder = self.vocoder()
+        vocoder = self._vocoder_for(images.shape[0])
 
         def one(i: int) -> tuple[Any, np.ndarray]:
             power = image_to_mel_power(images[i : i + 1], self.mel).astype(np.float32)
@@ -340,13 +341,21 @@ class Engine:
         done = side_by_side(one, range(images.shape[0]), self.model.device)
         return self._cut(np.concatenate([a for _, a in done]), seconds), [st for st, _ in done]
 
+    def _vocoder_for(self, clips: int) -> Any:
+        """The vocoder for ``clips`` clips vocoded side by side: on the CPU, torch's threads
+        shared among them (a lone clip gets them all; four on two threads get one each)."""
+        vocoder = self.vocoder()
+        if self.model.device.type != "cpu" or vocoder.threads is None:
+            return vocoder
+        return vocoder.with_threads(max(1, torch.get_num_threads() // max(1, clips)))
+
     def finish(self, clip: Clip) -> Clip:
         """``clip`` with its final audio if it holds a preview (else ``clip`` itself): the
         remaining vocoder iterations from where the preview stopped — the same audio, bit for
         bit, as the clip made without a preview."""
         if clip.preview is None:
             return clip
-        vocoder = self.vocoder()
+        vocoder = self._vocoder_for(1)
         state = vocoder.resume(clip.preview, vocoder.n_iter - clip.preview.done)
         audio = self._cut(vocoder.audio(state).cpu().numpy(), float(clip.params["seconds"]))
         return Clip(clip.image, audio[0], clip.sample_rate, dict(clip.params))

@@ -177,7 +177,7 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = no_pro
                                 strength=params["strength"], sampler=solver, loop=loop,
                                 **kwargs)]
     progress(0.85, "saving")
-    rendered = _store_renderings(ctx, engine, results, songs)
+    rendered = [_store_rendering(ctx, r, sr, songs) for r in results]
     result_offsets = {cid: (r.params or {}).get("offsets") for cid, r in zip(ids, results, strict=False)}
     choose = len(ids) > 1 or clip.request_id is not None
     with ctx.session() as session:
@@ -225,7 +225,7 @@ def _render_piece(
             song, params["seconds"], seeds, offset=offset, max_windows=1,
             progress=lambda f: progress(0.1 + 0.25 * f, "making the beginnings"), **kwargs)
         offset = (firsts[0].params.get("offsets") or [offset])[0]
-        rendered = _store_renderings(ctx, engine, firsts, songs)
+        rendered = [_store_rendering(ctx, r, sr, songs) for r in firsts]
         with ctx.session() as session:
             for cid, r, result in zip(ids, rendered, firsts, strict=True):
                 _write_rendering(session, cid, r, result.params.get("offsets"), ready=False)
@@ -281,15 +281,6 @@ def _write_rendering(
     if ready:
         row.status = ClipStatus.READY
         row.ready_at = utcnow()
-
-
-def _store_renderings(ctx: ServiceContext, engine: Any, results: list[Any], songs: list[Song]) -> list[Any]:
-    """:func:`_store_rendering` of each of a request's candidates, side by side on the CPU
-    (their taste inputs and encoding run on one thread each)."""
-    from encore.diffusion.device import side_by_side
-
-    sr = engine.sample_rate
-    return side_by_side(lambda r: _store_rendering(ctx, r, sr, songs), results, engine.model.device)
 
 
 def _store_rendering(
