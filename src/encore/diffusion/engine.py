@@ -324,8 +324,9 @@ class Engine:
     ) -> tuple[np.ndarray, list[Any]]:
         """A cheap preview of :meth:`to_audio`: each image's first ``iterations`` vocoder
         iterations, and the states (:class:`~encore.audio.vocoder.PhaseState`) from which
-        :meth:`finish` completes them. Best-of-n scores its candidates on previews and
-        vocodes only the one it serves in full."""
+        :meth:`finish` completes them. Measured as a way for best-of-n to vocode only the
+        candidate it serves, and not used by it: a choice on previews differs too often
+        (``scripts/preview_agreement.py``, docs/engine.md "Third pass")."""
         from encore.audio.mel import image_to_mel_power
 
         images = np.asarray(images)
