@@ -68,8 +68,12 @@ def test_the_vocoder_gives_each_image_its_own_audio_in_any_batch(tiny_model_dir:
     images = rng.integers(0, 256, size=(3, engine.mel.y_res, 24), dtype=np.uint8)
     batched = engine.vocoder().images_to_audio(images)
     alone = np.stack([engine.vocoder().images_to_audio(images[i]) for i in range(3)])
-    assert np.array_equal(batched, alone)
-    assert np.array_equal(engine.to_audio(images), batched)
+    # the vocoder run on a batch agrees with its items to float32 rounding; on some CPUs
+    # (AVX512 here, 2026-12-06) not bit for bit: its kernels round by batch position
+    np.testing.assert_allclose(batched, alone, rtol=0, atol=1e-5)
+    # the engine vocodes each image alone (side by side): a clip's audio never depends on
+    # the batch it was made in
+    assert np.array_equal(engine.to_audio(images), alone)
     assert not np.array_equal(alone[0], alone[1])
     assert engine.to_audio(images, seconds=0.1).shape == (3, round(0.1 * engine.sample_rate))
 

@@ -301,8 +301,9 @@ class Engine:
     def to_audio(self, images: np.ndarray, seconds: float | None = None) -> np.ndarray:
         """uint8 images ``(B, H, W)`` → float32 audio ``(B, n)``, cut to ``seconds``.
 
-        The images are vocoded one at a time: the vocoder's result for an image does not
-        depend on its batch (tested bit for bit), and a batch of 4 cost 1.4× the CPU time of
+        The images are vocoded one at a time, so a clip's audio never depends on the batch it
+        was made in (a batched vocoder call agrees to float32 rounding, and on some CPUs not
+        bit for bit), and a batch of 4 cost 1.4× the CPU time of
         4 single calls on the 2-core machine (its working set outgrows the cache). On the CPU
         several images are vocoded side by side, as many at once as torch has threads
         (:func:`~encore.diffusion.device.side_by_side`), and a lone image gets all of
