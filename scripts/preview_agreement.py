@@ -64,23 +64,35 @@ def main() -> int:
         return np.hstack([descriptor_vector(audio_descriptors(audio, sr)),
                           np.asarray(rep.embedding, dtype=np.float64)])
 
+    from encore.audio.mel import image_to_mel_power
+
+    vocoder = engine.vocoder().with_threads(1)
+    n_iter = vocoder.n_iter
     full: list[np.ndarray] = []
     prev: dict[int, list[np.ndarray]] = {p: [] for p in previews}
-    cost: dict[int, list[float]] = {p: [] for p in previews + [engine.vocoder().n_iter]}
+    cost: dict[int, list[float]] = {p: [] for p in previews + [n_iter]}
+
+    def audio_of(state: object, n: int) -> np.ndarray:
+        return vocoder.audio(state).cpu().numpy()[0, :n]
+
     for k, path in enumerate(files):
         song = load_audio(path, sr=sr)
-        clips = engine.vary_batch(song, 0.7, seeds=[100 * k + j for j in range(args.n)],
-                                  preview_iters=0)
-        images = np.stack([c.image for c in clips])
+        clips = engine.vary_batch(song, 0.7, seeds=[100 * k + j for j in range(args.n)])
+        seconds = clips[0].params["seconds"]
+        n = int(round(seconds * sr))
+        powers = [image_to_mel_power(c.image[None], engine.mel).astype(np.float32) for c in clips]
         for p in previews:
             t0 = time.process_time()
-            audio, _ = engine.preview_audio(images, clips[0].params["seconds"], p)
+            states = [vocoder.start(m, p) for m in powers]
+            audio = [audio_of(st, n) for st in states]
             cost[p].append((time.process_time() - t0) / args.n)
             prev[p].append(np.stack([features(a) for a in audio]))
+        # the full audio, as served: 0-iteration previews finished (what best-of-n would do)
+        states = [vocoder.start(m, 0) for m in powers]
         t0 = time.process_time()
-        finished = [engine.finish(c) for c in clips]
-        cost[engine.vocoder().n_iter].append((time.process_time() - t0) / args.n)
-        full.append(np.stack([features(c.audio) for c in finished]))
+        audio = [audio_of(vocoder.resume(st, n_iter), n) for st in states]
+        cost[n_iter].append((time.process_time() - t0) / args.n)
+        full.append(np.stack([features(a) for a in audio]))
         print(f"  {k + 1}/{len(files)} {path.name}", flush=True)
 
     f = np.stack(full)  # (requests, n, d)
@@ -90,7 +102,6 @@ def main() -> int:
     s_full = np.einsum("rnd,kd->krn", z_full, w)
     best_full = s_full.argmax(-1)
     spread = s_full.std(-1) + 1e-12
-    n_iter = engine.vocoder().n_iter
     print(f"\nvocoder CPU per candidate: full ({n_iter} it.) {np.median(cost[n_iter]) * 1000:.1f} ms")
     print("preview it. | CPU ms/cand. | corr. all (median, min feature) | corr. within request "
           "(median, min) | choice agreement | mean regret (within-request SD)")

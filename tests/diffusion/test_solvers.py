@@ -160,24 +160,6 @@ def test_engine_batches_candidates_and_records_the_setting(tiny_model_dir) -> No
     assert (clip.params["sampler"], clip.params["steps"]) == ("unipc", 4)
 
 
-def test_previewed_candidates_finish_to_the_clips_made_without_a_preview(tiny_model_dir) -> None:
-    engine = Engine(tiny_model_dir, device="cpu", precision="bf16")
-    sr = engine.sample_rate
-    t = np.arange(int(4 * sr)) / sr
-    song = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
-    made = engine.vary_batch(song, 0.6, [1, 2], 4, seconds=1.0, sampler="dpmpp")
-    previewed = engine.vary_batch(song, 0.6, [1, 2], 4, seconds=1.0, sampler="dpmpp",
-                                  preview_iters=2)
-    for full, prev in zip(made, previewed, strict=True):
-        assert full.preview is None and prev.preview is not None and prev.preview.done == 2
-        np.testing.assert_array_equal(prev.image, full.image)
-        assert prev.audio.shape == full.audio.shape and not np.array_equal(prev.audio, full.audio)
-        done = engine.finish(prev)
-        np.testing.assert_array_equal(done.audio, full.audio)
-        assert done.preview is None and done.params == full.params
-        assert engine.finish(done) is done  # a finished clip is left as it is
-
-
 def test_a_batch_is_vocoded_side_by_side_to_the_same_audio(tiny_model_dir, monkeypatch) -> None:
     engine = Engine(tiny_model_dir, device="cpu", precision="bf16")
     images = np.stack([engine.generate(1.0, seed=s, steps=2).image for s in (1, 2, 3)])

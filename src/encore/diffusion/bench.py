@@ -10,8 +10,8 @@ Prints, side by side in one run, for a clip of ``Settings.clip_seconds`` (5.9 s)
    ``Settings.inference_steps``, merges DDIM at ``Settings.merge_steps``, or ``--sampler`` /
    ``--steps`` / ``--merge-steps``): generate, vary (default strength), best-of-4 vary (4
    candidates in one UNet batch, all 4 vocoded side by side on torch's threads, the taste
-   model's inputs of all 4: similarity representation and audio descriptors, timed by name) and a two-song merge of songs never
-   blended before; interleaved; then the merge again with both inversions cached, and the
+   model's inputs of all 4: similarity representation and audio descriptors, timed by name)
+   and a two-song merge of songs never blended before; interleaved; then the merge again with both inversions cached, and the
    default blend (``mix-inverted`` at the default strength) cold and cached;
 4. throughput of variations at batch 1, 2, 4, 8 (clips per second and per core);
 5. with ``--workers``: one 2-thread process serving batches of 2 against two 1-thread

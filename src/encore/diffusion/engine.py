@@ -73,16 +73,12 @@ class Clip:
         made in: a clip is bit-identical when its batch is made again), ``seconds``,
         ``frames``, ``model`` (its name), ``offsets`` (seconds into each input song) and
         ``vocoder``.
-    preview : PhaseState or None
-        Set when ``audio`` is only a preview (the first few vocoder iterations, made with
-        ``preview_iters``): :meth:`Engine.finish` completes it to the clip's final audio.
     """
 
     image: np.ndarray = field(repr=False)
     audio: np.ndarray = field(repr=False)
     sample_rate: int
     params: dict[str, Any]
-    preview: Any = field(default=None, repr=False, compare=False)
 
     @property
     def seconds(self) -> float:
@@ -320,29 +316,6 @@ class Engine:
             range(images.shape[0]), self.model.device))
         return self._cut(audio, seconds)
 
-    def preview_audio(
-        self, images: np.ndarray, seconds: float | None, iterations: int
-    ) -> tuple[np.ndarray, list[Any]]:
-        """A cheap preview of :meth:`to_audio`: each image's first ``iterations`` vocoder
-        iterations, and the states (:class:`~encore.audio.vocoder.PhaseState`) from which
-        :meth:`finish` completes them. Measured as a way for best-of-n to vocode only the
-        candidate it serves, and not used by it: a choice on previews differs too often
-        (``scripts/preview_agreement.py``, docs/engine.md "Third pass")."""
-        from encore.audio.mel import image_to_mel_power
-
-        images = np.asarray(images)
-        if images.ndim == 2:
-            images = images[None]
-        vocoder = self._vocoder_for(images.shape[0])
-
-        def one(i: int) -> tuple[Any, np.ndarray]:
-            power = image_to_mel_power(images[i : i + 1], self.mel).astype(np.float32)
-            state = vocoder.start(power, iterations)
-            return state, vocoder.audio(state).cpu().numpy()
-
-        done = side_by_side(one, range(images.shape[0]), self.model.device)
-        return self._cut(np.concatenate([a for _, a in done]), seconds), [st for st, _ in done]
-
     def _vocoder_for(self, clips: int) -> Any:
         """The vocoder for ``clips`` clips vocoded side by side: on the CPU, torch's threads
         shared among them (a lone clip gets them all; four on two threads get one each)."""
@@ -350,17 +323,6 @@ class Engine:
         if self.model.device.type != "cpu" or vocoder.threads is None:
             return vocoder
         return vocoder.with_threads(max(1, torch.get_num_threads() // max(1, clips)))
-
-    def finish(self, clip: Clip) -> Clip:
-        """``clip`` with its final audio if it holds a preview (else ``clip`` itself): the
-        remaining vocoder iterations from where the preview stopped — the same audio, bit for
-        bit, as the clip made without a preview."""
-        if clip.preview is None:
-            return clip
-        vocoder = self._vocoder_for(1)
-        state = vocoder.resume(clip.preview, vocoder.n_iter - clip.preview.done)
-        audio = self._cut(vocoder.audio(state).cpu().numpy(), float(clip.params["seconds"]))
-        return Clip(clip.image, audio[0], clip.sample_rate, dict(clip.params))
 
     def _cut(self, audio: np.ndarray, seconds: float | None) -> np.ndarray:
         """``(B, n)`` audio padded or cut to exactly ``seconds`` (``None``: as it is)."""
@@ -371,16 +333,11 @@ class Engine:
             audio = audio[:, :n]
         return np.ascontiguousarray(audio, dtype=np.float32)
 
-    def _clips(self, result: SampleResult, seconds: float, frames: int,
-               preview_iters: int | None = None, **extra: Any) -> list[Clip]:
+    def _clips(self, result: SampleResult, seconds: float, frames: int, **extra: Any) -> list[Clip]:
         from encore.audio.mel import unit_to_images
 
         images = unit_to_images(result.images[:, 0, :, :frames]).numpy()
-        states: list[Any] = [None] * images.shape[0]
-        if preview_iters is None:
-            audio = self.to_audio(images, seconds)
-        else:
-            audio, states = self.preview_audio(images, seconds, preview_iters)
+        audio = self.to_audio(images, seconds)
         base = result.params.to_dict()
         seeds = base.pop("seeds")
         vocoder = self.vocoder()
@@ -399,7 +356,6 @@ class Engine:
                 audio=audio[i],
                 sample_rate=self.sample_rate,
                 params={"seed": s, **base},
-                preview=states[i],
             )
             for i, s in enumerate(seeds)
         ]
@@ -439,10 +395,8 @@ class Engine:
         eta: float = 0.0,
         progress: Progress | None = None,
         sampler: str | None = None,
-        preview_iters: int | None = None,
     ) -> list[Clip]:
-        """New clips from noise, one per seed, in one batch (see :meth:`generate`);
-        ``preview_iters``: vocode only a preview of each (:meth:`preview_audio`)."""
+        """New clips from noise, one per seed, in one batch (see :meth:`generate`)."""
         steps, sampler = self._solver(steps, sampler)
         frames, width = self.canvas(seconds)
         result = sampling.generate(
@@ -456,7 +410,7 @@ class Engine:
             callback=self._callback(progress),
             sampler=sampler,
         )
-        return self._clips(result, seconds, frames, preview_iters)
+        return self._clips(result, seconds, frames)
 
     def generate(
         self,
@@ -502,15 +456,12 @@ class Engine:
         input_id: str = "",
         progress: Progress | None = None,
         sampler: str | None = None,
-        preview_iters: int | None = None,
     ) -> list[Clip]:
         """Variations of one song, one per seed, in one batch (see :meth:`vary`).
 
         The song is decoded and its window chosen once; the UNet runs once per step on all
         ``len(seeds)`` candidates. Each clip equals ``vary(audio, strength, seed, ...)`` made
         alone to within the batched convolutions' rounding (tested to bf16 tolerance).
-        ``preview_iters``: vocode only a preview of each candidate (:meth:`preview_audio`;
-        :meth:`finish` completes the one that is kept).
         """
         _check_strength(strength)
         steps, sampler = self._solver(steps, sampler)
@@ -519,7 +470,7 @@ class Engine:
         images = torch.from_numpy(np.repeat(image[None, None], len(seeds), axis=0))
         result = self._vary(images, strength, seeds, steps, sampler, eta, progress,
                             input_ids=(input_id,) if input_id else ())
-        return self._clips(result, seconds, frames, preview_iters, offsets=[used])
+        return self._clips(result, seconds, frames, offsets=[used])
 
     def vary_songs(
         self,
