@@ -440,45 +440,57 @@ def fixed_pairs(images: Sequence[torch.Tensor], pairs: Sequence[tuple[int, int, 
     """``n`` fixed pair crops (cycling over the pairs), from a generator of their own."""
     if not pairs:
         return None
-    g = torch.Generator().manual_seed(seed)
-    padded = [_pad(x, width) for x in images]
-    ws, ls, weights = [], [], []
-    for k in range(n):
-        wi, li, weight = pairs[k % len(pairs)]
-        span = min(padded[wi].shape[-1], padded[li].shape[-1]) - width
-        off = int(torch.randint(0, span + 1, (1,), generator=g))
-        ws.append(padded[wi][..., off : off + width])
-        ls.append(padded[li][..., off : off + width])
-        weights.append(float(weight))
-    winners = torch.stack(ws)
-    t = timesteps.fixed(n, T)[torch.randperm(n, generator=g)]
-    return FixedPairs(winners, torch.stack(ls), torch.randn(winners.shape, generator=g), t,
-                      torch.tensor(weights), _cycled(groups, n))
+    chosen = _cycle(pairs, n)
+    (winners, losers), t, noise = _fixed_crops(images, [(w, lo) for w, lo, _ in chosen], width=width,
+                                               T=T, timesteps=timesteps, seed=seed)
+    return FixedPairs(winners, losers, noise, t, torch.tensor([float(p[2]) for p in chosen]),
+                      _cycled(groups, n))
 
 
 def fixed_labels(images: Sequence[torch.Tensor], labels: Sequence[tuple[int, bool, float]], *, width: int,
                  n: int, T: int, timesteps: TimestepRange, seed: int,
                  groups: Sequence[int] | None = None) -> FixedLabels | None:
+    """``n`` fixed labelled crops (cycling over the labels), from a generator of their own."""
     if not labels:
         return None
+    chosen = _cycle(labels, n)
+    (x,), t, noise = _fixed_crops(images, [(i,) for i, _, _ in chosen], width=width, T=T,
+                                  timesteps=timesteps, seed=seed)
+    return FixedLabels(x, torch.tensor([bool(d) for _, d, _ in chosen]), noise, t,
+                       torch.tensor([float(w) for *_, w in chosen]), _cycled(groups, n))
+
+
+def _fixed_crops(images: Sequence[torch.Tensor], examples: Sequence[tuple[int, ...]], *, width: int,
+                 T: int, timesteps: TimestepRange, seed: int
+                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The crops, timesteps and noise of fixed examples, from a generator seeded with ``seed``.
+
+    Each example is a tuple of image indices (a pair's winner and loser, a label's clip),
+    cropped at one random offset that fits all of them; the result has one stack of crops
+    per position in the tuple, the examples' timesteps (shuffled) and noise of one stack's shape.
+    """
     g = torch.Generator().manual_seed(seed)
     padded = [_pad(x, width) for x in images]
-    crops, good, weights = [], [], []
-    for k in range(n):
-        i, desirable, weight = labels[k % len(labels)]
-        off = int(torch.randint(0, padded[i].shape[-1] - width + 1, (1,), generator=g))
-        crops.append(padded[i][..., off : off + width])
-        good.append(bool(desirable))
-        weights.append(float(weight))
-    x = torch.stack(crops)
+    crops: list[list[torch.Tensor]] = [[] for _ in examples[0]]
+    for example in examples:
+        span = min(padded[i].shape[-1] for i in example) - width
+        off = int(torch.randint(0, span + 1, (1,), generator=g))
+        for column, i in zip(crops, example, strict=True):
+            column.append(padded[i][..., off : off + width])
+    stacks = [torch.stack(column) for column in crops]
+    n = len(examples)
     t = timesteps.fixed(n, T)[torch.randperm(n, generator=g)]
-    return FixedLabels(x, torch.tensor(good), torch.randn(x.shape, generator=g), t, torch.tensor(weights),
-                       _cycled(groups, n))
+    return stacks, t, torch.randn(stacks[0].shape, generator=g)
+
+
+def _cycle(items: Sequence[Any], n: int) -> list[Any]:
+    """``n`` items cycling over ``items`` (the fixed examples, their groups)."""
+    return [items[k % len(items)] for k in range(n)]
 
 
 def _cycled(groups: Sequence[int] | None, n: int) -> torch.Tensor | None:
     """The groups of ``n`` fixed examples that cycle over the examples (as the crops do)."""
-    return None if not groups else torch.tensor([int(groups[k % len(groups)]) for k in range(n)])
+    return None if not groups else torch.tensor([int(g) for g in _cycle(groups, n)])
 
 
 @torch.no_grad()
