@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     # Best-of-n serving and paired measurement (encore.taste; docs/taste.md).
     # Candidates generated per request (one batch, different seeds).
     best_of_n: int = Field(4, ge=1, le=16)
+    # Where in the song a variation's candidates start when the listener chose no start:
+    # "distinct" — candidate k from the k-th loudest of the song's disjoint windows (the
+    # candidates differ in the part of the song as well as in the seed); "same" — every
+    # candidate from the loudest window. Long pieces always start from one window.
+    candidate_windows: Literal["distinct", "same"] = "distinct"
     # Share of requests served a uniformly random candidate ("explore"), recorded with its
     # propensity, so that ratings stay an unbiased sample for training and the report.
     explore_epsilon: float = Field(0.2, ge=0.0, le=1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encore.audio.slices import choose_slices, frame_db, song_body
+from encore.audio.slices import choose_slices, frame_db, loudest_slices, song_body
 from encore.audio.synth import demo_music
 from encore.errors import InvalidInput
 
@@ -58,6 +58,30 @@ def test_deterministic_and_sorted():
 def test_no_more_slices_than_fit():
     y = _song(0.0, 14.0, 0.0, seed=5)  # 14 s holds two disjoint 5.94 s slices
     assert len(choose_slices(y, sr=SR, slice_samples=SLICE, count=5)) == 2
+
+
+def test_loudest_slices_rank_disjoint_windows_from_the_loudest():
+    quiet = 0.1 * demo_music(10.0, SR, seed=1)
+    loud = demo_music(10.0, SR, seed=2)
+    y = np.concatenate([quiet, loud, 0.3 * demo_music(10.0, SR, seed=3)])
+    starts = loudest_slices(y, sr=SR, slice_samples=SLICE, count=4)
+    # the first is choose_slices' one loudest window; the next ones overlap no earlier one
+    assert starts[0] == choose_slices(y, sr=SR, slice_samples=SLICE, count=1)[0]
+    assert 10.0 * SR - 2048 <= starts[0] and starts[0] + SLICE <= 20.0 * SR + 2048
+    assert len(starts) == 4
+    assert all(abs(a - b) >= SLICE for i, a in enumerate(starts) for b in starts[:i])
+    # ranked: each window is at least as loud as the next (mean frame dB)
+    db = frame_db(y)
+    loudness = [float(np.mean(db[s // 512 : (s + SLICE) // 512])) for s in starts]
+    assert all(a >= b - 0.5 for a, b in zip(loudness, loudness[1:], strict=False))
+    assert loudest_slices(y, sr=SR, slice_samples=SLICE, count=4) == starts
+    assert loudest_slices(y, sr=SR, slice_samples=SLICE, count=1) == starts[:1]
+    # a 14 s song holds two disjoint slices; a song shorter than a slice gives [0]
+    assert len(loudest_slices(_song(0.0, 14.0, 0.0, seed=5), sr=SR, slice_samples=SLICE,
+                              count=5)) == 2
+    assert loudest_slices(demo_music(3.0, SR), sr=SR, slice_samples=SLICE, count=2) == [0]
+    with pytest.raises(InvalidInput):
+        loudest_slices(y, sr=SR, slice_samples=SLICE, count=0)
 
 
 def test_short_songs():

@@ -67,6 +67,31 @@ def test_vary_at_strength_zero_gives_back_the_song_spectrogram(
     )
 
 
+def test_song_windows_are_disjoint_loud_and_begin_with_the_default_window(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    engine = Engine(tiny_model_dir, device="cpu")
+    # a quiet tone, then a loud one: the loud part holds the first windows
+    quiet = 0.05 * np.sin(2 * np.pi * 220 * np.arange(int(3 * SR)) / SR)
+    loud = 0.6 * np.sin(2 * np.pi * 330 * np.arange(int(3 * SR)) / SR)
+    y = np.concatenate([quiet, loud]).astype(np.float32)
+    _, default = engine.song_image(y, 0.5)
+    starts = engine.song_windows(y, 0.5, 4)
+    assert len(starts) == 4 and starts[0] == pytest.approx(default, abs=1e-6)
+    window = engine.mel.replace(x_res=engine.canvas(0.5)[1]).slice_samples / SR
+    ordered = sorted(starts)
+    assert all(b - a >= window - 1e-6 for a, b in zip(ordered, ordered[1:], strict=False))
+    assert starts[1] >= 3.0 - window  # the loud half comes before the quiet one
+    assert engine.song_windows(y, 0.5, 4) == starts  # deterministic (paired deliveries)
+    # a song that holds one window repeats it
+    short = y[-int(0.6 * SR):]
+    assert len(set(engine.song_windows(short, 0.5, 3))) == 1
+    # the windows vary in one batch: each candidate records its own start
+    clips = engine.vary_songs([y] * 2, strength=0.5, seeds=[1, 2], steps=3, seconds=0.5,
+                              offsets=starts[:2])
+    assert [c.params["offsets"] for c in clips] == [[starts[0]], [starts[1]]]
+
+
 def test_missing_default_model_names_its_path(env_settings, tmp_path: Path) -> None:
     env_settings(ENCORE_BASE_MODEL_DIR=str(tmp_path / "no-base-model"))
     with pytest.raises(NotFound, match="no-base-model"):

@@ -129,10 +129,35 @@ def test_a_pair_serves_the_same_song_seeds_and_strength_from_the_other_version(
         assert a.pair_id and a.pair_id == b.pair_id and not a.pair_open and not b.pair_open
         ca, cb = _candidates(session, a), _candidates(session, b)
         assert [c.seed for c in ca] == [c.seed for c in cb]
+        # and the same part of the song per candidate (no start chosen: distinct windows)
+        assert [c.inputs[0].offset_seconds for c in ca] == [c.inputs[0].offset_seconds for c in cb]
         # the pair keeps the first request's strength, not the second's closeness
         assert [c.strength for c in cb] == pytest.approx([0.8] * len(cb))
         assert ca[0].model_version_id != cb[0].model_version_id
         assert a.pair_version_id == cb[0].model_version_id
+
+
+def _candidate_starts(ctx, listener, song, **request) -> list[float]:
+    d = music.request_music(ctx, listener=listener, song_ids=[song.id], **request)
+    with ctx.reading() as session:
+        return [c.inputs[0].offset_seconds for c in _candidates(session, session.get(Delivery, d.id))]
+
+
+def test_candidates_come_from_distinct_windows_unless_a_start_is_chosen(ctx, listener_with_song):
+    _no_review_or_baseline(ctx)
+    listener, song = listener_with_song
+    assert ctx.settings.candidate_windows == "distinct"
+    starts = _candidate_starts(ctx, listener, song)
+    assert len(starts) == 4 and None not in starts
+    assert len(set(starts)) > 1  # the test song holds more than one disjoint window
+    # the first is the window a single variation uses (the loudest)
+    ctx.settings.best_of_n = 1
+    assert _candidate_starts(ctx, listener, song) == [starts[0]]
+    ctx.settings.best_of_n = 4
+    # a chosen start applies to every candidate; "same" puts them all at the loudest window
+    assert _candidate_starts(ctx, listener, song, start=0.0) == [0.0] * 4
+    ctx.settings.candidate_windows = "same"
+    assert _candidate_starts(ctx, listener, song) == [starts[0]] * 4
 
 
 def test_a_blend_is_one_candidate_rendered_with_ddim_at_the_merge_steps(

@@ -139,6 +139,25 @@ def choose_slices(
         centre = (start + stop) // 2
         return [int(min(max(centre - slice_samples // 2, 0), last_start))]
 
+    starts, scores = _window_scores(y, start, stop, slice_samples, floor_db=floor_db,
+                                    frame_length=frame_length, hop_length=hop_length)
+    if starts.size == 0:
+        return [int(min(start, last_start))]
+    chosen = _best_disjoint(starts, scores, slice_samples, count)
+    chosen.sort()
+    logger.debug(
+        "chose %d slices of %.2f s from body %.2f-%.2f s: %s",
+        len(chosen), slice_samples / sr, start / sr, stop / sr, [round(c / sr, 2) for c in chosen],
+    )  # fmt: skip
+    return chosen
+
+
+def _window_scores(
+    y: np.ndarray, start: int, stop: int, slice_samples: int, *, floor_db: float,
+    frame_length: int, hop_length: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every window start on the ``hop_length`` grid inside the body ``[start, stop)`` and its
+    loudness (the mean of its frames' dB, floored at ``floor_db``)."""
     db = np.maximum(frame_db(y, frame_length=frame_length, hop_length=hop_length), floor_db)
     win = max(1, slice_samples // hop_length)  # frames per window
     first = -(-start // hop_length)  # first grid start inside the body
@@ -146,17 +165,44 @@ def choose_slices(
     cumsum = np.concatenate([[0.0], np.cumsum(db)])
     candidates = np.arange(first, last + 1)
     candidates = candidates[candidates + win <= db.shape[0]]
-    if candidates.size == 0:
-        return [int(min(start, last_start))]
     scores = (cumsum[candidates + win] - cumsum[candidates]) / win
-    starts = candidates * hop_length
+    return candidates * hop_length, scores
 
-    chosen = _best_disjoint(starts, scores, slice_samples, count)
-    chosen.sort()
-    logger.debug(
-        "chose %d slices of %.2f s from body %.2f-%.2f s: %s",
-        len(chosen), slice_samples / sr, start / sr, stop / sr, [round(c / sr, 2) for c in chosen],
-    )  # fmt: skip
+
+def loudest_slices(
+    y: np.ndarray,
+    *,
+    sr: int,
+    slice_samples: int,
+    count: int,
+    body_db: float = -35.0,
+    floor_db: float = -60.0,
+    frame_length: int = 2048,
+    hop_length: int = 512,
+) -> list[int]:
+    """Start offsets of up to ``count`` disjoint slices of the song's body, loudest first.
+
+    The first is :func:`choose_slices`' single slice (the loudest window); each next one is
+    the loudest window that overlaps none chosen before (greedy, so the order ranks them,
+    unlike :func:`choose_slices`' best set). Fewer than ``count`` when the body holds fewer;
+    never empty. Parameters as :func:`choose_slices`.
+    """
+    if slice_samples <= 0 or count <= 0:
+        raise InvalidInput(f"slice_samples={slice_samples} and count={count} must be positive")
+    first = choose_slices(y, sr=sr, slice_samples=slice_samples, count=1, body_db=body_db,
+                          floor_db=floor_db, frame_length=frame_length, hop_length=hop_length)
+    y = np.asarray(y)
+    if y.shape[0] <= slice_samples:
+        return first
+    start, stop = song_body(y, body_db=body_db, frame_length=frame_length, hop_length=hop_length)
+    starts, scores = _window_scores(y, start, stop, slice_samples, floor_db=floor_db,
+                                    frame_length=frame_length, hop_length=hop_length)
+    chosen = list(first)
+    for i in np.argsort(-scores, kind="stable"):
+        if len(chosen) >= count:
+            break
+        if all(abs(int(starts[i]) - c) >= slice_samples for c in chosen):
+            chosen.append(int(starts[i]))
     return chosen
 
 

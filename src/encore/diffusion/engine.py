@@ -263,6 +263,24 @@ class Engine:
         image = audio_slice_to_image(y[start : start + window], cfg)
         return image, start / self.sample_rate
 
+    def song_windows(self, song: AudioInput, seconds: float, count: int) -> list[float]:
+        """Starts (seconds) of ``count`` windows of a song at the canvas for ``seconds``: its
+        disjoint loud windows, loudest first (:func:`~encore.audio.slices.loudest_slices`),
+        so that the first is the window :meth:`song_image` picks by default. A song that
+        holds fewer disjoint windows repeats them in that order. Deterministic: the same song
+        gives the same starts (a paired delivery's second half reuses them).
+        """
+        from encore.audio.slices import loudest_slices
+
+        if count < 1:
+            raise InvalidInput(f"count={count} must be at least 1")
+        _, width = self.canvas(seconds)
+        window = self.mel.replace(x_res=width).slice_samples
+        y = self.load_song(song)
+        self._window_start(y, window, None)  # a song too short for a spectrogram is refused
+        starts = loudest_slices(y, sr=self.sample_rate, slice_samples=window, count=count)
+        return [starts[k % len(starts)] / self.sample_rate for k in range(count)]
+
     def _window_start(self, y: np.ndarray, window: int, offset: float | None) -> int:
         """The first sample of a window of ``window`` samples of the song ``y``: at ``offset``
         seconds, or (None) where :func:`~encore.audio.slices.choose_slices` puts it (the

@@ -167,6 +167,14 @@ def generate_clip(ctx: ServiceContext, clip_id: int, progress: Progress = no_pro
         return
     if not inputs:
         results = engine.generate_batch(seeds=seeds, sampler=solver, **kwargs)
+    elif len(inputs) == 1 and len(seeds) > 1 and offsets[0] is None and (
+        ctx.settings.candidate_windows == "distinct"
+    ):
+        # no start chosen: candidate k from the song's k-th loudest window, so that the
+        # candidates differ in the part of the song as well as in the seed
+        starts = engine.song_windows(inputs[0], params["seconds"], len(seeds))
+        results = engine.vary_songs([inputs[0]] * len(seeds), strength=params["strength"],
+                                    seeds=seeds, sampler=solver, offsets=starts, **kwargs)
     elif len(inputs) == 1:
         results = engine.vary_batch(inputs[0], strength=params["strength"], seeds=seeds,
                                     sampler=solver, offset=offsets[0], **kwargs)
