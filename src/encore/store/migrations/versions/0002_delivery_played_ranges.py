@@ -17,14 +17,19 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from encore.store.migrations._ops import JSON, Added, add_columns, drop_columns
 
 revision: str = "0002"
 down_revision: str | Sequence[str] | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
+ADDED = [
+    Added("deliveries", [
+        sa.Column("played_ranges", JSON, nullable=False, server_default=sa.text("'[]'")),
+    ]),
+]
 
 
 def _merged(ranges: list, clip_seconds: float) -> list[list[float]]:
@@ -51,10 +56,7 @@ def _merged(ranges: list, clip_seconds: float) -> list[list[float]]:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("played_ranges", JSON, nullable=False, server_default=sa.text("'[]'"))
-        )
+    add_columns(ADDED)
     bind = op.get_bind()
     deliveries = sa.table(
         "deliveries", sa.column("id", sa.Integer), sa.column("clip_id", sa.Integer),
@@ -87,5 +89,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("played_ranges")
+    drop_columns(ADDED)

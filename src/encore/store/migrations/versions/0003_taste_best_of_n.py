@@ -22,14 +22,39 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from encore.store.migrations._ops import JSON, Added, ForeignKey, add_columns, drop_columns
 
 revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
+ADDED = [
+    Added("songs", [sa.Column("descriptors", JSON, nullable=True)]),
+    Added("clips", [
+        sa.Column("descriptors", JSON, nullable=True),
+        sa.Column("request_id", sa.String(length=64), nullable=True),
+        sa.Column("candidate_index", sa.Integer(), nullable=True),
+        sa.Column("served", sa.Boolean(), nullable=False, server_default=sa.true()),
+        sa.Column("predicted_stars", sa.Double(), nullable=True),
+    ], indexes=["request_id"]),
+    Added("deliveries", [
+        sa.Column("selection", sa.String(length=16), nullable=True),
+        sa.Column("propensity", sa.Double(), nullable=True),
+        sa.Column("taste_model_id", sa.Integer(), nullable=True),
+        sa.Column("predicted_stars", sa.Double(), nullable=True),
+        sa.Column("pair_id", sa.String(length=64), nullable=True),
+        sa.Column("pair_version_id", sa.Integer(), nullable=True),
+        sa.Column("pair_open", sa.Boolean(), nullable=False, server_default=sa.false()),
+    ], indexes=["pair_id"], foreign_keys=[
+        ForeignKey("taste_model_id", "taste_models", ondelete="SET NULL"),
+        ForeignKey("pair_version_id", "model_versions", ondelete="SET NULL"),
+    ]),
+    Added("model_versions", [
+        sa.Column("taste_selection", sa.Boolean(), nullable=False, server_default=sa.false()),
+    ]),
+]
 
 
 def upgrade() -> None:
@@ -45,61 +70,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_taste_models")),
     )
     op.create_index(op.f("ix_taste_models_created_at"), "taste_models", ["created_at"])
-    with op.batch_alter_table("songs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("descriptors", JSON, nullable=True))
-    with op.batch_alter_table("clips", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("descriptors", JSON, nullable=True))
-        batch_op.add_column(sa.Column("request_id", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("candidate_index", sa.Integer(), nullable=True))
-        batch_op.add_column(
-            sa.Column("served", sa.Boolean(), nullable=False, server_default=sa.true())
-        )
-        batch_op.add_column(sa.Column("predicted_stars", sa.Double(), nullable=True))
-        batch_op.create_index(batch_op.f("ix_clips_request_id"), ["request_id"])
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("selection", sa.String(length=16), nullable=True))
-        batch_op.add_column(sa.Column("propensity", sa.Double(), nullable=True))
-        batch_op.add_column(sa.Column("taste_model_id", sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column("predicted_stars", sa.Double(), nullable=True))
-        batch_op.add_column(sa.Column("pair_id", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("pair_version_id", sa.Integer(), nullable=True))
-        batch_op.add_column(
-            sa.Column("pair_open", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-        batch_op.create_index(batch_op.f("ix_deliveries_pair_id"), ["pair_id"])
-        batch_op.create_foreign_key(
-            batch_op.f("fk_deliveries_taste_model_id_taste_models"), "taste_models",
-            ["taste_model_id"], ["id"], ondelete="SET NULL",
-        )
-        batch_op.create_foreign_key(
-            batch_op.f("fk_deliveries_pair_version_id_model_versions"), "model_versions",
-            ["pair_version_id"], ["id"], ondelete="SET NULL",
-        )
-    with op.batch_alter_table("model_versions", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("taste_selection", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+    add_columns(ADDED)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("model_versions", schema=None) as batch_op:
-        batch_op.drop_column("taste_selection")
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_constraint(
-            batch_op.f("fk_deliveries_pair_version_id_model_versions"), type_="foreignkey"
-        )
-        batch_op.drop_constraint(
-            batch_op.f("fk_deliveries_taste_model_id_taste_models"), type_="foreignkey"
-        )
-        batch_op.drop_index(batch_op.f("ix_deliveries_pair_id"))
-        for name in ("pair_open", "pair_version_id", "pair_id", "predicted_stars",
-                     "taste_model_id", "propensity", "selection"):
-            batch_op.drop_column(name)
-    with op.batch_alter_table("clips", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_clips_request_id"))
-        for name in ("predicted_stars", "served", "candidate_index", "request_id", "descriptors"):
-            batch_op.drop_column(name)
-    with op.batch_alter_table("songs", schema=None) as batch_op:
-        batch_op.drop_column("descriptors")
+    drop_columns(ADDED)
     op.drop_index(op.f("ix_taste_models_created_at"), table_name="taste_models")
     op.drop_table("taste_models")

@@ -25,31 +25,33 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from encore.store.migrations._ops import Added, add_columns, drop_columns
+
 revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+ADDED = [
+    Added("songs", [
+        sa.Column("shared", sa.Boolean(), nullable=False, server_default=sa.true()),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=True),
+    ]),
+    Added("users", [
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("sessions_valid_after", sa.DateTime(timezone=True), nullable=True),
+    ]),
+    Added("deliveries", [
+        sa.Column("audio_bytes_served", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("audio_bytes_total", sa.BigInteger(), nullable=False, server_default="0"),
+    ]),
+]
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("songs", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("shared", sa.Boolean(), nullable=False, server_default=sa.true())
-        )
-        batch_op.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column("size_bytes", sa.BigInteger(), nullable=True))
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(
-            sa.Column("sessions_valid_after", sa.DateTime(timezone=True), nullable=True)
-        )
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("audio_bytes_served", sa.BigInteger(), nullable=False, server_default="0")
-        )
-        batch_op.add_column(
-            sa.Column("audio_bytes_total", sa.BigInteger(), nullable=False, server_default="0")
-        )
+    add_columns(ADDED)
     op.create_table(
         "password_resets",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -76,13 +78,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_password_resets_user_id"), table_name="password_resets")
     op.drop_table("password_resets")
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("audio_bytes_total")
-        batch_op.drop_column("audio_bytes_served")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_column("sessions_valid_after")
-        batch_op.drop_column("deleted_at")
-    with op.batch_alter_table("songs", schema=None) as batch_op:
-        batch_op.drop_column("size_bytes")
-        batch_op.drop_column("deleted_at")
-        batch_op.drop_column("shared")
+    drop_columns(ADDED)

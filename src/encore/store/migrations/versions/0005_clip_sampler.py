@@ -13,18 +13,21 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from encore.store.migrations._ops import Added, add_columns, drop_columns
+
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+ADDED = [Added("clips", [sa.Column("sampler", sa.String(length=16), nullable=True)])]
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("clips", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sampler", sa.String(length=16), nullable=True))
+    add_columns(ADDED)
     op.execute("UPDATE clips SET sampler = 'ddim' WHERE kind = 'generated'")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("clips", schema=None) as batch_op:
-        batch_op.drop_column("sampler")
+    drop_columns(ADDED)

@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+
+from encore.store.migrations._ops import Added, add_columns, drop_columns
 
 revision: str = "0006"
 down_revision: str | Sequence[str] | None = "0005"
@@ -27,31 +28,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+ADDED = [
+    Added("deliveries", [
+        sa.Column("piece_seconds", sa.Double(), nullable=True),
+        sa.Column("start_seconds", sa.Double(), nullable=True),
+        sa.Column("loop", sa.Boolean(), nullable=False, server_default=sa.false()),
+    ]),
+    Added("clips", [sa.Column("loop", sa.Boolean(), nullable=False, server_default=sa.false())]),
+    Added("clip_inputs", [sa.Column("offset_seconds", sa.Double(), nullable=True)]),
+    Added("songs", [sa.Column("spectrogram_key", sa.String(length=255), nullable=True)]),
+]
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("piece_seconds", sa.Double(), nullable=True))
-        batch_op.add_column(sa.Column("start_seconds", sa.Double(), nullable=True))
-        batch_op.add_column(
-            sa.Column("loop", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table("clips", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("loop", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table("clip_inputs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("offset_seconds", sa.Double(), nullable=True))
-    with op.batch_alter_table("songs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("spectrogram_key", sa.String(length=255), nullable=True))
+    add_columns(ADDED)
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("songs", schema=None) as batch_op:
-        batch_op.drop_column("spectrogram_key")
-    with op.batch_alter_table("clip_inputs", schema=None) as batch_op:
-        batch_op.drop_column("offset_seconds")
-    with op.batch_alter_table("clips", schema=None) as batch_op:
-        batch_op.drop_column("loop")
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("loop")
-        batch_op.drop_column("start_seconds")
-        batch_op.drop_column("piece_seconds")
+    drop_columns(ADDED)
