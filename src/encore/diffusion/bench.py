@@ -80,12 +80,14 @@ def _interleaved(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, _Tim
     return times
 
 
-def _load_average() -> str:
+def load_average() -> str:
+    """The machine's load average over 1, 5 and 15 minutes and its cores, for a benchmark's
+    report ("unknown" where the system does not say)."""
     try:
-        one, five, _ = os.getloadavg()
+        one, five, fifteen = os.getloadavg()
     except OSError:
         return "unknown"
-    return f"{one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
 
 
 def _songs(sr: int, seconds: float = 12.0) -> list[np.ndarray]:
@@ -372,7 +374,7 @@ def _print_header(model: LoadedModel, engine: Any, what: str, plan: _Plan, amp: 
     frames, width = engine.canvas(plan.seconds)
     dev = model.device
     print(f"encore bench generate: {what}")
-    print(f"  load average at start: {_load_average()}")
+    print(f"  load average at start: {load_average()}")
     print(
         f"  device {dev}"
         + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
@@ -534,5 +536,5 @@ def run_bench(args: argparse.Namespace) -> int:
     if getattr(args, "legacy", False):
         print("\n[legacy]")
         _legacy_sections(model, engine, width, 50, plan.reps)
-    print(f"\n  load average at end: {_load_average()}")
+    print(f"\n  load average at end: {load_average()}")
     return 0

@@ -33,7 +33,6 @@ share of energy above 4 kHz of the inputs and of the blends (the issue's symptom
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -287,13 +286,9 @@ def format_report(results: Sequence[MethodResult], high_inputs: float) -> str:
     return "\n".join(lines)
 
 
-def _uptime() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} cores"
-
-
 def run_bench(args: argparse.Namespace) -> int:
     from encore.config import get_settings
+    from encore.diffusion.bench import load_average
     from encore.diffusion.blend import MERGE_METHODS, check_method
     from encore.diffusion.engine import Engine
     from encore.similarity.model import SimilarityModel
@@ -323,10 +318,10 @@ def run_bench(args: argparse.Namespace) -> int:
           f"methods {', '.join(methods)} (of {', '.join(MERGE_METHODS)}); variations "
           f"{settings.sampler}-{settings.inference_steps}, DDIM merges at "
           f"{args.merge_steps or settings.merge_steps} steps")
-    print(f"before: {_uptime()}", flush=True)
+    print(f"before: load average {load_average()}", flush=True)
     def report(res: MethodResult, high: float) -> None:
         if len(methods) > 1:  # the figures of a finished method while the next one runs
-            print(format_report([res], high) + f"\n  ({_uptime()})", flush=True)
+            print(format_report([res], high) + f"\n  (load average {load_average()})", flush=True)
 
     results, high, ref_seconds = measure(
         engine, songs, blends, methods=methods, strength=strength, seconds=seconds,
@@ -337,5 +332,5 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     print(f"all methods; references (inputs, own and unrelated variations): {ref_seconds:.0f} s")
     print(format_report(results, high))
-    print(f"after: {_uptime()}")
+    print(f"after: load average {load_average()}")
     return 0

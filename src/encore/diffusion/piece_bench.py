@@ -33,17 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from encore.diffusion.bench import _load, _songs, load_average
+
 # ruff: noqa: T201  (a benchmark prints its figures)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
-
-
-def _load_text() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "unknown"
-    return f"{one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores"
 
 
 def _song_files(args: argparse.Namespace) -> list[Path]:
@@ -77,7 +71,6 @@ def _timed(fn: Any) -> tuple[Any, float, float]:
 
 def run_bench(args: argparse.Namespace) -> int:
     from encore.config import get_settings
-    from encore.diffusion.bench import _load, _songs
     from encore.diffusion.engine import Engine
 
     settings = get_settings()
@@ -98,7 +91,7 @@ def run_bench(args: argparse.Namespace) -> int:
     sr = engine.sample_rate
     files = _song_files(args)
     print(f"encore bench piece: {note}; device {model.device}, {threads} torch threads")
-    print(f"load average at start: {_load_text()}")
+    print(f"load average at start: {load_average()}")
     lay = engine.piece_layout(seconds)
     if lay is None:
         print(f"a {seconds:g} s piece fits one canvas; nothing to continue")
@@ -126,7 +119,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if n_pieces > 0:
         _seams_section(engine, songs, seconds, strength, sampler, steps, n_pieces,
                        bool(getattr(args, "verbose", False)))
-    print(f"load average at the end: {_load_text()}")
+    print(f"load average at the end: {load_average()}")
     return 0
 
 
@@ -162,7 +155,7 @@ def _timing_section(engine: Any, songs: list[bytes], seconds: float, lay: Any, s
     print(f"{'chosen, best-of-' + str(n_best) + ' (first windows)':34s} {'':10s} "
           f"{statistics.median(walls):16.2f} {statistics.median(cpus):8.2f}  "
           + ", ".join(f"{w:.2f}" for w in walls))
-    print(f"load average after [1]: {_load_text()}")
+    print(f"load average after [1]: {load_average()}")
 
 
 def _seams_section(engine: Any, songs: list[bytes], seconds: float, strength: float,
