@@ -8,12 +8,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from encore.commands import options
+
 
 def register(subparsers: Any) -> None:
     b = subparsers.add_parser(
         "backup", help="back up the database and every blob into a new folder (online)"
     )
-    b.add_argument("--out", required=True, type=Path, help="a new (or empty) folder")
+    options.add_out(b, help="a new (or empty) folder")
     b.set_defaults(handler=run_backup)
     r = subparsers.add_parser(
         "restore", help="restore a backup folder into an empty installation, then verify it"

@@ -10,6 +10,8 @@ import argparse
 import importlib
 from pathlib import Path
 
+from encore.commands import options
+
 BENCHMARKS: dict[str, str] = {
     "similarity": "encore.similarity.bench:run_bench",
     "vocoder": "encore.audio.bench:run_bench",
@@ -30,13 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (vocoder)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (vocoder, generate)")
     parser.add_argument("--n-iter", type=int, default=None, help="Griffin-Lim iterations (vocoder)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads for both vocoders, 0 = default"
-    )
-    parser.add_argument("--model", type=Path, default=None, help="model folder (generate)")
+    options.add_threads(parser, default=1, help="CPU threads for both vocoders, 0 = default")
+    options.add_model(parser, help="model folder (generate)")
     parser.add_argument("--steps", type=int, default=None,
                         help="solver steps of the chosen setting (generate; default: settings)")
-    parser.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default=None,
+    options.add_sampler(parser, default=None,
                         help="the chosen setting's solver (generate; default: settings)")
     parser.add_argument("--merge-steps", type=int, default=None,
                         help="DDIM steps of the chosen setting's merges (generate)")
@@ -62,8 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="size of the song served from S3 (media; default 100)")
     parser.add_argument("--ranges", type=int, default=None,
                         help="1 MB range requests at random offsets (media; default 40)")
-    parser.add_argument("--corpus", type=Path, default=None,
-                        help="blend the held-out pieces of this corpus folder (blend)")
+    options.add_corpus(parser, required=False,
+                       help="blend the held-out pieces of this corpus folder (blend)")
     parser.add_argument("--songs", type=Path, default=None,
                         help="blend the audio files of this folder (blend); make pieces of them (piece)")
     parser.add_argument("--n", type=int, default=None,
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="merge methods to measure: slerp, mix, mix-inverted (blend; default all)")
     parser.add_argument("--weights", type=float, nargs=2, default=None, metavar="W",
                         help="the two inputs' weights (blend; default equal)")
-    parser.add_argument("--seed", type=int, default=0, help="draw of the songs and seeds (blend)")
+    options.add_seed(parser, help="draw of the songs and seeds (blend)")
     parser.add_argument("--verbose", action="store_true", help="progress lines (blend)")
     parser.set_defaults(handler=run)
 

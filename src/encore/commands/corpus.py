@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from encore.commands import command_group
+from encore.commands import command_group, options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "and collections give the same manifest."
         ),
     )
-    build.add_argument("--out", required=True, type=Path, help="corpus folder DIR")
+    options.add_out(build, help="corpus folder DIR")
     build.add_argument("--hours", type=float, default=10.0,
                        help="cap on the total audio, balanced across genres (default 10; 0 = no cap)")
-    build.add_argument("--seed", type=int, default=0, help="seed (order, variations, split)")
+    options.add_seed(build, help="seed (order, variations, split)")
     build.add_argument("--workers", type=int, default=2, help="worker processes (default 2; 0 = in-process)")
     build.add_argument("--collections", nargs="+", metavar="NAME", choices=sorted(COLLECTIONS),
                        default=None, help=f"collections (default all: {', '.join(COLLECTIONS)})")
@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="use only this many (seeded) items per collection (quick builds)")
     build.add_argument("--overwrite", action="store_true", help="replace a corpus already in DIR")
     build.add_argument("--ready", action="store_true", help="write DIR/READY when the build completes")
-    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add_no_progress(build, help="no progress bar")
     build.set_defaults(handler=run_build)
 
     info = group.add_parser("info", help="print a corpus folder's build figures")
@@ -62,8 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "need on a host that cannot build the corpus. The audio is left out."
         ),
     )
-    pack.add_argument("--corpus", required=True, type=Path, help="corpus folder")
-    pack.add_argument("--out", required=True, type=Path, help="pack file to write")
+    options.add_corpus(pack, help="corpus folder")
+    options.add_out(pack, help="pack file to write")
     pack.add_argument("--levels", type=int, default=LEVELS,
                       help=f"quantisation steps over the 100 dB range (2-255; default {LEVELS}: "
                            f"a step of {100 / LEVELS:.2f} dB)")
@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     unpack.add_argument("pack", type=Path, help="pack file")
-    unpack.add_argument("--out", required=True, type=Path, help="corpus folder to create (new or empty)")
+    options.add_out(unpack, help="corpus folder to create (new or empty)")
     unpack.set_defaults(handler=run_unpack)
 
 
@@ -99,7 +99,7 @@ def run_build(args: argparse.Namespace) -> int:
     from encore.corpus.builder import BuildOptions, build_corpus
     from encore.corpus.manifest import READY_FILE
 
-    options = BuildOptions(
+    build_options = BuildOptions(
         hours=args.hours if args.hours and args.hours > 0 else None,
         seed=args.seed,
         workers=args.workers,
@@ -112,7 +112,7 @@ def run_build(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     _exit_on_sigterm()
-    summary = build_corpus(args.out, options)
+    summary = build_corpus(args.out, build_options)
     print(_figures(json.loads((args.out / "build.json").read_text())))  # noqa: T201
     if args.ready:
         (args.out / READY_FILE).write_text(f"{summary.pieces} pieces, {summary.hours:.2f} h\n")

@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from encore.errors import InvalidInput, NotFound
+from encore.commands import options
+from encore.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "1 = no better than untrained."
         ),
     )
-    p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped base model)")
-    p.add_argument("--corpus", type=Path, required=True, help="corpus folder")
+    options.add_model(p, help="model folder (default: the shipped base model)")
+    options.add_corpus(p, help="corpus folder")
     p.add_argument("--n", type=int, default=32, help="clips per set (default 32)")
     p.add_argument("--steps", type=int, default=25, help="solver steps (default 25)")
-    p.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default="ddim",
-                   help="solver of generation and variation (default ddim)")
+    options.add_sampler(p, default="ddim", help="solver of generation and variation (default ddim)")
     p.add_argument("--merge-steps", type=int, default=None,
                    help="DDIM steps of the merges' inversion and decoding (default --steps)")
     p.add_argument("--compare", nargs="+", default=None, metavar="SAMPLER:STEPS[:MERGE]",
@@ -44,9 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="--compare: one setting for the untrained baseline of every row "
                         "(default: each row's own)")
     p.add_argument("--strength", type=float, default=None, help="variation strength (default: settings)")
-    p.add_argument("--seed", type=int, default=0)
+    options.add_seed(p)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    p.add_argument("--threads", type=int, default=2)
+    options.add_threads(p, default=2)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     p.add_argument("--pictures", type=Path, default=None, help="write spectrogram grids (PNG) here")
     p.add_argument("--save", action="store_true", help="record the metrics in the model's encore.json")
@@ -54,8 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from encore.commands.train import heldout_split
     from encore.config import get_settings
     from encore.corpus.dataset import SpectrogramDataset
@@ -63,11 +61,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from encore.diffusion.folder import load_model_folder, update_model_meta
 
     settings = get_settings()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    options.set_threads(args.threads)
     model_dir = args.model or settings.base_model_dir
-    if not args.corpus.is_dir():
-        raise NotFound(f"corpus folder {args.corpus} does not exist")
+    options.corpus_folder(args.corpus)
     if args.n < 4:
         raise InvalidInput(f"--n {args.n} must be at least 4")
     model = load_model_folder(model_dir, device="cpu")

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from encore.commands import options
 from encore.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -47,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--strength as a variation is; --method slerp: DDIM inversion of each, SLERP of the "
         "noises, denoising).",
     )
-    p.add_argument("--model", type=Path, help="model folder (default: the shipped base model)")
-    p.add_argument("--out", type=Path, required=True, help="output audio file (.wav, .flac, .ogg)")
+    options.add_model(p, help="model folder (default: the shipped base model)")
+    options.add_out(p, help="output audio file (.wav, .flac, .ogg)")
     p.add_argument(
         "--from", dest="songs", nargs="+", action="extend", type=Path, default=[],
         metavar="SONG",
@@ -71,17 +72,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="a piece whose end continues into its beginning (not --method slerp)")
     p.add_argument("--steps", type=int, default=None,
                    help="solver steps (default: ENCORE_INFERENCE_STEPS; merges: ENCORE_MERGE_STEPS)")
-    p.add_argument("--sampler", choices=("ddim", "dpmpp", "unipc"), default=None,
-                   help="solver of generation and variation (default: ENCORE_SAMPLER; ddim "
-                        "when --eta > 0); the slerp and mix-inverted blends always use DDIM")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    options.add_sampler(p, default=None,
+                        help="solver of generation and variation (default: ENCORE_SAMPLER; ddim "
+                             "when --eta > 0); the slerp and mix-inverted blends always use DDIM")
+    options.add_seed(p, help="random seed (default 0)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta in [0, 1] (default 0)")
     p.add_argument("--offset", type=float, default=None, help="start of the song window (s)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or mps")
     p.add_argument(
         "--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="autocast"
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    options.add_no_progress(p, help="hide the progress bar")
     p.set_defaults(handler=run)
 
 

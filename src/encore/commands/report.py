@@ -11,13 +11,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from encore.commands import options
 from encore.commands._context import service_context
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("report", help="ratings per song and version, with intervals")
     parser.add_argument("--out", type=Path, help="folder for the plots, ratings.csv and served.csv")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    options.add_seed(parser, help="bootstrap seed")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--eval-features", action="store_true",
                         help="measure the guards' diversity over encore eval's own features of "

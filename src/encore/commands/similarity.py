@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from encore.commands import command_group
-from encore.errors import InvalidInput, NotFound
+from encore.commands import command_group, options
+from encore.errors import InvalidInput
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,20 +23,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "features with cosine; code histograms with the Bhattacharyya coefficient)."
         ),
     )
-    ev.add_argument("--model", type=Path, default=None, help="model folder (default: the configured one)")
-    ev.add_argument("--corpus", required=True, type=Path, help="corpus folder")
+    options.add_model(ev, help="model folder (default: the configured one)")
+    options.add_corpus(ev, help="corpus folder")
     ev.add_argument("--split", default="heldout", help="manifest split to evaluate (default heldout)")
     ev.add_argument("--max-slices", type=int, default=None, help="at most this many slices per piece")
     ev.add_argument("--plot", type=Path, default=None, help="write the 2-D t-SNE plot here (PNG)")
     ev.add_argument("--json", type=Path, default=None, help="write the figures here (JSON)")
     ev.add_argument("--card", action="store_true",
                     help="write eval.json, the plot and MODEL_CARD.md into the model folder")
-    ev.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    options.add_threads(ev, default=1, help="torch threads (default 1)")
     ev.set_defaults(handler=run_eval)
 
     cmp_ = group.add_parser("compare", help="print S between audio files (and of the whole set)")
     cmp_.add_argument("files", nargs="+", type=Path, help="audio files")
-    cmp_.add_argument("--model", type=Path, default=None, help="model folder (default: the configured one)")
+    options.add_model(cmp_, help="model folder (default: the configured one)")
     cmp_.set_defaults(handler=run_compare)
 
 
@@ -47,17 +47,13 @@ def _load_model(path: Path | None):
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from encore.config import get_settings
     from encore.similarity.card import write_model_card
     from encore.similarity.data import load_corpus
     from encore.similarity.evaluate import evaluate_retrieval
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    if not args.corpus.is_dir():
-        raise NotFound(f"corpus folder {args.corpus} does not exist")
+    options.set_threads(args.threads)
+    options.corpus_folder(args.corpus)
     model = _load_model(args.model)
     model_dir = args.model or get_settings().similarity_model_dir
     plot = args.plot

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from encore.commands import options
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -25,14 +27,14 @@ def register(subparsers: Any) -> None:
                              "opposed: src/encore/sim/populations/); "
                              "default: the configuration's")
     parser.add_argument("--rounds", type=int, default=2, help="fine-tuning iterations (default 2)")
-    parser.add_argument("--seed", type=int, default=0)
+    options.add_seed(parser)
     parser.add_argument("--config", choices=("tiny", "full"), default="full",
                         help="scale: tiny (CI, minutes) or full (the documented pilot)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="folder for the server's data and the report (default: a temp folder)")
-    parser.add_argument("--corpus", type=Path, default=None,
-                        help="corpus folder for seed songs and replay (full config; default "
-                             "ENCORE_CORPUS_DIR)")
+    options.add_corpus(parser, required=False,
+                       help="corpus folder for seed songs and replay (full config; default "
+                            "ENCORE_CORPUS_DIR)")
     parser.add_argument("--listeners", type=int, default=None, metavar="N",
                         help="override the population's number of listeners")
     parser.add_argument("--requests", type=int, default=None, metavar="N",

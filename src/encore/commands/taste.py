@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from encore.commands import options
 from encore.commands._context import service_context
 
 
@@ -34,9 +35,9 @@ def register(subparsers: Any) -> None:
     bn.set_defaults(handler=run_bench)
     st = sub.add_parser("study", help="offline study against simulated listeners (corpus "
                         "excerpts as candidates; no server)")
-    st.add_argument("--corpus", type=Path, required=True, help="a corpus built by encore corpus")
+    options.add_corpus(st, help="a corpus built by encore corpus")
     st.add_argument("--population", default="default", help="a shipped population or a path")
-    st.add_argument("--seed", type=int, default=0)
+    options.add_seed(st)
     st.add_argument("--songs", type=int, default=40, help="seed songs drawn from the corpus")
     st.add_argument("--json", type=Path, help="also write the figures here")
     st.set_defaults(handler=run_study)

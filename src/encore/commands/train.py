@@ -11,8 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from encore.commands import command_group, train_similarity
-from encore.errors import InvalidInput, NotFound
+from encore.commands import command_group, options, train_similarity
+from encore.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ def register_base(group: argparse._SubParsersAction) -> None:
             "writes the run folder (docs/training.md)."
         ),
     )
-    p.add_argument("--corpus", required=True, type=Path, help="corpus folder (mel_config.json, manifest.jsonl)")
-    p.add_argument("--out", required=True, type=Path, help="run folder")
+    options.add_corpus(p, help="corpus folder (mel_config.json, manifest.jsonl)")
+    options.add_out(p, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
         "--init", type=Path, metavar="MODEL_DIR",
@@ -60,9 +60,8 @@ def register_base(group: argparse._SubParsersAction) -> None:
                    help="peak learning rate (default 5e-4 × √(batch/16): 5e-4 at 16, 2e-3 at 256)")
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps (default 200)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay (default 0.999)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2,
-                   help="torch threads (default 2; per process under torchrun)")
+    options.add_seed(p)
+    options.add_threads(p, default=2, help="torch threads (default 2; per process under torchrun)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="auto: bf16 autocast where the CPU or GPU computes in bf16")
     p.add_argument("--device", default="auto", metavar="DEVICE",
@@ -76,7 +75,7 @@ def register_base(group: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=250, help="held-out loss every N steps (default 250)")
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--tiny", action="store_true", help="a tiny model (smoke tests)")
-    p.add_argument("--no-progress", action="store_true")
+    options.add_no_progress(p)
     p.set_defaults(handler=run_base)
 
 
@@ -92,7 +91,7 @@ def register_export(group: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--run", required=True, type=Path, help="run folder of `encore train base`")
-    p.add_argument("--out", required=True, type=Path, help="model folder to write (replaced if it exists)")
+    options.add_out(p, help="model folder to write (replaced if it exists)")
     p.add_argument("--name", default=None, help="model name (default: the folder name)")
     p.add_argument("--eval", type=Path, default=None, metavar="JSON", help="report of `encore eval --json`")
     p.add_argument("--pictures", type=Path, default=None, metavar="DIR",
@@ -136,21 +135,16 @@ def heldout_split(corpus: Path) -> str | None:
 
 
 def run_base(args: argparse.Namespace) -> int:
-    import torch
-
     from encore.audio.mel import MelConfig
     from encore.corpus.dataset import SpectrogramDataset
     from encore.diffusion.train import TrainConfig, scaled_lr, train, training_device
     from encore.diffusion.training import distributed
 
-    corpus: Path = args.corpus
     device = training_device(args.device)  # a clear error for cuda without CUDA, before any work
-    if not corpus.is_dir():
-        raise NotFound(f"corpus folder {corpus} does not exist")
+    corpus = options.corpus_folder(args.corpus)
     if args.init is not None and args.resume:
         raise InvalidInput("--init starts a new run and --resume continues one: pass only one of them")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    options.set_threads(args.threads)
     init_state, model_config = None, None
     if args.init is not None:
         from encore.diffusion.folder import load_model_folder

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from encore.errors import NotFound
+from encore.commands import options
 
 
 def register(group: argparse._SubParsersAction) -> None:
@@ -24,8 +23,8 @@ def register(group: argparse._SubParsersAction) -> None:
             "mel_config.json, training.json); the log is OUT/train_log.jsonl."
         ),
     )
-    p.add_argument("--corpus", required=True, type=Path, help="corpus folder (manifest.jsonl, mel_config.json)")
-    p.add_argument("--out", required=True, type=Path, help="output (model) folder")
+    options.add_corpus(p, help="corpus folder (manifest.jsonl, mel_config.json)")
+    options.add_out(p, help="output (model) folder")
     p.add_argument("--minutes", type=float, default=18.0, help="wall-time budget of the whole run (default 18)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--codebook-size", type=int, default=512, help="codebook entries K (default 512)")
@@ -36,29 +35,25 @@ def register(group: argparse._SubParsersAction) -> None:
                    help="weight of the slice-level genre contrastive loss while training the VQ-VAE "
                         "(default 0.1; 0 = plain VQ-VAE)")
     p.add_argument("--head-steps", type=int, default=1500, help="metric-head steps (default 1500)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    options.add_threads(p, default=2, help="torch threads (default 2)")
+    options.add_seed(p)
+    options.add_no_progress(p, help="no progress bars")
     p.set_defaults(handler=run_train_similarity)
 
 
 def run_train_similarity(args: argparse.Namespace) -> int:
-    import torch
-
     from encore.similarity.config import SimilarityConfig
     from encore.similarity.training import TrainOptions, train_similarity
 
-    if not args.corpus.is_dir():
-        raise NotFound(f"corpus folder {args.corpus} does not exist")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    options.corpus_folder(args.corpus)
+    options.set_threads(args.threads)
     config = SimilarityConfig(codebook_size=args.codebook_size, alpha=args.alpha)
-    options = TrainOptions(
+    train_options = TrainOptions(
         minutes=args.minutes, batch_size=args.batch, max_steps=args.steps,
         metric_weight=args.metric_weight, head_steps=args.head_steps, seed=args.seed, progress=not args.no_progress,
     )
     command = " ".join(["encore", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("encore") else None
-    result = train_similarity(args.corpus, args.out, config, options, resume=args.resume,
+    result = train_similarity(args.corpus, args.out, config, train_options, resume=args.resume,
                               command=command)
     u = result.usage
     print(  # noqa: T201
