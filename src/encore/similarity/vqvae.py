@@ -44,9 +44,19 @@ class ResBlock(nn.Module):
         return x + self.block(x)
 
 
-class Encoder(nn.Module):
-    def __init__(self, config: SimilarityConfig) -> None:
+class _Layers(nn.Module):
+    """Layers run one after the other, held as ``net`` (the name in the saved weights)."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
         super().__init__()
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Encoder(_Layers):
+    def __init__(self, config: SimilarityConfig) -> None:
         layers: list[nn.Module] = []
         c_in = 1
         for c in config.channels:
@@ -54,25 +64,18 @@ class Encoder(nn.Module):
             c_in = c
         layers += [ResBlock(c_in), nn.GroupNorm(_groups(c_in), c_in), nn.SiLU(),
                    nn.Conv2d(c_in, config.latent_dim, 1)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        super().__init__(layers)
 
 
-class Decoder(nn.Module):
+class Decoder(_Layers):
     def __init__(self, config: SimilarityConfig) -> None:
-        super().__init__()
         chans = list(config.channels)
         layers: list[nn.Module] = [nn.Conv2d(config.latent_dim, chans[-1], 3, padding=1),
                                    ResBlock(chans[-1]), nn.SiLU()]
         for c_in, c_out in zip(chans[::-1], chans[-2::-1] + [chans[0]], strict=True):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.SiLU()]
         layers += [nn.Conv2d(chans[0], 1, 3, padding=1)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        super().__init__(layers)
 
 
 class VQVAE(nn.Module):
