@@ -237,13 +237,8 @@ def mel_db(y: np.ndarray, config: MelConfig) -> np.ndarray:
     """Power mel spectrogram of a whole piece in dB relative to the piece's maximum.
 
     No ``top_db`` clipping (only librosa's floor ``amin = 1e-10``), so that any crop can
-    later be normalised to its own maximum by :func:`normalize_db_crop`.
-
-    Parameters
-    ----------
-    y : np.ndarray
-        Mono audio, shape ``(n_samples,)``, at ``config.sample_rate``.
-    config : MelConfig
+    later be normalised to its own maximum by :func:`normalize_db_crop`. ``y`` and
+    ``config`` as :func:`audio_to_images`.
 
     Returns
     -------
