@@ -12,8 +12,7 @@ import math
 from typing import Any
 
 from encore.feedback import Report
-from encore.services.finetune import TrainingRunView
-from encore.services.music import DeliveryView, HistoryItem, ListenState
+from encore.services.music import DeliveryView
 from encore.store import ModelVersion, Rating, Song, User
 
 
@@ -34,7 +33,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def dataclass_json(obj: Any) -> dict[str, Any]:
-    """A frozen dataclass of the services as a JSON object (datetimes in ISO 8601)."""
+    """A frozen dataclass of the services as a JSON object (datetimes in ISO 8601): how a
+    delivery (``DeliveryView``, which says nothing of branch or version), a listening
+    heartbeat's answer, a line of the history and a fine-tuning run go on the wire."""
     return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
 
@@ -50,19 +51,9 @@ def song_json(song: Song) -> dict[str, Any]:
     }
 
 
-def delivery_json(view: DeliveryView) -> dict[str, Any]:
-    """A delivery as the player sees it (DeliveryView says nothing of branch or version)."""
-    return dataclass_json(view)
-
-
 def input_titles(view: DeliveryView) -> list[str]:
     """The titles of a delivery's input songs."""
     return list(view.input_titles)
-
-
-def listen_json(state: ListenState) -> dict[str, Any]:
-    """The answer to a listening heartbeat."""
-    return dataclass_json(state)
 
 
 def rating_json(rating: Rating) -> dict[str, Any]:
@@ -73,11 +64,6 @@ def rating_json(rating: Rating) -> dict[str, Any]:
         "stars": rating.half_stars / 2,
         "listened_fraction": round(float(rating.listened_fraction), 4),
     }
-
-
-def history_json(item: HistoryItem) -> dict[str, Any]:
-    """One line of the listener's history."""
-    return dataclass_json(item)
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -131,8 +117,3 @@ def report_json(report: Report) -> dict[str, Any]:
         **{name: _jsonable(getattr(report, name)) for name in fair},
         "text": format_report(report),
     }
-
-
-def training_run_json(run: TrainingRunView) -> dict[str, Any]:
-    """A fine-tuning run (operator only)."""
-    return dataclass_json(run)

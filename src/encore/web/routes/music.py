@@ -86,7 +86,7 @@ def api_delivery_status(delivery_id: int, user: CurrentUser, ctx: CtxDep) -> dic
     """Status (queued, running, ready, failed), progress 0..1, message, and once ready the
     clip's length, the minimum listen, what was listened and the rating."""
     view = music.delivery_status(ctx, listener=user, delivery_id=delivery_id)
-    return views.delivery_json(view)
+    return views.dataclass_json(view)
 
 
 @router.get("/api/deliveries/{delivery_id}/audio")
@@ -121,7 +121,7 @@ def api_cancel(delivery_id: int, user: CurrentUser, ctx: CtxDep) -> dict[str, An
     """Cancel the listener's own request that has not started (409 once it runs or is
     done); answers the delivery as ``GET /api/deliveries/{id}`` does (``status: cancelled``)."""
     view = music.cancel_request(ctx, listener=user, delivery_id=delivery_id)
-    return views.delivery_json(view)
+    return views.dataclass_json(view)
 
 
 @router.get("/api/deliveries/{delivery_id}/spectrogram")
@@ -154,7 +154,7 @@ async def api_record_listen(
         ),
         check=limits.pending("listen", account=str(user.id), ip=None),
     )
-    return views.listen_json(state)
+    return views.dataclass_json(state)
 
 
 @router.post("/api/deliveries/{delivery_id}/rating", status_code=201)
@@ -177,4 +177,4 @@ async def api_rate(
 @router.get("/api/history")
 def api_history(user: CurrentUser, ctx: CtxDep) -> dict[str, Any]:
     """The listener's deliveries, newest first, with listening and rating."""
-    return {"items": [views.history_json(item) for item in music.history(ctx, listener=user)]}
+    return {"items": [views.dataclass_json(item) for item in music.history(ctx, listener=user)]}

@@ -248,13 +248,13 @@ def api_finetune(version_id: int, body: FinetuneBody, user: OperatorUser, ctx: C
 @router.get("/api/operator/training-runs")
 def api_training_runs(user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
     """Every fine-tuning run, newest first."""
-    return {"runs": [views.training_run_json(r) for r in finetune.list_runs(ctx)]}
+    return {"runs": [views.dataclass_json(r) for r in finetune.list_runs(ctx)]}
 
 
 @router.get("/api/operator/training-runs/{run_id}")
 def api_training_run(run_id: int, user: OperatorUser, ctx: CtxDep) -> dict[str, Any]:
     """One run: status, progress and message, loss curve, error."""
-    return views.training_run_json(finetune.training_status(ctx, run_id))
+    return views.dataclass_json(finetune.training_status(ctx, run_id))
 
 
 @router.get("/api/operator/report")
