@@ -482,19 +482,14 @@ def bootstrap_mean_difference(
     w = np.ones_like(r) if weights is None else np.asarray(weights, dtype=float)
     if not (r.shape == new.shape == w.shape == np.asarray(clusters).shape):
         raise InvalidInput("ratings, is_new, clusters and weights must have the same shape")
-    if not 0 < level < 1:
-        raise InvalidInput(f"level={level!r} must be in (0, 1)")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
-        raise InvalidInput(f"n_resamples={n_resamples!r} must be an integer >= 1")
+    _check_bootstrap(n_resamples, level)
     wn, wo = w[new].sum(), w[~new].sum()
     if wn <= 0 or wo <= 0:
         return float("nan"), float("nan"), float("nan"), 0
     diff = float(np.dot(w[new], r[new]) / wn - np.dot(w[~new], r[~new]) / wo)
 
     if cluster == "rater":
-        _, code = np.unique(clusters, return_inverse=True)
-        code = code.reshape(-1)
-        m = int(code.max()) + 1
+        code, m = _codes(np.asarray(clusters))
         sums = [np.bincount(code[sel], (w * r)[sel], m) for sel in (new, ~new)]
         mass = [np.bincount(code[sel], w[sel], m) for sel in (new, ~new)]
         draws = _chunked(n_resamples, m, lambda b: _cluster_draw(rng, b, m, sums, mass))
@@ -504,11 +499,8 @@ def bootstrap_mean_difference(
         draws = _chunked(n_resamples, size, lambda b: _stratified_draw(rng, b, groups))
     else:
         raise InvalidInput(f"cluster={cluster!r} must be 'rater' or 'rating'")
-    draws = draws[np.isfinite(draws)]
-    if draws.size < min(_MIN_USABLE_RESAMPLES, n_resamples):
-        return diff, float("nan"), float("nan"), int(draws.size)
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return diff, float(lo), float(hi), int(draws.size)
+    lo, hi, used = _interval(draws, level, n_resamples)
+    return diff, lo, hi, used
 
 
 def _chunked(n_resamples: int, width: int, draw: Callable[[int], np.ndarray]) -> np.ndarray:
