@@ -25,6 +25,7 @@ import numpy as np
 
 from encore.errors import InvalidInput
 from encore.feedback.ids import SortableId
+from encore.feedback.rating import check_unit
 
 __all__ = ["Candidate", "CurationDecision", "DatasetClip", "curate"]
 
@@ -52,8 +53,8 @@ class Candidate:
     n_ratings: int
 
     def __post_init__(self) -> None:
-        _check_unit(f"score of clip {self.clip_id!r}", self.score)
-        _check_unit(f"confidence of clip {self.clip_id!r}", self.confidence)
+        check_unit(f"score of clip {self.clip_id!r}", self.score)
+        check_unit(f"confidence of clip {self.clip_id!r}", self.confidence)
         if isinstance(self.n_ratings, bool) or not isinstance(self.n_ratings, (int, np.integer)) \
                 or self.n_ratings < 0:
             raise InvalidInput(f"n_ratings={self.n_ratings!r} of clip {self.clip_id!r} must be "
@@ -83,8 +84,8 @@ class DatasetClip:
     version_id: Hashable | None = None
 
     def __post_init__(self) -> None:
-        _check_unit(f"score of dataset clip {self.clip_id!r}", self.score)
-        _check_unit(f"confidence of dataset clip {self.clip_id!r}", self.confidence)
+        check_unit(f"score of dataset clip {self.clip_id!r}", self.score)
+        check_unit(f"confidence of dataset clip {self.clip_id!r}", self.confidence)
 
 
 @dataclass(frozen=True)
@@ -249,12 +250,6 @@ def _check_similarity(similarity: np.ndarray | None, n_rows: int, n_cols: int) -
         i, j = (int(v) for v in np.argwhere(bad)[0])
         raise InvalidInput(f"similarity[{i}, {j}]={float(sim[i, j])!r} must be in [0, 1]")
     return sim
-
-
-def _check_unit(name: str, value: object) -> None:
-    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-            or not 0.0 <= float(value) <= 1.0):
-        raise InvalidInput(f"{name}={value!r} must be a number in [0, 1]")
 
 
 @dataclass(frozen=True)

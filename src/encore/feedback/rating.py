@@ -37,6 +37,7 @@ __all__ = [
     "RATING_STEP",
     "ClipRating",
     "ClipScore",
+    "check_unit",
     "confidence",
     "normalized_rating",
     "rating_score",
@@ -135,7 +136,7 @@ def rating_score(r_hat: float, l_hat: float, similarity: float, *,
     """
     w_r, w_l, w_s = check_weights("rating-function weights", tuple(weights))
     for name, value in (("r_hat", r_hat), ("l_hat", l_hat), ("similarity", similarity)):
-        _check_unit(name, value)
+        check_unit(name, value)
     return float(w_r * r_hat + w_l * l_hat + w_s * similarity)
 
 
@@ -149,8 +150,8 @@ def confidence(r_hat: float, l_hat: float, *,
     (0.75, 0.625)
     """
     a_r, a_l = check_weights("confidence weights", tuple(weights))
-    _check_unit("r_hat", r_hat)
-    _check_unit("l_hat", l_hat)
+    check_unit("r_hat", r_hat)
+    check_unit("l_hat", l_hat)
     return float(a_r * r_hat + a_l * l_hat)
 
 
@@ -173,7 +174,7 @@ class ClipRating:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rating", validate_rating(self.rating))
-        _check_unit("listened_fraction", self.listened_fraction)
+        check_unit("listened_fraction", self.listened_fraction)
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def score_clip(
     >>> round(s.r_hat, 4), round(s.l_hat, 4), round(s.R, 4), round(s.confidence, 4)
     (0.625, 0.75, 0.6583, 0.6875)
     """
-    _check_unit("similarity", similarity)
+    check_unit("similarity", similarity)
     biases = biases or {}
     weights = weights or {}
     w = np.array([float(weights.get(r.rater_id, 1.0)) for r in ratings], dtype=float)
@@ -303,7 +304,9 @@ def score_clips(
                              config=config) for clip, r in rows.items()}
 
 
-def _check_unit(name: str, value: object) -> None:
+def check_unit(name: str, value: object) -> None:
+    """Check that ``value`` is a number in [0, 1] (a python or numpy scalar, not a bool, not
+    NaN); ``name`` words the error."""
     if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
             or not 0.0 <= float(value) <= 1.0):
         raise InvalidInput(f"{name}={value!r} must be a number in [0, 1]")
