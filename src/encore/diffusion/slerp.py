@@ -71,12 +71,18 @@ def orthogonal_direction(u: torch.Tensor) -> torch.Tensor:
     return v / torch.linalg.vector_norm(v)
 
 
+def _angle(p: torch.Tensor, u: torch.Tensor) -> tuple[float, float, float, torch.Tensor]:
+    """Unit ``u`` seen from unit ``p``: the cosine and sine of the angle between them, the
+    angle, and ``u``'s part orthogonal to ``p`` (of length sine)."""
+    cos = float(torch.clamp(torch.dot(p, u), -1.0, 1.0))
+    perp = u - cos * p
+    sin = float(torch.linalg.vector_norm(perp))
+    return cos, sin, math.atan2(sin, cos), perp
+
+
 def _arc(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Unit vector a fraction ``t`` along the great circle from unit ``a`` to unit ``b``."""
-    cos = float(torch.clamp(torch.dot(a, b), -1.0, 1.0))
-    perp = b - cos * a
-    sin = float(torch.linalg.vector_norm(perp))
-    theta = math.atan2(sin, cos)
+    cos, sin, theta, perp = _angle(a, b)
     if theta < PARALLEL_ANGLE:
         v = (1.0 - t) * a + t * b
         return v / torch.linalg.vector_norm(v)
@@ -90,10 +96,7 @@ def _arc(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 def _log_map(p: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Tangent vector at ``p`` pointing to ``u`` with length angle(p, u)."""
-    cos = float(torch.clamp(torch.dot(p, u), -1.0, 1.0))
-    perp = u - cos * p
-    sin = float(torch.linalg.vector_norm(perp))
-    theta = math.atan2(sin, cos)
+    cos, sin, theta, perp = _angle(p, u)
     if sin < _OPPOSITE_SIN:
         if cos > 0:
             return torch.zeros_like(p)
