@@ -295,6 +295,16 @@ def test_timestamps_are_utc_aware_and_naive_ones_refused(engine: Engine, make) -
         s.flush()
 
 
+def test_as_utc_tags_a_naive_stored_time_as_utc() -> None:
+    from encore.store import as_utc
+
+    naive = dt.datetime(2025, 6, 1, 12, 30)
+    assert as_utc(naive) == naive.replace(tzinfo=dt.UTC)
+    plus_two = dt.datetime(2025, 6, 1, 14, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert as_utc(plus_two) is plus_two  # an aware time is kept as it is
+    assert as_utc(None) is None
+
+
 def test_job_defaults_and_enum_validation(engine: Engine) -> None:
     with session_scope(engine) as s:
         job = m.Job(kind="generate", payload={"clip_id": 3})

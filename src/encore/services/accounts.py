@@ -18,7 +18,7 @@ from pwdlib import PasswordHash
 
 from encore.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from encore.services.context import ServiceContext
-from encore.store import Invitation, LoginSession, PasswordReset, User, UserRole, utcnow
+from encore.store import Invitation, LoginSession, PasswordReset, User, UserRole, as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ def _hasher() -> PasswordHash:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _aware(t: dt.datetime) -> dt.datetime:
-    """SQLite returns naive datetimes; every stored time is UTC."""
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def validate_credentials(email: str, password: str) -> str:
@@ -145,7 +140,7 @@ def sign_up(
             )
             if invitation is None or invitation.used_at is not None:
                 raise InvalidInput("this invitation code is unknown or already used")
-            if _aware(invitation.expires_at) < utcnow():
+            if as_utc(invitation.expires_at) < utcnow():
                 raise InvalidInput("this invitation code has expired")
             # And the use itself is conditional: of two racing sign-ups one updates the row.
             _use_once(session, Invitation, invitation.id,
@@ -214,7 +209,7 @@ def _dummy_hash() -> str:
 
 def _live_session(session: sa.orm.Session, token: str) -> LoginSession | None:
     login = session.scalar(sa.select(LoginSession).where(LoginSession.token_hash == _digest(token)))
-    if login is None or _aware(login.expires_at) < utcnow():
+    if login is None or as_utc(login.expires_at) < utcnow():
         return None
     return login
 
@@ -232,7 +227,7 @@ def user_for_session(ctx: ServiceContext, token: str) -> User | None:
     if row is None:
         return None
     user, expires_at = row
-    if _aware(expires_at) < utcnow() or not user.active:
+    if as_utc(expires_at) < utcnow() or not user.active:
         return None
     return user  # type: ignore[no-any-return]
 
@@ -380,7 +375,7 @@ def password_reset_user(ctx: ServiceContext, token: str) -> User:
         reset = session.scalar(
             sa.select(PasswordReset).where(PasswordReset.token_hash == _digest(token or ""))
         )
-        if reset is None or reset.used_at is not None or _aware(reset.expires_at) < utcnow():
+        if reset is None or reset.used_at is not None or as_utc(reset.expires_at) < utcnow():
             raise InvalidInput("this password reset link is unknown, used or expired")
         user = session.get(User, reset.user_id)
         if user is None or user.deleted_at is not None:
@@ -410,7 +405,7 @@ def reset_password(ctx: ServiceContext, *, token: str, new_password: str) -> Use
             .where(PasswordReset.token_hash == _digest(token or ""))
             .with_for_update()
         )
-        if reset is None or reset.used_at is not None or _aware(reset.expires_at) < utcnow():
+        if reset is None or reset.used_at is not None or as_utc(reset.expires_at) < utcnow():
             raise InvalidInput("this password reset link is unknown, used or expired")
         _use_once(session, PasswordReset, reset.id,
                   "this password reset link is unknown, used or expired")

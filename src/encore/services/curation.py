@@ -36,6 +36,7 @@ from encore.store import (
     RemovalReason,
     User,
     VersionStatus,
+    as_utc,
     utcnow,
 )
 
@@ -80,10 +81,6 @@ def _qc_features(session: Session, clip_ids: set[int]) -> dict[int, np.ndarray] 
     scale = x.std(axis=0)
     x = (x - x.mean(axis=0)) / np.where(scale > 1e-9, scale, 1.0)
     return {c: x[i] for i, c in enumerate(ids)}
-
-
-def _aware(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _assess(ctx: ServiceContext, session: Session) -> tuple[dict, dict, list[feedback.RaterAssessment]]:
@@ -287,7 +284,7 @@ def purge(ctx: ServiceContext, *, now: dt.datetime | None = None) -> PurgeSummar
                 clip_id=e.clip_id,
                 score=float(e.clip.rating_score if e.clip.rating_score is not None else e.rating_score),
                 confidence=float(e.confidence),
-                added_at=_aware(e.added_at),
+                added_at=as_utc(e.added_at),
                 version_id=e.clip.model_version_id,
             )
             for e in entries
@@ -357,8 +354,8 @@ def list_dataset(ctx: ServiceContext, *, include_removed: bool = True) -> list[D
                     rating_score=float(e.rating_score),
                     confidence=float(e.confidence),
                     n_ratings=int(counts.get(e.clip_id, 0)),
-                    added_at=_aware(e.added_at),
-                    removed_at=_aware(e.removed_at) if e.removed_at else None,
+                    added_at=as_utc(e.added_at),
+                    removed_at=as_utc(e.removed_at) if e.removed_at else None,
                     removal_reason=e.removal_reason.value if e.removal_reason else None,
                     removal_detail=e.removal_detail,
                 )

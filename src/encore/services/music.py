@@ -46,6 +46,7 @@ from encore.store import (
     Song,
     SongStatus,
     User,
+    as_utc,
     enqueue_job,
     utcnow,
 )
@@ -104,10 +105,6 @@ class ListenState:
     min_listen_seconds: float
 
 
-def _aware(t: dt.datetime | None) -> dt.datetime | None:
-    return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
 # --- request ---------------------------------------------------------------------------
 
 
@@ -161,8 +158,8 @@ def check_generation_limits(ctx: ServiceContext, session: Session, listener: Use
         .order_by(sa.func.min(Delivery.delivered_at))
     ).all()
     if len(recent) >= rate.count:
-        oldest = _aware(recent[len(recent) - rate.count].at)
-        wait = max((oldest - window_start).total_seconds(), 1.0)  # type: ignore[operator]
+        oldest = as_utc(recent[len(recent) - rate.count].at)
+        wait = max((oldest - window_start).total_seconds(), 1.0)
         raise TooManyRequests(
             f"you asked for music {len(recent)} times in the last {rate.seconds / 60:.0f} "
             f"minutes (the limit is {rate.count}); try again in {wait / 60:.0f} min "
@@ -674,7 +671,7 @@ def _view(
             seconds and delivery.rating is None and delivery.listened_seconds >= (min_listen or 0)
         ),
         rating=delivery.rating.stars if delivery.rating is not None else None,
-        delivered_at=_aware(delivery.delivered_at),  # type: ignore[arg-type]
+        delivered_at=as_utc(delivery.delivered_at),
         made_from=made_from_label(session, delivery.listener_id, clip),
         piece_seconds=delivery.piece_seconds,
         start_seconds=delivery.start_seconds,
@@ -968,7 +965,7 @@ def _heard(conn: sa.Connection, listener: User, delivery_id: int) -> _Heard:
         listened_seconds=float(listened),
         played=list(played or []),
         # Listening starts when the player first fetches the audio, never before.
-        started=_aware(opened_at),
+        started=as_utc(opened_at),
         rated=rating_id is not None,
         audible_seconds=(
             float(seconds) * min(int(served) / int(total), 1.0) if total else None

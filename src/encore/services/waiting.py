@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from encore.services.context import ServiceContext
-from encore.store import Clip, Job, JobStatus, QueueName, utcnow
+from encore.store import Clip, Job, JobStatus, QueueName, as_utc, utcnow
 
 #: How many finished jobs of a kind the median is taken over.
 RECENT_JOBS = 20
@@ -62,10 +62,6 @@ class Wait:
     seconds_left: float | None
 
 
-def _aware(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-
-
 def _median(values: list[float]) -> float | None:
     return float(statistics.median(values)) if values else None
 
@@ -86,7 +82,7 @@ def measure_rates(session: Session, *, recent: int = RECENT_JOBS) -> Rates:
         .limit(recent)
     ).all()
     per_second = [
-        (_aware(end) - _aware(start)).total_seconds() / float(seconds)
+        (as_utc(end) - as_utc(start)).total_seconds() / float(seconds)
         for start, end, seconds in gen_rows
         if seconds and float(seconds) > 0
     ]
@@ -101,7 +97,7 @@ def measure_rates(session: Session, *, recent: int = RECENT_JOBS) -> Rates:
         .order_by(Job.finished_at.desc(), Job.id.desc())
         .limit(recent)
     ).all()
-    embeds = [(_aware(end) - _aware(start)).total_seconds() for start, end in embed_rows]
+    embeds = [(as_utc(end) - as_utc(start)).total_seconds() for start, end in embed_rows]
     return Rates(
         generate_per_second=_median([max(v, 0.0) for v in per_second]),
         generate_samples=len(per_second),
@@ -169,7 +165,7 @@ def wait_for_job(
         cost = _cost(kind, seconds, measured)
         if cost is None:
             return None
-        ran = (now - _aware(started)).total_seconds() if started is not None else 0.0
+        ran = (now - as_utc(started)).total_seconds() if started is not None else 0.0
         return max(cost - ran, 0.0)
 
     own = remaining(mine[1], mine[3], mine[4]) if mine[2] is JobStatus.RUNNING else _cost(

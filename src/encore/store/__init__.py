@@ -5,7 +5,7 @@ See ``docs/store.md`` for the schema and the URLs that switch to PostgreSQL and 
 
 from __future__ import annotations
 
-from encore.store.base import Base, utcnow
+from encore.store.base import Base, as_utc, utcnow
 from encore.store.blobs import BlobStore, make_blob_store
 from encore.store.db import make_engine, make_session_factory, session_scope, upgrade
 from encore.store.enqueue import enqueue_job
@@ -69,6 +69,7 @@ __all__ = [
     "User",
     "UserRole",
     "VersionStatus",
+    "as_utc",
     "enqueue_job",
     "make_blob_store",
     "make_engine",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -36,6 +36,20 @@ ENUM_LENGTH = 32
 def utcnow() -> dt.datetime:
     """The current time as a timezone-aware UTC datetime."""
     return dt.datetime.now(dt.UTC)
+
+
+@overload
+def as_utc(t: dt.datetime) -> dt.datetime: ...
+
+
+@overload
+def as_utc(t: None) -> None: ...
+
+
+def as_utc(t: dt.datetime | None) -> dt.datetime | None:
+    """A stored time made aware: every stored time is UTC, but what SQLite returns where no
+    :class:`UTCDateTime` reads it (raw SQL, an aggregate) is naive. None stays None."""
+    return t if t is None or t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
