@@ -83,6 +83,19 @@ def _qc_features(session: Session, clip_ids: set[int]) -> dict[int, np.ndarray] 
     return {c: x[i] for i, c in enumerate(ids)}
 
 
+def _dataset_clip(entry: DatasetEntry) -> feedback.DatasetClip:
+    """A clip of the data set as the curation and purge rules see it: its clip's current R
+    (the entry's own score while the clip has not been scored since it joined)."""
+    clip = entry.clip
+    return feedback.DatasetClip(
+        clip_id=entry.clip_id,
+        score=float(clip.rating_score if clip.rating_score is not None else entry.rating_score),
+        confidence=float(entry.confidence),
+        added_at=as_utc(entry.added_at),
+        version_id=clip.model_version_id,
+    )
+
+
 def _assess(ctx: ServiceContext, session: Session) -> tuple[dict, dict, list[feedback.RaterAssessment]]:
     rows = session.execute(
         sa.select(
@@ -162,14 +175,7 @@ def curate(ctx: ServiceContext) -> CurationResult:
         ).all()
         in_dataset = {e.clip_id for e in active_entries}
         private = private_clip_ids(session, list(scores))
-        dataset_clips = [
-            feedback.DatasetClip(
-                clip_id=e.clip_id,
-                score=float(e.clip.rating_score if e.clip.rating_score is not None else e.rating_score),
-                confidence=float(e.confidence),
-            )
-            for e in active_entries
-        ]
+        dataset_clips = [_dataset_clip(e) for e in active_entries]
         candidates = [
             feedback.Candidate(
                 clip_id=cid,
@@ -279,16 +285,7 @@ def purge(ctx: ServiceContext, *, now: dt.datetime | None = None) -> PurgeSummar
                 sa.select(ModelVersion.id).where(ModelVersion.status == VersionStatus.RETIRED)
             )
         )
-        data = [
-            feedback.DatasetClip(
-                clip_id=e.clip_id,
-                score=float(e.clip.rating_score if e.clip.rating_score is not None else e.rating_score),
-                confidence=float(e.confidence),
-                added_at=as_utc(e.added_at),
-                version_id=e.clip.model_version_id,
-            )
-            for e in entries
-        ]
+        data = [_dataset_clip(e) for e in entries]
         reps = [e.clip.representation for e in entries]
         sim = (
             pairwise_similarities([representation_of(r) for r in reps])
