@@ -102,6 +102,15 @@ def test_fsspec_store_round_trip() -> None:
         store.open(key)
 
 
+@pytest.mark.parametrize("url", ["local", "memory://encore-test-missing"])
+def test_a_missing_blob_is_not_found_by_every_reader(url: str, tmp_path: Path) -> None:
+    store = make_blob_store(str(tmp_path) if url == "local" else url)
+    key = store.new_key("clips", ".ogg")
+    for read in (store.open, store.size, store.modified, store.get):
+        with pytest.raises(NotFound, match=re.escape(f"blob '{key}' does not exist in {store.url}")):
+            read(key)
+
+
 def test_store_url_from_settings(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     store = make_blob_store(settings.resolved_storage_url)

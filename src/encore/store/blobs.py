@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,6 +76,14 @@ class BlobStore:
 
     #: The URL the store was made from (for logs and ``encore`` status output).
     url: str
+
+    @contextmanager
+    def _found(self, key: str) -> Iterator[None]:
+        """Inside, a FileNotFoundError means that blob ``key`` does not exist: NotFound."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
 
     def new_key(self, prefix: str, suffix: str = "") -> str:
         """A fresh, unique key ``"<prefix>/<uuid4 hex><suffix>"``.
@@ -225,25 +234,19 @@ class LocalBlobStore(BlobStore):
         return key
 
     def open(self, key: str) -> IO[bytes]:
-        try:
+        with self._found(key):
             return self._path(key).open("rb")
-        except FileNotFoundError:
-            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
     def size(self, key: str) -> int:
-        try:
+        with self._found(key):
             return self._path(key).stat().st_size
-        except FileNotFoundError:
-            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
 
     def modified(self, key: str) -> float:
-        try:
+        with self._found(key):
             return self._path(key).stat().st_mtime
-        except FileNotFoundError:
-            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
 
     def delete(self, key: str) -> bool:
         path = self._path(key)
@@ -310,26 +313,19 @@ class FsspecBlobStore(BlobStore):
         return key
 
     def open(self, key: str) -> IO[bytes]:
-        try:
+        with self._found(key):
             return self.fs.open(self._path(key), "rb")
-        except FileNotFoundError:
-            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
 
     def exists(self, key: str) -> bool:
         return bool(self.fs.isfile(self._path(key)))
 
     def size(self, key: str) -> int:
-        try:
+        with self._found(key):
             return int(self.fs.size(self._path(key)))
-        except FileNotFoundError:
-            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
 
     def modified(self, key: str) -> float:
-        try:
-            when = self.fs.modified(self._path(key))
-        except FileNotFoundError:
-            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
-        return float(when.timestamp())
+        with self._found(key):
+            return float(self.fs.modified(self._path(key)).timestamp())
 
     def delete(self, key: str) -> bool:
         path = self._path(key)
@@ -380,10 +376,8 @@ class S3BlobStore(FsspecBlobStore):
         request: dict[str, Any] = {"Bucket": bucket, "Key": name}
         if start or end is not None:
             request["Range"] = f"bytes={start}-{'' if end is None else end}"
-        try:
+        with self._found(key):
             response = sync(self.fs.loop, self.fs._call_s3, "get_object", **request)
-        except FileNotFoundError:
-            raise NotFound(f"blob {key!r} does not exist in {self.url}") from None
         return self._body_chunks(response["Body"], chunk_size)
 
     def _body_chunks(self, body: Any, chunk_size: int) -> Iterator[bytes]:
