@@ -21,6 +21,7 @@ from encore.diffusion import sampling
 from encore.diffusion.folder import LoadedModel
 from encore.diffusion.train import CropSampler, heldout_loss
 from encore.diffusion.training import WeightedBatch, bf16_supported
+from encore.diffusion.training.objectives import fixed_predictions, per_sample_mse
 from encore.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -163,24 +164,19 @@ def weighted_fixed_loss(
     use_bf16: bool,
     chunk: int = 16,
 ) -> float:
-    """Confidence-weighted ε-MSE of ``model`` on a :func:`fixed_clip_batch`."""
+    """Confidence-weighted ε-MSE of ``model`` on a :func:`fixed_clip_batch`.
+
+    bf16 autocast applies to the CPU only (``amp_device="cpu"``, as this figure always had
+    it): on a GPU it is computed in float32 while the replay loss beside it is in bf16.
+    """
     images, t, noise, w = batch
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     num, den = 0.0, 0.0
-    for i in range(0, images.shape[0], chunk):
-        x0 = images[i : i + chunk].to(device)
-        eps = noise[i : i + chunk].to(device)
-        tt = t[i : i + chunk].to(device)
-        xt = noise_scheduler.add_noise(x0, eps, tt)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            pred = model(xt, tt)
-        per = ((pred.float() - eps.float()) ** 2).flatten(1).mean(1).cpu()
-        ww = w[i : i + chunk]
+    for rows, pred, eps in fixed_predictions(model, images, t, noise, noise_scheduler,
+                                             use_bf16=use_bf16, chunk=chunk, amp_device="cpu"):
+        per = per_sample_mse(pred, eps).cpu()
+        ww = w[rows]
         num += float((per * ww).sum())
         den += float(ww.sum())
-    model.train(was_training)
     return num / den if den > 0 else float("nan")
 
 

@@ -56,7 +56,6 @@ from encore.diffusion.training import (
     LoopStatus,
     TrainingLoop,
     WeightedBatch,
-    autocast,
     distributed,
     load_checkpoint,
     lr_at,
@@ -67,6 +66,7 @@ from encore.diffusion.training import (
     use_bf16,
     weighted_diffusion_loss,
 )
+from encore.diffusion.training.objectives import fixed_predictions
 from encore.diffusion.training.plots import plot_log
 from encore.errors import ConfigurationError, InvalidInput
 
@@ -424,18 +424,11 @@ def heldout_loss(
 ) -> float:
     """Mean epsilon MSE of ``model`` on fixed (image, t, noise) triples."""
     images, t, noise = batch
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     total, count = 0.0, 0
-    for i in range(0, images.shape[0], chunk):
-        x0, tt, eps = (v[i : i + chunk].to(device) for v in (images, t, noise))
-        xt = noise_scheduler.add_noise(x0, eps, tt)
-        with autocast(device, use_bf16):
-            pred = model(xt, tt)
-        total += float(weighted_diffusion_loss(pred, eps)) * x0.shape[0]
-        count += x0.shape[0]
-    model.train(was_training)
+    for _, pred, eps in fixed_predictions(model, images, t, noise, noise_scheduler,
+                                          use_bf16=use_bf16, chunk=chunk):
+        total += float(weighted_diffusion_loss(pred, eps)) * eps.shape[0]
+        count += eps.shape[0]
     return total / max(count, 1)
 
 

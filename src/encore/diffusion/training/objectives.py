@@ -17,6 +17,7 @@ Batches are plain frozen dataclasses; the loop never looks inside them:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from encore.diffusion.training import distributed
+from encore.diffusion.training.state import autocast
 from encore.errors import InvalidInput
 
 
@@ -157,6 +159,46 @@ def weighted_diffusion_loss(
         raise InvalidInput("weights must be non-negative")
     total = weights.sum()
     return (per_sample * weights).sum() / total.clamp_min(1e-12)
+
+
+def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``‖ε − ε̂‖²`` per sample, mean over pixels, in float32: shape ``(B,)``."""
+    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+
+
+@torch.no_grad()
+def fixed_predictions(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    noise_scheduler: Any,
+    *,
+    use_bf16: bool,
+    chunk: int = 16,
+    groups: torch.Tensor | None = None,
+    amp_device: str | None = None,
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """``model``'s noise predictions on fixed ``(x0, t, noise)`` triples, for the evaluations.
+
+    ``chunk`` items at a time, in eval mode (the model's own mode is restored when the
+    iteration ends) and without gradients: yields each chunk's rows, the prediction and the
+    true noise, both on the model's device. ``groups``: each item's taste group (a conditioned
+    model). bf16 autocast when ``use_bf16``, for ``amp_device``'s kind (default the model's).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for i in range(0, x0.shape[0], chunk):
+            rows = slice(i, i + chunk)
+            eps, tt = noise[rows].to(device), t[rows].to(device)
+            xt = noise_scheduler.add_noise(x0[rows].to(device), eps, tt)
+            with autocast(amp_device or device, use_bf16):
+                pred = model(xt, tt) if groups is None else model(xt, tt, groups[rows].to(device))
+            yield rows, pred, eps
+    finally:
+        model.train(was_training)
 
 
 class EpsilonLoss:

@@ -44,7 +44,13 @@ import torch
 import torch.nn.functional as F
 
 from encore.diffusion.train import CropSampler
-from encore.diffusion.training.objectives import LossContext, drop_groups, weighted_diffusion_loss
+from encore.diffusion.training.objectives import (
+    LossContext,
+    drop_groups,
+    fixed_predictions,
+    per_sample_mse,
+    weighted_diffusion_loss,
+)
 from encore.errors import InvalidInput
 
 # ----------------------------------------------------------------------------------------------
@@ -273,11 +279,6 @@ class TimestepRange:
         return torch.linspace(0, self.t_max(T) - 1, n).round().long()
 
 
-def per_sample_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``‖ε − ε̂‖²`` per sample, mean over pixels, in float32: shape ``(B,)``."""
-    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
-
-
 def policy_and_reference_errors(model: torch.nn.Module, reference: torch.nn.Module, x0: torch.Tensor,
                                 noise: torch.Tensor, t: torch.Tensor, ctx: LossContext,
                                 groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -497,20 +498,8 @@ def _cycled(groups: Sequence[int] | None, n: int) -> torch.Tensor | None:
 def _errors(model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
             noise_scheduler: Any, use_bf16: bool, chunk: int = 16,
             groups: torch.Tensor | None = None) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, x0.shape[0], chunk):
-        eps, tt = noise[i : i + chunk].to(device), t[i : i + chunk].to(device)
-        xt = noise_scheduler.add_noise(x0[i : i + chunk].to(device), eps, tt)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            if groups is None:
-                out.append(per_sample_mse(model(xt, tt), eps).cpu())
-            else:
-                out.append(per_sample_mse(model(xt, tt, groups[i : i + chunk].to(device)), eps).cpu())
-    model.train(was_training)
-    return torch.cat(out)
+    return torch.cat([per_sample_mse(pred, eps).cpu() for _, pred, eps in fixed_predictions(
+        model, x0, t, noise, noise_scheduler, use_bf16=use_bf16, chunk=chunk, groups=groups)])
 
 
 def _reference_errors(reference: torch.nn.Module, x0: torch.Tensor, fixed: Any, noise_scheduler: Any,
