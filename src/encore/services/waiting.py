@@ -27,6 +27,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -66,20 +67,29 @@ def _median(values: list[float]) -> float | None:
     return float(statistics.median(values)) if values else None
 
 
-def measure_rates(session: Session, *, recent: int = RECENT_JOBS) -> Rates:
-    """The median costs of the last ``recent`` finished generation and embedding jobs."""
-    gen_rows = session.execute(
-        sa.select(Job.started_at, Job.finished_at, sa.func.max(Clip.seconds))
-        .join(Clip, Clip.job_id == Job.id)
-        .where(
-            Job.kind == GENERATE_KIND,
+def _last_done(query: sa.Select[Any], kind: str, recent: int) -> sa.Select[Any]:
+    """``query`` over the last ``recent`` jobs of ``kind`` that finished (newest first)."""
+    return (
+        query.where(
+            Job.kind == kind,
             Job.status == JobStatus.DONE,
             Job.started_at.is_not(None),
             Job.finished_at.is_not(None),
         )
-        .group_by(Job.id, Job.started_at, Job.finished_at)
         .order_by(Job.finished_at.desc(), Job.id.desc())
         .limit(recent)
+    )
+
+
+def measure_rates(session: Session, *, recent: int = RECENT_JOBS) -> Rates:
+    """The median costs of the last ``recent`` finished generation and embedding jobs."""
+    gen_rows = session.execute(
+        _last_done(
+            sa.select(Job.started_at, Job.finished_at, sa.func.max(Clip.seconds))
+            .join(Clip, Clip.job_id == Job.id)
+            .group_by(Job.id, Job.started_at, Job.finished_at),
+            GENERATE_KIND, recent,
+        )
     ).all()
     per_second = [
         (as_utc(end) - as_utc(start)).total_seconds() / float(seconds)
@@ -87,15 +97,7 @@ def measure_rates(session: Session, *, recent: int = RECENT_JOBS) -> Rates:
         if seconds and float(seconds) > 0
     ]
     embed_rows = session.execute(
-        sa.select(Job.started_at, Job.finished_at)
-        .where(
-            Job.kind == EMBED_KIND,
-            Job.status == JobStatus.DONE,
-            Job.started_at.is_not(None),
-            Job.finished_at.is_not(None),
-        )
-        .order_by(Job.finished_at.desc(), Job.id.desc())
-        .limit(recent)
+        _last_done(sa.select(Job.started_at, Job.finished_at), EMBED_KIND, recent)
     ).all()
     embeds = [(as_utc(end) - as_utc(start)).total_seconds() for start, end in embed_rows]
     return Rates(
