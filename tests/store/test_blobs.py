@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from encore.config import Settings
 from encore.errors import ConfigurationError, InvalidInput, NotFound
-from encore.store.blobs import FsspecBlobStore, LocalBlobStore, make_blob_store
+from encore.store.blobs import FsspecBlobStore, LocalBlobStore, make_blob_store, sha256_file
 
 
 @pytest.fixture
@@ -100,6 +101,15 @@ def test_fsspec_store_round_trip() -> None:
     assert store.delete(key) and not store.exists(key)
     with pytest.raises(NotFound):
         store.open(key)
+
+
+def test_download_hashed_copies_and_hashes(store: LocalBlobStore, tmp_path: Path) -> None:
+    data = bytes(range(256)) * 9000  # more than one chunk
+    key = store.put(store.new_key("models", ".bin"), data)
+    target = tmp_path / "copy.bin"
+    assert store.download_hashed(key, target) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert target.read_bytes() == data
+    assert sha256_file(target) == hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize("url", ["local", "memory://encore-test-missing"])

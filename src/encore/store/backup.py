@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from encore.errors import ConfigurationError, Conflict, InvalidInput, NotFound
-from encore.store.blobs import BlobStore, make_blob_store
+from encore.store.blobs import BlobStore, make_blob_store, sha256_file
 from encore.store.db import normalise_url
 
 logger = logging.getLogger(__name__)
@@ -61,14 +61,6 @@ class RestoreReport:
     rows: dict[str, int] = field(default_factory=dict)
     blobs: int = 0
     blob_bytes: int = 0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tables() -> list[str]:
@@ -173,24 +165,18 @@ def backup(database_url: str, blobs: BlobStore, out: Path) -> dict[str, Any]:
     for key in blobs.list_keys(""):
         target = out / "blobs" / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
         try:
-            with target.open("wb") as f:
-                for chunk in blobs.read_chunks(key, chunk_size=1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    f.write(chunk)
+            sha256, size = blobs.download_hashed(key, target)
         except NotFound:  # deleted since it was listed
             target.unlink(missing_ok=True)
             continue
-        entries.append({"key": key, "size": size, "sha256": digest.hexdigest()})
+        entries.append({"key": key, "size": size, "sha256": sha256})
         total += size
     manifest = {
         "format": FORMAT,
         "started_at": started.isoformat(),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
-        "database": {"backend": backend, "file": db_file.name, "sha256": _sha256(db_file),
+        "database": {"backend": backend, "file": db_file.name, "sha256": sha256_file(db_file),
                      "revision": revision, "rows": rows},
         "blob_store": blobs.url.split("?")[0],
         "blobs": entries,
@@ -229,11 +215,11 @@ def verify(folder: Path) -> dict[str, Any]:
     manifest = read_manifest(folder)
     db = manifest["database"]
     db_file = folder / db["file"]
-    if not db_file.is_file() or _sha256(db_file) != db["sha256"]:
+    if not db_file.is_file() or sha256_file(db_file) != db["sha256"]:
         raise InvalidInput(f"{db_file} is missing or differs from the manifest")
     for entry in manifest["blobs"]:
         path = folder / "blobs" / entry["key"]
-        if not path.is_file() or path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+        if not path.is_file() or path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
             raise InvalidInput(f"blob {entry['key']} is missing from the backup or differs")
     return manifest
 

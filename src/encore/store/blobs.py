@@ -23,6 +23,7 @@ copies a blob to a local file the same way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -164,10 +165,20 @@ class BlobStore:
 
     def download(self, key: str, target: Path) -> Path:
         """Copy the blob to the local file ``target`` in chunks; return ``target``."""
+        self.download_hashed(key, target)
+        return Path(target)
+
+    def download_hashed(self, key: str, target: Path) -> tuple[str, int]:
+        """Copy the blob to the local file ``target`` in chunks, as :meth:`download` does;
+        return the SHA-256 hex digest of what was copied and its size in bytes."""
+        digest = hashlib.sha256()
+        size = 0
         with Path(target).open("wb") as out:
             for chunk in self.read_chunks(key, chunk_size=_COPY_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
                 out.write(chunk)
-        return Path(target)
+        return digest.hexdigest(), size
 
     def local_path(self, key: str) -> Path | None:
         """The blob's path on the local filesystem, or ``None`` for remote stores.
@@ -180,6 +191,15 @@ class BlobStore:
         """A time-limited URL from which a browser can fetch the blob directly, or ``None``
         when the store has no such URLs (local files are served by encore itself)."""
         return None
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 hex digest of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(_COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _chunks_of(f: IO[bytes], length: int | None, chunk_size: int) -> Iterator[bytes]:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from encore.errors import InvalidInput, NotFound
-from encore.store.blobs import BlobStore
+from encore.store.blobs import BlobStore, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +47,6 @@ class FileEntry:
     path: str  # relative, '/'-separated
     sha256: str
     size: int
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def folder_manifest(folder: Path) -> tuple[bytes, str, list[FileEntry]]:
@@ -72,7 +64,7 @@ def folder_manifest(folder: Path) -> tuple[bytes, str, list[FileEntry]]:
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
-        entries.append(FileEntry(rel.as_posix(), _sha256_file(path), path.stat().st_size))
+        entries.append(FileEntry(rel.as_posix(), sha256_file(path), path.stat().st_size))
     if not entries:
         raise InvalidInput(f"folder {root} has no files")
     body = {"format": MANIFEST_FORMAT,
@@ -164,14 +156,8 @@ def fetch_folder(blobs: BlobStore, ref: str, cache_dir: Path) -> Path:
             target = tmp / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
             key = _file_key(digest, entry.sha256)
-            check = hashlib.sha256()
-            size = 0
-            with target.open("wb") as out:
-                for chunk in blobs.read_chunks(key, chunk_size=1 << 20):
-                    check.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-            if check.hexdigest() != entry.sha256 or size != entry.size:
+            check, size = blobs.download_hashed(key, target)
+            if check != entry.sha256 or size != entry.size:
                 raise InvalidInput(f"{key} does not match its manifest entry (corrupt download?)")
         try:
             os.rename(tmp, final)
