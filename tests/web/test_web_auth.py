@@ -42,6 +42,25 @@ def test_signin_is_slowed_per_account_and_limited_per_address(make_app: Callable
     assert by_ip.status_code == 429 and "from this address" in by_ip.json()["error"]["message"]
 
 
+def test_forms_without_javascript_answer_a_rate_limit_with_retry_after(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    """The sign-in and reset forms (no JavaScript) show the page again with the reason, a 429
+    and Retry-After, as the JSON API does."""
+    app = make_app(limit_signin_ip="2/60", signin_max_delay_seconds=0)
+    client = TestClient(app)
+    for _ in range(2):
+        page = client.post("/signin", data={"email": "b@example.org", "password": "x"})
+        assert page.status_code == 403 and "retry-after" not in page.headers
+    for path, data in (("/signin", {"email": "b@example.org", "password": "x"}),
+                       ("/reset/some-token", {"new_password": "a-fresh-password"})):
+        limited = client.post(path, data=data, follow_redirects=False)
+        assert limited.status_code == 429, (path, limited.text[:200])
+        assert limited.headers["content-type"].startswith("text/html")
+        assert "from this address" in limited.text
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+
+
 def test_signup_needs_a_valid_invitation(anon: TestClient, operator: TestClient) -> None:
     body = {"email": "new@example.org", "password": PASSWORD, "display_name": "New"}
     no_code = anon.post("/api/auth/signup", json=body)

@@ -7,6 +7,7 @@ Routes declare what they need with the ``Annotated`` aliases here (``CtxDep``,
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +20,11 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from encore.config import Settings
-from encore.errors import EncoreError, PermissionDenied
+from encore.errors import EncoreError, PermissionDenied, TooManyRequests
 from encore.services import accounts
 from encore.services.context import ServiceContext, WriterBusy
 from encore.store.models import User
-from encore.web.errors import AuthenticationRequired
+from encore.web.errors import AuthenticationRequired, status_for
 from encore.web.ratelimit import PendingCheck, RateLimits
 from encore.web.security import SESSION_COOKIE
 
@@ -249,6 +250,16 @@ def render(
         {"user": user, "csrf_token": csrf, **context},
         status_code=status_code,
     )
+
+
+def render_form_error(request: Request, name: str, exc: EncoreError, **context: Any) -> Response:
+    """A page whose form failed, signed out: ``name`` again with the reason, the error's
+    status and, for a rate limit, its ``Retry-After`` (as the JSON API answers)."""
+    response = render(request, name, user=None, status_code=status_for(exc),
+                      form_error=str(exc), **context)
+    if isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return response
 
 
 #: A password or an e-mail address in a request body: bounded here, checked by

@@ -22,6 +22,7 @@ from encore.web.deps import (
     SettingsDep,
     client_ip,
     render,
+    render_form_error,
     session_token,
 )
 from encore.web.errors import status_for
@@ -126,9 +127,8 @@ async def reset_form(request: Request, token: str, ctx: CtxDep, limits: LimitsDe
             limits.check("signin", account=None, ip=client_ip(request))
             accounts.reset_password(ctx, token=token, new_password=password)
         except EncoreError as exc:
-            return render(request, "reset.html", user=None, status_code=status_for(exc),
-                          form_error=str(exc), token=token,
-                          min_password=accounts.MIN_PASSWORD_LENGTH)
+            return render_form_error(request, "reset.html", exc, token=token,
+                                     min_password=accounts.MIN_PASSWORD_LENGTH)
         forget_sessions(request)
         return RedirectResponse("/signin", status_code=303)
 

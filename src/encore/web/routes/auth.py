@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,7 +9,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from encore.errors import EncoreError, InvalidInput, PermissionDenied, TooManyRequests
+from encore.errors import EncoreError, InvalidInput, PermissionDenied
 from encore.services import accounts
 from encore.store.models import User
 from encore.web.deps import (
@@ -22,9 +21,9 @@ from encore.web.deps import (
     SettingsDep,
     client_ip,
     render,
+    render_form_error,
     session_token,
 )
-from encore.web.errors import status_for
 from encore.web.security import clear_session_cookie, safe_next, set_session_cookie
 from encore.web.views import user_json
 
@@ -64,18 +63,6 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _form_failed(
-    request: Request, page: str, exc: EncoreError, **context: Any
-) -> Response:
-    status = status_for(exc)
-    headers = {}
-    if isinstance(exc, TooManyRequests):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    response = render(request, page, user=None, status_code=status, form_error=str(exc), **context)
-    response.headers.update(headers)
-    return response
-
-
 @router.post("/signin", include_in_schema=False)
 async def signin_form(
     request: Request, ctx: CtxDep, settings: SettingsDep, limits: LimitsDep
@@ -91,7 +78,7 @@ async def signin_form(
         )
     except EncoreError as exc:
         return await run_in_threadpool(
-            _form_failed, request, "signin.html", exc, next_path=target, email=email
+            render_form_error, request, "signin.html", exc, next_path=target, email=email
         )
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, token, settings)
@@ -114,7 +101,7 @@ async def signup_form(
         user, token = await run_in_threadpool(_sign_up_checked, request, ctx, limits, values)
     except EncoreError as exc:
         return await run_in_threadpool(
-            _form_failed, request, "signup.html", exc, code=values["invitation_code"],
+            render_form_error, request, "signup.html", exc, code=values["invitation_code"],
             email=values["email"], display_name=values["display_name"],
             min_password=accounts.MIN_PASSWORD_LENGTH,
         )
