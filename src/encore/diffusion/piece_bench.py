@@ -23,7 +23,6 @@ synthetic songs.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import statistics
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from encore.audio.encode import encode_audio
 from encore.diffusion.bench import _load, _songs, load_average
 
 # ruff: noqa: T201  (a benchmark prints its figures)
@@ -53,14 +53,6 @@ def _song_files(args: argparse.Namespace) -> list[Path]:
 
         raise NotFound(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {folder}")
     return files
-
-
-def _wav_bytes(y: np.ndarray, sr: int) -> bytes:
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, y, sr, format="WAV")
-    return buf.getvalue()
 
 
 def _timed(fn: Any) -> tuple[Any, float, float]:
@@ -107,7 +99,8 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"songs: {len(files)} files of {files[0].parent}")
     else:
         synth = _songs(sr, seconds=40.0)
-        songs = [_wav_bytes(synth[i % 2], sr) for i in range(max(n_pieces, 1))]
+        songs = [encode_audio(synth[i % 2], sr=sr, format="wav", normalize=False)
+                 for i in range(max(n_pieces, 1))]
         print("songs: two synthetic songs (pass --songs DIR for real ones)")
 
     # warm-up: librosa, the vocoder's buffers, the UNet's first call
